@@ -1,0 +1,95 @@
+"""Typed configuration shared by train / study: pydantic models readable from YAML.
+
+Every validation problem is collected and raised at once as a :class:`ConfigError`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from lorank.errors import ConfigError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def format_validation_error(e: ValidationError) -> list[str]:
+    out = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        out.append(f"{loc}: {msg}")
+    return out
+
+
+def parse_model(cls: type[T], data: Any, source: str | Path | None = None) -> T:
+    try:
+        return cls.model_validate(data if data is not None else {})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e), source) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text ({e})", path) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{where}invalid YAML: {getattr(e, 'problem', e)}", path) from None
+
+
+class InputSpec(Strict):
+    query_template: str = "query: {query}"
+    doc_template: str = " document: {title} {passage}"
+    max_len: int = 196
+    query_max_len: int = 32
+
+
+class TrainData(Strict):
+    """One training source. ``kind``: trec (qrels + first-stage run: ``dl20`` or a directory),
+    tevatron (JSONL), triples (MS MARCO TSV), hardneg (JSONL with teacher scores)."""
+
+    kind: Literal["trec", "tevatron", "triples", "hardneg"] = "trec"
+    path: str
+    rel_threshold: int = 2
+    max_negative_grade: int = 0
+    judged_negatives: bool = True
+    unjudged_negatives: bool = True
+    depth: int = 100
+
+
+class Checkpoints(Strict):
+    every: int | None = 50
+    steps: list[int] | None = None
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [int(x) for x in v.replace(" ", "").split(",") if x]
+        return v
+
+
+class EvalSpec(Strict):
+    sets: list[str] = []
+    depth: int = 100
+    during_training: bool = True
+    batch_tokens: int = 8192
+    bf16: bool = True
+    rel_threshold: int = 2
+    write_runs: bool = True

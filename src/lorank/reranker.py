@@ -1,0 +1,61 @@
+"""``Reranker``: a trained (or base) reranker that scores passages for a query."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lorank.models.inputs import InputFormat, PairEncoder
+from lorank.score.engine import Scorer
+
+
+class Reranker:
+    def __init__(self, model: Any, tokenizer: Any, fmt: InputFormat | None = None, bf16: bool = True,
+                 batch_tokens: int = 8192, meta: dict[str, Any] | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.encoder = PairEncoder(tokenizer, fmt or InputFormat())
+        self.scorer = Scorer(model, self.encoder, int(tokenizer.pad_token_id), batch_tokens=batch_tokens, bf16=bf16)
+        self.meta = meta or {}
+
+    @classmethod
+    def from_pretrained(cls, model: str | None = None, head_init: str = "yes_no", dtype: str = "bf16",
+                        **kw: Any) -> "Reranker":
+        """The base model, untrained LoRA-free (zero-shot, e.g. with a yes/no-initialised head)."""
+        from lorank.models.loading import load_reranker
+
+        lm = load_reranker(model, dtype=dtype, head_init=head_init)
+        return cls(lm.model, lm.tokenizer, **kw)
+
+    @classmethod
+    def from_adapter(cls, adapter_dir: str | Path, allow_pickle: bool = False, dtype: str | None = None,
+                     trust_remote_code: bool = False, **kw: Any) -> "Reranker":
+        """Load a lorank run dir or checkpoint dir (PEFT adapter + score head)."""
+        from peft import PeftModel
+
+        from lorank.adapters import adapter_file, latest_checkpoint, read_checkpoint_meta
+        from lorank.models.loading import load_reranker
+
+        ckpt = latest_checkpoint(adapter_dir)
+        adapter_file(ckpt, allow_pickle)  # refuses pickle unless allowed
+        meta = read_checkpoint_meta(ckpt)
+        base = meta.get("model_path") or meta.get("base_model")
+        if base and not Path(str(base)).exists():
+            base = meta.get("base_model")
+        lm = load_reranker(base, dtype=dtype or meta.get("dtype", "bf16"), trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(lm.model, str(ckpt), use_safetensors=not allow_pickle)
+        fmt = InputFormat(**meta.get("input", {}))
+        return cls(model, lm.tokenizer, fmt, meta=dict(meta, checkpoint=str(ckpt)), **kw)
+
+    def score(self, query: str, passages: Sequence[str | tuple[str, str]]) -> np.ndarray:
+        """Scores for one query's passages (a passage is text, or (title, text))."""
+        pairs = [(query, p, "") if isinstance(p, str) else (query, p[1], p[0]) for p in passages]
+        return self.scorer.score_pairs(pairs)
+
+    def rerank(self, queries: dict[str, str], passages: dict[str, Any], run: dict[str, list[Any]],
+               depth: int = 100, progress: Any = None) -> dict[str, dict[str, float]]:
+        from lorank.train.checkpoint_eval import rerank_to_run
+
+        scores = self.scorer.rerank(queries, passages, run, depth, progress)
+        return rerank_to_run(scores, run, depth)

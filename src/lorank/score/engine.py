@@ -1,0 +1,94 @@
+"""The scoring engine: length-sorted, token-budgeted batches under ``torch.inference_mode``.
+
+``score_pairs`` works for any (query, passage) list; ``rerank`` scores a candidate run.
+Scores come back in input order; the batch order never changes a score beyond float tolerance.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from lorank.models.inputs import PairEncoder
+from lorank.train.collator import length_chunks, pad_chunk
+
+log = logging.getLogger("lorank.score")
+
+
+def autocast_ctx(model: Any, use_bf16: bool) -> Any:
+    dev = next(model.parameters()).device
+    if use_bf16:
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+class Scorer:
+    def __init__(self, model: Any, encoder: PairEncoder, pad_id: int, batch_tokens: int = 8192,
+                 bf16: bool = True):
+        self.model = model
+        self.encoder = encoder
+        self.pad_id = pad_id
+        self.batch_tokens = batch_tokens
+        self.bf16 = bf16
+        self.oom_backoffs = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def score_ids(self, seqs: Sequence[list[int]], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        out = np.empty(len(seqs), dtype=np.float64)
+        was_training = self.model.training
+        self.model.eval()
+        chunks = length_chunks([len(s) for s in seqs], self.batch_tokens)
+        try:
+            with torch.inference_mode(), autocast_ctx(self.model, self.bf16):
+                while chunks:
+                    idx = chunks.pop(0)
+                    try:
+                        ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id)
+                        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                    except (RuntimeError, torch.OutOfMemoryError) as e:
+                        if not is_oom(e) or len(idx) == 1:
+                            raise
+                        self.oom_backoffs += 1
+                        half = len(idx) // 2
+                        log.warning("out of memory on a batch of %d: retrying in halves", len(idx))
+                        if self.device.type == "cuda":
+                            torch.cuda.empty_cache()
+                        chunks[:0] = [idx[:half], idx[half:]]
+                        continue
+                    out[idx] = logits.float().reshape(-1).cpu().numpy()
+                    if progress:
+                        progress(len(idx))
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str] | tuple[str, str, str]],
+                    progress: Callable[[int], None] | None = None) -> np.ndarray:
+        seqs = [self.encoder.encode(*p) for p in pairs]
+        return self.score_ids(seqs, progress)
+
+    def rerank(self, queries: dict[str, str], passages: dict[str, Any], run: dict[str, list[Any]],
+               depth: int = 100, progress: Callable[[int], None] | None = None) -> dict[str, dict[str, float]]:
+        """Score the top ``depth`` candidates of each query; returns ``{qid: {docid: score}}``."""
+        keys: list[tuple[str, str]] = []
+        pairs = []
+        for qid in sorted(run):
+            for e in run[qid][:depth]:
+                p = passages[e.docid]
+                keys.append((qid, e.docid))
+                pairs.append((queries[qid], p.text, p.title))
+        scores = self.score_pairs(pairs, progress)
+        result: dict[str, dict[str, float]] = {}
+        for (qid, docid), s in zip(keys, scores):
+            result.setdefault(qid, {})[docid] = float(s)
+        return result

@@ -1,0 +1,125 @@
+"""Evaluate checkpoints on eval sets: rerank, write a TREC run, append a metrics row, plot the curve."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from lorank.atomic import atomic_write_text
+from lorank.config import EvalSpec
+from lorank.score.engine import Scorer
+
+log = logging.getLogger("lorank.train")
+METRICS_FILE = "metrics.jsonl"
+
+
+def rerank_to_run(scores: dict[str, dict[str, float]], first_stage: dict[str, list[Any]], depth: int) -> dict[str, dict[str, float]]:
+    """Reranked top-``depth``; candidates below depth keep their first-stage order underneath."""
+    out: dict[str, dict[str, float]] = {}
+    for qid, entries in first_stage.items():
+        s = dict(scores.get(qid, {}))
+        rest = [e for e in entries[depth:] if e.docid not in s]
+        if rest:
+            floor = min(s.values(), default=0.0) - 1.0
+            for i, e in enumerate(rest):
+                s[e.docid] = floor - i * 1e-3
+        out[qid] = s
+    return out
+
+
+class CheckpointEvaluator:
+    def __init__(self, encoder: Any, pad_id: int, spec: EvalSpec, out_dir: Path, data_root: str | None = None):
+        from lorank.data import resolve_eval_set
+
+        self.encoder = encoder
+        self.pad_id = pad_id
+        self.spec = spec
+        self.out_dir = Path(out_dir)
+        self.sets = {name: resolve_eval_set(name, data_root) for name in spec.sets}
+
+    def done_steps(self) -> set[tuple[int, str]]:
+        return {(r["step"], r["eval_set"]) for r in read_metrics(self.out_dir)}
+
+    def __call__(self, model: Any, step: int, ckpt_dir: Path | None = None) -> list[dict[str, Any]]:
+        from lorank.score import evaluate, write_run
+
+        rows = []
+        done = self.done_steps()
+        for name, rs in self.sets.items():
+            if (step, name) in done:
+                continue
+            t0 = time.perf_counter()
+            scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)
+            scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
+            run = rerank_to_run(scores, rs.run, self.spec.depth)
+            wall = time.perf_counter() - t0
+            res = evaluate(rs.qrels, run, rel_threshold=self.spec.rel_threshold)
+            n_pairs = sum(len(v) for v in scores.values())
+            row = {"step": step, "eval_set": name, **{k: round(float(v), 6) for k, v in res.aggregate.items()},
+                   "pairs": n_pairs, "score_wall_s": round(wall, 2), "pairs_per_s": round(n_pairs / wall, 2)}
+            if self.spec.write_runs:
+                write_run(self.out_dir / "runs_trec" / f"checkpoint-{step}.{name}.run", run, tag=f"lorank-{step}")
+            append_metrics(self.out_dir, row)
+            log.info("step %d %s: nDCG@10 %.4f MRR@10 %.4f", step, name, row.get("ndcg_cut_10", float("nan")),
+                     row.get("recip_rank_10", float("nan")))
+            rows.append(row)
+        return rows
+
+
+def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
+    f = Path(out_dir) / METRICS_FILE
+    if not f.is_file():
+        return []
+    rows = []
+    for line in f.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: ignoring a malformed metrics line", f)
+    return rows
+
+
+def append_metrics(out_dir: Path, row: dict[str, Any]) -> None:
+    """Rewrite the JSONL atomically with the new row added (one row per (step, eval set))."""
+    rows = [r for r in read_metrics(out_dir) if (r["step"], r["eval_set"]) != (row["step"], row["eval_set"])]
+    rows.append(row)
+    rows.sort(key=lambda r: (r["eval_set"], r["step"]))
+    atomic_write_text(Path(out_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: dict[str, dict[str, float]] | None = None) -> Path | None:
+    """nDCG@10 and MRR@10 vs training step, one line per eval set; dashed first-stage baseline."""
+    rows = read_metrics(out_dir)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, key, label in zip(axes, ("ndcg_cut_10", "recip_rank_10"), ("nDCG@10", "MRR@10 (rel ≥ 2)")):
+        for name in sorted({r["eval_set"] for r in rows}):
+            pts = sorted((r["step"], r[key]) for r in rows if r["eval_set"] == name and key in r)
+            if pts:
+                line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{name} (reranked)")
+                if baselines and name in baselines and key in baselines[name]:
+                    ax.axhline(baselines[name][key], ls="--", color=line.get_color(), alpha=0.6,
+                               label=f"{name} first stage (BM25)")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.set_title(label + " by checkpoint")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    out = Path(out_dir) / "checkpoints.png"
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,60 @@
+"""Collate groups into length-sorted chunks: no padding beyond each chunk's longest sequence.
+
+A step of B queries x G passages is split into chunks of at most ``chunk_tokens`` padded tokens,
+sorted by length, so short passages are not padded to the longest one of the whole step. The
+trainer forwards each chunk and scatters the scores back into (B, G).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from lorank.models.inputs import PairEncoder
+from lorank.train.groups import Group
+
+
+def pad_chunk(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def length_chunks(lengths: Sequence[int], chunk_tokens: int) -> list[list[int]]:
+    """Indices sorted by length, cut so that (rows x longest row) <= chunk_tokens (at least one row)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    chunks: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[i] > chunk_tokens:
+            chunks.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+class GroupCollator:
+    def __init__(self, encoder: PairEncoder, pad_id: int, chunk_tokens: int = 4096):
+        self.encoder = encoder
+        self.pad_id = pad_id
+        self.chunk_tokens = chunk_tokens
+
+    def __call__(self, groups: list[Group]) -> dict[str, Any]:
+        g = len(groups[0].passages)
+        seqs = [self.encoder.encode(gr.query, p.text, p.title) for gr in groups for p in gr.passages]
+        chunks = []
+        for idx in length_chunks([len(s) for s in seqs], self.chunk_tokens):
+            ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id)
+            chunks.append({"input_ids": ids, "attention_mask": mask, "index": torch.tensor(idx, dtype=torch.long)})
+        teacher = None
+        if all(gr.teacher is not None for gr in groups):
+            teacher = torch.tensor([gr.teacher for gr in groups], dtype=torch.float32)
+        return {"chunks": chunks, "n_groups": len(groups), "group_size": g, "teacher": teacher,
+                "num_tokens": sum(len(s) for s in seqs),
+                "padded_tokens": sum(c["input_ids"].numel() for c in chunks)}

@@ -1,0 +1,84 @@
+"""``RerankTrainer``: HF ``Trainer`` with a grouped ranking loss, so torchrun/accelerate/DeepSpeed work unchanged."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from lorank.errors import LorankError
+
+log = logging.getLogger("lorank.train")
+
+
+class NonFiniteLossError(LorankError):
+    pass
+
+
+def forward_scores(model: Any, chunks: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Forward every chunk; return the scores in the collator's original order (1-D)."""
+    parts, index = [], []
+    for ch in chunks:
+        out = model(input_ids=ch["input_ids"], attention_mask=ch["attention_mask"])
+        parts.append(out.logits.reshape(-1))
+        index.append(ch["index"])
+    scores = torch.cat(parts)
+    order = torch.cat(index)
+    return scores[torch.argsort(order)]
+
+
+class RerankTrainer(Trainer):
+    """Adds: a grouped loss, token accounting, and a guard against NaN/inf losses."""
+
+    def __init__(self, *args: Any, loss_fn: Callable, temperature: float = 1.0,
+                 skip_nonfinite: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+        self.temperature = temperature
+        self.skip_nonfinite = skip_nonfinite
+        self.model_accepts_loss_kwargs = False
+        self.tokens_seen = 0
+        self.padded_tokens_seen = 0
+        self.skipped_batches = 0
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        scores = forward_scores(model, inputs["chunks"]).view(inputs["n_groups"], inputs["group_size"])
+        loss = self.loss_fn(scores, inputs.get("teacher"), temperature=self.temperature)
+        self.tokens_seen += int(inputs["num_tokens"])
+        self.padded_tokens_seen += int(inputs["padded_tokens"])
+        if not torch.isfinite(loss):
+            if self.skip_nonfinite:
+                self.skipped_batches += 1
+                log.warning("non-finite loss at step %d: batch skipped (%d so far)", self.state.global_step,
+                            self.skipped_batches)
+                loss = scores.sum() * 0.0
+            else:
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at step {self.state.global_step}; training stopped. The last saved "
+                    "checkpoint is intact. Lower the learning rate, or set skip_nonfinite: true to skip bad batches.")
+        return (loss, {"scores": scores}) if return_outputs else loss
+
+
+class CheckpointSchedule(TrainerCallback):
+    """Save at an explicit list of steps (e.g. 10,25,50,100,200) and at the last step."""
+
+    def __init__(self, steps: list[int] | None, every: int | None):
+        self.steps = set(steps or [])
+        self.every = every
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        s = state.global_step
+        if s in self.steps or (self.every and s % self.every == 0) or s >= state.max_steps:
+            control.should_save = True
+        return control
+
+
+def total_steps(n_examples: int, batch_queries: int, grad_accum: int, epochs: float, max_steps: int,
+                world_size: int = 1) -> int:
+    if max_steps and max_steps > 0:
+        return max_steps
+    per_epoch = math.ceil(n_examples / (batch_queries * world_size)) // max(grad_accum, 1)
+    return max(1, math.ceil(per_epoch * epochs))
