@@ -1,0 +1,56 @@
+"""A reranking evaluation set in memory, and the loader for a TREC DL style folder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorank.errors import DataError
+from lorank.data.records import Passage, RunEntry
+from lorank.data.trec import load_qrels, load_run
+from lorank.data.tsv import load_collection, load_queries
+
+
+@dataclass
+class RerankSet:
+    """Queries, their first-stage candidates (`run`, best first), the passages and the qrels.
+
+    Every docid in `run` is a key of `passages`; `qrels` is None when the set has no judgements.
+    """
+
+    name: str
+    queries: dict[str, str]
+    passages: dict[str, Passage]
+    run: dict[str, list[RunEntry]]
+    qrels: dict[str, dict[str, int]] | None = None
+
+    @property
+    def qids(self) -> list[str]:
+        """The queries that have candidates, in query-file order."""
+        return [q for q in self.queries if q in self.run]
+
+    def candidates(self, qid: str, depth: int | None = None) -> list[Passage]:
+        """The candidate passages of `qid`, best first, the first `depth` of them when given."""
+        try:
+            entries = self.run[qid]
+        except KeyError:
+            raise KeyError(f"query {qid!r} has no candidates in {self.name!r}") from None
+        if depth is not None:
+            entries = entries[:depth]
+        return [self.passages[e.docid] for e in entries]
+
+
+def load_trec_dl_dir(
+    directory: str | Path, name: str | None = None, lenient: bool = False, warn: bool = True
+) -> RerankSet:
+    """Load a TREC DL style folder: `queries.tsv`, `collection.tsv`, `bm25.run` and, if present,
+    `qrels.txt`. The run is checked against the queries and the collection, the qrels against
+    the queries."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(directory, None, "evaluation set folder not found")
+    queries = load_queries(directory / "queries.tsv", lenient, warn=warn)
+    passages = load_collection(directory / "collection.tsv", lenient, warn=warn)
+    run = load_run(directory / "bm25.run", lenient, warn=warn, known_qids=queries, known_docids=passages)
+    qrels_path = directory / "qrels.txt"
+    qrels = load_qrels(qrels_path, lenient, warn=warn, known_qids=queries) if qrels_path.exists() else None
+    return RerankSet(name or directory.name, queries, passages, run, qrels)

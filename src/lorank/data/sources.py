@@ -1,0 +1,89 @@
+"""Where data lives: the data root, named evaluation sets, and the shared test data.
+
+The data root is looked for, in order, at: the explicit argument, `$LORANK_DATA`,
+`../shared/data` from the working directory, and `../shared/data` beside the repository.
+A named evaluation set (`dl19`, `dl20`) is read from the first of those holding its folder,
+and failing that from ir_datasets.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+from lorank.errors import DataError
+from lorank.data.irds import load_ir_dataset
+from lorank.data.rerankset import RerankSet, load_trec_dl_dir
+
+ENV_VAR = "LORANK_DATA"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+# name -> (folder under the data root, ir_datasets id)
+EVAL_SETS: dict[str, tuple[str, str]] = {
+    "dl19": ("trec-dl-2019", "msmarco-passage/trec-dl-2019/judged"),
+    "trec-dl-2019": ("trec-dl-2019", "msmarco-passage/trec-dl-2019/judged"),
+    "dl20": ("trec-dl-2020", "msmarco-passage/trec-dl-2020/judged"),
+    "trec-dl-2020": ("trec-dl-2020", "msmarco-passage/trec-dl-2020/judged"),
+}
+
+
+def _shared_places() -> list[tuple[str, Path]]:
+    places = [
+        ("../shared/data from the working directory", Path.cwd() / ".." / "shared" / "data"),
+        ("../shared/data beside the repository", REPO_ROOT.parent / "shared" / "data"),
+    ]
+    if places[0][1].resolve() == places[1][1].resolve():
+        return places[:1]
+    return places
+
+
+def _roots(explicit: str | Path | None) -> Iterator[tuple[str, Path | None]]:
+    yield "data_root argument", Path(explicit) if explicit is not None else None
+    env = os.environ.get(ENV_VAR)
+    yield f"${ENV_VAR}", Path(env) if env else None
+    yield from _shared_places()
+
+
+def find_shared_data() -> Path | None:
+    """The shared data folder (`../shared/data`), or None when it is not there."""
+    for _, path in _shared_places():
+        if path.is_dir():
+            return path.resolve()
+    return None
+
+
+def resolve_data_root(explicit: str | Path | None = None) -> Path:
+    """The first existing folder among: `explicit`, `$LORANK_DATA`, `../shared/data`."""
+    tried = []
+    for place, path in _roots(explicit):
+        if path is not None and path.is_dir():
+            return path
+        tried.append(f"{place}: " + ("not given" if path is None else f"no folder {path}"))
+    raise DataError(None, None, "no data folder found; tried:\n  - " + "\n  - ".join(tried))
+
+
+def resolve_eval_set(name_or_path: str, data_root: str | Path | None = None) -> RerankSet:
+    """A reranking evaluation set by folder path or by name (`dl19`/`trec-dl-2019`, `dl20`/`trec-dl-2020`)."""
+    as_path = Path(name_or_path)
+    if as_path.is_dir():
+        return load_trec_dl_dir(as_path)
+    key = name_or_path.strip().lower()
+    if key not in EVAL_SETS:
+        raise DataError(
+            name_or_path, None, f"unknown evaluation set: not a folder, and not one of {', '.join(EVAL_SETS)}"
+        )
+    folder, irds_id = EVAL_SETS[key]
+    tried = []
+    for place, root in _roots(data_root):
+        if root is None:
+            tried.append(f"{place}: not given")
+            continue
+        directory = root / folder
+        if (directory / "queries.tsv").is_file():
+            return load_trec_dl_dir(directory, name=folder)
+        tried.append(f"{place}: no {directory / 'queries.tsv'}")
+    try:
+        return load_ir_dataset(irds_id, name=folder)
+    except DataError as e:
+        tried.append(f"ir_datasets {irds_id}: {e.problem}")
+    raise DataError(name_or_path, None, f"evaluation set not found; tried:\n  - " + "\n  - ".join(tried))
