@@ -1,8 +1,39 @@
-"""lorank: train, evaluate and dissect LoRA-fine-tuned LLM rerankers."""
+"""lorank: train, evaluate and dissect LoRA-fine-tuned LLM rerankers.
+
+Python twins of the CLI verbs: ``lorank.train``, ``lorank.Reranker``, ``lorank.evaluate``,
+``lorank.retrieve_beir``. Heavy modules (torch, transformers) load on first use.
+"""
 from __future__ import annotations
+
+from typing import Any
+
+from lorank.errors import ConfigError, DataError, LorankError
 
 __version__ = "0.1.0"
 
-from lorank.errors import ConfigError, DataError, LorankError  # noqa: E402
+_LAZY = {
+    "train": ("lorank.train", "train"),
+    "TrainConfig": ("lorank.train.config", "TrainConfig"),
+    "Reranker": ("lorank.reranker", "Reranker"),
+    "LoraSpec": ("lorank.lora.spec", "LoraSpec"),
+    "evaluate": ("lorank.score", "evaluate"),
+    "compare": ("lorank.score", "compare"),
+    "evaluate_files": ("lorank.score", "evaluate_files"),
+    "write_run": ("lorank.score", "write_run"),
+    "EvalResult": ("lorank.score", "EvalResult"),
+    "retrieve_beir": ("lorank.retrieve", "retrieve_beir"),
+    "bm25_retrieve": ("lorank.retrieve", "bm25_retrieve"),
+}
 
-__all__ = ["ConfigError", "DataError", "LorankError", "__version__"]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        module = importlib.import_module(mod)
+        return module if name == "train" else getattr(module, attr)
+    raise AttributeError(f"module 'lorank' has no attribute {name!r}")
+
+
+__all__ = ["ConfigError", "DataError", "LorankError", "__version__", *_LAZY]

@@ -106,6 +106,146 @@ def retrieve_cmd(
     console.print(f"wrote {out}: {len(run)} queries, {n} results (BM25 k1={k1} b={b}, top {k})", highlight=False)
 
 
+@app.command("models")
+def models_cmd() -> None:
+    """Show where the embedded default model (SmolLM2-135M-Instruct GGUF) was found."""
+    from rich.table import Table
+
+    from lorank.models.source import describe_default
+
+    with guard():
+        info = describe_default()
+    t = Table(title="lorank default model", show_header=False)
+    t.add_column("field")
+    t.add_column("value", overflow="fold")
+    for k, v in info.items():
+        t.add_row(k, v)
+    console.print(t)
+
+
+def _overrides(items: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            from lorank.errors import ConfigError
+
+            raise ConfigError(f"--set expects KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="Training config (YAML)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a field, e.g. --set lr=3e-4 --set lora.rank=2."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where checkpoints and metrics go."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start afresh even if checkpoints exist."),
+) -> None:
+    """Train a LoRA reranker; checkpoints are evaluated on the config's eval sets."""
+    import logging
+
+    from lorank.train.run import train
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with guard():
+        ov = _overrides(set_)
+        if output_dir is not None:
+            ov["output_dir"] = str(output_dir)
+        res = train(config, resume=not no_resume, overrides=ov)
+    console.print(f"[green]done[/]: {res.steps} steps in {res.wall_s:.0f} s, {res.tokens_per_s:,.0f} tokens/s, "
+                  f"{len(res.checkpoints)} checkpoints in {res.output_dir}")
+    _print_metrics(res.metrics)
+    if res.plot:
+        console.print(f"checkpoint curve: {res.plot}")
+
+
+def _print_metrics(rows: list[dict]) -> None:
+    if not rows:
+        return
+    from rich.table import Table
+
+    t = Table(title="checkpoint evaluation")
+    for c in ("eval set", "step", "nDCG@10", "MRR@10", "R@100", "MAP", "pairs/s"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(r["eval_set"], str(r["step"]), f"{r.get('ndcg_cut_10', float('nan')):.4f}",
+                  f"{r.get('recip_rank_10', float('nan')):.4f}", f"{r.get('recall_100', float('nan')):.4f}",
+                  f"{r.get('map', float('nan')):.4f}", f"{r.get('pairs_per_s', 0):.1f}")
+    console.print(t)
+
+
+@app.command("rerank")
+def rerank_cmd(
+    adapter: Path = typer.Option(..., "--adapter", help="A lorank run dir (its last checkpoint is used) or a checkpoint dir."),
+    out: Path = typer.Option(..., "--out", help="TREC run to write (atomically)."),
+    eval_set: Optional[str] = typer.Option(None, "--eval", help="A named set (dl19, dl20) or a TREC-DL-style folder."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="queries.tsv (with --run and --collection)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="First-stage TREC run to rerank."),
+    collection: Optional[Path] = typer.Option(None, "--collection", help="collection.tsv with the candidates' text."),
+    depth: int = typer.Option(100, "--depth", help="Rerank this many candidates per query."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading a pickle-based adapter (unsafe)."),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="Evaluate the reranked run against these qrels."),
+) -> None:
+    """Rerank a candidate run with a trained adapter and write a TREC run."""
+    from lorank.reranker import Reranker
+    from lorank.score import evaluate, write_run
+
+    with guard():
+        qs, ps, r, qr = _candidates(eval_set, queries, run, collection, qrels)
+        rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
+        n = sum(min(len(v), depth) for v in r.values())
+        with _progress("rerank", n) as tick:
+            result = rr.rerank(qs, ps, r, depth=depth, progress=tick)
+        write_run(out, result, tag="lorank")
+    console.print(f"wrote {out} ({len(result)} queries, {n} pairs scored) with {rr.meta.get('checkpoint')}")
+    if qr:
+        res = evaluate(qr, result)
+        console.print({k: round(v, 4) for k, v in res.aggregate.items()})
+
+
+def _candidates(eval_set, queries, run, collection, qrels):
+    from lorank.errors import ConfigError
+
+    if eval_set:
+        from lorank.data import load_qrels, resolve_eval_set
+
+        rs = resolve_eval_set(eval_set)
+        return rs.queries, rs.passages, rs.run, (load_qrels(qrels) if qrels else rs.qrels)
+    if not (queries and run and collection):
+        raise ConfigError("give --eval NAME, or all of --queries, --run and --collection")
+    from lorank.data import load_collection, load_qrels, load_queries, load_run
+
+    qs = load_queries(queries)
+    ps = load_collection(collection)
+    r = load_run(run, known_qids=qs, known_docids=ps)
+    return qs, ps, r, (load_qrels(qrels) if qrels else None)
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console) as prog:
+        task = prog.add_task(label, total=total)
+        yield lambda n: prog.advance(task, n)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Where the demo writes its results."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data folder (else $LORANK_DATA, ../shared/data, ir_datasets)."),
+) -> None:
+    """The main job on the embedded default: see lorank.demo.run_demo."""
+    from lorank.demo import run_demo
+
+    with guard():
+        run_demo(out, data, console=console)
+
+
 def main() -> None:  # pragma: no cover - entry point
     try:
         app()

@@ -90,6 +90,6 @@ class EvalSpec(Strict):
     depth: int = 100
     during_training: bool = True
     batch_tokens: int = 8192
-    bf16: bool = True
+    bf16: bool | None = None  # None: where it pays (lorank.models.loading.bf16_pays)
     rel_threshold: int = 2
     write_runs: bool = True

@@ -11,7 +11,7 @@ from lorank.score.engine import Scorer
 
 
 class Reranker:
-    def __init__(self, model: Any, tokenizer: Any, fmt: InputFormat | None = None, bf16: bool = True,
+    def __init__(self, model: Any, tokenizer: Any, fmt: InputFormat | None = None, bf16: bool | None = None,
                  batch_tokens: int = 8192, meta: dict[str, Any] | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -20,7 +20,7 @@ class Reranker:
         self.meta = meta or {}
 
     @classmethod
-    def from_pretrained(cls, model: str | None = None, head_init: str = "yes_no", dtype: str = "bf16",
+    def from_pretrained(cls, model: str | None = None, head_init: str = "yes_no", dtype: str = "auto",
                         **kw: Any) -> "Reranker":
         """The base model, untrained LoRA-free (zero-shot, e.g. with a yes/no-initialised head)."""
         from lorank.models.loading import load_reranker
@@ -43,7 +43,7 @@ class Reranker:
         base = meta.get("model_path") or meta.get("base_model")
         if base and not Path(str(base)).exists():
             base = meta.get("base_model")
-        lm = load_reranker(base, dtype=dtype or meta.get("dtype", "bf16"), trust_remote_code=trust_remote_code)
+        lm = load_reranker(base, dtype=dtype or meta.get("dtype", "auto"), trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(lm.model, str(ckpt), use_safetensors=not allow_pickle)
         fmt = InputFormat(**meta.get("input", {}))
         return cls(model, lm.tokenizer, fmt, meta=dict(meta, checkpoint=str(ckpt)), **kw)

@@ -124,7 +124,13 @@ def materialize(src: ModelSource) -> str:
         tok = AutoTokenizer.from_pretrained(src.location, gguf_file=src.gguf_file)
         model = AutoModelForCausalLM.from_pretrained(src.location, gguf_file=src.gguf_file,
                                                      dtype=torch.float32)
-        model.save_pretrained(tmp, safe_serialization=True)
+        # the weights are dequantized fp32 now; drop the GGUF "quantizer" so transformers will save them
+        model.hf_quantizer = None
+        for obj in (model, model.config):
+            for attr in ("is_quantized", "quantization_config", "_pre_quantization_dtype"):
+                if attr in getattr(obj, "__dict__", {}):
+                    delattr(obj, attr)
+        model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "lorank_source.txt").write_text(src.describe() + "\n")
         if target.exists():

@@ -31,11 +31,15 @@ def is_oom(e: BaseException) -> bool:
 
 class Scorer:
     def __init__(self, model: Any, encoder: PairEncoder, pad_id: int, batch_tokens: int = 8192,
-                 bf16: bool = True):
+                 bf16: bool | None = None):
         self.model = model
         self.encoder = encoder
         self.pad_id = pad_id
         self.batch_tokens = batch_tokens
+        if bf16 is None:
+            from lorank.models.loading import bf16_pays
+
+            bf16 = bf16_pays()
         self.bf16 = bf16
         self.oom_backoffs = 0
 

@@ -4,22 +4,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lorank.config import Checkpoints, EvalSpec, InputSpec, Strict, TrainData, parse_model, read_yaml
 from lorank.errors import ConfigError
-from lorank.lora.spec import LoraSpec
+from lorank.lora.spec import LoraSpec, parse_alpha, parse_layers
 from lorank.train.losses import LOSSES, NEEDS_TEACHER
 
 
 class LoraFields(Strict):
-    rank: int = 8
+    rank: int = Field(8, ge=1)
     alpha: float | str = 64
-    dropout: float = 0.1
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
     components: Literal["all", "mha", "mlp"] = "all"
     projections: list[str] | str | None = None
     layers: str | int | list[int] = "all"
     variant: Literal["lora", "dora", "rslora"] = "lora"
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: Any) -> Any:
+        try:  # syntax and empty ranges now; the layer count is checked once the model is known
+            parse_layers(v, 10**6)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: Any) -> Any:
+        try:
+            parse_alpha(v, 1)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
 
     def spec(self) -> LoraSpec:
         return LoraSpec.from_dict(self.model_dump())
@@ -27,23 +45,30 @@ class LoraFields(Strict):
 
 class TrainConfig(Strict):
     model: str = "smollm2-135m"
-    dtype: Literal["bf16", "fp32"] = "bf16"
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
     head_init: Literal["random", "yes_no"] = "random"
     trust_remote_code: bool = False
     input: InputSpec = Field(default_factory=InputSpec)
     lora: LoraFields = Field(default_factory=LoraFields)
     data: list[TrainData]
     data_root: str | None = None
-    group_size: int = 16
+    group_size: int = Field(16, ge=2)
     unit: Literal["positive", "query"] = "positive"
     loss: str = "contrastive"
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str) -> str:
+        if v not in LOSSES:
+            raise ValueError(f"unknown loss {v!r} (known: {', '.join(LOSSES)})")
+        return v
     temperature: float = 1.0
-    lr: float = 1e-4
+    lr: float = Field(1e-4, gt=0)
     head_lr: float | None = None
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = 0.0  # fraction of steps (< 1)
     weight_decay: float = 0.0
-    batch_queries: int = 8
-    grad_accum: int = 1
+    batch_queries: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
     epochs: float = 1.0
     max_steps: int = -1
     seed: int = 42
@@ -59,23 +84,14 @@ class TrainConfig(Strict):
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         problems = []
-        if self.loss not in LOSSES:
-            problems.append(f"loss: unknown loss {self.loss!r} (known: {', '.join(LOSSES)})")
         if self.loss in NEEDS_TEACHER and any(d.kind != "hardneg" for d in self.data):
             problems.append(f"loss: {self.loss!r} needs teacher scores: every data source must be kind=hardneg")
-        if self.group_size < 2:
-            problems.append(f"group_size must be >= 2, got {self.group_size}")
-        if self.batch_queries < 1:
-            problems.append(f"batch_queries must be >= 1, got {self.batch_queries}")
-        if self.lr <= 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
         if not self.data:
             problems.append("data: at least one training source is needed")
         if self.checkpoints.every is not None and self.checkpoints.every < 1:
             problems.append("checkpoints.every must be >= 1")
         if self.checkpoints.steps and any(s < 1 for s in self.checkpoints.steps):
             problems.append("checkpoints.steps must be positive step numbers")
-        problems += self.lora.spec().validate()
         if problems:
             raise ValueError("; ".join(problems))
         return self

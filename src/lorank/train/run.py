@@ -76,12 +76,15 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     from lorank.train.trainer import CheckpointSchedule, RerankTrainer
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config, overrides)
+    from lorank.models.loading import resolve_dtype_name
+
+    dtype = resolve_dtype_name(cfg.dtype)
     set_threads()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pools, stats = build_pools(cfg.data, cfg.data_root)
     fmt = InputFormat(**cfg.input.model_dump())
-    loaded = load_reranker(cfg.model, dtype=cfg.dtype, head_init=cfg.head_init,
+    loaded = load_reranker(cfg.model, dtype=dtype, head_init=cfg.head_init,
                            trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
     spec = cfg.lora.spec()
     model = apply_lora(loaded.model, spec)
@@ -99,15 +102,15 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
                 "pools": stats.__dict__, "versions": software_versions()}
     atomic_write_json(out / "config.json", resolved)
     meta = {"base_model": cfg.model, "model_path": loaded.path, "input": cfg.input.model_dump(),
-            "lora": spec.to_dict(), "dtype": cfg.dtype, "head_init": cfg.head_init, "pad_token_id": pad_id}
+            "lora": spec.to_dict(), "dtype": dtype, "head_init": cfg.head_init, "pad_token_id": pad_id}
 
     use_cuda = torch.cuda.is_available()
     save_every = cfg.checkpoints.every if cfg.checkpoints.every and not cfg.checkpoints.steps else None
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_queries,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, warmup_ratio=cfg.warmup_ratio,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio if cfg.warmup_ratio < 1 else int(cfg.warmup_ratio),
         weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed,
-        data_seed=cfg.seed, bf16=cfg.dtype == "bf16", use_cpu=not use_cuda, save_strategy="steps",
+        data_seed=cfg.seed, bf16=dtype == "bf16", use_cpu=not use_cuda, save_strategy="steps",
         save_steps=10**9, logging_steps=1, report_to=cfg.report_to, remove_unused_columns=False,
         dataloader_num_workers=cfg.dataloader_workers, ddp_find_unused_parameters=False,
         disable_tqdm=True, lr_scheduler_type="linear", save_total_limit=None,

