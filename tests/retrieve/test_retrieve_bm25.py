@@ -11,19 +11,10 @@ from lorank.errors import ConfigError
 from lorank.retrieve import bm25_retrieve, pystemmer_available
 
 
-def _shared_data() -> Path:
-    try:
-        from lorank.data import find_shared_data
-
-        found = find_shared_data()
-        if found is not None:
-            return Path(found)
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.shared_paths import SHARED  # noqa: E402
 
 
-SCIFACT = _shared_data() / "scifact"
+SCIFACT = SHARED / "scifact"
 needs_scifact = pytest.mark.skipif(not SCIFACT.is_dir(), reason=f"SciFact not found at {SCIFACT} (../shared/data)")
 
 CORPUS = {

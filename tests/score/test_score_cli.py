@@ -7,19 +7,9 @@ from typer.testing import CliRunner
 from lorank.cli import app
 
 
-def _shared_data() -> Path:
-    try:
-        from lorank.data import find_shared_data
-
-        found = find_shared_data()
-        if found is not None:
-            return Path(found)
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.shared_paths import SHARED  # noqa: E402
 
 
-SHARED = _shared_data()
 DL19 = SHARED / "trec-dl-2019"
 needs_data = pytest.mark.skipif(not DL19.is_dir(), reason=f"real data not found at {DL19} (../shared/data)")
 runner = CliRunner()

@@ -11,20 +11,10 @@ from lorank.score import DEFAULT_MEASURES, compare, evaluate
 
 
 
-def _shared_data() -> Path:
-    try:
-        from lorank.data import find_shared_data
-
-        found = find_shared_data()
-        if found is not None:
-            return Path(found)
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.shared_paths import SHARED  # noqa: E402
 
 
-SHARED = _shared_data()
-needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data not found at {SHARED} (../shared/data)")
+from tests.shared_paths import needs_data  # noqa: E402
 
 
 def _entries(qid, docs):

@@ -135,6 +135,10 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
                             loss_fn=get_loss(cfg.loss), temperature=cfg.temperature,
                             skip_nonfinite=cfg.skip_nonfinite, callbacks=callbacks, optimizers=optimizers)
     trainer_box.append(trainer)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):  # lorank's own progress and JSONL log replace them
+        trainer.remove_callback(cb)
     last = complete_checkpoints(out)
     resume_from = str(last[-1]) if (resume and last) else None
     if resume_from:
