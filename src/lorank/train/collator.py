@@ -24,19 +24,33 @@ def pad_chunk(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def length_chunks(lengths: Sequence[int], chunk_tokens: int) -> list[list[int]]:
-    """Indices sorted by length, cut so that (rows x longest row) <= chunk_tokens (at least one row)."""
+def length_chunks(lengths: Sequence[int], chunk_tokens: int, call_overhead: int = 128) -> list[list[int]]:
+    """Split indices, sorted by length, into contiguous chunks that minimise padded tokens.
+
+    Cost of a chunk = rows x its longest row + ``call_overhead`` (the fixed price of one more forward
+    call, in token-equivalents); each chunk holds at most ``chunk_tokens`` padded tokens (or one row).
+    An exact dynamic programme over the sorted order: O(n^2), trivial for the n <= a few thousand here.
+    """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    n = len(order)
+    if n == 0:
+        return []
+    ls = [max(1, int(lengths[i])) for i in order]
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        longest = ls[end - 1]  # sorted: the chunk's last row is its longest
+        max_rows = max(1, chunk_tokens // longest)
+        for start in range(max(0, end - max_rows), end):
+            c = best[start] + (end - start) * longest + call_overhead
+            if c < best[end]:
+                best[end], cut[end] = c, start
     chunks: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[i] > chunk_tokens:
-            chunks.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        chunks.append(cur)
-    return chunks
+    end = n
+    while end > 0:
+        chunks.append(order[cut[end]:end])
+        end = cut[end]
+    return chunks[::-1]
 
 
 class GroupCollator:
