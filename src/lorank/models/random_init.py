@@ -79,7 +79,7 @@ def tiny_tokenizer(vocab_size: int = 320) -> Any:
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<pad>", "</s>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tk.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    tk.train_from_iterator([_CORPUS] * 4 + [" yes no" * 8], trainer=trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
     tok.padding_side = "right"
     return tok
