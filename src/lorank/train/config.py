@@ -74,6 +74,7 @@ class TrainConfig(Strict):
     seed: int = 42
     gradient_checkpointing: bool = False
     chunk_tokens: int = 4096
+    grad_cache: bool = False  # one chunk's activations in memory instead of the step's (+1 forward)
     skip_nonfinite: bool = False
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     eval: EvalSpec = Field(default_factory=EvalSpec)

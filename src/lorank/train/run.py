@@ -133,7 +133,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     trainer = RerankTrainer(model=model, args=args, train_dataset=dataset,
                             data_collator=GroupCollator(encoder, pad_id, cfg.chunk_tokens),
                             loss_fn=get_loss(cfg.loss), temperature=cfg.temperature,
-                            skip_nonfinite=cfg.skip_nonfinite, callbacks=callbacks, optimizers=optimizers)
+                            skip_nonfinite=cfg.skip_nonfinite, grad_cache=cfg.grad_cache, callbacks=callbacks,
+                            optimizers=optimizers)
     trainer_box.append(trainer)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

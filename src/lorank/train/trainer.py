@@ -33,8 +33,9 @@ class RerankTrainer(Trainer):
     """Adds: a grouped loss, token accounting, and a guard against NaN/inf losses."""
 
     def __init__(self, *args: Any, loss_fn: Callable, temperature: float = 1.0,
-                 skip_nonfinite: bool = False, **kwargs: Any):
+                 skip_nonfinite: bool = False, grad_cache: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.grad_cache = grad_cache
         self.loss_fn = loss_fn
         self.temperature = temperature
         self.skip_nonfinite = skip_nonfinite
@@ -60,6 +61,64 @@ class RerankTrainer(Trainer):
                     f"loss became {loss.item()} at step {self.state.global_step}; training stopped. The last saved "
                     "checkpoint is intact. Lower the learning rate, or set skip_nonfinite: true to skip bad batches.")
         return (loss, {"scores": scores}) if return_outputs else loss
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """With ``grad_cache``: score every chunk without a graph, take d(loss)/d(scores), then re-run each
+        chunk with a graph and backpropagate its share. Peak memory is one chunk's activations instead of
+        the whole step's, for the price of one extra forward (GradCache, Gao et al. 2021). Dropout masks are
+        replayed exactly (the RNG state is saved per chunk), so gradients equal the plain step's."""
+        if not self.grad_cache:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        chunks = inputs["chunks"]
+        states, parts = [], []
+        devices = [d for d in {p.device for p in model.parameters()} if d.type == "cuda"]
+        with torch.no_grad():
+            for ch in chunks:
+                states.append(_rng_state(devices))
+                with self.compute_loss_context_manager():
+                    parts.append(model(input_ids=ch["input_ids"], attention_mask=ch["attention_mask"]).logits.reshape(-1))
+        order = torch.cat([ch["index"] for ch in chunks])
+        flat = torch.cat(parts)[torch.argsort(order)].float().detach().requires_grad_(True)
+        scores = flat.view(inputs["n_groups"], inputs["group_size"])
+        loss = self.loss_fn(scores, inputs.get("teacher"), temperature=self.temperature)
+        self.tokens_seen += int(inputs["num_tokens"])
+        self.padded_tokens_seen += int(inputs["padded_tokens"])
+        if not torch.isfinite(loss):
+            if not self.skip_nonfinite:
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at step {self.state.global_step}; training stopped. The last saved "
+                    "checkpoint is intact. Lower the learning rate, or set skip_nonfinite: true to skip bad batches.")
+            self.skipped_batches += 1
+            log.warning("non-finite loss at step %d: batch skipped (%d so far)", self.state.global_step, self.skipped_batches)
+            return torch.zeros((), device=flat.device)
+        scaled = loss / self.current_gradient_accumulation_steps
+        (grad,) = torch.autograd.grad(scaled, flat)
+        for i, (ch, state) in enumerate(zip(chunks, states)):
+            _set_rng_state(state, devices)
+            sync = self.accelerator.no_sync(model) if i < len(chunks) - 1 else _null()
+            with sync:
+                with self.compute_loss_context_manager():
+                    s = model(input_ids=ch["input_ids"], attention_mask=ch["attention_mask"]).logits.reshape(-1)
+                self.accelerator.backward((s.float() * grad[ch["index"]]).sum())
+        return scaled.detach()
+
+
+def _rng_state(devices: list[torch.device]) -> tuple[Any, list[Any]]:
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def _set_rng_state(state: tuple[Any, list[Any]], devices: list[torch.device]) -> None:
+    torch.set_rng_state(state[0])
+    for d, st in zip(devices, state[1]):
+        torch.cuda.set_rng_state(st, d)
+
+
+def _null() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 class CheckpointSchedule(TrainerCallback):
