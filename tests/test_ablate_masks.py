@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,18 @@ def test_dora_refuses_fractional_scaling():
     with pytest.raises(ConfigError, match="DoRA"):
         with ablated(pm, Mask("scale", factor=0.5)):
             pass
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cached_sweep_scores_equal_naive_scores(shape):
+    from lorank.ablate.engine import score_configs
+    from lorank.ablate.sweeps import BASE, build_sweep
+
+    pm = _trained(shape)
+    seqs = [list(range(5, 5 + n)) for n in (4, 9, 7, 12, 3)]
+    cfgs = [BASE] + build_sweep("layers-leave-one-out", pm) + build_sweep("components", pm)
+    cached = score_configs(pm, seqs, 1, cfgs, use_cache=True)
+    naive = score_configs(pm, seqs, 1, cfgs, use_cache=False)
+    for name in naive.scores:
+        assert np.allclose(cached.scores[name], naive.scores[name], atol=1e-6), name
+    assert cached.layer_calls < naive.layer_calls

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "train": ("lorank.train", "train"),
+    "ablate": ("lorank.ablate", "ablate"),
     "TrainConfig": ("lorank.train.config", "TrainConfig"),
     "Reranker": ("lorank.reranker", "Reranker"),
     "LoraSpec": ("lorank.lora.spec", "LoraSpec"),
@@ -32,7 +33,7 @@ def __getattr__(name: str) -> Any:
 
         mod, attr = _LAZY[name]
         module = importlib.import_module(mod)
-        return module if name == "train" else getattr(module, attr)
+        return module if name in ("train", "ablate") else getattr(module, attr)
     raise AttributeError(f"module 'lorank' has no attribute {name!r}")
 
 

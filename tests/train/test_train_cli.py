@@ -108,3 +108,24 @@ def test_missing_data_file_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["train", str(cfg)])
     assert res.exit_code == 2
     assert "nope.jsonl" in res.output
+
+
+def test_ablate_cli_cached_sweep_equals_naive_and_costs_less(tiny_run, tmp_path):
+    import json as _json
+
+    root, _ = tiny_run
+    data = root / "data"
+    outs = {}
+    for flag in ([], ["--no-cache"]):
+        out = tmp_path / ("naive" if flag else "cached")
+        res = CliRunner().invoke(app, ["ablate", "--adapter", str(root / "run"), "--eval", str(data), "--depth", "12",
+                                       "--sweep", "layers-leave-one-out", "--sweep", "components", "--out", str(out), *flag])
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        outs[bool(flag)] = _json.loads((out / "ablations.json").read_text())
+    cached, naive = outs[False]["sweeps"], outs[True]["sweeps"]
+    for sweep in ("layers-leave-one-out", "components"):
+        assert [r["ndcg_cut_10"] for r in cached[sweep]["rows"]] == [r["ndcg_cut_10"] for r in naive[sweep]["rows"]]
+    assert cached["layers-leave-one-out"]["layer_calls"] < naive["layers-leave-one-out"]["layer_calls"]
+    rows = {r["config"]: r for r in cached["components"]["rows"]}
+    assert rows["full"]["recovered_ndcg_cut_10"] in (100.0, None)
+    assert (tmp_path / "cached" / "layers-leave-one-out.png").stat().st_size > 5000

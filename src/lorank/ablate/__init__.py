@@ -1,4 +1,25 @@
-"""Inference-time ablations of trained LoRA adapters (masks, sweeps)."""
+"""Inference-time ablations of trained LoRA adapters (masks, cached sweeps).
+
+``lorank.ablate`` is both this package and the sweep function: ``lorank.ablate(adapter, sweeps=[...])``.
+"""
+import sys
+import types
+from typing import Any
+
 from lorank.ablate.masks import Ablation, LoraSite, Mask, ablated, lora_sites
 
-__all__ = ["Ablation", "LoraSite", "Mask", "ablated", "lora_sites"]
+__all__ = ["Ablation", "LoraSite", "Mask", "ablated", "lora_sites", "ablate"]
+
+
+def ablate(*args: Any, **kwargs: Any) -> Any:
+    from lorank.ablate.run import ablate as _ablate
+
+    return _ablate(*args, **kwargs)
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return ablate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,110 @@
+"""Score many ablation configurations of one adapter over the same pairs, reusing cached layers."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from lorank.ablate.cache import LayerOutputCache
+from lorank.ablate.masks import Ablation, Mask, lora_sites
+from lorank.score.engine import autocast_ctx
+from lorank.train.collator import length_chunks, pad_chunk
+
+
+@dataclass
+class Config:
+    name: str
+    masks: list[Mask] = field(default_factory=list)
+    group: str = ""
+
+
+def first_changed_layer(model: Any, masks: Sequence[Mask]) -> int:
+    """The lowest layer whose LoRA state a set of masks changes (outputs below it are untouched)."""
+    if not masks:
+        return 10**9
+    all_sites = lora_sites(model)
+    lowest = 10**9
+    for m in masks:
+        chosen = {id(s.module) for s in m.selects(model)}
+        if m.op == "keep":
+            changed = [s.layer for s in all_sites if id(s.module) not in chosen]
+        elif m.op == "scale" and m.factor == 1.0:
+            changed = []
+        else:
+            changed = [s.layer for s in all_sites if id(s.module) in chosen]
+        if changed:
+            lowest = min(lowest, min(changed))
+    return lowest
+
+
+@dataclass
+class SweepScores:
+    scores: dict[str, np.ndarray]
+    wall_s: float
+    layer_calls: int
+    naive_layer_calls: int
+
+    @property
+    def cost_fraction(self) -> float:
+        return self.layer_calls / max(self.naive_layer_calls, 1)
+
+
+def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: Sequence[Config],
+                  batch_tokens: int = 8192, bf16: bool = False, use_cache: bool = True,
+                  progress: Callable[[int], None] | None = None) -> SweepScores:
+    """Scores of every configuration (the unablated model is always included as ``full``)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    cache = LayerOutputCache(model)
+    n_layers = len(cache.layers)
+    starts = {c.name: min(first_changed_layer(model, c.masks), n_layers) for c in configs}
+    out = {c.name: np.empty(len(seqs)) for c in configs}
+    out.setdefault("full", np.empty(len(seqs)))
+    t0 = time.perf_counter()
+    naive = 0
+    with torch.inference_mode(), autocast_ctx(model, bf16):
+        for idx in length_chunks([len(s) for s in seqs], batch_tokens):
+            ids, mask = pad_chunk([seqs[i] for i in idx], pad_id)
+            ids, mask = ids.to(dev), mask.to(dev)
+            with cache.record():
+                full = model(input_ids=ids, attention_mask=mask).logits.float().reshape(-1).cpu().numpy()
+            out["full"][idx] = full
+            naive += n_layers
+            for c in configs:
+                if c.name == "full":
+                    continue
+                naive += n_layers
+                start = starts[c.name]
+                if start >= n_layers and all(m.op != "truncate" for m in c.masks):
+                    out[c.name][idx] = full  # the masks change nothing
+                    continue
+                ab = Ablation(model, c.masks).apply()
+                try:
+                    ctx = cache.replay_below(start) if (use_cache and 0 < start < n_layers) else _counting(cache)
+                    with ctx:
+                        s = model(input_ids=ids, attention_mask=mask).logits.float().reshape(-1).cpu().numpy()
+                finally:
+                    ab.remove()
+                out[c.name][idx] = s
+            cache.clear()
+            if progress:
+                progress(len(idx))
+    return SweepScores(out, time.perf_counter() - t0, cache.layer_calls, naive)
+
+
+class _counting:
+    """Count layer calls of a plain (uncached) forward."""
+
+    def __init__(self, cache: LayerOutputCache):
+        self.cache = cache
+        self.hooks: list[Any] = []
+
+    def __enter__(self) -> None:
+        self.hooks = [layer.register_forward_hook(lambda *a: self.cache._count()) for layer in self.cache.layers]
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.hooks:
+            h.remove()

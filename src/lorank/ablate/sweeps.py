@@ -1,0 +1,50 @@
+"""Named sweeps: lists of ablation configurations in the study's terms."""
+from __future__ import annotations
+
+from typing import Any
+
+from lorank.ablate.engine import Config
+from lorank.ablate.masks import Mask, lora_sites
+from lorank.errors import ConfigError
+
+SWEEPS = ("components", "projections", "layers-leave-one-out", "layers-keep-one", "layer-windows",
+          "rank-truncation", "scale")
+
+BASE = Config("none", [Mask("off")], "reference")  # every LoRA delta off, trained head kept
+
+
+def build_sweep(name: str, model: Any, window: int = 11, stride: int | None = None,
+                scales: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)) -> list[Config]:
+    sites = lora_sites(model)
+    layers = sorted({s.layer for s in sites})
+    projs = [p for p in dict.fromkeys(s.projection for s in sites)]
+    rank = max(s.module.r[a] for s in sites for a in s.module.active_adapters)
+    if name == "components":
+        return [Config("mha-only", [Mask("keep", components=["mha"])], name),
+                Config("mlp-only", [Mask("keep", components=["mlp"])], name)]
+    if name == "projections":
+        return ([Config(f"without {p}", [Mask("off", projections=[p])], "removed") for p in projs]
+                + [Config(f"only {p}", [Mask("keep", projections=[p])], "kept alone") for p in projs])
+    if name == "layers-leave-one-out":
+        return [Config(f"without L{layer}", [Mask("off", layers=[layer])], name) for layer in layers]
+    if name == "layers-keep-one":
+        return [Config(f"only L{layer}", [Mask("keep", layers=[layer])], name) for layer in layers]
+    if name == "layer-windows":
+        w = min(window, len(layers))
+        step = stride or max(1, w // 2)
+        starts = list(range(layers[0], layers[-1] - w + 2, step))
+        if starts[-1] != layers[-1] - w + 1:
+            starts.append(layers[-1] - w + 1)
+        cfgs = [Config(f"only L{s}-{s + w - 1}", [Mask("keep", layers=f"{s}-{s + w - 1}")], name) for s in starts]
+        if 15 <= layers[-1] and all(c.name != "only L5-15" for c in cfgs):
+            cfgs.append(Config("only L5-15", [Mask("keep", layers="5-15")], name))  # the study's window
+        return cfgs
+    if name == "rank-truncation":
+        ks, k = [], 1
+        while k < rank:
+            ks.append(k)
+            k *= 2
+        return [Config(f"rank {k}", [Mask("truncate", rank=k)], name) for k in ks]
+    if name == "scale":
+        return [Config(f"x{f:g}", [Mask("scale", factor=f)], name) for f in scales if f != 1.0]
+    raise ConfigError(f"unknown sweep {name!r} (known: {', '.join(SWEEPS)})")
