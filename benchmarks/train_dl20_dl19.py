@@ -28,13 +28,18 @@ def collect(run_dir: Path, command: str) -> dict:
               "recall_100": r.get("recall_100"), "map": r.get("map"), "pairs_per_s": r.get("pairs_per_s")}
              for r in sorted(rows, key=lambda r: r["step"])]
     c = cfg["config"]
+    eval_s = summary.get("eval_in_training_s")
+    if eval_s is None:  # runs written before train_summary separated evaluation time
+        eval_s = sum(r.get("score_wall_s", 0.0) for r in rows) if c["eval"].get("during_training", True) else 0.0
+    train_s = summary.get("train_s") or (summary["wall_s"] - eval_s)
     return {
         "model": c["model"], "model_source": cfg.get("model_source"), "lora": c["lora"],
         "recipe": {k: c[k] for k in ("dtype", "head_init", "group_size", "batch_queries", "lr", "head_lr",
                                      "warmup_ratio", "loss", "max_steps", "epochs", "seed")},
         "train_data": c["data"], "eval": c["eval"], "steps": summary["steps"], "wall_s": summary["wall_s"],
+        "eval_in_training_s": round(eval_s, 2), "train_s": round(train_s, 2),
         "tokens": summary["tokens"], "padded_tokens": summary["padded_tokens"],
-        "tokens_per_s": summary["tokens_per_s"], "command": command, "checkpoints": ckpts,
+        "tokens_per_s": round(summary["tokens"] / train_s, 1), "command": command, "checkpoints": ckpts,
         "best_ndcg_cut_10": max((r["ndcg_cut_10"] for r in ckpts), default=None),
         "versions": cfg.get("versions"),
     }
@@ -63,6 +68,15 @@ def main() -> int:
         command = "python benchmarks/train_dl20_dl19.py " + " ".join(f"--set {s}" for s in a.set)
     out = collect(Path(run_dir), command.strip())
     atomic_write_json(a.out, out)
+    from lorank.data import resolve_eval_set
+    from lorank.score import evaluate
+    from lorank.train.checkpoint_eval import plot_checkpoint_curve
+
+    rs = resolve_eval_set("dl19")
+    out["first_stage_dl19"] = {k: round(v, 4) for k, v in evaluate(rs.qrels, rs.run).aggregate.items()}
+    atomic_write_json(a.out, out)
+    plot_checkpoint_curve(Path(run_dir), title=f"{out['model']} LoRA r{out['lora']['rank']} (DL20 -> DL19)",
+                          baselines={"dl19": out["first_stage_dl19"]})
     png = Path(run_dir) / "checkpoints.png"
     if png.is_file():
         shutil.copyfile(png, a.out.with_suffix(".png"))

@@ -59,6 +59,13 @@ class CheckpointEvaluator:
         self.out_dir = Path(out_dir)
         self.sets = {name: resolve_eval_set(name, data_root) for name in spec.sets}
 
+    def first_stage(self) -> dict[str, dict[str, float]]:
+        """Metrics of each eval set's first-stage run (the dashed baseline in the curve)."""
+        from lorank.score import evaluate
+
+        return {name: dict(evaluate(rs.qrels, rs.run, rel_threshold=self.spec.rel_threshold).aggregate)
+                for name, rs in self.sets.items() if rs.qrels}
+
     def done_steps(self) -> set[tuple[int, str]]:
         return {(r["step"], r["eval_set"]) for r in read_metrics(self.out_dir)}
 
@@ -71,10 +78,12 @@ class CheckpointEvaluator:
             if (step, name) in done:
                 continue
             t0 = time.perf_counter()
+            self.total_s = getattr(self, "total_s", 0.0)
             scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)
             scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
             run = rerank_to_run(scores, rs.run, self.spec.depth)
             wall = time.perf_counter() - t0
+            self.total_s += wall
             res = evaluate(rs.qrels, run, rel_threshold=self.spec.rel_threshold)
             n_pairs = sum(len(v) for v in scores.values())
             row = {"step": step, "eval_set": name, **{k: round(float(v), 6) for k, v in res.aggregate.items()},

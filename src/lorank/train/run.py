@@ -150,12 +150,15 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     ckpts = complete_checkpoints(out)
     if evaluator is not None:  # evaluate checkpoints not yet evaluated (after-training mode, or resumed runs)
         _evaluate_missing(evaluator, model, ckpts)
-    plot = plot_checkpoint_curve(out, title=f"{cfg.model} LoRA {spec.short_name()}") if evaluator else None
+    plot = (plot_checkpoint_curve(out, title=f"{cfg.model} LoRA {spec.short_name()}", baselines=evaluator.first_stage())
+            if evaluator else None)
+    eval_s = getattr(evaluator, "total_s", 0.0) if (evaluator and cfg.eval.during_training) else 0.0
+    train_s = max(wall - eval_s, 1e-9)
     res = TrainResult(out, trainer.state.global_step, wall, trainer.tokens_seen, trainer.padded_tokens_seen,
-                      trainer.tokens_seen / wall if wall > 0 else 0.0, ckpts, read_metrics(out), plot,
-                      trainer.skipped_batches)
+                      trainer.tokens_seen / train_s, ckpts, read_metrics(out), plot, trainer.skipped_batches)
     atomic_write_json(out / "train_summary.json", {
-        "steps": res.steps, "wall_s": round(wall, 2), "tokens": res.tokens, "padded_tokens": res.padded_tokens,
+        "steps": res.steps, "wall_s": round(wall, 2), "eval_in_training_s": round(eval_s, 2),
+        "train_s": round(train_s, 2), "tokens": res.tokens, "padded_tokens": res.padded_tokens,
         "tokens_per_s": round(res.tokens_per_s, 1), "skipped_batches": res.skipped_batches,
         "checkpoints": [c.name for c in ckpts], "resumed_from": resume_from})
     return res
