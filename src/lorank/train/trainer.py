@@ -48,19 +48,27 @@ class RerankTrainer(Trainer):
                      num_items_in_batch: Any = None) -> Any:
         scores = forward_scores(model, inputs["chunks"]).view(inputs["n_groups"], inputs["group_size"])
         loss = self.loss_fn(scores, inputs.get("teacher"), temperature=self.temperature)
+        self._count_tokens(inputs)
+        if not self._finite_or_skip(loss):
+            # a fresh zero with no path to the weights: no gradient reaches them (NaN * 0 would still be NaN)
+            loss = torch.zeros((), device=scores.device, requires_grad=True)
+        return (loss, {"scores": scores}) if return_outputs else loss
+
+    def _count_tokens(self, inputs: dict[str, Any]) -> None:
         self.tokens_seen += int(inputs["num_tokens"])
         self.padded_tokens_seen += int(inputs["padded_tokens"])
-        if not torch.isfinite(loss):
-            if self.skip_nonfinite:
-                self.skipped_batches += 1
-                log.warning("non-finite loss at step %d: batch skipped (%d so far)", self.state.global_step,
-                            self.skipped_batches)
-                loss = scores.sum() * 0.0
-            else:
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at step {self.state.global_step}; training stopped. The last saved "
-                    "checkpoint is intact. Lower the learning rate, or set skip_nonfinite: true to skip bad batches.")
-        return (loss, {"scores": scores}) if return_outputs else loss
+
+    def _finite_or_skip(self, loss: torch.Tensor) -> bool:
+        """True if the loss is finite. Otherwise count and skip the batch (``skip_nonfinite``) or stop."""
+        if torch.isfinite(loss):
+            return True
+        if not self.skip_nonfinite:
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at step {self.state.global_step}; training stopped. The last saved "
+                "checkpoint is intact. Lower the learning rate, or set skip_nonfinite: true to skip bad batches.")
+        self.skipped_batches += 1
+        log.warning("non-finite loss at step %d: batch skipped (%d so far)", self.state.global_step, self.skipped_batches)
+        return False
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         """With ``grad_cache``: score every chunk without a graph, take d(loss)/d(scores), then re-run each
@@ -83,15 +91,8 @@ class RerankTrainer(Trainer):
         flat = torch.cat(parts)[torch.argsort(order)].float().detach().requires_grad_(True)
         scores = flat.view(inputs["n_groups"], inputs["group_size"])
         loss = self.loss_fn(scores, inputs.get("teacher"), temperature=self.temperature)
-        self.tokens_seen += int(inputs["num_tokens"])
-        self.padded_tokens_seen += int(inputs["padded_tokens"])
-        if not torch.isfinite(loss):
-            if not self.skip_nonfinite:
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at step {self.state.global_step}; training stopped. The last saved "
-                    "checkpoint is intact. Lower the learning rate, or set skip_nonfinite: true to skip bad batches.")
-            self.skipped_batches += 1
-            log.warning("non-finite loss at step %d: batch skipped (%d so far)", self.state.global_step, self.skipped_batches)
+        self._count_tokens(inputs)
+        if not self._finite_or_skip(loss):
             return torch.zeros((), device=flat.device)
         scaled = loss / self.current_gradient_accumulation_steps
         (grad,) = torch.autograd.grad(scaled, flat)
