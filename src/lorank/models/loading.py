@@ -110,10 +110,16 @@ def load_reranker(name: str | None = None, *, dtype: str | torch.dtype | None = 
     kw: dict[str, Any] = {"num_labels": 1, "dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "score.weight MISSING" load report is expected: the head is new
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, **kw)
     except OSError as e:
         raise ModelNotFoundError(f"cannot load model {src.describe()}: {e}") from e
+    finally:
+        hf_logging.set_verbosity(verbosity)
     arch = arch_for(model.config)
     model.config.pad_token_id = tok.pad_token_id
     head = score_head(model)
