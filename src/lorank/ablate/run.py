@@ -107,14 +107,19 @@ def plot_sweep(sweep: str, rows: list[dict[str, Any]], out: Path) -> Path:
         ax.bar(range(len(body)), [r[m] for r in body], color=colors)
         ax.set_xticks(range(len(body)), names, rotation=45 if len(body) > 4 else 0, ha="right" if len(body) > 4 else "center")
         for i, r in enumerate(body):
+            rec = r.get(f"recovered_{m}")
+            label = f"{r[m]:.3f}" + (f"\n{rec:.0f}% rec." if rec is not None else "")
+            ax.text(i, r[m] / 2, label, ha="center", va="center", color="white", fontsize=8, fontweight="bold")
             if r.get(f"significant_{m}"):
                 ax.text(i, r[m] + 0.005, "*", ha="center", color="crimson", fontsize=14)
     ax.axhline(ref["full"][m], color="green", ls="--", label=f"full adapter ({ref['full'][m]:.3f})")
     ax.axhline(ref["none"][m], color="grey", ls=":", label=f"all LoRA deltas off ({ref['none'][m]:.3f})")
+    top = max([r[m] for r in rows] + [0.0])
+    ax.set_ylim(0 if not layer_sweep else None, top * 1.18 if not layer_sweep else None)  # room for the legend
     ax.set_ylabel("nDCG@10")
-    ax.set_title(f"Inference-time ablation: {sweep}  (* = p<0.05 vs full, Holm)")
+    ax.set_title(f"Inference-time ablation: {sweep}\n(* = p < 0.05 vs full adapter, paired t-test, Holm)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper right" if not layer_sweep else "best", ncol=2 if not layer_sweep else 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
