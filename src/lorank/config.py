@@ -80,8 +80,13 @@ class Checkpoints(Strict):
     @field_validator("steps", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return [v]
         if isinstance(v, str):
-            return [int(x) for x in v.replace(" ", "").split(",") if x]
+            try:
+                return [int(x) for x in v.replace(" ", "").split(",") if x]
+            except ValueError:
+                raise ValueError(f"checkpoint steps must be comma-separated integers, got {v!r}") from None
         return v
 
 

@@ -1,0 +1,34 @@
+import pytest
+
+from lorank.errors import ConfigError
+from lorank.train.config import TrainConfig
+
+
+def _cfg(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("value,expected", [(100, [100]), ("10,25, 50", [10, 25, 50]), ([5, 7], [5, 7])])
+def test_checkpoint_steps_accept_an_int_a_string_or_a_list(tmp_path, value, expected):
+    cfg = TrainConfig.from_yaml(_cfg(tmp_path, "data: [{kind: trec, path: dl20}]\n"), {"checkpoints.steps": value})
+    assert cfg.checkpoints.steps == expected
+
+
+def test_bad_checkpoint_steps_and_yaml_errors_name_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match="comma-separated integers"):
+        TrainConfig.from_yaml(_cfg(tmp_path, "data: [{kind: trec, path: dl20}]\ncheckpoints: {steps: 'a,b'}\n"))
+    with pytest.raises(ConfigError, match="line 2"):
+        TrainConfig.from_yaml(_cfg(tmp_path, "data: [\n  : : :\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        TrainConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_relative_data_paths_resolve_against_the_config_folder(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "t.jsonl").write_text("")
+    sub = tmp_path / "configs"
+    sub.mkdir()
+    cfg = TrainConfig.from_yaml(_cfg(sub, "data: [{kind: tevatron, path: ../d/t.jsonl}]\n"))
+    assert cfg.data[0].path == str(sub / "../d/t.jsonl")
