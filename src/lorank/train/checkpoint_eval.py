@@ -58,6 +58,7 @@ class CheckpointEvaluator:
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.sets = {name: resolve_eval_set(name, data_root) for name in spec.sets}
+        self.total_s = 0.0  # scoring time spent so far (subtracted from training time in the summary)
 
     def first_stage(self) -> dict[str, dict[str, float]]:
         """Metrics of each eval set's first-stage run (the dashed baseline in the curve)."""
@@ -78,7 +79,6 @@ class CheckpointEvaluator:
             if (step, name) in done:
                 continue
             t0 = time.perf_counter()
-            self.total_s = getattr(self, "total_s", 0.0)
             scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)
             scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
             run = rerank_to_run(scores, rs.run, self.spec.depth)

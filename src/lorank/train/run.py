@@ -152,7 +152,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         _evaluate_missing(evaluator, model, ckpts)
     plot = (plot_checkpoint_curve(out, title=f"{cfg.model} LoRA {spec.short_name()}", baselines=evaluator.first_stage())
             if evaluator else None)
-    eval_s = getattr(evaluator, "total_s", 0.0) if (evaluator and cfg.eval.during_training) else 0.0
+    eval_s = evaluator.total_s if (evaluator and cfg.eval.during_training) else 0.0
     train_s = max(wall - eval_s, 1e-9)
     res = TrainResult(out, trainer.state.global_step, wall, trainer.tokens_seen, trainer.padded_tokens_seen,
                       trainer.tokens_seen / train_s, ckpts, read_metrics(out), plot, trainer.skipped_batches)

@@ -1,8 +1,8 @@
 """``RerankTrainer``: HF ``Trainer`` with a grouped ranking loss, so torchrun/accelerate/DeepSpeed work unchanged."""
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 from typing import Any, Callable
 
 import torch
@@ -98,7 +98,7 @@ class RerankTrainer(Trainer):
         (grad,) = torch.autograd.grad(scaled, flat)
         for i, (ch, state) in enumerate(zip(chunks, states)):
             _set_rng_state(state, devices)
-            sync = self.accelerator.no_sync(model) if i < len(chunks) - 1 else _null()
+            sync = self.accelerator.no_sync(model) if i < len(chunks) - 1 else contextlib.nullcontext()
             with sync:
                 with self.compute_loss_context_manager():
                     s = model(input_ids=ch["input_ids"], attention_mask=ch["attention_mask"]).logits.reshape(-1)
@@ -116,12 +116,6 @@ def _set_rng_state(state: tuple[Any, list[Any]], devices: list[torch.device]) ->
         torch.cuda.set_rng_state(st, d)
 
 
-def _null() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
 class CheckpointSchedule(TrainerCallback):
     """Save at an explicit list of steps (e.g. 10,25,50,100,200) and at the last step."""
 
@@ -134,11 +128,3 @@ class CheckpointSchedule(TrainerCallback):
         if s in self.steps or (self.every and s % self.every == 0) or s >= state.max_steps:
             control.should_save = True
         return control
-
-
-def total_steps(n_examples: int, batch_queries: int, grad_accum: int, epochs: float, max_steps: int,
-                world_size: int = 1) -> int:
-    if max_steps and max_steps > 0:
-        return max_steps
-    per_epoch = math.ceil(n_examples / (batch_queries * world_size)) // max(grad_accum, 1)
-    return max(1, math.ceil(per_epoch * epochs))
