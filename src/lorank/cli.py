@@ -261,6 +261,8 @@ def ablate_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/ablations)."),
     window: int = typer.Option(11, "--window", help="Window width for layer-windows."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute every layer (the naive sweep)."),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N judged queries."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data root (default: $LORANK_DATA, ../shared/data)."),
 ) -> None:
     """Inference-time ablations of a trained adapter: switch off / keep / scale / truncate LoRA deltas."""
     from rich.table import Table
@@ -277,7 +279,8 @@ def ablate_cmd(
     with guard():
         try:
             res = ablate(adapter, sweep, eval_set, depth, out, use_cache=not no_cache, window=window,
-                         progress=progress_factory)
+                         progress=progress_factory, max_queries=max_queries,
+                         data_root=str(data) if data else None)
         finally:
             for ctx in _open:
                 ctx.__exit__(None, None, None)
@@ -295,16 +298,53 @@ def ablate_cmd(
         console.print(f"plot: {entry['plot']}")
 
 
+@app.command("study")
+def study_cmd(
+    spec: str = typer.Argument(..., help="A study spec YAML, or a preset name (demo, paper-cpu, paper-7b)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study directory (default: studies_out/<name>)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data root (else $LORANK_DATA, ../shared/data, ir_datasets)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, print the plan and its estimated cost; run nothing."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the report at the end."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only steps whose id starts with this (repeatable)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device for --dry-run cost estimates: cpu or cuda "
+                                         "(default: this machine's)."),
+) -> None:
+    """Run a whole study (grid of LoRA runs, ablations, analyses, report); resumable: re-run to continue."""
+    from lorank.study import find_spec, load_spec, run_study
+
+    with guard():
+        if out is None:
+            out = Path("studies_out") / load_spec(find_spec(spec)).name
+        res = run_study(spec, out, data, dry_run=dry_run, report=not no_report, only=only, console=console,
+                        device=device)
+    if res.failed:
+        console.print(f"[red]{len(res.failed)} step(s) failed or were skipped[/]: see {res.study_dir / 'failures.txt'}")
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_cmd(study_dir: Path = typer.Argument(..., help="A study directory written by `lorank study`.")) -> None:
+    """Write STUDY_DIR/report/index.html and tables.md from the study's results."""
+    from lorank.report import build_report
+
+    with guard():
+        page = build_report(study_dir)
+    console.print(f"report: {page}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Where the demo writes its results."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data folder (else $LORANK_DATA, ../shared/data, ir_datasets)."),
+    spec: str = typer.Option("demo", "--spec", help="The study to run (default: the demo preset, studies/demo.yaml)."),
 ) -> None:
-    """The main job on the embedded default: see lorank.demo.run_demo."""
+    """The main job: a CPU-sized study on the embedded default model, with its report (see studies/demo.yaml)."""
     from lorank.demo import run_demo
 
     with guard():
-        run_demo(out, data, console=console)
+        res = run_demo(out, data, console=console, spec=spec)
+    if res.failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - entry point

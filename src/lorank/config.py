@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lorank.errors import ConfigError
 
@@ -100,3 +100,5 @@ class EvalSpec(Strict):
     write_runs: bool = True
     #: also report reranker+BM25 fusions: alpha * z(reranker) + (1 - alpha) * z(first stage), per query
     interpolate: list[float] = []
+    #: evaluate on the first N judged queries only (sorted by qid): quick looks and CPU demos
+    max_queries: int | None = Field(None, ge=1)

@@ -14,7 +14,7 @@ MEASURES = ("ndcg_cut_10", "recip_rank_10")
 
 def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_set: str = "dl19",
            depth: int = 100, out_dir: str | Path | None = None, use_cache: bool = True, data_root: str | None = None,
-           window: int = 11, batch_tokens: int = 8192, write_runs: bool = True,
+           window: int = 11, batch_tokens: int = 8192, write_runs: bool = True, max_queries: int | None = None,
            progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict[str, Any]:
     from lorank.data import resolve_eval_set
     from lorank.reranker import Reranker
@@ -22,7 +22,7 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
     from lorank.train.checkpoint_eval import rerank_to_run
 
     rr = Reranker.from_adapter(adapter)
-    rs = resolve_eval_set(eval_set, data_root)
+    rs = resolve_eval_set(eval_set, data_root).subset(max_queries)
     keys, seqs = [], []
     for qid in sorted(rs.run):
         for e in rs.run[qid][:depth]:
@@ -30,7 +30,8 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
             keys.append((qid, e.docid))
             seqs.append(rr.encoder.encode(rs.queries[qid], p.text, p.title))
     out_dir = Path(out_dir or Path(rr.meta["checkpoint"]) / "ablations")
-    result: dict[str, Any] = {"adapter": rr.meta.get("checkpoint"), "eval_set": eval_set, "depth": depth, "sweeps": {}}
+    result: dict[str, Any] = {"adapter": rr.meta.get("checkpoint"), "eval_set": eval_set, "depth": depth,
+                              "queries": len(rs.run), "pairs": len(seqs), "sweeps": {}}
     for sweep in sweeps:
         configs = [BASE] + build_sweep(sweep, rr.model, window=window)
         tick = progress(sweep, len(seqs)) if progress else None

@@ -38,6 +38,21 @@ class RerankSet:
             entries = entries[:depth]
         return [self.passages[e.docid] for e in entries]
 
+    def subset(self, max_queries: int | None) -> "RerankSet":
+        """The first `max_queries` judged queries (sorted by qid; deterministic), with their candidates,
+        passages and qrels only; the whole set when `max_queries` is None or covers it."""
+        qids = sorted(q for q in self.qids if self.qrels is None or self.qrels.get(q))
+        if max_queries is None or max_queries >= len(qids):
+            return self
+        if max_queries < 1:
+            raise ValueError("max_queries must be >= 1")
+        keep = qids[:max_queries]
+        run = {q: self.run[q] for q in keep}
+        docids = {e.docid for q in keep for e in run[q]}
+        return RerankSet(f"{self.name}[:{max_queries}q]", {q: self.queries[q] for q in keep},
+                         {d: self.passages[d] for d in docids}, run,
+                         None if self.qrels is None else {q: self.qrels[q] for q in keep if q in self.qrels})
+
 
 def load_trec_dl_dir(
     directory: str | Path, name: str | None = None, lenient: bool = False, warn: bool = True

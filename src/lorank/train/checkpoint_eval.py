@@ -49,6 +49,13 @@ def rerank_to_run(scores: dict[str, dict[str, float]], first_stage: dict[str, li
     return out
 
 
+def eval_label(name: str) -> str:
+    """A short, file-name-safe label for an eval set given by name (dl19) or by folder path."""
+    p = Path(str(name))
+    label = p.name if ("/" in str(name) or p.is_dir()) else str(name)
+    return "".join(c if c.isalnum() or c in "-_+@." else "_" for c in label) or "eval"
+
+
 class CheckpointEvaluator:
     def __init__(self, encoder: Any, pad_id: int, spec: EvalSpec, out_dir: Path, data_root: str | None = None):
         from lorank.data import resolve_eval_set
@@ -57,7 +64,7 @@ class CheckpointEvaluator:
         self.pad_id = pad_id
         self.spec = spec
         self.out_dir = Path(out_dir)
-        self.sets = {name: resolve_eval_set(name, data_root) for name in spec.sets}
+        self.sets = {eval_label(name): resolve_eval_set(name, data_root).subset(spec.max_queries) for name in spec.sets}
         self.total_s = 0.0  # scoring time spent so far (subtracted from training time in the summary)
 
     def first_stage(self) -> dict[str, dict[str, float]]:

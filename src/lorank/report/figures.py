@@ -1,0 +1,70 @@
+"""Report figures (matplotlib, Agg): labelled axes, units, legends; written atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+LABELS = {"ndcg_cut_10": "nDCG@10", "recip_rank_10": "MRR@10 (rel ≥ 2)", "recall_100": "R@100", "map": "MAP"}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    _plt().close(fig)
+    tmp.replace(out)
+    return out
+
+
+def checkpoint_curves(curves: dict[str, list[tuple[int, float, float]]], baseline: dict[str, float] | None,
+                      title: str, out: Path) -> Path:
+    """One line per run: nDCG@10 and MRR@10 against training step; dashed line = first stage (BM25)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for ax, idx, key in ((axes[0], 1, "ndcg_cut_10"), (axes[1], 2, "recip_rank_10")):
+        for label, pts in curves.items():
+            pts = sorted(pts)
+            ax.plot([p[0] for p in pts], [p[idx] for p in pts], marker="o", ms=4, label=label)
+        if baseline and key in baseline:
+            ax.axhline(baseline[key], color="black", ls="--", lw=1, label=f"BM25 ({baseline[key]:.3f})")
+        ax.set_xlabel("training step (optimizer updates)")
+        ax.set_ylabel(LABELS[key])
+        ax.set_title(f"{LABELS[key]} by checkpoint")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, out)
+
+
+def bar_table(rows: list[dict[str, Any]], label_key: str, title: str, out: Path, ref_value: float | None = None,
+              base_value: float | None = None, measure: str = "ndcg_cut_10") -> Path:
+    """Bars of one measure per row; * marks a significant difference vs the reference."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.9 * len(rows) + 2.5), 3.8), constrained_layout=True)
+    vals = [r[measure] for r in rows]
+    colors = ["tab:green" if r.get("is_reference") else "tab:blue" for r in rows]
+    ax.bar(range(len(rows)), vals, color=colors)
+    ax.set_xticks(range(len(rows)), [str(r[label_key]) for r in rows])
+    for i, r in enumerate(rows):
+        ax.text(i, r[measure] / 2, f"{r[measure]:.3f}", ha="center", va="center", color="white", fontsize=9,
+                fontweight="bold")
+        if r.get("significant"):
+            ax.text(i, r[measure] + 0.01, "*", ha="center", color="crimson", fontsize=15)
+    if base_value is not None:
+        ax.axhline(base_value, color="black", ls="--", lw=1, label=f"BM25 ({base_value:.3f})")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_ylabel(LABELS.get(measure, measure))
+    ax.set_ylim(0, max(vals + [base_value or 0]) * 1.2 if vals else 1)
+    ax.set_title(title + "\n(green = reference; * = p < 0.05 vs reference, paired t-test, Holm)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, out)

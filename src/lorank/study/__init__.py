@@ -1,0 +1,141 @@
+"""Studies: one YAML spec -> a grid of training runs, ablations and analyses -> a report.
+
+Python twins of the CLI: ``lorank.study.run_study(spec, out)`` (``lorank study``),
+``lorank.study.load_results(dir)``, ``lorank.report.build_report(dir)`` (``lorank report``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorank.errors import ConfigError
+from lorank.study.plan import Plan, Step, build_plan
+from lorank.study.spec import RunSpec, StudySpec, expand, load_spec
+from lorank.study.store import load_results
+
+PRESETS_ENV = "LORANK_STUDIES"
+
+
+def presets_dir() -> Path | None:
+    """Where the preset study specs live: $LORANK_STUDIES, else the repository's studies/ folder."""
+    env = os.environ.get(PRESETS_ENV)
+    for cand in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[3] / "studies",
+                                                 Path.cwd() / "studies"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def find_spec(name_or_path: str | Path) -> Path:
+    """A spec file by path, or a preset by name (`demo`, `paper-cpu`, `paper-7b`)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    d = presets_dir()
+    if d is not None:
+        for cand in (d / f"{name_or_path}.yaml", d / str(name_or_path)):
+            if cand.is_file():
+                return cand
+    known = sorted(x.stem for x in d.glob("*.yaml")) if d else []
+    raise ConfigError(f"study spec {str(name_or_path)!r} not found: not a file, and not a preset"
+                      + (f" (presets in {d}: {', '.join(known)})" if d else f" (no presets folder; set ${PRESETS_ENV})"))
+
+
+@dataclass
+class StudyResult:
+    study_dir: Path
+    plan: Plan
+    outcomes: dict[str, Any]
+    report: Path | None
+
+    @property
+    def failed(self) -> list[str]:
+        return [k for k, v in self.outcomes.items() if v.status in ("failed", "skipped")]
+
+
+def prepare(spec_path: str | Path, out: str | Path, data_root: str | Path | None = None) -> tuple[Plan, Path]:
+    """Validate the spec fully (every problem at once) and lay out the study directory."""
+    from lorank.atomic import atomic_write_text
+
+    spec_path = find_spec(spec_path)
+    spec = load_spec(spec_path)
+    if data_root is not None:
+        spec = spec.model_copy(update={"data_root": str(data_root)})
+    plan = build_plan(spec, spec_path)
+    if plan.data_problems:
+        raise ConfigError(plan.data_problems, spec_path)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = spec_path.read_text(encoding="utf-8")
+    if data_root is not None:
+        text += f"\n# set by --data\ndata_root: {str(data_root)!r}\n" if "data_root:" not in text else ""
+    old = out / "study.yaml"
+    if old.is_file() and old.read_text(encoding="utf-8") != text:
+        shutil.copyfile(old, out / "study.previous.yaml")
+    atomic_write_text(old, text)
+    return plan, out
+
+
+def run_study(spec_path: str | Path, out: str | Path, data_root: str | Path | None = None, dry_run: bool = False,
+              report: bool = True, only: list[str] | None = None, console: Any = None,
+              device: str | None = None) -> StudyResult:
+    """Run (or, with dry_run, only plan) a study; resumable: finished steps are skipped."""
+    from rich.console import Console
+
+    from lorank.study.executor import execute
+
+    console = console or Console()
+    if dry_run:
+        spec_path = find_spec(spec_path)
+        spec = load_spec(spec_path)
+        if data_root is not None:
+            spec = spec.model_copy(update={"data_root": str(data_root)})
+        plan = build_plan(spec, spec_path, device=device)
+        print_plan(plan, Path(out), console)
+        return StudyResult(Path(out), plan, {}, None)
+    plan, out = prepare(spec_path, out, data_root)
+    print_plan(plan, out, console, brief=True)
+    outcomes = execute(plan, out, console, only)
+    page = None
+    if report:
+        from lorank.report import build_report
+
+        page = build_report(out)
+        console.print(f"report: {page}")
+    return StudyResult(out, plan, outcomes, page)
+
+
+def print_plan(plan: Plan, out: Path, console: Any, brief: bool = False) -> None:
+    from rich.table import Table
+
+    from lorank.study.executor import marker_ok
+
+    total = plan.estimate_s
+    console.print(f"[bold]study {plan.spec.name}[/]: {len(plan.runs)} runs, {len(plan.steps)} steps, "
+                  f"estimated {_dur(total)} on {plan.device} -> {out}")
+    for n in plan.notes:
+        console.print(f"  [dim]note: {n}[/]")
+    for n in plan.data_problems:
+        console.print(f"  [yellow]warning: {n} (a real run here would stop at validation)[/]")
+    if brief:
+        return
+    t = Table(title="plan (estimates from model size x tokens at this device's measured FLOP/s)")
+    for c in ("#", "step", "estimate", "state"):
+        t.add_column(c)
+    for i, s in enumerate(plan.steps, 1):
+        done = marker_ok(out, s) if out.exists() else False
+        t.add_row(str(i), s.step_id, _dur(s.estimate_s) if s.estimate_s else "?", "done" if done else "todo")
+    console.print(t)
+
+
+def _dur(s: float) -> str:
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 60:.0f} min" if s >= 120 else f"{s:.0f} s"
+
+
+__all__ = ["Plan", "RunSpec", "Step", "StudyResult", "StudySpec", "build_plan", "expand", "find_spec", "load_results",
+           "load_spec", "prepare", "run_study"]

@@ -1,0 +1,211 @@
+"""Run a study's plan: each step in its own process, resumably, atomically, with progress for the whole study.
+
+A step is skipped when its output folder holds a completion marker with the step's hash. A killed study
+re-run with the same command continues where it stopped (a killed training run resumes from its last
+complete checkpoint). A failing step is recorded with the tail of its log; steps that need it are
+skipped; the rest of the study goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorank.atomic import atomic_write_json, atomic_write_text
+from lorank.study.plan import Plan, Step
+
+MARKER = ".lorank-step.json"
+STATE = "study_state.json"
+
+
+@dataclass
+class StepOutcome:
+    step_id: str
+    status: str  # ok | cached | failed | skipped
+    wall_s: float = 0.0
+    detail: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def marker_ok(study_dir: Path, step: Step) -> bool:
+    m = study_dir / step.out_dir / MARKER
+    if not m.is_file():
+        return False
+    try:
+        data = json.loads(m.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return data.get("hash") == step.hash and data.get("status") == "ok"
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """`root/rel`, refusing any path that would land outside the study directory."""
+    try:
+        from lorank.safety import safe_join
+    except ImportError:  # pragma: no cover
+        safe_join = None
+    if safe_join is not None:
+        return Path(safe_join(root, rel))
+    p = (root / rel).resolve()
+    if not p.is_relative_to(root.resolve()):
+        from lorank.errors import ConfigError
+
+        raise ConfigError(f"refusing to write outside the study directory: {rel}")
+    return root / rel
+
+
+def _log_path(study_dir: Path, step: Step) -> Path:
+    return study_dir / "logs" / (step.step_id.replace("/", "__") + ".log")
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _train_progress(study_dir: Path, step: Step) -> int:
+    f = study_dir / step.out_dir / "train_log.jsonl"
+    try:
+        with f.open("rb") as fh:
+            return sum(1 for _ in fh)
+    except OSError:
+        return 0
+
+
+def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOutcome:
+    """Run one step in a child process; its output goes to logs/<step>.log."""
+    out = _inside(study_dir, step.out_dir)
+    if step.kind != "train" and out.exists() and not marker_ok(study_dir, step):
+        shutil.rmtree(out)  # stale or half-written outputs of an older hash: redo from scratch
+    out.mkdir(parents=True, exist_ok=True)
+    job_dir = study_dir / "logs" / "jobs"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    job = job_dir / (step.step_id.replace("/", "__") + ".json")
+    result_file = job.with_suffix(".result.json")
+    result_file.unlink(missing_ok=True)
+    atomic_write_json(job, {"kind": step.kind, "run_id": step.run_id, "payload": step.payload,
+                            "out_dir": step.out_dir, "study_dir": str(study_dir.resolve())})
+    log = _log_path(study_dir, step)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    t0 = time.perf_counter()
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {step.step_id} (hash {step.hash})\n")
+        fh.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "lorank.study.worker", str(job), str(result_file)],
+                                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            while proc.poll() is None:
+                if on_poll:
+                    on_poll()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            # the child gets its own SIGINT (training saves a checkpoint and stops); wait for it, then re-raise
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=120)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                proc.kill()
+            raise
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sig = f" (killed by signal {-proc.returncode})" if proc.returncode < 0 else ""
+        return StepOutcome(step.step_id, "failed", wall, f"exit code {proc.returncode}{sig}; log {log}\n"
+                           + _tail(log))
+    result = {}
+    if result_file.is_file():
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+    atomic_write_json(out / MARKER, {"step_id": step.step_id, "hash": step.hash, "status": "ok",
+                                     "wall_s": round(wall, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                     "result": result})
+    return StepOutcome(step.step_id, "ok", wall, result=result)
+
+
+def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | None = None) -> dict[str, StepOutcome]:
+    """Run every step not already done; returns the outcome of each step."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = console or Console()
+    study_dir = Path(study_dir)
+    outcomes: dict[str, StepOutcome] = {}
+    state_file = study_dir / STATE
+    todo = [s for s in plan.steps if not only or any(s.step_id.startswith(o) for o in only)]
+    spent = 0.0
+    spent_est = 0.0
+
+    def save_state(status: str) -> None:
+        atomic_write_json(state_file, {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                       "steps": {k: {"status": v.status, "wall_s": round(v.wall_s, 2),
+                                                     "detail": v.detail} for k, v in outcomes.items()}})
+
+    def eta(remaining_est: float) -> str:
+        ratio = spent / spent_est if spent_est > 0 else 1.0
+        sec = remaining_est * ratio
+        return f"~{sec / 60:.0f} min left" if sec >= 60 else f"~{sec:.0f} s left"
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[eta]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("study", total=len(todo), eta=eta(sum(s.estimate_s for s in todo)))
+        for i, step in enumerate(todo):
+            remaining = sum(s.estimate_s for s in todo[i:])
+            failed_needs = [n for n in step.needs if n in outcomes and outcomes[n].status in ("failed", "skipped")]
+            if failed_needs:
+                outcomes[step.step_id] = StepOutcome(step.step_id, "skipped", detail=f"needs {', '.join(failed_needs)}")
+                console.print(f"[yellow]skip[/] {step.step_id}: needs {', '.join(failed_needs)}")
+                progress.advance(overall)
+                save_state("running")
+                continue
+            if marker_ok(study_dir, step):
+                outcomes[step.step_id] = StepOutcome(step.step_id, "cached", detail="outputs exist with this hash")
+                progress.advance(overall)
+                continue
+            total = None
+            if step.kind == "train":
+                ms = step.payload["config"].get("max_steps", -1)
+                total = ms if ms and ms > 0 else None
+            task = progress.add_task(f"  {step.step_id}", total=total, eta=f"est. {step.estimate_s:.0f} s")
+            progress.update(overall, eta=eta(remaining))
+
+            def poll(step: Step = step, task: Any = task) -> None:
+                if step.kind == "train":
+                    progress.update(task, completed=_train_progress(study_dir, step))
+
+            save_state("running")
+            try:
+                out = run_step_process(study_dir, step, poll)
+            except KeyboardInterrupt:
+                outcomes[step.step_id] = StepOutcome(step.step_id, "failed", detail="interrupted (Ctrl-C)")
+                save_state("interrupted")
+                console.print("[yellow]interrupted[/]: re-run the same command to resume where it stopped")
+                raise
+            outcomes[step.step_id] = out
+            spent += out.wall_s
+            spent_est += step.estimate_s
+            progress.update(task, completed=total or 1, total=total or 1, eta=f"{out.wall_s:.0f} s")
+            progress.advance(overall)
+            if out.status == "failed":
+                console.print(f"[red]failed[/] {step.step_id}: {out.detail}")
+            else:
+                console.print(f"[green]done[/] {step.step_id} in {out.wall_s:.0f} s{_headline(out.result)}")
+            progress.update(overall, eta=eta(remaining - step.estimate_s))
+        save_state("done" if all(o.status in ("ok", "cached") for o in outcomes.values()) else "done-with-failures")
+    failures = {k: v for k, v in outcomes.items() if v.status == "failed"}
+    if failures:
+        atomic_write_text(study_dir / "failures.txt", "".join(f"{k}\n{v.detail}\n\n" for k, v in failures.items()))
+    return outcomes
+
+
+def _headline(result: dict[str, Any]) -> str:
+    rows = result.get("final") or []
+    parts = [f"{r['eval_set']} nDCG@10 {r['ndcg_cut_10']:.3f}" for r in rows if "ndcg_cut_10" in r and "+" not in r["eval_set"]]
+    return (": " + ", ".join(parts)) if parts else ""

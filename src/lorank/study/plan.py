@@ -1,0 +1,280 @@
+"""A study's plan: the ordered steps (train, ablate, analyze), their hashes and estimated costs.
+
+Every problem in a spec is found here, before any work starts, and reported at once.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorank.errors import ConfigError
+from lorank.study.spec import ANALYSES, AXES, RunSpec, StudySpec, config_hash, expand
+
+#: effective FLOP/s used for cost estimates: (training, scoring). CPU figures were measured on the
+#: 2-core AVX2 machine this project is developed on (SmolLM2-135M: ~250 train / ~650 score tokens/s).
+RATES = {"cpu": (1.0e11, 1.3e11), "cuda": (0.40 * 989e12, 0.30 * 989e12)}
+AVG_TOKENS = 100  # a DL query + passage in the default template, in tokens (measured: 90-110)
+
+
+@dataclass
+class Step:
+    step_id: str  # unique, readable: train/<run>, ablate/<run>, analyze/<kind>/<run>[~<other>]
+    kind: str  # train | ablate | analyze
+    run_id: str
+    payload: dict[str, Any]  # what the worker needs
+    out_dir: str  # relative to the study dir
+    hash: str
+    needs: list[str] = field(default_factory=list)  # step ids that must have succeeded first
+    estimate_s: float = 0.0
+
+
+@dataclass
+class Plan:
+    spec: StudySpec
+    runs: list[RunSpec]
+    steps: list[Step]
+    device: str
+    notes: list[str] = field(default_factory=list)
+    #: data not found on this machine: an error for a real run, a warning for a dry run (the study may be
+    #: planned here and run on a machine that has the data)
+    data_problems: list[str] = field(default_factory=list)
+
+    @property
+    def estimate_s(self) -> float:
+        return sum(s.estimate_s for s in self.steps)
+
+    def run(self, run_id: str) -> RunSpec:
+        return next(r for r in self.runs if r.run_id == run_id)
+
+
+def _device() -> str:
+    forced = os.environ.get("LORANK_DEVICE")
+    if forced:
+        return forced
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # pragma: no cover
+        return "cpu"
+
+
+_SHAPE_HINTS = (("llama-3.1-8b", "llama-3.1-8b"), ("llama-3-8b", "llama-3.1-8b"), ("mistral-7b", "mistral-7b"),
+                ("pythia-6.9b", "pythia-6.9b"), ("smollm2-135m", "smollm2-135m-shape"), ("default", "smollm2-135m-shape"))
+
+
+def model_config(model: str) -> Any | None:
+    """The HF config of a model without loading (or downloading) its weights, when it can be known offline:
+    a local folder's config.json, the embedded default, or a known public shape (Llama-3.1-8B, Mistral-7B,
+    Pythia-6.9B). None otherwise (validated at training time)."""
+    from lorank.models.random_init import config_for
+
+    p = Path(model)
+    if p.is_dir() and (p / "config.json").is_file():
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(str(p))
+        except Exception:
+            return None
+    low = model.lower()
+    for hint, shape in _SHAPE_HINTS:
+        if hint in low:
+            return config_for(shape)
+    return None
+
+
+def count_params(cfg: Any) -> int:
+    """Parameters of the transformer body (embeddings excluded: they cost no FLOPs), from the config alone."""
+    h = cfg.hidden_size
+    inter = getattr(cfg, "intermediate_size", 4 * h)
+    n_layers = cfg.num_hidden_layers
+    heads = cfg.num_attention_heads
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or h // heads
+    attn = h * heads * head_dim * 2 + h * kv * head_dim * 2
+    gated = getattr(cfg, "model_type", "") not in ("gpt_neox",)
+    mlp = (3 if gated else 2) * h * inter
+    return n_layers * (attn + mlp)
+
+
+def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
+    from lorank.data.sources import EVAL_SETS, _roots
+
+    problems = []
+
+    def named_set_ok(name: str) -> bool:
+        if Path(name).is_dir():
+            return True
+        key = name.strip().lower()
+        if key not in EVAL_SETS:
+            return False
+        folder = EVAL_SETS[key][0]
+        for _, root in _roots(spec.data_root):
+            if root is not None and (root / folder / "queries.tsv").is_file():
+                return True
+        try:  # the online fallback: ir_datasets, when installed
+            import importlib.util
+
+            return importlib.util.find_spec("ir_datasets") is not None
+        except Exception:  # pragma: no cover
+            return False
+
+    checked: set[str] = set()
+    for r in runs:
+        for i, d in enumerate(r.train_config.get("data", [])):
+            key = f"{d['kind']}:{d['path']}"
+            if key in checked:
+                continue
+            checked.add(key)
+            if d["kind"] == "trec":
+                if not named_set_ok(d["path"]):
+                    problems.append(f"train.data[{i}]: TREC set {d['path']!r} not found (looked in --data, "
+                                    "$LORANK_DATA, ../shared/data, ir_datasets)")
+            elif not Path(d["path"]).is_file():
+                problems.append(f"train.data[{i}]: file not found: {d['path']}")
+        for name in r.train_config.get("eval", {}).get("sets", []):
+            if f"eval:{name}" not in checked:
+                checked.add(f"eval:{name}")
+                if not named_set_ok(name):
+                    problems.append(f"train.eval.sets: evaluation set {name!r} not found")
+    for i, a in enumerate(spec.ablations):
+        if f"eval:{a.eval}" not in checked:
+            checked.add(f"eval:{a.eval}")
+            if not named_set_ok(a.eval):
+                problems.append(f"ablations[{i}].eval: evaluation set {a.eval!r} not found")
+    return problems
+
+
+def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bool = True,
+               device: str | None = None) -> Plan:
+    from lorank.ablate.sweeps import SWEEPS
+    from lorank.lora.spec import LoraSpec
+    from lorank.models.arch import arch_for
+
+    runs = expand(spec, source)
+    problems: list[str] = []
+    notes: list[str] = []
+    device = device or _device()
+    if device not in RATES:
+        raise ConfigError(f"unknown device {device!r} for cost estimates (known: {', '.join(RATES)})")
+    train_rate, score_rate = RATES.get(device, RATES["cpu"])
+
+    # models: family, projections and layers checked against the config where it is known offline
+    sizes: dict[str, int | None] = {}
+    for model in spec.models:
+        cfg = model_config(model)
+        if cfg is None:
+            sizes[model] = None
+            notes.append(f"{model}: config not available offline; LoRA targets are checked when training starts")
+            continue
+        sizes[model] = count_params(cfg)
+        try:
+            arch = arch_for(cfg)
+        except ConfigError as e:
+            problems.extend(e.problems)
+            continue
+        for r in runs:
+            if r.model != model:
+                continue
+            ls = LoraSpec.from_dict(r.train_config["lora"])
+            for p in ls.validate(arch, cfg.num_hidden_layers):
+                problems.append(f"run {r.run_id}: {p}")
+
+    def select(selector: dict[str, Any], where: str) -> list[RunSpec]:
+        bad = [k for k in selector if k not in (*AXES, "model")]
+        if bad:
+            problems.append(f"{where}: unknown selector key(s) {', '.join(bad)} (use model or a grid axis)")
+            return []
+        hit = [r for r in runs if r.matches(selector)]
+        if not hit:
+            problems.append(f"{where}: the selector {selector} matches no run of the grid")
+        return hit
+
+    steps: list[Step] = []
+    train_steps: dict[str, Step] = {}
+    for r in runs:
+        tc = r.train_config
+        n = sizes.get(r.model)
+        est = 0.0
+        if n:
+            n_steps = tc["max_steps"] if tc["max_steps"] > 0 else 200
+            tokens = n_steps * tc["batch_queries"] * tc["group_size"] * tc["grad_accum"] * AVG_TOKENS
+            ev = tc.get("eval", {})
+            n_ckpt = len(tc["checkpoints"].get("steps") or []) or max(1, n_steps // (tc["checkpoints"].get("every")
+                                                                                      or n_steps))
+            pairs = len(ev.get("sets", [])) * (ev.get("max_queries") or 43) * ev.get("depth", 100)
+            est = tokens * 4 * n / train_rate + n_ckpt * pairs * AVG_TOKENS * 2 * n / score_rate + 15
+        s = Step(f"train/{r.run_id}", "train", r.run_id, {"config": tc}, f"runs/{r.run_id}", r.config_hash,
+                 estimate_s=est)
+        steps.append(s)
+        train_steps[r.run_id] = s
+
+    for i, a in enumerate(spec.ablations):
+        bad = [sw for sw in a.sweeps if sw not in SWEEPS]
+        if bad:
+            problems.append(f"ablations[{i}].sweeps: unknown sweep(s) {', '.join(bad)} (known: {', '.join(SWEEPS)})")
+        for r in select(a.runs, f"ablations[{i}].runs"):
+            payload = a.model_dump()
+            payload.pop("runs")
+            if spec.data_root:
+                payload["data_root"] = spec.data_root
+            h = config_hash({"train": r.config_hash, **payload})
+            n = sizes.get(r.model)
+            n_layers = (model_config(r.model).num_hidden_layers if n else 30)
+            configs = sum(_sweep_size(sw, n_layers, a.window, r.axes) for sw in a.sweeps if sw in SWEEPS)
+            pairs = (a.max_queries or 43) * a.depth
+            est = (configs * pairs * AVG_TOKENS * 2 * n / score_rate + 15) if n else 0.0
+            steps.append(Step(f"ablate/{r.run_id}/{i}", "ablate", r.run_id, payload, f"ablations/{r.run_id}/{i}", h,
+                              [f"train/{r.run_id}"], est))
+
+    for i, a in enumerate(spec.analyses):
+        if a.kind not in ANALYSES:  # pragma: no cover - pydantic checks the literal
+            problems.append(f"analyses[{i}].kind: unknown {a.kind!r}")
+        if a.against:
+            select(a.against, f"analyses[{i}].against")
+        for r in select(a.runs, f"analyses[{i}].runs"):
+            other = None
+            if a.against:  # the counterpart within the same model, unless the selector names a model
+                sel = a.against if "model" in a.against else {**a.against, "model": r.model}
+                others = [o for o in runs if o.matches(sel)]
+                if len(others) != 1:
+                    problems.append(f"analyses[{i}].against: {sel} must match exactly one run, matched "
+                                    + (", ".join(o.run_id for o in others) or "none"))
+                    continue
+                other = others[0].run_id
+                if other == r.run_id:
+                    continue
+            payload = {"kind": a.kind, "options": a.options, "against": other}
+            if spec.data_root:
+                payload["data_root"] = spec.data_root
+            h = config_hash({"train": r.config_hash, "other": train_steps[other].hash if other else None, **payload})
+            tail = f"{r.run_id}" + (f"~{other}" if other else "") + f"/{i}"
+            needs = [f"train/{r.run_id}"] + ([f"train/{other}"] if other else [])
+            n = sizes.get(r.model) or 0
+            est = {"weights": 10, "compare": 10}.get(a.kind, 0) or (
+                2 * 600 * AVG_TOKENS * 2 * n / score_rate + 20 if n else 0.0)
+            steps.append(Step(f"analyze/{a.kind}/{tail}", "analyze", r.run_id, payload,
+                              f"analyses/{a.kind}/{tail}", h, needs, est))
+
+    if spec.report.reference and not any(r.matches(spec.report.reference) for r in runs):
+        notes.append(f"report.reference {spec.report.reference} matches no run: the first run with components=all "
+                     "is the reference")
+    data_problems = _data_problems(spec, runs) if check_data else []
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems + data_problems)), source)
+    return Plan(spec, runs, steps, device, notes, data_problems)
+
+
+def _sweep_size(sweep: str, n_layers: int, window: int, axes: dict[str, Any]) -> float:
+    """Full-evaluation equivalents of one sweep (cached layer sweeps cost about half of L evaluations)."""
+    n_proj = 7 if axes.get("components") == "all" else (4 if axes.get("components") == "mha" else 3)
+    return {"components": 3, "projections": 2 * n_proj + 1, "layers-leave-one-out": 1 + 0.55 * n_layers,
+            "layers-keep-one": 1 + 0.55 * n_layers, "layer-windows": 1 + max(1, 2 * n_layers // max(window, 1)),
+            "rank-truncation": 1 + max(1, int(axes.get("rank", 8)).bit_length()), "scale": 7}.get(sweep, 1)
+
+
+def plan_hash(plan: Plan) -> str:
+    return config_hash([s.hash for s in plan.steps])

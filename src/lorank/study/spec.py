@@ -1,0 +1,215 @@
+"""The study spec: one YAML file describing a whole study, typed and validated before any work starts.
+
+```yaml
+name: demo
+models: [smollm2-135m]
+train: {data: [{kind: trec, path: dl20}], group_size: 8, max_steps: 40, checkpoints: {steps: "20,40"},
+        eval: {sets: [dl19], depth: 20}}      # every TrainConfig field except model / lora / output_dir
+lora: {rank: 8, alpha: 64, dropout: 0.1}     # defaults of every run
+grid:                                        # blocks; each block is a product of its axes; runs are the union
+  - {rank: [1, 2, 8, 32]}
+  - {components: [mha, mlp]}
+ablations:
+  - {runs: {rank: 8, components: all}, sweeps: [components, projections, layer-windows], eval: dl19}
+analyses:
+  - {kind: weights, runs: {rank: 8, components: all}}
+report: {reference: {rank: 8, components: all}}
+```
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from lorank.config import EvalSpec, Strict, format_validation_error, read_yaml
+from lorank.errors import ConfigError
+
+AXES = ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "seed")
+ANALYSES = ("weights", "compare", "probe", "patch")
+
+
+class GridBlock(Strict):
+    """One block of the LoRA grid: the product of the axes it lists (others keep the `lora` defaults)."""
+
+    rank: list[int] | None = None
+    alpha: list[float | str] | None = None
+    dropout: list[float] | None = None
+    components: list[Literal["all", "mha", "mlp"]] | None = None
+    projections: list[list[str] | str | None] | None = None
+    layers: list[str | int | list[int]] | None = None
+    variant: list[Literal["lora", "dora", "rslora"]] | None = None
+    seed: list[int] | None = None
+
+
+class AblationStep(Strict):
+    """Inference-time ablation sweeps on the last checkpoint of every run the selector matches."""
+
+    runs: dict[str, Any] = Field(default_factory=dict)  # axis -> value; {} = every run
+    sweeps: list[str]
+    eval: str = "dl19"
+    depth: int = Field(100, ge=1)
+    max_queries: int | None = Field(None, ge=1)
+    window: int = Field(11, ge=1)
+    use_cache: bool = True
+
+
+class AnalysisStep(Strict):
+    """An adapter analysis (lorank.analyze) on every run the selector matches.
+
+    `compare` compares each matched run with `against` (a selector matching one run), or, when
+    `against` is not given, the run's first checkpoint with its last.
+    """
+
+    kind: Literal["weights", "compare", "probe", "patch"]
+    runs: dict[str, Any] = Field(default_factory=dict)
+    against: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReportSpec(Strict):
+    #: the "full adapter" every table is compared against (significance, % recovered)
+    reference: dict[str, Any] = Field(default_factory=lambda: {"rank": 8, "components": "all"})
+    measures: list[str] = Field(default_factory=lambda: ["ndcg_cut_10", "recip_rank_10"])
+
+
+class StudySpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    models: list[str] = Field(min_length=1)
+    data_root: str | None = None
+    train: dict[str, Any]
+    lora: dict[str, Any] = Field(default_factory=dict)
+    grid: list[GridBlock] = Field(default_factory=lambda: [GridBlock()])
+    ablations: list[AblationStep] = Field(default_factory=list)
+    analyses: list[AnalysisStep] = Field(default_factory=list)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the grid: readable id + short hash of the resolved config."""
+
+    run_id: str
+    model: str
+    axes: dict[str, Any]
+    train_config: dict[str, Any]  # a full TrainConfig dict, output_dir left out (the executor sets it)
+    config_hash: str
+    label: str = ""  # the readable part of the id, without model and hash (r8-all-s42)
+
+    def matches(self, selector: dict[str, Any]) -> bool:
+        for k, v in selector.items():
+            have = self.model if k == "model" else self.axes.get(k)
+            if k == "model":
+                if str(v) != have and _slug(str(v)) != _slug(have):
+                    return False
+            elif _norm(have) != _norm(v):
+                return False
+        return True
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, list):
+        return [_norm(x) for x in v]
+    return v
+
+
+def config_hash(obj: Any, n: int = 8) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def _slug(s: str) -> str:
+    s = Path(str(s)).name if ("/" in str(s) and Path(str(s)).exists()) else str(s)
+    s = s.split("/")[-1]
+    s = re.sub(r"\.gguf$", "", s, flags=re.I)
+    return re.sub(r"[^A-Za-z0-9.]+", "-", s).strip("-").lower()[:40] or "model"
+
+
+def _axis_slug(axes: dict[str, Any], defaults: dict[str, Any]) -> str:
+    parts = [f"r{axes['rank']}", str(axes["components"])]
+    if axes.get("projections"):
+        p = axes["projections"]
+        parts.append("p-" + ("+".join(p) if isinstance(p, list) else str(p)).replace("_proj", ""))
+    if str(axes.get("layers", "all")) != "all":
+        lay = axes["layers"]
+        parts.append("L" + (",".join(map(str, lay)) if isinstance(lay, list) else str(lay)))
+    if axes.get("variant", "lora") != "lora":
+        parts.append(str(axes["variant"]))
+    if axes.get("alpha") != defaults.get("alpha"):
+        parts.append(f"a{axes['alpha']}")
+    if axes.get("dropout") != defaults.get("dropout"):
+        parts.append(f"d{axes['dropout']}")
+    parts.append(f"s{axes['seed']}")
+    return "-".join(re.sub(r"[^A-Za-z0-9.,+=-]+", "", str(p)) for p in parts)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError("the top level of a study spec must be a mapping", path)
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e), path) from None
+
+
+def expand(spec: StudySpec, source: str | Path | None = None) -> list[RunSpec]:
+    """The grid as a list of runs (deduplicated, in spec order). Raises ConfigError listing every problem."""
+    from lorank.train.config import TrainConfig
+
+    problems: list[str] = []
+    banned = {"model", "lora", "output_dir"} & set(spec.train)
+    if banned:
+        problems.append(f"train: {', '.join(sorted(banned))} are set by the study (models / lora / grid), not in train")
+    lora_defaults = {"rank": 8, "alpha": 64, "dropout": 0.1, "components": "all", "projections": None,
+                     "layers": "all", "variant": "lora", **{k: v for k, v in spec.lora.items()}}
+    seed_default = spec.train.get("seed", 42)
+    runs: list[RunSpec] = []
+    seen: set[str] = set()
+    for model in spec.models:
+        for bi, block in enumerate(spec.grid):
+            axes_lists = {a: getattr(block, a) for a in AXES if getattr(block, a) is not None}
+            names = list(axes_lists)
+            for values in itertools.product(*(axes_lists[a] for a in names)) if names else [()]:
+                axes = {**{k: v for k, v in lora_defaults.items()}, "seed": seed_default, **dict(zip(names, values))}
+                lora = {k: axes[k] for k in ("rank", "alpha", "dropout", "components", "projections", "layers",
+                                             "variant")}
+                train = {k: v for k, v in spec.train.items() if k not in banned}
+                if isinstance(train.get("data"), list):  # ${VAR} in data paths: expanded from the environment
+                    train["data"] = [dict(d, path=os.path.expandvars(d["path"])) if isinstance(d, dict) and
+                                     isinstance(d.get("path"), str) else d for d in train["data"]]
+                if spec.data_root and "data_root" not in train:
+                    train["data_root"] = spec.data_root
+                cfg = {**train, "model": model, "lora": lora, "seed": axes["seed"]}
+                try:
+                    tc = TrainConfig.from_dict({**cfg, "output_dir": "_"})
+                except ConfigError as e:
+                    where = f"grid block {bi + 1} ({model}, {_axis_slug(axes, lora_defaults)})"
+                    problems.extend(f"{where}: {p}" for p in e.problems)
+                    continue
+                resolved = tc.model_dump()
+                resolved.pop("output_dir", None)
+                h = config_hash(resolved)
+                label = _axis_slug(axes, lora_defaults)
+                rid = f"{_slug(model)}-{label}-{h[:6]}"
+                if rid in seen:
+                    continue
+                seen.add(rid)
+                runs.append(RunSpec(rid, model, axes, resolved, h, label))
+    if problems:
+        raise ConfigError(_dedup(problems), source)
+    return runs
+
+
+def _dedup(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

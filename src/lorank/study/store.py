@@ -1,0 +1,136 @@
+"""The results store: one tidy table of every evaluation in a study (checkpoints, first stage, ablations),
+plus the paired comparisons of each run's final checkpoint against the reference run.
+
+Query it from Python with ``lorank.study.load_results(STUDY_DIR)`` (a pandas DataFrame); it is also
+exported as ``results.csv`` and ``results.parquet``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lorank.atomic import atomic_write_bytes, atomic_write_text
+from lorank.study.plan import Plan
+
+MEASURES = ("ndcg_cut_10", "recip_rank_10", "recall_100", "map")
+COLUMNS = ["source", "run_id", "model", "rank", "alpha", "dropout", "components", "projections", "layers", "variant",
+           "seed", "step", "final", "eval_set", "sweep", "config", "group", *MEASURES, "delta_ndcg_cut_10",
+           "recovered_ndcg_cut_10", "p_ndcg_cut_10", "significant_ndcg_cut_10", "delta_recip_rank_10",
+           "recovered_recip_rank_10", "p_recip_rank_10", "significant_recip_rank_10"]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _axes(run: Any) -> dict[str, Any]:
+    a = dict(run.axes)
+    p = a.get("projections")
+    a["projections"] = "+".join(p) if isinstance(p, list) else (p or "all")
+    lay = a.get("layers")
+    a["layers"] = ",".join(map(str, lay)) if isinstance(lay, list) else str(lay)
+    return {"run_id": run.run_id, "model": run.model, **{k: a.get(k) for k in
+            ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "seed")}}
+
+
+def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
+    study_dir = Path(study_dir)
+    rows: list[dict[str, Any]] = []
+    for run in plan.runs:
+        rdir = study_dir / "runs" / run.run_id
+        metrics = _read_jsonl(rdir / "metrics.jsonl")
+        last = max((m["step"] for m in metrics), default=None)
+        for m in metrics:
+            rows.append({"source": "checkpoint", **_axes(run), "step": m["step"], "final": m["step"] == last,
+                         "eval_set": m["eval_set"], **{k: m.get(k) for k in MEASURES}})
+        for step in plan.steps:
+            if step.kind != "ablate" or step.run_id != run.run_id:
+                continue
+            f = study_dir / step.out_dir / "ablations.json"
+            if not f.is_file():
+                continue
+            data = json.loads(f.read_text(encoding="utf-8"))
+            for sweep, entry in data.get("sweeps", {}).items():
+                for r in entry["rows"]:
+                    from lorank.train.checkpoint_eval import eval_label
+
+                    rows.append({"source": "ablation", **_axes(run), "step": last, "final": True,
+                                 "eval_set": eval_label(data.get("eval_set", "")), "sweep": sweep,
+                                 **{k: v for k, v in r.items()}})
+    return rows
+
+
+def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
+    """The first-stage (BM25) metrics of each eval set the study uses, on the same query subsets."""
+    from lorank.data import resolve_eval_set
+    from lorank.score import evaluate
+
+    seen: set[tuple[str, Any]] = set()
+    rows = []
+    specs = [(s, r.train_config.get("eval", {}).get("max_queries")) for r in plan.runs
+             for s in r.train_config.get("eval", {}).get("sets", [])]
+    specs += [(a.eval, a.max_queries) for a in plan.spec.ablations]
+    for name, mq in specs:
+        if (name, mq) in seen:
+            continue
+        seen.add((name, mq))
+        try:
+            rs = resolve_eval_set(name, plan.spec.data_root).subset(mq)
+        except Exception:
+            continue
+        if not rs.qrels:
+            continue
+        agg = evaluate(rs.qrels, rs.run, rel_threshold=2).aggregate
+        from lorank.train.checkpoint_eval import eval_label
+
+        rows.append({"source": "first-stage", "run_id": "bm25", "model": "BM25", "eval_set": eval_label(name),
+                     "config": f"first {mq} queries" if mq else "all queries",
+                     **{k: round(float(agg[k]), 6) for k in MEASURES if k in agg}})
+    return rows
+
+
+def write_results(plan: Plan, study_dir: Path, include_first_stage: bool = True) -> Any:
+    """Collect every evaluation into results.csv / results.parquet; returns the DataFrame."""
+    import pandas as pd
+
+    rows = collect_rows(plan, study_dir)
+    if include_first_stage:
+        rows += first_stage_rows(plan)
+    df = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = None
+    df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+    atomic_write_text(Path(study_dir) / "results.csv", df.to_csv(index=False))
+    try:
+        import io
+
+        buf = io.BytesIO()
+        df.astype({c: "string" for c in ("projections", "layers", "config", "group", "sweep", "alpha")}
+                  ).to_parquet(buf, index=False)
+        atomic_write_bytes(Path(study_dir) / "results.parquet", buf.getvalue())
+    except Exception:  # pyarrow missing or an odd column: CSV is the canonical export
+        pass
+    return df
+
+
+def load_results(study_dir: str | Path) -> Any:
+    """The study's tidy results table (pandas DataFrame): one row per evaluation."""
+    import pandas as pd
+
+    study_dir = Path(study_dir)
+    if (study_dir / "results.parquet").is_file():
+        return pd.read_parquet(study_dir / "results.parquet")
+    if (study_dir / "results.csv").is_file():
+        return pd.read_csv(study_dir / "results.csv")
+    raise FileNotFoundError(f"{study_dir}: no results.csv; run `lorank study` or `lorank report` first")

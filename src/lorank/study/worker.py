@@ -1,0 +1,71 @@
+"""Run one study step in its own process: ``python -m lorank.study.worker STEP.json``.
+
+A crash (or an out-of-memory kill) here is recorded by the executor and does not stop the study.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def run_step(step: dict[str, Any]) -> dict[str, Any]:
+    kind, payload = step["kind"], step["payload"]
+    study = Path(step["study_dir"])
+    out = study / step["out_dir"]
+    run_dir = study / "runs" / step["run_id"]
+    if kind == "train":
+        from lorank.train.config import TrainConfig
+        from lorank.train.run import train
+
+        cfg = TrainConfig.from_dict({**payload["config"], "output_dir": str(out)})
+        res = train(cfg, progress=False)
+        last = [r for r in res.metrics if r["step"] == res.steps]
+        return {"steps": res.steps, "tokens_per_s": round(res.tokens_per_s, 1), "final": last}
+    if kind == "ablate":
+        from lorank.ablate.run import ablate
+
+        res = ablate(run_dir, payload["sweeps"], payload["eval"], payload["depth"], out,
+                     use_cache=payload.get("use_cache", True), data_root=payload.get("data_root"),
+                     window=payload.get("window", 11), max_queries=payload.get("max_queries"))
+        return {"sweeps": {k: {"wall_s": v["wall_s"], "cost_fraction": v["cost_fraction"]}
+                           for k, v in res["sweeps"].items()}}
+    if kind == "analyze":
+        from lorank.analyze import run_analysis
+
+        options = dict(payload.get("options") or {})
+        if payload.get("data_root") and payload["kind"] in ("probe", "patch"):
+            options.setdefault("data_root", payload["data_root"])
+        if payload.get("against"):
+            options["other"] = study / "runs" / payload["against"]
+        res = run_analysis(payload["kind"], run_dir, out, **options)
+        return {"summary": _small(res)}
+    raise ValueError(f"unknown step kind {kind!r}")
+
+
+def _small(obj: Any) -> Any:
+    """A short JSON-able summary of a result (drops big arrays)."""
+    if isinstance(obj, dict):
+        return {k: _small(v) for k, v in list(obj.items())[:20] if not isinstance(v, (list, dict)) or len(v) < 50}
+    if isinstance(obj, (list, tuple)):
+        return [_small(v) for v in obj[:50]]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    step = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    from lorank.atomic import atomic_write_json
+
+    result = run_step(step)
+    atomic_write_json(argv[1] if len(argv) > 1 else Path(argv[0]).with_suffix(".result.json"), result)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
