@@ -154,8 +154,8 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
     from lorank.lora.spec import LoraSpec
     from lorank.models.arch import arch_for
 
-    runs = expand(spec, source)
     problems: list[str] = []
+    runs = expand(spec, source, problems)
     notes: list[str] = []
     device = device or _device()
     if device not in RATES:

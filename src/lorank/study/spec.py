@@ -163,11 +163,13 @@ def load_spec(path: str | Path) -> StudySpec:
         raise ConfigError(format_validation_error(e), path) from None
 
 
-def expand(spec: StudySpec, source: str | Path | None = None) -> list[RunSpec]:
-    """The grid as a list of runs (deduplicated, in spec order). Raises ConfigError listing every problem."""
+def expand(spec: StudySpec, source: str | Path | None = None, problems: list[str] | None = None) -> list[RunSpec]:
+    """The grid as a list of runs (deduplicated, in spec order). Raises ConfigError listing every problem, or,
+    when a `problems` list is given, appends to it and returns the valid runs."""
     from lorank.train.config import TrainConfig
 
-    problems: list[str] = []
+    collect = problems is not None
+    problems = problems if problems is not None else []
     banned = {"model", "lora", "output_dir"} & set(spec.train)
     if banned:
         problems.append(f"train: {', '.join(sorted(banned))} are set by the study (models / lora / grid), not in train")
@@ -206,7 +208,7 @@ def expand(spec: StudySpec, source: str | Path | None = None) -> list[RunSpec]:
                     continue
                 seen.add(rid)
                 runs.append(RunSpec(rid, model, axes, resolved, h, label))
-    if problems:
+    if problems and not collect:
         raise ConfigError(_dedup(problems), source)
     return runs
 

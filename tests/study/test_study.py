@@ -1,0 +1,194 @@
+"""The study runner end to end on a tiny random-init model: plan, run, resume, crash isolation, report."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lorank.errors import ConfigError
+from lorank.study import build_plan, expand, load_results, load_spec, run_study
+from tests.tinydata import make_trec_dir, save_tiny_model
+
+
+def _spec(tmp: Path, model: Path, data: Path, **extra) -> Path:
+    spec = {
+        "name": "tiny-study",
+        "models": [str(model)],
+        "train": {"data": [{"kind": "trec", "path": str(data)}], "group_size": 4, "batch_queries": 1,
+                  "max_steps": 2, "checkpoints": {"steps": "1,2"}, "eval": {"sets": [str(data)], "depth": 8}},
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+        "grid": [{"rank": [2, 4]}],
+        "ablations": [{"runs": {"rank": 4}, "sweeps": ["components", "layers-leave-one-out"], "eval": str(data),
+                       "depth": 8}],
+        "analyses": [{"kind": "weights", "runs": {"rank": 4}}],
+        "report": {"reference": {"rank": 4, "components": "all"}},
+    }
+    spec.update(extra)
+    f = tmp / "spec.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    return f
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    data = make_trec_dir(root / "data", n_queries=4, n_cands=8)
+    model = save_tiny_model(root / "model")
+    spec = _spec(root, model, data)
+    out = root / "out"
+    res = run_study(spec, out)
+    return root, spec, out, res, model, data
+
+
+def test_grid_expands_to_readable_ids_with_hashes(tiny):
+    root, spec, *_ = tiny
+    runs = expand(load_spec(spec))
+    assert [r.label for r in runs] == ["r2-all-s42", "r4-all-s42"]
+    assert all(len(r.run_id.rsplit("-", 1)[1]) == 6 for r in runs)
+    # the hash follows the resolved config: a changed lr gives a new id
+    s = yaml.safe_load(spec.read_text())
+    s["train"]["lr"] = 5e-4
+    spec2 = root / "spec2.yaml"
+    spec2.write_text(yaml.safe_dump(s))
+    assert {r.run_id for r in expand(load_spec(spec2))}.isdisjoint({r.run_id for r in runs})
+
+
+def test_study_runs_every_step_and_writes_the_layout(tiny):
+    root, spec, out, res, *_ = tiny
+    assert not res.failed, res.outcomes
+    assert {o.status for o in res.outcomes.values()} == {"ok"}
+    for r in res.plan.runs:
+        d = out / "runs" / r.run_id
+        assert (d / "config.json").is_file() and (d / "metrics.jsonl").is_file()
+        assert (d / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    assert (out / "study.yaml").is_file()
+    state = json.loads((out / "study_state.json").read_text())
+    assert state["status"] == "done"
+    df = load_results(out)
+    ck = df[df["source"] == "checkpoint"]
+    assert set(ck["step"]) == {1, 2} and len(ck) == 4
+    ab = df[df["source"] == "ablation"]
+    assert {"full", "none", "mha-only", "mlp-only"} <= set(ab["config"])
+    assert (out / "results.csv").is_file()
+
+
+def test_rerun_skips_finished_steps(tiny):
+    root, spec, out, res, *_ = tiny
+    again = run_study(spec, out, report=False)
+    assert {o.status for o in again.outcomes.values()} == {"cached"}
+
+
+def test_a_changed_ablation_reruns_only_that_step(tiny):
+    root, spec, out, res, model, data = tiny
+    s = yaml.safe_load(spec.read_text())
+    s["ablations"][0]["sweeps"] = ["components"]
+    spec3 = root / "spec3.yaml"
+    spec3.write_text(yaml.safe_dump(s))
+    again = run_study(spec3, out, report=False)
+    status = {k.split("/")[0]: v.status for k, v in again.outcomes.items()}
+    assert status["train"] == "cached" and status["ablate"] == "ok" and status["analyze"] == "cached"
+    assert (out / "study.previous.yaml").is_file()
+
+
+def test_report_has_every_section(tiny):
+    root, spec, out, *_ = tiny
+    from lorank.report import build_report
+
+    page = build_report(out)
+    html = page.read_text()
+    for title in ("Checkpoint evolution", "LoRA rank", "MHA vs MLP", "Layer importance", "Projection importance",
+                  "Adapter analysis", "Configs and software", "data:image/png;base64"):
+        assert title in html, title
+    md = (out / "report" / "tables.md").read_text()
+    assert "| rank |" in md and "% recovered" in md
+    pngs = list((out / "report").glob("*.png"))
+    assert len(pngs) >= 4 and all(p.stat().st_size > 5000 for p in pngs)
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_report_renders_in_headless_chromium(tiny):
+    root, spec, out, *_ = tiny
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("Debian `chromium` is not installed (apt-get install chromium); .ci/run installs it")
+    from lorank.report import build_report
+
+    page = build_report(out)
+    shot = root / "report.png"
+    args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2000"]
+    proc = subprocess.run(args + [f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000, proc.stderr[-2000:]
+    dom = subprocess.run(args + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "<h2>LoRA rank</h2>" in dom and dom.count("<img") >= 4
+    # the screenshot is not blank: many distinct colours (text, plots)
+    from PIL import Image
+
+    img = Image.open(shot).convert("RGB").resize((320, 500))
+    assert len(img.getcolors(maxcolors=1_000_000) or []) > 50
+
+
+def test_a_failing_run_is_recorded_and_the_rest_goes_on(tmp_path):
+    data = make_trec_dir(tmp_path / "data", n_queries=3, n_cands=6)
+    good = save_tiny_model(tmp_path / "model")
+    spec = _spec(tmp_path, good, data, models=[str(good), str(tmp_path / "no-such-model")],
+                 grid=[{"rank": [4]}], ablations=[{"runs": {"rank": 4}, "sweeps": ["components"], "eval": str(data),
+                                                   "depth": 6}], analyses=[])
+    s = yaml.safe_load(spec.read_text())
+    s["train"]["checkpoints"] = {"steps": "1"}
+    s["train"]["max_steps"] = 1
+    spec.write_text(yaml.safe_dump(s))
+    res = run_study(spec, tmp_path / "out", report=True)
+    st = {k: v.status for k, v in res.outcomes.items()}
+    bad = [k for k in st if "no-such-model" in k]
+    assert all(st[k] in ("failed", "skipped") for k in bad) and any(st[k] == "failed" for k in bad)
+    assert all(v == "ok" for k, v in st.items() if k not in bad)
+    assert (tmp_path / "out" / "failures.txt").is_file()
+    assert "failed or skipped" in (tmp_path / "out" / "report" / "index.html").read_text()
+
+
+def test_validation_lists_every_problem_at_once(tmp_path):
+    data = make_trec_dir(tmp_path / "data", n_queries=2, n_cands=4)
+    model = save_tiny_model(tmp_path / "model")
+    spec = _spec(tmp_path, model, data,
+                 grid=[{"rank": [0, 4]}, {"projections": [["nope_proj"]]}],
+                 ablations=[{"runs": {"rank": 99}, "sweeps": ["bogus"]}],
+                 analyses=[{"kind": "compare", "runs": {"rank": 4}, "against": {"rank": 77}}])
+    s = yaml.safe_load(spec.read_text())
+    s["train"]["data"].append({"kind": "tevatron", "path": str(tmp_path / "missing.jsonl")})
+    spec.write_text(yaml.safe_dump(s))
+    with pytest.raises(ConfigError) as e:
+        build_plan(load_spec(spec), spec)
+    msg = str(e.value)
+    assert len(e.value.problems) >= 4, msg
+    for needle in ("rank", "bogus", "matches no run", "missing.jsonl"):
+        assert needle in msg, needle
+
+
+def test_bad_yaml_types_are_config_errors(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("name: x\nmodels: 3\ntrain: [1]\ngrid: {rank: 1}\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(f)
+    assert len(e.value.problems) >= 2
+
+
+def test_presets_validate_with_dry_run(monkeypatch):
+    from lorank.study import find_spec
+
+    for name in ("demo", "paper-cpu", "paper-7b"):
+        spec = load_spec(find_spec(name))
+        plan = build_plan(spec, name, check_data=name != "paper-7b", device="cuda" if name == "paper-7b" else "cpu")
+        assert plan.steps and plan.estimate_s > 0
+    p7 = build_plan(load_spec(find_spec("paper-7b")), device="cuda")
+    assert len(p7.runs) == 18 and {r.train_config["group_size"] for r in p7.runs} == {16}
+    assert {r.train_config["batch_queries"] * r.train_config["grad_accum"] for r in p7.runs} == {64}
+    assert p7.estimate_s < 100 * 3600
+    demo = build_plan(load_spec(find_spec("demo")), device="cpu")
+    assert demo.estimate_s < 15 * 60
