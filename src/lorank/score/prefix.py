@@ -29,36 +29,55 @@ def head_module(model: Any) -> Any:
 
 class PrefixScorer:
     def __init__(self, model: Any, encoder: PairEncoder, pad_id: int, batch_tokens: int = 8192,
-                 bf16: bool = False):
-        self.model = model.eval()
+                 bf16: bool | None = None):
+        self.model = model
         self.encoder = encoder
         self.pad_id = pad_id
         self.batch_tokens = batch_tokens
+        if bf16 is None:
+            from lorank.models.loading import bf16_pays
+
+            bf16 = bf16_pays()
         self.bf16 = bf16
         self.body = backbone(model)
         self.head = head_module(model)
+        self.oom_backoffs = 0
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @torch.inference_mode()
     def score_query(self, query: str, passages: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Scores for one query's (text, title) candidates."""
+        """Scores for one query's (text, title) candidates. Out of memory on a batch: the token budget is
+        halved (kept for later calls) and the rest re-chunked; a single candidate that does not fit raises."""
         out = np.empty(len(passages))
         if not passages:
             return out
-        prefix, suffixes = None, []
+        prefix: list[int] = []
+        suffixes = []
         for text, title in passages:
-            q, s = self.encoder.encode_doc_suffix(query, text, title)
-            prefix = q
+            prefix, s = self.encoder.encode_doc_suffix(query, text, title)
             suffixes.append(s)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), autocast_ctx(self.model, self.bf16):
+                self._score_suffixes(prefix, suffixes, out)
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _score_suffixes(self, prefix: list[int], suffixes: list[list[int]], out: np.ndarray) -> None:
+        from lorank.score.engine import is_oom
+
         dev = self.device
-        with autocast_ctx(self.model, self.bf16):
-            q_ids = torch.tensor([prefix], device=dev)
-            cache = self.body(input_ids=q_ids, use_cache=True).past_key_values
-            lq = len(prefix)
-            for idx in length_chunks([len(s) + lq for s in suffixes], self.batch_tokens):
+        cache = self.body(input_ids=torch.tensor([prefix], device=dev), use_cache=True).past_key_values
+        lq = len(prefix)
+        lengths = [len(s) + lq for s in suffixes]
+        chunks = length_chunks(lengths, self.batch_tokens)
+        while chunks:
+            idx = chunks.pop(0)
+            try:
                 ids, mask = pad_chunk([suffixes[i] for i in idx], self.pad_id)
                 ids, mask = ids.to(dev), mask.to(dev)
                 b, ls = ids.shape
@@ -70,8 +89,18 @@ class PrefixScorer:
                               use_cache=True).last_hidden_state
                 last = mask.sum(1) - 1
                 s = self.head(h[torch.arange(b, device=dev), last]).float().reshape(-1)
-                out[idx] = s.cpu().numpy()
-        return out
+            except (RuntimeError, torch.OutOfMemoryError) as e:
+                if not is_oom(e) or len(idx) == 1:
+                    raise
+                self.oom_backoffs += 1
+                failed = len(idx) * max(lengths[i] for i in idx)
+                self.batch_tokens = max(1, min(self.batch_tokens, failed // 2))
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                rest = idx + [i for ch in chunks for i in ch]
+                chunks = [[rest[j] for j in ch] for ch in length_chunks([lengths[i] for i in rest], self.batch_tokens)]
+                continue
+            out[idx] = s.cpu().numpy()
 
     def rerank(self, queries: dict[str, str], passages: dict[str, Any], run: dict[str, list[Any]],
                depth: int = 100, progress: Callable[[int], None] | None = None) -> dict[str, dict[str, float]]:

@@ -1,0 +1,330 @@
+"""GPU throughput of lorank's LoRA reranker training and scoring on random-init models of real shapes.
+
+Weights are random (no download): the shapes, module names and FLOPs are those of the real models
+(``lorank.models.random_init.SHAPES``), so tokens/s, MFU and memory are what the real ones give.
+
+Run on a GPU machine (H100 / H200; each shape takes ~1-3 min, three shapes fit one 10-min call)::
+
+    python benchmarks/gpu_throughput.py --device cuda --shape llama-3.1-8b,mistral-7b,pythia-6.9b
+
+Smoke mode (any machine, seconds; what the test suite runs)::
+
+    python benchmarks/gpu_throughput.py --device cpu --shape tiny-llama --out /tmp/gpu_smoke.json
+
+What is measured, per shape (bf16 weights on CUDA, fp32 on CPU unless ``--dtype``; sdpa attention, or
+flash-attention-2 when the ``flash_attn`` package is installed; LoRA r=8 alpha=64 dropout 0.1 on all
+projections; score head trained in fp32):
+
+- training: ``RerankTrainer`` (HF Trainer, bf16 autocast on CUDA) with lorank's length-sorted chunk
+  collator, ``--queries`` queries x group ``--group`` per step, contrastive loss, AdamW; synthetic
+  sequences with passage-like lengths (mean ~100, max 196 tokens). ``--checkpointing``: ``full`` (HF
+  gradient checkpointing, default on CUDA), ``none``, or lorank's ``grad_cache``.
+  Reported: real tokens/s, pairs/s, step time, MFU, HFU, peak GPU memory (allocated and reserved).
+- scoring: ``lorank.score.engine.Scorer`` (``torch.inference_mode``, length-sorted token-budget
+  batches of ``--score-batch-tokens``): pairs/s, tokens/s, MFU.
+
+FLOP model (stated, so MFU can be checked by hand). N = parameters of the blocks' linear layers (no
+embedding, no 1-output head), d = hidden size, L = layers, T = the sequence's length:
+
+- forward, per token: 2*N + 2*L*d*T   (matmuls; causal attention QK^T and AV, averaged over positions)
+- training step, per token: 4*N + 6*L*d*T + 6*N_lora   (frozen base: the backward computes only the
+  activation gradients, ~1x the forward for the linears, 2x for attention; LoRA's own weight gradients)
+- MFU = model FLOPs / step time / peak; HFU adds the recomputed forward of gradient checkpointing (or
+  grad_cache's extra forward). Peak: 989 TFLOP/s dense bf16 for H100/H200 SXM (``--peak-tflops`` to override).
+
+Writes a JSON (``--out``; default ``benchmarks/results/gpu_throughput_<gpu>.json``) with one row per shape.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PEAKS_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0,
+                "A10": 125.0, "L4": 121.0}
+
+
+def synthetic_lengths(n: int, seed: int, max_len: int = 196) -> list[int]:
+    """Passage-like lengths (query prefix ~10 + passage): mean ~100, a tail clipped at ``max_len``."""
+    import random
+
+    rng = random.Random(seed)
+    return [max(16, min(max_len, int(rng.lognormvariate(math.log(90), 0.45)))) for _ in range(n)]
+
+
+def block_linear_params(model: Any) -> tuple[int, int]:
+    """(frozen linear params in the transformer blocks, trainable LoRA params)."""
+    import torch
+
+    from lorank.models.arch import backbone
+
+    body = backbone(model)
+    frozen = lora = 0
+    for name, mod in body.named_modules():
+        if isinstance(mod, torch.nn.Linear):  # every linear of the body is a block projection (or LoRA's A/B)
+            if "lora_" in name:
+                lora += mod.weight.numel()
+            else:
+                frozen += mod.weight.numel()
+    return frozen, lora
+
+
+def flops_per_token(n_lin: int, n_lora: int, layers: int, d: int, mean_t: float, train: bool) -> float:
+    if train:
+        return 4 * n_lin + 6 * layers * d * mean_t + 6 * n_lora
+    return 2 * n_lin + 2 * layers * d * mean_t + 2 * n_lora
+
+
+def peak_flops(device: str, override: float | None) -> tuple[float | None, str]:
+    import torch
+
+    if override:
+        return override * 1e12, f"--peak-tflops {override}"
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        for k, v in PEAKS_TFLOPS.items():
+            if k in name:
+                return v * 1e12, f"{name}: {v} TFLOP/s dense bf16 (datasheet)"
+        return None, f"{name}: unknown peak (pass --peak-tflops)"
+    a = torch.randn(1024, 1024)
+    b = torch.randn(1024, 1024)
+    for _ in range(3):
+        a @ b
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < 0.5:
+        a @ b
+        n += 1
+    return 2 * 1024**3 * n / (time.perf_counter() - t0), "CPU fp32 1024^3 matmul, measured now"
+
+
+def build(shape: str, device: str, dtype: Any, attn: str, seed: int) -> Any:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from lorank.models.random_init import config_for
+
+    cfg = config_for(shape)
+    cfg.pad_token_id = 1
+    torch.manual_seed(seed)
+    with torch.device(device):  # initialise on the device: an 8B model never passes through host memory
+        model = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype, attn_implementation=attn)
+    model.score.float()
+    return model
+
+
+def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from transformers import TrainerCallback, TrainingArguments
+
+    from lorank.lora import LoraSpec, apply_lora
+    from lorank.score.engine import Scorer
+    from lorank.train.collator import length_chunks, pad_chunk
+    from lorank.train.losses import get_loss
+    from lorank.train.trainer import RerankTrainer
+
+    cuda = a.device == "cuda"
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype or ("bf16" if cuda else "fp32")]
+    attn = "flash_attention_2" if (cuda and importlib.util.find_spec("flash_attn") and dtype == torch.bfloat16) else "sdpa"
+    t_build = time.perf_counter()
+    model = build(shape, a.device, dtype, attn, a.seed)
+    cfg = model.config
+    vocab = cfg.vocab_size
+    model = apply_lora(model, LoraSpec(rank=a.rank, alpha=64, dropout=a.dropout))
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    build_s = time.perf_counter() - t_build
+    n_lin, n_lora = block_linear_params(model)
+    layers, d = cfg.num_hidden_layers, cfg.hidden_size
+    peak, peak_src = peak_flops(a.device, a.peak_tflops)
+    row: dict[str, Any] = {"shape": shape, "device": torch.cuda.get_device_name() if cuda else "cpu",
+                           "dtype": str(dtype).replace("torch.", ""), "attention": attn, "lora_rank": a.rank,
+                           "lora_dropout": a.dropout, "block_linear_params": n_lin, "lora_params": n_lora,
+                           "build_s": round(build_s, 1), "peak_flops": peak, "peak_source": peak_src}
+
+    # ---- training: RerankTrainer.train() on synthetic groups, timed per step by a callback
+    g, bq = a.group, a.queries
+    steps = a.warmup + a.steps
+    gen = torch.Generator().manual_seed(a.seed)
+    batches = []
+    for s in range(steps):
+        lens = synthetic_lengths(bq * g, a.seed * 1000 + s)
+        seqs = [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lens]
+        chunks = []
+        for idx in length_chunks(lens, a.chunk_tokens):
+            ids, mask = pad_chunk([seqs[i] for i in idx], 1)
+            chunks.append({"input_ids": ids, "attention_mask": mask, "index": torch.tensor(idx)})
+        batches.append({"chunks": chunks, "n_groups": bq, "group_size": g, "teacher": None,
+                        "num_tokens": sum(lens), "padded_tokens": sum(c["input_ids"].numel() for c in chunks),
+                        "mean_len": sum(n * n for n in lens) / sum(lens)})  # token-weighted mean context
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return steps
+
+        def __getitem__(self, i: int) -> Any:
+            return batches[i]
+
+    seen: list[dict[str, Any]] = []
+
+    class BenchTrainer(RerankTrainer):
+        def _get_train_sampler(self, *args: Any, **kw: Any) -> Any:  # in order: step i trains on batches[i]
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+            seen.append({k: inputs[k] for k in ("num_tokens", "padded_tokens", "mean_len")})
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if cuda:
+                torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t0)
+
+    ckpt = a.checkpointing or ("full" if cuda else "none")
+    if ckpt == "full":
+        model.enable_input_require_grads()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    args = TrainingArguments(output_dir=str(Path(a.tmp) / f"trainer-{shape}"), per_device_train_batch_size=1,
+                             max_steps=steps, learning_rate=1e-4, bf16=dtype == torch.bfloat16, use_cpu=not cuda,
+                             report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
+                             remove_unused_columns=False, dataloader_num_workers=0, seed=a.seed)
+    trainer = BenchTrainer(model=model, args=args, train_dataset=Data(), data_collator=lambda xs: xs[0],
+                            loss_fn=get_loss("contrastive"), grad_cache=ckpt == "grad_cache", callbacks=[Clock()])
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    meas = times[a.warmup:]
+    assert len(seen) == len(times) == steps, (len(seen), len(times), steps)
+    done = seen[a.warmup:]
+    tok = sum(b["num_tokens"] for b in done)
+    mean_t = sum(b["mean_len"] * b["num_tokens"] for b in done) / tok
+    wall = sum(meas)
+    fpt = flops_per_token(n_lin, n_lora, layers, d, mean_t, train=True)
+    recompute = 2 * n_lin + 2 * layers * d * mean_t if ckpt in ("full", "grad_cache") else 0.0
+    row["train"] = {
+        "queries_per_step": bq, "group_size": g, "pairs_per_step": bq * g, "checkpointing": ckpt,
+        "chunk_tokens": a.chunk_tokens, "steps_measured": len(meas), "warmup_steps": a.warmup,
+        "step_s": round(wall / len(meas), 4), "tokens_per_s": round(tok / wall, 1),
+        "padded_tokens_per_s": round(sum(b["padded_tokens"] for b in done) / wall, 1),
+        "pairs_per_s": round(bq * g * len(meas) / wall, 2), "train_flops_per_token": fpt,
+        "mfu": round(fpt * tok / wall / peak, 4) if peak else None,
+        "hfu": round((fpt + recompute) * tok / wall / peak, 4) if peak else None,
+    }
+    if cuda:
+        row["train"]["peak_mem_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        row["train"]["peak_mem_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+    print(json.dumps({shape: row["train"]}), flush=True)
+    del trainer
+    if ckpt == "full":
+        model.gradient_checkpointing_disable()
+
+    # ---- scoring: lorank's Scorer on synthetic pairs
+    model.eval()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    lens = synthetic_lengths(a.score_pairs, a.seed + 7)
+    seqs = [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lens]
+    scorer = Scorer(model, encoder=None, pad_id=1, batch_tokens=a.score_batch_tokens, bf16=dtype == torch.bfloat16)
+    scorer.score_ids(seqs[: max(1, len(seqs) // 10)])  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    scores = scorer.score_ids(seqs)
+    if cuda:
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    tok = sum(lens)
+    mean_t = sum(n * n for n in lens) / tok
+    fpt = flops_per_token(n_lin, n_lora, layers, d, mean_t, train=False)
+    row["score"] = {"pairs": len(seqs), "batch_tokens": a.score_batch_tokens, "wall_s": round(wall, 3),
+                    "pairs_per_s": round(len(seqs) / wall, 1), "tokens_per_s": round(tok / wall, 1),
+                    "mfu": round(fpt * tok / wall / peak, 4) if peak else None,
+                    "finite": bool(all(math.isfinite(x) for x in scores)), "oom_backoffs": scorer.oom_backoffs}
+    if cuda:
+        row["score"]["peak_mem_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    print(json.dumps({shape: row["score"]}), flush=True)
+    del model, scorer
+    if cuda:
+        torch.cuda.empty_cache()
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--shape", default="llama-3.1-8b,mistral-7b,pythia-6.9b",
+                    help="comma-separated names from lorank.models.random_init.SHAPES")
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], help="default: bf16 on cuda, fp32 on cpu")
+    ap.add_argument("--queries", type=int, default=None, help="queries per step (default 8 on cuda, 2 on cpu)")
+    ap.add_argument("--group", type=int, default=16)
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--steps", type=int, default=None, help="measured steps (default 8 on cuda, 3 on cpu)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--checkpointing", choices=["none", "full", "grad_cache"], help="default: full on cuda, none on cpu")
+    ap.add_argument("--chunk-tokens", type=int, default=None, help="training chunk budget (default 16384 cuda, 4096 cpu)")
+    ap.add_argument("--score-pairs", type=int, default=None, help="pairs scored (default 4000 cuda, 64 cpu)")
+    ap.add_argument("--score-batch-tokens", type=int, default=None, help="default 65536 cuda, 8192 cpu")
+    ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--tmp", default="/tmp/lorank-gpu-throughput")
+    a = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    cuda = a.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print("--device cuda but no CUDA device is visible (use --device cpu --shape tiny-llama for the smoke mode)",
+              file=sys.stderr)
+        return 2
+    a.queries = a.queries or (8 if cuda else 2)
+    a.steps = a.steps or (8 if cuda else 3)
+    a.chunk_tokens = a.chunk_tokens or (16384 if cuda else 4096)
+    a.score_pairs = a.score_pairs or (4000 if cuda else 64)
+    a.score_batch_tokens = a.score_batch_tokens or (65536 if cuda else 8192)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    rows = []
+    for shape in [s.strip() for s in a.shape.split(",") if s.strip()]:
+        rows.append(run_shape(shape, a))
+    import platform
+
+    import peft
+    import transformers
+
+    out = {"command": "python benchmarks/gpu_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "rows": rows, "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                                      "peft": peft.__version__, "cuda": torch.version.cuda,
+                                      "python": platform.python_version(),
+                                      "flash_attn": bool(importlib.util.find_spec("flash_attn"))}}
+    path = a.out or ROOT / "benchmarks" / "results" / (
+        "gpu_throughput_" + (torch.cuda.get_device_name().split()[-1].lower() if cuda else "cpu-smoke") + ".json")
+    from lorank.atomic import atomic_write_json
+
+    atomic_write_json(path, out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
