@@ -263,6 +263,7 @@ def ablate_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute every layer (the naive sweep)."),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N judged queries."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data root (default: $LORANK_DATA, ../shared/data)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading a pickle-based adapter (unsafe)."),
 ) -> None:
     """Inference-time ablations of a trained adapter: switch off / keep / scale / truncate LoRA deltas."""
     from rich.table import Table
@@ -280,7 +281,7 @@ def ablate_cmd(
         try:
             res = ablate(adapter, sweep, eval_set, depth, out, use_cache=not no_cache, window=window,
                          progress=progress_factory, max_queries=max_queries,
-                         data_root=str(data) if data else None)
+                         data_root=str(data) if data else None, allow_pickle=allow_pickle)
         finally:
             for ctx in _open:
                 ctx.__exit__(None, None, None)

@@ -15,13 +15,14 @@ MEASURES = ("ndcg_cut_10", "recip_rank_10")
 def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_set: str = "dl19",
            depth: int = 100, out_dir: str | Path | None = None, use_cache: bool = True, data_root: str | None = None,
            window: int = 11, batch_tokens: int = 8192, write_runs: bool = True, max_queries: int | None = None,
-           progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict[str, Any]:
+           progress: Callable[[str, int], Callable[[int], None]] | None = None,
+           allow_pickle: bool = False) -> dict[str, Any]:
     from lorank.data import resolve_eval_set
     from lorank.reranker import Reranker
     from lorank.score import compare, write_run
     from lorank.train.checkpoint_eval import rerank_to_run
 
-    rr = Reranker.from_adapter(adapter)
+    rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
     rs = resolve_eval_set(eval_set, data_root).subset(max_queries)
     keys, seqs = [], []
     for qid in sorted(rs.run):
