@@ -8,6 +8,7 @@ from typing import Any
 from lorank.errors import ConfigError, LorankError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+COMPLETE_MARKER_NAME = "lorank_checkpoint.json"
 
 
 class UnsafeFileError(LorankError):
@@ -15,11 +16,18 @@ class UnsafeFileError(LorankError):
 
 
 def adapter_file(ckpt: str | Path, allow_pickle: bool = False) -> Path:
+    """The adapter's weights file: ``adapter_model.safetensors``, structurally checked (a truncated file is
+    refused); a pickle file (``.bin``/``.pt``...) only with ``allow_pickle``."""
+    from lorank.train.checkpoints import safetensors_problem
+
     ckpt = Path(ckpt)
     if not ckpt.is_dir():
         raise ConfigError(f"adapter directory not found: {ckpt}")
     st = ckpt / "adapter_model.safetensors"
     if st.is_file():
+        problem = safetensors_problem(st)
+        if problem:
+            raise ConfigError(f"{ckpt}: {problem}; the checkpoint is damaged or was not completely written")
         return st
     pick = [p for p in ckpt.iterdir() if p.name.startswith("adapter_model") and p.suffix in PICKLE_SUFFIXES]
     if pick:
@@ -34,9 +42,13 @@ def adapter_file(ckpt: str | Path, allow_pickle: bool = False) -> Path:
 def read_adapter_state(ckpt: str | Path, allow_pickle: bool = False) -> dict[str, Any]:
     f = adapter_file(ckpt, allow_pickle)
     if f.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(f))
+        try:
+            return load_file(str(f))
+        except SafetensorError as e:
+            raise ConfigError(f"{f}: not a readable safetensors file ({e})") from None
     import torch
 
     return torch.load(str(f), map_location="cpu", weights_only=True)
@@ -75,12 +87,31 @@ def read_checkpoint_meta(ckpt: str | Path) -> dict[str, Any]:
     raise ConfigError(f"{ckpt}: not an adapter directory (no adapter_config.json)")
 
 
+def _in_lorank_run(ckpt: Path) -> bool:
+    """A checkpoint-N folder inside a lorank training run (whose saves end with the completeness marker)."""
+    cfg = ckpt.parent / "config.json"
+    if not ckpt.name.startswith("checkpoint-") or not cfg.is_file():
+        return False
+    try:
+        d = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "lora_targets" in d and "config" in d
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path:
-    """A run dir -> its last complete checkpoint; a checkpoint dir -> itself."""
+    """A run dir -> its last complete checkpoint (half-written ones are skipped with a warning); a
+    checkpoint dir -> itself, unless it is a lorank training checkpoint whose save did not finish."""
+    from lorank.train.checkpoints import checkpoint_problem, complete_checkpoints
+
     run_dir = Path(run_dir)
     if (run_dir / "adapter_config.json").is_file():
+        if (run_dir / COMPLETE_MARKER_NAME).exists() or _in_lorank_run(run_dir):
+            problem = checkpoint_problem(run_dir)
+            if problem:
+                raise ConfigError(f"{run_dir} is an incomplete checkpoint: {problem}. Use the run folder "
+                                  "to load its last complete checkpoint.")
         return run_dir
-    from lorank.train.run import complete_checkpoints
 
     ck = complete_checkpoints(run_dir)
     if not ck:

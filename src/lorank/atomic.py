@@ -2,15 +2,123 @@
 
 A reader never sees a half-written file under the final name: either the old content
 or the complete new one.
+
+Fault injection (for tests): ``LORANK_FAULT_INJECT=<substring>:<after_bytes>[:<action>]`` makes every
+atomic write whose target path contains ``substring`` fail once ``after_bytes`` bytes are written
+(``end``: after the last byte, just before the rename). ``action`` is ``raise`` (an ``InjectedFault``,
+an ``OSError``; the default), ``enospc`` (``OSError(ENOSPC)``, a full disk) or ``kill`` (SIGKILL
+to this process: the temp file stays behind, half-written, as after a crash). In-process tests can use
+:func:`inject_fault` instead of the environment variable.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import signal
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+FAULT_ENV = "LORANK_FAULT_INJECT"
+FAULT_ACTIONS = ("raise", "enospc", "kill")
+
+
+class InjectedFault(OSError):
+    """The failure raised by the fault-injection hook (tests only)."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    target: str  # substring of the target path
+    after_bytes: int | None  # None: after the last byte, before the rename
+    action: str = "raise"
+
+    @classmethod
+    def parse(cls, spec: str) -> "Fault":
+        parts = spec.rsplit(":", 2)
+        action = "raise"
+        if len(parts) == 3 and parts[2] in FAULT_ACTIONS:
+            action = parts.pop()
+        target, _, n = ":".join(parts).rpartition(":")
+        if not target or not (n == "end" or n.isdigit()):
+            raise ValueError(f"{FAULT_ENV} must be <substring>:<after_bytes|end>[:raise|enospc|kill], got {spec!r}")
+        return cls(target, None if n == "end" else int(n), action)
+
+    def trigger(self, path: Path) -> None:
+        if self.action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.action == "enospc":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        raise InjectedFault(errno.EIO, f"injected fault while writing (after {self.after_bytes} bytes)", str(path))
+
+
+_fault: Fault | None = None
+
+
+@contextlib.contextmanager
+def inject_fault(target: str, after_bytes: int | None, action: str = "raise") -> Iterator[Fault]:
+    """In-process twin of ``LORANK_FAULT_INJECT`` (tests only)."""
+    global _fault
+    prev, _fault = _fault, Fault(target, after_bytes, action)
+    try:
+        yield _fault
+    finally:
+        _fault = prev
+
+
+def active_fault(path: str | Path) -> Fault | None:
+    fault = _fault
+    if fault is None:
+        spec = os.environ.get(FAULT_ENV)
+        if not spec:
+            return None
+        fault = Fault.parse(spec)
+    return fault if fault.target in str(path) else None
+
+
+class _FaultyFile:
+    """Passes writes through until the fault's byte budget is spent, writes the part that fits, then fails."""
+
+    def __init__(self, fh: Any, fault: Fault, path: Path, encoding: str | None):
+        self._fh = fh
+        self._fault = fault
+        self._path = path
+        self._encoding = encoding
+        self._written = 0
+
+    def write(self, data: Any) -> int:
+        n = len(data.encode(self._encoding or "utf-8")) if isinstance(data, str) else len(data)
+        limit = self._fault.after_bytes
+        if limit is not None and self._written + n > limit:
+            keep = limit - self._written
+            if keep > 0:
+                part = data.encode(self._encoding or "utf-8")[:keep] if isinstance(data, str) else data[:keep]
+                self._fh.write(part.decode(self._encoding or "utf-8", "ignore") if isinstance(data, str) else part)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fault.trigger(self._path)
+        self._written += n
+        return self._fh.write(data)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX); not every platform can open a folder."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -18,14 +126,18 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     """Open a temp file beside `path`; on clean exit, fsync and rename it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fault = active_fault(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     binary = "b" in mode
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
-            yield fh
+            yield _FaultyFile(fh, fault, path, None if binary else encoding) if fault else fh
             fh.flush()
             os.fsync(fh.fileno())
+        if fault is not None and fault.after_bytes is None:
+            fault.trigger(path)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -46,6 +158,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=_default) + "\n")
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line to a log with a single ``write`` (O_APPEND): a crash can cut only the last line,
+    which the log's readers drop (see :func:`read_jsonl`)."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fault = active_fault(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if fault is not None and fault.after_bytes is not None and fault.after_bytes < len(data):
+            os.write(fd, data[:fault.after_bytes])
+            fault.trigger(Path(path))
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | Path) -> tuple[list[Any], int]:
+    """The complete JSON lines of a log, and how many lines were unreadable (a line cut by a crash)."""
+    rows, bad = [], 0
+    p = Path(path)
+    if not p.is_file():
+        return rows, bad
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad += 1
+    return rows, bad
 
 
 def _default(o: Any) -> Any:

@@ -47,6 +47,8 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"not UTF-8 text ({e})", path) from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError("invalid YAML: nested too deeply", path) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -16,7 +16,6 @@ from typing import Collection, Iterator
 from lorank.data.lines import (
     LineProblem,
     Reading,
-    check_id,
     column_problem,
     parse_float,
     parse_int,
@@ -44,7 +43,7 @@ class _RunParser:
         if rank < 0:
             raise LineProblem(f"rank {rank} is negative")
         score = parse_float(score_s, "score")
-        qid, docid = check_id(qid, "qid"), check_id(docid, "docid")
+        # str.split() fields are already non-empty and whitespace-free: no check_id needed (1e6-line runs)
         if self.known_qids is not None and qid not in self.known_qids:
             raise LineProblem(f"unknown qid {qid!r}: not among the known queries")
         if self.known_docids is not None and docid not in self.known_docids:
@@ -124,8 +123,7 @@ class _QrelsParser:
                 )
                 raise column_problem(len(cols), f"4 (qid iter docid grade){hint}")
             qid, _, docid, grade_s = cols
-        grade = parse_int(grade_s, "grade")
-        qid, docid = check_id(qid, "qid"), check_id(docid, "docid")
+        grade = parse_int(grade_s, "grade")  # split() fields: non-empty, whitespace-free ids
         if self.known_qids is not None and qid not in self.known_qids:
             raise LineProblem(f"unknown qid {qid!r}: judged but not among the queries")
         if self.known_docids is not None and docid not in self.known_docids:

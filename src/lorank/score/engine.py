@@ -1,7 +1,9 @@
 """The scoring engine: length-sorted, token-budgeted batches under ``torch.inference_mode``.
 
 ``score_pairs`` works for any (query, passage) list; ``rerank`` scores a candidate run.
-Scores come back in input order; the batch order never changes a score beyond float tolerance.
+Scores come back in input order. Batches are formed in an order fixed by the sequences' content, so the
+same pairs in any input order get bit-identical scores; other batch budgets change a score only within
+float tolerance.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from lorank.errors import LorankError
 from lorank.models.inputs import PairEncoder
 from lorank.train.collator import length_chunks, pad_chunk
 
@@ -25,8 +28,14 @@ def autocast_ctx(model: Any, use_bf16: bool) -> Any:
     return contextlib.nullcontext()
 
 
+class ScoringMemoryError(LorankError):
+    """Out of memory on one sequence: backing off the batch size cannot help any more."""
+
+
 def is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+    """GPU OOM (``torch.OutOfMemoryError``, "CUDA out of memory") or a failed CPU allocation."""
+    msg = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg
 
 
 class Scorer:
@@ -54,10 +63,17 @@ class Scorer:
         return next(self.model.parameters()).device
 
     def score_ids(self, seqs: Sequence[list[int]], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Scores in input order. Out of memory on a batch: halve the token budget (for this batch and every
+        later one, kept for later calls too), re-chunk what is left and go on; a single sequence that does
+        not fit raises."""
         out = np.empty(len(seqs), dtype=np.float64)
         was_training = self.model.training
         self.model.eval()
-        chunks = length_chunks([len(s) for s in seqs], self.batch_tokens)
+        lengths = [len(s) for s in seqs]
+        # batches are made in an order fixed by content (length, then tokens), not by input position: the
+        # same pairs in any order give the same batches, hence bit-identical scores
+        by_content = sorted(range(len(seqs)), key=lambda i: (lengths[i], tuple(seqs[i])))
+        chunks = [[by_content[j] for j in c] for c in length_chunks([lengths[i] for i in by_content], self.batch_tokens)]
         try:
             with torch.inference_mode(), autocast_ctx(self.model, self.bf16):
                 while chunks:
@@ -66,14 +82,23 @@ class Scorer:
                         ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id)
                         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
                     except (RuntimeError, torch.OutOfMemoryError) as e:
-                        if not is_oom(e) or len(idx) == 1:
+                        if not is_oom(e):
                             raise
+                        if len(idx) == 1:
+                            raise ScoringMemoryError(
+                                f"out of memory scoring a single sequence of {lengths[idx[0]]} tokens even after "
+                                f"backing off to a batch budget of {self.batch_tokens} tokens; lower input.max_len "
+                                "(or use a smaller dtype / device with more memory)") from e
                         self.oom_backoffs += 1
-                        half = len(idx) // 2
-                        log.warning("out of memory on a batch of %d: retrying in halves", len(idx))
+                        failed = len(idx) * max(lengths[i] for i in idx)
+                        self.batch_tokens = max(1, min(self.batch_tokens, failed // 2))
+                        log.warning("out of memory on a batch of %d sequences (%d padded tokens): batch budget "
+                                    "lowered to %d tokens", len(idx), failed, self.batch_tokens)
                         if self.device.type == "cuda":
                             torch.cuda.empty_cache()
-                        chunks[:0] = [idx[:half], idx[half:]]
+                        rest = sorted(idx + [i for c in chunks for i in c], key=lambda i: (lengths[i], tuple(seqs[i])))
+                        chunks = [[rest[j] for j in c] for c in length_chunks([lengths[i] for i in rest],
+                                                                               self.batch_tokens)]
                         continue
                     out[idx] = logits.float().reshape(-1).cpu().numpy()
                     if progress:

@@ -3,16 +3,23 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from lorank.atomic import atomic_write_json
+from lorank.atomic import append_line, atomic_write_text, atomic_write_json, read_jsonl
+from lorank.errors import LorankError
+from lorank.train.checkpoints import COMPLETE_MARKER, discard_incomplete, fsync_files, save_failure_message
 
 log = logging.getLogger("lorank.train")
-COMPLETE_MARKER = "lorank_checkpoint.json"
+
+
+class SaveError(LorankError):
+    """A checkpoint or a result file could not be written (full disk, quota, I/O error)."""
 
 
 class JsonlLog(TrainerCallback):
@@ -27,6 +34,12 @@ class JsonlLog(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.t0 = time.perf_counter()
         self.tok0 = self.trainer_ref().tokens_seen
+        if state.is_world_process_zero and self.path.is_file():
+            # a resumed run: drop the rows of steps redone after the checkpoint, and a line cut by a crash
+            rows, bad = read_jsonl(self.path)
+            keep = [r for r in rows if isinstance(r, dict) and r.get("step", 0) <= state.global_step]
+            if bad or len(keep) != len(rows):
+                atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
         if not logs or not state.is_world_process_zero:
@@ -37,8 +50,7 @@ class JsonlLog(TrainerCallback):
                "tokens": tr.tokens_seen, "padded_tokens": tr.padded_tokens_seen, "elapsed_s": round(el, 2),
                "tokens_per_s": round((tr.tokens_seen - self.tok0) / el, 1) if el > 0 else None,
                "skipped_batches": tr.skipped_batches}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_line(self.path, json.dumps(row))
 
 
 class RichProgress(TrainerCallback):
@@ -79,18 +91,76 @@ class RichProgress(TrainerCallback):
 
 
 class CheckpointMeta(TrainerCallback):
-    """After each save: check the adapter is not empty (ZeRO-3 trap) and write lorank's metadata
-    marker last, so a checkpoint without the marker is known to be incomplete."""
+    """After each save: check the adapter is not empty (ZeRO-3 trap), fsync every file, and write
+    lorank's metadata marker last (with each file's size and the trainer's counters), so a checkpoint
+    without a matching marker is known to be incomplete (see ``lorank.train.checkpoints``)."""
 
-    def __init__(self, meta: dict[str, Any]):
+    def __init__(self, meta: dict[str, Any], trainer_ref: Callable[[], Any] | None = None,
+                 scheduled: Callable[[int, int], bool] | None = None):
         self.meta = meta
+        self.trainer_ref = trainer_ref
+        self.scheduled = scheduled
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if not state.is_world_process_zero:
             return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        check_adapter_nonempty(ckpt)
-        atomic_write_json(ckpt / COMPLETE_MARKER, {**self.meta, "step": state.global_step})
+        tr = self.trainer_ref() if self.trainer_ref else None
+        counters = ({"tokens_seen": tr.tokens_seen, "padded_tokens_seen": tr.padded_tokens_seen,
+                     "skipped_batches": tr.skipped_batches} if tr is not None else {})
+        scheduled = self.scheduled(state.global_step, state.max_steps) if self.scheduled else True
+        try:
+            check_adapter_nonempty(ckpt)
+            files = fsync_files(ckpt)
+            atomic_write_json(ckpt / COMPLETE_MARKER, {**self.meta, "step": state.global_step, "scheduled": scheduled,
+                                                       "counters": counters, "files": files})
+        except OSError as e:
+            raise SaveError(save_failure_message(ckpt, e, discard_incomplete(ckpt))) from e
+
+
+class GracefulStop(TrainerCallback):
+    """Ctrl-C (SIGINT) or SIGTERM during training: finish the current step, save a checkpoint, stop.
+    A second Ctrl-C stops at once (the checkpoint being written, if any, stays incomplete and is ignored).
+
+    Use as a context manager around ``trainer.train()``: the handlers are installed for that span only
+    (and only from the main thread, where Python allows signal handlers)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.stopped_at: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: finishing this step, saving a checkpoint, then stopping "
+                    "(Ctrl-C again stops at once, without the checkpoint)", self.signal_name)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if self.signum is not None:
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+        return control
 
 
 def check_adapter_nonempty(ckpt: Path) -> int:
@@ -119,11 +189,16 @@ def _prod(shape: Any) -> int:
 
 
 class EvalOnSave(TrainerCallback):
-    """Evaluate each checkpoint as it is saved (``eval.during_training``)."""
+    """Evaluate each scheduled checkpoint as it is saved (``eval.during_training``); a checkpoint saved only
+    because training was interrupted is a resume point, not an evaluation point."""
 
-    def __init__(self, evaluate_fn: Callable[[Any, int, Path], None]):
+    def __init__(self, evaluate_fn: Callable[[Any, int, Path], None],
+                 scheduled: Callable[[int, int], bool] | None = None):
         self.evaluate_fn = evaluate_fn
+        self.scheduled = scheduled
 
     def on_save(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if self.scheduled is not None and not self.scheduled(state.global_step, state.max_steps):
+            return
         if state.is_world_process_zero and model is not None:
             self.evaluate_fn(model, state.global_step, Path(args.output_dir) / f"checkpoint-{state.global_step}")

@@ -120,6 +120,10 @@ class TrainConfig(Strict):
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
-    for p in parts[:-1]:
+    if not all(p.strip() for p in parts):
+        raise ConfigError(f"bad override key {key!r}: use dotted field names like lora.rank")
+    for i, p in enumerate(parts[:-1]):
         d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"cannot set {key!r}: {'.'.join(parts[:i + 1])} is {d!r}, not a mapping of fields")
     d[parts[-1]] = value

@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 from lorank.atomic import atomic_write_json
-from lorank.train.callbacks import COMPLETE_MARKER, CheckpointMeta, EvalOnSave, JsonlLog, RichProgress
+from lorank.errors import LorankError
+from lorank.train.callbacks import CheckpointMeta, EvalOnSave, GracefulStop, JsonlLog, RichProgress, SaveError
+from lorank.train.checkpoints import COMPLETE_MARKER, complete_checkpoints, read_marker, step_of  # noqa: F401
 from lorank.train.config import TrainConfig
 
 log = logging.getLogger("lorank.train")
@@ -30,19 +32,15 @@ class TrainResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     plot: Path | None = None
     skipped_batches: int = 0
+    interrupted: str | None = None  # the signal's name when Ctrl-C / SIGTERM stopped training early
 
 
-def complete_checkpoints(out_dir: Path) -> list[Path]:
-    """Checkpoints whose lorank marker was written (a checkpoint without it is half-written: ignored)."""
-    out = []
-    for d in Path(out_dir).glob("checkpoint-*"):
-        if not d.is_dir() or not d.name.split("-")[-1].isdigit():
-            continue
-        if (d / COMPLETE_MARKER).is_file() and (d / "adapter_model.safetensors").is_file():
-            out.append(d)
-        else:
-            log.warning("ignoring incomplete checkpoint %s (no %s)", d, COMPLETE_MARKER)
-    return sorted(out, key=lambda d: int(d.name.split("-")[-1]))
+class TrainingInterrupted(LorankError):
+    """Training stopped early on Ctrl-C / SIGTERM, after saving a checkpoint; the same command resumes."""
+
+    def __init__(self, message: str, result: "TrainResult"):
+        super().__init__(message)
+        self.result = result
 
 
 def software_versions() -> dict[str, str]:
@@ -122,14 +120,16 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         optimizers = (torch.optim.AdamW([{"params": lora, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
                                         lr=cfg.lr, weight_decay=cfg.weight_decay), None)
     trainer_box: list[RerankTrainer] = []
-    callbacks: list[Any] = [CheckpointSchedule(cfg.checkpoints.steps, save_every), CheckpointMeta(meta),
+    schedule = CheckpointSchedule(cfg.checkpoints.steps, save_every)
+    stop = GracefulStop()
+    callbacks: list[Any] = [schedule, stop, CheckpointMeta(meta, lambda: trainer_box[0], schedule.is_scheduled),
                             JsonlLog(out / "train_log.jsonl", lambda: trainer_box[0]),
                             RichProgress(lambda: trainer_box[0], enabled=progress)]
     evaluator = None
     if cfg.eval.sets:
         evaluator = CheckpointEvaluator(encoder, pad_id, cfg.eval, out, cfg.data_root)
         if cfg.eval.during_training:
-            callbacks.append(EvalOnSave(evaluator))
+            callbacks.append(EvalOnSave(evaluator, schedule.is_scheduled))
     trainer = RerankTrainer(model=model, args=args, train_dataset=dataset,
                             data_collator=GroupCollator(encoder, pad_id, cfg.chunk_tokens),
                             loss_fn=get_loss(cfg.loss), temperature=cfg.temperature,
@@ -144,31 +144,78 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     resume_from = str(last[-1]) if (resume and last) else None
     if resume_from:
         log.info("resuming from %s", resume_from)
+        counters = read_marker(Path(resume_from)).get("counters") or {}
+        trainer.tokens_seen = int(counters.get("tokens_seen", 0))
+        trainer.padded_tokens_seen = int(counters.get("padded_tokens_seen", 0))
+        trainer.skipped_batches = int(counters.get("skipped_batches", 0))
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
+    done_step = step_of(Path(resume_from)) if resume_from else 0
+    planned = _planned_steps(trainer, cfg)
+    if resume_from and done_step >= planned:
+        # HF would run one step past the end when resumed from the final checkpoint: nothing left to train
+        log.info("%s is the final checkpoint (%d of %d steps): nothing left to train", resume_from, done_step, planned)
+    else:
+        try:
+            with stop:
+                trainer.train(resume_from_checkpoint=resume_from)
+        except OSError as e:  # writing an evaluation run / metrics / log failed (checkpoint saves raise SaveError)
+            raise SaveError(_write_failure_message(out, e)) from e
+    steps = max(trainer.state.global_step, done_step)
     wall = time.perf_counter() - t0
     ckpts = complete_checkpoints(out)
-    if evaluator is not None:  # evaluate checkpoints not yet evaluated (after-training mode, or resumed runs)
+    if evaluator is not None and stop.signum is None:  # evaluate checkpoints not yet evaluated (after-training mode, or resumed runs)
         _evaluate_missing(evaluator, model, ckpts)
     plot = (plot_checkpoint_curve(out, title=f"{cfg.model} LoRA {spec.short_name()}", baselines=evaluator.first_stage())
             if evaluator else None)
     eval_s = evaluator.total_s if (evaluator and cfg.eval.during_training) else 0.0
     train_s = max(wall - eval_s, 1e-9)
-    res = TrainResult(out, trainer.state.global_step, wall, trainer.tokens_seen, trainer.padded_tokens_seen,
-                      trainer.tokens_seen / train_s, ckpts, read_metrics(out), plot, trainer.skipped_batches)
+    res = TrainResult(out, steps, wall, trainer.tokens_seen, trainer.padded_tokens_seen,
+                      trainer.tokens_seen / train_s, ckpts, read_metrics(out), plot, trainer.skipped_batches,
+                      stop.signal_name or None)
     atomic_write_json(out / "train_summary.json", {
         "steps": res.steps, "wall_s": round(wall, 2), "eval_in_training_s": round(eval_s, 2),
         "train_s": round(train_s, 2), "tokens": res.tokens, "padded_tokens": res.padded_tokens,
         "tokens_per_s": round(res.tokens_per_s, 1), "skipped_batches": res.skipped_batches,
-        "checkpoints": [c.name for c in ckpts], "resumed_from": resume_from})
+        "checkpoints": [c.name for c in ckpts], "resumed_from": resume_from, "interrupted": res.interrupted})
+    if stop.signum is not None:
+        last = ckpts[-1] if ckpts else None
+        saved = (f"{last} is saved" if last is not None and int(last.name.rsplit("-", 1)[-1]) == res.steps
+                 else f"the last complete checkpoint is {last}" if last else "no checkpoint was saved")
+        raise TrainingInterrupted(f"training interrupted by {res.interrupted} at step {res.steps}/"
+                                  f"{trainer.state.max_steps}: {saved}; run the same command to resume.", res)
     return res
+
+
+def _planned_steps(trainer: Any, cfg: TrainConfig) -> int:
+    """The optimizer steps this run is to make (``max_steps``, or the epochs' worth), as HF computes it."""
+    import math
+
+    try:
+        return int(trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1])
+    except Exception:  # another transformers version: the same arithmetic, single process
+        if cfg.max_steps > 0:
+            return cfg.max_steps
+        batches = math.ceil(len(trainer.train_dataset) / cfg.batch_queries)
+        return math.ceil(cfg.epochs * max(math.ceil(batches / cfg.grad_accum), 1))
+
+
+def _write_failure_message(out: Path, e: OSError) -> str:
+    import errno
+
+    why = "the disk is full" if e.errno == errno.ENOSPC else f"{type(e).__name__}: {e}"
+    done = complete_checkpoints(out, warn=False)
+    safe = (f"the checkpoints are intact (last complete: {done[-1].name}); free space and run the same command "
+            "to resume") if done else "no complete checkpoint was saved yet"
+    return f"could not write {getattr(e, 'filename', None) or 'a result file'} in {out}: {why}. Files are written " \
+           f"atomically, so none is half-written; {safe}."
 
 
 def _evaluate_missing(evaluator: Any, model: Any, ckpts: list[Path]) -> None:
     from lorank.adapters import load_adapter_weights
 
     done = evaluator.done_steps()
-    todo = [c for c in ckpts if any((int(c.name.split("-")[-1]), s) not in done for s in evaluator.sets)]
+    todo = [c for c in ckpts if read_marker(c).get("scheduled", True)  # not the checkpoints saved on Ctrl-C
+            and any((int(c.name.split("-")[-1]), s) not in done for s in evaluator.sets)]
     if not todo:
         return
     current = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}

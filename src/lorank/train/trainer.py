@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -43,6 +45,7 @@ class RerankTrainer(Trainer):
         self.tokens_seen = 0
         self.padded_tokens_seen = 0
         self.skipped_batches = 0
+        self.add_callback(DatasetEpoch(self))
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -54,6 +57,20 @@ class RerankTrainer(Trainer):
             loss = torch.zeros((), device=scores.device, requires_grad=True)
         return (loss, {"scores": scores}) if return_outputs else loss
 
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """HF's save, with a failure (full disk, I/O error) turned into a clear error; the half-written
+        folder is removed (it would be ignored anyway: it has no completeness marker)."""
+        ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        try:
+            super()._save_checkpoint(model, trial)
+        except LorankError:
+            raise
+        except Exception as e:  # a full disk shows as OSError, SafetensorError or torch's RuntimeError
+            from lorank.train.callbacks import SaveError
+            from lorank.train.checkpoints import discard_incomplete, save_failure_message
+
+            raise SaveError(save_failure_message(ckpt, e, discard_incomplete(ckpt))) from e
+
     def _count_tokens(self, inputs: dict[str, Any]) -> None:
         self.tokens_seen += int(inputs["num_tokens"])
         self.padded_tokens_seen += int(inputs["padded_tokens"])
@@ -64,10 +81,11 @@ class RerankTrainer(Trainer):
             return True
         if not self.skip_nonfinite:
             raise NonFiniteLossError(
-                f"loss became {loss.item()} at step {self.state.global_step}; training stopped. The last saved "
+                f"loss became {loss.item()} at step {self.state.global_step + 1}; training stopped. The last saved "
                 "checkpoint is intact. Lower the learning rate, or set skip_nonfinite: true to skip bad batches.")
         self.skipped_batches += 1
-        log.warning("non-finite loss at step %d: batch skipped (%d so far)", self.state.global_step, self.skipped_batches)
+        log.warning("non-finite loss at step %d: batch skipped (%d so far)", self.state.global_step + 1,
+                    self.skipped_batches)
         return False
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
@@ -116,6 +134,23 @@ def _set_rng_state(state: tuple[Any, list[Any]], devices: list[torch.device]) ->
         torch.cuda.set_rng_state(st, d)
 
 
+class DatasetEpoch(TrainerCallback):
+    """Tell the training dataset its epoch at the start of every epoch.
+
+    accelerate forwards ``set_epoch`` to the dataset only when no sampler in the chain takes it; after a
+    mid-epoch resume the dataloader is rebuilt around a ``SkipBatchSampler``, whose inner sampler does take
+    it, so the dataset kept epoch 0 and a run resumed in epoch >= 1 drew other negatives than the
+    uninterrupted run. Setting it here makes the resumed run bit-identical."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        ds = self.trainer.train_dataset
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(math.floor((state.epoch or 0) + 1e-6))
+
+
 class CheckpointSchedule(TrainerCallback):
     """Save at an explicit list of steps (e.g. 10,25,50,100,200) and at the last step."""
 
@@ -123,8 +158,10 @@ class CheckpointSchedule(TrainerCallback):
         self.steps = set(steps or [])
         self.every = every
 
+    def is_scheduled(self, step: int, max_steps: int) -> bool:
+        return step in self.steps or bool(self.every and step % self.every == 0) or step >= max_steps
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-        s = state.global_step
-        if s in self.steps or (self.every and s % self.every == 0) or s >= state.max_steps:
+        if self.is_scheduled(state.global_step, state.max_steps):
             control.should_save = True
         return control
