@@ -70,7 +70,6 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     df = write_results(plan, study_dir, include_first_stage=False)
     fs_rows = first_stage_rows(plan)
-    first_stage = {r["eval_set"]: r for r in fs_rows}
     ref = next((r for r in plan.runs if r.matches(spec.report.reference)), None) or next(
         (r for r in plan.runs if r.axes.get("components") == "all"), plan.runs[0])
     from lorank.train.checkpoint_eval import eval_label
@@ -78,6 +77,9 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     set_names = {eval_label(s): s for r in plan.runs for s in r.train_config.get("eval", {}).get("sets", [])}
     eval_sets = list(set_names)
     main_set = eval_sets[0] if eval_sets else None
+    train_mq = ref.train_config.get("eval", {}).get("max_queries")
+    # BM25 on exactly the queries the checkpoints were evaluated on
+    first_stage = {r["eval_set"]: r for r in fs_rows if r.get("max_queries") == train_mq}
     sections: list[Section] = []
     state = _read_json(study_dir / "study_state.json")
 
@@ -115,9 +117,11 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
                     curves[_short(r, plan)] = [(int(a), float(b), float(c)) for a, b, c in
                                                zip(sub["step"], sub["ndcg_cut_10"], sub["recip_rank_10"])]
             if curves:
-                png = figures.checkpoint_curves(curves, first_stage.get(es), f"{model}: checkpoints on {es}",
-                                                out / f"curves_{_safe(model)}_{es}.png")
-                ev.images.append((f"{model}, {es}", png))
+                from lorank.study.spec import _slug
+
+                png = figures.checkpoint_curves(curves, first_stage.get(es), f"{_slug(model)}: checkpoints on {es}",
+                                                out / f"curves_{_slug(model)}_{es}.png")
+                ev.images.append((f"{_slug(model)}, {es}", png))
     if not ev.images:
         ev.text += " <span class='bad'>No checkpoint has been evaluated yet.</span>"
     sections.append(ev)

@@ -36,6 +36,9 @@ def checkpoint_curves(curves: dict[str, list[tuple[int, float, float]]], baselin
             ax.plot([p[0] for p in pts], [p[idx] for p in pts], marker="o", ms=4, label=label)
         if baseline and key in baseline:
             ax.axhline(baseline[key], color="black", ls="--", lw=1, label=f"BM25 ({baseline[key]:.3f})")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("training step (optimizer updates)")
         ax.set_ylabel(LABELS[key])
         ax.set_title(f"{LABELS[key]} by checkpoint")

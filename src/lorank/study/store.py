@@ -94,7 +94,7 @@ def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
         from lorank.train.checkpoint_eval import eval_label
 
         rows.append({"source": "first-stage", "run_id": "bm25", "model": "BM25", "eval_set": eval_label(name),
-                     "config": f"first {mq} queries" if mq else "all queries",
+                     "config": f"first {mq} queries" if mq else "all queries", "max_queries": mq,
                      **{k: round(float(agg[k]), 6) for k in MEASURES if k in agg}})
     return rows
 
