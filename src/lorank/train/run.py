@@ -71,7 +71,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     from lorank.train.data_sources import build_pools
     from lorank.train.groups import GroupDataset
     from lorank.train.losses import get_loss
-    from lorank.train.trainer import CheckpointSchedule, RerankTrainer
+    from lorank.train.trainer import CheckpointSchedule, RerankTrainer, enable_checkpointing
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config, overrides)
     from lorank.models.loading import resolve_dtype_name
@@ -89,9 +89,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    if cfg.gradient_checkpointing:
-        model.enable_input_require_grads()  # else no grad reaches LoRA through checkpointed blocks
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model, cfg.gradient_checkpointing)  # none / full / selective (lorank.train.trainer)
     encoder = PairEncoder(loaded.tokenizer, fmt)
     pad_id = int(loaded.tokenizer.pad_token_id)
     dataset = GroupDataset(pools, cfg.group_size, cfg.seed, cfg.unit)

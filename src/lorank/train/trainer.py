@@ -31,6 +31,60 @@ def forward_scores(model: Any, chunks: list[dict[str, torch.Tensor]]) -> torch.T
     return scores[torch.argsort(order)]
 
 
+CHECKPOINTING = ("none", "full", "selective")
+
+#: ops whose outputs the selective policy keeps: attention kernels (every backend torch has)
+_ATTENTION_OPS = tuple(getattr(torch.ops.aten, n).default for n in (
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention") if hasattr(torch.ops.aten, n))
+_MATMUL_OPS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default)
+
+
+def _selective_policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
+    """Keep matmul outputs whose inner dimension is large (the frozen projections, LoRA's A: their output is
+    rank-sized) and the attention outputs; recompute everything else: norms, activations, rotary, LoRA dropout
+    and LoRA's B matmul (inner dimension = the rank, <= 64), which cost little to redo."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    if op in _MATMUL_OPS:
+        a = args[1] if op is torch.ops.aten.addmm.default else args[0]
+        if a.shape[-1] > 64:
+            return CheckpointPolicy.MUST_SAVE
+    elif op in _ATTENTION_OPS:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def enable_checkpointing(model: Any, mode: str | bool | None) -> str:
+    """Activation checkpointing for a (PEFT-wrapped) HF model; returns the mode set.
+
+    - ``full`` (or True): HF gradient checkpointing: each block keeps only its input and is recomputed in
+      the backward (least memory, +1 forward).
+    - ``selective``: each block keeps the outputs of its big matmuls (the frozen projections) and of
+      attention, and recomputes only the cheap ops (norms, activation, rotary, dropout, LoRA's B matmul).
+      About a third of the activation memory of no checkpointing, for a small fraction of full
+      checkpointing's cost. Dropout masks are replayed exactly (the RNG state is restored), so gradients
+      equal the plain step's.
+    - ``none`` / False / None: nothing.
+    """
+    if mode in (None, False, "none"):
+        return "none"
+    if mode is True:
+        mode = "full"
+    if mode not in CHECKPOINTING:
+        raise LorankError(f"unknown checkpointing mode {mode!r} (use one of {', '.join(CHECKPOINTING)})")
+    kwargs: dict[str, Any] = {"use_reentrant": False}
+    if mode == "selective":
+        import functools
+
+        from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+        kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _selective_policy)
+    model.enable_input_require_grads()  # else no gradient reaches LoRA through checkpointed blocks
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return mode
+
+
 class RerankTrainer(Trainer):
     """Adds: a grouped loss, token accounting, and a guard against NaN/inf losses."""
 
