@@ -254,3 +254,49 @@ def test_every_lorank_writer_is_atomic():
             if "savefig(" in code and not re.search(r"savefig\((tmp|buf)", code):
                 offenders.append(f"{rel}:{i}: savefig straight to the final name: {line.strip()}")
     assert not offenders, "non-atomic writes:\n" + "\n".join(offenders)
+
+
+def test_fresh_start_in_a_used_folder_sets_the_old_run_aside(trained_run, run_copy):
+    """--no-resume: the old run's checkpoints and results move to previous-*/ (nothing lost, nothing mixed)."""
+    cfg = write_config(run_copy.parent / "fresh.yaml", {"model": _model_of(trained_run), "data": _data_of(trained_run)},
+                       run_copy, max_steps=2, every=2, eval_sets=False)
+    from lorank.train.config import TrainConfig
+    from lorank.train.run import train
+    from tests.reliability.conftest import one_thread
+
+    with one_thread():
+        res = train(TrainConfig.from_yaml(cfg), resume=False, progress=False)
+    assert res.steps == 2 and [c.name for c in res.checkpoints] == ["checkpoint-2"]
+    (prev,) = list(run_copy.glob("previous-*"))
+    assert sorted(p.name for p in prev.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert_bit_identical(adapter_tensors(prev / "checkpoint-4"), adapter_tensors(trained_run / "checkpoint-4"))
+    assert json.loads((run_copy / "train_summary.json").read_text())["resumed_from"] is None
+
+
+def test_a_checkpoint_overwritten_in_place_is_incomplete_until_its_new_marker(run_copy, monkeypatch):
+    """If a save lands in a folder that already holds a complete checkpoint, the old marker goes first: a crash
+    mid-overwrite must not leave old-marker + half-new files looking complete (same sizes!)."""
+    import transformers
+
+    from lorank.train.checkpoints import checkpoint_problem
+    from lorank.train.trainer import RerankTrainer
+
+    ck = run_copy / "checkpoint-4"
+    seen = {}
+
+    def fake_save(self, model, trial):
+        seen["problem"] = checkpoint_problem(ck)  # what a crash at this moment would leave
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", fake_save)
+
+    class Fake(RerankTrainer):
+        def __init__(self):  # no model, no args: only what _save_checkpoint reads
+            self.state = type("S", (), {"global_step": 4})()
+
+        def _get_output_dir(self, trial=None):
+            return str(run_copy)
+
+    with pytest.raises(KeyboardInterrupt):
+        Fake()._save_checkpoint(None, None)
+    assert seen["problem"] and "no lorank_checkpoint.json" in seen["problem"]

@@ -80,6 +80,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     set_threads()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        set_aside_previous(out)
     pools, stats = build_pools(cfg.data, cfg.data_root)
     fmt = InputFormat(**cfg.input.model_dump())
     loaded = load_reranker(cfg.model, dtype=dtype, head_init=cfg.head_init,
@@ -182,6 +184,28 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         raise TrainingInterrupted(f"training interrupted by {res.interrupted} at step {res.steps}/"
                                   f"{trainer.state.max_steps}: {saved}; run the same command to resume.", res)
     return res
+
+
+PREVIOUS_OUTPUTS = ("metrics.jsonl", "runs_trec", "train_log.jsonl", "train_summary.json", "checkpoints.png")
+
+
+def set_aside_previous(out: Path) -> Path | None:
+    """A fresh start (``--no-resume``) in a folder that holds a run: move that run's checkpoints and results
+    into ``previous-<time>/`` rather than mixing them with (or overwriting them by) the new run's."""
+    old = [p for p in out.glob("checkpoint-*") if p.is_dir()] + [out / n for n in PREVIOUS_OUTPUTS if (out / n).exists()]
+    if not old:
+        return None
+    dest = out / time.strftime("previous-%Y%m%d-%H%M%S")
+    n = 1
+    while dest.exists():
+        dest = out / f"{time.strftime('previous-%Y%m%d-%H%M%S')}-{n}"
+        n += 1
+    dest.mkdir()
+    for p in old:
+        os.replace(p, dest / p.name)
+    log.warning("starting afresh: the previous run's %d checkpoints and results were moved to %s",
+                sum(p.name.startswith("checkpoint-") for p in old), dest)
+    return dest
 
 
 def _planned_steps(trainer: Any, cfg: TrainConfig) -> int:

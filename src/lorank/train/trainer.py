@@ -115,6 +115,11 @@ class RerankTrainer(Trainer):
         """HF's save, with a failure (full disk, I/O error) turned into a clear error; the half-written
         folder is removed (it would be ignored anyway: it has no completeness marker)."""
         ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        from lorank.train.checkpoints import COMPLETE_MARKER
+
+        if (ckpt / COMPLETE_MARKER).exists():  # overwritten in place: incomplete until the new marker is written
+            log.warning("overwriting %s", ckpt)
+            (ckpt / COMPLETE_MARKER).unlink()
         try:
             super()._save_checkpoint(model, trial)
         except LorankError:
