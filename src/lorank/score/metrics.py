@@ -22,6 +22,7 @@ Measure names: `ndcg_cut_K`, `ndcg`, `recip_rank_K`, `recip_rank`, `recall_K`, `
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -171,7 +172,8 @@ def evaluate(
                 for name in by_measure.get(metric.measure, ()):
                     values[name][metric.query_id] = float(metric.value)
 
-    aggregate = {name: sum(v.values()) / len(judged) for name, v in values.items()}
+    # fsum is exactly rounded, so the mean does not depend on the order of the queries (bit-identical metrics)
+    aggregate = {name: math.fsum(v.values()) / len(judged) for name, v in values.items()}
     return EvalResult(
         aggregate=aggregate,
         per_query=values,
