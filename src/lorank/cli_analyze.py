@@ -1,0 +1,231 @@
+"""``lorank analyze ...``: adapter analysis and layer-wise probes (a typer sub-app; see lorank.analyze).
+
+Wire it into the main app with ``app.add_typer(analyze_app, name="analyze")``.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+
+from lorank.errors import LorankError
+
+analyze_app = typer.Typer(help="Dissect trained adapters: weight statistics, subspace similarity, "
+                               "layer-wise probes, activation patching.",
+                          no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _guard() -> Iterator[None]:
+    """lorank's own errors -> one red line and exit code 2 (no traceback)."""
+    try:
+        yield
+    except LorankError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
+        raise typer.Exit(code=2)
+
+
+@contextlib.contextmanager
+def _progress_factory() -> Iterator[Any]:
+    """``factory(label, total) -> tick(n)``: one rich progress bar per stage, all closed at the end."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console) as prog:
+        def factory(label: str, total: int) -> Any:
+            task = prog.add_task(label, total=total)
+            return lambda n: prog.advance(task, n)
+
+        yield factory
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None or v != v else format(v, spec)
+
+
+def _floats(text: str, opt: str) -> list[float]:
+    from lorank.errors import ConfigError
+
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{opt} expects numbers separated by commas, got {text!r}") from None
+    if not vals:
+        raise ConfigError(f"{opt} is empty")
+    return vals
+
+
+_DATA_HELP = "A named set (dl19, dl20) or a TREC-DL-style folder (else --queries/--run/--collection/--qrels)."
+
+
+@analyze_app.command("weights")
+def weights_cmd(
+    adapter: Path = typer.Option(..., "--adapter", help="A lorank run dir (last checkpoint) or a checkpoint dir."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/analysis)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model (dir, .gguf, hub id) for relative norms "
+                                                            "(default: the checkpoint's metadata)."),
+    no_base: bool = typer.Option(False, "--no-base", help="Skip the relative norms (no base weights read)."),
+    require_base: bool = typer.Option(False, "--require-base", help="Fail if the base weights cannot be read."),
+    top: int = typer.Option(10, "--top", help="How many modules to list by norm."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle-based adapter (unsafe)."),
+) -> None:
+    """Per-module norms, relative norms, singular values, effective and stable rank (from the files alone)."""
+    from rich.table import Table
+
+    from lorank.analyze import weight_stats
+
+    with _guard():
+        res = weight_stats(adapter, out, base=base, base_weights=False if no_base else (True if require_base else "auto"),
+                           allow_pickle=allow_pickle, top_k=top)
+    s = res["summary"]
+    t = Table(title=f"{res['adapter']}: {s['modules']} LoRA modules ({res['variant']}, scaling {res['scaling_rule']}), "
+                    f"total ||dW||_F {s['total_fro']:.3f}, mean effective rank {s['mean_effective_rank']:.2f}")
+    for c in ("module", "||dW||_F", "||dW||/||W||", "eff. rank"):
+        t.add_column(c, justify="left" if c == "module" else "right")
+    for r in s["top_by_fro"]:
+        t.add_row(r["module"], _fmt(r["fro"]), _fmt(r["rel_fro"], ".4f"), _fmt(r["effective_rank"], ".2f"))
+    console.print(t)
+    if res.get("base_note"):
+        err_console.print(f"[yellow]note:[/] {res['base_note']}", highlight=False)
+    for k, v in res["files"].items():
+        console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
+
+
+@analyze_app.command("compare")
+def compare_cmd(
+    adapter: list[Path] = typer.Option(..., "--adapter", help="Give exactly two: --adapter A --adapter B "
+                                                              "(run dirs or checkpoint dirs)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: A/analysis)."),
+    side: str = typer.Option("right", "--side", help="right: input (row) spaces, as in the LoRA paper; left: output spaces."),
+    module: Optional[str] = typer.Option(None, "--module", help="Module for the full phi(i,j) grid, e.g. L12.q_proj "
+                                                                "(default: the largest delta in A)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle-based adapters (unsafe)."),
+) -> None:
+    """Normalised subspace similarity phi(i, j) of two adapters or checkpoints, per layer and projection."""
+    from lorank.analyze import compare_adapters
+    from lorank.errors import ConfigError
+
+    with _guard():
+        if len(adapter) != 2:
+            raise ConfigError(f"compare needs exactly two --adapter options, got {len(adapter)}")
+        res = compare_adapters(adapter[0], adapter[1], out, side=side, module=module, allow_pickle=allow_pickle)
+    s = res["summary"]
+    console.print(f"{res['adapter_a']} vs {res['adapter_b']} ({side} singular vectors, {s['modules']} modules)",
+                  highlight=False)
+    console.print(f"  mean phi(r, r) = {s['mean_phi_full']:.4f}   (random subspaces: {s['mean_random_full']:.4f})\n"
+                  f"  mean phi(1, 1) = {s['mean_phi_top1']:.4f}   (random: {s['mean_random_top1']:.4f})\n"
+                  f"  mean cosine of the deltas = {s['mean_delta_cosine']:.4f}", highlight=False)
+    for c, v in s["by_component"].items():
+        console.print(f"  {c}: phi(r, r) {v['mean_phi_full']:.4f}, phi(1, 1) {v['mean_phi_top1']:.4f}", highlight=False)
+    for k, v in res["files"].items():
+        console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
+
+
+def _data_kwargs(eval_set: Optional[str], queries: Optional[Path], run: Optional[Path], collection: Optional[Path],
+                 qrels: Optional[Path], data: Optional[Path]) -> dict[str, Any]:
+    from lorank.errors import ConfigError
+
+    if not eval_set and not (queries and run and collection and qrels):
+        raise ConfigError("give --eval NAME, or all of --queries, --run, --collection and --qrels")
+    return {"eval_set": eval_set, "queries": queries, "run": run, "collection": collection, "qrels": qrels,
+            "data_root": data}
+
+
+@analyze_app.command("probe")
+def probe_cmd(
+    adapter: Path = typer.Option(..., "--adapter", help="A lorank run dir (last checkpoint) or a checkpoint dir."),
+    eval_set: Optional[str] = typer.Option(None, "--eval", help=_DATA_HELP),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="queries.tsv"),
+    run: Optional[Path] = typer.Option(None, "--run", help="First-stage TREC run"),
+    collection: Optional[Path] = typer.Option(None, "--collection", help="collection.tsv"),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels (probe labels)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data folder for named sets."),
+    max_queries: int = typer.Option(20, "--max-queries", help="Queries to sample (0: all eligible)."),
+    depth: int = typer.Option(30, "--depth", help="Judged pairs among each query's top K candidates."),
+    rel_threshold: int = typer.Option(2, "--rel-threshold", help="Grade at or above which a pair is relevant."),
+    folds: int = typer.Option(5, "--folds", help="GroupKFold folds (split by query)."),
+    c: str = typer.Option("0.001,0.01,0.1,1", "--C", help="Inverse L2 strength; several (comma-separated) are "
+                                                          "chosen from per fold by an inner GroupKFold."),
+    features_out: Optional[Path] = typer.Option(None, "--save-features", help="Also save the features (.npz)."),
+    features_in: Optional[Path] = typer.Option(None, "--features", help="Fit on saved features (no model run)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the query sample."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/analysis)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle-based adapter (unsafe)."),
+) -> None:
+    """Per-layer linear probes of relevance, base (LoRA off) vs fine-tuned, cross-validated by query."""
+    from rich.table import Table
+
+    from lorank.analyze import probe
+
+    with _guard(), _progress_factory() as pf:
+        Cs = _floats(c, "--C")
+        data_kw = {} if features_in else _data_kwargs(eval_set, queries, run, collection, qrels, data)
+        res = probe(adapter, out_dir=out, max_queries=max_queries or None, depth=depth, rel_threshold=rel_threshold,
+                    n_splits=folds, C=Cs, seed=seed, allow_pickle=allow_pickle, progress=pf,
+                    features_out=features_out, features_in=features_in, **data_kw)
+    pq = res["score_auc_per_query"]
+    t = Table(title=f"probes on {res['eval_set']}: {res['queries']} queries, {res['pairs']} pairs "
+                    f"({res['positives']} relevant); the models' own within-query AUC: base {pq['base']:.3f}, "
+                    f"fine-tuned {pq['finetuned']:.3f}")
+    for col in ("layer", "AUC/query base", "AUC/query fine-tuned", "pooled AUC base", "pooled AUC fine-tuned",
+                "acc base", "acc fine-tuned"):
+        t.add_column(col, justify="right")
+    for r in res["layers"]:
+        t.add_row(str(r["layer"]), _fmt(r["base_auc_per_query"]), _fmt(r["finetuned_auc_per_query"]),
+                  _fmt(r["base_auc"]), _fmt(r["finetuned_auc"]), _fmt(r["base_accuracy"]),
+                  _fmt(r["finetuned_accuracy"]))
+    console.print(t)
+    for k, v in res["files"].items():
+        console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
+
+
+@analyze_app.command("patch")
+def patch_cmd(
+    adapter: Path = typer.Option(..., "--adapter", help="A lorank run dir (last checkpoint) or a checkpoint dir."),
+    eval_set: Optional[str] = typer.Option(None, "--eval", help=_DATA_HELP),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="queries.tsv"),
+    run: Optional[Path] = typer.Option(None, "--run", help="First-stage TREC run"),
+    collection: Optional[Path] = typer.Option(None, "--collection", help="collection.tsv"),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels (for nDCG@10)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data folder for named sets."),
+    max_queries: int = typer.Option(15, "--max-queries", help="Queries to sample (0: all eligible)."),
+    depth: int = typer.Option(20, "--depth", help="Rerank each query's top K candidates."),
+    site: list[str] = typer.Option(["layer"], "--site", help="layer, attn or mlp (repeatable)."),
+    layers: str = typer.Option("all", "--layers", help="Layers to patch: all, 0-29, 0,4,8 ..."),
+    block_layers: Optional[str] = typer.Option(None, "--block-layers", help="Other layers for attn / mlp sites "
+                                                                            "(default: --layers)."),
+    no_exact_check: bool = typer.Option(False, "--no-exact-check", help="Skip the all-blocks exactness run."),
+    features_out: Optional[Path] = typer.Option(None, "--save-features", help="Also save the judged pairs' "
+                                                "last-token states (.npz, for probe --features)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the query sample."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/analysis)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle-based adapter (unsafe)."),
+) -> None:
+    """Activation patching: fine-tuned layer / attention / MLP outputs written into the LoRA-off model."""
+    from rich.table import Table
+
+    from lorank.analyze import patch
+
+    sites = [s.strip() for item in site for s in item.split(",") if s.strip()]
+    with _guard(), _progress_factory() as pf:
+        res = patch(adapter, out_dir=out, max_queries=max_queries or None, depth=depth, sites=sites, layers=layers,
+                    block_layers=block_layers, exact_check=not no_exact_check, seed=seed, allow_pickle=allow_pickle,
+                    features_out=features_out, progress=pf,
+                    **_data_kwargs(eval_set, queries, run, collection, qrels, data))
+    n = res["ndcg_cut_10"]
+    t = Table(title=f"patching on {res['eval_set']}: {res['queries']} queries x top {res['depth']}; nDCG@10 base "
+                    f"{n['base']:.4f} -> fine-tuned {n['finetuned']:.4f} (cost {res['cost']['cost_fraction']:.2f} of naive)")
+    for col in ("patch", "nDCG@10", "% gain restored", "% score dist. closed", "max |s - s_ft|"):
+        t.add_column(col, justify="right")
+    for r in res["rows"]:
+        t.add_row(r["config"], _fmt(r["ndcg_cut_10"], ".4f"), _fmt(r["restored_ndcg_pct"], ".0f"),
+                  _fmt(r["restored_score_pct"], ".0f"), _fmt(r["max_abs_diff_vs_finetuned"], ".2e"))
+    console.print(t)
+    for k, v in res["files"].items():
+        console.print(f"{k}: {v}", highlight=False, soft_wrap=True)

@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lorank.analyze.common import LoraModule
+from lorank.analyze.similarity import compare_adapters, phi_grid, random_baseline
+
+
+def test_an_adapter_is_fully_similar_to_itself(tiny, tmp_path):
+    for side in ("right", "left"):
+        res = compare_adapters(tiny["a"], tiny["a"], tmp_path / side, side=side, plots=side == "right")
+        assert res["summary"]["modules"] == 28
+        for r in res["modules"]:
+            assert r["phi_full"] == pytest.approx(1.0, abs=1e-9)
+            assert r["phi_top1"] == pytest.approx(1.0, abs=1e-9)
+            assert r["delta_cosine"] == pytest.approx(1.0, abs=1e-9)
+        np.testing.assert_allclose(res["grid_module"]["phi"], np.ones((4, 4)), atol=1e-6)
+    assert (tmp_path / "right" / "compare_heatmaps.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "right" / "compare_grid.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / "right" / "compare.json").read_text())
+    assert saved["side"] == "right" and len(saved["grid_module"]["phi"]) == 4
+
+
+def test_two_independent_random_adapters_sit_at_the_random_baseline(tiny, tmp_path):
+    res = compare_adapters(tiny["a"], tiny["b"], tmp_path, plots=False)
+    s = res["summary"]
+    # r = 4 in d = 64 or 128: E phi(4,4) = 4/d; the mean over 28 modules is close to it
+    assert s["mean_phi_full"] == pytest.approx(s["mean_random_full"], abs=0.02)
+    assert s["mean_phi_full"] < 0.15 and abs(s["mean_delta_cosine"]) < 0.05
+    for r in res["modules"]:
+        assert r["random_full"] == pytest.approx(4 / r["dim"])
+
+
+def test_phi_grid_against_the_random_expectation_in_high_dimension():
+    g = torch.Generator().manual_seed(0)
+    d, ra, rb, reps = 400, 8, 6, 400
+    Ua = torch.linalg.qr(torch.randn(reps, d, ra, generator=g, dtype=torch.float64))[0]
+    Ub = torch.linalg.qr(torch.randn(reps, d, rb, generator=g, dtype=torch.float64))[0]
+    acc = np.mean([phi_grid(Ua[k], Ub[k]) for k in range(reps)], axis=0)
+    expect = np.array([[random_baseline(i, j, d) for j in range(1, rb + 1)] for i in range(1, ra + 1)])
+    np.testing.assert_allclose(acc, expect, rtol=0.25)  # phi(1,1): sd of the mean ~7%
+
+
+def test_shared_directions_show_up_in_the_grid():
+    """B2 A2 shares A's top-2 row space with B1 A1, plus 2 new directions: phi(2, j) = 1 for j >= 2."""
+    g = torch.Generator().manual_seed(1)
+    d, r = 64, 4
+    A1 = torch.randn(r, d, generator=g)
+    B1 = torch.diag(torch.tensor([8.0, 4.0, 2.0, 1.0])) @ torch.eye(r)
+    m1 = LoraModule("m", 0, "q_proj", "mha", A1, torch.cat([B1, torch.zeros(10, r)]), 1.0)
+    from lorank.analyze.common import low_rank_svd
+
+    V1 = low_rank_svd(m1).V
+    P = V1[:, :2].float()
+    new = torch.randn(2, d, generator=g) * 0.1
+    new = new - (new @ P) @ P.T  # new directions orthogonal to the shared ones
+    A2 = torch.cat([P.T * torch.tensor([[9.0], [5.0]]), new])
+    m2 = LoraModule("m", 0, "q_proj", "mha", A2, torch.cat([torch.eye(r), torch.zeros(10, r)]), 1.0)
+    from lorank.analyze.similarity import module_similarity
+
+    res = module_similarity(m1, m2, "right")
+    assert res["grid"][1, 1] == pytest.approx(1.0, abs=1e-6)
+    assert res["grid"][0, 0] == pytest.approx(1.0, abs=1e-6)
+    assert res["phi_full"] < 0.75
+
+
+def test_compare_errors(tiny, tmp_path):
+    from lorank.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="side"):
+        compare_adapters(tiny["a"], tiny["b"], tmp_path, side="up")
+    with pytest.raises(ConfigError, match="no LoRA module"):
+        compare_adapters(tiny["a"], tiny["b"], tmp_path, module="L9.q_proj")
+    res = compare_adapters(tiny["a"], tiny["b"], tmp_path, module="1.attn.v", plots=False)
+    assert res["grid_module"]["projection"] == "v_proj" and res["grid_module"]["layer"] == 1
