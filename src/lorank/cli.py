@@ -348,6 +348,11 @@ def demo_cmd(
         raise typer.Exit(1)
 
 
+from lorank.cli_analyze import analyze_app  # noqa: E402
+
+app.add_typer(analyze_app, name="analyze")
+
+
 def main() -> None:  # pragma: no cover - entry point
     try:
         app()

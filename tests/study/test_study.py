@@ -21,10 +21,11 @@ def _spec(tmp: Path, model: Path, data: Path, **extra) -> Path:
         "train": {"data": [{"kind": "trec", "path": str(data)}], "group_size": 4, "batch_queries": 1,
                   "max_steps": 2, "checkpoints": {"steps": "1,2"}, "eval": {"sets": [str(data)], "depth": 8}},
         "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
-        "grid": [{"rank": [2, 4]}],
-        "ablations": [{"runs": {"rank": 4}, "sweeps": ["components", "layers-leave-one-out"], "eval": str(data),
+        "grid": [{"rank": [2, 4]}, {"components": ["mha"]}],
+        "ablations": [{"runs": {"rank": 4, "components": "all"}, "sweeps": ["components", "layers-leave-one-out"],
+                       "eval": str(data),
                        "depth": 8}],
-        "analyses": [{"kind": "weights", "runs": {"rank": 4}}],
+        "analyses": [{"kind": "weights", "runs": {"rank": 4, "components": "all"}}],
         "report": {"reference": {"rank": 4, "components": "all"}},
     }
     spec.update(extra)
@@ -47,7 +48,7 @@ def tiny(tmp_path_factory):
 def test_grid_expands_to_readable_ids_with_hashes(tiny):
     root, spec, *_ = tiny
     runs = expand(load_spec(spec))
-    assert [r.label for r in runs] == ["r2-all-s42", "r4-all-s42"]
+    assert [r.label for r in runs] == ["r2-all-s42", "r4-all-s42", "r4-mha-s42"]
     assert all(len(r.run_id.rsplit("-", 1)[1]) == 6 for r in runs)
     # the hash follows the resolved config: a changed lr gives a new id
     s = yaml.safe_load(spec.read_text())
@@ -70,7 +71,7 @@ def test_study_runs_every_step_and_writes_the_layout(tiny):
     assert state["status"] == "done"
     df = load_results(out)
     ck = df[df["source"] == "checkpoint"]
-    assert set(ck["step"]) == {1, 2} and len(ck) == 4
+    assert set(ck["step"]) == {1, 2} and len(ck) == 6
     ab = df[df["source"] == "ablation"]
     assert {"full", "none", "mha-only", "mlp-only"} <= set(ab["config"])
     assert (out / "results.csv").is_file()
@@ -100,7 +101,9 @@ def test_report_has_every_section(tiny):
 
     page = build_report(out)
     html = page.read_text()
+    assert "<td>r4-mha-s42</td>" in html and "<td>mha-only</td>" in html  # retrained beside inference-time
     for title in ("Checkpoint evolution", "LoRA rank", "MHA vs MLP", "Layer importance", "Projection importance",
+                  "Retrained vs inference-time",
                   "Adapter analysis", "Configs and software", "data:image/png;base64"):
         assert title in html, title
     md = (out / "report" / "tables.md").read_text()

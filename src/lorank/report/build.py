@@ -213,6 +213,8 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
             sec.text += " <span class='muted'>(no such sweep in this study)</span>"
         sections.append(sec)
 
+    sections.append(_side_by_side(plan, study_dir, ref, finals))
+
     an = Section("Adapter analysis", "Weight statistics, subspace similarity, layer-wise probes, activation "
                  "patching (lorank.analyze).")
     for step in plan.steps:
@@ -272,6 +274,61 @@ def _final_comparisons(plan: Any, study_dir: Path, ref: Any, eval_set: str, set_
             row.update(delta=c.delta, p=c.p_adjusted, significant=c.significant, significant_mrr=cm.significant)
         out[k] = row
     return out
+
+
+def _inference_name(run: Any, ref: Any) -> str | None:
+    """The inference-time ablation of the reference adapter that matches a run trained with a restricted spec."""
+    diff = [k for k in ("components", "projections", "layers") if run.axes.get(k) != ref.axes.get(k)]
+    if len(diff) != 1 or any(run.axes.get(k) != ref.axes.get(k) for k in ("rank", "alpha", "variant", "seed")):
+        return None
+    k = diff[0]
+    v = run.axes.get(k)
+    if k == "components":
+        return f"{v}-only" if v in ("mha", "mlp") else None
+    if k == "projections":
+        ps = v if isinstance(v, list) else [v]
+        return f"only {ps[0]}" if len(ps) == 1 else None
+    if isinstance(v, int) or (isinstance(v, str) and v.isdigit()):
+        return f"only L{int(v)}"
+    if isinstance(v, str) and "-" in v:
+        return f"only L{v.replace(' ', '')}"
+    return None
+
+
+def _side_by_side(plan: Any, study_dir: Path, ref: Any, finals: dict[str, dict[str, Any]]) -> Section:
+    """Retrained restricted adapters next to the same restriction applied at inference time to the reference."""
+    sec = Section("Retrained vs inference-time", "The same restriction two ways: an adapter trained with the "
+                  "restricted LoRA spec, and the full reference adapter with everything else switched off at "
+                  "inference time. Agreement means the ablation is a cheap proxy for retraining.")
+    ablated: dict[str, dict[str, Any]] = {}
+    for step in plan.steps:
+        if step.kind == "ablate" and step.run_id == ref.run_id:
+            f = study_dir / step.out_dir / "ablations.json"
+            if f.is_file():
+                for entry in json.loads(f.read_text(encoding="utf-8"))["sweeps"].values():
+                    for r in entry["rows"]:
+                        ablated.setdefault(r["config"], r)
+    rows = []
+    for r in plan.runs:
+        name = _inference_name(r, ref)
+        if name is None or r.run_id not in finals:
+            continue
+        t = finals[r.run_id]
+        a = ablated.get(name)
+        full_t = finals.get(ref.run_id, {}).get("ndcg_cut_10")
+        rows.append([r.label, _fmt(t["ndcg_cut_10"]) + (SIG if t.get("significant") else ""),
+                     _fmt(None if full_t is None else t["ndcg_cut_10"] - full_t), name,
+                     "-" if a is None else _fmt(a["ndcg_cut_10"]) + (SIG if a.get("significant_ndcg_cut_10") else ""),
+                     "-" if a is None or a["recovered_ndcg_cut_10"] is None else f"{a['recovered_ndcg_cut_10']:.0f}%"])
+    if rows:
+        sec.tables.append(("Retrained (final checkpoint, main eval set) vs inference-time (ablation eval set); "
+                           f"{SIG} = p < 0.05 vs the full adapter", ["retrained run", "nDCG@10", "Δ vs full (trained)",
+                                                                     "inference-time config", "nDCG@10",
+                                                                     "% recovered"], rows))
+    else:
+        sec.text += (" <span class='muted'>(no restricted run in the grid: add e.g. a block {components: [mha, mlp]} "
+                     "or {layers: ['5-15']})</span>")
+    return sec
 
 
 def _same(a: Any, b: Any, key: str) -> bool:

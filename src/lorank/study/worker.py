@@ -38,9 +38,17 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
         options = dict(payload.get("options") or {})
         if payload.get("data_root") and payload["kind"] in ("probe", "patch"):
             options.setdefault("data_root", payload["data_root"])
+        adapter: Any = run_dir
         if payload.get("against"):
             options["other"] = study / "runs" / payload["against"]
-        res = run_analysis(payload["kind"], run_dir, out, **options)
+        elif payload["kind"] == "compare":  # no counterpart run: the run's first checkpoint vs its last
+            from lorank.train.run import complete_checkpoints
+
+            ckpts = complete_checkpoints(run_dir)
+            if len(ckpts) < 2:
+                raise ValueError(f"compare without `against` needs 2+ checkpoints in {run_dir}, found {len(ckpts)}")
+            adapter, options["other"] = ckpts[-1], ckpts[0]
+        res = run_analysis(payload["kind"], adapter, out, **options)
         return {"summary": _small(res)}
     raise ValueError(f"unknown step kind {kind!r}")
 
