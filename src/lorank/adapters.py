@@ -69,7 +69,7 @@ def load_adapter_weights(peft_model: Any, ckpt: str | Path, allow_pickle: bool =
 def read_checkpoint_meta(ckpt: str | Path) -> dict[str, Any]:
     """lorank's metadata for an adapter dir: the checkpoint's marker, else the run's config.json."""
     ckpt = Path(ckpt)
-    from lorank.train.callbacks import COMPLETE_MARKER
+    COMPLETE_MARKER = COMPLETE_MARKER_NAME  # (importing lorank.train.callbacks would pull in the HF Trainer)
 
     for f in (ckpt / COMPLETE_MARKER, ckpt / "lorank_meta.json"):
         if f.is_file():
