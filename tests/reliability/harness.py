@@ -85,7 +85,7 @@ def start(cfg: Path, log: Any) -> subprocess.Popen:
     return subprocess.Popen(train_cmd(cfg), env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=log)
 
 
-def _tail(path: Path, n: int = 1500) -> str:
+def _tail(path: Path, n: int = 20000) -> str:
     try:
         return path.read_text(errors="replace")[-n:]
     except FileNotFoundError:
@@ -163,7 +163,7 @@ def train_in_process(cfg: Path) -> tuple[int, str]:
 def resume_run(trial: Trial, cfg: Path, run: Path, timeout: float = 300, in_process: bool = False) -> None:
     if in_process:
         trial.resume_exit_code, out = train_in_process(cfg)
-        trial.resume_stderr_tail = out[-3000:]
+        trial.resume_stderr_tail = out[-20000:]
     else:
         log = run.parent / f"{trial.name}.resume.log"
         with open(log, "wb") as fh:
