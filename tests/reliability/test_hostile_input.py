@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lorank.config import read_yaml
@@ -100,6 +100,9 @@ def test_config_structured_values(d):
 
 @FUZZ
 @given(st.dictionaries(st.text(max_size=12), _value, max_size=4))
+@example({"model.x": 1})  # into a string: was a TypeError
+@example({"lora.rank.a": 1})
+@example({"": 1, "a..b": 2, ".": 3})
 def test_config_set_overrides(overrides):
     """``lorank train --set KEY=VALUE``: any key, any value."""
     _parse_yaml_text(b"data: [{kind: trec, path: dl20}]\nlora: {rank: 2}\n", overrides)
