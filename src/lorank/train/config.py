@@ -75,6 +75,7 @@ class TrainConfig(Strict):
     #: false / true (= full: keep block inputs, +1 forward) / selective (keep the big matmuls' outputs,
     #: recompute the cheap ops: ~1/3 of the activation memory for a few % of the time; lorank.train.trainer)
     gradient_checkpointing: bool | Literal["full", "selective"] = False
+    fast_dropout: bool = True  # LoRA dropout via lorank.train.trainer.FastDropout (p rounded to 1/65536)
     chunk_tokens: int = 4096
     grad_cache: bool = False  # one chunk's activations in memory instead of the step's (+1 forward)
     skip_nonfinite: bool = False

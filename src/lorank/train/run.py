@@ -71,7 +71,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     from lorank.train.data_sources import build_pools
     from lorank.train.groups import GroupDataset
     from lorank.train.losses import get_loss
-    from lorank.train.trainer import CheckpointSchedule, RerankTrainer, enable_checkpointing
+    from lorank.train.trainer import CheckpointSchedule, RerankTrainer, enable_checkpointing, use_fast_dropout
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config, overrides)
     from lorank.models.loading import resolve_dtype_name
@@ -91,6 +91,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
+    if cfg.fast_dropout:
+        use_fast_dropout(model)  # LoRA dropout masks from 64-bit random words: ~2x cheaper on CPU, 1-byte masks
     enable_checkpointing(model, cfg.gradient_checkpointing)  # none / full / selective (lorank.train.trainer)
     encoder = PairEncoder(loaded.tokenizer, fmt)
     pad_id = int(loaded.tokenizer.pad_token_id)
