@@ -1,0 +1,429 @@
+"""Training speed and memory: the plain HF+PEFT loop, a Tevatron-style Trainer, and lorank, in one run.
+
+    flock /tmp/lorank-heavy.lock nice -n 5 .venv/bin/python benchmarks/train_speed.py          # ~10 min on 2 cores
+    .venv/bin/python benchmarks/train_speed.py --configs plain,lorank-2x8 --steps 3            # a quick look
+
+Every configuration runs in a fresh subprocess (so its peak RSS is its own: ``ru_maxrss`` of that
+process, model load included), on the same DL20 training groups in the same order (1 positive at
+grade >= 2 + hard negatives: judged-0 and unjudged BM25 top-100 candidates, as ../shared/BASELINES.md),
+``--warmup`` steps first, then ``--steps`` measured steps. SmolLM2-135M-Instruct (the embedded GGUF,
+dequantized to fp32 once by lorank), LoRA r=8 alpha=64 on all 7 projections, AdamW lr 1e-4.
+
+Configurations (``--configs``, comma-separated):
+
+- ``plain``: the naive recipe of BASELINES.md exactly: template ``query: {q} document: {p}</s>``
+  tokenized as one string, padded to the longest of the step's 16 pairs (max 196), 2 queries x 8,
+  LoRA dropout 0.1, forward and backward under ``torch.autocast("cpu", bfloat16)``, a hand-written loop.
+- ``plain-fp32``: the same loop without autocast (separates the dtype from everything else).
+- ``tevatron``: a Tevatron/RankLLaMA-style HF ``Trainer``: ``query: `` / ``document: `` pair tokenization
+  + EOS, padded to max length 196, ``bf16=True`` (CPU autocast), gradient checkpointing, 2 x 8, dropout 0.1.
+- ``lorank-*``: ``lorank.train`` itself (dtype auto = fp32 on this CPU, length-sorted chunks), with the
+  groups fed in the same fixed order (the only patch: a sequential sampler). See ``LORANK`` below.
+
+Figures per configuration: real (non-pad) tokens/s and pairs/s over the measured steps, padded tokens,
+peak RSS, CPU use (process CPU seconds / wall seconds / threads: < 0.9 means other jobs took cores),
+ratio to ``plain``, and MFU.
+
+MFU (model FLOPs utilisation) = useful FLOPs per second / the CPU's peak. Useful FLOPs per real token
+of a training step, frozen base + LoRA (padding counts as waste): 4*N + 6*L*d*T + 6*N_lora, with
+N = 106.2M (the blocks' linear weights), L = 30 layers, d = 576, T = the token-weighted mean sequence
+length (causal attention), N_lora = 2.44M: the forward is 2*N + 2*L*d*T, the backward computes only
+activation gradients for the frozen linears (1x forward) and 2x for attention, LoRA adds its 6*N_lora.
+Recomputation (gradient checkpointing, grad_cache) is not useful work. The peak is the fastest
+measured fp32 matmul rate of this CPU (``peak`` row: 1024^3 and model-shaped 2048x576x1536 matmuls, fp32
+and bf16, measured in this run).
+
+Writes benchmarks/results/train_speed.json and train_speed.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "train_speed.json"
+PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+#: lorank configurations: (group size, queries per step, TrainConfig overrides)
+LORANK: dict[str, tuple[int, int, dict[str, Any]]] = {
+    "lorank-2x8": (8, 2, {}),
+    "lorank-2x8-nn-dropout": (8, 2, {"fast_dropout": False}),
+    "lorank-2x8-nodrop": (8, 2, {"lora.dropout": 0.0}),
+    "lorank-1x16": (16, 1, {}),
+    "lorank-1x16-ckpt": (16, 1, {"gradient_checkpointing": True}),
+    "lorank-1x16-selective": (16, 1, {"gradient_checkpointing": "selective"}),
+    "lorank-1x16-gradcache": (16, 1, {"grad_cache": True, "chunk_tokens": 512}),
+    "lorank-2x16-ckpt": (16, 2, {"gradient_checkpointing": True}),
+}
+BASELINES = ("plain", "plain-fp32", "tevatron")
+DEFAULT = "plain,tevatron,lorank-2x8,lorank-2x8-nn-dropout,lorank-1x16,lorank-1x16-ckpt"
+
+N_LIN, N_LORA, LAYERS, HIDDEN = 106_168_320, 2_442_240, 30, 576
+
+
+def train_flops_per_token(mean_len: float) -> float:
+    return 4 * N_LIN + 6 * LAYERS * HIDDEN * mean_len + 6 * N_LORA
+
+
+# ----------------------------------------------------------------------------------------------- workers
+def fixed_groups(group_size: int, n: int, seed: int = 0) -> list[Any]:
+    """``n`` DL20 training groups, drawn once with a fixed seed: every configuration of one group size
+    trains on the same groups in the same order."""
+    from lorank.data import resolve_eval_set
+    from lorank.train.groups import GroupDataset, pools_from_qrels
+
+    rs = resolve_eval_set("dl20")
+    pools = pools_from_qrels(rs.queries, rs.passages, rs.run, rs.qrels, rel_threshold=2, max_negative_grade=0,
+                             depth=100)
+    ds = GroupDataset(pools, group_size, seed)
+    return [ds[i] for i in random.Random(seed).sample(range(len(ds)), n)]
+
+
+def _usage() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss / 1e6  # CPU seconds, peak RSS in GB (ru_maxrss is KiB)
+
+
+def worker_peak() -> dict[str, Any]:
+    import torch
+
+    def rate(m: int, k: int, n: int, dtype: Any) -> float:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        best = 0.0
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            best = max(best, 2 * m * k * n / (time.perf_counter() - t0))
+        return best / 1e9
+
+    out = {}
+    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        out[f"{name}_1024_gflops"] = round(rate(1024, 1024, 1024, dt), 1)
+        out[f"{name}_model_gflops"] = round(rate(2048, 576, 1536, dt), 1)
+    out["peak_gflops"] = max(out["fp32_1024_gflops"], out["fp32_model_gflops"])
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def _plain_model(dropout: float) -> tuple[Any, Any]:
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lorank.models.source import materialize, resolve_model
+
+    path = materialize(resolve_model("smollm2-135m"))  # the embedded GGUF, dequantized to fp32 safetensors
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=64, lora_dropout=dropout,
+                                             target_modules=PROJ))
+    return model, tok
+
+
+def worker_plain(a: argparse.Namespace, bf16: bool) -> dict[str, Any]:
+    import contextlib
+
+    import torch
+
+    g, bq = 8, 2
+    groups = fixed_groups(g, bq * (a.warmup + a.steps))
+    model, tok = _plain_model(0.1)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    rows = []
+    for step in range(a.warmup + a.steps):
+        batch = groups[step * bq:(step + 1) * bq]
+        cpu0, wall0 = _usage()[0], time.perf_counter()
+        texts = [f"query: {gr.query} document: {p.text}</s>" for gr in batch for p in gr.passages]
+        enc = tok(texts, padding=True, truncation=True, max_length=196, return_tensors="pt")
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with ctx:
+            logits = model(**enc).logits.view(bq, g)
+            loss = torch.nn.functional.cross_entropy(logits.float(), torch.zeros(bq, dtype=torch.long))
+            loss.backward()
+        opt.step()
+        opt.zero_grad()
+        m = enc["attention_mask"]
+        rows.append({"wall_s": time.perf_counter() - wall0, "cpu_s": _usage()[0] - cpu0, "tokens": int(m.sum()),
+                     "padded_tokens": int(m.numel()), "pairs": bq * g,
+                     "sq_tokens": int((m.sum(1) ** 2).sum()), "loss": float(loss)})
+    return {"rows": rows, "group_size": g, "queries_per_step": bq, "dtype": "bf16 autocast" if bf16 else "fp32",
+            "lora_dropout": 0.1, "padding": "longest in step"}
+
+
+def worker_tevatron(a: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    g, bq, max_len = 8, 2, 196
+    groups = fixed_groups(g, bq * (a.warmup + a.steps))
+    model, tok = _plain_model(0.1)
+    rows: list[dict[str, Any]] = []
+    pending: dict[str, Any] = {}
+
+    def collate(batch: list[Any]) -> dict[str, Any]:
+        qs = [f"query: {gr.query}" for gr in batch for _ in gr.passages]
+        ps = [f"document: {p.text}" for gr in batch for p in gr.passages]
+        enc = tok(qs, ps, padding=False, truncation="only_second", max_length=max_len - 1,
+                  return_token_type_ids=False)
+        enc["input_ids"] = [x + [tok.eos_token_id] for x in enc["input_ids"]]
+        enc["attention_mask"] = [x + [1] for x in enc["attention_mask"]]
+        out = tok.pad(enc, padding="max_length", max_length=max_len, return_tensors="pt")
+        m = out["attention_mask"]
+        pending.update(tokens=int(m.sum()), padded_tokens=int(m.numel()), sq_tokens=int((m.sum(1) ** 2).sum()))
+        return dict(out)
+
+    class GroupTrainer(Trainer):
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+            logits = model(**inputs).logits.view(-1, g)
+            loss = torch.nn.functional.cross_entropy(logits.float(), torch.zeros(logits.shape[0], dtype=torch.long))
+            return (loss, logits) if return_outputs else loss
+
+        def _get_train_sampler(self, *args: Any, **kw: Any) -> Any:
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.cpu0, self.t0 = _usage()[0], time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            rows.append({"wall_s": time.perf_counter() - self.t0, "cpu_s": _usage()[0] - self.cpu0,
+                         "pairs": bq * g, **pending})
+
+    model.enable_input_require_grads()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=bq, learning_rate=1e-4, warmup_steps=0,
+                                 max_steps=a.warmup + a.steps, bf16=True, use_cpu=True, gradient_checkpointing=True,
+                                 gradient_checkpointing_kwargs={"use_reentrant": False}, save_strategy="no",
+                                 logging_strategy="no", report_to=[], remove_unused_columns=False,
+                                 disable_tqdm=True, lr_scheduler_type="linear", dataloader_num_workers=0)
+        tr = GroupTrainer(model=model, args=args, train_dataset=groups, data_collator=collate, callbacks=[Clock()])
+        tr.train()
+    return {"rows": rows, "group_size": g, "queries_per_step": bq, "dtype": "bf16 (Trainer bf16=True, CPU autocast)",
+            "lora_dropout": 0.1, "padding": f"max_length {max_len}", "gradient_checkpointing": True}
+
+
+def worker_lorank(a: argparse.Namespace, name: str) -> dict[str, Any]:
+    import torch
+
+    import lorank
+    from lorank.train import trainer as trainer_mod
+    from lorank.train.config import TrainConfig
+    from lorank.train.config import _set_dotted
+
+    g, bq, overrides = LORANK[name]
+    groups = fixed_groups(g, bq * (a.warmup + a.steps))
+    rows: list[dict[str, Any]] = []
+
+    # the only patch: the groups in the fixed order (HF's sampler would shuffle them)
+    trainer_mod.RerankTrainer._get_train_sampler = (  # type: ignore[method-assign]
+        lambda self, *args, **kw: torch.utils.data.SequentialSampler(self.train_dataset))
+    real_step = trainer_mod.RerankTrainer.training_step
+
+    def timed_step(self: Any, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+        cpu0, t0 = _usage()[0], time.perf_counter()
+        loss = real_step(self, model, inputs, num_items_in_batch)
+        lens = [int(x) for ch in inputs["chunks"] for x in ch["attention_mask"].sum(1)]
+        rows.append({"wall_s": time.perf_counter() - t0, "cpu_s": _usage()[0] - cpu0, "tokens": int(inputs["num_tokens"]),
+                     "padded_tokens": int(inputs["padded_tokens"]), "pairs": len(lens),
+                     "sq_tokens": sum(n * n for n in lens), "chunks": len(inputs["chunks"]), "loss": float(loss)})
+        return loss
+
+    trainer_mod.RerankTrainer.training_step = timed_step  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "groups.jsonl"
+        with data.open("w") as fh:
+            for gr in groups:
+                fh.write(json.dumps({"query_id": gr.qid, "query": gr.query,
+                                     "positive_passages": [{"docid": gr.passages[0].pid, "title": gr.passages[0].title,
+                                                            "text": gr.passages[0].text}],
+                                     "negative_passages": [{"docid": p.pid, "title": p.title, "text": p.text}
+                                                           for p in gr.passages[1:]]}) + "\n")
+        cfg: dict[str, Any] = {"model": "smollm2-135m", "dtype": "auto", "data": [{"kind": "tevatron", "path": str(data)}],
+                               "group_size": g, "batch_queries": bq, "lr": 1e-4, "max_steps": a.warmup + a.steps,
+                               "lora": {"rank": 8, "alpha": 64, "dropout": 0.1, "components": "all"},
+                               "checkpoints": {"every": None, "steps": [10**6]}, "eval": {"sets": []},
+                               "output_dir": str(Path(tmp) / "run")}
+        for k, v in overrides.items():
+            _set_dotted(cfg, k, v)
+        res = lorank.train(TrainConfig.from_dict(cfg), progress=False, resume=False)
+        summary = json.loads((Path(tmp) / "run" / "train_summary.json").read_text())
+    # the tevatron reader keeps one positive and draws G-1 of G-1 negatives: the same passages (order aside)
+    from lorank.models.loading import resolve_dtype_name
+
+    return {"rows": rows, "group_size": g, "queries_per_step": bq, "dtype": resolve_dtype_name("auto"),
+            "lora_dropout": cfg["lora"]["dropout"], "overrides": overrides, "padding": "length-sorted chunks (DP)",
+            "steps_done": res.steps, "train_summary_tokens_per_s": summary.get("tokens_per_s"),
+            "torch_threads": torch.get_num_threads()}
+
+
+def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "src"))
+    import logging
+
+    logging.disable(logging.WARNING)
+    t0 = time.perf_counter()
+    if name == "peak":
+        res = worker_peak()
+    elif name == "plain":
+        res = worker_plain(a, bf16=True)
+    elif name == "plain-fp32":
+        res = worker_plain(a, bf16=False)
+    elif name == "tevatron":
+        res = worker_tevatron(a)
+    elif name in LORANK:
+        res = worker_lorank(a, name)
+    else:
+        raise SystemExit(f"unknown config {name!r}")
+    import torch
+
+    res["peak_rss_gb"] = round(_usage()[1], 3)
+    res["process_wall_s"] = round(time.perf_counter() - t0, 1)
+    res["torch_threads"] = torch.get_num_threads()
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ parent
+def summarise(name: str, res: dict[str, Any], warmup: int, peak_gflops: float) -> dict[str, Any]:
+    rows = res["rows"][warmup:]
+    wall = sum(r["wall_s"] for r in rows)
+    tok = sum(r["tokens"] for r in rows)
+    mean_len = sum(r["sq_tokens"] for r in rows) / tok
+    flops = train_flops_per_token(mean_len) * tok
+    threads = res.get("torch_threads", 2)
+    return {
+        "config": name, "group_size": res["group_size"], "queries_per_step": res["queries_per_step"],
+        "dtype": res["dtype"], "lora_dropout": res.get("lora_dropout"), "padding": res.get("padding"),
+        "overrides": res.get("overrides"), "steps_measured": len(rows),
+        "tokens_per_s": round(tok / wall, 1), "pairs_per_s": round(sum(r["pairs"] for r in rows) / wall, 2),
+        "padded_tokens_per_s": round(sum(r["padded_tokens"] for r in rows) / wall, 1),
+        "padding_overhead": round(sum(r["padded_tokens"] for r in rows) / tok - 1, 3),
+        "step_s": round(wall / len(rows), 2), "tokens_per_step": round(tok / len(rows), 1),
+        "peak_rss_gb": res["peak_rss_gb"], "mfu": round(flops / wall / (peak_gflops * 1e9), 3),
+        "cpu_use": round(sum(r["cpu_s"] for r in rows) / wall / threads, 2),
+        "first_step_s": round(res["rows"][0]["wall_s"], 2), "process_wall_s": res["process_wall_s"],
+        "load_before": res.get("load_before"), "load_after": res.get("load_after"),
+    }
+
+
+def run_config(name: str, a: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out = fh.name
+    cmd = [sys.executable, __file__, "--worker", name, "--worker-out", out, "--steps", str(a.steps),
+           "--warmup", str(a.warmup)]
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+        raise SystemExit(f"config {name} failed (exit {proc.returncode})")
+    res = json.loads(Path(out).read_text())
+    os.unlink(out)
+    res["load_before"], res["load_after"] = round(load0, 2), round(os.getloadavg()[0], 2)
+    print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return res
+
+
+def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["config"] for r in results]
+    colors = ["#999999" if not n.startswith("lorank") else "#2b7bba" for n in names]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 0.5 * len(names) + 2.2), sharey=True)
+    for ax, key, label in ((axes[0], "tokens_per_s", "real tokens/s"), (axes[1], "peak_rss_gb", "peak RSS (GB)"),
+                           (axes[2], "mfu", "MFU (useful FLOPs / measured fp32 peak)")):
+        vals = [r[key] for r in results]
+        ax.barh(range(len(names)), vals, color=colors)
+        for i, v in enumerate(vals):
+            extra = f"  ({results[i]['ratio_vs_plain']:.2f}x)" if key == "tokens_per_s" else ""
+            ax.text(v, i, f" {v:g}{extra}", va="center", fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_xlim(0, max(vals) * 1.45)
+        if key == "peak_rss_gb":
+            ax.axvline(3.0, color="red", lw=0.8, ls="--")
+            ax.text(3.0, len(names) - 0.5, " 3 GB target", color="red", fontsize=8)
+    axes[0].set_yticks(range(len(names)))
+    axes[0].set_yticklabels([f"{r['config']} ({r['queries_per_step']}x{r['group_size']})" for r in results], fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs", default=DEFAULT, help=f"comma-separated; known: {', '.join(BASELINES + tuple(LORANK))}")
+    ap.add_argument("--steps", type=int, default=4, help="measured steps per configuration")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        res = worker(a.worker, a)
+        Path(a.worker_out).write_text(json.dumps(res))
+        return 0
+    names = [n.strip() for n in a.configs.split(",") if n.strip()]
+    t0 = time.perf_counter()
+    print("peak matmul rates ...", flush=True)
+    peak = run_config("peak", a)
+    results = []
+    for n in names:
+        res = run_config(n, a)
+        results.append((n, res))
+    peak_after = run_config("peak", a)
+    peak_gflops = max(peak["peak_gflops"], peak_after["peak_gflops"])
+    table = [summarise(n, r, a.warmup, peak_gflops) for n, r in results]
+    base = next((r["tokens_per_s"] for r in table if r["config"] == "plain"), None)
+    for r in table:
+        r["ratio_vs_plain"] = round(r["tokens_per_s"] / base, 2) if base else None
+    sys.path.insert(0, str(ROOT / "src"))
+    from lorank.atomic import atomic_write_json
+    from lorank.train.run import software_versions
+
+    out = {"command": "python benchmarks/train_speed.py " + " ".join(sys.argv[1:]),
+           "machine": {"cores": len(os.sched_getaffinity(0)), "cpu_capability": _cpu_cap(), "peak_before": peak,
+                       "peak_after": peak_after, "peak_gflops_used": peak_gflops},
+           "mfu_formula": "train FLOPs per real token = 4*N + 6*L*d*T + 6*N_lora (N=106.2M block linear weights, "
+                          "L=30, d=576, T=token-weighted mean length, N_lora=2.44M); MFU = that * tokens/s / peak",
+           "steps": a.steps, "warmup": a.warmup, "wall_s": round(time.perf_counter() - t0, 1),
+           "results": table, "versions": software_versions()}
+    atomic_write_json(a.out, out)
+    plot(table, a.out.with_suffix(".png"),
+         f"SmolLM2-135M LoRA r8 training on this {out['machine']['cores']}-core CPU (peak fp32 matmul "
+         f"{peak_gflops:.0f} GFLOP/s; {a.steps} measured steps after {a.warmup} warm-up, each config a fresh process)")
+    for r in table:
+        print(f"{r['config']:24s} {r['queries_per_step']}x{r['group_size']:<3d} {r['tokens_per_s']:8.1f} tok/s "
+              f"{r['pairs_per_s']:6.2f} pairs/s  RSS {r['peak_rss_gb']:5.2f} GB  MFU {r['mfu']:.2f}  "
+              f"x{r['ratio_vs_plain']}  cpu {r['cpu_use']}")
+    print(f"wrote {a.out} ({out['wall_s']:.0f} s)")
+    return 0
+
+
+def _cpu_cap() -> str:
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
