@@ -76,3 +76,20 @@ def test_prefix_cache_backs_off_on_out_of_memory(monkeypatch):
     got = sc.score_pairs(pairs)
     assert calls["n"] >= 1 and sc.oom_backoffs >= 1
     assert np.allclose(plain, got, atol=1e-4)
+
+
+@pytest.mark.parametrize("prefix", [False, True])
+def test_merge_lora_gives_the_unmerged_scores(prefix):
+    tok = tiny_tokenizer()
+    model = _model("tiny-llama", tok).eval()
+    enc = PairEncoder(tok)
+    pairs = [("flea cycle", "flea host year " * (1 + i % 5), "") for i in range(9)]
+    plain = Scorer(model, enc, tok.pad_token_id, bf16=False).score_pairs(pairs)
+    merged = Scorer(model, enc, tok.pad_token_id, bf16=False, prefix_cache=prefix, merge_lora=True)
+    got = merged.score_pairs(pairs)
+    assert np.allclose(plain, got, atol=1e-4)
+    assert any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
+    again = merged.score_pairs(pairs)  # merging once only: scores do not drift
+    assert np.array_equal(got, again)
+    model.unmerge_adapter()
+    assert np.allclose(plain, Scorer(model, enc, tok.pad_token_id, bf16=False).score_pairs(pairs), atol=1e-5)

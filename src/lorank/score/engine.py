@@ -41,11 +41,17 @@ def is_oom(e: BaseException) -> bool:
 class Scorer:
     """Scores (query, passage) pairs. ``prefix_cache=True``: the pairs of one query share the query's token
     prefix; it is encoded once and its KV cache reused for every candidate (:mod:`lorank.score.prefix`),
-    scores equal to the plain forward's within float tolerance, the query's share of the compute saved."""
+    scores equal to the plain forward's within float tolerance, the query's share of the compute saved.
+
+    ``merge_lora=True``: before the first batch, a PEFT model's LoRA deltas are merged into the base weights
+    (``merge_adapter``), so each projection is one matmul instead of base + A + B + scale + add (~20% faster
+    on CPU; scores equal within float tolerance). The model stays merged (``model.unmerge_adapter()`` undoes
+    it): use it for a model that is only scored (``lorank rerank``), not one that is still trained or ablated."""
 
     def __init__(self, model: Any, encoder: PairEncoder, pad_id: int, batch_tokens: int = 8192,
-                 bf16: bool | None = None, prefix_cache: bool = False):
+                 bf16: bool | None = None, prefix_cache: bool = False, merge_lora: bool = False):
         self.model = model
+        self.merge_lora = merge_lora
         self.encoder = encoder
         self.pad_id = pad_id
         self.batch_tokens = batch_tokens
@@ -58,6 +64,11 @@ class Scorer:
         self._prefix_scorer: Any = None
         self.oom_backoffs = 0
 
+    def _merge(self) -> None:
+        if self.merge_lora and hasattr(self.model, "merge_adapter") and hasattr(self.model, "peft_config"):
+            if not any(getattr(m, "merged", False) for m in self.model.modules() if hasattr(m, "merged_adapters")):
+                self.model.merge_adapter()
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -66,6 +77,7 @@ class Scorer:
         """Scores in input order. Out of memory on a batch: halve the token budget (for this batch and every
         later one, kept for later calls too), re-chunk what is left and go on; a single sequence that does
         not fit raises."""
+        self._merge()
         out = np.empty(len(seqs), dtype=np.float64)
         was_training = self.model.training
         self.model.eval()
@@ -117,6 +129,7 @@ class Scorer:
     def _score_prefixed(self, pairs: Sequence[tuple[str, ...]], progress: Callable[[int], None] | None) -> np.ndarray:
         from lorank.score.prefix import PrefixScorer
 
+        self._merge()
         if self._prefix_scorer is None:
             self._prefix_scorer = PrefixScorer(self.model, self.encoder, self.pad_id, self.batch_tokens, self.bf16)
         ps = self._prefix_scorer
