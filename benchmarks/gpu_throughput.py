@@ -18,7 +18,9 @@ projections; score head trained in fp32):
 - training: ``RerankTrainer`` (HF Trainer, bf16 autocast on CUDA) with lorank's length-sorted chunk
   collator, ``--queries`` queries x group ``--group`` per step, contrastive loss, AdamW; synthetic
   sequences with passage-like lengths (mean ~100, max 196 tokens). ``--checkpointing``: ``full`` (HF
-  gradient checkpointing, default on CUDA), ``none``, or lorank's ``grad_cache``.
+  gradient checkpointing, default on CUDA), ``selective`` (keep the big matmuls' outputs), ``none``, or
+  lorank's ``grad_cache``. LoRA dropout through lorank's FastDropout (``--no-fast-dropout``: PEFT's).
+  A configuration that runs out of GPU memory is recorded as ``"oom": true`` and the run goes on.
   Reported: real tokens/s, pairs/s, step time, MFU, HFU, peak GPU memory (allocated and reserved).
 - scoring: ``lorank.score.engine.Scorer`` (``torch.inference_mode``, length-sorted token-budget
   batches of ``--score-batch-tokens``): pairs/s, tokens/s, MFU.
@@ -126,7 +128,7 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
     from lorank.score.engine import Scorer
     from lorank.train.collator import length_chunks, pad_chunk
     from lorank.train.losses import get_loss
-    from lorank.train.trainer import RerankTrainer
+    from lorank.train.trainer import RerankTrainer, disable_lora_input_cast, enable_checkpointing, use_fast_dropout
 
     cuda = a.device == "cuda"
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[a.dtype or ("bf16" if cuda else "fp32")]
@@ -158,7 +160,7 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
         seqs = [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lens]
         chunks = []
         for idx in length_chunks(lens, a.chunk_tokens):
-            ids, mask = pad_chunk([seqs[i] for i in idx], 1)
+            ids, mask = pad_chunk([seqs[i] for i in idx], 1, 16 if cuda else 1)
             chunks.append({"input_ids": ids, "attention_mask": mask, "index": torch.tensor(idx)})
         batches.append({"chunks": chunks, "n_groups": bq, "group_size": g, "teacher": None,
                         "num_tokens": sum(lens), "padded_tokens": sum(c["input_ids"].numel() for c in chunks),
@@ -195,9 +197,11 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
             times.append(time.perf_counter() - self.t0)
 
     ckpt = a.checkpointing or ("full" if cuda else "none")
-    if ckpt == "full":
-        model.enable_input_require_grads()
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if ckpt in ("full", "selective"):
+        enable_checkpointing(model, ckpt)  # lorank.train.trainer: HF checkpointing, or keep the big matmuls
+    n_fast = use_fast_dropout(model) if a.fast_dropout and a.dropout > 0 else 0
+    if dtype == torch.bfloat16:  # the Trainer runs under bf16 autocast (as lorank train does)
+        disable_lora_input_cast(model)
     args = TrainingArguments(output_dir=str(Path(a.tmp) / f"trainer-{shape}"), per_device_train_batch_size=1,
                              max_steps=steps, learning_rate=1e-4, bf16=dtype == torch.bfloat16, use_cpu=not cuda,
                              report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
@@ -210,7 +214,24 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
         trainer.remove_callback(cb)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    try:
+        if a.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+            with profile(activities=acts) as prof:
+                trainer.train()
+            for key in (["self_cuda_time_total"] if cuda else []) + ["self_cpu_time_total"]:
+                print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
+        else:
+            trainer.train()
+    except torch.cuda.OutOfMemoryError as e:
+        row["train"] = {"queries_per_step": bq, "group_size": g, "checkpointing": ckpt, "oom": True,
+                        "error": str(e).splitlines()[0][:300]}
+        print(json.dumps({shape: row["train"]}), flush=True)
+        del trainer, model
+        torch.cuda.empty_cache()
+        return row
     meas = times[a.warmup:]
     assert len(seen) == len(times) == steps, (len(seen), len(times), steps)
     done = seen[a.warmup:]
@@ -221,6 +242,7 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
     recompute = 2 * n_lin + 2 * layers * d * mean_t if ckpt in ("full", "grad_cache") else 0.0
     row["train"] = {
         "queries_per_step": bq, "group_size": g, "pairs_per_step": bq * g, "checkpointing": ckpt,
+        "fast_dropout_modules": n_fast,
         "chunk_tokens": a.chunk_tokens, "steps_measured": len(meas), "warmup_steps": a.warmup,
         "step_s": round(wall / len(meas), 4), "tokens_per_s": round(tok / wall, 1),
         "padded_tokens_per_s": round(sum(b["padded_tokens"] for b in done) / wall, 1),
@@ -233,7 +255,7 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
         row["train"]["peak_mem_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
     print(json.dumps({shape: row["train"]}), flush=True)
     del trainer
-    if ckpt == "full":
+    if ckpt in ("full", "selective"):
         model.gradient_checkpointing_disable()
 
     # ---- scoring: lorank's Scorer on synthetic pairs
@@ -279,13 +301,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=None, help="measured steps (default 8 on cuda, 3 on cpu)")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--checkpointing", choices=["none", "full", "grad_cache"], help="default: full on cuda, none on cpu")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 4 on cuda, 2 on cpu)")
+    ap.add_argument("--checkpointing", choices=["none", "full", "selective", "grad_cache"],
+                    help="default: full on cuda, none on cpu (selective: keep the big matmuls' outputs, recompute the rest)")
+    ap.add_argument("--fast-dropout", action=argparse.BooleanOptionalAction, default=True,
+                    help="lorank's FastDropout for the LoRA dropout (lorank train's default); --no-fast-dropout: nn.Dropout")
     ap.add_argument("--chunk-tokens", type=int, default=None, help="training chunk budget (default 16384 cuda, 4096 cpu)")
     ap.add_argument("--score-pairs", type=int, default=None, help="pairs scored (default 4000 cuda, 64 cpu)")
     ap.add_argument("--score-batch-tokens", type=int, default=None, help="default 65536 cuda, 8192 cpu")
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="torch.profiler over the training run: top ops by self time")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--tmp", default="/tmp/lorank-gpu-throughput")
     a = ap.parse_args(argv)
@@ -299,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     a.queries = a.queries or (8 if cuda else 2)
     a.steps = a.steps or (8 if cuda else 3)
+    a.warmup = a.warmup if a.warmup is not None else (4 if cuda else 2)
     a.chunk_tokens = a.chunk_tokens or (16384 if cuda else 4096)
     a.score_pairs = a.score_pairs or (4000 if cuda else 64)
     a.score_batch_tokens = a.score_batch_tokens or (65536 if cuda else 8192)

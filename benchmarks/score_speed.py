@@ -1,29 +1,32 @@
 """Scoring speed: plain batched forward and CrossEncoder-style scoring against lorank's Scorer, in one run.
 
-    flock /tmp/lorank-heavy.lock nice -n 5 .venv/bin/python benchmarks/score_speed.py              # ~8 min on 2 cores
-    .venv/bin/python benchmarks/score_speed.py --queries 2 --configs crossencoder,lorank-prefix     # a quick look
+    flock /tmp/lorank-heavy.lock nice -n 5 .venv/bin/python benchmarks/score_speed.py              # ~10 min on 2 cores
+    .venv/bin/python benchmarks/score_speed.py --queries 1 --configs crossencoder,lorank-prefix     # a quick look
     .venv/bin/python benchmarks/score_speed.py --adapter runs/e1                                    # a trained adapter
 
-DL19 BM25 top-``--depth`` (100) of the first ``--queries`` judged queries (sorted qids). The model is
+DL19 BM25 top-``--depth`` (100) of the first ``--queries`` (3) judged queries (sorted qids). The model is
 SmolLM2-135M-Instruct with the yes/no-initialised head and a LoRA r=8 on all 7 projections (fresh, B=0:
-the compute of a trained adapter, scores of the zero-shot model), or ``--adapter DIR``. Every configuration
-runs in a fresh subprocess (its own peak RSS); the first ``--warmup-pairs`` pairs are scored once untimed,
-then all pairs are timed (tokenization included).
+the compute of a trained adapter, the scores of the zero-shot model), or ``--adapter DIR``. Every
+configuration runs in a fresh subprocess (its own peak RSS); the first ``--warmup-pairs`` pairs are scored
+once untimed, then all pairs are timed (tokenization included).
 
-Configurations (``--configs``):
+Configurations (``--configs``; default: plain, crossencoder, lorank, lorank-prefix, lorank-prefix-merged):
 
 - ``plain``: the naive loop of BASELINES.md: batches of 32 in run order, padded to the longest, forward
-  under ``torch.autocast("cpu", bfloat16)`` (``torch.no_grad``).
+  under ``torch.autocast("cpu", bfloat16)`` (``torch.no_grad``). bf16 matmuls run at ~15 GFLOP/s on this
+  AVX2 CPU (fp32: ~110-135), so it is timed on the first ``--bf16-pairs`` (32) pairs only, without warm-up.
+- ``plain-fp32``: the same loop in fp32 (not in the default set: it is ``crossencoder`` minus tokenization).
 - ``crossencoder``: sentence-transformers ``CrossEncoder.predict`` style, written inline: the tokenizer
   encodes each batch of 32 (query, passage) pairs in run order (``query: {q}`` / `` document: {p}`` + EOS,
   truncation ``only_second``), pads to the longest, fp32 (the model's dtype), ``torch.no_grad``.
 - ``lorank``: ``lorank.score.engine.Scorer`` (dtype auto, length-sorted token-budget batches).
 - ``lorank-prefix``: the same with ``prefix_cache=True`` (each query's prefix encoded once, its KV cache reused).
+- ``lorank-prefix-merged``: and ``merge_lora=True`` (LoRA merged into the base weights before scoring).
 
-All four feed the model the same token ids (the benchmark checks it), so scores must agree: reported are
+All feed the model the same token ids (checked: ``same_ids_as_lorank``), so scores must agree: reported are
 the largest score difference to ``lorank`` (fp32), whether every query's ranking is identical, and
-nDCG@10 / MRR@10 of each (reranked top-``depth``). Figures: pairs/s, real tokens/s, padded tokens, peak
-RSS, CPU use, ratio to ``crossencoder``.
+nDCG@10 / MRR@10 of each (reranked top-``depth``). Figures: pairs/s, real tokens/s, computed tokens per
+real token (padding, and the prefix computed once), peak RSS, CPU use, ratio to ``crossencoder``.
 
 Writes benchmarks/results/score_speed.json and score_speed.png.
 """
@@ -42,7 +45,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "score_speed.json"
-CONFIGS = ("plain", "crossencoder", "lorank", "lorank-prefix")
+CONFIGS = ("plain", "plain-fp32", "crossencoder", "lorank", "lorank-prefix", "lorank-prefix-merged")
+DEFAULT = "plain,crossencoder,lorank,lorank-prefix,lorank-prefix-merged"
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -105,11 +109,16 @@ def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
                 mask[j, :len(s)] = 1
             yield i, ids, mask
 
-    if name == "plain":
+    if name == "plain":  # bf16 forwards take minutes here: timed on the first --bf16-pairs pairs only
+        pairs, keys, ids_ref = pairs[: a.bf16_pairs], keys[: a.bf16_pairs], ids_ref[: a.bf16_pairs]
+    if name in ("plain", "plain-fp32"):
+        import contextlib
+
         def run(ps: list[tuple[str, str, str]]) -> tuple[np.ndarray, int]:
             seqs = [enc.encode(*p) for p in ps]
             out, padded = np.empty(len(seqs)), 0
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            amp = torch.autocast("cpu", dtype=torch.bfloat16) if name == "plain" else contextlib.nullcontext()
+            with torch.no_grad(), amp:
                 for i, ids, mask in batches_in_run_order(seqs):
                     out[i:i + len(ids)] = model(input_ids=ids, attention_mask=mask).logits.float().reshape(-1).numpy()
                     padded += ids.numel()
@@ -136,10 +145,11 @@ def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
                                                  ).logits.float().reshape(-1).numpy()
                     padded += batch["input_ids"].numel()
             return out, padded
-    elif name in ("lorank", "lorank-prefix"):
+    elif name in ("lorank", "lorank-prefix", "lorank-prefix-merged"):
         from lorank.score.engine import Scorer
 
-        scorer = Scorer(model, enc, pad, batch_tokens=a.batch_tokens, prefix_cache=name == "lorank-prefix")
+        scorer = Scorer(model, enc, pad, batch_tokens=a.batch_tokens, prefix_cache=name != "lorank",
+                        merge_lora=name.endswith("-merged"))
 
         def run(ps: list[tuple[str, str, str]]) -> tuple[np.ndarray, int]:
             from lorank.train.collator import length_chunks
@@ -155,13 +165,14 @@ def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown config {name!r}")
 
-    run(pairs[: a.warmup_pairs])  # warm-up (oneDNN/MKL kernels, allocator)
+    if name != "plain":
+        run(pairs[: a.warmup_pairs])  # warm-up (oneDNN/MKL kernels, allocator); bf16: one-time costs are noise
     cpu0, t0 = _usage()[0], time.perf_counter()
     scores, padded = run(pairs)
     wall = time.perf_counter() - t0
     cpu = _usage()[0] - cpu0
     tokens = sum(len(s) for s in ids_ref)
-    if name == "lorank-prefix":
+    if name.startswith("lorank-prefix"):
         from lorank.train.collator import length_chunks
 
         padded = 0
@@ -219,7 +230,8 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_xlim(0, max(vals) * 1.4)
         ax.set_xlabel(label)
     axes[0].set_yticks(range(len(names)))
-    axes[0].set_yticklabels([f"{r['config']}\n{r['dtype']}, nDCG@10 {r['ndcg_cut_10']:.3f}" for r in table], fontsize=8)
+    axes[0].set_yticklabels([f"{r['config']}\n{r['dtype']}" + (f", nDCG@10 {r['ndcg_cut_10']:.3f}" if r["ndcg_cut_10"]
+                             is not None else f", {r['pairs']} pairs") for r in table], fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -229,8 +241,9 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", default=",".join(CONFIGS))
-    ap.add_argument("--queries", type=int, default=5, help="first N judged DL19 queries (sorted qids); 43 = all")
+    ap.add_argument("--configs", default=DEFAULT, help=f"comma-separated, known: {', '.join(CONFIGS)}")
+    ap.add_argument("--queries", type=int, default=3, help="first N judged DL19 queries (sorted qids); 43 = all")
+    ap.add_argument("--bf16-pairs", type=int, default=32, help="pairs timed for the bf16 'plain' configuration")
     ap.add_argument("--depth", type=int, default=100)
     ap.add_argument("--batch", type=int, default=32, help="batch size of the run-order baselines")
     ap.add_argument("--batch-tokens", type=int, default=8192, help="lorank's token budget per batch")
@@ -251,7 +264,8 @@ def main() -> int:
             out = fh.name
         cmd = [sys.executable, __file__, "--worker", name, "--worker-out", out, "--queries", str(a.queries),
                "--depth", str(a.depth), "--batch", str(a.batch), "--batch-tokens", str(a.batch_tokens),
-               "--warmup-pairs", str(a.warmup_pairs)] + (["--adapter", a.adapter] if a.adapter else [])
+               "--warmup-pairs", str(a.warmup_pairs), "--bf16-pairs", str(a.bf16_pairs)] + (
+                   ["--adapter", a.adapter] if a.adapter else [])
         load0, t0 = os.getloadavg()[0], time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -268,17 +282,22 @@ def main() -> int:
     ref_rank = rankings(ref["keys"], ref["scores"])
     base = results.get("crossencoder")
     table = []
+    ref_scores = dict(zip(map(tuple, ref["keys"]), ref["scores"]))
     for name, r in results.items():
-        diff = float(np.max(np.abs(np.array(r["scores"]) - np.array(ref["scores"]))))
-        rk = rankings(r["keys"], r["scores"])
+        keys = [tuple(k) for k in r["keys"]]
+        diff = float(np.max(np.abs(np.array(r["scores"]) - np.array([ref_scores[k] for k in keys]))))
+        full = len(keys) == len(ref["keys"])
+        rk = rankings(r["keys"], r["scores"]) if full else {}
         same = sum(rk[q] == ref_rank[q] for q in rk)
         row = {"config": name, "dtype": "bf16 autocast" if name == "plain" else ("bf16" if r.get("bf16") else "fp32"),
                "pairs": r["pairs"], "wall_s": round(r["wall_s"], 2), "pairs_per_s": round(r["pairs"] / r["wall_s"], 2),
                "tokens_per_s": round(r["tokens"] / r["wall_s"], 1),
                "computed_tokens_per_real_token": round(r["tokens_computed"] / r["tokens"], 3),
                "peak_rss_gb": r["peak_rss_gb"], "cpu_use": round(r["cpu_s"] / r["wall_s"] / r["threads"], 2),
-               f"max_abs_score_diff_vs_{ref_name}": diff, "queries_with_identical_ranking": f"{same}/{len(rk)}",
-               **evaluate(r["keys"], r["scores"], a.depth), "load_before": r["load_before"], "load_after": r["load_after"]}
+               f"max_abs_score_diff_vs_{ref_name}": diff,
+               "queries_with_identical_ranking": f"{same}/{len(rk)}" if full else f"n/a (first {len(keys)} pairs)",
+               **(evaluate(r["keys"], r["scores"], a.depth) if full else {"ndcg_cut_10": None, "recip_rank_10": None}),
+               "load_before": r["load_before"], "load_after": r["load_after"]}
         if "same_ids_as_lorank" in r:
             row["same_ids_as_lorank"] = r["same_ids_as_lorank"]
         table.append(row)
@@ -296,7 +315,7 @@ def main() -> int:
          f"({table[0]['pairs']} pairs), SmolLM2-135M + LoRA r8, {out['cores']} CPU cores; each config a fresh process")
     for r in table:
         print(f"{r['config']:14s} {r['pairs_per_s']:7.2f} pairs/s {r['tokens_per_s']:8.1f} tok/s  RSS {r['peak_rss_gb']:.2f} GB "
-              f"x{r['ratio_vs_crossencoder']}  nDCG@10 {r['ndcg_cut_10']:.4f}  diff {r[f'max_abs_score_diff_vs_{ref_name}']:.2e} "
+              f"x{r['ratio_vs_crossencoder']}  nDCG@10 {r['ndcg_cut_10']}  diff {r[f'max_abs_score_diff_vs_{ref_name}']:.2e} "
               f"rankings {r['queries_with_identical_ranking']}  cpu {r['cpu_use']}")
     print(f"wrote {a.out}")
     return 0

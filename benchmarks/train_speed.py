@@ -1,6 +1,6 @@
 """Training speed and memory: the plain HF+PEFT loop, a Tevatron-style Trainer, and lorank, in one run.
 
-    flock /tmp/lorank-heavy.lock nice -n 5 .venv/bin/python benchmarks/train_speed.py          # ~10 min on 2 cores
+    flock /tmp/lorank-heavy.lock nice -n 5 .venv/bin/python benchmarks/train_speed.py          # ~13 min on 2 cores, ~6 of them the one bf16 step
     .venv/bin/python benchmarks/train_speed.py --configs plain,lorank-2x8 --steps 3            # a quick look
 
 Every configuration runs in a fresh subprocess (so its peak RSS is its own: ``ru_maxrss`` of that
@@ -9,16 +9,23 @@ grade >= 2 + hard negatives: judged-0 and unjudged BM25 top-100 candidates, as .
 ``--warmup`` steps first, then ``--steps`` measured steps. SmolLM2-135M-Instruct (the embedded GGUF,
 dequantized to fp32 once by lorank), LoRA r=8 alpha=64 on all 7 projections, AdamW lr 1e-4.
 
-Configurations (``--configs``, comma-separated):
+Configurations (``--configs``, comma-separated; default: plain, plain-fp32, tevatron-fp32, lorank-2x8,
+lorank-1x16-ckpt):
 
 - ``plain``: the naive recipe of BASELINES.md exactly: template ``query: {q} document: {p}</s>``
   tokenized as one string, padded to the longest of the step's 16 pairs (max 196), 2 queries x 8,
   LoRA dropout 0.1, forward and backward under ``torch.autocast("cpu", bfloat16)``, a hand-written loop.
+  On this AVX2 CPU with torch 2.13 a bf16 activation-gradient matmul runs at ~2 GFLOP/s (the forward at
+  ~15, fp32 at ~100), so one step takes minutes: bf16 configurations are timed on ``--bf16-steps`` (1)
+  steps without warm-up.
 - ``plain-fp32``: the same loop without autocast (separates the dtype from everything else).
-- ``tevatron``: a Tevatron/RankLLaMA-style HF ``Trainer``: ``query: `` / ``document: `` pair tokenization
-  + EOS, padded to max length 196, ``bf16=True`` (CPU autocast), gradient checkpointing, 2 x 8, dropout 0.1.
-- ``lorank-*``: ``lorank.train`` itself (dtype auto = fp32 on this CPU, length-sorted chunks), with the
-  groups fed in the same fixed order (the only patch: a sequential sampler). See ``LORANK`` below.
+- ``tevatron-fp32`` / ``tevatron``: a Tevatron/RankLLaMA-style HF ``Trainer``: ``query: `` / ``document: ``
+  pair tokenization + EOS, padded to max length 196, gradient checkpointing (as the RankLLaMA recipe),
+  2 x 8, dropout 0.1; fp32, or ``bf16=True`` (CPU autocast; not in the default set: ~10 min a step here).
+- ``lorank-*``: ``lorank.train`` itself (dtype auto = fp32 on this CPU, length-sorted chunks, FastDropout),
+  with the groups fed in the same fixed order (the only patch: a sequential sampler). See ``LORANK`` below:
+  ``-1x16`` = G=16 with 1 query (the same 16 pairs per step as the baselines' 2 x 8), ``-ckpt`` = gradient
+  checkpointing, ``-selective`` = selective checkpointing, ``-nn-dropout`` = PEFT's nn.Dropout.
 
 Figures per configuration: real (non-pad) tokens/s and pairs/s over the measured steps, padded tokens,
 peak RSS, CPU use (process CPU seconds / wall seconds / threads: < 0.9 means other jobs took cores),
@@ -30,8 +37,8 @@ N = 106.2M (the blocks' linear weights), L = 30 layers, d = 576, T = the token-w
 length (causal attention), N_lora = 2.44M: the forward is 2*N + 2*L*d*T, the backward computes only
 activation gradients for the frozen linears (1x forward) and 2x for attention, LoRA adds its 6*N_lora.
 Recomputation (gradient checkpointing, grad_cache) is not useful work. The peak is the fastest
-measured fp32 matmul rate of this CPU (``peak`` row: 1024^3 and model-shaped 2048x576x1536 matmuls, fp32
-and bf16, measured in this run).
+measured fp32 matmul rate of this CPU (``peak``: 1024^3 matmul and a 2048x576x1536 linear's forward
+``x @ W^T`` and activation-gradient ``g @ W``, fp32 and bf16, measured before and after the configurations).
 
 Writes benchmarks/results/train_speed.json and train_speed.png.
 """
@@ -64,8 +71,11 @@ LORANK: dict[str, tuple[int, int, dict[str, Any]]] = {
     "lorank-1x16-gradcache": (16, 1, {"grad_cache": True, "chunk_tokens": 512}),
     "lorank-2x16-ckpt": (16, 2, {"gradient_checkpointing": True}),
 }
-BASELINES = ("plain", "plain-fp32", "tevatron")
-DEFAULT = "plain,tevatron,lorank-2x8,lorank-2x8-nn-dropout,lorank-1x16,lorank-1x16-ckpt"
+BASELINES = ("plain", "plain-fp32", "tevatron", "tevatron-fp32")
+DEFAULT = "plain,plain-fp32,tevatron-fp32,lorank-2x8,lorank-1x16-ckpt"
+#: bf16 autocast configurations: a step takes minutes on an AVX2 CPU (bf16 activation-gradient matmuls run at
+#: ~2 GFLOP/s here), so they are timed on ``--bf16-steps`` steps without warm-up (one-time costs are noise there)
+BF16 = ("plain", "tevatron")
 
 N_LIN, N_LORA, LAYERS, HIDDEN = 106_168_320, 2_442_240, 30, 576
 
@@ -98,20 +108,32 @@ def worker_peak() -> dict[str, Any]:
 
     def rate(m: int, k: int, n: int, dtype: Any) -> float:
         a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        for _ in range(2):
-            a @ b
+        a @ b
         best = 0.0
-        for _ in range(5):
+        for _ in range(5 if dtype == torch.float32 else 2):
             t0 = time.perf_counter()
             a @ b
             best = max(best, 2 * m * k * n / (time.perf_counter() - t0))
         return best / 1e9
 
+    def linear_rate(fwd: bool, dtype: Any) -> float:
+        # the two matmuls of a frozen linear in training: forward x @ W^T, activation gradient g @ W
+        x, w, g = torch.randn(2048, 576, dtype=dtype), torch.randn(1536, 576, dtype=dtype), torch.randn(2048, 1536, dtype=dtype)
+        f = (lambda: torch.nn.functional.linear(x, w)) if fwd else (lambda: g @ w)
+        f()
+        best = 0.0
+        for _ in range(3 if dtype == torch.float32 else 1):
+            t0 = time.perf_counter()
+            f()
+            best = max(best, 2 * 2048 * 576 * 1536 / (time.perf_counter() - t0))
+        return round(best / 1e9, 1)
+
     out = {}
     for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        out[f"{name}_1024_gflops"] = round(rate(1024, 1024, 1024, dt), 1)
-        out[f"{name}_model_gflops"] = round(rate(2048, 576, 1536, dt), 1)
-    out["peak_gflops"] = max(out["fp32_1024_gflops"], out["fp32_model_gflops"])
+        out[f"{name}_1024_gflops"] = round(rate(*((1024,) * 3 if name == "fp32" else (512,) * 3), dt), 1)
+        out[f"{name}_linear_fwd_gflops"] = linear_rate(True, dt)
+        out[f"{name}_linear_bwd_gflops"] = linear_rate(False, dt)
+    out["peak_gflops"] = max(out["fp32_1024_gflops"], out["fp32_linear_fwd_gflops"], out["fp32_linear_bwd_gflops"])
     out["threads"] = torch.get_num_threads()
     return out
 
@@ -166,7 +188,7 @@ def worker_plain(a: argparse.Namespace, bf16: bool) -> dict[str, Any]:
             "lora_dropout": 0.1, "padding": "longest in step"}
 
 
-def worker_tevatron(a: argparse.Namespace) -> dict[str, Any]:
+def worker_tevatron(a: argparse.Namespace, bf16: bool) -> dict[str, Any]:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -208,13 +230,14 @@ def worker_tevatron(a: argparse.Namespace) -> dict[str, Any]:
     model.enable_input_require_grads()
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=bq, learning_rate=1e-4, warmup_steps=0,
-                                 max_steps=a.warmup + a.steps, bf16=True, use_cpu=True, gradient_checkpointing=True,
+                                 max_steps=a.warmup + a.steps, bf16=bf16, use_cpu=True, gradient_checkpointing=True,
                                  gradient_checkpointing_kwargs={"use_reentrant": False}, save_strategy="no",
                                  logging_strategy="no", report_to=[], remove_unused_columns=False,
                                  disable_tqdm=True, lr_scheduler_type="linear", dataloader_num_workers=0)
         tr = GroupTrainer(model=model, args=args, train_dataset=groups, data_collator=collate, callbacks=[Clock()])
         tr.train()
-    return {"rows": rows, "group_size": g, "queries_per_step": bq, "dtype": "bf16 (Trainer bf16=True, CPU autocast)",
+    return {"rows": rows, "group_size": g, "queries_per_step": bq,
+            "dtype": "bf16 (Trainer bf16=True, CPU autocast)" if bf16 else "fp32",
             "lora_dropout": 0.1, "padding": f"max_length {max_len}", "gradient_checkpointing": True}
 
 
@@ -285,7 +308,9 @@ def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
     elif name == "plain-fp32":
         res = worker_plain(a, bf16=False)
     elif name == "tevatron":
-        res = worker_tevatron(a)
+        res = worker_tevatron(a, bf16=True)
+    elif name == "tevatron-fp32":
+        res = worker_tevatron(a, bf16=False)
     elif name in LORANK:
         res = worker_lorank(a, name)
     else:
@@ -321,11 +346,17 @@ def summarise(name: str, res: dict[str, Any], warmup: int, peak_gflops: float) -
     }
 
 
+def steps_of(name: str, a: argparse.Namespace) -> tuple[int, int]:
+    """(warm-up, measured) steps of a configuration."""
+    return (0, a.bf16_steps) if name in BF16 else (a.warmup, a.steps)
+
+
 def run_config(name: str, a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = fh.name
-    cmd = [sys.executable, __file__, "--worker", name, "--worker-out", out, "--steps", str(a.steps),
-           "--warmup", str(a.warmup)]
+    warmup, steps = steps_of(name, a) if name != "peak" else (0, 0)
+    cmd = [sys.executable, __file__, "--worker", name, "--worker-out", out, "--steps", str(steps),
+           "--warmup", str(warmup)]
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -353,7 +384,9 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
         vals = [r[key] for r in results]
         ax.barh(range(len(names)), vals, color=colors)
         for i, v in enumerate(vals):
-            extra = f"  ({results[i]['ratio_vs_plain']:.2f}x)" if key == "tokens_per_s" else ""
+            ratios = [f"{results[i][k]:.2f}x {lab}" for k, lab in (("ratio_vs_plain", "plain"),
+                      ("ratio_vs_plain_fp32", "plain-fp32")) if results[i].get(k)]
+            extra = f"  ({', '.join(ratios)})" if key == "tokens_per_s" and ratios else ""
             ax.text(v, i, f" {v:g}{extra}", va="center", fontsize=8)
         ax.set_xlabel(label)
         ax.set_xlim(0, max(vals) * 1.45)
@@ -372,8 +405,9 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default=DEFAULT, help=f"comma-separated; known: {', '.join(BASELINES + tuple(LORANK))}")
-    ap.add_argument("--steps", type=int, default=4, help="measured steps per configuration")
+    ap.add_argument("--steps", type=int, default=3, help="measured steps per configuration")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--bf16-steps", type=int, default=1, help="measured steps of the bf16 configurations (no warm-up)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -392,10 +426,12 @@ def main() -> int:
         results.append((n, res))
     peak_after = run_config("peak", a)
     peak_gflops = max(peak["peak_gflops"], peak_after["peak_gflops"])
-    table = [summarise(n, r, a.warmup, peak_gflops) for n, r in results]
+    table = [summarise(n, r, steps_of(n, a)[0], peak_gflops) for n, r in results]
     base = next((r["tokens_per_s"] for r in table if r["config"] == "plain"), None)
+    base32 = next((r["tokens_per_s"] for r in table if r["config"] == "plain-fp32"), None)
     for r in table:
         r["ratio_vs_plain"] = round(r["tokens_per_s"] / base, 2) if base else None
+        r["ratio_vs_plain_fp32"] = round(r["tokens_per_s"] / base32, 2) if base32 else None
     sys.path.insert(0, str(ROOT / "src"))
     from lorank.atomic import atomic_write_json
     from lorank.train.run import software_versions
@@ -405,7 +441,7 @@ def main() -> int:
                        "peak_after": peak_after, "peak_gflops_used": peak_gflops},
            "mfu_formula": "train FLOPs per real token = 4*N + 6*L*d*T + 6*N_lora (N=106.2M block linear weights, "
                           "L=30, d=576, T=token-weighted mean length, N_lora=2.44M); MFU = that * tokens/s / peak",
-           "steps": a.steps, "warmup": a.warmup, "wall_s": round(time.perf_counter() - t0, 1),
+           "steps": a.steps, "warmup": a.warmup, "bf16_steps": a.bf16_steps, "wall_s": round(time.perf_counter() - t0, 1),
            "results": table, "versions": software_versions()}
     atomic_write_json(a.out, out)
     plot(table, a.out.with_suffix(".png"),
@@ -414,7 +450,7 @@ def main() -> int:
     for r in table:
         print(f"{r['config']:24s} {r['queries_per_step']}x{r['group_size']:<3d} {r['tokens_per_s']:8.1f} tok/s "
               f"{r['pairs_per_s']:6.2f} pairs/s  RSS {r['peak_rss_gb']:5.2f} GB  MFU {r['mfu']:.2f}  "
-              f"x{r['ratio_vs_plain']}  cpu {r['cpu_use']}")
+              f"x{r['ratio_vs_plain']} (x{r['ratio_vs_plain_fp32']} vs plain-fp32)  cpu {r['cpu_use']}")
     print(f"wrote {a.out} ({out['wall_s']:.0f} s)")
     return 0
 

@@ -17,6 +17,7 @@ import torch
 from lorank.errors import LorankError
 from lorank.models.inputs import PairEncoder
 from lorank.train.collator import length_chunks, pad_chunk
+from lorank.train.trainer import causal_mask_arg
 
 log = logging.getLogger("lorank.score")
 
@@ -91,8 +92,10 @@ class Scorer:
                 while chunks:
                     idx = chunks.pop(0)
                     try:
-                        ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id)
-                        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                        ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id,
+                                              16 if self.device.type == "cuda" else 1)
+                        logits = self.model(input_ids=ids.to(self.device),
+                                            attention_mask=causal_mask_arg(mask.to(self.device)), use_cache=False).logits
                     except (RuntimeError, torch.OutOfMemoryError) as e:
                         if not is_oom(e):
                             raise

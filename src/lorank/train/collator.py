@@ -14,8 +14,11 @@ from lorank.models.inputs import PairEncoder
 from lorank.train.groups import Group
 
 
-def pad_chunk(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_chunk(seqs: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence, rounded up to ``multiple_of`` (on GPUs a few widths mean a few
+    kernel shapes: every new shape costs a one-time kernel selection/load, seconds on an 8B model)."""
     width = max(len(s) for s in seqs)
+    width = -(-width // multiple_of) * multiple_of
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -54,17 +57,18 @@ def length_chunks(lengths: Sequence[int], chunk_tokens: int, call_overhead: int 
 
 
 class GroupCollator:
-    def __init__(self, encoder: PairEncoder, pad_id: int, chunk_tokens: int = 4096):
+    def __init__(self, encoder: PairEncoder, pad_id: int, chunk_tokens: int = 4096, pad_multiple: int = 1):
         self.encoder = encoder
         self.pad_id = pad_id
         self.chunk_tokens = chunk_tokens
+        self.pad_multiple = pad_multiple  # 16 on GPUs (few kernel shapes), 1 on CPU (no wasted compute)
 
     def __call__(self, groups: list[Group]) -> dict[str, Any]:
         g = len(groups[0].passages)
         seqs = [self.encoder.encode(gr.query, p.text, p.title) for gr in groups for p in gr.passages]
         chunks = []
         for idx in length_chunks([len(s) for s in seqs], self.chunk_tokens):
-            ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id)
+            ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id, self.pad_multiple)
             chunks.append({"input_ids": ids, "attention_mask": mask, "index": torch.tensor(idx, dtype=torch.long)})
         teacher = None
         if all(gr.teacher is not None for gr in groups):

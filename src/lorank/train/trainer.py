@@ -19,11 +19,23 @@ class NonFiniteLossError(LorankError):
     pass
 
 
+def causal_mask_arg(mask: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask to pass for a right-padded chunk of a causal decoder: ``None`` on GPUs.
+
+    With right padding, a real token attends only to earlier positions, which are all real, so the causal
+    mask alone gives the real tokens (and the last one, which is scored) exactly their values; the pad
+    positions' outputs are never read. Without a padding mask SDPA takes its flash kernel (``is_causal``)
+    instead of materialising a [rows, heads, T, T] mask and choosing a masked kernel per shape, which on
+    an H100 cost seconds per new shape and most of the memory. On CPU the mask is kept (same kernels
+    either way, and bit-identical results with earlier runs)."""
+    return None if mask.device.type == "cuda" else mask
+
+
 def forward_scores(model: Any, chunks: list[dict[str, torch.Tensor]]) -> torch.Tensor:
     """Forward every chunk; return the scores in the collator's original order (1-D)."""
     parts, index = [], []
     for ch in chunks:
-        out = model(input_ids=ch["input_ids"], attention_mask=ch["attention_mask"])
+        out = model(input_ids=ch["input_ids"], attention_mask=causal_mask_arg(ch["attention_mask"]), use_cache=False)
         parts.append(out.logits.reshape(-1))
         index.append(ch["index"])
     scores = torch.cat(parts)
@@ -84,6 +96,21 @@ def use_fast_dropout(model: Any) -> int:
                 if type(d) is torch.nn.Dropout and d.p > 0:
                     drops[k] = FastDropout(d.p)
                     n += 1
+    return n
+
+
+def disable_lora_input_cast(model: Any) -> int:
+    """Stop PEFT from casting each LoRA layer's input to the adapter's dtype (fp32 master weights).
+
+    Under bf16 autocast the cast is pure waste: every LoRA-wrapped projection made an fp32 copy of its
+    bf16 input (2x its size, kept for the backward; 7 per block) that autocast then cast back to bf16 for
+    the matmul. Use only when the forward runs under autocast (HF Trainer ``bf16=True``). Returns how many
+    layers were changed."""
+    n = 0
+    for mod in model.modules():
+        if hasattr(mod, "lora_A") and hasattr(mod, "_cast_input_dtype"):
+            mod.cast_input_dtype_enabled = False
+            n += 1
     return n
 
 
@@ -219,7 +246,7 @@ class RerankTrainer(Trainer):
             for ch in chunks:
                 states.append(_rng_state(devices))
                 with self.compute_loss_context_manager():
-                    parts.append(model(input_ids=ch["input_ids"], attention_mask=ch["attention_mask"]).logits.reshape(-1))
+                    parts.append(model(input_ids=ch["input_ids"], attention_mask=causal_mask_arg(ch["attention_mask"]), use_cache=False).logits.reshape(-1))
         order = torch.cat([ch["index"] for ch in chunks])
         flat = torch.cat(parts)[torch.argsort(order)].float().detach().requires_grad_(True)
         scores = flat.view(inputs["n_groups"], inputs["group_size"])
@@ -234,7 +261,7 @@ class RerankTrainer(Trainer):
             sync = self.accelerator.no_sync(model) if i < len(chunks) - 1 else contextlib.nullcontext()
             with sync:
                 with self.compute_loss_context_manager():
-                    s = model(input_ids=ch["input_ids"], attention_mask=ch["attention_mask"]).logits.reshape(-1)
+                    s = model(input_ids=ch["input_ids"], attention_mask=causal_mask_arg(ch["attention_mask"]), use_cache=False).logits.reshape(-1)
                 self.accelerator.backward((s.float() * grad[ch["index"]]).sum())
         return scaled.detach()
 
