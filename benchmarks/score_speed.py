@@ -239,6 +239,26 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def headline(table: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures the issue asks for: the CrossEncoder-style baseline, lorank's fastest configuration
+    (its rankings must equal the baseline's), their ratio; also the bf16 run-order loop."""
+    keys = ("config", "dtype", "pairs", "pairs_per_s", "tokens_per_s", "peak_rss_gb", "ndcg_cut_10",
+            "recip_rank_10", "queries_with_identical_ranking")
+    rows = {r["config"]: r for r in table}
+    out: dict[str, Any] = {}
+    if "crossencoder" in rows:
+        out["baseline"] = {k: rows["crossencoder"].get(k) for k in keys}
+    mine = [r for r in table if r["config"].startswith("lorank")]
+    if mine:
+        best = max(mine, key=lambda r: r["pairs_per_s"])
+        out["lorank"] = {k: best.get(k) for k in keys}
+        if "baseline" in out:
+            out["speedup"] = round(best["pairs_per_s"] / out["baseline"]["pairs_per_s"], 2)
+    if "plain" in rows:
+        out["baseline_plain_bf16_run_order"] = {k: rows["plain"].get(k) for k in keys}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default=DEFAULT, help=f"comma-separated, known: {', '.join(CONFIGS)}")
@@ -310,6 +330,7 @@ def main() -> int:
            "depth": a.depth, "model": a.adapter or "smollm2-135m + yes/no head + fresh LoRA r8 (B=0)",
            "cores": len(os.sched_getaffinity(0)), "wall_s": round(time.perf_counter() - t_all, 1), "results": table,
            "versions": software_versions()}
+    out = {**headline(table), **out}
     atomic_write_json(a.out, out)
     plot(table, a.out.with_suffix(".png"), f"Scoring DL19 BM25 top-{a.depth}, {a.queries} queries "
          f"({table[0]['pairs']} pairs), SmolLM2-135M + LoRA r8, {out['cores']} CPU cores; each config a fresh process")

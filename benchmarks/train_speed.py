@@ -402,6 +402,28 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def headline(table: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures the issue asks for: the plain loop (``baseline``, bf16 autocast as in BASELINES.md),
+    lorank at the same 2 x 8 pairs per step (``lorank``), their ratio (``speedup``); and the same against the
+    plain loop in fp32, the Tevatron-style Trainer, and lorank at G=16."""
+    keys = ("config", "dtype", "group_size", "queries_per_step", "tokens_per_s", "pairs_per_s", "peak_rss_gb",
+            "mfu", "step_s", "steps_measured")
+    rows = {r["config"]: r for r in table}
+    pick = lambda n: {k: rows[n].get(k) for k in keys}  # noqa: E731
+    out: dict[str, Any] = {}
+    for key, name in (("baseline", "plain"), ("baseline_fp32", "plain-fp32"), ("baseline_tevatron", "tevatron-fp32"),
+                      ("baseline_tevatron_bf16", "tevatron"), ("lorank", "lorank-2x8"),
+                      ("lorank_g16", "lorank-1x16-ckpt")):
+        if name in rows:
+            out[key] = pick(name)
+    if "lorank" in out:
+        for key, base in (("speedup", "baseline"), ("speedup_vs_fp32", "baseline_fp32"),
+                          ("speedup_vs_tevatron", "baseline_tevatron")):
+            if base in out:
+                out[key] = round(out["lorank"]["tokens_per_s"] / out[base]["tokens_per_s"], 2)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default=DEFAULT, help=f"comma-separated; known: {', '.join(BASELINES + tuple(LORANK))}")
@@ -443,6 +465,7 @@ def main() -> int:
                           "L=30, d=576, T=token-weighted mean length, N_lora=2.44M); MFU = that * tokens/s / peak",
            "steps": a.steps, "warmup": a.warmup, "bf16_steps": a.bf16_steps, "wall_s": round(time.perf_counter() - t0, 1),
            "results": table, "versions": software_versions()}
+    out = {**headline(table), **out}
     atomic_write_json(a.out, out)
     plot(table, a.out.with_suffix(".png"),
          f"SmolLM2-135M LoRA r8 training on this {out['machine']['cores']}-core CPU (peak fp32 matmul "

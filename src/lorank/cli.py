@@ -188,6 +188,11 @@ def rerank_cmd(
     depth: int = typer.Option(100, "--depth", help="Rerank this many candidates per query."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading a pickle-based adapter (unsafe)."),
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="Evaluate the reranked run against these qrels."),
+    processes: int = typer.Option(1, "--processes", min=1,
+                                  help="Score with N local processes, split by query (each with cores/N threads); "
+                                       "under torchrun use lorank.score.shard.rerank_shard."),
+    prefix_cache: bool = typer.Option(False, "--prefix-cache/--no-prefix-cache",
+                                      help="Encode each query's prefix once and reuse its KV cache for its candidates."),
 ) -> None:
     """Rerank a candidate run with a trained adapter and write a TREC run."""
     from lorank.reranker import Reranker
@@ -195,12 +200,28 @@ def rerank_cmd(
 
     with guard():
         qs, ps, r, qr = _candidates(eval_set, queries, run, collection, qrels)
-        rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
         n = sum(min(len(v), depth) for v in r.values())
-        with _progress("rerank", n) as tick:
-            result = rr.rerank(qs, ps, r, depth=depth, progress=tick)
-        write_run(out, result, tag="lorank")
-    console.print(f"wrote {out} ({len(result)} queries, {n} pairs scored) with {rr.meta.get('checkpoint')}")
+        if processes > 1:
+            from lorank.data import load_run
+            from lorank.score.shard import ScorerSpec, sharded_rerank
+
+            if allow_pickle:
+                raise typer.BadParameter("--allow-pickle is not supported with --processes > 1")
+            console.print(f"scoring {n} pairs with {processes} processes")
+            sharded_rerank(ScorerSpec(adapter=str(adapter), prefix_cache=prefix_cache), qs, ps, r, out,
+                           depth=depth, processes=processes)
+            result, used = load_run(out), f"{processes} processes"
+        else:
+            from lorank.score.engine import Scorer
+
+            rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
+            if prefix_cache:
+                rr.scorer = Scorer(rr.model, rr.encoder, int(rr.tokenizer.pad_token_id), prefix_cache=True)
+            with _progress("rerank", n) as tick:
+                result = rr.rerank(qs, ps, r, depth=depth, progress=tick)
+            write_run(out, result, tag="lorank")
+            used = str(rr.meta.get("checkpoint"))
+    console.print(f"wrote {out} ({len(result)} queries, {n} pairs scored) with {used}")
     if qr:
         res = evaluate(qr, result)
         console.print({k: round(v, 4) for k, v in res.aggregate.items()})

@@ -67,6 +67,33 @@ def test_rerank_cli_loads_the_checkpoint(tiny_run):
     assert len(lines) == 6 * 12
 
 
+def test_rerank_cli_two_processes_and_prefix_cache_give_the_same_ranking(tiny_run):
+    root, _ = tiny_run
+    data = root / "data"
+    base = ["rerank", "--adapter", str(root / "run"), "--queries", str(data / "queries.tsv"),
+            "--run", str(data / "bm25.run"), "--collection", str(data / "collection.tsv")]
+    outs = {}
+    for name, extra in (("one", []), ("two", ["--processes", "2"]), ("prefix", ["--prefix-cache"])):
+        outs[name] = root / f"reranked-{name}.run"
+        res = CliRunner().invoke(app, base + ["--out", str(outs[name])] + extra)
+        assert res.exit_code == 0, res.output + repr(res.exception)
+
+    def read(path):
+        out = {}
+        for line in path.read_text().splitlines():
+            q, _, d, _, s, _ = line.split()
+            out.setdefault(q, {})[d] = float(s)
+        return out
+
+    one = read(outs["one"])
+    for name in ("two", "prefix"):
+        other = read(outs[name])
+        assert other.keys() == one.keys()
+        for q in one:
+            assert other[q].keys() == one[q].keys()
+            assert max(abs(other[q][d] - one[q][d]) for d in one[q]) < 1e-4, (name, q)
+
+
 def test_reranker_api_scores_match_the_checkpoint_metrics(tiny_run):
     from lorank.reranker import Reranker
 
