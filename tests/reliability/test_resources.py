@@ -161,12 +161,12 @@ class _OOMAbove(torch.nn.Module):
         self.message = message
         self.calls = self.ooms = 0
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, **kw):
         self.calls += 1
         if input_ids.numel() > self.limit:
             self.ooms += 1
             raise (torch.OutOfMemoryError(self.message) if "CUDA" in self.message else RuntimeError(self.message))
-        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw)
 
 
 def _scorer_inputs(tiny):
