@@ -126,7 +126,7 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
 
     from lorank.lora import LoraSpec, apply_lora
     from lorank.score.engine import Scorer
-    from lorank.train.collator import length_chunks, pad_chunk
+    from lorank.train.collator import length_chunks, pad_chunk, pad_multiple_for
     from lorank.train.losses import get_loss
     from lorank.train.trainer import RerankTrainer, disable_lora_input_cast, enable_checkpointing, use_fast_dropout
 
@@ -160,7 +160,7 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
         seqs = [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lens]
         chunks = []
         for idx in length_chunks(lens, a.chunk_tokens):
-            ids, mask = pad_chunk([seqs[i] for i in idx], 1, 16 if cuda else 1)
+            ids, mask = pad_chunk([seqs[i] for i in idx], 1, pad_multiple_for(a.device))
             chunks.append({"input_ids": ids, "attention_mask": mask, "index": torch.tensor(idx)})
         batches.append({"chunks": chunks, "n_groups": bq, "group_size": g, "teacher": None,
                         "num_tokens": sum(lens), "padded_tokens": sum(c["input_ids"].numel() for c in chunks),

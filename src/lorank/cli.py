@@ -212,11 +212,8 @@ def rerank_cmd(
                            depth=depth, processes=processes)
             result, used = load_run(out), f"{processes} processes"
         else:
-            from lorank.score.engine import Scorer
-
             rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
-            if prefix_cache:
-                rr.scorer = Scorer(rr.model, rr.encoder, int(rr.tokenizer.pad_token_id), prefix_cache=True)
+            rr.scorer.prefix_cache = prefix_cache
             with _progress("rerank", n) as tick:
                 result = rr.rerank(qs, ps, r, depth=depth, progress=tick)
             write_run(out, result, tag="lorank")

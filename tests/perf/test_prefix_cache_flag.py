@@ -18,6 +18,14 @@ def _model(shape, tok):
     return model
 
 
+def _plain_scores(pairs):
+    """A tiny Llama with a LoRA, its encoder and pad id, and the plain scorer's scores of ``pairs``."""
+    tok = tiny_tokenizer()
+    model = _model("tiny-llama", tok).eval()
+    enc = PairEncoder(tok)
+    return model, enc, tok.pad_token_id, Scorer(model, enc, tok.pad_token_id, bf16=False).score_pairs(pairs)
+
+
 @pytest.mark.parametrize("shape", ["tiny-llama", "tiny-mistral", "tiny-gpt-neox"])
 def test_prefix_cache_flag_gives_plain_scores_and_rankings(shape):
     tok = tiny_tokenizer()
@@ -54,12 +62,9 @@ def test_prefix_cache_rerank_matches_plain_rerank():
 
 
 def test_prefix_cache_backs_off_on_out_of_memory(monkeypatch):
-    tok = tiny_tokenizer()
-    model = _model("tiny-llama", tok).eval()
-    enc = PairEncoder(tok)
     pairs = [("flea", "flea cycle " * (1 + i % 4), "") for i in range(10)]
-    plain = Scorer(model, enc, tok.pad_token_id, bf16=False).score_pairs(pairs)
-    sc = Scorer(model, enc, tok.pad_token_id, bf16=False, prefix_cache=True, batch_tokens=4096)
+    model, enc, pad, plain = _plain_scores(pairs)
+    sc = Scorer(model, enc, pad, bf16=False, prefix_cache=True, batch_tokens=4096)
     sc.score_pairs(pairs[:1])  # builds the prefix scorer
     body = sc._prefix_scorer.body
     real = body.forward
@@ -80,16 +85,13 @@ def test_prefix_cache_backs_off_on_out_of_memory(monkeypatch):
 
 @pytest.mark.parametrize("prefix", [False, True])
 def test_merge_lora_gives_the_unmerged_scores(prefix):
-    tok = tiny_tokenizer()
-    model = _model("tiny-llama", tok).eval()
-    enc = PairEncoder(tok)
     pairs = [("flea cycle", "flea host year " * (1 + i % 5), "") for i in range(9)]
-    plain = Scorer(model, enc, tok.pad_token_id, bf16=False).score_pairs(pairs)
-    merged = Scorer(model, enc, tok.pad_token_id, bf16=False, prefix_cache=prefix, merge_lora=True)
+    model, enc, pad, plain = _plain_scores(pairs)
+    merged = Scorer(model, enc, pad, bf16=False, prefix_cache=prefix, merge_lora=True)
     got = merged.score_pairs(pairs)
     assert np.allclose(plain, got, atol=1e-4)
     assert any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
     again = merged.score_pairs(pairs)  # merging once only: scores do not drift
     assert np.array_equal(got, again)
     model.unmerge_adapter()
-    assert np.allclose(plain, Scorer(model, enc, tok.pad_token_id, bf16=False).score_pairs(pairs), atol=1e-5)
+    assert np.allclose(plain, Scorer(model, enc, pad, bf16=False).score_pairs(pairs), atol=1e-5)

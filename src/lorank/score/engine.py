@@ -16,8 +16,8 @@ import torch
 
 from lorank.errors import LorankError
 from lorank.models.inputs import PairEncoder
-from lorank.train.collator import length_chunks, pad_chunk
-from lorank.train.trainer import causal_mask_arg
+from lorank.train.collator import length_chunks, pad_chunk, pad_multiple_for
+from lorank.train.trainer import chunk_logits
 
 log = logging.getLogger("lorank.score")
 
@@ -92,10 +92,8 @@ class Scorer:
                 while chunks:
                     idx = chunks.pop(0)
                     try:
-                        ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id,
-                                              16 if self.device.type == "cuda" else 1)
-                        logits = self.model(input_ids=ids.to(self.device),
-                                            attention_mask=causal_mask_arg(mask.to(self.device)), use_cache=False).logits
+                        ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id, pad_multiple_for(self.device))
+                        logits = chunk_logits(self.model, ids.to(self.device), mask.to(self.device))
                     except (RuntimeError, torch.OutOfMemoryError) as e:
                         if not is_oom(e):
                             raise

@@ -14,6 +14,11 @@ from lorank.models.inputs import PairEncoder
 from lorank.train.groups import Group
 
 
+def pad_multiple_for(device: torch.device | str) -> int:
+    """Width multiple for :func:`pad_chunk`: 16 on GPUs (few kernel shapes), 1 elsewhere (no wasted compute)."""
+    return 16 if torch.device(device).type == "cuda" else 1
+
+
 def pad_chunk(seqs: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest sequence, rounded up to ``multiple_of`` (on GPUs a few widths mean a few
     kernel shapes: every new shape costs a one-time kernel selection/load, seconds on an 8B model)."""
@@ -61,7 +66,7 @@ class GroupCollator:
         self.encoder = encoder
         self.pad_id = pad_id
         self.chunk_tokens = chunk_tokens
-        self.pad_multiple = pad_multiple  # 16 on GPUs (few kernel shapes), 1 on CPU (no wasted compute)
+        self.pad_multiple = pad_multiple  # pad_multiple_for(the training device)
 
     def __call__(self, groups: list[Group]) -> dict[str, Any]:
         g = len(groups[0].passages)

@@ -71,7 +71,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     from lorank.train.data_sources import build_pools
     from lorank.train.groups import GroupDataset
     from lorank.train.losses import get_loss
-    from lorank.train.trainer import CheckpointSchedule, RerankTrainer, disable_lora_input_cast, enable_checkpointing, use_fast_dropout
+    from lorank.train.collator import pad_multiple_for
+    from lorank.train.trainer import (CheckpointSchedule, RerankTrainer, disable_lora_input_cast, enable_checkpointing,
+                                      use_fast_dropout)
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config, overrides)
     from lorank.models.loading import resolve_dtype_name
@@ -135,7 +137,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         if cfg.eval.during_training:
             callbacks.append(EvalOnSave(evaluator, schedule.is_scheduled))
     trainer = RerankTrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=GroupCollator(encoder, pad_id, cfg.chunk_tokens, 16 if use_cuda else 1),
+                            data_collator=GroupCollator(encoder, pad_id, cfg.chunk_tokens,
+                                                        pad_multiple_for("cuda" if use_cuda else "cpu")),
                             loss_fn=get_loss(cfg.loss), temperature=cfg.temperature,
                             skip_nonfinite=cfg.skip_nonfinite, grad_cache=cfg.grad_cache, callbacks=callbacks,
                             optimizers=optimizers)

@@ -31,12 +31,17 @@ def causal_mask_arg(mask: torch.Tensor) -> torch.Tensor | None:
     return None if mask.device.type == "cuda" else mask
 
 
+def chunk_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One forward of a right-padded chunk: its scores (1-D). The one place that decides the mask passed
+    (:func:`causal_mask_arg`) and that no KV cache is built; training, grad_cache and scoring all use it."""
+    return model(input_ids=ids, attention_mask=causal_mask_arg(mask), use_cache=False).logits.reshape(-1)
+
+
 def forward_scores(model: Any, chunks: list[dict[str, torch.Tensor]]) -> torch.Tensor:
     """Forward every chunk; return the scores in the collator's original order (1-D)."""
     parts, index = [], []
     for ch in chunks:
-        out = model(input_ids=ch["input_ids"], attention_mask=causal_mask_arg(ch["attention_mask"]), use_cache=False)
-        parts.append(out.logits.reshape(-1))
+        parts.append(chunk_logits(model, ch["input_ids"], ch["attention_mask"]))
         index.append(ch["index"])
     scores = torch.cat(parts)
     order = torch.cat(index)
@@ -246,7 +251,7 @@ class RerankTrainer(Trainer):
             for ch in chunks:
                 states.append(_rng_state(devices))
                 with self.compute_loss_context_manager():
-                    parts.append(model(input_ids=ch["input_ids"], attention_mask=causal_mask_arg(ch["attention_mask"]), use_cache=False).logits.reshape(-1))
+                    parts.append(chunk_logits(model, ch["input_ids"], ch["attention_mask"]))
         order = torch.cat([ch["index"] for ch in chunks])
         flat = torch.cat(parts)[torch.argsort(order)].float().detach().requires_grad_(True)
         scores = flat.view(inputs["n_groups"], inputs["group_size"])
@@ -261,7 +266,7 @@ class RerankTrainer(Trainer):
             sync = self.accelerator.no_sync(model) if i < len(chunks) - 1 else contextlib.nullcontext()
             with sync:
                 with self.compute_loss_context_manager():
-                    s = model(input_ids=ch["input_ids"], attention_mask=causal_mask_arg(ch["attention_mask"]), use_cache=False).logits.reshape(-1)
+                    s = chunk_logits(model, ch["input_ids"], ch["attention_mask"])
                 self.accelerator.backward((s.float() * grad[ch["index"]]).sum())
         return scaled.detach()
 
