@@ -207,13 +207,19 @@ def rerank_cmd(
 
             if allow_pickle:
                 raise typer.BadParameter("--allow-pickle is not supported with --processes > 1")
-            console.print(f"scoring {n} pairs with {processes} processes")
-            sharded_rerank(ScorerSpec(adapter=str(adapter), prefix_cache=prefix_cache), qs, ps, r, out,
-                           depth=depth, processes=processes)
+            from lorank.precision import decide
+
+            prec = decide()
+            console.print(f"scoring {n} pairs with {processes} processes; precision {prec}")
+            sharded_rerank(ScorerSpec(adapter=str(adapter), prefix_cache=prefix_cache, bf16=prec.bf16), qs, ps, r,
+                           out, depth=depth, processes=processes)
             result, used = load_run(out), f"{processes} processes"
         else:
             rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
             rr.scorer.prefix_cache = prefix_cache
+            d = rr.scorer.describe()
+            console.print(f"scoring {n} pairs; precision {d['precision']} ({d['reason']})"
+                          + ("; prefix cache" if prefix_cache else ""))
             with _progress("rerank", n) as tick:
                 result = rr.rerank(qs, ps, r, depth=depth, progress=tick)
             write_run(out, result, tag="lorank")

@@ -43,7 +43,9 @@ class Reranker:
         base = meta.get("model_path") or meta.get("base_model")
         if base and not Path(str(base)).exists():
             base = meta.get("base_model")
-        lm = load_reranker(base, dtype=dtype or meta.get("dtype", "auto"), trust_remote_code=trust_remote_code)
+        # the weights' dtype follows the one precision decision (lorank.precision) unless given: the dtype the
+        # adapter was trained in says nothing about what pays on the machine that scores with it
+        lm = load_reranker(base, dtype=dtype or "auto", trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(lm.model, str(ckpt), use_safetensors=not allow_pickle)
         fmt = InputFormat(**meta.get("input", {}))
         return cls(model, lm.tokenizer, fmt, meta=dict(meta, checkpoint=str(ckpt)), **kw)

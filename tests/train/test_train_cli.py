@@ -67,6 +67,7 @@ def test_rerank_cli_loads_the_checkpoint(tiny_run):
     assert len(lines) == 6 * 12
 
 
+@pytest.mark.precision
 def test_rerank_cli_two_processes_and_prefix_cache_give_the_same_ranking(tiny_run):
     root, _ = tiny_run
     data = root / "data"
@@ -85,13 +86,20 @@ def test_rerank_cli_two_processes_and_prefix_cache_give_the_same_ranking(tiny_ru
             out.setdefault(q, {})[d] = float(s)
         return out
 
+    from lorank.precision import decide
+
     one = read(outs["one"])
+    # every run computes in the same precision (one decision, printed by the command); the prefix-cached path
+    # sums in another order, so under bf16 it agrees to bf16 rounding, under fp32 to float tolerance
+    prec = decide()
     for name in ("two", "prefix"):
         other = read(outs[name])
         assert other.keys() == one.keys()
+        tol = 1e-4 if name == "two" or not prec.bf16 else 5e-2 * max(1.0, max(abs(v) for s in one.values()
+                                                                                for v in s.values()))
         for q in one:
             assert other[q].keys() == one[q].keys()
-            assert max(abs(other[q][d] - one[q][d]) for d in one[q]) < 1e-4, (name, q)
+            assert max(abs(other[q][d] - one[q][d]) for d in one[q]) < tol, (name, q, prec)
 
 
 def test_reranker_api_scores_match_the_checkpoint_metrics(tiny_run):

@@ -40,10 +40,10 @@ def _online(address: tuple[str, int] = PROBE, timeout: float = 5.0) -> bool:
 
 def _cached(irds: ModuleType, dataset_id: str) -> bool:
     """Whether ir_datasets' cache already has a folder for this dataset family."""
-    try:
-        home = Path(irds.util.home_path())
-    except Exception:  # an unexpected ir_datasets layout: assume nothing is cached
+    home_path = getattr(getattr(irds, "util", None), "home_path", None)
+    if home_path is None:  # an ir_datasets without util.home_path: nothing can be known to be cached
         return False
+    home = Path(home_path())
     return (home / dataset_id.split("/")[0]).is_dir()
 
 

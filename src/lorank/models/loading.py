@@ -58,27 +58,17 @@ def load_tokenizer(name: str | None = None, trust_remote_code: bool = False) -> 
 
 
 def bf16_pays() -> bool:
-    """bf16 is faster than fp32 on GPUs with bf16 support and on CPUs with AVX512-BF16/AMX;
-    on plain AVX2 CPUs bf16 matmuls are ~8x *slower* than fp32 (measured here: 18 vs 156 GFLOP/s)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    cap = str(torch.backends.cpu.get_cpu_capability()).upper()
-    return "AMX" in cap or "BF16" in cap or _cpu_flag("avx512_bf16") or _cpu_flag("amx_bf16")
+    """Whether bf16 pays on this machine's default device: see :mod:`lorank.precision`."""
+    from lorank.precision import bf16_pays as _pays
 
-
-def _cpu_flag(flag: str) -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            return any(line.startswith("flags") and flag in line.split() for line in fh)
-    except OSError:
-        return False
+    return _pays()
 
 
 def resolve_dtype_name(name: str | None) -> str:
-    """``auto`` -> ``bf16`` where it pays (see :func:`bf16_pays`), else ``fp32``."""
-    if name in (None, "auto"):
-        return "bf16" if bf16_pays() else "fp32"
-    return name
+    """``auto`` -> ``bf16`` or ``fp32`` by the one precision decision (:func:`lorank.precision.decide`)."""
+    from lorank.precision import resolve_dtype_name as _resolve
+
+    return _resolve(name)
 
 
 def _dtype(name: str | torch.dtype | None) -> torch.dtype:

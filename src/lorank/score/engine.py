@@ -56,11 +56,11 @@ class Scorer:
         self.encoder = encoder
         self.pad_id = pad_id
         self.batch_tokens = batch_tokens
-        if bf16 is None:
-            from lorank.models.loading import bf16_pays
+        from lorank.precision import decide
 
-            bf16 = bf16_pays()
-        self.bf16 = bf16
+        #: the one precision decision (lorank.precision), shared with the prefix-cached path
+        self.precision_decision = decide(bf16, next(model.parameters()).device)
+        self.bf16 = self.precision_decision.bf16
         self.prefix_cache = prefix_cache
         self._prefix_scorer: Any = None
         self.oom_backoffs = 0
@@ -73,6 +73,18 @@ class Scorer:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def precision(self) -> str:
+        """What the forward computes in (``bf16`` for bf16 weights or bf16 autocast, else ``fp32``)."""
+        from lorank.precision import model_precision
+
+        return model_precision(self.model, self.bf16)
+
+    def describe(self) -> dict[str, Any]:
+        """Precision and path, for command output and summaries."""
+        return {"precision": self.precision, "autocast_bf16": self.bf16, "reason": self.precision_decision.reason,
+                "prefix_cache": self.prefix_cache, "merge_lora": self.merge_lora, "batch_tokens": self.batch_tokens}
 
     def score_ids(self, seqs: Sequence[list[int]], progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Scores in input order. Out of memory on a batch: halve the token budget (for this batch and every
@@ -132,7 +144,8 @@ class Scorer:
 
         self._merge()
         if self._prefix_scorer is None:
-            self._prefix_scorer = PrefixScorer(self.model, self.encoder, self.pad_id, self.batch_tokens, self.bf16)
+            self._prefix_scorer = PrefixScorer(self.model, self.encoder, self.pad_id, self.batch_tokens,
+                                               bf16=self.bf16)
         ps = self._prefix_scorer
         ps.batch_tokens = self.batch_tokens
         by_query: dict[str, list[int]] = {}

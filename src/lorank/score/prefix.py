@@ -34,11 +34,9 @@ class PrefixScorer:
         self.encoder = encoder
         self.pad_id = pad_id
         self.batch_tokens = batch_tokens
-        if bf16 is None:
-            from lorank.models.loading import bf16_pays
+        from lorank.precision import decide
 
-            bf16 = bf16_pays()
-        self.bf16 = bf16
+        self.bf16 = decide(bf16, next(model.parameters()).device).bf16  # the same decision as the plain Scorer
         self.body = backbone(model)
         self.head = head_module(model)
         self.oom_backoffs = 0

@@ -212,6 +212,12 @@ def _worker(rank: int, world_size: int, threads: int, factory: Any, queries: Any
     rerank_shard(scorer, queries, passages, run, out, depth, rank=rank, world_size=world_size, tag=tag, merge=False)
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def sharded_rerank(factory: ScorerSpec | Callable[[], Any], queries: Mapping[str, str],
                    passages: Mapping[str, Any], run: Mapping[str, Sequence[Any]], out: str | Path,
                    depth: int = 100, processes: int = 2, threads_per_process: int | None = None,
@@ -225,6 +231,13 @@ def sharded_rerank(factory: ScorerSpec | Callable[[], Any], queries: Mapping[str
 
     if processes < 1:
         raise ShardError(f"processes must be >= 1, got {processes}")
+    if isinstance(factory, ScorerSpec) and factory.bf16 is None:
+        import dataclasses
+
+        from lorank.precision import use_bf16
+
+        # decided once here, not in each worker: every shard computes in the same precision
+        factory = dataclasses.replace(factory, bf16=use_bf16(None, "cuda" if _cuda() else "cpu"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = threads_per_process or max(1, cores // processes)
     ctx = mp.get_context("spawn")

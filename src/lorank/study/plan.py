@@ -4,6 +4,7 @@ Every problem in a spec is found here, before any work starts, and reported at o
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 from lorank.errors import ConfigError
 from lorank.study.spec import ANALYSES, AXES, RunSpec, StudySpec, config_hash, expand
+
+log = logging.getLogger("lorank.study")
 
 #: effective FLOP/s used for cost estimates: (training, scoring). CPU figures are calibrated on the demo study
 #: measured on the 2-core AVX2 machine this project is developed on (SmolLM2-135M: ~145 train tokens/s with
@@ -58,7 +61,7 @@ def _device() -> str:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
-    except Exception:  # pragma: no cover
+    except ImportError:  # pragma: no cover
         return "cpu"
 
 
@@ -78,7 +81,8 @@ def model_config(model: str) -> Any | None:
 
         try:
             return AutoConfig.from_pretrained(str(p))
-        except Exception:
+        except (OSError, ValueError, KeyError) as e:  # not a config transformers knows: validated at training time
+            log.warning("%s: config.json not readable by transformers (%s); cost estimate without it", p, e)
             return None
     low = model.lower()
     for hint, shape in _SHAPE_HINTS:
@@ -120,7 +124,7 @@ def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
             import importlib.util
 
             return importlib.util.find_spec("ir_datasets") is not None
-        except Exception:  # pragma: no cover
+        except (ImportError, ValueError):  # pragma: no cover
             return False
 
     checked: set[str] = set()

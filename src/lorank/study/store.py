@@ -6,11 +6,14 @@ exported as ``results.csv`` and ``results.parquet``.
 """
 from __future__ import annotations
 
+import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from lorank.atomic import atomic_write_bytes, atomic_write_text
+from lorank.errors import DataError
 from lorank.study.plan import Plan
 
 MEASURES = ("ndcg_cut_10", "recip_rank_10", "recall_100", "map")
@@ -20,16 +23,26 @@ COLUMNS = ["source", "run_id", "model", "rank", "alpha", "dropout", "components"
            "recovered_recip_rank_10", "p_recip_rank_10", "significant_recip_rank_10"]
 
 
+log = logging.getLogger("lorank.study")
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics file. A torn last line (a run killed mid-append) is skipped with a warning that
+    names it; a bad line anywhere else is an error (the file was damaged, not interrupted)."""
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    lines = path.read_text(encoding="utf-8").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i != last:
+                raise DataError(str(path), i + 1, f"not a JSON object ({e.msg}); the metrics file is damaged") from None
+            log.warning("%s:%d: skipped 1 torn last line (an interrupted append): %s", path, i + 1, e.msg)
     return rows
 
 
@@ -84,11 +97,9 @@ def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
         if (name, mq) in seen:
             continue
         seen.add((name, mq))
-        try:
-            rs = resolve_eval_set(name, plan.spec.data_root).subset(mq)
-        except Exception:
-            continue
+        rs = resolve_eval_set(name, plan.spec.data_root).subset(mq)  # a missing set fails the plan before this
         if not rs.qrels:
+            log.warning("first stage of %s not evaluated: the set has no qrels", name)
             continue
         agg = evaluate(rs.qrels, rs.run, rel_threshold=2).aggregate
         from lorank.train.checkpoint_eval import eval_label
@@ -112,15 +123,13 @@ def write_results(plan: Plan, study_dir: Path, include_first_stage: bool = True)
             df[c] = None
     df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
     atomic_write_text(Path(study_dir) / "results.csv", df.to_csv(index=False))
-    try:
-        import io
-
-        buf = io.BytesIO()
-        df.astype({c: "string" for c in ("projections", "layers", "config", "group", "sweep", "alpha")}
-                  ).to_parquet(buf, index=False)
-        atomic_write_bytes(Path(study_dir) / "results.parquet", buf.getvalue())
-    except Exception:  # pyarrow missing or an odd column: CSV is the canonical export
-        pass
+    buf = io.BytesIO()  # pyarrow is a dependency: results.parquet is always written beside results.csv
+    typed = df.convert_dtypes()  # nullable int/float/bool/string columns; a column of mixed kinds stays object
+    typed = typed.astype({c: "string" for c in typed.columns
+                          if typed[c].dtype == object or c in ("projections", "layers", "config", "group", "sweep",
+                                                                "alpha")})
+    typed.to_parquet(buf, index=False)
+    atomic_write_bytes(Path(study_dir) / "results.parquet", buf.getvalue())
     return df
 
 

@@ -76,9 +76,11 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
                                       use_fast_dropout)
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config, overrides)
-    from lorank.models.loading import resolve_dtype_name
+    from lorank.precision import decide
 
-    dtype = resolve_dtype_name(cfg.dtype)
+    # the one precision decision ($LORANK_BF16, else the hardware) unless the config names a dtype
+    dtype = decide(None).name if cfg.dtype == "auto" else cfg.dtype
+    precision_reason = decide(None).reason if cfg.dtype == "auto" else "set in the config"
     set_threads()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     dataset = GroupDataset(pools, cfg.group_size, cfg.seed, cfg.unit)
     resolved = {"config": cfg.model_dump(), "model_path": loaded.path, "model_source": loaded.source.describe(),
                 "arch": loaded.arch.family, "pad_token_id": pad_id, "lora_targets": _targets(model),
-                "pools": stats.__dict__, "versions": software_versions()}
+                "pools": stats.__dict__, "versions": software_versions(),
+                "precision": {"dtype": dtype, "reason": precision_reason}}
     atomic_write_json(out / "config.json", resolved)
     meta = {"base_model": cfg.model, "model_path": loaded.path, "input": cfg.input.model_dump(),
             "lora": spec.to_dict(), "dtype": dtype, "head_init": cfg.head_init, "pad_token_id": pad_id}
@@ -219,13 +222,13 @@ def _planned_steps(trainer: Any, cfg: TrainConfig) -> int:
     """The optimizer steps this run is to make (``max_steps``, or the epochs' worth), as HF computes it."""
     import math
 
-    try:
+    if hasattr(trainer, "set_initial_training_values"):
         return int(trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1])
-    except Exception:  # another transformers version: the same arithmetic, single process
-        if cfg.max_steps > 0:
-            return cfg.max_steps
-        batches = math.ceil(len(trainer.train_dataset) / cfg.batch_queries)
-        return math.ceil(cfg.epochs * max(math.ceil(batches / cfg.grad_accum), 1))
+    # a transformers version without it: the same arithmetic, single process
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    batches = math.ceil(len(trainer.train_dataset) / cfg.batch_queries)
+    return math.ceil(cfg.epochs * max(math.ceil(batches / cfg.grad_accum), 1))
 
 
 def _write_failure_message(out: Path, e: OSError) -> str:

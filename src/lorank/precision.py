@@ -1,0 +1,132 @@
+"""One precision decision for the whole toolkit.
+
+Wherever a caller leaves the precision open (``dtype: auto`` in a training config, ``bf16=None`` for a scorer,
+``Reranker.from_adapter(dtype=None)``), this module decides, in this order:
+
+1. ``$LORANK_BF16``: ``1`` (bf16), ``0`` (fp32) or ``auto``/unset (decide by the hardware). Tests and CI set it
+   to check both settings on any CPU; users set it to pin the precision of every command at once.
+2. The hardware: bf16 where it pays, i.e. on a CUDA GPU with bf16 support, or on a CPU with AVX512-BF16 or
+   AMX. On plain AVX2 CPUs bf16 matmuls are ~8x *slower* than fp32 (measured: 18 vs 156 GFLOP/s).
+
+Every scorer (plain, prefix-cached, merged, sharded) and the training run use the same decision and report it
+(:func:`describe`), so the options of one command never change the precision behind the user's back.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from lorank.errors import ConfigError
+
+ENV_VAR = "LORANK_BF16"
+_TRUE = ("1", "true", "yes", "on", "bf16")
+_FALSE = ("0", "false", "no", "off", "fp32")
+
+
+def bf16_override() -> bool | None:
+    """The ``$LORANK_BF16`` setting: True/False when pinned, None for ``auto`` (or unset)."""
+    raw = os.environ.get(ENV_VAR, "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"${ENV_VAR}={os.environ[ENV_VAR]!r} is not a precision setting: use 0 (fp32), 1 (bf16) or auto")
+
+
+def _cpu_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return any(line.startswith("flags") and flag in line.split() for line in fh)
+    except OSError:  # not Linux: fall back on torch's own capability string
+        return False
+
+
+def cpu_bf16_capability() -> str | None:
+    """The CPU feature that makes bf16 pay (``AMX``, ``AVX512-BF16``), or None on CPUs without one."""
+    import torch
+
+    cap = str(torch.backends.cpu.get_cpu_capability()).upper()
+    if "AMX" in cap or _cpu_flag("amx_bf16"):
+        return "AMX"
+    if "BF16" in cap or _cpu_flag("avx512_bf16"):
+        return "AVX512-BF16"
+    return None
+
+
+def _device_type(device: Any) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
+
+
+def bf16_pays(device: Any = None) -> bool:
+    """Whether bf16 is faster than fp32 on ``device`` (default: CUDA if present, else the CPU)."""
+    import torch
+
+    if _device_type(device) == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return cpu_bf16_capability() is not None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved precision: ``bf16`` or not, and why (for logs, summaries and command output)."""
+
+    bf16: bool
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precision": self.name, "reason": self.reason}
+
+
+def decide(requested: bool | None = None, device: Any = None) -> Precision:
+    """The one decision. ``requested`` (an explicit argument) wins; then ``$LORANK_BF16``; then the hardware."""
+    if requested is not None:
+        return Precision(bool(requested), "set explicitly")
+    pinned = bf16_override()
+    if pinned is not None:
+        return Precision(pinned, f"{ENV_VAR}={os.environ[ENV_VAR].strip()}")
+    dev = _device_type(device)
+    if dev == "cuda":
+        ok = bf16_pays("cuda")
+        return Precision(ok, "auto: CUDA GPU " + ("with" if ok else "without") + " bf16 support")
+    cap = cpu_bf16_capability()
+    if cap:
+        return Precision(True, f"auto: CPU with {cap}")
+    return Precision(False, "auto: CPU without AVX512-BF16/AMX, where bf16 is slower than fp32")
+
+
+def use_bf16(requested: bool | None = None, device: Any = None) -> bool:
+    return decide(requested, device).bf16
+
+
+def resolve_dtype_name(name: str | None, device: Any = None) -> str:
+    """``auto`` (or None) -> ``bf16`` or ``fp32`` by :func:`decide`; any other name is returned as given."""
+    if name in (None, "auto"):
+        return decide(None, device).name
+    return name
+
+
+def model_precision(model: Any, autocast_bf16: bool) -> str:
+    """What a forward of ``model`` actually computes in: bf16 when its weights are bf16 or when it runs under
+    bf16 autocast, else the weights' dtype."""
+    import torch
+
+    dtypes = {p.dtype for p in model.parameters()}
+    if autocast_bf16 or torch.bfloat16 in dtypes:
+        return "bf16"
+    if torch.float16 in dtypes:
+        return "fp16"
+    return "fp32"
