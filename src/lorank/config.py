@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lorank.errors import ConfigError
 
@@ -62,17 +62,56 @@ class InputSpec(Strict):
     query_max_len: int = 32
 
 
+class MineSpec(Strict):
+    """Hard-negative mining on the fly for a ``kind: msmarco`` source (the options of ``lorank mine``)."""
+
+    collections: list[str] = ["self"]
+    window: str = "10-100"
+    exclude_eval: list[str] = ["dl19"]
+    max_negatives: int | None = Field(None, ge=1)
+    teacher: bool = False
+    teacher_filter: bool = False
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        from lorank.mine.window import RankWindow
+
+        try:
+            return str(RankWindow.parse(v))
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
+
 class TrainData(Strict):
     """One training source. ``kind``: trec (qrels + first-stage run: ``dl20`` or a directory),
-    tevatron (JSONL), triples (MS MARCO TSV), hardneg (JSONL with teacher scores)."""
+    tevatron (JSONL), triples (MS MARCO TSV), hardneg (JSONL with teacher scores), msmarco (a folder of
+    ``queries.tsv`` + ``qrels.txt`` + ``collection.tsv``, such as ``msmarco-train-12k``, with negatives from
+    ``negatives:`` (a ``lorank mine`` JSONL) or mined on the fly with ``mine: {...}``)."""
 
-    kind: Literal["trec", "tevatron", "triples", "hardneg"] = "trec"
+    kind: Literal["trec", "tevatron", "triples", "hardneg", "msmarco"] = "trec"
     path: str
-    rel_threshold: int = 2
+    rel_threshold: int | None = None  # trec: 2 (TREC DL graded); msmarco: 1 (MS MARCO qrels are binary)
     max_negative_grade: int = 0
     judged_negatives: bool = True
     unjudged_negatives: bool = True
     depth: int = 100
+    negatives: str | None = None
+    mine: MineSpec | None = None
+    max_queries: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _msmarco(self) -> "TrainData":
+        if self.kind == "msmarco":
+            if (self.negatives is None) == (self.mine is None):
+                raise ValueError("a 'msmarco' source needs exactly one of negatives: FILE (from `lorank mine`) "
+                                 "or mine: {collections, window, exclude_eval, ...}")
+        elif self.negatives is not None or self.mine is not None or self.max_queries is not None:
+            raise ValueError(f"negatives/mine/max_queries are for kind 'msmarco', not {self.kind!r}")
+        return self
+
+    def threshold(self) -> int:
+        return self.rel_threshold if self.rel_threshold is not None else (1 if self.kind == "msmarco" else 2)
 
 
 class Checkpoints(Strict):
@@ -97,7 +136,7 @@ class EvalSpec(Strict):
     depth: int = 100
     during_training: bool = True
     batch_tokens: int = 8192
-    bf16: bool | None = None  # None: where it pays (lorank.models.loading.bf16_pays)
+    bf16: bool | None = None  # None: the one decision of lorank.precision ($LORANK_BF16, else the hardware)
     rel_threshold: int = 2
     write_runs: bool = True
     #: also report reranker+BM25 fusions: alpha * z(reranker) + (1 - alpha) * z(first stage), per query

@@ -60,7 +60,21 @@ def iter_tevatron(
 
 # ------------------------------------------------------------------------------ hard negatives
 def _texts(obj: dict[str, Any], key: str) -> list[Passage]:
-    return [Passage("", check_json_text(t, f"{key}[{i}]")) for i, t in enumerate(get_list(obj, key))]
+    """The passages of ``pos``/``neg``, with their ids (``pos_ids``/``neg_ids``) and titles
+    (``pos_titles``/``neg_titles``) when the line has them (as ``lorank mine`` writes)."""
+    texts = [check_json_text(t, f"{key}[{i}]") for i, t in enumerate(get_list(obj, key))]
+    extra = {}
+    for suffix in ("ids", "titles"):
+        k = f"{key}_{suffix}"
+        if obj.get(k) is None:
+            continue
+        vals = get_list(obj, k)
+        if len(vals) != len(texts):
+            raise LineProblem(f"'{k}' has {len(vals)} entries but '{key}' has {len(texts)} passages")
+        extra[suffix] = [check_json_text(str(v) if suffix == "ids" and isinstance(v, int) else v, f"{k}[{i}]",
+                                         allow_empty=suffix == "titles") for i, v in enumerate(vals)]
+    ids, titles = extra.get("ids", [""] * len(texts)), extra.get("titles", [""] * len(texts))
+    return [Passage(pid, t, title) for pid, t, title in zip(ids, texts, titles)]
 
 
 def _scores(obj: dict[str, Any], key: str, passages: list[Passage], passages_key: str) -> list[float]:
@@ -92,6 +106,7 @@ def iter_hardneg(
     path: str | Path, lenient: bool = False, report: ReadReport | None = None
 ) -> Iterator[TrainingExample]:
     """Stream hard-negative JSONL: `query`, `pos` and `neg` (lists of passage texts) and,
-    optionally, teacher scores `pos_scores` / `neg_scores` aligned with them."""
+    optionally, teacher scores `pos_scores` / `neg_scores`, ids `pos_ids` / `neg_ids` and titles
+    `pos_titles` / `neg_titles`, each aligned with its list."""
     reading = Reading.start(path, lenient, report)
     yield from parse_records(reading, _hardneg_example, items=iter_json_lines(reading))
