@@ -78,7 +78,7 @@ def extract_features(adapter: str | Path | None = None, eval_set: Any = None, ou
                             "queries": len(qids), "pairs": len(keys), "judged_pairs": None,
                             "skipped": {"queries_without_candidates": len(no_cands)}}
     if rs.qrels:
-        meta["judged_pairs"] = int(cols[GRADE_COLUMN].notna().sum())
+        meta["judged_pairs"] = int((~cols[GRADE_COLUMN].isna()).sum())
     if needs_model:
         from lorank.models.arch import arch_for
         from lorank.reranker import Reranker

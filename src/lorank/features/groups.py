@@ -82,7 +82,7 @@ def parse_group(text: str) -> Group:
             raise ConfigError(f"feature group {t!r}: empty selector; grammar: {GRAMMAR}")
         if sel in ("norm", "act"):
             part = sel
-        elif re.fullmatch(r"[Ll][\d,\-\s]+", sel):
+        elif re.match(r"[Ll]\d", sel):
             layers = (layers or frozenset()) | _layers(sel, t)
         else:
             projs = (projs or ()) + tuple(p.strip() for p in sel.split(",") if p.strip())
