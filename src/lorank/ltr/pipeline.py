@@ -39,3 +39,30 @@ def ltr_study_step(adapter: str | Path, out_dir: str | Path, train: str = "dl20"
               threads=threads, grid=grid, progress=progress)
     res["features_files"] = {k: str(v) for k, v in files.items()}
     return res
+
+
+def check_options(options: dict[str, Any]) -> list[str]:
+    """Problems of a study's ``{kind: ltr, options: {...}}`` found before any work starts (unknown options,
+    bad feature groups or rows)."""
+    import inspect
+
+    from lorank.errors import ConfigError
+    from lorank.features.groups import parse_groups
+    from lorank.ltr.run import parse_rows
+
+    params = list(inspect.signature(ltr_study_step).parameters)[2:]
+    problems = [f"unknown option {k!r} for analysis 'ltr' (known: {', '.join(params)})"
+                for k in options if k not in params]
+    for key, check in (("groups", parse_groups), ("rows", parse_rows)):
+        if key in options:
+            try:
+                check(options[key])
+            except ConfigError as e:
+                problems.extend(f"options.{key}: {p}" for p in e.problems)
+    return problems
+
+
+def estimate_pairs(options: dict[str, Any]) -> int:
+    """Pairs scored by one ltr step (DL20: 54 judged queries, DL19: 43, when not capped)."""
+    depth = int(options.get("depth", 100))
+    return depth * (int(options.get("train_max_queries") or 54) + int(options.get("max_queries") or 43))
