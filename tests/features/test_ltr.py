@@ -142,3 +142,19 @@ def test_cli_features_and_ltr_on_a_tiny_setup(tiny_ltr, tmp_path):
     (tmp_path / "bad.csv").write_text("qid,docid\n1,a\n1,a\n")
     res = _invoke("ltr", "--train", tmp_path / "bad.csv", "--test", tmp_path / "test.parquet", "--out", tmp_path / "o")
     assert res.exit_code == 2 and "bad.csv: 2 rows share a (qid, docid) key" in res.text
+
+
+def test_real_dl19_bm25_row_matches_the_known_first_stage(shared_data, tmp_path, monkeypatch):
+    """BM25 through features -> ltr on the real DL20/DL19 tables: the README's DL19 BM25 figures."""
+    from lorank.features.extract import extract_features
+    from lorank.ltr.run import ltr
+
+    monkeypatch.setenv("LORANK_DATA", str(shared_data))
+    m = extract_features(eval_set="dl19", out=tmp_path / "dl19.csv", groups=["bm25"], data_root=shared_data)
+    assert m["queries"] == 43 and m["pairs"] == 4300
+    extract_features(eval_set="dl20", out=tmp_path / "dl20.parquet", groups=["bm25"], data_root=shared_data)
+    res = ltr(tmp_path / "dl20.parquet", tmp_path / "dl19.csv", tmp_path / "o", rows=["bm25", "x=bm25"],
+              grid={"num_leaves": [7], "learning_rate": [0.1]}, plots=False)
+    bm25 = res["rows"][0]
+    assert bm25["ndcg_cut_10"] == pytest.approx(0.5058, abs=5e-5) and bm25["recip_rank_10"] == pytest.approx(0.7024, abs=5e-5)
+    assert res["test"]["judged_queries"] == 43 and res["qrels"] == "dl19"

@@ -68,3 +68,20 @@ def test_the_worker_runs_an_ltr_step_and_the_report_shows_it(tiny_ltr, tmp_path)
     assert (study / "report" / "ltr_r4_importance.png").is_file()
     md = _markdown("x", [sec])
     assert "## Latent features for learning to rank" in md and "| LTR(all) |" in md
+
+
+def test_the_benchmark_script_runs_end_to_end_on_a_tiny_slice(tiny_ltr, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ltr_latent.py"
+    spec = importlib.util.spec_from_file_location("ltr_latent_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "res" / "ltr_latent.json"
+    s = mod.main(["--adapter", str(tiny_ltr["adapter"]), "--train", str(tiny_ltr["train"]), "--test",
+                  str(tiny_ltr["test"]), "--depth", "6", "--max-queries", "4", "--work", str(tmp_path / "w"),
+                  "--out", str(out)])
+    assert out.is_file() and out.with_suffix(".png").stat().st_size > 10_000
+    assert set(s["headline"]) == {"BM25", "reranker", "LTR(bm25+score)", "LTR(bm25+mlp)", "LTR(all)"}
+    assert s["test"]["judged_queries"] == 4 and s["features"]["train"]["pairs"] == 60
