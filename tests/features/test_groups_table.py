@@ -44,6 +44,10 @@ def test_select_columns_follows_the_same_grammar():
     assert select_columns(parse_groups("mlp:L0-3:norm"), cols) == ["lora.L1.up_proj.norm"]
     assert select_columns(parse_groups("mha"), cols) == ["lora.L2.q_proj.a0"]
     assert select_columns(parse_groups("lora:up"), cols) == ["lora.L1.up_proj.a0", "lora.L1.up_proj.norm"]
+    neox = ["lora.L0.dense_h_to_4h.a0", "lora.L0.dense_4h_to_h.a0", "lora.L0.dense.a0"]
+    comps = {p: GPT_NEOX.component_of(p) for p in GPT_NEOX.projections}
+    assert select_columns(parse_groups("mlp:up"), neox, comps, GPT_NEOX) == ["lora.L0.dense_h_to_4h.a0"]
+    assert select_columns(parse_groups("mha"), neox, comps, GPT_NEOX) == ["lora.L0.dense.a0"]
 
 
 def _df():

@@ -176,10 +176,14 @@ def component_of_column(proj: str, components: dict[str, str] | None = None) -> 
     return "other"
 
 
-def select_columns(groups: Sequence[Group], columns: Sequence[str], components: dict[str, str] | None = None) -> list[str]:
-    """The columns of a feature table that the groups select, in table order (for ``lorank ltr`` rows)."""
+def select_columns(groups: Sequence[Group], columns: Sequence[str], components: dict[str, str] | None = None,
+                   arch: Any = None) -> list[str]:
+    """The columns of a feature table that the groups select, in table order (for ``lorank ltr`` rows).
+    With the table's ``arch`` (family), projection selectors resolve exactly as at extraction (aliases too);
+    without it, a selector matches a projection by its name, ``<name>_proj`` or its first word."""
     keep: set[str] = set()
     for g in groups:
+        exact = resolve_projections(g, arch) if arch is not None and g.latent and g.projections else None
         if g.kind == "bm25":
             keep.update(c for c in BM25_COLUMNS if c in columns)
         elif g.kind == "score":
@@ -195,7 +199,9 @@ def select_columns(groups: Sequence[Group], columns: Sequence[str], components: 
                     continue
                 if g.layers is not None and layer not in g.layers:
                     continue
-                if g.projections is not None and not any(proj in (n, f"{n}_proj") or proj.split("_")[0] == n
+                if exact is not None and proj not in exact:
+                    continue
+                if exact is None and g.projections is not None and not any(proj in (n, f"{n}_proj") or proj.split("_")[0] == n
                                                          for n in g.projections):
                     continue
                 if g.part == "norm" and part != "norm" or g.part == "act" and part == "norm":

@@ -33,6 +33,10 @@ def plot_importance(result: dict[str, Any], out: Path) -> Path | None:
         vals = [imp["by_layer"][str(layer)].get(p, 0.0) for layer in layers]
         ax.bar(layers, vals, bottom=bottom, color=cmap(i % 10), label=p, width=0.8)
         bottom = [b + v for b, v in zip(bottom, vals)]
+    top = max(bottom, default=0.0)
+    ax.set_ylim(0, max(0.05, top * 1.1))
+    if top <= 0:
+        ax.text(0.5, 0.5, "no split used a latent feature", transform=ax.transAxes, ha="center", color="0.4")
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("fraction of the total split gain")
     ax.set_title(f"{row['row']}: gain of the latent LoRA features (A x and ||A x||) by layer", fontsize=10)
@@ -43,7 +47,7 @@ def plot_importance(result: dict[str, Any], out: Path) -> Path | None:
     names = list(groups)
     ax2.bar(names, [groups[n] for n in names], color=[_GROUP_COLORS.get(n, "tab:purple") for n in names])
     ax2.set_title("gain by feature group", fontsize=10)
-    ax2.set_ylim(0, 1)
+    ax2.set_ylim(0, 1.1)
     ax2.grid(axis="y", alpha=0.3)
     for i, n in enumerate(names):
         ax2.text(i, groups[n] + 0.01, f"{groups[n]:.2f}", ha="center", fontsize=8)
@@ -54,7 +58,7 @@ def plot_importance(result: dict[str, Any], out: Path) -> Path | None:
         sig = "†" if (r.get("vs_BM25") or {}).get("ndcg_cut_10", {}).get("significant") else ""
         ax3.text(r["ndcg_cut_10"] + 0.005, i, f"{r['ndcg_cut_10']:.3f}{sig}", va="center", fontsize=8)
     ax3.set_xlim(0, min(1.15, max(r["ndcg_cut_10"] for r in rows) * 1.25 + 0.02))
-    ax3.set_xlabel("nDCG@10 on the test queries († p<0.05 vs BM25, Holm)")
+    ax3.set_xlabel("test nDCG@10 († Holm p<0.05 vs BM25)")
     ax3.set_title(f"{result.get('test_set') or 'test'}: {result['test']['judged_queries']} queries", fontsize=10)
     fig.suptitle(f"LambdaMART on latent LoRA features: train {result.get('train_set')}, test "
                  f"{result.get('test_set')}; importance of {row['row']} ({row['features']} features)", fontsize=11)

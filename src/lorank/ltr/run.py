@@ -87,6 +87,18 @@ def _labels(df: Any, path: Path, qrels: dict[str, dict[str, int]] | None) -> tup
     return np.clip(np.nan_to_num(g, nan=0.0), 0, None).astype(np.int64), judged
 
 
+def _arch(family: str | None) -> Any:
+    """The architecture map entry of a feature table's model family (None when unknown)."""
+    from lorank.models.arch import arch_for
+
+    if not family:
+        return None
+    try:
+        return arch_for(family)
+    except ConfigError:
+        return None
+
+
 def _run(df: Any, scores: np.ndarray) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for q, d, s in zip(df["qid"], df["docid"], scores):
@@ -118,6 +130,7 @@ def ltr(train: str | Path, test: str | Path, out_dir: str | Path, rows: Sequence
     tr_df, te_df = read_table(train), read_table(test)
     tr_meta, te_meta = read_meta(train), read_meta(test)
     components = {**(tr_meta.get("components") or {}), **(te_meta.get("components") or {})}
+    arch = _arch(tr_meta.get("family") or te_meta.get("family"))
     qrels, qrels_src = _test_qrels(test, test_qrels, data_root)
     test_q = sorted(set(te_df["qid"]))
     judged_q = [q for q in test_q if qrels.get(q)]
@@ -144,7 +157,7 @@ def ltr(train: str | Path, test: str | Path, out_dir: str | Path, rows: Sequence
             runs[r.name] = _run(te_df, te_df[r.column].to_numpy(dtype=np.float64))
             results.append({"row": r.name, "kind": "column", "column": r.column})
             continue
-        cols = select_columns(parse_groups(r.groups), list(tr_df.columns), components)
+        cols = select_columns(parse_groups(r.groups), list(tr_df.columns), components, arch)
         if not cols:
             skipped.append({"row": r.name, "reason": f"the training table has no column of groups {r.groups!r}"})
             if tick:
