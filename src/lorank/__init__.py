@@ -1,7 +1,7 @@
 """lorank: train, evaluate and dissect LoRA-fine-tuned LLM rerankers.
 
 Python twins of the CLI verbs: ``lorank.train``, ``lorank.Reranker``, ``lorank.evaluate``,
-``lorank.retrieve_beir``. Heavy modules (torch, transformers) load on first use.
+``lorank.retrieve_beir``, ``lorank.features``, ``lorank.ltr``. Heavy modules (torch, transformers) load on first use.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": ("lorank.train", "train"),
     "ablate": ("lorank.ablate", "ablate"),
+    "features": ("lorank.features", "extract_features"),
+    "ltr": ("lorank.ltr", "ltr"),
     "TrainConfig": ("lorank.train.config", "TrainConfig"),
     "Reranker": ("lorank.reranker", "Reranker"),
     "LoraSpec": ("lorank.lora.spec", "LoraSpec"),
@@ -33,7 +35,7 @@ def __getattr__(name: str) -> Any:
 
         mod, attr = _LAZY[name]
         module = importlib.import_module(mod)
-        return module if name in ("train", "ablate") else getattr(module, attr)
+        return module if name in ("train", "ablate", "features", "ltr") else getattr(module, attr)
     raise AttributeError(f"module 'lorank' has no attribute {name!r}")
 
 

@@ -376,6 +376,10 @@ from lorank.cli_analyze import analyze_app  # noqa: E402
 
 app.add_typer(analyze_app, name="analyze")
 
+from lorank.cli_ltr import register as _register_ltr  # noqa: E402
+
+_register_ltr(app)
+
 
 def main() -> None:  # pragma: no cover - entry point
     try:

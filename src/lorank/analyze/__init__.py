@@ -15,7 +15,7 @@ from typing import Any
 
 from lorank.errors import ConfigError
 
-KINDS = ("weights", "compare", "probe", "patch")
+KINDS = ("weights", "compare", "probe", "patch", "ltr")
 
 __all__ = ["KINDS", "compare_adapters", "patch", "probe", "run_analysis", "weight_stats"]
 
@@ -45,7 +45,7 @@ def patch(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | Non
 
 
 def run_analysis(kind: str, adapter: Any, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
-    """Dispatch one analysis step by ``kind`` (weights | compare | probe | patch).
+    """Dispatch one analysis step by ``kind`` (weights | compare | probe | patch | ltr).
 
     ``compare`` takes the second adapter as ``other=...`` (or ``adapter`` as a pair ``[a, b]``);
     ``probe`` / ``patch`` take the data as ``eval_set=...`` (a name, a folder or a RerankSet) or as
@@ -55,8 +55,10 @@ def run_analysis(kind: str, adapter: Any, out_dir: str | Path | None = None, **o
 
     from lorank.analyze import patching, probes, similarity, weights
 
+    from lorank.ltr.pipeline import ltr_study_step
+
     impl = {"weights": weights.weight_stats, "compare": similarity.compare_adapters,
-            "probe": probes.probe, "patch": patching.patch}
+            "probe": probes.probe, "patch": patching.patch, "ltr": ltr_study_step}
     if kind not in impl:
         raise ConfigError(f"unknown analysis kind {kind!r} (use one of {', '.join(KINDS)})")
     f = impl[kind]

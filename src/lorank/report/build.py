@@ -218,7 +218,7 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     an = Section("Adapter analysis", "Weight statistics, subspace similarity, layer-wise probes, activation "
                  "patching (lorank.analyze).")
     for step in plan.steps:
-        if step.kind != "analyze":
+        if step.kind != "analyze" or step.payload.get("kind") == "ltr":  # ltr: its own section below
             continue
         d = study_dir / step.out_dir
         for png in sorted(d.glob("*.png")):
@@ -228,6 +228,11 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     if not an.images:
         an.text += " <span class='muted'>(no analysis in this study, or not run yet)</span>"
     sections.append(an)
+    from lorank.report.ltr_section import ltr_section
+
+    lt = ltr_section(plan, study_dir, out)
+    if lt is not None:
+        sections.append(lt)
 
     cf = Section("Configs and software")
     versions = {}

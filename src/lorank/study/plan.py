@@ -261,6 +261,11 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             n = sizes.get(r.model) or 0
             est = {"weights": 10, "compare": 10}.get(a.kind, 0) or (
                 2 * 600 * AVG_TOKENS * 2 * n / score_rate + 20 if n else 0.0)
+            if a.kind == "ltr":  # one forward per pair of both feature tables, then seconds of LightGBM
+                from lorank.ltr.pipeline import check_options, estimate_pairs
+
+                problems.extend(f"analyses[{i}].{p}" for p in check_options(a.options))
+                est = estimate_pairs(a.options) * AVG_TOKENS * 2 * n / score_rate + 60 if n else 0.0
             steps.append(Step(f"analyze/{a.kind}/{tail}", "analyze", r.run_id, payload,
                               f"analyses/{a.kind}/{tail}", h, needs, est))
 

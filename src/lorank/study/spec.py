@@ -13,6 +13,7 @@ ablations:
   - {runs: {rank: 8, components: all}, sweeps: [components, projections, layer-windows], eval: dl19}
 analyses:
   - {kind: weights, runs: {rank: 8, components: all}}
+  - {kind: ltr, runs: {rank: 8, components: all}, options: {train: dl20, test: dl19, depth: 100}}
 report: {reference: {rank: 8, components: all}}
 ```
 """
@@ -33,7 +34,7 @@ from lorank.config import EvalSpec, Strict, format_validation_error, read_yaml
 from lorank.errors import ConfigError
 
 AXES = ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "seed")
-ANALYSES = ("weights", "compare", "probe", "patch")
+ANALYSES = ("weights", "compare", "probe", "patch", "ltr")
 
 
 class GridBlock(Strict):
@@ -65,10 +66,11 @@ class AnalysisStep(Strict):
     """An adapter analysis (lorank.analyze) on every run the selector matches.
 
     `compare` compares each matched run with `against` (a selector matching one run), or, when
-    `against` is not given, the run's first checkpoint with its last.
+    `against` is not given, the run's first checkpoint with its last. `ltr` (lorank.ltr.ltr_study_step):
+    latent-feature tables of `options.train` (default dl20) and `options.test` (dl19), then LambdaMART rows.
     """
 
-    kind: Literal["weights", "compare", "probe", "patch"]
+    kind: Literal["weights", "compare", "probe", "patch", "ltr"]
     runs: dict[str, Any] = Field(default_factory=dict)
     against: dict[str, Any] | None = None
     options: dict[str, Any] = Field(default_factory=dict)

@@ -36,7 +36,7 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
         from lorank.analyze import run_analysis
 
         options = dict(payload.get("options") or {})
-        if payload.get("data_root") and payload["kind"] in ("probe", "patch"):
+        if payload.get("data_root") and payload["kind"] in ("probe", "patch", "ltr"):
             options.setdefault("data_root", payload["data_root"])
         adapter: Any = run_dir
         if payload.get("against"):

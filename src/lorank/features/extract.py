@@ -1,0 +1,116 @@
+"""``lorank features``: one row per (query, candidate) of a run, with the feature groups asked for."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from lorank.errors import ConfigError, DataError
+from lorank.features.groups import (BM25_COLUMNS, DEFAULT_GROUPS, SCORE_COLUMN, latent_column, latent_targets,
+                                    parse_groups)
+from lorank.features.table import GRADE_COLUMN, write_table
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+def load_candidates(eval_set: Any = None, queries: str | Path | None = None, run: str | Path | None = None,
+                    collection: str | Path | None = None, qrels: str | Path | None = None,
+                    data_root: str | Path | None = None) -> Any:
+    """A :class:`RerankSet` (qrels optional) from a name / folder / RerankSet, or from the files."""
+    from lorank.data import RerankSet, load_collection, load_qrels, load_queries, load_run, resolve_eval_set
+
+    if isinstance(eval_set, RerankSet):
+        rs = eval_set
+    elif eval_set:
+        rs = resolve_eval_set(str(eval_set), data_root)
+    else:
+        if not (queries and run and collection):
+            raise ConfigError("give an eval set (dl19, a folder), or all of queries, run and collection (+ qrels)")
+        qs, ps = load_queries(queries), load_collection(collection)
+        rs = RerankSet(Path(str(run)).stem, qs, ps, load_run(run, known_qids=qs, known_docids=ps), None)
+    if qrels:
+        rs = RerankSet(rs.name, rs.queries, rs.passages, rs.run, load_qrels(qrels))
+    return rs
+
+
+def extract_features(adapter: str | Path | None = None, eval_set: Any = None, out: str | Path = "features.parquet",
+                     groups: Sequence[str] | str | None = DEFAULT_GROUPS, depth: int = 100,
+                     max_queries: int | None = None, queries: str | Path | None = None, run: str | Path | None = None,
+                     collection: str | Path | None = None, qrels: str | Path | None = None,
+                     data_root: str | Path | None = None, batch_tokens: int = 8192, allow_pickle: bool = False,
+                     reranker: Any = None, progress: ProgressFactory | None = None) -> dict[str, Any]:
+    """Write the feature table ``out`` (.parquet or .csv) for the top ``depth`` candidates of each query
+    (the first ``max_queries`` judged queries when given) and return its metadata (also in
+    ``<out>.meta.json``). ``groups``: see :mod:`lorank.features.groups`. A ``grade`` column holds the
+    judgement where the set has qrels (empty: unjudged)."""
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    parsed = parse_groups(groups)
+    kinds = {g.kind for g in parsed}
+    needs_model = bool(kinds - {"bm25"})
+    if depth < 1:
+        raise ConfigError(f"depth must be >= 1, got {depth}")
+    rs = load_candidates(eval_set, queries, run, collection, qrels, data_root)
+    if max_queries:
+        rs = rs.subset(max_queries)
+    qids = sorted(q for q in rs.run if rs.run[q])
+    no_cands = sorted(q for q in rs.queries if not rs.run.get(q))
+    if not qids:
+        raise DataError(rs.name, None, "no query has candidates in the run")
+    keys, bm25, ranks = [], [], []
+    for q in qids:
+        for i, e in enumerate(rs.run[q][:depth]):
+            keys.append((q, e.docid))
+            bm25.append(float(e.score))
+            ranks.append(i + 1)
+    cols: dict[str, Any] = {"qid": [k[0] for k in keys], "docid": [k[1] for k in keys]}
+    if rs.qrels:
+        cols[GRADE_COLUMN] = pd.array([rs.qrels.get(q, {}).get(d) for q, d in keys], dtype="Int64")
+    if "bm25" in kinds:
+        cols[BM25_COLUMNS[0]], cols[BM25_COLUMNS[1]] = bm25, ranks
+    meta: dict[str, Any] = {"kind": "features", "eval_set": rs.name,
+                            "source": str(eval_set) if eval_set is not None and not hasattr(eval_set, "run") else None,
+                            "qrels": str(qrels) if qrels else None, "data_root": str(data_root) if data_root else None,
+                            "groups": [g.text for g in parsed], "depth": depth, "max_queries": max_queries,
+                            "queries": len(qids), "pairs": len(keys), "judged_pairs": None,
+                            "skipped": {"queries_without_candidates": len(no_cands)}}
+    if rs.qrels:
+        meta["judged_pairs"] = int((~cols[GRADE_COLUMN].isna()).sum())
+    if needs_model:
+        from lorank.models.arch import arch_for
+        from lorank.reranker import Reranker
+
+        if reranker is None and adapter is None:
+            raise ConfigError(f"groups {', '.join(sorted(kinds - {'bm25'}))} need a model: give an adapter")
+        rr = reranker or Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
+        arch = arch_for(rr.model.config)
+        from lorank.features.latent import extract_latent, lora_modules
+
+        available = lora_modules(rr.model) if kinds & {"mlp", "mha", "lora"} else {}
+        targets = latent_targets(parsed, arch, available)
+        seqs = [rr.encoder.encode(rs.queries[q], rs.passages[d].text, rs.passages[d].title) for q, d in keys]
+        tick = progress("features", len(seqs)) if progress else None
+        scores, acts = extract_latent(rr.model, seqs, int(rr.tokenizer.pad_token_id), sorted(targets), batch_tokens,
+                                      rr.scorer.bf16, tick)
+        if "score" in kinds:
+            cols[SCORE_COLUMN] = scores
+        for (layer, proj), a in sorted(acts.items()):
+            part = targets[(layer, proj)]
+            if part in ("both", "act"):
+                for i in range(a.shape[1]):
+                    cols[latent_column(layer, proj, f"a{i}")] = a[:, i]
+            if part in ("both", "norm"):
+                cols[latent_column(layer, proj, "norm")] = np.linalg.norm(a.astype(np.float64), axis=1)
+        meta.update(adapter=str(rr.meta.get("checkpoint", adapter)), family=arch.family,
+                    components={p: arch.component_of(p) for p in arch.projections},
+                    latent_modules=len(targets), rank={f"L{a}.{b}": int(v.shape[1]) for (a, b), v in acts.items()},
+                    token="last non-pad", activation="lora_A output (A x), eval mode: no dropout, before scaling and B")
+    df = pd.DataFrame(cols)
+    meta["columns"] = len(df.columns)
+    meta["seconds"] = round(time.perf_counter() - t0, 2)
+    meta["file"] = str(out)
+    write_table(out, df, meta)
+    return meta
