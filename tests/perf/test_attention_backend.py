@@ -83,3 +83,52 @@ def test_train_config_execution_settings():
     for bad in ({"attention_backend": "fast"}, {"chunk_tokens": 0}, {"log_every": "often"}, {"optim": "sgd"}):
         with pytest.raises(ConfigError):
             TrainConfig.from_dict({**base, **bad})
+
+
+def test_scorer_applies_the_backend_once_on_cuda_only(monkeypatch):
+    import lorank.models.attention as att
+    from lorank.models.random_init import random_reranker
+    from lorank.score.engine import Scorer
+
+    calls = []
+    monkeypatch.setattr(att, "applied_backend", lambda: None)
+    monkeypatch.setattr(att, "apply_attention_backend", lambda name, dev, dtype: calls.append((name, str(dev)))
+                        or {"requested": name, "applied": "flash", "enabled": []})
+    sc = Scorer(random_reranker("tiny-llama", pad_token_id=1), None, 1, bf16=False)
+    sc.score_ids([[5, 6, 7]])
+    assert calls == [] and sc.attention is None  # CPU: torch's flags untouched
+    monkeypatch.setattr(Scorer, "device", property(lambda self: torch.device("cuda")))
+    sc._apply_attention()  # what score_ids calls first
+    sc._apply_attention()
+    assert calls == [("auto", "cuda")] and sc.attention["applied"] == "flash"
+    chosen = {"requested": "math", "applied": "math", "enabled": ["math"]}
+    monkeypatch.setattr(att, "applied_backend", lambda: chosen)  # e.g. lorank train's attention_backend: math
+    sc2 = Scorer(sc.model, None, 1, bf16=False)
+    sc2._apply_attention()
+    assert sc2.attention is chosen and len(calls) == 1
+
+
+def test_pinned_batches_are_copied_without_blocking(tmp_path, monkeypatch):
+    from transformers import TrainingArguments
+
+    from lorank.models.random_init import random_reranker
+    from lorank.train.losses import get_loss
+    from lorank.train.trainer import RerankTrainer
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    tr = RerankTrainer(model=random_reranker("tiny-llama", pad_token_id=1), args=args,
+                       loss_fn=get_loss("contrastive"), data_collator=lambda x: x)
+    seen = []
+
+    class Pinned(torch.Tensor):
+        def is_pinned(self, *a):
+            return True
+
+        def to(self, *a, **kw):
+            seen.append(kw.get("non_blocking"))
+            return torch.Tensor(self)
+
+    monkeypatch.setattr(TrainingArguments, "device", property(lambda self: torch.device("cuda")))
+    t = torch.zeros(3).as_subclass(Pinned)
+    tr._prepare_input({"chunks": [{"input_ids": t}]})
+    assert seen == [True]

@@ -70,7 +70,20 @@ def apply_attention_backend(requested: str, device: torch.device | str, dtype: t
                                   f"{torch.__version__}); choose another backend")
             continue  # an older torch without this kernel: nothing to switch off
         fn(kernel in on)
-    return {"requested": requested, "applied": name, "enabled": enabled_kernels(backends)}
+    record = {"requested": requested, "applied": name, "enabled": enabled_kernels(backends)}
+    if backends is torch.backends.cuda:
+        global _APPLIED
+        _APPLIED = record
+    return record
+
+
+_APPLIED: dict[str, Any] | None = None
+
+
+def applied_backend() -> dict[str, Any] | None:
+    """What :func:`apply_attention_backend` last set in this process (None: nothing yet), so a later user
+    (the scorer) keeps an explicit choice, e.g. the training config's, instead of applying its own."""
+    return _APPLIED
 
 
 def enabled_kernels(backends: Any = None) -> list[str]:

@@ -66,11 +66,24 @@ class Scorer:
         self.oom_backoffs = 0
         #: batch widths/rows on fixed ladders (lorank.train.collator); None: on CUDA only
         self.shape_buckets: bool | None = None
+        #: SDPA kernels applied on the first CUDA batch (lorank.models.attention; None: torch's flags as they are)
+        self.attention_backend: str | None = "auto"
+        self.attention: dict[str, Any] | None = None  # what was applied
 
     def _merge(self) -> None:
         if self.merge_lora and hasattr(self.model, "merge_adapter") and hasattr(self.model, "peft_config"):
             if not any(getattr(m, "merged", False) for m in self.model.modules() if hasattr(m, "merged_adapters")):
                 self.model.merge_adapter()
+
+    def _apply_attention(self) -> None:
+        """Once, on CUDA: choose the SDPA kernels (``auto``: flash, never cuDNN's per-shape plans), unless
+        this process chose them already."""
+        if self.attention is None and self.attention_backend and self.device.type == "cuda":
+            from lorank.models import attention
+
+            # a choice made already in this process (lorank train's config, the benchmark) stays
+            self.attention = attention.applied_backend() or attention.apply_attention_backend(
+                self.attention_backend, self.device, torch.bfloat16 if self.bf16 else torch.float32)
 
     @property
     def device(self) -> torch.device:
@@ -81,6 +94,7 @@ class Scorer:
         later one, kept for later calls too), re-chunk what is left and go on; a single sequence that does
         not fit raises."""
         self._merge()
+        self._apply_attention()
         out = np.empty(len(seqs), dtype=np.float64)
         was_training = self.model.training
         self.model.eval()

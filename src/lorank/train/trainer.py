@@ -230,6 +230,15 @@ class RerankTrainer(Trainer):
 
             raise SaveError(save_failure_message(ckpt, e, discard_incomplete(ckpt))) from e
 
+    def _prepare_input(self, data: Any) -> Any:
+        """HF's, with pinned host tensors (the DataLoader pins batches on CUDA) copied ``non_blocking``: a
+        blocking copy waits for the GPU to finish the previous step, so the host could not prepare the next
+        one meanwhile. Safe: each batch is a fresh tensor that nothing writes after the copy is queued."""
+        if (isinstance(data, torch.Tensor) and data.device.type == "cpu" and self.args.device.type == "cuda"
+                and not self.is_deepspeed_enabled and data.is_pinned()):
+            return data.to(self.args.device, non_blocking=True)
+        return super()._prepare_input(data)
+
     def _count_tokens(self, inputs: dict[str, Any]) -> None:
         self.tokens_seen += int(inputs["num_tokens"])
         self.padded_tokens_seen += int(inputs["padded_tokens"])
