@@ -264,7 +264,9 @@ class RerankTrainer(Trainer):
         """True if the loss is finite. Otherwise count and skip the batch (``skip_nonfinite``) or stop.
         Deferred (:meth:`_defers`): record it on the device and return True; :meth:`check_finite` stops."""
         if self._defers(loss):
-            step = torch.tensor(self.state.global_step + 1, device=loss.device)
+            # torch.full: the step number goes to the kernel as an argument (torch.tensor(x, device=cuda)
+            # would be a blocking host-to-device copy, i.e. the very sync this avoids)
+            step = torch.full((), self.state.global_step + 1, device=loss.device, dtype=torch.long)
             first = self._first_bad_step if self._first_bad_step is not None else torch.full_like(step, -1)
             self._first_bad_step = torch.where((first < 0) & ~torch.isfinite(loss.detach()), step, first)
             return True
