@@ -12,14 +12,29 @@ def test_gpu_throughput_smoke_mode_on_cpu(tmp_path):
     spec.loader.exec_module(mod)
     out = tmp_path / "smoke.json"
     rc = mod.main(["--device", "cpu", "--shape", "tiny-llama", "--steps", "1", "--warmup", "1", "--score-pairs", "16",
-                   "--out", str(out), "--tmp", str(tmp_path / "t")])
+                   "--shape-buckets", "--out", str(out), "--tmp", str(tmp_path / "t")])
     assert rc == 0
     res = json.loads(out.read_text())
-    (row,) = res["rows"]
-    assert row["shape"] == "tiny-llama" and row["attention"] == "sdpa" and row["lora_params"] > 0
-    tr, sc = row["train"], row["score"]
-    assert tr["steps_measured"] == 1 and tr["tokens_per_s"] > 0 and 0 < tr["mfu"] <= tr["hfu"] < 1.5
-    assert sc["pairs"] == 16 and sc["finite"] and sc["pairs_per_s"] > 0
+    row, base = res["rows"]  # lorank and the Tevatron-style baseline, same shape, same sequences
+    assert row["config"] == "lorank" and base["config"] == "baseline"
+    for r in (row, base):
+        assert r["shape"] == "tiny-llama" and r["attention"] == "sdpa" and r["lora_params"] > 0
+        assert r["command"].startswith("python benchmarks/gpu_throughput.py") and "attention_backend" in r
+        tr, sc = r["train"], r["score"]
+        assert tr["steps_measured"] == 1 and tr["tokens_per_s"] > 0 and 0 < tr["mfu"] <= tr["hfu"] < 1.5
+        assert sc["pairs"] == 16 and sc["finite"] and sc["pairs_per_s"] > 0
+    assert row["shape_buckets"] is True and row["train"]["distinct_chunk_shapes"] >= 1
+    assert base["train"]["padding"] == "max_length 196" and base["train"]["checkpointing"] == "full"
+    assert [t["config"] for t in res["table"]] == ["lorank", "baseline"]
+    assert all(t["train.mfu"] and t["score.mfu"] for t in res["table"])
+
+
+def test_unknown_config_is_refused(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_throughput", ROOT / "benchmarks" / "gpu_throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--device", "cpu", "--shape", "tiny-llama", "--configs", "tevatron2",
+                     "--out", str(tmp_path / "x.json")]) == 2
 
 
 def test_flop_model():

@@ -117,3 +117,34 @@ def test_skipped_batch_count_survives_a_resume(tiny, tmp_path, poison):
     res = train_here(cfg, max_steps=4)
     assert json.loads((run / "train_summary.json").read_text())["resumed_from"].endswith("checkpoint-2")
     assert res.skipped_batches == 1
+
+
+@pytest.mark.parametrize("log_every,bad,stopped,kept", [(1, 3, 3, ["checkpoint-2"]), (5, 1, 2, [])])
+def test_deferred_check_as_on_cuda_stops_before_any_save_after_the_bad_step(tiny, tmp_path, poison, monkeypatch,
+                                                                            log_every, bad, stopped, kept):
+    """Issue 13: on CUDA the loss guard keeps its flag on the device (no host sync per step) and reads it
+    before each log or save; forced here on CPU. The bad step is named, and no checkpoint is written after it."""
+    from lorank.train.trainer import RerankTrainer
+
+    monkeypatch.setattr(RerankTrainer, "_defers", lambda self, loss: not self.skip_nonfinite)
+    poison([bad])
+    cfg = _cfg(tiny, tmp_path, "run")
+    with pytest.raises(NonFiniteLossError, match=f"non-finite at step {bad}; training stopped. The last saved "
+                                                 "checkpoint is intact"):
+        train_here(cfg, max_steps=6, log_every=log_every)
+    run = tmp_path / "run"
+    assert [c.name for c in complete_checkpoints(run)] == kept
+    assert not any((run / f"checkpoint-{s}").exists() for s in range(stopped, 7))
+    if log_every == 5:  # nothing logged before the stop: the flag was read at the step-2 save
+        assert not (run / "train_log.jsonl").exists() or not (run / "train_log.jsonl").read_text().strip()
+
+
+def test_train_summary_records_the_execution_settings_and_eval_share(tiny, tmp_path):
+    cfg = _cfg(tiny, tmp_path, "run")
+    train_here(cfg, max_steps=2)
+    s = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    ex = s["execution"]
+    assert ex["device"] == "cpu" and ex["attention_backend"] == {"requested": "auto", "applied": None, "enabled": []}
+    assert ex["shape_buckets"] is False and ex["chunk_tokens"] == 4096 and ex["optim"] == "adamw_torch"
+    assert ex["log_every"] == 1 and ex["compile"] is False
+    assert 0.0 <= s["eval_share"] <= 1.0

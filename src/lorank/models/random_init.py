@@ -29,6 +29,11 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
     "pythia-6.9b": ("gpt_neox", dict(hidden_size=4096, intermediate_size=16384, num_hidden_layers=32,
                                      num_attention_heads=32, vocab_size=50432, max_position_embeddings=2048,
                                      rotary_pct=0.25, use_parallel_residual=True)),
+    # the real SmolLM2-135M config (HuggingFaceTB/SmolLM2-135M): GPU benchmark shape (issue 13)
+    "smollm2-135m": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                   num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                                   max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
+                                   tie_word_embeddings=True)),
     "smollm2-135m-shape": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                          num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                                          max_position_embeddings=8192, tie_word_embeddings=True)),

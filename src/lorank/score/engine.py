@@ -16,7 +16,7 @@ import torch
 
 from lorank.errors import LorankError
 from lorank.models.inputs import PairEncoder
-from lorank.train.collator import length_chunks, pad_chunk, pad_multiple_for
+from lorank.train.collator import length_chunks, pad_chunk, pad_multiple_for, shape_buckets_for
 from lorank.train.trainer import chunk_logits
 
 log = logging.getLogger("lorank.score")
@@ -64,11 +64,26 @@ class Scorer:
         self.prefix_cache = prefix_cache
         self._prefix_scorer: Any = None
         self.oom_backoffs = 0
+        #: batch widths/rows on fixed ladders (lorank.train.collator); None: on CUDA only
+        self.shape_buckets: bool | None = None
+        #: SDPA kernels applied on the first CUDA batch (lorank.models.attention; None: torch's flags as they are)
+        self.attention_backend: str | None = "auto"
+        self.attention: dict[str, Any] | None = None  # what was applied
 
     def _merge(self) -> None:
         if self.merge_lora and hasattr(self.model, "merge_adapter") and hasattr(self.model, "peft_config"):
             if not any(getattr(m, "merged", False) for m in self.model.modules() if hasattr(m, "merged_adapters")):
                 self.model.merge_adapter()
+
+    def _apply_attention(self) -> None:
+        """Once, on CUDA: choose the SDPA kernels (``auto``: flash, never cuDNN's per-shape plans), unless
+        this process chose them already."""
+        if self.attention is None and self.attention_backend and self.device.type == "cuda":
+            from lorank.models import attention
+
+            # a choice made already in this process (lorank train's config, the benchmark) stays
+            self.attention = attention.applied_backend() or attention.apply_attention_backend(
+                self.attention_backend, self.device, torch.bfloat16 if self.bf16 else torch.float32)
 
     @property
     def device(self) -> torch.device:
@@ -91,21 +106,25 @@ class Scorer:
         later one, kept for later calls too), re-chunk what is left and go on; a single sequence that does
         not fit raises."""
         self._merge()
+        self._apply_attention()
         out = np.empty(len(seqs), dtype=np.float64)
         was_training = self.model.training
         self.model.eval()
         lengths = [len(s) for s in seqs]
+        bucketed = shape_buckets_for(self.device) if self.shape_buckets is None else self.shape_buckets
         # batches are made in an order fixed by content (length, then tokens), not by input position: the
         # same pairs in any order give the same batches, hence bit-identical scores
         by_content = sorted(range(len(seqs)), key=lambda i: (lengths[i], tuple(seqs[i])))
-        chunks = [[by_content[j] for j in c] for c in length_chunks([lengths[i] for i in by_content], self.batch_tokens)]
+        chunks = [[by_content[j] for j in c] for c in length_chunks([lengths[i] for i in by_content], self.batch_tokens,
+                                                                     bucketed=bucketed)]
         try:
             with torch.inference_mode(), autocast_ctx(self.model, self.bf16):
                 while chunks:
                     idx = chunks.pop(0)
                     try:
-                        ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id, pad_multiple_for(self.device))
-                        logits = chunk_logits(self.model, ids.to(self.device), mask.to(self.device))
+                        ids, mask = pad_chunk([seqs[i] for i in idx], self.pad_id, pad_multiple_for(self.device),
+                                              bucketed)
+                        logits = chunk_logits(self.model, ids.to(self.device), mask.to(self.device))[: len(idx)]
                     except (RuntimeError, torch.OutOfMemoryError) as e:
                         if not is_oom(e):
                             raise
@@ -123,7 +142,7 @@ class Scorer:
                             torch.cuda.empty_cache()
                         rest = sorted(idx + [i for c in chunks for i in c], key=lambda i: (lengths[i], tuple(seqs[i])))
                         chunks = [[rest[j] for j in c] for c in length_chunks([lengths[i] for i in rest],
-                                                                               self.batch_tokens)]
+                                                                               self.batch_tokens, bucketed=bucketed)]
                         continue
                     out[idx] = logits.float().reshape(-1).cpu().numpy()
                     if progress:

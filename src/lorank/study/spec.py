@@ -203,7 +203,9 @@ def expand(spec: StudySpec, source: str | Path | None = None, problems: list[str
                     continue
                 resolved = tc.model_dump()
                 resolved.pop("output_dir", None)
-                h = config_hash(resolved)
+                identity = tc.identity()  # execution settings at their defaults are not part of the run's hash
+                identity.pop("output_dir", None)
+                h = config_hash(identity)
                 label = _axis_slug(axes, lora_defaults)
                 rid = f"{_slug(model)}-{label}-{h[:6]}"
                 if rid in seen:

@@ -76,7 +76,8 @@ class TrainConfig(Strict):
     #: recompute the cheap ops: ~1/3 of the activation memory for a few % of the time; lorank.train.trainer)
     gradient_checkpointing: bool | Literal["full", "selective"] = False
     fast_dropout: bool = True  # LoRA dropout via lorank.train.trainer.FastDropout (p rounded to 1/65536)
-    chunk_tokens: int = 4096
+    #: padded tokens per forward chunk; auto: 4096 on CPU, 16384 on CUDA (fewer, larger launches)
+    chunk_tokens: int | Literal["auto"] = "auto"
     grad_cache: bool = False  # one chunk's activations in memory instead of the step's (+1 forward)
     skip_nonfinite: bool = False
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
@@ -84,6 +85,51 @@ class TrainConfig(Strict):
     output_dir: str = "runs/default"
     report_to: list[str] = []
     dataloader_workers: int = 0
+    # ---- execution settings (speed only; at their defaults they are left out of a study's run hash)
+    #: SDPA kernels on CUDA (lorank.models.attention): auto = flash (else memory-efficient), never cuDNN,
+    #: which plans per shape; recorded in train_summary.json
+    attention_backend: Literal["auto", "flash", "efficient", "math", "cudnn"] = "auto"
+    #: chunk widths and rows padded to fixed ladders (lorank.train.collator.bucket_width/bucket_rows):
+    #: auto = on CUDA only
+    shape_buckets: bool | Literal["auto"] = "auto"
+    #: auto = adamw_torch_fused on CUDA, adamw_torch elsewhere
+    optim: Literal["auto", "adamw_torch", "adamw_torch_fused"] = "auto"
+    #: a train_log.jsonl row every N steps (each log reads the loss from the GPU: a host sync); auto = 1 on
+    #: CPU, 10 on CUDA
+    log_every: int | Literal["auto"] = "auto"
+    #: torch.compile the model (off: unmeasured; recompiles per new shape unless shape_buckets is on)
+    compile: bool = False
+
+    @field_validator("chunk_tokens", "log_every")
+    @classmethod
+    def _positive_or_auto(cls, v: Any) -> Any:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"must be a positive integer or 'auto', got {v!r}")
+        return v
+
+    def resolved_chunk_tokens(self, cuda: bool) -> int:
+        return (16384 if cuda else 4096) if self.chunk_tokens == "auto" else int(self.chunk_tokens)
+
+    def resolved_log_every(self, cuda: bool) -> int:
+        return (10 if cuda else 1) if self.log_every == "auto" else int(self.log_every)
+
+    def resolved_optim(self, cuda: bool) -> str:
+        return ("adamw_torch_fused" if cuda else "adamw_torch") if self.optim == "auto" else self.optim
+
+    def resolved_shape_buckets(self, cuda: bool) -> bool:
+        return cuda if self.shape_buckets == "auto" else bool(self.shape_buckets)
+
+    def identity(self) -> dict[str, Any]:
+        """The config as it defines an experiment (a study's run hash): execution settings at their defaults
+        are left out, and ``chunk_tokens: auto`` reads as 4096 (its CPU value, and the old default), so run
+        ids made before these settings existed stay the same."""
+        d = self.model_dump()
+        for name in EXECUTION_SETTINGS:
+            if d.get(name) == type(self).model_fields[name].default:
+                d.pop(name)
+        if d.get("chunk_tokens") == "auto":
+            d["chunk_tokens"] = 4096
+        return d
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -119,6 +165,9 @@ class TrainConfig(Strict):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         return parse_model(cls, data)
+
+
+EXECUTION_SETTINGS = ("attention_backend", "shape_buckets", "optim", "log_every", "compile")
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

@@ -72,6 +72,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     from lorank.train.groups import GroupDataset
     from lorank.train.losses import get_loss
     from lorank.train.collator import pad_multiple_for
+    from lorank.models.attention import apply_attention_backend
     from lorank.train.trainer import (CheckpointSchedule, RerankTrainer, disable_lora_input_cast, enable_checkpointing,
                                       use_fast_dropout)
 
@@ -112,13 +113,18 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
             "lora": spec.to_dict(), "dtype": dtype, "head_init": cfg.head_init, "pad_token_id": pad_id}
 
     use_cuda = torch.cuda.is_available()
+    attention = apply_attention_backend(cfg.attention_backend, "cuda" if use_cuda else "cpu",
+                                        torch.bfloat16 if dtype == "bf16" else torch.float32)
+    optim = cfg.resolved_optim(use_cuda)
     save_every = cfg.checkpoints.every if cfg.checkpoints.every and not cfg.checkpoints.steps else None
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_queries,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio if cfg.warmup_ratio < 1 else int(cfg.warmup_ratio),
         weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed,
         data_seed=cfg.seed, bf16=dtype == "bf16", use_cpu=not use_cuda, save_strategy="steps",
-        save_steps=10**9, logging_steps=1, report_to=cfg.report_to, remove_unused_columns=False,
+        save_steps=10**9, logging_steps=cfg.resolved_log_every(use_cuda), report_to=cfg.report_to, optim=optim,
+        torch_compile=cfg.compile,  # off by default: unmeasured; shapes recompile unless bucketed
+        logging_nan_inf_filter=not use_cuda,  # its per-step isnan() is a host sync; RerankTrainer guards the loss remove_unused_columns=False,
         dataloader_num_workers=cfg.dataloader_workers, ddp_find_unused_parameters=False,
         disable_tqdm=True, lr_scheduler_type="linear", save_total_limit=None,
     )
@@ -127,7 +133,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         head = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
         lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
         optimizers = (torch.optim.AdamW([{"params": lora, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
-                                        lr=cfg.lr, weight_decay=cfg.weight_decay), None)
+                                        lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                        fused=optim == "adamw_torch_fused"), None)
     trainer_box: list[RerankTrainer] = []
     schedule = CheckpointSchedule(cfg.checkpoints.steps, save_every)
     stop = GracefulStop()
@@ -140,8 +147,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         if cfg.eval.during_training:
             callbacks.append(EvalOnSave(evaluator, schedule.is_scheduled))
     trainer = RerankTrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=GroupCollator(encoder, pad_id, cfg.chunk_tokens,
-                                                        pad_multiple_for("cuda" if use_cuda else "cpu")),
+                            data_collator=GroupCollator(encoder, pad_id, cfg.resolved_chunk_tokens(use_cuda),
+                                                        pad_multiple_for("cuda" if use_cuda else "cpu"),
+                                                        cfg.resolved_shape_buckets(use_cuda)),
                             loss_fn=get_loss(cfg.loss), temperature=cfg.temperature,
                             skip_nonfinite=cfg.skip_nonfinite, grad_cache=cfg.grad_cache, callbacks=callbacks,
                             optimizers=optimizers)
@@ -186,6 +194,11 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         "steps": res.steps, "wall_s": round(wall, 2), "eval_in_training_s": round(eval_s, 2),
         "train_s": round(train_s, 2), "tokens": res.tokens, "padded_tokens": res.padded_tokens,
         "tokens_per_s": round(res.tokens_per_s, 1), "skipped_batches": res.skipped_batches,
+        "eval_share": round(eval_s / wall, 4) if wall > 0 else 0.0,
+        "execution": {"device": "cuda" if use_cuda else "cpu", "attention_backend": attention,
+                      "shape_buckets": cfg.resolved_shape_buckets(use_cuda),
+                      "chunk_tokens": cfg.resolved_chunk_tokens(use_cuda), "optim": optim,
+                      "log_every": cfg.resolved_log_every(use_cuda), "compile": cfg.compile},
         "checkpoints": [c.name for c in ckpts], "resumed_from": resume_from, "interrupted": res.interrupted})
     if stop.signum is not None:
         last = ckpts[-1] if ckpts else None

@@ -37,11 +37,17 @@ def chunk_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     return model(input_ids=ids, attention_mask=causal_mask_arg(mask), use_cache=False).logits.reshape(-1)
 
 
+def chunk_scores(model: Any, ch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The scores of a collated chunk's real rows (1-D, ``len(ch["index"])``): dummy rows that bucketed the
+    chunk's row count (:func:`lorank.train.collator.pad_chunk`) are cut off here, so nothing reads them."""
+    return chunk_logits(model, ch["input_ids"], ch["attention_mask"])[: ch["index"].numel()]
+
+
 def forward_scores(model: Any, chunks: list[dict[str, torch.Tensor]]) -> torch.Tensor:
     """Forward every chunk; return the scores in the collator's original order (1-D)."""
     parts, index = [], []
     for ch in chunks:
-        parts.append(chunk_logits(model, ch["input_ids"], ch["attention_mask"]))
+        parts.append(chunk_scores(model, ch))
         index.append(ch["index"])
     scores = torch.cat(parts)
     order = torch.cat(index)
@@ -187,7 +193,13 @@ class RerankTrainer(Trainer):
         self.tokens_seen = 0
         self.padded_tokens_seen = 0
         self.skipped_batches = 0
+        #: None: check each loss on the host at once (CPU: no cost). True: on CUDA without skip_nonfinite, keep
+        #: the check on the device and read it once at logging/saving/the end (:class:`NonFiniteGuard`), so a
+        #: step has no host sync between its forward and backward
+        self.defer_nonfinite_check: bool | None = None
+        self._first_bad_step: torch.Tensor | None = None  # on the device: first non-finite step, -1 if none
         self.add_callback(DatasetEpoch(self))
+        self.add_callback(NonFiniteGuard(self))
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -218,12 +230,46 @@ class RerankTrainer(Trainer):
 
             raise SaveError(save_failure_message(ckpt, e, discard_incomplete(ckpt))) from e
 
+    def _prepare_input(self, data: Any) -> Any:
+        """HF's, with pinned host tensors (the DataLoader pins batches on CUDA) copied ``non_blocking``: a
+        blocking copy waits for the GPU to finish the previous step, so the host could not prepare the next
+        one meanwhile. Safe: each batch is a fresh tensor that nothing writes after the copy is queued."""
+        if (isinstance(data, torch.Tensor) and data.device.type == "cpu" and self.args.device.type == "cuda"
+                and not self.is_deepspeed_enabled and data.is_pinned()):
+            return data.to(self.args.device, non_blocking=True)
+        return super()._prepare_input(data)
+
     def _count_tokens(self, inputs: dict[str, Any]) -> None:
         self.tokens_seen += int(inputs["num_tokens"])
         self.padded_tokens_seen += int(inputs["padded_tokens"])
 
+    def _defers(self, loss: torch.Tensor) -> bool:
+        if self.defer_nonfinite_check is None:
+            return loss.device.type == "cuda" and not self.skip_nonfinite
+        return bool(self.defer_nonfinite_check) and not self.skip_nonfinite
+
+    def check_finite(self) -> None:
+        """Read the deferred non-finite flag (one host sync) and stop if a loss was NaN/inf. Called before
+        every save and log, and at the end, so no checkpoint holds weights updated by a non-finite loss."""
+        bad = self._first_bad_step
+        if bad is None:
+            return
+        step = int(bad)
+        if step >= 0:
+            raise NonFiniteLossError(
+                f"loss became non-finite at step {step}; training stopped. The last saved checkpoint is intact. "
+                "Lower the learning rate, or set skip_nonfinite: true to skip bad batches.")
+
     def _finite_or_skip(self, loss: torch.Tensor) -> bool:
-        """True if the loss is finite. Otherwise count and skip the batch (``skip_nonfinite``) or stop."""
+        """True if the loss is finite. Otherwise count and skip the batch (``skip_nonfinite``) or stop.
+        Deferred (:meth:`_defers`): record it on the device and return True; :meth:`check_finite` stops."""
+        if self._defers(loss):
+            # torch.full: the step number goes to the kernel as an argument (torch.tensor(x, device=cuda)
+            # would be a blocking host-to-device copy, i.e. the very sync this avoids)
+            step = torch.full((), self.state.global_step + 1, device=loss.device, dtype=torch.long)
+            first = self._first_bad_step if self._first_bad_step is not None else torch.full_like(step, -1)
+            self._first_bad_step = torch.where((first < 0) & ~torch.isfinite(loss.detach()), step, first)
+            return True
         if torch.isfinite(loss):
             return True
         if not self.skip_nonfinite:
@@ -251,7 +297,7 @@ class RerankTrainer(Trainer):
             for ch in chunks:
                 states.append(_rng_state(devices))
                 with self.compute_loss_context_manager():
-                    parts.append(chunk_logits(model, ch["input_ids"], ch["attention_mask"]))
+                    parts.append(chunk_scores(model, ch))
         order = torch.cat([ch["index"] for ch in chunks])
         flat = torch.cat(parts)[torch.argsort(order)].float().detach().requires_grad_(True)
         scores = flat.view(inputs["n_groups"], inputs["group_size"])
@@ -266,7 +312,7 @@ class RerankTrainer(Trainer):
             sync = self.accelerator.no_sync(model) if i < len(chunks) - 1 else contextlib.nullcontext()
             with sync:
                 with self.compute_loss_context_manager():
-                    s = chunk_logits(model, ch["input_ids"], ch["attention_mask"])
+                    s = chunk_scores(model, ch)
                 self.accelerator.backward((s.float() * grad[ch["index"]]).sum())
         return scaled.detach()
 
@@ -279,6 +325,24 @@ def _set_rng_state(state: tuple[Any, list[Any]], devices: list[torch.device]) ->
     torch.set_rng_state(state[0])
     for d, st in zip(devices, state[1]):
         torch.cuda.set_rng_state(st, d)
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Reads the trainer's deferred non-finite-loss flag (:meth:`RerankTrainer.check_finite`) at the steps
+    where the host waits anyway: before a log or a save (the save comes after ``on_step_end``), and at the
+    end of training. Added last, so it sees the ``should_save`` set by the checkpoint schedule."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if (control.should_save or control.should_log or control.should_training_stop
+                or state.global_step >= state.max_steps):
+            self.trainer.check_finite()
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.trainer.check_finite()
 
 
 class DatasetEpoch(TrainerCallback):
