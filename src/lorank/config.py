@@ -110,6 +110,11 @@ class TrainData(Strict):
             raise ValueError(f"negatives/mine/max_queries are for kind 'msmarco', not {self.kind!r}")
         return self
 
+    def has_teacher_scores(self) -> bool:
+        """Whether this source can carry teacher scores (checked again when the file is read)."""
+        return self.kind == "hardneg" or (self.kind == "msmarco" and (self.negatives is not None or
+                                                                      bool(self.mine and self.mine.teacher)))
+
     def threshold(self) -> int:
         return self.rel_threshold if self.rel_threshold is not None else (1 if self.kind == "msmarco" else 2)
 

@@ -129,13 +129,19 @@ class TrainConfig(Strict):
                 d.pop(name)
         if d.get("chunk_tokens") == "auto":
             d["chunk_tokens"] = 4096
+        for src, spec in zip(d.get("data", []), self.data):  # msmarco-only fields unset: as before they existed
+            for key in ("negatives", "mine", "max_queries"):
+                if src.get(key) is None:
+                    src.pop(key, None)
+            src["rel_threshold"] = spec.threshold()
         return d
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         problems = []
-        if self.loss in NEEDS_TEACHER and any(d.kind != "hardneg" for d in self.data):
-            problems.append(f"loss: {self.loss!r} needs teacher scores: every data source must be kind=hardneg")
+        if self.loss in NEEDS_TEACHER and not all(d.has_teacher_scores() for d in self.data):
+            problems.append(f"loss: {self.loss!r} needs teacher scores: every data source must be kind=hardneg, or "
+                            "kind=msmarco with mine: {teacher: true} or a negatives file mined with --teacher")
         if not self.data:
             problems.append("data: at least one training source is needed")
         if self.checkpoints.every is not None and self.checkpoints.every < 1:
