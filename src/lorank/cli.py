@@ -309,6 +309,22 @@ def mine_cmd(
     console.print(f"wrote {out} and {summary_path(out)} in {st.seconds.get('total', 0):.1f} s: {st.summary()}")
 
 
+@app.command("export-adapter")
+def export_adapter_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint folder, or a run folder (its last complete checkpoint)."),
+    out: Path = typer.Option(..., "--out", help="The adapter folder to write, e.g. adapters/smollm2-135m-msmarco12k-r8."),
+    fp32: bool = typer.Option(False, "--fp32", help="Keep the LoRA weights in fp32 (default: bf16, half the size)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+) -> None:
+    """Export a checkpoint as a self-contained reference adapter (weights, config, metrics, README)."""
+    from lorank.export import export_adapter
+
+    with guard():
+        path = export_adapter(checkpoint, out, dtype="fp32" if fp32 else "bf16", overwrite=overwrite)
+    size = sum(f.stat().st_size for f in path.iterdir())
+    console.print(f"wrote {path} ({size / 2**20:.1f} MiB)")
+
+
 @app.command("ablate")
 def ablate_cmd(
     adapter: Path = typer.Option(..., "--adapter", help="A lorank run dir (last checkpoint) or checkpoint dir."),

@@ -164,3 +164,30 @@ def test_ablate_cli_cached_sweep_equals_naive_and_costs_less(tiny_run, tmp_path)
     rows = {r["config"]: r for r in cached["components"]["rows"]}
     assert rows["full"]["recovered_ndcg_cut_10"] in (100.0, None)
     assert (tmp_path / "cached" / "layers-leave-one-out.png").stat().st_size > 5000
+
+
+def test_export_adapter_is_small_self_contained_and_scores_like_the_checkpoint(tiny_run, tmp_path):
+    import numpy as np
+
+    from lorank.reranker import Reranker
+
+    root, _ = tiny_run
+    out = tmp_path / "adapters" / "tiny-ref"
+    res = CliRunner().invoke(app, ["export-adapter", str(root / "run"), "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert {p.name for p in out.iterdir()} == {"adapter_model.safetensors", "adapter_config.json", "lorank_meta.json",
+                                               "training_config.json", "metrics.json", "README.md"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 5 and metrics["evaluations"] and metrics["evaluations"][0]["step"] == 5
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as fh:
+        dtypes = {k: str(fh.get_tensor(k).dtype) for k in fh.keys()}
+    assert {d for k, d in dtypes.items() if "lora_" in k} == {"torch.bfloat16"}
+    assert {d for k, d in dtypes.items() if "lora_" not in k} == {"torch.float32"}  # the score head
+    passages = ["flea cycle flea cycle", ("title", "bread oven"), "river fish water"]
+    a = Reranker.from_adapter(root / "run" / "checkpoint-5", dtype="fp32", bf16=False).score("flea cycle", passages)
+    b = Reranker.from_adapter(out, dtype="fp32", bf16=False).score("flea cycle", passages)
+    assert np.allclose(a, b, atol=2e-2 * max(1.0, float(np.abs(a).max())))  # only the LoRA factors' bf16 rounding
+    again = CliRunner().invoke(app, ["export-adapter", str(root / "run"), "--out", str(out)])
+    assert again.exit_code != 0 and "exists" in again.output

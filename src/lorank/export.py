@@ -1,0 +1,109 @@
+"""Export a trained checkpoint as a self-contained reference adapter (``adapters/<name>/``).
+
+The folder holds what a user needs to rerank with and dissect a real reranker without training one:
+
+- ``adapter_model.safetensors`` + ``adapter_config.json``: the PEFT adapter (LoRA and the score head), LoRA
+  weights in bf16 by default (half the size; the score head stays fp32), loadable by
+  ``lorank rerank --adapter DIR`` and ``lorank.Reranker.from_adapter(DIR)``;
+- ``lorank_meta.json``: base model, input template, LoRA spec, head init, pad id (what loading needs);
+- ``training_config.json``: the run's fully resolved config (recipe, data, versions, precision);
+- ``metrics.json``: the checkpoint's evaluations (``metrics.jsonl`` rows of its step) and the first stage's;
+- ``README.md``: what it is, how it was made, how to use it.
+
+The folder is written to a temporary sibling and renamed into place, so it is complete or absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lorank.errors import ConfigError
+
+MAX_BYTES = 10 * 1024 * 1024
+
+
+def _state_for_export(state: dict[str, Any], dtype: str) -> dict[str, Any]:
+    import torch
+
+    if dtype not in ("bf16", "fp32"):
+        raise ConfigError(f"export dtype must be bf16 or fp32, got {dtype!r}")
+    target = torch.bfloat16 if dtype == "bf16" else torch.float32
+    out = {}
+    for k, v in state.items():
+        # LoRA factors may be rounded; the score head is tiny and sets the score's scale: kept fp32
+        out[k] = v.to(target).contiguous() if ("lora_" in k and v.is_floating_point()) else v.contiguous()
+    return out
+
+
+def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16", name: str | None = None,
+                   commands: dict[str, str] | None = None, extra_metrics: dict[str, Any] | None = None,
+                   overwrite: bool = False) -> Path:
+    """Write ``out`` from a lorank checkpoint (or run folder: its last complete checkpoint)."""
+    from safetensors.torch import save_file
+
+    from lorank.adapters import latest_checkpoint, read_adapter_state, read_checkpoint_meta
+    from lorank.atomic import atomic_write_json, atomic_write_text
+    from lorank.train.checkpoint_eval import read_metrics
+
+    ckpt = latest_checkpoint(checkpoint)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists: choose another folder or pass overwrite=True (--overwrite)")
+    meta = read_checkpoint_meta(ckpt)
+    step = meta.get("step")
+    if step is None and ckpt.name.startswith("checkpoint-"):
+        step = int(ckpt.name.rsplit("-", 1)[-1])
+    run_dir = ckpt.parent
+    run_cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8")) if (run_dir / "config.json").is_file() else None
+    rows = [r for r in read_metrics(run_dir) if r.get("step") == step] if (run_dir / "metrics.jsonl").is_file() else []
+    state = _state_for_export(read_adapter_state(ckpt), dtype)
+    keep = {k: meta[k] for k in ("base_model", "input", "lora", "head_init", "pad_token_id") if k in meta}
+    keep.update({"dtype": "auto", "weights_dtype": dtype, "exported_from": str(ckpt), "step": step,
+                 "name": name or out.name})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        shutil.copy2(ckpt / "adapter_config.json", tmp / "adapter_config.json")
+        atomic_write_json(tmp / "lorank_meta.json", keep)
+        if run_cfg is not None:
+            atomic_write_json(tmp / "training_config.json", run_cfg)
+        atomic_write_json(tmp / "metrics.json", {"step": step, "evaluations": rows, **(extra_metrics or {}),
+                                                 "commands": commands or {}})
+        atomic_write_text(tmp / "README.md", _readme(keep, rows, commands or {}, dtype))
+        size = sum(f.stat().st_size for f in tmp.iterdir())
+        if size > MAX_BYTES:
+            raise ConfigError(f"the exported adapter is {size / 2**20:.1f} MiB, over the {MAX_BYTES // 2**20} MiB meant "
+                              "for a shipped reference adapter (export in bf16, or a lower rank)")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _readme(meta: dict[str, Any], rows: list[dict[str, Any]], commands: dict[str, str], dtype: str) -> str:
+    lora = meta.get("lora", {})
+    lines = [f"# {meta['name']}", "",
+             f"A lorank reranker: `{meta.get('base_model')}` with a LoRA adapter (rank {lora.get('rank')}, alpha "
+             f"{lora.get('alpha')}, components {lora.get('components')}, layers {lora.get('layers')}) and a 1-output "
+             f"score head, exported from `{meta['exported_from']}` (step {meta.get('step')}); LoRA weights in {dtype}.",
+             "", "```bash", f"lorank rerank --adapter {'adapters/' + meta['name']} --eval dl19 --out dl19.run",
+             "```", "", "```python", "import lorank",
+             f"rr = lorank.Reranker.from_adapter('adapters/{meta['name']}')",
+             "rr.score('what is a flea', ['Fleas are small insects ...', 'A river ...'])", "```", ""]
+    if rows:
+        lines += ["| eval set | nDCG@10 | MRR@10 |", "|---|---|---|"]
+        lines += [f"| {r['eval_set']} | {r.get('ndcg_cut_10', float('nan')):.4f} | "
+                  f"{r.get('recip_rank_10', float('nan')):.4f} |" for r in rows]
+        lines.append("")
+    if commands:
+        lines += ["How it was made:", ""] + [f"- {k}: `{v}`" for k, v in commands.items()] + [""]
+    lines += ["`training_config.json` holds the run's resolved config, `metrics.json` the evaluations.", ""]
+    return "\n".join(lines)
