@@ -25,7 +25,9 @@ class Reranker:
         """The base model, untrained LoRA-free (zero-shot, e.g. with a yes/no-initialised head)."""
         from lorank.models.loading import load_reranker
 
-        lm = load_reranker(model, dtype=dtype, head_init=head_init)
+        from lorank.precision import weights_dtype_name
+
+        lm = load_reranker(model, dtype=weights_dtype_name(dtype, "cpu"), head_init=head_init)
         return cls(lm.model, lm.tokenizer, **kw)
 
     @classmethod
@@ -44,8 +46,11 @@ class Reranker:
         if base and not Path(str(base)).exists():
             base = meta.get("base_model")
         # the weights' dtype follows the one precision decision (lorank.precision) unless given: the dtype the
-        # adapter was trained in says nothing about what pays on the machine that scores with it
-        lm = load_reranker(base, dtype=dtype or "auto", trust_remote_code=trust_remote_code)
+        # adapter was trained in says nothing about what pays on the machine that scores with it (on a CPU the
+        # weights stay fp32 and bf16 comes from the scorer's autocast: as fast as bf16 weights there)
+        from lorank.precision import weights_dtype_name
+
+        lm = load_reranker(base, dtype=weights_dtype_name(dtype, "cpu"), trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(lm.model, str(ckpt), use_safetensors=not allow_pickle)
         fmt = InputFormat(**meta.get("input", {}))
         return cls(model, lm.tokenizer, fmt, meta=dict(meta, checkpoint=str(ckpt)), **kw)

@@ -1,0 +1,147 @@
+"""Issue 14: evaluate an MS MARCO-trained run's checkpoints on DL19 and DL20 (BM25 top-100) and write the figures.
+
+    .venv/bin/lorank train configs/train_msmarco12k_cpu.yaml                       # the CPU run (~45 min here)
+    .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-cpu       # evaluate + collect (resumable)
+    .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-cpu --steps 200   # only some checkpoints
+
+Checkpoints are evaluated in the order given (default: the last first, then the rest from late to early), each
+(step, set) once: results go to the run's ``metrics.jsonl`` and ``runs_trec/`` as ``lorank train`` writes them,
+so an interrupted call resumes. Writes ``benchmarks/results/train_msmarco12k.json`` (every checkpoint's DL19/DL20
+nDCG@10 and MRR@10, ``best_ndcg_cut_10`` on DL19, paired t-tests vs BM25 per query (Holm), tokens/s, device,
+config, commands, the variants tried) and the checkpoint curve PNG beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "train_msmarco12k.json"
+
+
+def evaluate_checkpoints(run_dir: Path, steps: list[int], sets: list[str], depth: int) -> None:
+    from lorank.config import EvalSpec
+    from lorank.reranker import Reranker
+    from lorank.train.checkpoint_eval import CheckpointEvaluator
+
+    spec = EvalSpec(sets=sets, depth=depth)
+    evaluator = None
+    for step in steps:
+        ckpt = run_dir / f"checkpoint-{step}"
+        rr = Reranker.from_adapter(ckpt)
+        if evaluator is None:
+            evaluator = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), spec, run_dir)
+        t0 = time.perf_counter()
+        rows = evaluator(rr.model, step, ckpt)
+        for r in rows:
+            print(f"step {step} {r['eval_set']}: nDCG@10 {r['ndcg_cut_10']:.4f} MRR@10 {r['recip_rank_10']:.4f} "
+                  f"({r['pairs_per_s']:.1f} pairs/s, precision {rr.scorer.precision})", flush=True)
+        if not rows:
+            print(f"step {step}: already evaluated", flush=True)
+        del rr
+        print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def significance(run_dir: Path, step: int, sets: list[str]) -> dict:
+    """Paired t-tests (Holm per measure) of the checkpoint's reranked run vs the BM25 run, over judged queries."""
+    from lorank.data import load_run, resolve_eval_set
+    from lorank.score import compare
+    from lorank.train.checkpoint_eval import eval_label
+
+    out = {}
+    for name in sets:
+        label = eval_label(name)
+        f = run_dir / "runs_trec" / f"checkpoint-{step}.{label}.run"
+        if not f.is_file():
+            continue
+        rs = resolve_eval_set(name)
+        cmp = compare(rs.qrels, {"bm25": rs.run, f"checkpoint-{step}": load_run(f)}, baseline="bm25",
+                      measures=["ndcg_cut_10", "recip_rank_10"])
+        out[label] = [c.to_dict() for c in cmp.comparisons]
+    return out
+
+
+def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OUT) -> dict:
+    from lorank.data import resolve_eval_set
+    from lorank.precision import cpu_bf16_capability
+    from lorank.score import evaluate
+    from lorank.train.checkpoint_eval import eval_label, plot_checkpoint_curve, read_metrics
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    metrics = read_metrics(run_dir)
+    by_step: dict[int, dict] = {}
+    for r in metrics:
+        if r["eval_set"] in [eval_label(s) for s in sets]:
+            by_step.setdefault(r["step"], {"step": r["step"]})[r["eval_set"]] = {
+                k: r.get(k) for k in ("ndcg_cut_10", "recip_rank_10", "recall_100", "map", "pairs_per_s")}
+    ckpts = [by_step[s] for s in sorted(by_step)]
+    bm25 = {eval_label(s): {k: round(float(v), 4) for k, v in
+                            evaluate(resolve_eval_set(s).qrels, resolve_eval_set(s).run).aggregate.items()}
+            for s in sets}
+    dl19 = eval_label("dl19")
+    best = max((c for c in ckpts if dl19 in c), key=lambda c: c[dl19]["ndcg_cut_10"], default=None)
+    c = cfg["config"]
+    device = {"kind": "cpu", "cores": __import__("os").cpu_count(), "processor": platform.processor() or platform.machine(),
+              "bf16_capability": cpu_bf16_capability(), "precision": cfg.get("precision")}
+    plot = plot_checkpoint_curve(run_dir, title="SmolLM2-135M LoRA r=8, MS MARCO train (12k set)",
+                                 baselines={eval_label(s): bm25[eval_label(s)] for s in sets})
+    png = out.with_suffix(".png")
+    if plot is not None:
+        shutil.copy2(plot, png)
+    return {
+        "model": c["model"], "lora": c["lora"], "device": device,
+        "recipe": {k: c.get(k) for k in ("dtype", "head_init", "group_size", "batch_queries", "unit", "lr", "head_lr",
+                                         "warmup_ratio", "loss", "max_steps", "epochs", "seed")},
+        "train_data": c["data"], "pools": cfg.get("pools"),
+        "steps": summary["steps"], "train_s": summary.get("train_s"), "tokens": summary["tokens"],
+        "tokens_per_s": summary["tokens_per_s"], "training_queries_seen": summary["steps"] * c["batch_queries"],
+        "checkpoints": ckpts, "bm25": bm25,
+        "best_ndcg_cut_10": best[dl19]["ndcg_cut_10"] if best else None, "best_step": best["step"] if best else None,
+        "vs_bm25_at_best": significance(run_dir, best["step"], sets) if best else None,
+        "commands": {
+            "mine (standalone; the config mines the same negatives on the fly)":
+                ".venv/bin/lorank mine --train msmarco-train-12k --collection self --collection dl20 --window 10-100 "
+                "--exclude-eval dl19 --out runs/mined-12k.jsonl",
+            "train": f".venv/bin/lorank train {run_dir / 'config.json'} (the run's config; from configs/train_msmarco12k_cpu.yaml)",
+            "evaluate": "python benchmarks/train_msmarco12k.py " + " ".join(sys.argv[1:]),
+        },
+        "variants": variants, "checkpoint_curve_png": png.name if plot is not None else None,
+        "versions": cfg.get("versions"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--steps", default=None, help="checkpoints to evaluate, in this order (default: last first)")
+    ap.add_argument("--sets", default="dl19,dl20")
+    ap.add_argument("--depth", type=int, default=100)
+    ap.add_argument("--variants", type=Path, help="JSON list of other variants tried ({name, command, result})")
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    from lorank.atomic import atomic_write_json
+    from lorank.train.checkpoints import complete_checkpoints
+
+    sets = [s for s in a.sets.split(",") if s]
+    have = [int(p.name.rsplit("-", 1)[-1]) for p in complete_checkpoints(a.run)]
+    steps = [int(s) for s in a.steps.split(",")] if a.steps else sorted(have, reverse=True)
+    missing = [s for s in steps if s not in have]
+    if missing:
+        raise SystemExit(f"{a.run}: no complete checkpoint for steps {missing} (have {have})")
+    evaluate_checkpoints(a.run, steps, sets, a.depth)
+    variants = json.loads(a.variants.read_text()) if a.variants else []
+    res = collect(a.run, sets, variants, a.out)
+    atomic_write_json(a.out, res)
+    print(json.dumps({k: res[k] for k in ("best_ndcg_cut_10", "best_step", "tokens_per_s")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
