@@ -127,6 +127,11 @@ def test_report_has_every_section(tiny):
         assert title in html, title
     md = (out / "report" / "tables.md").read_text()
     assert "| rank |" in md and "% recovered" in md
+    # the paper's five findings, tested on this (tiny, noisy) study: findings.json beside the page
+    assert "Findings vs the paper" in html and "| the paper's claim |" in md
+    findings = json.loads((out / "report" / "findings.json").read_text())
+    assert [f["finding"] for f in findings] == [1, 2, 3, 4, 5]
+    assert all(f["verdict"] in ("holds", "does not hold", "inconclusive") and f["p_values"] for f in findings)
     pngs = list((out / "report").glob("*.png"))
     assert len(pngs) >= 4 and all(p.stat().st_size > 5000 for p in pngs)
 
@@ -149,6 +154,7 @@ def test_report_renders_in_headless_chromium(tiny):
     assert shot.is_file() and shot.stat().st_size > 20_000, proc.stderr[-2000:]
     dom = subprocess.run(args + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert "<h2>LoRA rank</h2>" in dom and dom.count("<img") >= 4
+    assert "<h2>Findings vs the paper</h2>" in dom
     # the screenshot is not blank: many distinct colours (text, plots)
     from PIL import Image
 
