@@ -132,6 +132,15 @@ def test_report_has_every_section(tiny):
     findings = json.loads((out / "report" / "findings.json").read_text())
     assert [f["finding"] for f in findings] == [1, 2, 3, 4, 5]
     assert all(f["verdict"] in ("holds", "does not hold", "inconclusive") and f["p_values"] for f in findings)
+    # the same table as Markdown, for a README, through the CLI
+    from typer.testing import CliRunner
+
+    from lorank.cli import app
+
+    res = CliRunner().invoke(app, ["findings", str(out), "--md", str(root / "findings.md")])
+    assert res.exit_code == 0, res.output
+    table = (root / "findings.md").read_text()
+    assert table.startswith("### What the study finds") and table.count("\n| ") >= 6 and table in res.output
     pngs = list((out / "report").glob("*.png"))
     assert len(pngs) >= 4 and all(p.stat().st_size > 5000 for p in pngs)
 
