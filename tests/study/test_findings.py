@@ -225,6 +225,20 @@ def test_paper_smollm2_preset_validates_with_its_recipe_and_costs():
     assert 3600 < cuda.estimate_s < cpu.estimate_s
 
 
+def test_paper_smollm2_data_check_finds_the_msmarco_folder_by_name():
+    from lorank.study import build_plan, find_spec, load_spec
+    from tests.shared_paths import SHARED
+
+    spec = load_spec(find_spec("paper-smollm2"))
+    if (SHARED / "msmarco-train-12k").is_dir():
+        plan = build_plan(spec.model_copy(update={"data_root": str(SHARED)}), check_data=True, device="cpu")
+        assert not [p for p in plan.data_problems if "msmarco" in p], plan.data_problems
+    train = dict(spec.train, data=[dict(spec.train["data"][0], path="no-such-msmarco-set")])
+    plan = build_plan(spec.model_copy(update={"train": train}), check_data=True, device="cpu")
+    missing = [p for p in plan.data_problems if "no-such-msmarco-set" in p]
+    assert len(missing) == 1 and "MS MARCO training folder" in missing[0]
+
+
 def test_small_model_without_a_measured_cuda_rate_says_its_estimate_is_a_lower_bound():
     from lorank.study.cost import model_rates
     from lorank.study.plan import RATES
