@@ -41,6 +41,9 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str) ->
     label = eval_label(set_name)
     mq = reference.train_config.get("eval", {}).get("max_queries")
     rs = resolve_eval_set(set_name, plan.spec.data_root).subset(mq)
+    if not rs.qrels:  # nothing to test against: every finding is inconclusive ("no per-query data")
+        log.warning("findings: %s has no qrels; no per-query metrics", set_name)
+        return PerQuery(label, {})
     pq = PerQuery(label, per_query(rs.qrels, rs.run))
     for r in plan.runs:
         files = sorted((study_dir / "runs" / r.run_id / "runs_trec").glob(f"checkpoint-*.{label}.run"), key=_step)
