@@ -407,6 +407,20 @@ def report_cmd(study_dir: Path = typer.Argument(..., help="A study directory wri
     console.print(f"report: {page}")
 
 
+@app.command("findings")
+def findings_cmd(
+    study_dir: Path = typer.Argument(..., help="A study directory written by `lorank study`."),
+    md: Optional[Path] = typer.Option(None, "--md", help="Also write the Markdown table here (for a README)."),
+) -> None:
+    """The paper's five findings tested on a study: holds / does not hold / inconclusive, with p-values (Holm);
+    writes STUDY_DIR/report/findings.json and prints the Markdown table."""
+    from lorank.report.findings_section import write_findings
+
+    with guard():
+        _, text = write_findings(study_dir, md)
+    print(text)
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Where the demo writes its results."),

@@ -127,6 +127,20 @@ def test_report_has_every_section(tiny):
         assert title in html, title
     md = (out / "report" / "tables.md").read_text()
     assert "| rank |" in md and "% recovered" in md
+    # the paper's five findings, tested on this (tiny, noisy) study: findings.json beside the page
+    assert "Findings vs the paper" in html and "| the paper's claim |" in md
+    findings = json.loads((out / "report" / "findings.json").read_text())
+    assert [f["finding"] for f in findings] == [1, 2, 3, 4, 5]
+    assert all(f["verdict"] in ("holds", "does not hold", "inconclusive") and f["p_values"] for f in findings)
+    # the same table as Markdown, for a README, through the CLI
+    from typer.testing import CliRunner
+
+    from lorank.cli import app
+
+    res = CliRunner().invoke(app, ["findings", str(out), "--md", str(root / "findings.md")])
+    assert res.exit_code == 0, res.output
+    table = (root / "findings.md").read_text()
+    assert table.startswith("### What the study finds") and table.count("\n| ") >= 6 and table in res.output
     pngs = list((out / "report").glob("*.png"))
     assert len(pngs) >= 4 and all(p.stat().st_size > 5000 for p in pngs)
 
@@ -149,6 +163,7 @@ def test_report_renders_in_headless_chromium(tiny):
     assert shot.is_file() and shot.stat().st_size > 20_000, proc.stderr[-2000:]
     dom = subprocess.run(args + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert "<h2>LoRA rank</h2>" in dom and dom.count("<img") >= 4
+    assert "<h2>Findings vs the paper</h2>" in dom
     # the screenshot is not blank: many distinct colours (text, plots)
     from PIL import Image
 
@@ -204,7 +219,7 @@ def test_bad_yaml_types_are_config_errors(tmp_path):
 def test_presets_validate_with_dry_run(monkeypatch):
     from lorank.study import find_spec
 
-    for name in ("demo", "paper-cpu", "paper-7b"):
+    for name in ("demo", "paper-cpu", "paper-7b", "paper-smollm2"):
         spec = load_spec(find_spec(name))
         plan = build_plan(spec, name, check_data=name != "paper-7b", device="cuda" if name == "paper-7b" else "cpu")
         assert plan.steps and plan.estimate_s > 0

@@ -233,6 +233,9 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     lt = ltr_section(plan, study_dir, out)
     if lt is not None:
         sections.append(lt)
+    from lorank.report.findings_section import findings_section
+
+    sections.append(findings_section(plan, study_dir, out, df))
 
     cf = Section("Configs and software")
     versions = {}

@@ -138,6 +138,15 @@ def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
                 if not named_set_ok(d["path"]):
                     problems.append(f"train.data[{i}]: TREC set {d['path']!r} not found (looked in --data, "
                                     "$LORANK_DATA, ../shared/data, ir_datasets)")
+            elif d["kind"] == "msmarco":  # a folder, by path or by name under the data root
+                from lorank.data.msmarco import resolve_msmarco_dir
+                from lorank.errors import DataError
+
+                try:
+                    resolve_msmarco_dir(d["path"], spec.data_root)
+                except DataError:
+                    problems.append(f"train.data[{i}]: MS MARCO training folder {d['path']!r} not found (looked in "
+                                    "--data, $LORANK_DATA, ../shared/data)")
             elif not Path(d["path"]).is_file():
                 problems.append(f"train.data[{i}]: file not found: {d['path']}")
         for name in r.train_config.get("eval", {}).get("sets", []):
@@ -165,10 +174,12 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
     device = device or _device()
     if device not in RATES:
         raise ConfigError(f"unknown device {device!r} for cost estimates (known: {', '.join(RATES)})")
-    train_rate, score_rate = RATES.get(device, RATES["cpu"])
+    from lorank.study.cost import model_rates
+
 
     # models: family, projections and layers checked against the config where it is known offline
     sizes: dict[str, int | None] = {}
+    rates: dict[str, Any] = {}
     for model in spec.models:
         cfg = model_config(model)
         if cfg is None:
@@ -176,6 +187,9 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             notes.append(f"{model}: config not available offline; LoRA targets are checked when training starts")
             continue
         sizes[model] = count_params(cfg)
+        rates[model] = model_rates(device, model, sizes[model], RATES[device])
+        if rates[model].note:
+            notes.append(f"cost basis: {rates[model].note}")
         try:
             arch = arch_for(cfg)
         except ConfigError as e:
@@ -205,6 +219,7 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
         n = sizes.get(r.model)
         est = 0.0
         if n:
+            train_rate, score_rate = rates[r.model].train, rates[r.model].score
             n_steps = tc["max_steps"] if tc["max_steps"] > 0 else 200
             tokens = n_steps * tc["batch_queries"] * tc["group_size"] * tc["grad_accum"] * AVG_TOKENS
             ev = tc.get("eval", {})
@@ -231,7 +246,7 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             n_layers = (model_config(r.model).num_hidden_layers if n else 30)
             configs = sum(_sweep_size(sw, n_layers, a.window, r.axes) for sw in a.sweeps if sw in SWEEPS)
             pairs = (a.max_queries or 43) * a.depth
-            est = (configs * pairs * AVG_TOKENS * 2 * n / score_rate + 15) if n else 0.0
+            est = (configs * pairs * AVG_TOKENS * 2 * n / rates[r.model].score + 15) if n else 0.0
             steps.append(Step(f"ablate/{r.run_id}/{i}", "ablate", r.run_id, payload, f"ablations/{r.run_id}/{i}", h,
                               [f"train/{r.run_id}"], est))
 
@@ -259,6 +274,7 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             tail = f"{r.run_id}" + (f"~{other}" if other else "") + f"/{i}"
             needs = [f"train/{r.run_id}"] + ([f"train/{other}"] if other else [])
             n = sizes.get(r.model) or 0
+            score_rate = rates[r.model].score if n else 1.0
             est = {"weights": 10, "compare": 10}.get(a.kind, 0) or (
                 2 * 600 * AVG_TOKENS * 2 * n / score_rate + 20 if n else 0.0)
             if a.kind == "ltr":  # one forward per pair of both feature tables, then seconds of LightGBM

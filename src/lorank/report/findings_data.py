@@ -1,0 +1,71 @@
+"""Per-query nDCG@10 for the findings (:class:`lorank.report.findings.PerQuery`), read from the TREC runs a study
+writes: each run's checkpoints (``runs/<run>/runs_trec/checkpoint-N.<set>.run``), the reference adapter's ablations
+(``ablations/<run>/<i>/runs/<sweep>/<config>.run``) and the first stage (BM25) of the main eval set."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from lorank.report.findings import MEASURE, PerQuery
+
+log = logging.getLogger("lorank.report")
+
+
+def per_query(qrels: dict[str, dict[str, int]], run: Any) -> dict[str, float]:
+    from lorank.score import evaluate
+
+    return dict(evaluate(qrels, run, rel_threshold=2, measures=[MEASURE]).per_query[MEASURE])
+
+
+def _read(path: Path) -> dict[str, dict[str, float]]:
+    from lorank.data import load_run
+
+    return {q: {e.docid: float(e.score) for e in entries} for q, entries in load_run(path).items()}
+
+
+def _step(path: Path) -> int:
+    return int(path.name.split(".")[0].split("-")[-1])
+
+
+def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str) -> PerQuery:
+    """Per-query nDCG@10 of every checkpoint, of the reference adapter's ablations on the same set, and of BM25.
+
+    `set_name` is the main eval set as the spec names it (dl19, or a folder); its label names the files."""
+    from lorank.ablate.run import _safe
+    from lorank.data import resolve_eval_set
+    from lorank.train.checkpoint_eval import eval_label
+
+    study_dir = Path(study_dir)
+    label = eval_label(set_name)
+    mq = reference.train_config.get("eval", {}).get("max_queries")
+    rs = resolve_eval_set(set_name, plan.spec.data_root).subset(mq)
+    if not rs.qrels:  # nothing to test against: every finding is inconclusive ("no per-query data")
+        log.warning("findings: %s has no qrels; no per-query metrics", set_name)
+        return PerQuery(label, {})
+    pq = PerQuery(label, per_query(rs.qrels, rs.run))
+    for r in plan.runs:
+        files = sorted((study_dir / "runs" / r.run_id / "runs_trec").glob(f"checkpoint-*.{label}.run"), key=_step)
+        if files:
+            pq.checkpoints[r.run_id] = {_step(f): per_query(rs.qrels, _read(f)) for f in files}
+    for step in plan.steps:
+        if step.kind != "ablate" or step.run_id != reference.run_id or eval_label(step.payload["eval"]) != label:
+            continue
+        d = study_dir / step.out_dir
+        f = d / "ablations.json"
+        if not f.is_file():
+            continue
+        data = json.loads(f.read_text(encoding="utf-8"))
+        ars = resolve_eval_set(step.payload["eval"], plan.spec.data_root).subset(step.payload.get("max_queries"))
+        for sweep, entry in data.get("sweeps", {}).items():
+            for row in entry["rows"]:
+                name = row["config"]
+                run_file = d / "runs" / sweep.replace("/", "_") / f"{_safe(name)}.run"
+                if name in pq.ablations:
+                    continue
+                if not run_file.is_file():
+                    log.warning("findings: %s has no TREC run (ablate with write_runs); left out", run_file)
+                    continue
+                pq.ablations[name] = per_query(ars.qrels, _read(run_file))
+    return pq

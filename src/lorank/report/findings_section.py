@@ -1,0 +1,73 @@
+"""The report section "Findings vs the paper": the five findings of the paper tested on the study's numbers
+(:mod:`lorank.report.findings`), written as ``report/findings.json`` and as a table; also as Markdown for a README
+(``lorank findings STUDY_DIR --md FILE``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lorank.atomic import atomic_write_json, atomic_write_text
+from lorank.report.findings import ALPHA, evaluate_findings, figures_text, findings_markdown, p_text
+
+TITLE = "Findings vs the paper"
+
+
+def study_findings(plan: Any, study_dir: Path, results: Any = None) -> list[dict[str, Any]]:
+    """The five findings for a study directory ([] when no checkpoint is evaluated on any set)."""
+    import pandas as pd
+
+    from lorank.report.findings_data import load_per_query
+    from lorank.study.store import collect_rows
+
+    sets = [s for r in plan.runs for s in r.train_config.get("eval", {}).get("sets", [])]
+    if not sets:
+        return []
+    ref = next((r for r in plan.runs if r.matches(plan.spec.report.reference)), None) or next(
+        (r for r in plan.runs if r.axes.get("components") == "all"), plan.runs[0])
+    if results is None:
+        results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
+    pq = load_per_query(plan, Path(study_dir), ref, sets[0])
+    return evaluate_findings(results, pq, ref.run_id)
+
+
+def findings_section(plan: Any, study_dir: Path, out: Path, results: Any = None) -> Any:
+    """A :class:`lorank.report.build.Section`; writes ``out/findings.json``."""
+    from lorank.report.build import Section
+
+    findings = study_findings(plan, study_dir, results)
+    atomic_write_json(out / "findings.json", findings)
+    sec = Section(TITLE, "The paper's five findings (Mistral-7B, Llama-3.1-8B, Pythia-6.9B on MS MARCO, TREC DL19) "
+                  "tested on this study's numbers: paired t-tests over queries (nDCG@10), Holm-corrected within each "
+                  f"finding, alpha {ALPHA}. If the reference adapter is not significantly above BM25, every verdict "
+                  "is inconclusive: the differences are noise. The decision rules are in the table's last column and "
+                  "in <code>lorank.report.findings</code>; every figure is in <code>findings.json</code>.")
+    if not findings:
+        sec.text += " <span class='muted'>(no checkpoint evaluated yet)</span>"
+        return sec
+    sec.tables.append(("The five findings: the paper's claim, this study's verdict, the deciding figures and the "
+                       "Holm-adjusted p-values of the finding's tests",
+                       ["#", "the paper's claim", "this study", "deciding figures", "p-values (Holm)", "rule"],
+                       [[str(f["finding"]), f["claim"], f["verdict"], figures_text(f), p_text(f), f["rule"]]
+                        for f in findings]))
+    return sec
+
+
+def write_findings(study_dir: str | Path, markdown: str | Path | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Compute the findings of a study directory, write ``report/findings.json`` (and `markdown` when given);
+    returns (findings, the Markdown table)."""
+    from lorank.errors import ConfigError
+    from lorank.study.plan import build_plan
+    from lorank.study.spec import load_spec
+
+    study_dir = Path(study_dir)
+    spec_file = study_dir / "study.yaml"
+    if not spec_file.is_file():
+        raise ConfigError(f"{study_dir} is not a study directory (no study.yaml); run `lorank study SPEC.yaml -o DIR`")
+    plan = build_plan(load_spec(spec_file), spec_file, check_data=False)
+    findings = study_findings(plan, study_dir)
+    (study_dir / "report").mkdir(parents=True, exist_ok=True)
+    atomic_write_json(study_dir / "report" / "findings.json", findings)
+    md = findings_markdown(findings, f"What the study finds ({plan.spec.name})")
+    if markdown is not None:
+        atomic_write_text(Path(markdown), md)
+    return findings, md
