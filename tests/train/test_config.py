@@ -32,3 +32,18 @@ def test_relative_data_paths_resolve_against_the_config_folder(tmp_path):
     sub.mkdir()
     cfg = TrainConfig.from_yaml(_cfg(sub, "data: [{kind: tevatron, path: ../d/t.jsonl}]\n"))
     assert cfg.data[0].path == str(sub / "../d/t.jsonl")
+
+
+def test_set_override_indexes_into_the_list_of_sources(tmp_path):
+    import pytest
+
+    from lorank.errors import ConfigError
+    from lorank.train.config import TrainConfig
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data: [{kind: trec, path: dl20}, {kind: msmarco, path: m, mine: {window: 10-100}}]\n")
+    cfg = TrainConfig.from_yaml(p, {"data.1.max_queries": 4, "data.1.mine.window": "5-50"})
+    assert cfg.data[1].max_queries == 4 and cfg.data[1].mine.window == "5-50" and cfg.data[0].max_queries is None
+    for bad in ("data.2.max_queries", "data.x.max_queries"):
+        with pytest.raises(ConfigError, match="has 2 entries"):
+            TrainConfig.from_yaml(p, {bad: 1})

@@ -180,8 +180,21 @@ def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     if not all(p.strip() for p in parts):
         raise ConfigError(f"bad override key {key!r}: use dotted field names like lora.rank")
+    node: Any = d
     for i, p in enumerate(parts[:-1]):
-        d = d.setdefault(p, {})
-        if not isinstance(d, dict):
-            raise ConfigError(f"cannot set {key!r}: {'.'.join(parts[:i + 1])} is {d!r}, not a mapping of fields")
-    d[parts[-1]] = value
+        if isinstance(node, list):  # data.0.max_queries: an index into a list of sources
+            if not p.isdigit() or int(p) >= len(node):
+                raise ConfigError(f"cannot set {key!r}: {'.'.join(parts[:i])} has {len(node)} entries; "
+                                  f"{p!r} is not an index of one")
+            node = node[int(p)]
+        else:
+            node = node.setdefault(p, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"cannot set {key!r}: {'.'.join(parts[:i + 1])} is {node!r}, not a mapping of fields")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"cannot set {key!r}: {'.'.join(parts[:-1])} has {len(node)} entries")
+        node[int(last)] = value
+    else:
+        node[last] = value
