@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorank.errors import ConfigError
+from lorank.study.external import ExternalAdapter, resolve_adapters
 from lorank.study.spec import ANALYSES, AXES, RunSpec, StudySpec, config_hash, expand
 
 log = logging.getLogger("lorank.study")
@@ -26,7 +27,7 @@ AVG_TOKENS = 100  # a DL query + passage in the default template, in tokens (mea
 class Step:
     step_id: str  # unique, readable: train/<run>, ablate/<run>, analyze/<kind>/<run>[~<other>]
     kind: str  # train | ablate | analyze
-    run_id: str
+    run_id: str  # the study run it works on, or adapter:<name> for an external adapter
     payload: dict[str, Any]  # what the worker needs
     out_dir: str  # relative to the study dir
     hash: str
@@ -44,6 +45,8 @@ class Plan:
     #: data not found on this machine: an error for a real run, a warning for a dry run (the study may be
     #: planned here and run on a machine that has the data)
     data_problems: list[str] = field(default_factory=list)
+    #: the spec's external adapters by name (lorank.study.external)
+    adapters: dict[str, ExternalAdapter] = field(default_factory=dict)
 
     @property
     def estimate_s(self) -> float:
@@ -51,6 +54,12 @@ class Plan:
 
     def run(self, run_id: str) -> RunSpec:
         return next(r for r in self.runs if r.run_id == run_id)
+
+    def subject(self, run_id: str) -> RunSpec | ExternalAdapter:
+        """What a step dissects: a study run, or an external adapter (run_id adapter:<name>)."""
+        if run_id.startswith("adapter:"):
+            return self.adapters[run_id.split(":", 1)[1]]
+        return self.run(run_id)
 
 
 def _device() -> str:
@@ -232,30 +241,73 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
         steps.append(s)
         train_steps[r.run_id] = s
 
+    from lorank.study.external import REPO_ROOT
+
+    adapters = resolve_adapters(spec.adapters, REPO_ROOT, problems)
+    for ext in adapters.values():  # cost estimates for an adapter's base model, when known offline
+        if ext.model not in sizes:
+            cfg = model_config(ext.model)
+            sizes[ext.model] = count_params(cfg) if cfg is not None else None
+            if sizes[ext.model]:
+                rates[ext.model] = model_rates(device, ext.model, sizes[ext.model], RATES[device])
+
+    def subjects(step: Any, where: str) -> list[RunSpec | ExternalAdapter]:
+        """The runs a step's selector matches, or its external adapter (a problem when it names both or an
+        unknown one)."""
+        if step.adapter is None:
+            return select(step.runs or {}, f"{where}.runs")
+        if step.runs is not None:
+            problems.append(f"{where}: give either runs (a selector of the study's runs) or adapter (a name from "
+                            f"adapters), not both")
+            return []
+        if step.adapter not in spec.adapters:
+            problems.append(f"{where}.adapter: unknown adapter {step.adapter!r} (adapters: "
+                            + (", ".join(spec.adapters) or "none given") + ")")
+            return []
+        ext = adapters.get(step.adapter)
+        return [ext] if ext is not None else []  # an unusable folder is already a problem
+
+    def identity(subj: RunSpec | ExternalAdapter) -> dict[str, Any]:
+        """What a step's hash follows besides its settings: the run's config, or the adapter's contents."""
+        return {"adapter": subj.config_hash} if isinstance(subj, ExternalAdapter) else {"train": subj.config_hash}
+
+    def placement(subj: RunSpec | ExternalAdapter) -> tuple[str, list[str], dict[str, Any]]:
+        """(folder part of step ids and out dirs, steps it needs, payload additions)."""
+        if isinstance(subj, ExternalAdapter):
+            return subj.slug, [], {"adapter_path": str(subj.path)}
+        return subj.run_id, [f"train/{subj.run_id}"], {}
+
     for i, a in enumerate(spec.ablations):
         bad = [sw for sw in a.sweeps if sw not in SWEEPS]
         if bad:
             problems.append(f"ablations[{i}].sweeps: unknown sweep(s) {', '.join(bad)} (known: {', '.join(SWEEPS)})")
-        for r in select(a.runs, f"ablations[{i}].runs"):
+        for r in subjects(a, f"ablations[{i}]"):
             payload = a.model_dump()
             payload.pop("runs")
+            payload.pop("adapter")
             if spec.data_root:
                 payload["data_root"] = spec.data_root
-            h = config_hash({"train": r.config_hash, **payload})
+            h = config_hash({**identity(r), **payload})
+            folder, needs, extra = placement(r)
             n = sizes.get(r.model)
             n_layers = (model_config(r.model).num_hidden_layers if n else 30)
             configs = sum(_sweep_size(sw, n_layers, a.window, r.axes) for sw in a.sweeps if sw in SWEEPS)
             pairs = (a.max_queries or 43) * a.depth
             est = (configs * pairs * AVG_TOKENS * 2 * n / rates[r.model].score + 15) if n else 0.0
-            steps.append(Step(f"ablate/{r.run_id}/{i}", "ablate", r.run_id, payload, f"ablations/{r.run_id}/{i}", h,
-                              [f"train/{r.run_id}"], est))
+            steps.append(Step(f"ablate/{folder}/{i}", "ablate", r.run_id, {**payload, **extra},
+                              f"ablations/{folder}/{i}", h, needs, est))
 
     for i, a in enumerate(spec.analyses):
         if a.kind not in ANALYSES:  # pragma: no cover - pydantic checks the literal
             problems.append(f"analyses[{i}].kind: unknown {a.kind!r}")
         if a.against:
             select(a.against, f"analyses[{i}].against")
-        for r in select(a.runs, f"analyses[{i}].runs"):
+        if a.kind == "compare" and a.adapter is not None and not a.against:
+            problems.append(f"analyses[{i}]: compare on the external adapter {a.adapter!r} needs `against` (a "
+                            "selector of one study run): an adapter folder holds one state, not first and last "
+                            "checkpoints")
+            continue
+        for r in subjects(a, f"analyses[{i}]"):
             other = None
             if a.against:  # the counterpart within the same model, unless the selector names a model
                 sel = a.against if "model" in a.against else {**a.against, "model": r.model}
@@ -270,9 +322,10 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             payload = {"kind": a.kind, "options": a.options, "against": other}
             if spec.data_root:
                 payload["data_root"] = spec.data_root
-            h = config_hash({"train": r.config_hash, "other": train_steps[other].hash if other else None, **payload})
-            tail = f"{r.run_id}" + (f"~{other}" if other else "") + f"/{i}"
-            needs = [f"train/{r.run_id}"] + ([f"train/{other}"] if other else [])
+            h = config_hash({**identity(r), "other": train_steps[other].hash if other else None, **payload})
+            folder, needs, extra = placement(r)
+            tail = folder + (f"~{other}" if other else "") + f"/{i}"
+            needs = needs + ([f"train/{other}"] if other else [])
             n = sizes.get(r.model) or 0
             score_rate = rates[r.model].score if n else 1.0
             est = {"weights": 10, "compare": 10}.get(a.kind, 0) or (
@@ -282,7 +335,7 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
 
                 problems.extend(f"analyses[{i}].{p}" for p in check_options(a.options))
                 est = estimate_pairs(a.options) * AVG_TOKENS * 2 * n / score_rate + 60 if n else 0.0
-            steps.append(Step(f"analyze/{a.kind}/{tail}", "analyze", r.run_id, payload,
+            steps.append(Step(f"analyze/{a.kind}/{tail}", "analyze", r.run_id, {**payload, **extra},
                               f"analyses/{a.kind}/{tail}", h, needs, est))
 
     if spec.report.reference and not any(r.matches(spec.report.reference) for r in runs):
@@ -291,7 +344,7 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
     data_problems = _data_problems(spec, runs) if check_data else []
     if problems:
         raise ConfigError(list(dict.fromkeys(problems + data_problems)), source)
-    return Plan(spec, runs, steps, device, notes, data_problems)
+    return Plan(spec, runs, steps, device, notes, data_problems, adapters)
 
 
 def _sweep_size(sweep: str, n_layers: int, window: int, axes: dict[str, Any]) -> float:

@@ -16,6 +16,10 @@ analyses:
   - {kind: ltr, runs: {rank: 8, components: all}, options: {train: dl20, test: dl19, depth: 100}}
 report: {reference: {rank: 8, components: all}}
 ```
+
+Ablations and analyses may dissect an adapter the study did not train (lorank.study.external):
+``adapters: {reference: adapters/smollm2-135m-msmarco12k-r8}`` and ``adapter: reference`` in a step, in place
+of its ``runs:`` selector.
 """
 from __future__ import annotations
 
@@ -51,9 +55,11 @@ class GridBlock(Strict):
 
 
 class AblationStep(Strict):
-    """Inference-time ablation sweeps on the last checkpoint of every run the selector matches."""
+    """Inference-time ablation sweeps on the last checkpoint of every run the selector matches, or on the
+    external adapter `adapter` (a name from the spec's `adapters`), not both."""
 
-    runs: dict[str, Any] = Field(default_factory=dict)  # axis -> value; {} = every run
+    runs: dict[str, Any] | None = None  # axis -> value; {} or not given = every run
+    adapter: str | None = None
     sweeps: list[str]
     eval: str = "dl19"
     depth: int = Field(100, ge=1)
@@ -68,10 +74,12 @@ class AnalysisStep(Strict):
     `compare` compares each matched run with `against` (a selector matching one run), or, when
     `against` is not given, the run's first checkpoint with its last. `ltr` (lorank.ltr.ltr_study_step):
     latent-feature tables of `options.train` (default dl20) and `options.test` (dl19), then LambdaMART rows.
+    `adapter` (a name from the spec's `adapters`) in place of `runs` analyses an external adapter.
     """
 
     kind: Literal["weights", "compare", "probe", "patch", "ltr"]
-    runs: dict[str, Any] = Field(default_factory=dict)
+    runs: dict[str, Any] | None = None  # {} or not given = every run
+    adapter: str | None = None
     against: dict[str, Any] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -90,6 +98,9 @@ class StudySpec(Strict):
     train: dict[str, Any]
     lora: dict[str, Any] = Field(default_factory=dict)
     grid: list[GridBlock] = Field(default_factory=lambda: [GridBlock()])
+    #: external adapters (name -> folder; a relative folder is looked up in the working directory, then the
+    #: repository root), dissected by the steps that name them (`adapter: name`)
+    adapters: dict[str, str] = Field(default_factory=dict)
     ablations: list[AblationStep] = Field(default_factory=list)
     analyses: list[AnalysisStep] = Field(default_factory=list)
     report: ReportSpec = Field(default_factory=ReportSpec)

@@ -66,20 +66,31 @@ def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
         for m in metrics:
             rows.append({"source": "checkpoint", **_axes(run), "step": m["step"], "final": m["step"] == last,
                          "eval_set": m["eval_set"], **{k: m.get(k) for k in MEASURES}})
-        for step in plan.steps:
-            if step.kind != "ablate" or step.run_id != run.run_id:
-                continue
-            f = study_dir / step.out_dir / "ablations.json"
-            if not f.is_file():
-                continue
-            data = json.loads(f.read_text(encoding="utf-8"))
-            for sweep, entry in data.get("sweeps", {}).items():
-                for r in entry["rows"]:
-                    from lorank.train.checkpoint_eval import eval_label
+        rows += _ablation_rows(plan, study_dir, run.run_id, _axes(run), last)
+    for ext in plan.adapters.values():  # external adapters: run_id adapter:<name>, columns from their metadata
+        from lorank.study.external import adapter_axes
 
-                    rows.append({"source": "ablation", **_axes(run), "step": last, "final": True,
-                                 "eval_set": eval_label(data.get("eval_set", "")), "sweep": sweep,
-                                 **{k: v for k, v in r.items()}})
+        rows += _ablation_rows(plan, study_dir, ext.run_id, adapter_axes(ext), ext.step)
+    return rows
+
+
+def _ablation_rows(plan: Plan, study_dir: Path, run_id: str, axes: dict[str, Any], step_no: Any) -> list[dict[str, Any]]:
+    """The rows of every finished ablation step on `run_id` (a study run or adapter:<name>)."""
+    from lorank.train.checkpoint_eval import eval_label
+
+    rows = []
+    for step in plan.steps:
+        if step.kind != "ablate" or step.run_id != run_id:
+            continue
+        f = study_dir / step.out_dir / "ablations.json"
+        if not f.is_file():
+            continue
+        data = json.loads(f.read_text(encoding="utf-8"))
+        for sweep, entry in data.get("sweeps", {}).items():
+            for r in entry["rows"]:
+                rows.append({"source": "ablation", **axes, "step": step_no, "final": True,
+                             "eval_set": eval_label(data.get("eval_set", "")), "sweep": sweep,
+                             **{k: v for k, v in r.items()}})
     return rows
 
 

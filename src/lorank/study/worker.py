@@ -15,7 +15,8 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
     kind, payload = step["kind"], step["payload"]
     study = Path(step["study_dir"])
     out = study / step["out_dir"]
-    run_dir = study / "runs" / step["run_id"]
+    # an external adapter's folder (lorank.study.external), else the study's own run
+    run_dir = Path(payload["adapter_path"]) if payload.get("adapter_path") else study / "runs" / step["run_id"]
     if kind == "train":
         from lorank.train.config import TrainConfig
         from lorank.train.run import train
@@ -41,6 +42,8 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
         adapter: Any = run_dir
         if payload.get("against"):
             options["other"] = study / "runs" / payload["against"]
+        elif payload["kind"] == "compare" and payload.get("adapter_path"):  # the plan refuses this already
+            raise ValueError(f"compare on the external adapter {run_dir} needs `against` (one study run)")
         elif payload["kind"] == "compare":  # no counterpart run: the run's first checkpoint vs its last
             from lorank.train.run import complete_checkpoints
 

@@ -1,0 +1,142 @@
+"""External adapters of a study: adapters it did not train (``adapters: {name: folder}``), dissected by its
+ablations and analyses (``adapter: name`` instead of a ``runs:`` selector).
+
+An external adapter is an exported adapter folder (``lorank export-adapter``), a checkpoint folder or a run folder
+(its last complete checkpoint). Its identity, which the hashes of the steps on it follow, is the SHA-256 of its
+weights file, ``adapter_config.json`` and lorank's metadata: a copied or cloned folder (new mtimes) keeps it, a
+retrained one gets a new one. Its steps' rows in ``results.csv`` carry ``run_id`` = ``adapter:<name>``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: where a relative adapter folder is looked up after the working directory: the repository (src layout)
+REPO_ROOT = Path(__file__).resolve().parents[3]
+_LORA_AXES = ("rank", "alpha", "dropout", "components", "projections", "layers", "variant")
+
+
+@dataclass(frozen=True)
+class ExternalAdapter:
+    name: str
+    folder: str  # as the spec gives it
+    path: Path  # the adapter folder (checkpoint) that is loaded, absolute
+    config_hash: str  # content hash: weights + adapter_config.json + metadata
+    meta: dict[str, Any] = field(default_factory=dict)  # lorank_meta.json (or the checkpoint's marker)
+    training: dict[str, Any] = field(default_factory=dict)  # training_config.json / the run's config.json
+
+    @property
+    def run_id(self) -> str:
+        """The id of its rows in results.csv."""
+        return f"adapter:{self.name}"
+
+    @property
+    def slug(self) -> str:
+        """Its part of step ids and output folders (no ':' in paths)."""
+        return f"adapter-{self.name}"
+
+    @property
+    def model(self) -> str:
+        return str(self.meta.get("base_model") or self.training.get("config", {}).get("model") or "?")
+
+    @property
+    def axes(self) -> dict[str, Any]:
+        lora = self.meta.get("lora") or self.training.get("config", {}).get("lora") or {}
+        axes = {k: lora.get(k) for k in _LORA_AXES}
+        axes["seed"] = self.training.get("config", {}).get("seed")
+        return axes
+
+    @property
+    def step(self) -> int | None:
+        s = self.meta.get("step")
+        if s is None and self.path.name.startswith("checkpoint-"):
+            s = int(self.path.name.rsplit("-", 1)[-1])
+        return s
+
+    def trained_on(self) -> str:
+        """The training data, from its training config ('?' when the folder does not say)."""
+        data = self.training.get("config", {}).get("data") or []
+        parts = [f"{d.get('kind')}:{Path(str(d.get('path'))).name}" for d in data if isinstance(d, dict)]
+        return ", ".join(parts) or "?"
+
+    def describe(self) -> str:
+        """'adapter NAME (FOLDER, MODEL, trained on DATA, step N)' for the report."""
+        step = self.step
+        return (f"adapter {self.name} ({self.folder}, {self.model}, trained on {self.trained_on()}"
+                + (f", step {step}" if step is not None else "") + ")")
+
+
+def _sha256(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _where(folder: str, base: Path | None) -> list[Path]:
+    p = Path(folder).expanduser()
+    if p.is_absolute():
+        return [p]
+    return [Path.cwd() / p] + ([base / p] if base is not None else [])
+
+
+def resolve_adapter(name: str, folder: str, base: Path | None = None) -> ExternalAdapter:
+    """The adapter `name` of a spec, loaded far enough to name and hash it. A relative folder is looked up
+    under the working directory, then under `base` (the repository root). Raises ConfigError naming the problem."""
+    from lorank.adapters import adapter_file, latest_checkpoint, read_checkpoint_meta
+    from lorank.errors import ConfigError
+
+    where = f"adapters.{name}"
+    if not NAME.match(name):
+        raise ConfigError(f"{where}: the name must be letters, digits, '.', '_' or '-' (it names folders)")
+    cands = _where(folder, base)
+    found = next((c for c in cands if c.is_dir()), None)
+    if found is None:
+        raise ConfigError(f"{where}: adapter folder {folder!r} not found (looked in "
+                          + ", ".join(str(c) for c in cands) + ")")
+    try:
+        ckpt = latest_checkpoint(found).resolve()
+        weights = adapter_file(ckpt)  # safetensors only, structurally checked
+        meta = read_checkpoint_meta(ckpt)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {found} is not a usable adapter folder: " + "; ".join(e.problems)) from None
+    parts = [weights, ckpt / "adapter_config.json"] + [f for f in (ckpt / "lorank_meta.json",) if f.is_file()]
+    training: dict[str, Any] = {}
+    for f in (ckpt / "training_config.json", ckpt.parent / "config.json"):
+        if f.is_file():
+            training = json.loads(f.read_text(encoding="utf-8"))
+            break
+    return ExternalAdapter(name, folder, ckpt, _sha256(parts)[:16], meta, training)
+
+
+def resolve_adapters(adapters: dict[str, str], base: Path | None, problems: list[str]) -> dict[str, ExternalAdapter]:
+    """Every adapter of a spec; a problem per adapter that cannot be used (appended to `problems`)."""
+    from lorank.errors import ConfigError
+
+    out = {}
+    for name, folder in adapters.items():
+        try:
+            out[name] = resolve_adapter(name, folder, base)
+        except ConfigError as e:
+            problems.extend(e.problems)
+    return out
+
+
+def adapter_axes(ext: ExternalAdapter) -> dict[str, Any]:
+    """The results-table columns that identify an external adapter (as `store._axes` does for a run)."""
+    a = ext.axes
+    p = a.get("projections")
+    lay = a.get("layers")
+    return {"run_id": ext.run_id, "model": ext.model, **{k: a.get(k) for k in ("rank", "alpha", "dropout",
+                                                                                "components")},
+            "projections": "+".join(p) if isinstance(p, list) else (p or "all"),
+            "layers": ",".join(map(str, lay)) if isinstance(lay, list) else str(lay),
+            "variant": a.get("variant"), "seed": a.get("seed")}
