@@ -104,7 +104,8 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     sections.append(ov)
 
     # --- checkpoint evolution
-    ev = Section("Checkpoint evolution", "nDCG@10 and MRR@10 of every checkpoint (last point = final adapter).")
+    ev = Section("Checkpoint evolution", "nDCG@10 and MRR@10 of every checkpoint (last point = final adapter) of the "
+                 "study's own training runs.")
     ck = df[df["source"] == "checkpoint"] if len(df) else df
     for model in spec.models:
         for es in eval_sets:
@@ -179,6 +180,9 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
                                           "each kept alone."),
                    "other": Section("Rank truncation and delta scale", "Top-k singular directions of each delta; "
                                     "the whole delta scaled.")}
+    from lorank.report.subjects import dissects_note, subject_text
+
+    dissected: dict[str, list[str]] = {}  # section key -> run ids (or adapter:<name>) its tables dissect
     for step in plan.steps:
         if step.kind != "ablate":
             continue
@@ -190,23 +194,26 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
             key = ("components" if sweep == "components" else "layers" if sweep.startswith("layer")
                    else "projections" if sweep == "projections" else "other")
             sec = ab_sections[key]
-            run = plan.run(step.run_id)
+            who = subject_text(plan, step.run_id)
+            dissected.setdefault(key, []).append(step.run_id)
             png = Path(entry["plot"])
             if not png.is_absolute():
                 png = study_dir / png
             if png.is_file():
                 dst = out / f"ablation_{_safe(step.run_id)}_{_safe(sweep)}.png"
                 shutil.copyfile(png, dst)
-                sec.images.append((f"{sweep} — {_short(run, plan)}", dst))
+                sec.images.append((f"{sweep} — {who}", dst))
             head = ["configuration", "nDCG@10", "Δ vs full", "% recovered", "MRR@10", "p (Holm)"]
             body = [[r["config"], _fmt(r["ndcg_cut_10"]) + (SIG if r.get("significant_ndcg_cut_10") else ""),
                      _fmt(r["delta_ndcg_cut_10"]),
                      "-" if r["recovered_ndcg_cut_10"] is None else f"{r['recovered_ndcg_cut_10']:.0f}%",
                      _fmt(r["recip_rank_10"]) + (SIG if r.get("significant_recip_rank_10") else ""),
                      _fmt(r["p_ndcg_cut_10"], 3)] for r in entry["rows"]]
-            sec.tables.append((f"{sweep} on {_short(run, plan)} ({eval_label(data.get('eval_set', ''))}, "
+            sec.tables.append((f"{sweep} on {who} ({eval_label(data.get('eval_set', ''))}, "
                                f"{data.get('queries', '?')} queries x top-{data.get('depth')}; sweep "
                                f"{entry['wall_s']:.0f} s, compute {entry['cost_fraction']:.2f} of naive)", head, body))
+    for key, ids in dissected.items():
+        ab_sections[key].text += dissects_note(plan, ids)
     for key in ("layers", "projections", "other"):
         sec = ab_sections[key]
         if not sec.tables:
@@ -217,6 +224,7 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
 
     an = Section("Adapter analysis", "Weight statistics, subspace similarity, layer-wise probes, activation "
                  "patching (lorank.analyze).")
+    analysed: list[str] = []
     for step in plan.steps:
         if step.kind != "analyze" or step.payload.get("kind") == "ltr":  # ltr: its own section below
             continue
@@ -224,7 +232,9 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
         for png in sorted(d.glob("*.png")):
             dst = out / f"analysis_{_safe(step.step_id)}_{png.name}"
             shutil.copyfile(png, dst)
-            an.images.append((f"{step.payload['kind']} — {step.run_id}: {png.stem}", dst))
+            an.images.append((f"{step.payload['kind']} — {subject_text(plan, step.run_id)}: {png.stem}", dst))
+            analysed.append(step.run_id)
+    an.text += dissects_note(plan, analysed)
     if not an.images:
         an.text += " <span class='muted'>(no analysis in this study, or not run yet)</span>"
     sections.append(an)

@@ -10,6 +10,7 @@ from typing import Any
 def ltr_section(plan: Any, study_dir: Path, out: Path) -> Any:
     """A :class:`lorank.report.build.Section` for every finished ltr step (None when the study has none)."""
     from lorank.report.build import SIG, Section, _fmt, _safe
+    from lorank.report.subjects import dissects_note, subject_text
 
     steps = [s for s in plan.steps if s.kind == "analyze" and s.payload.get("kind") == "ltr"]
     if not steps:
@@ -40,7 +41,8 @@ def ltr_section(plan: Any, study_dir: Path, out: Path) -> Any:
             body.append([r["row"], str(r.get("features", "-")), _fmt(r.get("ndcg_cut_10")) + (SIG if sig else ""),
                          _fmt(r.get("recip_rank_10")), *vs(r, "BM25"), *vs(r, "reranker")])
         t = res.get("training", {})
-        sec.tables.append((f"{step.run_id}: train {res.get('train_set')} ({t.get('train_queries')} + "
+        who = subject_text(plan, step.run_id)
+        sec.tables.append((f"{who}: train {res.get('train_set')} ({t.get('train_queries')} + "
                            f"{t.get('valid_queries')} tuning queries), test {res.get('test_set')} "
                            f"({res['test']['judged_queries']} queries)",
                            ["row", "features", "nDCG@10", "MRR@10", "Δ nDCG@10 vs BM25", "p (Holm)",
@@ -48,7 +50,7 @@ def ltr_section(plan: Any, study_dir: Path, out: Path) -> Any:
         groups = [(r["row"], r["importance"]["by_group"]) for r in res["rows"] if r["kind"] == "ltr"]
         names = sorted({g for _, bg in groups for g in bg})
         if groups:
-            sec.tables.append((f"{step.run_id}: share of the split gain by feature group", ["row", *names],
+            sec.tables.append((f"{who}: share of the split gain by feature group", ["row", *names],
                                [[row, *(_fmt(bg.get(n, 0.0), 3) for n in names)] for row, bg in groups]))
         for s in res.get("skipped_rows", []):
             sec.text += f"<br>skipped row {s['row']}: {s['reason']}"
@@ -56,7 +58,8 @@ def ltr_section(plan: Any, study_dir: Path, out: Path) -> Any:
         if png.is_file():
             dst = out / f"ltr_{_safe(step.run_id)}_importance.png"
             shutil.copyfile(png, dst)
-            sec.images.append((f"ltr — {step.run_id}: gain importance by layer and projection", dst))
+            sec.images.append((f"ltr — {who}: gain importance by layer and projection", dst))
+    sec.text += dissects_note(plan, [s.run_id for s in steps])
     if missing:
         sec.text += f" <span class='muted'>({missing} ltr step(s) not run yet)</span>"
     return sec
