@@ -10,9 +10,10 @@ from lorank.study.external import ExternalAdapter
 
 def subject_text(plan: Any, run_id: str) -> str:
     """'run <run_id>' or 'adapter <name> (<folder>, <model>, trained on <data>, step N)'."""
-    subj = plan.subject(run_id)
-    if isinstance(subj, ExternalAdapter):
-        return subj.describe()
+    if run_id.startswith("adapter:"):
+        ext = getattr(plan, "adapters", {}).get(run_id.split(":", 1)[1])
+        if isinstance(ext, ExternalAdapter):
+            return ext.describe()
     return f"run {run_id}"
 
 

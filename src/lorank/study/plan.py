@@ -55,12 +55,6 @@ class Plan:
     def run(self, run_id: str) -> RunSpec:
         return next(r for r in self.runs if r.run_id == run_id)
 
-    def subject(self, run_id: str) -> RunSpec | ExternalAdapter:
-        """What a step dissects: a study run, or an external adapter (run_id adapter:<name>)."""
-        if run_id.startswith("adapter:"):
-            return self.adapters[run_id.split(":", 1)[1]]
-        return self.run(run_id)
-
 
 def _device() -> str:
     forced = os.environ.get("LORANK_DEVICE")
