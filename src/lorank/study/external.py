@@ -110,8 +110,9 @@ def resolve_adapter(name: str, folder: str, base: Path | None = None) -> Externa
         raise ConfigError(f"{where}: {found} is not a usable adapter folder: " + "; ".join(e.problems)) from None
     parts = [weights, ckpt / "adapter_config.json"] + [f for f in (ckpt / "lorank_meta.json",) if f.is_file()]
     training: dict[str, Any] = {}
-    for f in (ckpt / "training_config.json", ckpt.parent / "config.json"):
-        if f.is_file():
+    run_cfg = ckpt.parent / "config.json" if ckpt.name.startswith("checkpoint-") else None  # a run's checkpoint
+    for f in (ckpt / "training_config.json", run_cfg):
+        if f is not None and f.is_file():
             training = json.loads(f.read_text(encoding="utf-8"))
             break
     return ExternalAdapter(name, folder, ckpt, _sha256(parts)[:16], meta, training)
