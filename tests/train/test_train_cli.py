@@ -128,6 +128,31 @@ def test_resume_continues_from_the_last_checkpoint(tiny_run, tmp_path):
     assert summary["resumed_from"].endswith("checkpoint-2")
 
 
+def test_resume_under_a_changed_recipe_is_refused_before_anything_is_written(tiny_run, tmp_path):
+    import shutil
+
+    from lorank.errors import ConfigError
+    from lorank.train.config import TrainConfig
+    from lorank.train.run import train
+
+    root, _ = tiny_run
+    run2 = tmp_path / "run"
+    shutil.copytree(root / "run", run2)
+    shutil.rmtree(run2 / "checkpoint-5")
+    before = (run2 / "config.json").read_text()
+    cfg = TrainConfig.from_yaml(root / "train.yaml", {"output_dir": str(run2), "eval.sets": [], "lr": 5e-4,
+                                                       "group_size": 3})
+    with pytest.raises(ConfigError) as e:
+        train(cfg, progress=False)
+    msg = str(e.value)
+    assert "checkpoint-2 was trained under another config" in msg and "lr: 0.001 -> 0.0005" in msg
+    assert "group_size: 4 -> 3" in msg and "--no-resume" in msg
+    assert (run2 / "config.json").read_text() == before  # the old run's record is untouched
+    # a longer schedule is not a different run: resuming with more steps goes on
+    ok = TrainConfig.from_yaml(root / "train.yaml", {"output_dir": str(run2), "eval.sets": [], "max_steps": 6})
+    assert train(ok, progress=False).steps == 6
+
+
 def test_bad_config_lists_every_problem(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("data: [{kind: trec, path: dl20}]\nlora: {rank: 0, layers: '9-3'}\ngroup_size: 1\nfoo: 1\n")

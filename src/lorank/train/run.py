@@ -1,6 +1,7 @@
 """``lorank.train(config)``: the Python twin of ``lorank train CONFIG.yaml``."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from lorank.atomic import atomic_write_json
-from lorank.errors import LorankError
+from lorank.errors import ConfigError, LorankError
 from lorank.train.callbacks import CheckpointMeta, EvalOnSave, GracefulStop, JsonlLog, RichProgress, SaveError
 from lorank.train.checkpoints import COMPLETE_MARKER, complete_checkpoints, read_marker, step_of  # noqa: F401
 from lorank.train.config import TrainConfig
@@ -87,6 +88,10 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         set_aside_previous(out)
+    else:  # before anything is written into the run folder: its config.json must stay the old run's if refused
+        done = complete_checkpoints(out)
+        if done:
+            check_resumable(done[-1], resume_identity(cfg))
     pools, stats = build_pools(cfg.data, cfg.data_root)
     fmt = InputFormat(**cfg.input.model_dump())
     loaded = load_reranker(cfg.model, dtype=dtype, head_init=cfg.head_init,
@@ -110,7 +115,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
                 "precision": {"dtype": dtype, "reason": precision_reason}}
     atomic_write_json(out / "config.json", resolved)
     meta = {"base_model": cfg.model, "model_path": loaded.path, "input": cfg.input.model_dump(),
-            "lora": spec.to_dict(), "dtype": dtype, "head_init": cfg.head_init, "pad_token_id": pad_id}
+            "lora": spec.to_dict(), "dtype": dtype, "head_init": cfg.head_init, "pad_token_id": pad_id,
+            "resume_identity": resume_identity(cfg)}
 
     use_cuda = torch.cuda.is_available()
     attention = apply_attention_backend(cfg.attention_backend, "cuda" if use_cuda else "cpu",
@@ -229,6 +235,32 @@ def set_aside_previous(out: Path) -> Path | None:
     log.warning("starting afresh: the previous run's %d checkpoints and results were moved to %s",
                 sum(p.name.startswith("checkpoint-") for p in old), dest)
     return dest
+
+
+#: what fixes a run's trajectory: resuming a checkpoint under other values would splice two different runs
+#: (max_steps/epochs, checkpoints, eval and execution settings may change between calls)
+RESUME_KEYS = ("model", "dtype", "head_init", "input", "lora", "data", "group_size", "unit", "loss", "lr",
+               "head_lr", "warmup_ratio", "weight_decay", "batch_queries", "grad_accum", "seed", "temperature")
+
+
+def resume_identity(cfg: TrainConfig) -> dict[str, Any]:
+    ident = cfg.identity()
+    return {k: ident[k] for k in RESUME_KEYS if k in ident}
+
+
+def check_resumable(ckpt: Path, current: dict[str, Any]) -> None:
+    """Refuse to resume ``ckpt`` under a config that changes the run's trajectory (checkpoints written before
+    lorank recorded it carry no identity and are resumed as before)."""
+    saved = read_marker(ckpt).get("resume_identity")
+    if not saved:
+        return
+    diffs = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+             if json.dumps(saved.get(k), sort_keys=True, default=str) != json.dumps(current.get(k), sort_keys=True,
+                                                                                      default=str)]
+    if diffs:
+        raise ConfigError([f"{ckpt} was trained under another config; resuming it would splice two different runs:"]
+                          + diffs + ["train into another output_dir, or pass --no-resume to set the old run's "
+                                     "outputs aside (moved to previous-<time>/)"])
 
 
 def _planned_steps(trainer: Any, cfg: TrainConfig) -> int:
