@@ -234,6 +234,7 @@ _RAW_WRITE = re.compile(r"\.write_text\(|\.write_bytes\(|(?<!atomic_)open\([^)]*
 _ALLOWED = {
     # written into a fresh temp folder that is renamed into place as a whole
     ("models/source.py", '(tmp / "lorank_source.txt").write_text'),
+    ("export.py", 'save_file(state, str(tmp / "adapter_model.safetensors")'),
     # a human-readable log of a study step's subprocess output (not a result; read only for its tail)
     ("study/executor.py", 'log.open("a"'),
 }
