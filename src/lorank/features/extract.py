@@ -7,32 +7,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lorank.analyze.common import load_eval_data
 from lorank.errors import ConfigError, DataError
 from lorank.features.groups import (BM25_COLUMNS, DEFAULT_GROUPS, SCORE_COLUMN, latent_column, latent_targets,
                                     parse_groups)
 from lorank.features.table import GRADE_COLUMN, write_table
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
-
-
-def load_candidates(eval_set: Any = None, queries: str | Path | None = None, run: str | Path | None = None,
-                    collection: str | Path | None = None, qrels: str | Path | None = None,
-                    data_root: str | Path | None = None) -> Any:
-    """A :class:`RerankSet` (qrels optional) from a name / folder / RerankSet, or from the files."""
-    from lorank.data import RerankSet, load_collection, load_qrels, load_queries, load_run, resolve_eval_set
-
-    if isinstance(eval_set, RerankSet):
-        rs = eval_set
-    elif eval_set:
-        rs = resolve_eval_set(str(eval_set), data_root)
-    else:
-        if not (queries and run and collection):
-            raise ConfigError("give an eval set (dl19, a folder), or all of queries, run and collection (+ qrels)")
-        qs, ps = load_queries(queries), load_collection(collection)
-        rs = RerankSet(Path(str(run)).stem, qs, ps, load_run(run, known_qids=qs, known_docids=ps), None)
-    if qrels:
-        rs = RerankSet(rs.name, rs.queries, rs.passages, rs.run, load_qrels(qrels))
-    return rs
 
 
 def extract_features(adapter: str | Path | None = None, eval_set: Any = None, out: str | Path = "features.parquet",
@@ -53,7 +34,7 @@ def extract_features(adapter: str | Path | None = None, eval_set: Any = None, ou
     needs_model = bool(kinds - {"bm25"})
     if depth < 1:
         raise ConfigError(f"depth must be >= 1, got {depth}")
-    rs = load_candidates(eval_set, queries, run, collection, qrels, data_root)
+    rs = load_eval_data(eval_set, queries, run, collection, qrels, data_root, require_qrels=False)
     if max_queries:
         rs = rs.subset(max_queries)
     qids = sorted(q for q in rs.run if rs.run[q])
