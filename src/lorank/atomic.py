@@ -160,6 +160,25 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=_default) + "\n")
 
 
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """A fresh temporary folder beside ``target`` to fill; when the block ends normally it replaces ``target`` as a
+    whole (one rename), when it raises it is removed: ``target`` is complete or left as it was."""
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def append_line(path: str | Path, line: str) -> None:
     """Append one line to a log with a single ``write`` (O_APPEND): a crash can cut only the last line,
     which the log's readers drop (see :func:`read_jsonl`)."""

@@ -15,9 +15,7 @@ The folder is written to a temporary sibling and renamed into place, so it is co
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,7 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
     from safetensors.torch import save_file
 
     from lorank.adapters import latest_checkpoint, read_adapter_state, read_checkpoint_meta
-    from lorank.atomic import atomic_write_json, atomic_write_text
+    from lorank.atomic import atomic_dir, atomic_write_json, atomic_write_text
     from lorank.train.checkpoint_eval import read_metrics
 
     ckpt = latest_checkpoint(checkpoint)
@@ -59,14 +57,12 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
         step = int(ckpt.name.rsplit("-", 1)[-1])
     run_dir = ckpt.parent
     run_cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8")) if (run_dir / "config.json").is_file() else None
-    rows = [r for r in read_metrics(run_dir) if r.get("step") == step] if (run_dir / "metrics.jsonl").is_file() else []
+    rows = [r for r in read_metrics(run_dir) if r.get("step") == step]
     state = _state_for_export(read_adapter_state(ckpt), dtype)
     keep = {k: meta[k] for k in ("base_model", "input", "lora", "head_init", "pad_token_id") if k in meta}
     keep.update({"dtype": "auto", "weights_dtype": dtype, "exported_from": str(ckpt), "step": step,
                  "name": name or out.name})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         shutil.copy2(ckpt / "adapter_config.json", tmp / "adapter_config.json")
         atomic_write_json(tmp / "lorank_meta.json", keep)
@@ -79,12 +75,6 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
         if size > MAX_BYTES:
             raise ConfigError(f"the exported adapter is {size / 2**20:.1f} MiB, over the {MAX_BYTES // 2**20} MiB meant "
                               "for a shipped reference adapter (export in bf16, or a lower rank)")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

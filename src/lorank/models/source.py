@@ -10,8 +10,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,9 +116,9 @@ def materialize(src: ModelSource) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a HF folder in %s (once)", src.describe(), target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    from lorank.atomic import atomic_dir
+
+    with atomic_dir(target) as tmp:
         tok = AutoTokenizer.from_pretrained(src.location, gguf_file=src.gguf_file)
         model = AutoModelForCausalLM.from_pretrained(src.location, gguf_file=src.gguf_file,
                                                      dtype=torch.float32)
@@ -133,12 +131,6 @@ def materialize(src: ModelSource) -> str:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "lorank_source.txt").write_text(src.describe() + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return str(target)
 
 
