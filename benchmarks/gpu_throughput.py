@@ -176,10 +176,29 @@ def prepare(shape: str, a: argparse.Namespace, config: str) -> tuple[Any, dict[s
     return model, row
 
 
+def step_clock(times: list[float], cuda: bool) -> Any:
+    """A Trainer callback appending each optimizer step's wall time (GPU work included: synchronised) to ``times``."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if cuda:
+                torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t0)
+
+    return StepClock()
+
+
 def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
     """The lorank row (kept under this name: ``--configs lorank``)."""
     import torch
-    from transformers import TrainerCallback, TrainingArguments
+    from transformers import TrainingArguments
 
     from lorank.models.attention import apply_attention_backend
     from lorank.score.engine import Scorer
@@ -234,17 +253,6 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
 
     times: list[float] = []
 
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if cuda:
-                torch.cuda.synchronize()
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - self.t0)
-
     ckpt = a.checkpointing or ("full" if cuda else "none")
     optim = "adamw_torch_fused" if cuda else "adamw_torch"
     if ckpt in ("full", "selective"):
@@ -258,7 +266,7 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
                              remove_unused_columns=False, dataloader_num_workers=0, seed=a.seed, optim=optim,
                              logging_nan_inf_filter=not cuda)
     trainer = BenchTrainer(model=model, args=args, train_dataset=Data(), data_collator=lambda xs: xs[0],
-                            loss_fn=get_loss("contrastive"), grad_cache=ckpt == "grad_cache", callbacks=[Clock()])
+                            loss_fn=get_loss("contrastive"), grad_cache=ckpt == "grad_cache", callbacks=[step_clock(times, cuda)])
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for cb in (PrinterCallback, ProgressCallback):
@@ -365,7 +373,7 @@ def run_baseline(shape: str, a: argparse.Namespace) -> dict[str, Any]:
     """The Tevatron/RankLLaMA-style row: HF Trainer, every pair padded to 196 with its mask, one forward per
     step, gradient checkpointing, PEFT's own LoRA forward, torch's default SDPA kernels."""
     import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from lorank.models.attention import apply_attention_backend
 
@@ -410,17 +418,6 @@ def run_baseline(shape: str, a: argparse.Namespace) -> dict[str, Any]:
         def _get_train_sampler(self, *args: Any, **kw: Any) -> Any:
             return torch.utils.data.SequentialSampler(self.train_dataset)
 
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if cuda:
-                torch.cuda.synchronize()
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - self.t0)
-
     model.enable_input_require_grads()
     args = TrainingArguments(output_dir=str(Path(a.tmp) / f"baseline-{shape}"), per_device_train_batch_size=1,
                              max_steps=steps, learning_rate=1e-4, bf16=dtype == torch.bfloat16, use_cpu=not cuda,
@@ -428,7 +425,7 @@ def run_baseline(shape: str, a: argparse.Namespace) -> dict[str, Any]:
                              report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
                              remove_unused_columns=False, dataloader_num_workers=0, seed=a.seed)
     trainer = GroupTrainer(model=model, args=args, train_dataset=Data(), data_collator=lambda xs: xs[0],
-                           callbacks=[Clock()])
+                           callbacks=[step_clock(times, cuda)])
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for cb in (PrinterCallback, ProgressCallback):
