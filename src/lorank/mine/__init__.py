@@ -35,14 +35,14 @@ class MineResult:
     mined: list[MinedQuery]
 
 
-def load_collection_spec(spec: str, train_dir: Path, data_root: str | Path | None = None) -> dict[str, Passage]:
-    """``self``: the training folder's own collection; ``dl19``/``dl20``: that evaluation set's candidate pool;
-    a folder holding ``collection.tsv``; or a ``collection.tsv`` file."""
+def load_collection_spec(spec: str, train: Any, data_root: str | Path | None = None) -> dict[str, Passage]:
+    """``self``: the training set's own collection (``train``, a loaded MsMarcoTrainSet); ``dl19``/``dl20``:
+    that evaluation set's candidate pool; a folder holding ``collection.tsv``; or a ``collection.tsv`` file."""
     from lorank.data import load_collection
     from lorank.data.sources import EVAL_SETS, resolve_eval_set
 
     if spec == "self":
-        return load_collection(train_dir / "collection.tsv")
+        return train.passages
     p = Path(spec)
     if p.is_file():
         return load_collection(p)
@@ -62,7 +62,7 @@ def mine_train_set(train: str | Path, collections: Sequence[str] = ("self",), wi
                    max_queries: int | None = None, rel_threshold: int = 1,
                    progress: Callable[[int], None] | None = None) -> tuple[list[MinedQuery], MineStats]:
     """Mine in memory (the ``kind: msmarco`` training source calls this when it mines on the fly)."""
-    from lorank.data.msmarco import load_msmarco_train, resolve_msmarco_dir
+    from lorank.data.msmarco import load_msmarco_train
     from lorank.data.sources import resolve_eval_set
 
     win = RankWindow.parse(window)
@@ -77,8 +77,7 @@ def mine_train_set(train: str | Path, collections: Sequence[str] = ("self",), wi
     evals = {name: resolve_eval_set(name, data_root) for name in exclude_eval}
     check_no_eval_queries({q: ts.queries[q] for q in ts.positives}, evals)
     eval_pool = {d for rs in evals.values() for d in rs.passages}
-    train_dir = resolve_msmarco_dir(train, data_root)
-    colls = [ts.passages if c == "self" else load_collection_spec(c, train_dir, data_root) for c in collections]
+    colls = [load_collection_spec(c, ts, data_root) for c in collections]
     if "self" not in collections:
         colls.append({d: ts.passages[d] for ds in ts.positives.values() for d in ds})  # positives are always there
     corpus = merge_collections(colls, stats)
