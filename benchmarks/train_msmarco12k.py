@@ -81,9 +81,10 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
             by_step.setdefault(r["step"], {"step": r["step"]})[r["eval_set"]] = {
                 k: r.get(k) for k in ("ndcg_cut_10", "recip_rank_10", "recall_100", "map", "pairs_per_s")}
     ckpts = [by_step[s] for s in sorted(by_step)]
-    bm25 = {eval_label(s): {k: round(float(v), 4) for k, v in
-                            evaluate(resolve_eval_set(s).qrels, resolve_eval_set(s).run).aggregate.items()}
-            for s in sets}
+    bm25 = {}
+    for s in sets:
+        rs = resolve_eval_set(s)  # loaded once per set (queries, collection, run, qrels)
+        bm25[eval_label(s)] = {k: round(float(v), 4) for k, v in evaluate(rs.qrels, rs.run).aggregate.items()}
     dl19 = eval_label("dl19")
     best = max((c for c in ckpts if dl19 in c), key=lambda c: c[dl19]["ndcg_cut_10"], default=None)
     c = cfg["config"]
