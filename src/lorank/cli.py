@@ -193,6 +193,8 @@ def rerank_cmd(
                                        "under torchrun use lorank.score.shard.rerank_shard."),
     prefix_cache: bool = typer.Option(False, "--prefix-cache/--no-prefix-cache",
                                       help="Encode each query's prefix once and reuse its KV cache for its candidates."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: $LORANK_DEVICE, "
+                                         "else a GPU where there is one); with --processes each worker takes a GPU."),
 ) -> None:
     """Rerank a candidate run with a trained adapter and write a TREC run."""
     from lorank.reranker import Reranker
@@ -209,16 +211,19 @@ def rerank_cmd(
                 raise typer.BadParameter("--allow-pickle is not supported with --processes > 1")
             from lorank.precision import decide
 
-            prec = decide()
+            from lorank.models.device import resolve_device
+
+            prec = decide(None, resolve_device(device))
             console.print(f"scoring {n} pairs with {processes} processes; precision {prec}")
-            sharded_rerank(ScorerSpec(adapter=str(adapter), prefix_cache=prefix_cache, bf16=prec.bf16), qs, ps, r,
+            sharded_rerank(ScorerSpec(adapter=str(adapter), prefix_cache=prefix_cache, bf16=prec.bf16, device=device),
+                           qs, ps, r,
                            out, depth=depth, processes=processes)
             result, used = load_run(out), f"{processes} processes"
         else:
-            rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
+            rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle, device=device)
             rr.scorer.prefix_cache = prefix_cache
             d = rr.scorer.describe()
-            console.print(f"scoring {n} pairs; precision {d['precision']} ({d['reason']})"
+            console.print(f"scoring {n} pairs on {rr.device}; precision {d['precision']} ({d['reason']})"
                           + ("; prefix cache" if prefix_cache else ""))
             with _progress("rerank", n) as tick:
                 result = rr.rerank(qs, ps, r, depth=depth, progress=tick)
@@ -315,12 +320,22 @@ def export_adapter_cmd(
     out: Path = typer.Option(..., "--out", help="The adapter folder to write, e.g. adapters/smollm2-135m-msmarco12k-r8."),
     fp32: bool = typer.Option(False, "--fp32", help="Keep the LoRA weights in fp32 (default: bf16, half the size)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+    note: Optional[str] = typer.Option(None, "--note", help="A paragraph for the adapter's README and metrics.json "
+                                       "(how and where it was trained, what it is good for)."),
+    command: list[str] = typer.Option([], "--command", help="NAME=COMMAND that made it, e.g. "
+                                      "'train=lorank train configs/x.yaml' (repeatable)."),
 ) -> None:
-    """Export a checkpoint as a self-contained reference adapter (weights, config, metrics, README)."""
+    """Export a checkpoint as a self-contained reference adapter (weights, config, metrics vs the first stage, README)."""
+    from lorank.errors import ConfigError
     from lorank.export import export_adapter
 
     with guard():
-        path = export_adapter(checkpoint, out, dtype="fp32" if fp32 else "bf16", overwrite=overwrite)
+        bad = [c for c in command if "=" not in c]
+        if bad:
+            raise ConfigError(f"--command must be NAME=COMMAND, got {bad[0]!r}")
+        commands = dict(c.split("=", 1) for c in command)
+        path = export_adapter(checkpoint, out, dtype="fp32" if fp32 else "bf16", overwrite=overwrite,
+                              note=note, commands=commands)
     size = sum(f.stat().st_size for f in path.iterdir())
     console.print(f"wrote {path} ({size / 2**20:.1f} MiB)")
 

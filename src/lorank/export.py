@@ -7,7 +7,10 @@ The folder holds what a user needs to rerank with and dissect a real reranker wi
   ``lorank rerank --adapter DIR`` and ``lorank.Reranker.from_adapter(DIR)``;
 - ``lorank_meta.json``: base model, input template, LoRA spec, head init, pad id (what loading needs);
 - ``training_config.json``: the run's fully resolved config (recipe, data, versions, precision);
-- ``metrics.json``: the checkpoint's evaluations (``metrics.jsonl`` rows of its step) and the first stage's;
+- ``metrics.json``: the checkpoint's evaluations (``metrics.jsonl`` rows of its step) and, for every evaluation
+  set that resolves by name and whose reranked TREC run the checkpoint evaluation wrote, the first stage's figures
+  and paired t-tests (Holm) of the reranked run against it (``vs_first_stage``; a set that cannot be compared is
+  listed with the reason, not left out);
 - ``README.md``: what it is, how it was made, how to use it.
 
 The folder is written to a temporary sibling and renamed into place, so it is complete or absent.
@@ -19,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lorank.errors import ConfigError
+from lorank.errors import ConfigError, DataError
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -39,13 +42,13 @@ def _state_for_export(state: dict[str, Any], dtype: str) -> dict[str, Any]:
 
 def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16", name: str | None = None,
                    commands: dict[str, str] | None = None, extra_metrics: dict[str, Any] | None = None,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, note: str | None = None, data_root: str | Path | None = None) -> Path:
     """Write ``out`` from a lorank checkpoint (or run folder: its last complete checkpoint)."""
     from safetensors.torch import save_file
 
     from lorank.adapters import latest_checkpoint, read_adapter_state, read_checkpoint_meta
     from lorank.atomic import atomic_dir, atomic_write_json, atomic_write_text
-    from lorank.train.checkpoint_eval import read_metrics
+    from lorank.train.checkpoint_eval import eval_label, read_metrics
 
     ckpt = latest_checkpoint(checkpoint)
     out = Path(out)
@@ -62,15 +65,18 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
     keep = {k: meta[k] for k in ("base_model", "input", "lora", "head_init", "pad_token_id") if k in meta}
     keep.update({"dtype": "auto", "weights_dtype": dtype, "exported_from": str(ckpt), "step": step,
                  "name": name or out.name})
+    eval_sets = ((run_cfg or {}).get("config") or {}).get("eval", {}).get("sets") or []
+    vs = vs_first_stage(run_dir, step, rows, data_root, {eval_label(s): s for s in eval_sets}) if rows else {}
     with atomic_dir(out) as tmp:
         save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         shutil.copy2(ckpt / "adapter_config.json", tmp / "adapter_config.json")
         atomic_write_json(tmp / "lorank_meta.json", keep)
         if run_cfg is not None:
             atomic_write_json(tmp / "training_config.json", run_cfg)
-        atomic_write_json(tmp / "metrics.json", {"step": step, "evaluations": rows, **(extra_metrics or {}),
-                                                 "commands": commands or {}})
-        atomic_write_text(tmp / "README.md", _readme(keep, rows, commands or {}, dtype))
+        atomic_write_json(tmp / "metrics.json", {"step": step, "evaluations": rows, "vs_first_stage": vs,
+                                                 **(extra_metrics or {}), "commands": commands or {},
+                                                 **({"note": note} if note else {})})
+        atomic_write_text(tmp / "README.md", _readme(keep, rows, commands or {}, dtype, vs, note))
         size = sum(f.stat().st_size for f in tmp.iterdir())
         if size > MAX_BYTES:
             raise ConfigError(f"the exported adapter is {size / 2**20:.1f} MiB, over the {MAX_BYTES // 2**20} MiB meant "
@@ -78,7 +84,41 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
     return out
 
 
-def _readme(meta: dict[str, Any], rows: list[dict[str, Any]], commands: dict[str, str], dtype: str) -> str:
+MEASURES = ("ndcg_cut_10", "recip_rank_10")
+
+
+def vs_first_stage(run_dir: Path, step: Any, rows: list[dict[str, Any]], data_root: str | Path | None = None,
+                   sources: dict[str, str] | None = None) -> dict[str, Any]:
+    """Per evaluation set of ``rows``: the first stage's figures and paired t-tests (Holm per measure) of the
+    checkpoint's reranked TREC run against it. ``sources`` maps a row's label to the set's name or folder (the
+    run's ``eval.sets``); other labels are looked up as names. A set that cannot be compared gets
+    ``{"skipped": reason}``."""
+    from lorank.data import load_run, resolve_eval_set
+    from lorank.score import compare, evaluate
+
+    sources = sources or {}
+    out: dict[str, Any] = {}
+    for label in dict.fromkeys(r["eval_set"] for r in rows):
+        f = run_dir / "runs_trec" / f"checkpoint-{step}.{label}.run"
+        if not f.is_file():
+            out[label] = {"skipped": f"no reranked run {f} (written by the checkpoint evaluation with write_runs)"}
+            continue
+        try:
+            rs = resolve_eval_set(sources.get(label, label), data_root)
+        except (DataError, FileNotFoundError) as e:
+            out[label] = {"skipped": f"the evaluation set {label!r} does not resolve by name: {e}"}
+            continue
+        reranked = load_run(f)
+        first = evaluate(rs.qrels, rs.run, measures=list(MEASURES)).aggregate
+        cmp = compare(rs.qrels, {"first_stage": rs.run, "reranked": reranked}, baseline="first_stage",
+                      measures=list(MEASURES))
+        out[label] = {"first_stage": {k: round(float(v), 4) for k, v in first.items()},
+                      "tests": [c.to_dict() for c in cmp.comparisons]}
+    return out
+
+
+def _readme(meta: dict[str, Any], rows: list[dict[str, Any]], commands: dict[str, str], dtype: str,
+            vs: dict[str, Any] | None = None, note: str | None = None) -> str:
     lora = meta.get("lora", {})
     lines = [f"# {meta['name']}", "",
              f"A lorank reranker: `{meta.get('base_model')}` with a LoRA adapter (rank {lora.get('rank')}, alpha "
@@ -88,10 +128,20 @@ def _readme(meta: dict[str, Any], rows: list[dict[str, Any]], commands: dict[str
              "```", "", "```python", "import lorank",
              f"rr = lorank.Reranker.from_adapter('adapters/{meta['name']}')",
              "rr.score('what is a flea', ['Fleas are small insects ...', 'A river ...'])", "```", ""]
+    if note:
+        lines += [note.strip(), ""]
+    vs = vs or {}
     if rows:
-        lines += ["| eval set | nDCG@10 | MRR@10 |", "|---|---|---|"]
-        lines += [f"| {r['eval_set']} | {r.get('ndcg_cut_10', float('nan')):.4f} | "
-                  f"{r.get('recip_rank_10', float('nan')):.4f} |" for r in rows]
+        lines += ["| eval set | nDCG@10 | MRR@10 | first stage nDCG@10 | first stage MRR@10 | p (nDCG@10, paired t, Holm) |",
+                  "|---|---|---|---|---|---|"]
+        for r in rows:
+            v = vs.get(r["eval_set"], {})
+            fs = v.get("first_stage", {})
+            p = next((t.get("p_adjusted") for t in v.get("tests", []) if t.get("measure") == "ndcg_cut_10"), None)
+            lines.append(f"| {r['eval_set']} | {r.get('ndcg_cut_10', float('nan')):.4f} | "
+                         f"{r.get('recip_rank_10', float('nan')):.4f} | "
+                         + (f"{fs['ndcg_cut_10']:.4f} | {fs['recip_rank_10']:.4f} | " if fs else "- | - | ")
+                         + (f"{p:.2g} |" if p is not None else (v.get("skipped", "-") + " |")))
         lines.append("")
     if commands:
         lines += ["How it was made:", ""] + [f"- {k}: `{v}`" for k, v in commands.items()] + [""]

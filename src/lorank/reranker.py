@@ -19,24 +19,32 @@ class Reranker:
         self.scorer = Scorer(model, self.encoder, int(tokenizer.pad_token_id), batch_tokens=batch_tokens, bf16=bf16)
         self.meta = meta or {}
 
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
     @classmethod
     def from_pretrained(cls, model: str | None = None, head_init: str = "yes_no", dtype: str = "auto",
-                        **kw: Any) -> "Reranker":
-        """The base model, untrained LoRA-free (zero-shot, e.g. with a yes/no-initialised head)."""
+                        device: Any = None, **kw: Any) -> "Reranker":
+        """The base model, untrained LoRA-free (zero-shot, e.g. with a yes/no-initialised head), on ``device``
+        (default: :func:`lorank.models.device.resolve_device`, a GPU where there is one)."""
+        from lorank.models.device import resolve_device
         from lorank.models.loading import load_reranker
-
         from lorank.precision import weights_dtype_name
 
-        lm = load_reranker(model, dtype=weights_dtype_name(dtype, "cpu"), head_init=head_init)
-        return cls(lm.model, lm.tokenizer, **kw)
+        dev = resolve_device(device)
+        lm = load_reranker(model, dtype=weights_dtype_name(dtype, dev), head_init=head_init)
+        return cls(lm.model.to(dev), lm.tokenizer, **kw)
 
     @classmethod
     def from_adapter(cls, adapter_dir: str | Path, allow_pickle: bool = False, dtype: str | None = None,
-                     trust_remote_code: bool = False, **kw: Any) -> "Reranker":
-        """Load a lorank run dir or checkpoint dir (PEFT adapter + score head)."""
+                     trust_remote_code: bool = False, device: Any = None, **kw: Any) -> "Reranker":
+        """Load a lorank run dir or checkpoint dir (PEFT adapter + score head) onto ``device`` (default:
+        :func:`lorank.models.device.resolve_device`, a GPU where there is one)."""
         from peft import PeftModel
 
         from lorank.adapters import adapter_file, latest_checkpoint, read_checkpoint_meta
+        from lorank.models.device import resolve_device
         from lorank.models.loading import load_reranker
 
         ckpt = latest_checkpoint(adapter_dir)
@@ -50,8 +58,9 @@ class Reranker:
         # weights stay fp32 and bf16 comes from the scorer's autocast: as fast as bf16 weights there)
         from lorank.precision import weights_dtype_name
 
-        lm = load_reranker(base, dtype=weights_dtype_name(dtype, "cpu"), trust_remote_code=trust_remote_code)
-        model = PeftModel.from_pretrained(lm.model, str(ckpt), use_safetensors=not allow_pickle)
+        dev = resolve_device(device)
+        lm = load_reranker(base, dtype=weights_dtype_name(dtype, dev), trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(lm.model.to(dev), str(ckpt), use_safetensors=not allow_pickle).to(dev)
         fmt = InputFormat(**meta.get("input", {}))
         return cls(model, lm.tokenizer, fmt, meta=dict(meta, checkpoint=str(ckpt)), **kw)
 

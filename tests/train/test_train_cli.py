@@ -198,12 +198,24 @@ def test_export_adapter_is_small_self_contained_and_scores_like_the_checkpoint(t
 
     root, _ = tiny_run
     out = tmp_path / "adapters" / "tiny-ref"
-    res = CliRunner().invoke(app, ["export-adapter", str(root / "run"), "--out", str(out)])
+    res = CliRunner().invoke(app, ["export-adapter", str(root / "run"), "--out", str(out), "--note", "Trained in a test.",
+                                   "--command", "train=lorank train t.yaml"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert {p.name for p in out.iterdir()} == {"adapter_model.safetensors", "adapter_config.json", "lorank_meta.json",
                                                "training_config.json", "metrics.json", "README.md"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 5 and metrics["evaluations"] and metrics["evaluations"][0]["step"] == 5
+    assert metrics["note"] == "Trained in a test." and metrics["commands"] == {"train": "lorank train t.yaml"}
+    # the reranked run against the first stage, per evaluation set (resolved through the run's eval.sets)
+    label = metrics["evaluations"][0]["eval_set"]
+    vs = metrics["vs_first_stage"][label]
+    assert "skipped" not in vs, vs
+    assert set(vs["first_stage"]) == {"ndcg_cut_10", "recip_rank_10"}
+    tests = {t["measure"]: t for t in vs["tests"]}
+    assert set(tests) == {"ndcg_cut_10", "recip_rank_10"} and all(0.0 <= t["p_adjusted"] <= 1.0 for t in tests.values())
+    assert abs(tests["ndcg_cut_10"]["value"] - metrics["evaluations"][0]["ndcg_cut_10"]) < 1e-4
+    readme = (out / "README.md").read_text()
+    assert "Trained in a test." in readme and "first stage nDCG@10" in readme and "lorank train t.yaml" in readme
     from safetensors import safe_open
 
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as fh:

@@ -188,12 +188,13 @@ class ScorerSpec:
     batch_tokens: int = 8192
     prefix_cache: bool = False
     bf16: bool | None = None
+    device: str | None = None  # None/auto/cuda: worker r on cuda:r mod count where there are GPUs; cpu: the CPU
 
-    def build(self) -> Any:
+    def build(self, device: Any = None) -> Any:
         from lorank.reranker import Reranker
         from lorank.score.engine import Scorer
 
-        kw: dict[str, Any] = {"batch_tokens": self.batch_tokens, "bf16": self.bf16}
+        kw: dict[str, Any] = {"batch_tokens": self.batch_tokens, "bf16": self.bf16, "device": device}
         if self.adapter:
             rr = Reranker.from_adapter(self.adapter, dtype=self.dtype, **kw)
         else:
@@ -208,14 +209,23 @@ def _worker(rank: int, world_size: int, threads: int, factory: Any, queries: Any
     import torch
 
     torch.set_num_threads(max(1, threads))
-    scorer = factory.build() if isinstance(factory, ScorerSpec) else factory()
+    if isinstance(factory, ScorerSpec):
+        scorer = factory.build(_worker_device(factory.device, rank))
+    else:
+        scorer = factory()
     rerank_shard(scorer, queries, passages, run, out, depth, rank=rank, world_size=world_size, tag=tag, merge=False)
 
 
-def _cuda() -> bool:
-    import torch
+def _worker_device(want: str | None, rank: int) -> str:
+    """Worker ``rank``'s device: one GPU per worker (cuda:rank mod count) unless a device is pinned."""
+    from lorank.models.device import resolve_device
 
-    return torch.cuda.is_available()
+    dev = resolve_device(want)
+    if dev.type == "cuda" and (want is None or str(want).strip().lower() in ("auto", "cuda")):
+        import torch
+
+        return f"cuda:{rank % torch.cuda.device_count()}"
+    return str(dev)
 
 
 def sharded_rerank(factory: ScorerSpec | Callable[[], Any], queries: Mapping[str, str],
@@ -237,7 +247,9 @@ def sharded_rerank(factory: ScorerSpec | Callable[[], Any], queries: Mapping[str
         from lorank.precision import use_bf16
 
         # decided once here, not in each worker: every shard computes in the same precision
-        factory = dataclasses.replace(factory, bf16=use_bf16(None, "cuda" if _cuda() else "cpu"))
+        from lorank.models.device import resolve_device
+
+        factory = dataclasses.replace(factory, bf16=use_bf16(None, resolve_device(factory.device).type))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = threads_per_process or max(1, cores // processes)
     ctx = mp.get_context("spawn")
