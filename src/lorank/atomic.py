@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import signal
 import tempfile
@@ -22,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from lorank.errors import DataError
+
+log = logging.getLogger("lorank.atomic")
 FAULT_ENV = "LORANK_FAULT_INJECT"
 FAULT_ACTIONS = ("raise", "enospc", "kill")
 
@@ -181,7 +185,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
 def append_line(path: str | Path, line: str) -> None:
     """Append one line to a log with a single ``write`` (O_APPEND): a crash can cut only the last line,
-    which the log's readers drop (see :func:`read_jsonl`)."""
+    which :func:`read_jsonl` skips with a warning."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
     fault = active_fault(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -194,20 +198,51 @@ def append_line(path: str | Path, line: str) -> None:
         os.close(fd)
 
 
-def read_jsonl(path: str | Path) -> tuple[list[Any], int]:
-    """The complete JSON lines of a log, and how many lines were unreadable (a line cut by a crash)."""
-    rows, bad = [], 0
+def read_jsonl(path: str | Path, *, missing_ok: bool = False,
+               allow_torn_last_line: bool = True) -> tuple[list[Any], int]:
+    """The JSON rows of a JSONL file, and how many lines were skipped (0, or 1 for a torn last line).
+
+    The one JSONL reader of lorank; the policy on bad input:
+
+    - a missing file is an error (``FileNotFoundError``) unless ``missing_ok``, then it reads as no rows;
+    - blank lines carry no row and are passed over;
+    - a torn last line -- the last non-blank line is not valid JSON (or not valid UTF-8), as a crash in the
+      middle of :func:`append_line` leaves it -- is skipped with a warning naming the file and line, and
+      counted in the second value, when ``allow_torn_last_line`` (the default); otherwise it is an error;
+    - any other line that is not valid JSON (or not valid UTF-8) raises :class:`lorank.errors.DataError`
+      naming the file, the 1-based line number and the problem: the file was damaged, not interrupted.
+
+    Nothing is dropped without a warning or an error. Lines are split on ``\\n`` only and decoded one
+    at a time, so a cut multi-byte character damages only its own line.
+    """
     p = Path(path)
-    if not p.is_file():
-        return rows, bad
-    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return [], 0
+        raise
+    lines = data.split(b"\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    rows: list[Any] = []
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad += 1
-    return rows, bad
+            rows.append(json.loads(raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            problem = f"not valid UTF-8 (byte {e.start + 1} of the line)"
+        except json.JSONDecodeError as e:
+            problem = f"not valid JSON ({e.msg}, column {e.colno})"
+        else:
+            continue
+        if i == last and allow_torn_last_line:
+            log.warning("%s:%d: skipped 1 torn last line (an interrupted append): %s", p, i + 1, problem)
+            return rows, 1
+        if i == last:
+            raise DataError(str(p), i + 1, f"{problem}: a torn last line, and this reader allows none")
+        raise DataError(str(p), i + 1, f"{problem}, before the last line: the file is damaged, not cut by a crash")
+    return rows, 0
 
 
 def _default(o: Any) -> Any:

@@ -129,6 +129,97 @@ def test_resumed_run_rewrites_its_log_without_the_cut_line_and_the_redone_steps(
     assert bad == 0 and [r["step"] for r in rows] == [1, 2]  # the redone steps go; a resumed run logs them again
 
 
+# ------------------------------------------------------------------------------ the one JSONL reader
+def test_read_jsonl_skips_a_torn_last_line_with_a_warning_naming_file_and_line(tmp_path, caplog):
+    log = tmp_path / "train_log.jsonl"
+    log.write_bytes(b'{"step": 1}\n\n{"step": 2}\n{"step": 3, "lo')
+    with caplog.at_level(logging.WARNING, logger="lorank.atomic"):
+        assert atomic.read_jsonl(log) == ([{"step": 1}, {"step": 2}], 1)
+    [msg] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert msg.startswith(f"{log}:4: skipped 1 torn last line (an interrupted append): not valid JSON (")
+    # cut inside a multi-byte character, then trailing blank lines: still only the torn last line
+    log.write_bytes(b'{"q": "caf\xc3\xa9"}\n{"q": "caf\xc3\n\n')
+    assert atomic.read_jsonl(log) == ([{"q": "caf\u00e9"}], 1)
+
+
+def test_read_jsonl_refuses_a_torn_last_line_when_told_to(tmp_path):
+    from lorank.errors import DataError
+
+    log = tmp_path / "m.jsonl"
+    log.write_text('{"step": 1}\n{"step": 2, "lo')
+    with pytest.raises(DataError, match="torn last line, and this reader allows none") as e:
+        atomic.read_jsonl(log, allow_torn_last_line=False)
+    assert (e.value.path, e.value.line) == (str(log), 2)
+
+
+@pytest.mark.parametrize("bad", [b"not json", b'{"step": 2', b'{"q": "\xff"}'], ids=["text", "cut", "bad utf-8"])
+def test_read_jsonl_raises_data_error_with_file_and_line_for_a_bad_line_before_the_last(tmp_path, bad, caplog):
+    from lorank.errors import DataError
+
+    log = tmp_path / "m.jsonl"
+    log.write_bytes(b'{"step": 1}\n' + bad + b'\n{"step": 3}\n')
+    with pytest.raises(DataError) as e:
+        atomic.read_jsonl(log, missing_ok=True)
+    assert (e.value.path, e.value.line) == (str(log), 2)
+    assert str(e.value).startswith(f"{log}:2: not valid ")
+    assert "the file is damaged, not cut by a crash" in str(e.value)
+    assert not caplog.records  # an error, not a warning
+
+
+def test_read_jsonl_missing_file_per_option(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        atomic.read_jsonl(tmp_path / "absent.jsonl")
+    assert atomic.read_jsonl(tmp_path / "absent.jsonl", missing_ok=True) == ([], 0)
+
+
+def test_read_jsonl_reads_valid_rows_unchanged(tmp_path, caplog):
+    rows = [{"step": 1, "s": "a\u2028b\u0085c"}, [1, 2], "x", 3.5, None, {"step": 2}]
+    log = tmp_path / "m.jsonl"
+    log.write_bytes(("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n\n  \n").encode())
+    assert atomic.read_jsonl(log) == (rows, 0)
+    assert not caplog.records
+
+
+def test_metrics_readers_share_the_policy(tmp_path, caplog):
+    """read_metrics (and append_metrics, which rewrites the file) no longer drop a damaged line quietly."""
+    from lorank.errors import DataError
+    from lorank.train.checkpoint_eval import append_metrics, read_metrics
+
+    assert read_metrics(tmp_path / "none") == []
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"step": 1, "eval_set": "a"}\n{"step": 2, "eval_set": "a", "nd')
+    with caplog.at_level(logging.WARNING, logger="lorank.atomic"):
+        assert read_metrics(tmp_path) == [{"step": 1, "eval_set": "a"}]
+    assert f"{f}:2: skipped 1 torn last line" in caplog.text
+    damaged = '{"step": 1, "eval_set": "a"}\ngarbage\n{"step": 3, "eval_set": "a"}\n'
+    f.write_text(damaged)
+    with pytest.raises(DataError, match=r"metrics\.jsonl:2: not valid JSON"):
+        read_metrics(tmp_path)
+    with pytest.raises(DataError):
+        append_metrics(tmp_path, {"step": 4, "eval_set": "a"})
+    assert f.read_text() == damaged  # not rewritten without the bad line
+
+
+def test_resumed_log_with_a_damaged_middle_line_is_refused_not_rewritten(tmp_path):
+    from lorank.errors import DataError
+    from lorank.train.callbacks import JsonlLog
+
+    log = tmp_path / "train_log.jsonl"
+    damaged = '{"step": 1}\n{"step": 2, "lo{"step": 3}\n{"step": 4}\n'
+    log.write_text(damaged)
+
+    class S:
+        is_world_process_zero = True
+        global_step = 4
+
+    class T:
+        tokens_seen = 0
+
+    with pytest.raises(DataError, match=r"train_log\.jsonl:2: "):
+        JsonlLog(log, lambda: T()).on_train_begin(None, S(), None)
+    assert log.read_text() == damaged
+
+
 # --------------------------------------------------------------------------- half-written checkpoints
 def _break(ckpt: Path, how: str) -> None:
     st = ckpt / "adapter_model.safetensors"

@@ -92,8 +92,10 @@ def test_metrics_reader_skips_a_torn_last_line_loudly_and_refuses_damage(tmp_pat
     assert _read_jsonl(f) == [{"step": 1}, {"step": 2}]
     assert "skipped 1 torn last line" in caplog.text and "metrics.jsonl:3" in caplog.text
     f.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
-    with pytest.raises(DataError, match=r"metrics.jsonl:2: not a JSON object"):
+    with pytest.raises(DataError, match=r"metrics\.jsonl:2: not valid JSON .*the file is damaged") as e:
         _read_jsonl(f)
+    assert (e.value.path, e.value.line) == (str(f), 2)
+    assert _read_jsonl(tmp_path / "absent.jsonl") == []  # a run not started yet: no rows
 
 
 def test_rerun_skips_finished_steps(tiny):

@@ -12,8 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lorank.atomic import atomic_write_bytes, atomic_write_text
-from lorank.errors import DataError
+from lorank.atomic import atomic_write_bytes, atomic_write_text, read_jsonl
 from lorank.study.plan import Plan
 
 MEASURES = ("ndcg_cut_10", "recip_rank_10", "recall_100", "map")
@@ -27,23 +26,10 @@ log = logging.getLogger("lorank.study")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics file. A torn last line (a run killed mid-append) is skipped with a warning that
-    names it; a bad line anywhere else is an error (the file was damaged, not interrupted)."""
-    if not path.is_file():
-        return []
-    rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i != last:
-                raise DataError(str(path), i + 1, f"not a JSON object ({e.msg}); the metrics file is damaged") from None
-            log.warning("%s:%d: skipped 1 torn last line (an interrupted append): %s", path, i + 1, e.msg)
-    return rows
+    """The rows of a metrics file (none when it does not exist), read by :func:`lorank.atomic.read_jsonl`:
+    a torn last line (a run killed mid-append) is skipped with a warning that names it; a bad line anywhere
+    else is a ``DataError`` (the file was damaged, not interrupted)."""
+    return read_jsonl(path, missing_ok=True)[0]
 
 
 def _axes(run: Any) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class JsonlLog(TrainerCallback):
         self.tok0 = self.trainer_ref().tokens_seen
         if state.is_world_process_zero and self.path.is_file():
             # a resumed run: drop the rows of steps redone after the checkpoint, and a line cut by a crash
-            rows, bad = read_jsonl(self.path)
+            rows, bad = read_jsonl(self.path, missing_ok=True)
             keep = [r for r in rows if isinstance(r, dict) and r.get("step", 0) <= state.global_step]
             if bad or len(keep) != len(rows):
                 atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))

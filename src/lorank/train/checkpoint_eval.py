@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lorank.atomic import atomic_write_text
+from lorank.atomic import atomic_write_text, read_jsonl
 from lorank.config import EvalSpec
 from lorank.score.engine import Scorer
 
@@ -110,18 +110,10 @@ class CheckpointEvaluator:
 
 
 def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
-    f = Path(out_dir) / METRICS_FILE
-    if not f.is_file():
-        return []
-    rows = []
-    for line in f.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s: ignoring a malformed metrics line", f)
-    return rows
+    """The rows of ``out_dir/metrics.jsonl`` (none when it does not exist yet), read by
+    :func:`lorank.atomic.read_jsonl`: a torn last line is skipped with a warning, any other bad line
+    raises ``DataError``."""
+    return read_jsonl(Path(out_dir) / METRICS_FILE, missing_ok=True)[0]
 
 
 def append_metrics(out_dir: Path, row: dict[str, Any]) -> None:
