@@ -24,14 +24,16 @@ def test_environment_then_hardware(monkeypatch):
     assert resolve_device(None) == expected
 
 
-@pytest.mark.parametrize("bad", ["gpu0", "tpu", "cuda:x", ""])
+@pytest.mark.parametrize("bad", ["gpu0", "tpu", "cuda:x"])
 def test_a_bad_device_is_a_clear_error(monkeypatch, bad):
     monkeypatch.delenv(ENV, raising=False)
-    if bad == "":
-        assert resolve_device(bad or None).type in ("cpu", "cuda")  # empty means: decide
-        return
     with pytest.raises(ConfigError, match="device"):
         resolve_device(bad)
+
+
+def test_an_empty_environment_value_means_decide(monkeypatch):
+    monkeypatch.setenv(ENV, "")
+    assert resolve_device(None).type in ("cpu", "cuda")
 
 
 def test_a_bad_environment_value_names_the_variable(monkeypatch):
@@ -55,6 +57,9 @@ def test_sharded_workers_take_one_gpu_each_unless_a_device_is_pinned(monkeypatch
 
     monkeypatch.delenv(ENV, raising=False)
     assert _worker_device("cpu", 3) == "cpu"
+    monkeypatch.setenv(ENV, "cpu")  # a device pinned in the environment holds for every worker
+    assert _worker_device(None, 1) == "cpu"
+    monkeypatch.delenv(ENV)
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         assert [_worker_device(None, r) for r in range(2)] == [f"cuda:{0 % n}", f"cuda:{1 % n}"]

@@ -209,15 +209,13 @@ def rerank_cmd(
 
             if allow_pickle:
                 raise typer.BadParameter("--allow-pickle is not supported with --processes > 1")
-            from lorank.precision import decide
-
             from lorank.models.device import resolve_device
+            from lorank.precision import decide
 
             prec = decide(None, resolve_device(device))
             console.print(f"scoring {n} pairs with {processes} processes; precision {prec}")
             sharded_rerank(ScorerSpec(adapter=str(adapter), prefix_cache=prefix_cache, bf16=prec.bf16, device=device),
-                           qs, ps, r,
-                           out, depth=depth, processes=processes)
+                           qs, ps, r, out, depth=depth, processes=processes)
             result, used = load_run(out), f"{processes} processes"
         else:
             rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle, device=device)

@@ -60,7 +60,7 @@ class Reranker:
 
         dev = resolve_device(device)
         lm = load_reranker(base, dtype=weights_dtype_name(dtype, dev), trust_remote_code=trust_remote_code)
-        model = PeftModel.from_pretrained(lm.model.to(dev), str(ckpt), use_safetensors=not allow_pickle).to(dev)
+        model = PeftModel.from_pretrained(lm.model, str(ckpt), use_safetensors=not allow_pickle).to(dev)
         fmt = InputFormat(**meta.get("input", {}))
         return cls(model, lm.tokenizer, fmt, meta=dict(meta, checkpoint=str(ckpt)), **kw)
 

@@ -16,8 +16,9 @@ from lorank.errors import ConfigError
 ENV = "LORANK_DEVICE"
 
 
-def resolve_device(device: Any = None) -> Any:
-    """The ``torch.device`` inference runs on (see the module docstring for the order of the decision)."""
+def resolve_device(device: Any = None, rank: int | None = None) -> Any:
+    """The ``torch.device`` inference runs on (see the module docstring for the order of the decision). ``rank``
+    (default ``$LOCAL_RANK``) picks the GPU when the hardware decides: ``cuda:rank mod count``."""
     import torch
 
     src = "argument"
@@ -26,7 +27,9 @@ def resolve_device(device: Any = None) -> Any:
         device, src = (env, f"${ENV}") if env and env.lower() != "auto" else (None, "hardware")
     if device is None:
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0) % torch.cuda.device_count())
+            if rank is None:
+                rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+            return torch.device("cuda", rank % torch.cuda.device_count())
         return torch.device("cpu")
     try:
         dev = torch.device(device)

@@ -217,11 +217,11 @@ def _worker(rank: int, world_size: int, threads: int, factory: Any, queries: Any
 
 
 def _worker_device(want: str | None, rank: int) -> str:
-    """Worker ``rank``'s device: one GPU per worker (cuda:rank mod count) unless a device is pinned."""
+    """Worker ``rank``'s device: one GPU per worker (cuda:rank mod count) unless a GPU index is pinned."""
     from lorank.models.device import resolve_device
 
-    dev = resolve_device(want)
-    if dev.type == "cuda" and (want is None or str(want).strip().lower() in ("auto", "cuda")):
+    dev = resolve_device(want, rank)
+    if dev.type == "cuda" and dev.index is None:  # a bare "cuda": spread the workers too
         import torch
 
         return f"cuda:{rank % torch.cuda.device_count()}"
