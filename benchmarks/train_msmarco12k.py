@@ -48,22 +48,13 @@ def evaluate_checkpoints(run_dir: Path, steps: list[int], sets: list[str], depth
 
 
 def significance(run_dir: Path, step: int, sets: list[str]) -> dict:
-    """Paired t-tests (Holm per measure) of the checkpoint's reranked run vs the BM25 run, over judged queries."""
-    from lorank.data import load_run, resolve_eval_set
-    from lorank.score import compare
+    """Paired t-tests (Holm per measure) of the checkpoint's reranked run vs the BM25 run, over judged queries:
+    :func:`lorank.export.vs_first_stage`, the comparison an exported adapter records."""
+    from lorank.export import vs_first_stage
     from lorank.train.checkpoint_eval import eval_label
 
-    out = {}
-    for name in sets:
-        label = eval_label(name)
-        f = run_dir / "runs_trec" / f"checkpoint-{step}.{label}.run"
-        if not f.is_file():
-            continue
-        rs = resolve_eval_set(name)
-        cmp = compare(rs.qrels, {"bm25": rs.run, f"checkpoint-{step}": load_run(f)}, baseline="bm25",
-                      measures=["ndcg_cut_10", "recip_rank_10"])
-        out[label] = [c.to_dict() for c in cmp.comparisons]
-    return out
+    vs = vs_first_stage(run_dir, step, [{"eval_set": eval_label(s)} for s in sets], sources={eval_label(s): s for s in sets})
+    return {label: v["tests"] for label, v in vs.items() if "tests" in v}
 
 
 def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OUT,
