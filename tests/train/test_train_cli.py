@@ -228,3 +228,11 @@ def test_export_adapter_is_small_self_contained_and_scores_like_the_checkpoint(t
     assert np.allclose(a, b, atol=2e-2 * max(1.0, float(np.abs(a).max())))  # only the LoRA factors' bf16 rounding
     again = CliRunner().invoke(app, ["export-adapter", str(root / "run"), "--out", str(out)])
     assert again.exit_code != 0 and "exists" in again.output
+
+
+def test_export_adapter_refuses_a_command_without_a_name(tiny_run, tmp_path):
+    root, _ = tiny_run
+    res = CliRunner().invoke(app, ["export-adapter", str(root / "run"), "--out", str(tmp_path / "a"),
+                                   "--command", "lorank train t.yaml"])
+    assert res.exit_code != 0 and "NAME=COMMAND" in res.output and "lorank train t.yaml" in res.output
+    assert not (tmp_path / "a").exists()
