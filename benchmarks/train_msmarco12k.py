@@ -58,7 +58,7 @@ def significance(run_dir: Path, step: int, sets: list[str]) -> dict:
 
 
 def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OUT,
-            config: str = "configs/train_msmarco12k_cpu.yaml") -> dict:
+            config: str = "configs/train_msmarco12k_cpu.yaml", train_commands: list[str] | None = None) -> dict:
     from lorank.data import resolve_eval_set
     from lorank.precision import cpu_bf16_capability
     from lorank.score import evaluate
@@ -101,7 +101,7 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
             "mine (standalone; the config mines the same negatives on the fly)":
                 ".venv/bin/lorank mine --train msmarco-train-12k --collection self --collection dl20 --window 10-100 "
                 "--exclude-eval dl19 --out runs/mined-12k.jsonl",
-            "train": f".venv/bin/lorank train {config}",
+            "train": train_commands or [f".venv/bin/lorank train {config}"],
             "evaluate": "python benchmarks/train_msmarco12k.py " + " ".join(sys.argv[1:]),
         },
         "variants": variants, "checkpoint_curve_png": png.name if plot is not None else None,
@@ -119,6 +119,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--config", default="configs/train_msmarco12k_cpu.yaml",
                     help="the YAML the run was trained from (recorded as its command; the run's config.json has it resolved)")
+    ap.add_argument("--train-command", action="append", default=None,
+                    help="the exact training command(s), in order, when the run was not one plain `lorank train CONFIG` "
+                         "(e.g. a resume with --set max_steps=...); repeatable")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from lorank.atomic import atomic_write_json
@@ -132,7 +135,7 @@ def main() -> int:
         raise SystemExit(f"{a.run}: no complete checkpoint for steps {missing} (have {have})")
     evaluate_checkpoints(a.run, steps, sets, a.depth)
     variants = json.loads(a.variants.read_text()) if a.variants else []
-    res = collect(a.run, sets, variants, a.out, a.config)
+    res = collect(a.run, sets, variants, a.out, a.config, a.train_command)
     atomic_write_json(a.out, res)
     print(json.dumps({k: res[k] for k in ("best_ndcg_cut_10", "best_step", "tokens_per_s")}))
     return 0
