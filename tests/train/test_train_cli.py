@@ -126,6 +126,11 @@ def test_resume_continues_from_the_last_checkpoint(tiny_run, tmp_path):
     assert res.steps == 5
     summary = json.loads((run2 / "train_summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2")
+    # the rate counts the tokens of the steps this call trained (3-5), not the restored total over this call's time
+    log = [json.loads(line) for line in (run2 / "train_log.jsonl").read_text().splitlines()]
+    before = next(r["tokens"] for r in log if r["step"] == 2)
+    assert 0 < before < summary["tokens"]
+    assert summary["tokens_per_s"] == pytest.approx((summary["tokens"] - before) / summary["train_s"], rel=0.02)
 
 
 def test_resume_under_a_changed_recipe_is_refused_before_anything_is_written(tiny_run, tmp_path):

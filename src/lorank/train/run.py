@@ -172,6 +172,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         trainer.tokens_seen = int(counters.get("tokens_seen", 0))
         trainer.padded_tokens_seen = int(counters.get("padded_tokens_seen", 0))
         trainer.skipped_batches = int(counters.get("skipped_batches", 0))
+    tokens0 = trainer.tokens_seen  # restored from the checkpoint on a resume: this call's rate counts its own tokens
     t0 = time.perf_counter()
     done_step = step_of(Path(resume_from)) if resume_from else 0
     planned = _planned_steps(trainer, cfg)
@@ -194,7 +195,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     eval_s = evaluator.total_s if (evaluator and cfg.eval.during_training) else 0.0
     train_s = max(wall - eval_s, 1e-9)
     res = TrainResult(out, steps, wall, trainer.tokens_seen, trainer.padded_tokens_seen,
-                      trainer.tokens_seen / train_s, ckpts, read_metrics(out), plot, trainer.skipped_batches,
+                      (trainer.tokens_seen - tokens0) / train_s, ckpts, read_metrics(out), plot, trainer.skipped_batches,
                       stop.signal_name or None)
     atomic_write_json(out / "train_summary.json", {
         "steps": res.steps, "wall_s": round(wall, 2), "eval_in_training_s": round(eval_s, 2),
