@@ -18,7 +18,8 @@ ENV = "LORANK_DEVICE"
 
 def resolve_device(device: Any = None, rank: int | None = None) -> Any:
     """The ``torch.device`` inference runs on (see the module docstring for the order of the decision). ``rank``
-    (default ``$LOCAL_RANK``) picks the GPU when the hardware decides: ``cuda:rank mod count``."""
+    (default ``$LOCAL_RANK``) picks the GPU when the hardware decides: ``cuda:rank mod count``; a rank given
+    explicitly (a sharded worker's) also spreads a bare ``cuda``. A pinned ``cuda:N`` holds whatever the rank."""
     import torch
 
     src = "argument"
@@ -42,4 +43,6 @@ def resolve_device(device: Any = None, rank: int | None = None) -> Any:
             raise ConfigError(f"device {device!r} (from the {src}) asks for CUDA, and this machine has none")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device {device!r} (from the {src}): only {torch.cuda.device_count()} CUDA device(s)")
+        if dev.index is None and rank is not None:
+            dev = torch.device("cuda", rank % torch.cuda.device_count())
     return dev

@@ -220,12 +220,7 @@ def _worker_device(want: str | None, rank: int) -> str:
     """Worker ``rank``'s device: one GPU per worker (cuda:rank mod count) unless a GPU index is pinned."""
     from lorank.models.device import resolve_device
 
-    dev = resolve_device(want, rank)
-    if dev.type == "cuda" and dev.index is None:  # a bare "cuda": spread the workers too
-        import torch
-
-        return f"cuda:{rank % torch.cuda.device_count()}"
-    return str(dev)
+    return str(resolve_device(want, rank))
 
 
 def sharded_rerank(factory: ScorerSpec | Callable[[], Any], queries: Mapping[str, str],
