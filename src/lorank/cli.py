@@ -147,6 +147,7 @@ def train_cmd(
     """Train a LoRA reranker; checkpoints are evaluated on the config's eval sets."""
     import logging
 
+    from lorank.train.process_group import end_process_group, is_main_process
     from lorank.train.run import train
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -155,6 +156,10 @@ def train_cmd(
         if output_dir is not None:
             ov["output_dir"] = str(output_dir)
         res = train(config, resume=not no_resume, overrides=ov)
+    main = is_main_process()
+    end_process_group()  # under torchrun: every rank leaves together (see lorank.train.process_group)
+    if not main:
+        return
     console.print(f"[green]done[/]: {res.steps} steps in {res.wall_s:.0f} s, {res.tokens_per_s:,.0f} tokens/s, "
                   f"{len(res.checkpoints)} checkpoints in {res.output_dir}")
     _print_metrics(res.metrics)
