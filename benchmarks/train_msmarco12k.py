@@ -57,6 +57,40 @@ def significance(run_dir: Path, step: int, sets: list[str]) -> dict:
     return {label: v["tests"] for label, v in vs.items() if "tests" in v}
 
 
+def training_calls(run_dir: Path) -> list[dict]:
+    """One entry per ``lorank train`` call that built this run (a resume starts a new call), from train_log.jsonl:
+    the steps it trained, its wall time and the tokens it trained. ``elapsed_s`` restarts at each call, and a
+    resumed call's cumulative token count starts from the checkpoint it resumed (the last logged step before its
+    first), so steps trained twice (after an interruption past the last checkpoint) count in both calls."""
+    rows = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    calls: list[dict] = []
+    seen: dict[int, int] = {}  # step -> cumulative tokens, as last logged
+    first = prev = None
+    start = 0
+
+    def close() -> None:
+        calls.append({"steps": f"{first['step']}-{prev['step']}", "s": prev["elapsed_s"],
+                      "tokens": prev["tokens"] - start})
+
+    for r in rows:
+        if "step" not in r or "tokens" not in r:
+            continue
+        if prev is not None and r["elapsed_s"] < prev["elapsed_s"]:  # the next call resumed here
+            close()
+            first = None
+        if first is None:
+            first = r
+            earlier = [s for s in seen if s < r["step"]]
+            start = seen[max(earlier)] if earlier else 0
+        seen[r["step"]] = r["tokens"]
+        prev = r
+    if prev is not None:
+        close()
+    for c in calls:
+        c["tokens_per_s"] = round(c["tokens"] / c["s"], 1) if c["s"] else None
+    return calls
+
+
 def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OUT,
             config: str = "configs/train_msmarco12k_cpu.yaml", train_commands: list[str] | None = None) -> dict:
     from lorank.data import resolve_eval_set
@@ -67,6 +101,7 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     cfg = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "train_summary.json").read_text())
     metrics = read_metrics(run_dir)
+    calls = training_calls(run_dir)
     by_step: dict[int, dict] = {}
     for r in metrics:
         if r["eval_set"] in [eval_label(s) for s in sets]:
@@ -92,8 +127,11 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
         "recipe": {k: c.get(k) for k in ("dtype", "head_init", "group_size", "batch_queries", "unit", "lr", "head_lr",
                                          "warmup_ratio", "loss", "max_steps", "epochs", "seed")},
         "train_data": c["data"], "pools": cfg.get("pools"),
-        "steps": summary["steps"], "train_s": summary.get("train_s"), "tokens": summary["tokens"],
-        "tokens_per_s": summary["tokens_per_s"], "training_queries_seen": summary["steps"] * c["batch_queries"],
+        "steps": summary["steps"], "train_s": round(sum(k["s"] for k in calls), 1), "tokens": summary["tokens"],
+        "tokens_per_s": round(summary["tokens"] / sum(k["s"] for k in calls), 1),
+        "tokens_per_s_note": "over the whole run: the final model's tokens over the summed wall time of the training "
+                             "calls below (a resumed call's train_summary.json counts only its own call)",
+        "training_calls": calls, "training_queries_seen": summary["steps"] * c["batch_queries"],
         "checkpoints": ckpts, "bm25": bm25,
         "best_ndcg_cut_10": best[dl19]["ndcg_cut_10"] if best else None, "best_step": best["step"] if best else None,
         "vs_bm25_at_best": significance(run_dir, best["step"], sets) if best else None,

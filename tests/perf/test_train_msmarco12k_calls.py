@@ -1,0 +1,37 @@
+"""benchmarks/train_msmarco12k.py: a run built by several ``lorank train`` calls (resumes) is timed over all of them."""
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("train_msmarco12k", ROOT / "benchmarks" / "train_msmarco12k.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_training_calls_split_where_elapsed_restarts(tmp_path):
+    # call 1 trains steps 1-3 (cumulative tokens 100, 200, 300 over 30 s) and is interrupted after a checkpoint at 2;
+    # call 2 resumes from step 2's restored count (200) and trains steps 3-4 in 25 s; call 3 trains step 5 in 5 s.
+    rows = [(1, 100, 10.0), (2, 200, 20.0), (3, 300, 30.0),
+            (3, 310, 12.0), (4, 420, 25.0),
+            (5, 470, 5.0)]
+    (tmp_path / "train_log.jsonl").write_text("".join(
+        json.dumps({"step": s, "tokens": t, "elapsed_s": e}) + "\n" for s, t, e in rows))
+    calls = _bench().training_calls(tmp_path)
+    assert [c["steps"] for c in calls] == ["1-3", "3-4", "5-5"]
+    assert [c["s"] for c in calls] == [30.0, 25.0, 5.0]
+    assert [c["tokens"] for c in calls] == [300, 220, 50]  # call 2 restarted from step 2's count and redid step 3
+    assert calls[1]["tokens_per_s"] == 8.8
+
+
+def test_training_calls_of_an_uninterrupted_run_sum_to_its_tokens(tmp_path):
+    rows = [(1, 100, 10.0), (2, 200, 20.0), (3, 330, 30.0)]
+    (tmp_path / "train_log.jsonl").write_text("".join(
+        json.dumps({"step": s, "tokens": t, "elapsed_s": e}) + "\n" for s, t, e in rows)
+        + json.dumps({"step": 3, "train_runtime": 30.5, "tokens": 330, "elapsed_s": 30.5}) + "\n")  # the final summary row
+    (call,) = _bench().training_calls(tmp_path)
+    assert call == {"steps": "1-3", "s": 30.5, "tokens": 330, "tokens_per_s": 10.8}
