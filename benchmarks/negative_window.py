@@ -1,0 +1,110 @@
+"""Issue 14: are the mined negatives too easy? Two runs that differ only in the BM25 mining window, compared.
+
+    .venv/bin/lorank train configs/train_msmarco12k_cpu_long.yaml    --set max_steps=200 -o runs/neg-window-10-100
+    .venv/bin/lorank train configs/train_msmarco12k_cpu_hardneg.yaml --set max_steps=200 -o runs/neg-window-1-30
+    .venv/bin/python benchmarks/negative_window.py --run 10-100=runs/neg-window-10-100 --run 1-30=runs/neg-window-1-30
+
+Each run's checkpoint (``--step``, default the last) is evaluated on DL19 and DL20 (BM25 top-100; resumable, the
+results go to the run's ``metrics.jsonl`` / ``runs_trec/`` as ``lorank train`` writes them), then every run is
+compared per query with the first (paired t-test, Holm per measure) and with BM25. The training loss is
+summarised per 50-step window (mean, and the share of steps below 0.01: how often a group is already solved).
+Writes ``benchmarks/results/negative_window.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_msmarco12k import evaluate_checkpoints  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "negative_window.json"
+MEASURES = ("ndcg_cut_10", "recip_rank_10")
+
+
+def loss_profile(run_dir: Path, every: int = 50, solved_below: float = 0.01) -> list[dict]:
+    """Per ``every``-step window of train_log.jsonl: mean loss and the share of steps with loss < ``solved_below``.
+    A step logged twice (trained again after a resume) counts once, with its last value."""
+    by_step: dict[int, float] = {}
+    for line in (run_dir / "train_log.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if "step" in r and "loss" in r:
+                by_step[int(r["step"])] = float(r["loss"])
+    out = []
+    for lo in range(1, max(by_step, default=0) + 1, every):
+        losses = [by_step[s] for s in range(lo, lo + every) if s in by_step]
+        if losses:
+            out.append({"steps": f"{lo}-{lo + every - 1}", "logged": len(losses),
+                        "mean_loss": round(statistics.fmean(losses), 4),
+                        f"share_below_{solved_below}": round(sum(x < solved_below for x in losses) / len(losses), 3)})
+    return out
+
+
+def last_step(run_dir: Path) -> int:
+    steps = [int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    if not steps:
+        raise SystemExit(f"{run_dir}: no checkpoint-N folder")
+    return max(steps)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", action="append", required=True, metavar="NAME=DIR",
+                    help="a run to compare (repeatable; the first is the reference the others are tested against)")
+    ap.add_argument("--step", type=int, default=None, help="checkpoint to compare (default: each run's last)")
+    ap.add_argument("--sets", default="dl19,dl20")
+    ap.add_argument("--depth", type=int, default=100)
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args()
+
+    from lorank.data import load_run, resolve_eval_set
+    from lorank.score import compare
+    from lorank.train.checkpoint_eval import eval_label
+
+    runs: dict[str, Path] = {}
+    for item in a.run:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--run {item!r}: write NAME=DIR")
+        runs[name] = Path(path)
+    sets = [s.strip() for s in a.sets.split(",") if s.strip()]
+    steps = {name: a.step or last_step(d) for name, d in runs.items()}
+    for name, d in runs.items():
+        print(f"== {name}: {d} checkpoint-{steps[name]}", flush=True)
+        evaluate_checkpoints(d, [steps[name]], sets, a.depth)
+
+    names = list(runs)
+    result: dict = {"runs": {}, "comparisons": {}, "measures": list(MEASURES),
+                    "command": "python benchmarks/negative_window.py " + " ".join(sys.argv[1:])}
+    for name, d in runs.items():
+        cfg = json.loads((d / "config.json").read_text())
+        result["runs"][name] = {"dir": str(d), "step": steps[name], "train_data": cfg["config"]["data"],
+                                "pools": cfg.get("pools"), "loss_profile": loss_profile(d)}
+    for s in sets:
+        label = eval_label(s)
+        rs = resolve_eval_set(s)
+        trec = {name: load_run(d / "runs_trec" / f"checkpoint-{steps[name]}.{label}.run") for name, d in runs.items()}
+        vs_ref = compare(rs.qrels, trec, baseline=names[0], measures=list(MEASURES)) if len(trec) > 1 else None
+        vs_bm25 = compare(rs.qrels, {"bm25": rs.run, **trec}, baseline="bm25", measures=list(MEASURES))
+        result["comparisons"][label] = {
+            "aggregate": {run: {m: round(float(r.aggregate[m]), 4) for m in MEASURES}
+                          for run, r in vs_bm25.results.items()},
+            f"vs_{names[0]}": [c.to_dict() for c in vs_ref.comparisons] if vs_ref else [],
+            "vs_bm25": [c.to_dict() for c in vs_bm25.comparisons],
+        }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(a.out)
+    print(json.dumps(result["comparisons"], indent=1))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
