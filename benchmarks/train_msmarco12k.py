@@ -91,6 +91,14 @@ def training_calls(run_dir: Path) -> list[dict]:
     return calls
 
 
+def mine_window(data: list[dict]) -> str:
+    """The BM25 window the run's (first) mining source used, as ``lorank mine --window`` takes it."""
+    for d in data:
+        if isinstance(d, dict) and isinstance(d.get("mine"), dict):
+            return str(d["mine"].get("window", "10-100"))
+    return "10-100"
+
+
 def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OUT,
             config: str = "configs/train_msmarco12k_cpu.yaml", train_commands: list[str] | None = None) -> dict:
     from lorank.data import resolve_eval_set
@@ -137,8 +145,8 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
         "vs_bm25_at_best": significance(run_dir, best["step"], sets) if best else None,
         "commands": {
             "mine (standalone; the config mines the same negatives on the fly)":
-                ".venv/bin/lorank mine --train msmarco-train-12k --collection self --collection dl20 --window 10-100 "
-                "--exclude-eval dl19 --out runs/mined-12k.jsonl",
+                ".venv/bin/lorank mine --train msmarco-train-12k --collection self --collection dl20 "
+                f"--window {mine_window(c['data'])} --exclude-eval dl19 --out runs/mined-12k.jsonl",
             "train": train_commands or [f".venv/bin/lorank train {config}"],
             "evaluate": "python benchmarks/train_msmarco12k.py " + " ".join(sys.argv[1:]),
         },

@@ -35,3 +35,10 @@ def test_training_calls_of_an_uninterrupted_run_sum_to_its_tokens(tmp_path):
         + json.dumps({"step": 3, "train_runtime": 30.5, "tokens": 330, "elapsed_s": 30.5}) + "\n")  # the final summary row
     (call,) = _bench().training_calls(tmp_path)
     assert call == {"steps": "1-3", "s": 30.5, "tokens": 330, "tokens_per_s": 10.8}
+
+
+def test_mine_command_names_the_window_the_run_mined_with():
+    mine_window = _bench().mine_window
+    assert mine_window([{"kind": "trec", "path": "dl20"}, {"kind": "msmarco", "mine": {"window": "1-30"}}]) == "1-30"
+    assert mine_window([{"kind": "msmarco", "mine": {"window": "10-100"}}]) == "10-100"
+    assert mine_window([{"kind": "msmarco", "negatives": "mined.jsonl"}]) == "10-100"
