@@ -29,12 +29,10 @@ MEASURES = ("ndcg_cut_10", "recip_rank_10")
 def loss_profile(run_dir: Path, every: int = 50, solved_below: float = 0.01) -> list[dict]:
     """Per ``every``-step window of train_log.jsonl: mean loss and the share of steps with loss < ``solved_below``.
     A step logged twice (trained again after a resume) counts once, with its last value."""
-    by_step: dict[int, float] = {}
-    for line in (run_dir / "train_log.jsonl").read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if "step" in r and "loss" in r:
-                by_step[int(r["step"])] = float(r["loss"])
+    from lorank.atomic import read_jsonl
+
+    rows, _ = read_jsonl(run_dir / "train_log.jsonl")
+    by_step = {int(r["step"]): float(r["loss"]) for r in rows if "step" in r and "loss" in r}
     out = []
     for lo in range(1, max(by_step, default=0) + 1, every):
         losses = [by_step[s] for s in range(lo, lo + every) if s in by_step]
@@ -46,10 +44,12 @@ def loss_profile(run_dir: Path, every: int = 50, solved_below: float = 0.01) -> 
 
 
 def last_step(run_dir: Path) -> int:
-    steps = [int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
-    if not steps:
-        raise SystemExit(f"{run_dir}: no checkpoint-N folder")
-    return max(steps)
+    from lorank.train.checkpoints import complete_checkpoints, step_of
+
+    ckpts = complete_checkpoints(run_dir)
+    if not ckpts:
+        raise SystemExit(f"{run_dir}: no complete checkpoint-N folder")
+    return step_of(ckpts[-1])
 
 
 def main() -> int:
@@ -97,10 +97,9 @@ def main() -> int:
             f"vs_{names[0]}": [c.to_dict() for c in vs_ref.comparisons] if vs_ref else [],
             "vs_bm25": [c.to_dict() for c in vs_bm25.comparisons],
         }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(a.out)
+    from lorank.atomic import atomic_write_json
+
+    atomic_write_json(a.out, result)
     print(json.dumps(result["comparisons"], indent=1))
     print(f"wrote {a.out}")
     return 0

@@ -40,9 +40,9 @@ def main() -> int:
                        "share": round(above / total, 4) if total else None}
     res = {"queries": len(mined), "mining": stats.summary(), "bands": bands,
            "command": "python benchmarks/negative_window_teacher.py " + " ".join(sys.argv[1:])}
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=2) + "\n")
-    tmp.replace(a.out)
+    from lorank.atomic import atomic_write_json
+
+    atomic_write_json(a.out, res)
     print(json.dumps(bands, indent=1))
     return 0
 

@@ -92,11 +92,12 @@ def training_calls(run_dir: Path) -> list[dict]:
 
 
 def mine_window(data: list[dict]) -> str:
-    """The BM25 window the run's (first) mining source used, as ``lorank mine --window`` takes it."""
-    for d in data:
-        if isinstance(d, dict) and isinstance(d.get("mine"), dict):
-            return str(d["mine"].get("window", "10-100"))
-    return "10-100"
+    """The BM25 window the run's (first) mining source used, as ``lorank mine --window`` takes it (``MineSpec``'s
+    default where no source mined on the fly)."""
+    from lorank.config import MineSpec
+
+    spec = next((d["mine"] for d in data if isinstance(d, dict) and isinstance(d.get("mine"), dict)), {})
+    return MineSpec.model_validate(spec).window
 
 
 def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OUT,
