@@ -99,6 +99,11 @@ class TrainConfig(Strict):
     log_every: int | Literal["auto"] = "auto"
     #: torch.compile the model (off: unmeasured; recompiles per new shape unless shape_buckets is on)
     compile: bool = False
+    #: the training forward: packed = lorank.models.packed (real tokens only, fused q/k/v and gate/up matmuls and
+    #: LoRA, one dropout mask per shared input); hf = the model's own forward on padded chunks; auto = packed on
+    #: CPU where the model is covered (Llama/Mistral/Qwen2 families, no checkpointing or grad_cache), else hf.
+    #: The resolved choice is part of a run's resume identity and is recorded in config.json
+    forward: Literal["auto", "packed", "hf"] = "auto"
 
     @field_validator("chunk_tokens", "log_every")
     @classmethod
@@ -173,7 +178,7 @@ class TrainConfig(Strict):
         return parse_model(cls, data)
 
 
-EXECUTION_SETTINGS = ("attention_backend", "shape_buckets", "optim", "log_every", "compile")
+EXECUTION_SETTINGS = ("attention_backend", "shape_buckets", "optim", "log_every", "compile", "forward")
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

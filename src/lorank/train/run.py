@@ -88,10 +88,6 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         set_aside_previous(out)
-    else:  # before anything is written into the run folder: its config.json must stay the old run's if refused
-        done = complete_checkpoints(out)
-        if done:
-            check_resumable(done[-1], resume_identity(cfg))
     pools, stats = build_pools(cfg.data, cfg.data_root)
     fmt = InputFormat(**cfg.input.model_dump())
     loaded = load_reranker(cfg.model, dtype=dtype, head_init=cfg.head_init,
@@ -105,20 +101,33 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         use_fast_dropout(model)  # LoRA dropout masks from 64-bit random words: ~2x cheaper on CPU, 1-byte masks
     if dtype == "bf16":  # the Trainer runs under bf16 autocast: PEFT's fp32 input copies are waste
         disable_lora_input_cast(model)
-    enable_checkpointing(model, cfg.gradient_checkpointing)  # none / full / selective (lorank.train.trainer)
+    checkpointing = enable_checkpointing(model, cfg.gradient_checkpointing)  # none / full / selective
+    use_cuda = torch.cuda.is_available()
+    forward, forward_reason = choose_forward(cfg, model, checkpointing, use_cuda)
+    identity = {**resume_identity(cfg), "forward": forward}
+    if resume:  # before anything is written into the run folder: its config.json must stay the old run's if refused
+        done = complete_checkpoints(out)
+        if done:
+            check_resumable(done[-1], identity)
+    if forward == "packed":
+        from lorank.models.packed import install_packed_forward
+
+        install_packed_forward(model)
     encoder = PairEncoder(loaded.tokenizer, fmt)
     pad_id = int(loaded.tokenizer.pad_token_id)
     dataset = GroupDataset(pools, cfg.group_size, cfg.seed, cfg.unit)
     resolved = {"config": cfg.model_dump(), "model_path": loaded.path, "model_source": loaded.source.describe(),
                 "arch": loaded.arch.family, "pad_token_id": pad_id, "lora_targets": _targets(model),
                 "pools": stats.__dict__, "versions": software_versions(),
-                "precision": {"dtype": dtype, "reason": precision_reason}}
+                "precision": {"dtype": dtype, "reason": precision_reason},
+                "execution": {"forward": forward, "forward_reason": forward_reason,
+                              "gradient_checkpointing": checkpointing, "grad_cache": cfg.grad_cache,
+                              "memory_gb": _memory_gb()}}
     atomic_write_json(out / "config.json", resolved)
     meta = {"base_model": cfg.model, "model_path": loaded.path, "input": cfg.input.model_dump(),
             "lora": spec.to_dict(), "dtype": dtype, "head_init": cfg.head_init, "pad_token_id": pad_id,
-            "resume_identity": resume_identity(cfg)}
+            "resume_identity": identity}
 
-    use_cuda = torch.cuda.is_available()
     attention = apply_attention_backend(cfg.attention_backend, "cuda" if use_cuda else "cpu",
                                         torch.bfloat16 if dtype == "bf16" else torch.float32)
     optim = cfg.resolved_optim(use_cuda)
@@ -130,7 +139,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         data_seed=cfg.seed, bf16=dtype == "bf16", use_cpu=not use_cuda, save_strategy="steps",
         save_steps=10**9, logging_steps=cfg.resolved_log_every(use_cuda), report_to=cfg.report_to, optim=optim,
         torch_compile=cfg.compile,  # off by default: unmeasured; shapes recompile unless bucketed
-        logging_nan_inf_filter=not use_cuda,  # its per-step isnan() is a host sync; RerankTrainer guards the loss remove_unused_columns=False,
+        logging_nan_inf_filter=not use_cuda,  # its per-step isnan() is a host sync; RerankTrainer guards the loss
+        remove_unused_columns=False,
         dataloader_num_workers=cfg.dataloader_workers, ddp_find_unused_parameters=False,
         disable_tqdm=True, lr_scheduler_type="linear", save_total_limit=None,
     )
@@ -155,7 +165,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     trainer = RerankTrainer(model=model, args=args, train_dataset=dataset,
                             data_collator=GroupCollator(encoder, pad_id, cfg.resolved_chunk_tokens(use_cuda),
                                                         pad_multiple_for("cuda" if use_cuda else "cpu"),
-                                                        cfg.resolved_shape_buckets(use_cuda)),
+                                                        cfg.resolved_shape_buckets(use_cuda), packed=forward == "packed"),
                             loss_fn=get_loss(cfg.loss), temperature=cfg.temperature,
                             skip_nonfinite=cfg.skip_nonfinite, grad_cache=cfg.grad_cache, callbacks=callbacks,
                             optimizers=optimizers)
@@ -205,7 +215,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         "execution": {"device": "cuda" if use_cuda else "cpu", "attention_backend": attention,
                       "shape_buckets": cfg.resolved_shape_buckets(use_cuda),
                       "chunk_tokens": cfg.resolved_chunk_tokens(use_cuda), "optim": optim,
-                      "log_every": cfg.resolved_log_every(use_cuda), "compile": cfg.compile},
+                      "log_every": cfg.resolved_log_every(use_cuda), "compile": cfg.compile, "forward": forward},
         "checkpoints": [c.name for c in ckpts], "resumed_from": resume_from, "interrupted": res.interrupted})
     if stop.signum is not None:
         last = ckpts[-1] if ckpts else None
@@ -249,12 +259,42 @@ def resume_identity(cfg: TrainConfig) -> dict[str, Any]:
     return {k: ident[k] for k in RESUME_KEYS if k in ident}
 
 
+def choose_forward(cfg: TrainConfig, model: Any, checkpointing: str, cuda: bool) -> tuple[str, str]:
+    """The training forward (``packed`` or ``hf``, :mod:`lorank.models.packed`) and why."""
+    from lorank.models.packed import packed_support
+
+    if cfg.forward == "hf":
+        return "hf", "set in the config"
+    blockers = [why for why in (packed_support(model),
+                                f"gradient_checkpointing: {checkpointing}" if checkpointing != "none" else None,
+                                "grad_cache: true" if cfg.grad_cache else None,
+                                "compile: true" if cfg.compile else None) if why]
+    if cfg.forward == "packed":
+        if blockers:
+            raise ConfigError(f"forward: packed is not available here: {'; '.join(blockers)} (use forward: auto or hf)")
+        return "packed", "set in the config"
+    if blockers:
+        return "hf", "auto: " + "; ".join(blockers)
+    if cuda:
+        return "hf", "auto: CUDA (the packed forward is measured on CPU only; set forward: packed to use it)"
+    return "packed", "auto: CPU, model covered"
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def check_resumable(ckpt: Path, current: dict[str, Any]) -> None:
     """Refuse to resume ``ckpt`` under a config that changes the run's trajectory (checkpoints written before
-    lorank recorded it carry no identity and are resumed as before)."""
+    lorank recorded it carry no identity and are resumed as before; one written before the packed forward
+    existed was trained with the HF forward)."""
     saved = read_marker(ckpt).get("resume_identity")
     if not saved:
         return
+    saved = {"forward": "hf", **saved}
     diffs = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
              if json.dumps(saved.get(k), sort_keys=True, default=str) != json.dumps(current.get(k), sort_keys=True,
                                                                                       default=str)]

@@ -203,7 +203,10 @@ class RerankTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        scores = forward_scores(model, inputs["chunks"]).view(inputs["n_groups"], inputs["group_size"])
+        if "packed" in inputs:  # lorank.models.packed, installed on the model (works through DDP wrappers)
+            scores = model(packed_batch=inputs["packed"]).view(inputs["n_groups"], inputs["group_size"])
+        else:
+            scores = forward_scores(model, inputs["chunks"]).view(inputs["n_groups"], inputs["group_size"])
         loss = self.loss_fn(scores, inputs.get("teacher"), temperature=self.temperature)
         self._count_tokens(inputs)
         if not self._finite_or_skip(loss):
