@@ -98,8 +98,8 @@ def patch_scores(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: di
     from lorank.ablate.cache import LayerOutputCache
     from lorank.analyze.probes import _last_token_hooks
     from lorank.models.arch import decoder_layers
-    from lorank.score.engine import autocast_ctx
-    from lorank.train.collator import length_chunks, pad_chunk
+    from lorank.batching import length_chunks, pad_chunk
+    from lorank.score.forward_context import autocast_ctx
 
     L = len(decoder_layers(model))
     for name, sites in configs.items():
