@@ -206,7 +206,7 @@ def patch(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | Non
     from lorank.models.arch import decoder_layers
     from lorank.reranker import Reranker
     from lorank.score import evaluate
-    from lorank.train.checkpoint_eval import rerank_to_run
+    from lorank.score.runs import rerank_to_run
 
     rs = load_eval_data(eval_set, queries, run, collection, qrels, data_root)
     rr = reranker or Reranker.from_adapter(adapter, allow_pickle=allow_pickle)

@@ -113,3 +113,10 @@ def load_eval_data(eval_set: Any = None, queries: str | Path | None = None, run:
     if require_qrels and not rs.qrels:
         raise DataError(getattr(rs, "name", None), None, "this analysis needs relevance judgements (qrels)")
     return rs
+
+
+def eval_label(name: str) -> str:
+    """A short, file-name-safe label for an eval set given by name (dl19) or by folder path."""
+    p = Path(str(name))
+    label = p.name if ("/" in str(name) or p.is_dir()) else str(name)
+    return "".join(c if c.isalnum() or c in "-_+@." else "_" for c in label) or "eval"

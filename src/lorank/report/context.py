@@ -39,7 +39,7 @@ def load_context(study_dir: str | Path) -> ReportContext:
     from lorank.study.plan import build_plan
     from lorank.study.spec import load_spec
     from lorank.study.store import first_stage_rows, write_results
-    from lorank.train.checkpoint_eval import eval_label
+    from lorank.data.sources import eval_label
 
     study_dir = Path(study_dir)
     spec_file = study_dir / "study.yaml"

@@ -14,7 +14,7 @@ def ablation_sections(ctx: ReportContext, components: Section) -> list[Section]:
     """Adds the components sweep to `components` (the "MHA vs MLP" section); returns the layer, projection and
     rank/scale sections."""
     from lorank.report.subjects import dissects_note, subject_text
-    from lorank.train.checkpoint_eval import eval_label
+    from lorank.data.sources import eval_label
 
     plan, out = ctx.plan, ctx.out
     ab_sections = {"components": components,

@@ -35,7 +35,7 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str) ->
     `set_name` is the main eval set as the spec names it (dl19, or a folder); its label names the files."""
     from lorank.ablate.run import _safe
     from lorank.data import resolve_eval_set
-    from lorank.train.checkpoint_eval import eval_label
+    from lorank.data.sources import eval_label
 
     study_dir = Path(study_dir)
     label = eval_label(set_name)

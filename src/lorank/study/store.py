@@ -57,7 +57,7 @@ def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
 
 def _ablation_rows(plan: Plan, study_dir: Path, run_id: str, axes: dict[str, Any], step_no: Any) -> list[dict[str, Any]]:
     """The rows of every finished ablation step on `run_id` (a study run or adapter:<name>)."""
-    from lorank.train.checkpoint_eval import eval_label
+    from lorank.data.sources import eval_label
 
     rows = []
     for step in plan.steps:
@@ -94,7 +94,7 @@ def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
             log.warning("first stage of %s not evaluated: the set has no qrels", name)
             continue
         agg = evaluate(rs.qrels, rs.run, rel_threshold=2).aggregate
-        from lorank.train.checkpoint_eval import eval_label
+        from lorank.data.sources import eval_label
 
         rows.append({"source": "first-stage", "run_id": "bm25", "model": "BM25", "eval_set": eval_label(name),
                      "config": f"first {mq} queries" if mq else "all queries", "max_queries": mq,
