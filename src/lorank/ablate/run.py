@@ -49,7 +49,7 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
         slug = sweep.replace("/", "_")
         if write_runs:
             for name, run in runs.items():
-                write_run(out_dir / "runs" / slug / f"{_safe(name)}.run", run, tag=_safe(name))
+                write_run(out_dir / "runs" / slug / f"{run_file_stem(name)}.run", run, tag=run_file_stem(name))
         entry = {"rows": table, "wall_s": round(sc.wall_s, 2), "layer_calls": sc.layer_calls,
                  "naive_layer_calls": sc.naive_layer_calls, "cost_fraction": round(sc.cost_fraction, 4),
                  "cached": use_cache}
@@ -61,7 +61,8 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
     return result
 
 
-def _safe(name: str) -> str:
+def run_file_stem(name: str) -> str:
+    """The file name (without ``.run``) of an ablation configuration's TREC run: ``runs/<sweep>/<stem>.run``."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
