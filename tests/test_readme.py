@@ -1,4 +1,4 @@
-"""Every command in the README runs as written.
+"""Every command in the README (and in the shell blocks of docs/*.md) runs as written.
 
 The README's code blocks are parsed. In shell blocks, every ``lorank`` command line (``.venv/bin/lorank`` or
 ``lorank``) is run through the CLI in-process: as written when it is cheap (``--help``, ``--dry-run``), and
@@ -31,18 +31,21 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
     return [(m[1].strip(), m[2]) for m in re.finditer(r"(?ms)^```(\w*)\n(.*?)^```", text)]
 
 
-def lorank_commands() -> list[list[str]]:
-    """The argument lists (after ``lorank``) of every lorank command in the README's shell blocks."""
-    out = []
-    for lang, body in code_blocks(README.read_text(encoding="utf-8")):
+def lorank_commands(pages: tuple[Path, ...] = (README,)) -> list[list[str]]:
+    """The argument lists (after ``lorank``) of every lorank command in the shell blocks of `pages`, once each."""
+    out: list[list[str]] = []
+    for lang, body in [b for page in pages for b in code_blocks(page.read_text(encoding="utf-8"))]:
         if lang not in ("bash", "sh", "shell", "console"):
             continue
         for line in body.splitlines():
             for part in re.split(r"&&|;", line.split("  #")[0]):
                 words = shlex.split(part, comments=True)
-                if words and words[0] in (".venv/bin/lorank", "lorank"):
+                if words and words[0] in (".venv/bin/lorank", "lorank") and words[1:] not in out:
                     out.append(words[1:])
     return out
+
+
+PAGES = (README, *sorted((ROOT / "docs").glob("*.md")))
 
 
 def script_commands() -> list[str]:
@@ -71,7 +74,7 @@ def test_each_script_the_readme_names_exists(script):
     assert (ROOT / script).is_file(), script
 
 
-@pytest.mark.parametrize("args", [c for c in lorank_commands() if not _cheap(c)], ids=" ".join)
+@pytest.mark.parametrize("args", [c for c in lorank_commands(PAGES) if not _cheap(c)], ids=" ".join)
 def test_each_readme_command_parses_as_written(args):
     res = CliRunner().invoke(app, [*args, "--help"])
     assert res.exit_code == 0, f"lorank {' '.join(args)}: {res.output}"
@@ -79,7 +82,7 @@ def test_each_readme_command_parses_as_written(args):
 
 
 @needs_data
-@pytest.mark.parametrize("args", [c for c in lorank_commands() if _cheap(c)], ids=" ".join)
+@pytest.mark.parametrize("args", [c for c in lorank_commands(PAGES) if _cheap(c)], ids=" ".join)
 def test_each_cheap_readme_command_runs_as_written(args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # presets are found by name; nothing is written into the repository
     res = CliRunner().invoke(app, args, catch_exceptions=False)
