@@ -20,7 +20,7 @@ def label_bars(ax: Any, heights: Sequence[float], texts: Sequence[str], signific
     longest = max((len(t) for t in shown), default=0)
     fig = ax.get_figure()
     bar_space_pt = fig.get_size_inches()[0] * ax.get_position().width * 72 / max(n, 1)
-    rotate = longest * FONT_PT * CHAR_WIDTH > 0.9 * bar_space_pt
+    rotate = longest * FONT_PT * CHAR_WIDTH > 0.8 * bar_space_pt  # keep a gap between neighbours
     for i, (h, text, s) in enumerate(zip(heights, shown, sig)):
         ax.annotate(text, (i, h), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
                     rotation=90 if rotate else 0, fontsize=FONT_PT, color="crimson" if s else "black",
