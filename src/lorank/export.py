@@ -48,7 +48,8 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
 
     from lorank.adapters import latest_checkpoint, read_adapter_state, read_checkpoint_meta
     from lorank.atomic import atomic_dir, atomic_write_json, atomic_write_text
-    from lorank.train.checkpoint_eval import eval_label, read_metrics
+    from lorank.data.sources import eval_label
+    from lorank.train.checkpoint_eval import read_metrics
 
     ckpt = latest_checkpoint(checkpoint)
     out = Path(out)

@@ -71,7 +71,7 @@ class Reranker:
 
     def rerank(self, queries: dict[str, str], passages: dict[str, Any], run: dict[str, list[Any]],
                depth: int = 100, progress: Any = None) -> dict[str, dict[str, float]]:
-        from lorank.train.checkpoint_eval import rerank_to_run
+        from lorank.score.runs import rerank_to_run
 
         scores = self.scorer.rerank(queries, passages, run, depth, progress)
         return rerank_to_run(scores, run, depth)

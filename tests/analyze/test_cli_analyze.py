@@ -3,7 +3,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from lorank.cli_analyze import analyze_app
+from lorank.cli.analyze import analyze_app
 
 
 def invoke(*args):

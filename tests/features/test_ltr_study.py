@@ -39,7 +39,7 @@ def test_ltr_steps_are_planned_and_their_options_checked_up_front(tiny_ltr, tmp_
 
 
 def test_the_worker_runs_an_ltr_step_and_the_report_shows_it(tiny_ltr, tmp_path):
-    from lorank.report.build import _markdown
+    from lorank.report.page import render_markdown
     from lorank.report.ltr_section import ltr_section
     from lorank.study.worker import run_step
 
@@ -66,7 +66,7 @@ def test_the_worker_runs_an_ltr_step_and_the_report_shows_it(tiny_ltr, tmp_path)
     assert rows == ["BM25", "reranker", "LTR(bm25+score)", "LTR(bm25+mlp)", "LTR(all)"]
     assert "1 ltr step(s) not run yet" in sec.text
     assert (study / "report" / "ltr_r4_importance.png").is_file()
-    md = _markdown("x", [sec])
+    md = render_markdown("x", [sec])
     assert "## Latent features for learning to rank" in md and "| LTR(all) |" in md
 
 

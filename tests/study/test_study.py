@@ -85,17 +85,17 @@ def test_study_runs_every_step_and_writes_the_layout(tiny):
 
 def test_metrics_reader_skips_a_torn_last_line_loudly_and_refuses_damage(tmp_path, caplog):
     from lorank.errors import DataError
-    from lorank.study.store import _read_jsonl
+    from lorank.train.checkpoint_eval import read_metrics  # the store reads metrics.jsonl with it
 
     f = tmp_path / "metrics.jsonl"
     f.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "ndcg')
-    assert _read_jsonl(f) == [{"step": 1}, {"step": 2}]
+    assert read_metrics(tmp_path) == [{"step": 1}, {"step": 2}]
     assert "skipped 1 torn last line" in caplog.text and "metrics.jsonl:3" in caplog.text
     f.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(DataError, match=r"metrics\.jsonl:2: not valid JSON .*the file is damaged") as e:
-        _read_jsonl(f)
+        read_metrics(tmp_path)
     assert (e.value.path, e.value.line) == (str(f), 2)
-    assert _read_jsonl(tmp_path / "absent.jsonl") == []  # a run not started yet: no rows
+    assert read_metrics(tmp_path / "absent") == []  # a run not started yet: no rows
 
 
 def test_rerun_skips_finished_steps(tiny):

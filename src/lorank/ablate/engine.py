@@ -10,8 +10,8 @@ import torch
 
 from lorank.ablate.cache import LayerOutputCache
 from lorank.ablate.masks import Ablation, Mask, lora_sites
-from lorank.score.engine import autocast_ctx
-from lorank.train.collator import length_chunks, pad_chunk
+from lorank.batching import length_chunks, pad_chunk
+from lorank.score.forward_context import autocast_ctx
 
 
 @dataclass

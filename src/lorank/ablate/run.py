@@ -1,11 +1,10 @@
 """``lorank.ablate(...)``: run named sweeps on one trained adapter over an eval set; tables, runs, plots."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from lorank.ablate.engine import Config, score_configs
+from lorank.ablate.engine import score_configs
 from lorank.ablate.sweeps import BASE, build_sweep
 from lorank.atomic import atomic_write_json
 
@@ -20,7 +19,7 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
     from lorank.data import resolve_eval_set
     from lorank.reranker import Reranker
     from lorank.score import compare, write_run
-    from lorank.train.checkpoint_eval import rerank_to_run
+    from lorank.score.runs import rerank_to_run
 
     rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
     rs = resolve_eval_set(eval_set, data_root).subset(max_queries)
@@ -50,7 +49,7 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
         slug = sweep.replace("/", "_")
         if write_runs:
             for name, run in runs.items():
-                write_run(out_dir / "runs" / slug / f"{_safe(name)}.run", run, tag=_safe(name))
+                write_run(out_dir / "runs" / slug / f"{run_file_stem(name)}.run", run, tag=run_file_stem(name))
         entry = {"rows": table, "wall_s": round(sc.wall_s, 2), "layer_calls": sc.layer_calls,
                  "naive_layer_calls": sc.naive_layer_calls, "cost_fraction": round(sc.cost_fraction, 4),
                  "cached": use_cache}
@@ -62,7 +61,8 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
     return result
 
 
-def _safe(name: str) -> str:
+def run_file_stem(name: str) -> str:
+    """The file name (without ``.run``) of an ablation configuration's TREC run: ``runs/<sweep>/<stem>.run``."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
@@ -86,6 +86,21 @@ def _table(cmp: Any, order: list[str], groups: dict[str, str]) -> list[dict[str,
 
 
 def plot_sweep(sweep: str, rows: list[dict[str, Any]], out: Path) -> Path:
+    """The sweep's figure (:func:`sweep_figure`) as a PNG, written atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = sweep_figure(sweep, rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def sweep_figure(sweep: str, rows: list[dict[str, Any]]) -> Any:
+    """Layer sweeps: nDCG@10 by layer (a line); the others: a bar per configuration, labelled above the bar with
+    its nDCG@10 and % of the gain recovered (vertical when there are many bars). Lines: full adapter, all off."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +110,8 @@ def plot_sweep(sweep: str, rows: list[dict[str, Any]], out: Path) -> Path:
     body = [r for r in rows if r["config"] not in ("full", "none")]
     m = "ndcg_cut_10"
     layer_sweep = sweep.startswith("layers-")
-    fig, ax = plt.subplots(figsize=(max(6, 0.32 * len(body) + 3), 4), constrained_layout=True)
+    width = max(6, 0.32 * len(body) + 3) if layer_sweep else max(7.5, 0.5 * len(body) + 4.5)  # + the legend
+    fig, ax = plt.subplots(figsize=(width, 4.4), constrained_layout=True)
     if layer_sweep:
         xs = [int("".join(ch for ch in r["config"].split("L")[-1] if ch.isdigit())) for r in body]
         ax.plot(xs, [r[m] for r in body], marker="o", label=body[0]["group"] if body else sweep)
@@ -103,28 +119,32 @@ def plot_sweep(sweep: str, rows: list[dict[str, Any]], out: Path) -> Path:
             if r.get(f"significant_{m}"):
                 ax.plot([x], [r[m]], marker="*", color="crimson", markersize=11, linestyle="none")
         ax.set_xlabel("layer")
+        if xs:
+            ax.set_xticks(range(min(xs), max(xs) + 1, 1 if len(xs) <= 16 else 2))
     else:
+        from lorank.plotting import label_bars
+
         names = [r["config"] for r in body]
         colors = ["tab:blue" if r["group"] != "kept alone" else "tab:orange" for r in body]
         ax.bar(range(len(body)), [r[m] for r in body], color=colors)
         ax.set_xticks(range(len(body)), names, rotation=45 if len(body) > 4 else 0, ha="right" if len(body) > 4 else "center")
-        for i, r in enumerate(body):
-            rec = r.get(f"recovered_{m}")
-            label = f"{r[m]:.3f}" + (f"\n{rec:.0f}% rec." if rec is not None else "")
-            ax.text(i, r[m] / 2, label, ha="center", va="center", color="white", fontsize=8, fontweight="bold")
-            if r.get(f"significant_{m}"):
-                ax.text(i, r[m] + 0.005, "*", ha="center", color="crimson", fontsize=14)
+        labels = [f"{r[m]:.3f}" + (f" ({r[f'recovered_{m}']:.0f}%)" if r.get(f"recovered_{m}") is not None else "")
+                  for r in body]
+        label_bars(ax, [r[m] for r in body], labels, [bool(r.get(f"significant_{m}")) for r in body])
     ax.axhline(ref["full"][m], color="green", ls="--", label=f"full adapter ({ref['full'][m]:.3f})")
     ax.axhline(ref["none"][m], color="grey", ls=":", label=f"all LoRA deltas off ({ref['none'][m]:.3f})")
-    top = max([r[m] for r in rows] + [0.0])
-    ax.set_ylim(0 if not layer_sweep else None, top * 1.18 if not layer_sweep else None)  # room for the legend
     ax.set_ylabel("nDCG@10")
-    ax.set_title(f"Inference-time ablation: {sweep}\n(* = p < 0.05 vs full adapter, paired t-test, Holm)", fontsize=10)
+    ax.set_title(f"Inference-time ablation: {sweep}\n(* = p < 0.05 vs full adapter, paired t-test, Holm"
+                 + ("" if layer_sweep else ";\nbar labels: nDCG@10 (% of the full adapter's gain recovered)")
+                 + ")", fontsize=9.5)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, loc="upper right" if not layer_sweep else "best", ncol=2 if not layer_sweep else 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    if layer_sweep:
+        ax.legend(fontsize=8, loc="best")
+    else:  # beside the axes, where no bar label can run into it
+        from matplotlib.patches import Patch
+
+        handles = ([Patch(color="tab:blue", label="removed"), Patch(color="tab:orange", label="kept alone")]
+                   if "kept alone" in {r["group"] for r in body} else [])
+        ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return fig

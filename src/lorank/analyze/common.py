@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from lorank.data.sources import load_eval_data  # noqa: F401  (re-exported; it lives with the readers)
 from lorank.errors import ConfigError, DataError
 
 #: ``progress(label, total) -> tick(n)``: the CLI passes a rich progress bar factory
@@ -252,31 +253,6 @@ def stable_rank(s: Sequence[float] | torch.Tensor) -> float:
 
 
 # -------------------------------------------------------------------------------------------- eval data
-def load_eval_data(eval_set: Any = None, queries: str | Path | None = None, run: str | Path | None = None,
-                   collection: str | Path | None = None, qrels: str | Path | None = None,
-                   data_root: str | Path | None = None, require_qrels: bool = True) -> Any:
-    """A :class:`RerankSet` from a name/folder (``dl19``), an existing RerankSet, or the four files; ``qrels``
-    replaces the set's own judgements. ``require_qrels``: a set without judgements is an error (analyses that
-    score against relevance); ``lorank features`` reads unjudged candidate runs too."""
-    from lorank.data import RerankSet, load_collection, load_qrels, load_queries, load_run, resolve_eval_set
-
-    if isinstance(eval_set, RerankSet):
-        rs = eval_set
-    elif eval_set:
-        rs = resolve_eval_set(str(eval_set), data_root)
-    else:
-        if not (queries and run and collection):
-            raise ConfigError("give an eval set (dl19, a folder), or all of queries, run and collection (+ qrels)")
-        qs = load_queries(queries)
-        ps = load_collection(collection)
-        rs = RerankSet(Path(str(run)).stem, qs, ps, load_run(run, known_qids=qs, known_docids=ps), None)
-    if qrels:
-        rs = RerankSet(rs.name, rs.queries, rs.passages, rs.run, load_qrels(qrels))
-    if require_qrels and not rs.qrels:
-        raise DataError(getattr(rs, "name", None), None, "this analysis needs relevance judgements (qrels)")
-    return rs
-
-
 @dataclass
 class PairSet:
     qids: list[str]                       # selected queries, sorted

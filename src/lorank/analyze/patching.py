@@ -21,9 +21,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from lorank.analyze.common import (ProgressFactory, encode_pairs, load_eval_data, pyplot, save_figure,
+from lorank.analyze.common import (ProgressFactory, encode_pairs, pyplot, save_figure,
                                    select_pairs, select_queries)
 from lorank.atomic import atomic_write_json
+from lorank.data.sources import load_eval_data
 from lorank.errors import ConfigError
 
 SITE_KINDS = ("layer", "attn", "mlp")
@@ -98,8 +99,8 @@ def patch_scores(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: di
     from lorank.ablate.cache import LayerOutputCache
     from lorank.analyze.probes import _last_token_hooks
     from lorank.models.arch import decoder_layers
-    from lorank.score.engine import autocast_ctx
-    from lorank.train.collator import length_chunks, pad_chunk
+    from lorank.batching import length_chunks, pad_chunk
+    from lorank.score.forward_context import autocast_ctx
 
     L = len(decoder_layers(model))
     for name, sites in configs.items():
@@ -205,7 +206,7 @@ def patch(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | Non
     from lorank.models.arch import decoder_layers
     from lorank.reranker import Reranker
     from lorank.score import evaluate
-    from lorank.train.checkpoint_eval import rerank_to_run
+    from lorank.score.runs import rerank_to_run
 
     rs = load_eval_data(eval_set, queries, run, collection, qrels, data_root)
     rr = reranker or Reranker.from_adapter(adapter, allow_pickle=allow_pickle)

@@ -21,9 +21,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from lorank.analyze.common import (ProgressFactory, encode_pairs, load_eval_data, pyplot, save_figure,
+from lorank.analyze.common import (ProgressFactory, encode_pairs, pyplot, save_figure,
                                    select_pairs, select_queries)
 from lorank.atomic import atomic_write_json
+from lorank.data.sources import load_eval_data
 from lorank.errors import ConfigError, DataError
 
 
@@ -52,8 +53,8 @@ def extract_features(model: Any, seqs: Sequence[list[int]], pad_id: int, batch_t
     """``(X, scores)``: X is (n, L + 1, d) float32 with X[:, 0] the embeddings and X[:, l + 1] the
     output of decoder layer l, all at each sequence's last non-pad token; scores are the model's."""
     from lorank.models.arch import decoder_layers
-    from lorank.score.engine import autocast_ctx
-    from lorank.train.collator import length_chunks, pad_chunk
+    from lorank.batching import length_chunks, pad_chunk
+    from lorank.score.forward_context import autocast_ctx
 
     n_pos = len(decoder_layers(model)) + 1
     dev = next(model.parameters()).device

@@ -17,7 +17,7 @@ from lorank.data.irds import load_ir_dataset
 from lorank.data.lines import DataReport
 from lorank.data.rank_llm import iter_rank_llm
 from lorank.data.rerankset import RerankSet, load_trec_dl_dir
-from lorank.data.sources import find_shared_data, resolve_data_root, resolve_eval_set
+from lorank.data.sources import find_shared_data, load_eval_data, resolve_data_root, resolve_eval_set
 from lorank.data.training import iter_hardneg, iter_tevatron
 from lorank.data.trec import iter_qrels, iter_run, load_qrels, load_run
 from lorank.data.tsv import (
@@ -52,6 +52,7 @@ __all__ = [
     "load_queries",
     "load_run",
     "load_trec_dl_dir",
+    "load_eval_data",
     "resolve_data_root",
     "resolve_eval_set",
 ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from lorank.errors import DataError
+from lorank.errors import ConfigError, DataError
 from lorank.data.irds import load_ir_dataset
 from lorank.data.rerankset import RerankSet, load_trec_dl_dir
 
@@ -87,3 +87,36 @@ def resolve_eval_set(name_or_path: str, data_root: str | Path | None = None) -> 
     except DataError as e:
         tried.append(f"ir_datasets {irds_id}: {e.problem}")
     raise DataError(name_or_path, None, f"evaluation set not found; tried:\n  - " + "\n  - ".join(tried))
+
+
+def load_eval_data(eval_set: Any = None, queries: str | Path | None = None, run: str | Path | None = None,
+                   collection: str | Path | None = None, qrels: str | Path | None = None,
+                   data_root: str | Path | None = None, require_qrels: bool = True) -> RerankSet:
+    """A :class:`RerankSet` from a name/folder (``dl19``), an existing RerankSet, or the four files; ``qrels``
+    replaces the set's own judgements. ``require_qrels``: a set without judgements is an error (analyses that
+    score against relevance); ``lorank features`` reads unjudged candidate runs too."""
+    from lorank.data.trec import load_qrels, load_run
+    from lorank.data.tsv import load_collection, load_queries
+
+    if isinstance(eval_set, RerankSet):
+        rs = eval_set
+    elif eval_set:
+        rs = resolve_eval_set(str(eval_set), data_root)
+    else:
+        if not (queries and run and collection):
+            raise ConfigError("give an eval set (dl19, a folder), or all of queries, run and collection (+ qrels)")
+        qs = load_queries(queries)
+        ps = load_collection(collection)
+        rs = RerankSet(Path(str(run)).stem, qs, ps, load_run(run, known_qids=qs, known_docids=ps), None)
+    if qrels:
+        rs = RerankSet(rs.name, rs.queries, rs.passages, rs.run, load_qrels(qrels))
+    if require_qrels and not rs.qrels:
+        raise DataError(getattr(rs, "name", None), None, "this analysis needs relevance judgements (qrels)")
+    return rs
+
+
+def eval_label(name: str) -> str:
+    """A short, file-name-safe label for an eval set given by name (dl19) or by folder path."""
+    p = Path(str(name))
+    label = p.name if ("/" in str(name) or p.is_dir()) else str(name)
+    return "".join(c if c.isalnum() or c in "-_+@." else "_" for c in label) or "eval"

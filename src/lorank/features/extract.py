@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lorank.analyze.common import load_eval_data
+from lorank.data.sources import load_eval_data
 from lorank.errors import ConfigError, DataError
 from lorank.features.groups import (BM25_COLUMNS, DEFAULT_GROUPS, SCORE_COLUMN, latent_column, latent_targets,
                                     parse_groups)

@@ -5,8 +5,8 @@ For a LoRA-wrapped projection ``W x + s B A dropout(x)``, the r-dimensional ``A 
 ``s`` and ``B``). It is read at each sequence's last non-pad token (where the score head reads).
 
 Batching is the scorer's: pairs are put in an order fixed by their content (length, then tokens),
-cut into token-budgeted chunks (:func:`lorank.train.collator.length_chunks`), right-padded and run through
-:func:`lorank.train.trainer.chunk_logits`; on out-of-memory the budget is halved and the rest re-chunked.
+cut into token-budgeted chunks (:func:`lorank.batching.length_chunks`), right-padded and run through
+:func:`lorank.batching.chunk_logits`; on out-of-memory the budget is halved and the rest re-chunked.
 """
 from __future__ import annotations
 
@@ -66,9 +66,8 @@ def extract_latent(model: Any, seqs: Sequence[list[int]], pad_id: int, targets: 
                    progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict[tuple[int, str], np.ndarray]]:
     """``(scores, {(layer, projection): (n, r) float32 A x at the last non-pad token})`` in input order,
     scores and activations from one forward pass per batch."""
-    from lorank.score.engine import ScoringMemoryError, autocast_ctx, is_oom
-    from lorank.train.collator import length_chunks, pad_chunk, pad_multiple_for
-    from lorank.train.trainer import chunk_logits
+    from lorank.batching import chunk_logits, length_chunks, pad_chunk, pad_multiple_for
+    from lorank.score.forward_context import ScoringMemoryError, autocast_ctx, is_oom
 
     mods_all = lora_modules(model) if targets else {}
     missing = [k for k in targets if k not in mods_all]

@@ -33,9 +33,9 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str) ->
     """Per-query nDCG@10 of every checkpoint, of the reference adapter's ablations on the same set, and of BM25.
 
     `set_name` is the main eval set as the spec names it (dl19, or a folder); its label names the files."""
-    from lorank.ablate.run import _safe
+    from lorank.ablate.run import run_file_stem
     from lorank.data import resolve_eval_set
-    from lorank.train.checkpoint_eval import eval_label
+    from lorank.data.sources import eval_label
 
     study_dir = Path(study_dir)
     label = eval_label(set_name)
@@ -61,7 +61,7 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str) ->
         for sweep, entry in data.get("sweeps", {}).items():
             for row in entry["rows"]:
                 name = row["config"]
-                run_file = d / "runs" / sweep.replace("/", "_") / f"{_safe(name)}.run"
+                run_file = d / "runs" / sweep.replace("/", "_") / f"{run_file_stem(name)}.run"
                 if name in pq.ablations:
                     continue
                 if not run_file.is_file():

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from lorank.atomic import atomic_write_json, atomic_write_text
+from lorank.report.context import reference_run
 from lorank.report.findings import ALPHA, evaluate_findings, figures_text, findings_markdown, p_text
+from lorank.report.page import Section
 
 TITLE = "Findings vs the paper"
 
@@ -22,18 +24,15 @@ def study_findings(plan: Any, study_dir: Path, results: Any = None) -> list[dict
     sets = [s for r in plan.runs for s in r.train_config.get("eval", {}).get("sets", [])]
     if not sets:
         return []
-    ref = next((r for r in plan.runs if r.matches(plan.spec.report.reference)), None) or next(
-        (r for r in plan.runs if r.axes.get("components") == "all"), plan.runs[0])
+    ref = reference_run(plan)
     if results is None:
         results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
     pq = load_per_query(plan, Path(study_dir), ref, sets[0])
     return evaluate_findings(results, pq, ref.run_id)
 
 
-def findings_section(plan: Any, study_dir: Path, out: Path, results: Any = None) -> Any:
-    """A :class:`lorank.report.build.Section`; writes ``out/findings.json``."""
-    from lorank.report.build import Section
-
+def findings_section(plan: Any, study_dir: Path, out: Path, results: Any = None) -> Section:
+    """A :class:`lorank.report.page.Section`; writes ``out/findings.json``."""
     findings = study_findings(plan, study_dir, results)
     atomic_write_json(out / "findings.json", findings)
     sec = Section(TITLE, "The paper's five findings (Mistral-7B, Llama-3.1-8B, Pythia-6.9B on MS MARCO, TREC DL19) "

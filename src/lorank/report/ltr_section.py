@@ -6,10 +6,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lorank.report.page import SIG, Section, fmt, safe_name
 
-def ltr_section(plan: Any, study_dir: Path, out: Path) -> Any:
-    """A :class:`lorank.report.build.Section` for every finished ltr step (None when the study has none)."""
-    from lorank.report.build import SIG, Section, _fmt, _safe
+
+def ltr_section(plan: Any, study_dir: Path, out: Path) -> Section | None:
+    """A :class:`lorank.report.page.Section` for every finished ltr step (None when the study has none)."""
     from lorank.report.subjects import dissects_note, subject_text
 
     steps = [s for s in plan.steps if s.kind == "analyze" and s.payload.get("kind") == "ltr"]
@@ -33,13 +34,13 @@ def ltr_section(plan: Any, study_dir: Path, out: Path) -> Any:
             c = (r.get(f"vs_{base}") or {}).get("ndcg_cut_10")
             if c is None:
                 return "", ""
-            return _fmt(c["delta"]) + (SIG if c["significant"] else ""), _fmt(c["p_holm"], 3)
+            return fmt(c["delta"]) + (SIG if c["significant"] else ""), fmt(c["p_holm"], 3)
 
         body = []
         for r in res["rows"]:
             sig = (r.get("vs_BM25") or {}).get("ndcg_cut_10", {}).get("significant")
-            body.append([r["row"], str(r.get("features", "-")), _fmt(r.get("ndcg_cut_10")) + (SIG if sig else ""),
-                         _fmt(r.get("recip_rank_10")), *vs(r, "BM25"), *vs(r, "reranker")])
+            body.append([r["row"], str(r.get("features", "-")), fmt(r.get("ndcg_cut_10")) + (SIG if sig else ""),
+                         fmt(r.get("recip_rank_10")), *vs(r, "BM25"), *vs(r, "reranker")])
         t = res.get("training", {})
         who = subject_text(plan, step.run_id)
         sec.tables.append((f"{who}: train {res.get('train_set')} ({t.get('train_queries')} + "
@@ -51,12 +52,12 @@ def ltr_section(plan: Any, study_dir: Path, out: Path) -> Any:
         names = sorted({g for _, bg in groups for g in bg})
         if groups:
             sec.tables.append((f"{who}: share of the split gain by feature group", ["row", *names],
-                               [[row, *(_fmt(bg.get(n, 0.0), 3) for n in names)] for row, bg in groups]))
+                               [[row, *(fmt(bg.get(n, 0.0), 3) for n in names)] for row, bg in groups]))
         for s in res.get("skipped_rows", []):
             sec.text += f"<br>skipped row {s['row']}: {s['reason']}"
         png = d / "ltr_importance.png"
         if png.is_file():
-            dst = out / f"ltr_{_safe(step.run_id)}_importance.png"
+            dst = out / f"ltr_{safe_name(step.run_id)}_importance.png"
             shutil.copyfile(png, dst)
             sec.images.append((f"ltr — {who}: gain importance by layer and projection", dst))
     sec.text += dissects_note(plan, [s.run_id for s in steps])

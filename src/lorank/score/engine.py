@@ -7,36 +7,17 @@ float tolerance.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from lorank.errors import LorankError
+from lorank.batching import chunk_logits, length_chunks, pad_chunk, pad_multiple_for, shape_buckets_for
 from lorank.models.inputs import PairEncoder
-from lorank.train.collator import length_chunks, pad_chunk, pad_multiple_for, shape_buckets_for
-from lorank.train.trainer import chunk_logits
+from lorank.score.forward_context import ScoringMemoryError, autocast_ctx, is_oom  # noqa: F401  (re-exported)
 
 log = logging.getLogger("lorank.score")
-
-
-def autocast_ctx(model: Any, use_bf16: bool) -> Any:
-    dev = next(model.parameters()).device
-    if use_bf16:
-        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-class ScoringMemoryError(LorankError):
-    """Out of memory on one sequence: backing off the batch size cannot help any more."""
-
-
-def is_oom(e: BaseException) -> bool:
-    """GPU OOM (``torch.OutOfMemoryError``, "CUDA out of memory") or a failed CPU allocation."""
-    msg = str(e).lower()
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg
 
 
 class Scorer:
@@ -64,7 +45,7 @@ class Scorer:
         self.prefix_cache = prefix_cache
         self._prefix_scorer: Any = None
         self.oom_backoffs = 0
-        #: batch widths/rows on fixed ladders (lorank.train.collator); None: on CUDA only
+        #: batch widths/rows on fixed ladders (lorank.batching); None: on CUDA only
         self.shape_buckets: bool | None = None
         #: SDPA kernels applied on the first CUDA batch (lorank.models.attention; None: torch's flags as they are)
         self.attention_backend: str | None = "auto"

@@ -12,10 +12,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from lorank.batching import length_chunks, pad_chunk
 from lorank.models.arch import backbone
 from lorank.models.inputs import PairEncoder
-from lorank.score.engine import autocast_ctx
-from lorank.train.collator import length_chunks, pad_chunk
+from lorank.score.forward_context import autocast_ctx, is_oom
 
 
 def head_module(model: Any) -> Any:
@@ -66,8 +66,6 @@ class PrefixScorer:
         return out
 
     def _score_suffixes(self, prefix: list[int], suffixes: list[list[int]], out: np.ndarray) -> None:
-        from lorank.score.engine import is_oom
-
         dev = self.device
         cache = self.body(input_ids=torch.tensor([prefix], device=dev), use_cache=True).past_key_values
         lq = len(prefix)

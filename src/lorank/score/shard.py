@@ -137,7 +137,7 @@ def merge_parts(out: str | Path, run: Mapping[str, Sequence[Any]], depth: int, w
     ``alive`` (optional) is asked while waiting; when it returns False the wait stops with an error
     (a worker died). Parts are deleted after the run is written unless ``keep_parts``."""
     from lorank.score.trec_io import write_run
-    from lorank.train.checkpoint_eval import rerank_to_run
+    from lorank.score.runs import rerank_to_run
 
     key = job_key(run, depth, world_size)
     paths = [part_path(out, r, world_size) for r in range(world_size)]

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lorank.atomic import atomic_write_bytes, atomic_write_text, read_jsonl
+from lorank.atomic import atomic_write_bytes, atomic_write_text
 from lorank.study.plan import Plan
 
 MEASURES = ("ndcg_cut_10", "recip_rank_10", "recall_100", "map")
@@ -23,13 +23,6 @@ COLUMNS = ["source", "run_id", "model", "rank", "alpha", "dropout", "components"
 
 
 log = logging.getLogger("lorank.study")
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics file (none when it does not exist), read by :func:`lorank.atomic.read_jsonl`:
-    a torn last line (a run killed mid-append) is skipped with a warning that names it; a bad line anywhere
-    else is a ``DataError`` (the file was damaged, not interrupted)."""
-    return read_jsonl(path, missing_ok=True)[0]
 
 
 def _axes(run: Any) -> dict[str, Any]:
@@ -43,11 +36,13 @@ def _axes(run: Any) -> dict[str, Any]:
 
 
 def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
+    from lorank.train.checkpoint_eval import read_metrics
+
     study_dir = Path(study_dir)
     rows: list[dict[str, Any]] = []
     for run in plan.runs:
         rdir = study_dir / "runs" / run.run_id
-        metrics = _read_jsonl(rdir / "metrics.jsonl")
+        metrics = read_metrics(rdir)  # a torn last line skipped with a warning, any other bad line an error
         last = max((m["step"] for m in metrics), default=None)
         for m in metrics:
             rows.append({"source": "checkpoint", **_axes(run), "step": m["step"], "final": m["step"] == last,
@@ -62,7 +57,7 @@ def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
 
 def _ablation_rows(plan: Plan, study_dir: Path, run_id: str, axes: dict[str, Any], step_no: Any) -> list[dict[str, Any]]:
     """The rows of every finished ablation step on `run_id` (a study run or adapter:<name>)."""
-    from lorank.train.checkpoint_eval import eval_label
+    from lorank.data.sources import eval_label
 
     rows = []
     for step in plan.steps:
@@ -99,7 +94,7 @@ def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
             log.warning("first stage of %s not evaluated: the set has no qrels", name)
             continue
         agg = evaluate(rs.qrels, rs.run, rel_threshold=2).aggregate
-        from lorank.train.checkpoint_eval import eval_label
+        from lorank.data.sources import eval_label
 
         rows.append({"source": "first-stage", "run_id": "bm25", "model": "BM25", "eval_set": eval_label(name),
                      "config": f"first {mq} queries" if mq else "all queries", "max_queries": mq,

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer, TrainerCallback
 
+from lorank.batching import causal_mask_arg, chunk_logits  # noqa: F401
 from lorank.errors import LorankError
 
 log = logging.getLogger("lorank.train")
@@ -17,24 +18,6 @@ log = logging.getLogger("lorank.train")
 
 class NonFiniteLossError(LorankError):
     pass
-
-
-def causal_mask_arg(mask: torch.Tensor) -> torch.Tensor | None:
-    """The attention mask to pass for a right-padded chunk of a causal decoder: ``None`` on GPUs.
-
-    With right padding, a real token attends only to earlier positions, which are all real, so the causal
-    mask alone gives the real tokens (and the last one, which is scored) exactly their values; the pad
-    positions' outputs are never read. Without a padding mask SDPA takes its flash kernel (``is_causal``)
-    instead of materialising a [rows, heads, T, T] mask and choosing a masked kernel per shape, which on
-    an H100 cost seconds per new shape and most of the memory. On CPU the mask is kept (same kernels
-    either way, and bit-identical results with earlier runs)."""
-    return None if mask.device.type == "cuda" else mask
-
-
-def chunk_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """One forward of a right-padded chunk: its scores (1-D). The one place that decides the mask passed
-    (:func:`causal_mask_arg`) and that no KV cache is built; training, grad_cache and scoring all use it."""
-    return model(input_ids=ids, attention_mask=causal_mask_arg(mask), use_cache=False).logits.reshape(-1)
 
 
 def chunk_scores(model: Any, ch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,6 +1,5 @@
-"""``lorank features`` and ``lorank ltr`` (issue 17): feature tables and LambdaMART on latent LoRA features.
-
-Wired into the main app with ``register(app)`` (see :mod:`lorank.cli`)."""
+"""``lorank features`` and ``lorank ltr``: feature tables (:func:`lorank.features.extract.extract_features`) and
+LambdaMART on latent LoRA features (:func:`lorank.ltr.run.ltr`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from lorank.cli_analyze import _fmt, _guard, _progress_factory, console, err_console
+from lorank.cli.common import console, err_console, fmt, guard, progress_factory
 
 _GROUPS_HELP = ("Feature group (repeatable, or '+'-joined): bm25, score, mlp, mha, lora, with selectors "
                 "mlp:L5-15, mlp:up, mha:q,v, :norm / :act (default: bm25, score, mlp).")
@@ -33,7 +32,7 @@ def features_cmd(
     """Per (query, candidate): BM25 score and rank, the reranker's score, and the latent LoRA activations A x."""
     from lorank.features.extract import extract_features
 
-    with _guard(), _progress_factory() as pf:
+    with guard(), progress_factory() as pf:
         meta = extract_features(adapter, eval_set, out, groups=group or None, depth=depth, max_queries=max_queries,
                                 queries=queries, run=run, collection=collection, qrels=qrels, data_root=data,
                                 batch_tokens=batch_tokens, allow_pickle=allow_pickle, progress=pf)
@@ -69,7 +68,7 @@ def ltr_cmd(
 
     from lorank.ltr.run import DEFAULT_ROWS, ltr
 
-    with _guard(), _progress_factory() as pf:
+    with guard(), progress_factory() as pf:
         res = ltr(train, test, out, rows=row or DEFAULT_ROWS, test_qrels=test_qrels, train_qrels=train_qrels,
                   data_root=data, valid_frac=valid_frac, seed=seed, threads=threads, judged_only=judged_only,
                   rel_threshold=rel_threshold, progress=pf)
@@ -84,8 +83,8 @@ def ltr_cmd(
         return "-" if d is None else f"{d['delta']:+.4f}" + (" *" if d["significant"] else "")
 
     for r in res["rows"]:
-        t.add_row(r["row"], str(r.get("features", "-")), _fmt(r.get("ndcg_cut_10"), ".4f"),
-                  _fmt(r.get("recip_rank_10"), ".4f"), delta(r, "BM25"), delta(r, "reranker"))
+        t.add_row(r["row"], str(r.get("features", "-")), fmt(r.get("ndcg_cut_10"), ".4f"),
+                  fmt(r.get("recip_rank_10"), ".4f"), delta(r, "BM25"), delta(r, "reranker"))
     console.print(t)
     for s in res["skipped_rows"]:
         err_console.print(f"[yellow]skipped:[/] {s['row']}: {s['reason']}", highlight=False)
@@ -93,8 +92,3 @@ def ltr_cmd(
         err_console.print(f"[yellow]note:[/] {n}", highlight=False)
     for k, v in res["files"].items():
         console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("features")(features_cmd)
-    app.command("ltr")(ltr_cmd)

@@ -1,52 +1,17 @@
-"""``lorank analyze ...``: adapter analysis and layer-wise probes (a typer sub-app; see lorank.analyze).
-
-Wire it into the main app with ``app.add_typer(analyze_app, name="analyze")``.
-"""
+"""``lorank analyze weights / compare / probe / patch``: adapter weight statistics, subspace similarity, layer-wise
+probes and activation patching (a typer sub-app over :mod:`lorank.analyze`)."""
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
-from lorank.errors import LorankError
+from lorank.cli.common import console, err_console, fmt, guard, progress_factory
 
 analyze_app = typer.Typer(help="Dissect trained adapters: weight statistics, subspace similarity, "
                                "layer-wise probes, activation patching.",
                           no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console()
-err_console = Console(stderr=True)
-
-
-@contextlib.contextmanager
-def _guard() -> Iterator[None]:
-    """lorank's own errors -> one red line and exit code 2 (no traceback)."""
-    try:
-        yield
-    except LorankError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
-        raise typer.Exit(code=2)
-
-
-@contextlib.contextmanager
-def _progress_factory() -> Iterator[Any]:
-    """``factory(label, total) -> tick(n)``: one rich progress bar per stage, all closed at the end."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console) as prog:
-        def factory(label: str, total: int) -> Any:
-            task = prog.add_task(label, total=total)
-            return lambda n: prog.advance(task, n)
-
-        yield factory
-
-
-def _fmt(v: Any, spec: str = ".3f") -> str:
-    return "-" if v is None or v != v else format(v, spec)
 
 
 def _floats(text: str, opt: str) -> list[float]:
@@ -62,9 +27,15 @@ def _floats(text: str, opt: str) -> list[float]:
 
 
 _DATA_HELP = "A named set (dl19, dl20) or a TREC-DL-style folder (else --queries/--run/--collection/--qrels)."
+# the options probe and patch share (declared once: the same flag, type and help in both)
+AdapterOption = Annotated[Path, typer.Option("--adapter", help="A lorank run dir (last checkpoint) or a checkpoint dir.")]
+EvalOption = Annotated[Optional[str], typer.Option("--eval", help=_DATA_HELP)]
+QueriesOption = Annotated[Optional[Path], typer.Option("--queries", help="queries.tsv")]
+RunOption = Annotated[Optional[Path], typer.Option("--run", help="First-stage TREC run")]
+CollectionOption = Annotated[Optional[Path], typer.Option("--collection", help="collection.tsv")]
+DataOption = Annotated[Optional[Path], typer.Option("--data", help="Data folder for named sets.")]
 
 
-@analyze_app.command("weights")
 def weights_cmd(
     adapter: Path = typer.Option(..., "--adapter", help="A lorank run dir (last checkpoint) or a checkpoint dir."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/analysis)."),
@@ -80,7 +51,7 @@ def weights_cmd(
 
     from lorank.analyze import weight_stats
 
-    with _guard():
+    with guard():
         res = weight_stats(adapter, out, base=base, base_weights=False if no_base else (True if require_base else "auto"),
                            allow_pickle=allow_pickle, top_k=top)
     s = res["summary"]
@@ -89,7 +60,7 @@ def weights_cmd(
     for c in ("module", "||dW||_F", "||dW||/||W||", "eff. rank"):
         t.add_column(c, justify="left" if c == "module" else "right")
     for r in s["top_by_fro"]:
-        t.add_row(r["module"], _fmt(r["fro"]), _fmt(r["rel_fro"], ".4f"), _fmt(r["effective_rank"], ".2f"))
+        t.add_row(r["module"], fmt(r["fro"]), fmt(r["rel_fro"], ".4f"), fmt(r["effective_rank"], ".2f"))
     console.print(t)
     if res.get("base_note"):
         err_console.print(f"[yellow]note:[/] {res['base_note']}", highlight=False)
@@ -97,7 +68,6 @@ def weights_cmd(
         console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
 
 
-@analyze_app.command("compare")
 def compare_cmd(
     adapter: list[Path] = typer.Option(..., "--adapter", help="Give exactly two: --adapter A --adapter B "
                                                               "(run dirs or checkpoint dirs)."),
@@ -111,7 +81,7 @@ def compare_cmd(
     from lorank.analyze import compare_adapters
     from lorank.errors import ConfigError
 
-    with _guard():
+    with guard():
         if len(adapter) != 2:
             raise ConfigError(f"compare needs exactly two --adapter options, got {len(adapter)}")
         res = compare_adapters(adapter[0], adapter[1], out, side=side, module=module, allow_pickle=allow_pickle)
@@ -137,15 +107,14 @@ def _data_kwargs(eval_set: Optional[str], queries: Optional[Path], run: Optional
             "data_root": data}
 
 
-@analyze_app.command("probe")
 def probe_cmd(
-    adapter: Path = typer.Option(..., "--adapter", help="A lorank run dir (last checkpoint) or a checkpoint dir."),
-    eval_set: Optional[str] = typer.Option(None, "--eval", help=_DATA_HELP),
-    queries: Optional[Path] = typer.Option(None, "--queries", help="queries.tsv"),
-    run: Optional[Path] = typer.Option(None, "--run", help="First-stage TREC run"),
-    collection: Optional[Path] = typer.Option(None, "--collection", help="collection.tsv"),
+    adapter: AdapterOption,
+    eval_set: EvalOption = None,
+    queries: QueriesOption = None,
+    run: RunOption = None,
+    collection: CollectionOption = None,
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels (probe labels)"),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data folder for named sets."),
+    data: DataOption = None,
     max_queries: int = typer.Option(20, "--max-queries", help="Queries to sample (0: all eligible)."),
     depth: int = typer.Option(30, "--depth", help="Judged pairs among each query's top K candidates."),
     rel_threshold: int = typer.Option(2, "--rel-threshold", help="Grade at or above which a pair is relevant."),
@@ -163,7 +132,7 @@ def probe_cmd(
 
     from lorank.analyze import probe
 
-    with _guard(), _progress_factory() as pf:
+    with guard(), progress_factory() as pf:
         Cs = _floats(c, "--C")
         data_kw = {} if features_in else _data_kwargs(eval_set, queries, run, collection, qrels, data)
         res = probe(adapter, out_dir=out, max_queries=max_queries or None, depth=depth, rel_threshold=rel_threshold,
@@ -177,23 +146,22 @@ def probe_cmd(
                 "acc base", "acc fine-tuned"):
         t.add_column(col, justify="right")
     for r in res["layers"]:
-        t.add_row(str(r["layer"]), _fmt(r["base_auc_per_query"]), _fmt(r["finetuned_auc_per_query"]),
-                  _fmt(r["base_auc"]), _fmt(r["finetuned_auc"]), _fmt(r["base_accuracy"]),
-                  _fmt(r["finetuned_accuracy"]))
+        t.add_row(str(r["layer"]), fmt(r["base_auc_per_query"]), fmt(r["finetuned_auc_per_query"]),
+                  fmt(r["base_auc"]), fmt(r["finetuned_auc"]), fmt(r["base_accuracy"]),
+                  fmt(r["finetuned_accuracy"]))
     console.print(t)
     for k, v in res["files"].items():
         console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
 
 
-@analyze_app.command("patch")
 def patch_cmd(
-    adapter: Path = typer.Option(..., "--adapter", help="A lorank run dir (last checkpoint) or a checkpoint dir."),
-    eval_set: Optional[str] = typer.Option(None, "--eval", help=_DATA_HELP),
-    queries: Optional[Path] = typer.Option(None, "--queries", help="queries.tsv"),
-    run: Optional[Path] = typer.Option(None, "--run", help="First-stage TREC run"),
-    collection: Optional[Path] = typer.Option(None, "--collection", help="collection.tsv"),
+    adapter: AdapterOption,
+    eval_set: EvalOption = None,
+    queries: QueriesOption = None,
+    run: RunOption = None,
+    collection: CollectionOption = None,
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels (for nDCG@10)"),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data folder for named sets."),
+    data: DataOption = None,
     max_queries: int = typer.Option(15, "--max-queries", help="Queries to sample (0: all eligible)."),
     depth: int = typer.Option(20, "--depth", help="Rerank each query's top K candidates."),
     site: list[str] = typer.Option(["layer"], "--site", help="layer, attn or mlp (repeatable)."),
@@ -213,7 +181,7 @@ def patch_cmd(
     from lorank.analyze import patch
 
     sites = [s.strip() for item in site for s in item.split(",") if s.strip()]
-    with _guard(), _progress_factory() as pf:
+    with guard(), progress_factory() as pf:
         res = patch(adapter, out_dir=out, max_queries=max_queries or None, depth=depth, sites=sites, layers=layers,
                     block_layers=block_layers, exact_check=not no_exact_check, seed=seed, allow_pickle=allow_pickle,
                     features_out=features_out, progress=pf,
@@ -224,8 +192,12 @@ def patch_cmd(
     for col in ("patch", "nDCG@10", "% gain restored", "% score dist. closed", "max |s - s_ft|"):
         t.add_column(col, justify="right")
     for r in res["rows"]:
-        t.add_row(r["config"], _fmt(r["ndcg_cut_10"], ".4f"), _fmt(r["restored_ndcg_pct"], ".0f"),
-                  _fmt(r["restored_score_pct"], ".0f"), _fmt(r["max_abs_diff_vs_finetuned"], ".2e"))
+        t.add_row(r["config"], fmt(r["ndcg_cut_10"], ".4f"), fmt(r["restored_ndcg_pct"], ".0f"),
+                  fmt(r["restored_score_pct"], ".0f"), fmt(r["max_abs_diff_vs_finetuned"], ".2e"))
     console.print(t)
     for k, v in res["files"].items():
         console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
+
+
+for _name, _fn in (("weights", weights_cmd), ("compare", compare_cmd), ("probe", probe_cmd), ("patch", patch_cmd)):
+    analyze_app.command(_name)(_fn)

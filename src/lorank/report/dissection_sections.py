@@ -1,0 +1,88 @@
+"""The report sections that dissect an adapter: the inference-time ablation sweeps (components, layers,
+projections, rank truncation and scale) and the adapter analyses (weights, similarity, probes, patching)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lorank.report.context import ReportContext
+from lorank.report.page import SIG, Section, fmt, safe_name
+
+
+def ablation_sections(ctx: ReportContext, components: Section) -> list[Section]:
+    """Adds the components sweep to `components` (the "MHA vs MLP" section); returns the layer, projection and
+    rank/scale sections."""
+    from lorank.report.subjects import dissects_note, subject_text
+    from lorank.data.sources import eval_label
+
+    plan, out = ctx.plan, ctx.out
+    ab_sections = {"components": components,
+                   "layers": Section("Layer importance", "Inference-time ablations over layers of the reference "
+                                     "adapter (leave-one-out, keep-one, windows)."),
+                   "projections": Section("Projection importance", "Each projection's LoRA delta removed, and "
+                                          "each kept alone."),
+                   "other": Section("Rank truncation and delta scale", "Top-k singular directions of each delta; "
+                                    "the whole delta scaled.")}
+    dissected: dict[str, list[str]] = {}  # section key -> run ids (or adapter:<name>) its tables dissect
+    for step in plan.steps:
+        if step.kind != "ablate":
+            continue
+        f = ctx.study_dir / step.out_dir / "ablations.json"
+        if not f.is_file():
+            continue
+        data = json.loads(f.read_text(encoding="utf-8"))
+        for sweep, entry in data["sweeps"].items():
+            key = ("components" if sweep == "components" else "layers" if sweep.startswith("layer")
+                   else "projections" if sweep == "projections" else "other")
+            sec = ab_sections[key]
+            who = subject_text(plan, step.run_id)
+            dissected.setdefault(key, []).append(step.run_id)
+            png = Path(entry["plot"])
+            if not png.is_absolute():
+                png = ctx.study_dir / png
+            if png.is_file():
+                dst = out / f"ablation_{safe_name(step.run_id)}_{safe_name(sweep)}.png"
+                shutil.copyfile(png, dst)
+                sec.images.append((f"{sweep} — {who}", dst))
+            head = ["configuration", "nDCG@10", "Δ vs full", "% recovered", "MRR@10", "p (Holm)"]
+            body = [[r["config"], fmt(r["ndcg_cut_10"]) + (SIG if r.get("significant_ndcg_cut_10") else ""),
+                     fmt(r["delta_ndcg_cut_10"]),
+                     "-" if r["recovered_ndcg_cut_10"] is None else f"{r['recovered_ndcg_cut_10']:.0f}%",
+                     fmt(r["recip_rank_10"]) + (SIG if r.get("significant_recip_rank_10") else ""),
+                     fmt(r["p_ndcg_cut_10"], 3)] for r in entry["rows"]]
+            sec.tables.append((f"{sweep} on {who} ({eval_label(data.get('eval_set', ''))}, "
+                               f"{data.get('queries', '?')} queries x top-{data.get('depth')}; sweep "
+                               f"{entry['wall_s']:.0f} s, compute {entry['cost_fraction']:.2f} of naive)", head, body))
+    for key, ids in dissected.items():
+        ab_sections[key].text += dissects_note(plan, ids)
+    sections = []
+    for key in ("layers", "projections", "other"):
+        sec = ab_sections[key]
+        if not sec.tables:
+            sec.text += " <span class='muted'>(no such sweep in this study)</span>"
+        sections.append(sec)
+    return sections
+
+
+def analysis_section(ctx: ReportContext) -> Section:
+    """The PNGs of every analysis step but ltr (which has its own section, :mod:`lorank.report.ltr_section`)."""
+    from lorank.report.subjects import dissects_note, subject_text
+
+    plan = ctx.plan
+    an = Section("Adapter analysis", "Weight statistics, subspace similarity, layer-wise probes, activation "
+                 "patching (lorank.analyze).")
+    analysed: list[str] = []
+    for step in plan.steps:
+        if step.kind != "analyze" or step.payload.get("kind") == "ltr":
+            continue
+        d = ctx.study_dir / step.out_dir
+        for png in sorted(d.glob("*.png")):
+            dst = ctx.out / f"analysis_{safe_name(step.step_id)}_{png.name}"
+            shutil.copyfile(png, dst)
+            an.images.append((f"{step.payload['kind']} — {subject_text(plan, step.run_id)}: {png.stem}", dst))
+            analysed.append(step.run_id)
+    an.text += dissects_note(plan, analysed)
+    if not an.images:
+        an.text += " <span class='muted'>(no analysis in this study, or not run yet)</span>"
+    return an

@@ -1,0 +1,64 @@
+"""Figures a reader can read at the sizes the study presets produce: the ablation plot of 14 projection
+configurations (7 projections removed / kept alone, as in SmolLM2) and of 30 layers, with every bar label
+inside the axes and no two labels overlapping (they used to be cut to "0% re")."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from lorank.ablate.run import sweep_figure  # noqa: E402
+
+PROJS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+FULL, NONE = 0.366, 0.301
+
+
+def _row(name: str, group: str, v: float, sig: bool = False) -> dict:
+    return {"config": name, "group": group, "ndcg_cut_10": v, "significant_ndcg_cut_10": sig,
+            "recovered_ndcg_cut_10": round(100 * (v - NONE) / (FULL - NONE), 1)}
+
+
+def _rows(names: list[tuple[str, str]]) -> list[dict]:
+    body = [_row(n, g, 0.30 + 0.07 * ((i * 7) % 11) / 10, sig=i % 5 == 2) for i, (n, g) in enumerate(names)]
+    return [_row("full", "reference", FULL), _row("none", "reference", NONE)] + body
+
+
+def _label_boxes(fig):
+    import matplotlib.pyplot as plt
+
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    r = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(r) for t in ax.texts]
+    plt.close(fig)
+    return ax.get_window_extent(r), boxes
+
+
+@pytest.mark.parametrize("sweep,names", [
+    ("projections", [(f"without {p}", "removed") for p in PROJS] + [(f"only {p}", "kept alone") for p in PROJS]),
+    ("components", [("mha-only", "components"), ("mlp-only", "components")]),
+    ("layer-windows", [(f"only L{a}-{a + 10}", "layer-windows") for a in (0, 5, 10, 15, 19)]),
+    ("scale", [(f"x{f:g}", "scale") for f in (0, 0.25, 0.5, 0.75, 1.25, 1.5)]),
+])
+def test_bar_labels_fit_inside_the_axes_and_do_not_overlap(sweep, names):
+    axes_box, boxes = _label_boxes(sweep_figure(sweep, _rows(names)))
+    assert len(boxes) == len(names)
+    for b in boxes:
+        assert axes_box.x0 - 1 <= b.x0 and b.x1 <= axes_box.x1 + 1 and axes_box.y0 <= b.y0 and b.y1 <= axes_box.y1, \
+            (sweep, b, axes_box)
+    for a, b in zip(boxes, boxes[1:]):
+        assert a.x1 <= b.x0 + 0.5, f"{sweep}: neighbouring labels overlap ({a} vs {b})"
+
+
+def test_a_30_layer_sweep_draws_every_layer_on_its_axis():
+    fig = sweep_figure("layers-leave-one-out", _rows([(f"without L{i}", "layers-leave-one-out") for i in range(30)]))
+    ax = fig.axes[0]
+    xs = list(ax.lines[0].get_xdata())
+    assert xs == list(range(30))
+    ticks = [int(t) for t in ax.get_xticks()]
+    assert ticks[0] == 0 and ticks[-1] >= 28 and len(ticks) == 15
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
