@@ -292,11 +292,12 @@ def worker_lorank(a: argparse.Namespace, name: str) -> dict[str, Any]:
     return {"rows": rows, "group_size": g, "queries_per_step": bq, "dtype": resolve_dtype_name("auto"),
             "lora_dropout": cfg["lora"]["dropout"], "overrides": overrides, "padding": "length-sorted chunks (DP)",
             "steps_done": res.steps, "train_summary_tokens_per_s": summary.get("tokens_per_s"),
+            "forward": (summary.get("execution") or {}).get("forward", "hf"),
             "torch_threads": torch.get_num_threads()}
 
 
 def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, a.src or str(ROOT / "src"))  # --src: another commit's lorank (--against)
     import logging
 
     logging.disable(logging.WARNING)
@@ -324,7 +325,15 @@ def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ parent
-def summarise(name: str, res: dict[str, Any], warmup: int, peak_gflops: float) -> dict[str, Any]:
+def peak_for(dtype: str, peaks: list[dict[str, Any]]) -> float:
+    """The fastest matmul rate measured in this run for the dtype a configuration computes in (GFLOP/s)."""
+    kind = "bf16" if "bf16" in str(dtype) else "fp32"
+    return max(p[k] for p in peaks for k in (f"{kind}_1024_gflops", f"{kind}_linear_fwd_gflops",
+                                             f"{kind}_linear_bwd_gflops"))
+
+
+def summarise(name: str, res: dict[str, Any], warmup: int, peaks: list[dict[str, Any]]) -> dict[str, Any]:
+    peak_gflops = peak_for(res["dtype"], peaks)
     rows = res["rows"][warmup:]
     wall = sum(r["wall_s"] for r in rows)
     tok = sum(r["tokens"] for r in rows)
@@ -340,6 +349,7 @@ def summarise(name: str, res: dict[str, Any], warmup: int, peak_gflops: float) -
         "padding_overhead": round(sum(r["padded_tokens"] for r in rows) / tok - 1, 3),
         "step_s": round(wall / len(rows), 2), "tokens_per_step": round(tok / len(rows), 1),
         "peak_rss_gb": res["peak_rss_gb"], "mfu": round(flops / wall / (peak_gflops * 1e9), 3),
+        "peak_gflops": peak_gflops, "tree": res.get("tree", "current"), "forward": res.get("forward"),
         "cpu_use": round(sum(r["cpu_s"] for r in rows) / wall / threads, 2),
         "first_step_s": round(res["rows"][0]["wall_s"], 2), "process_wall_s": res["process_wall_s"],
         "load_before": res.get("load_before"), "load_after": res.get("load_after"),
@@ -351,12 +361,12 @@ def steps_of(name: str, a: argparse.Namespace) -> tuple[int, int]:
     return (0, a.bf16_steps) if name in BF16 else (a.warmup, a.steps)
 
 
-def run_config(name: str, a: argparse.Namespace) -> dict[str, Any]:
+def run_config(name: str, a: argparse.Namespace, src: str | None = None) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = fh.name
     warmup, steps = steps_of(name, a) if name != "peak" else (0, 0)
     cmd = [sys.executable, __file__, "--worker", name, "--worker-out", out, "--steps", str(steps),
-           "--warmup", str(warmup)]
+           "--warmup", str(warmup)] + (["--src", src] if src else [])
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -431,6 +441,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--bf16-steps", type=int, default=1, help="measured steps of the bf16 configurations (no warm-up)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--against", metavar="COMMIT",
+                    help="also run every lorank configuration on this commit's lorank (a git worktree), in the same run")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the configurations this many times, interleaved with --against's; the median counts")
+    ap.add_argument("--src", help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -440,15 +455,28 @@ def main() -> int:
         return 0
     names = [n.strip() for n in a.configs.split(",") if n.strip()]
     t0 = time.perf_counter()
+    against = against_tree(a.against) if a.against else None
     print("peak matmul rates ...", flush=True)
     peak = run_config("peak", a)
-    results = []
-    for n in names:
-        res = run_config(n, a)
-        results.append((n, res))
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for rnd in range(a.rounds):
+        for n in names:
+            trees = [(n, None)] + ([(f"{n}@{against['commit'][:7]}", against["src"])]
+                                   if against and n in LORANK else [])
+            for label, src in trees:
+                print(f"round {rnd + 1}/{a.rounds}: {label}", flush=True)
+                res = run_config(n, a, src)
+                res["tree"] = against["commit"] if src else "current"
+                runs.setdefault(label, []).append(res)
     peak_after = run_config("peak", a)
-    peak_gflops = max(peak["peak_gflops"], peak_after["peak_gflops"])
-    table = [summarise(n, r, steps_of(n, a)[0], peak_gflops) for n, r in results]
+    peaks = [peak, peak_after]
+    table = []
+    for label, rs in runs.items():
+        base_name = label.split("@")[0]
+        rows = [summarise(label, r, steps_of(base_name, a)[0], peaks) for r in rs]
+        best = sorted(rows, key=lambda r: r["tokens_per_s"])[len(rows) // 2]  # the median round
+        best["rounds_tokens_per_s"] = [r["tokens_per_s"] for r in rows]
+        table.append(best)
     base = next((r["tokens_per_s"] for r in table if r["config"] == "plain"), None)
     base32 = next((r["tokens_per_s"] for r in table if r["config"] == "plain-fp32"), None)
     for r in table:
@@ -459,23 +487,63 @@ def main() -> int:
     from lorank.train.run import software_versions
 
     out = {"command": "python benchmarks/train_speed.py " + " ".join(sys.argv[1:]),
-           "machine": {"cores": len(os.sched_getaffinity(0)), "cpu_capability": _cpu_cap(), "peak_before": peak,
-                       "peak_after": peak_after, "peak_gflops_used": peak_gflops},
+           "machine": {"cores": len(os.sched_getaffinity(0)), "cpu_capability": _cpu_cap(),
+                       "cpu_bf16": _cpu_bf16(), "peak_before": peak, "peak_after": peak_after,
+                       "peak_fp32_gflops": peak_for("fp32", peaks), "peak_bf16_gflops": peak_for("bf16", peaks)},
            "mfu_formula": "train FLOPs per real token = 4*N + 6*L*d*T + 6*N_lora (N=106.2M block linear weights, "
                           "L=30, d=576, T=token-weighted mean length, N_lora=2.44M); MFU = that * tokens/s / peak",
-           "steps": a.steps, "warmup": a.warmup, "bf16_steps": a.bf16_steps, "wall_s": round(time.perf_counter() - t0, 1),
+           "limit_fraction_formula": "limit_fraction = lorank's MFU: useful FLOPs/s over the fastest matmul rate "
+                                     "measured in this run for the dtype it trains in (bf16 or fp32)",
+           "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup, "bf16_steps": a.bf16_steps, "wall_s": round(time.perf_counter() - t0, 1),
            "results": table, "versions": software_versions()}
-    out = {**headline(table), **out}
+    out = {**headline(table), **against_headline(table, against), **out}
     atomic_write_json(a.out, out)
     plot(table, a.out.with_suffix(".png"),
-         f"SmolLM2-135M LoRA r8 training on this {out['machine']['cores']}-core CPU (peak fp32 matmul "
-         f"{peak_gflops:.0f} GFLOP/s; {a.steps} measured steps after {a.warmup} warm-up, each config a fresh process)")
+         f"SmolLM2-135M LoRA r8 training, {out['machine']['cores']}-core {_cpu_cap()} CPU (peak matmul fp32 "
+         f"{peak_for('fp32', peaks):.0f} / bf16 {peak_for('bf16', peaks):.0f} GFLOP/s; MFU against the run's dtype; "
+         f"{a.steps} steps after {a.warmup} warm-up, median of {a.rounds} round(s), each a fresh process)")
     for r in table:
         print(f"{r['config']:24s} {r['queries_per_step']}x{r['group_size']:<3d} {r['tokens_per_s']:8.1f} tok/s "
               f"{r['pairs_per_s']:6.2f} pairs/s  RSS {r['peak_rss_gb']:5.2f} GB  MFU {r['mfu']:.2f}  "
               f"x{r['ratio_vs_plain']} (x{r['ratio_vs_plain_fp32']} vs plain-fp32)  cpu {r['cpu_use']}")
     print(f"wrote {a.out} ({out['wall_s']:.0f} s)")
     return 0
+
+
+def against_tree(commit: str) -> dict[str, str]:
+    """A git worktree of ``commit`` (made once under /tmp, reused): its ``src`` is put first on the workers'
+    ``sys.path``, so the same benchmark code runs that commit's lorank."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", commit], capture_output=True, text=True, check=True
+                         ).stdout.strip()
+    tree = Path(tempfile.gettempdir()) / f"lorank-against-{sha[:12]}"
+    if not (tree / "src" / "lorank").is_dir():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), sha], check=True,
+                       capture_output=True)
+    return {"commit": sha, "src": str(tree / "src"), "worktree": str(tree)}
+
+
+def against_headline(table: list[dict[str, Any]], against: dict[str, str] | None) -> dict[str, Any]:
+    """``lorank`` / ``against`` on the 2 x 8 configuration, measured in this run, their ratio and the MFU."""
+    rows = {r["config"]: r for r in table}
+    cur = rows.get("lorank-2x8")
+    if cur is None:
+        return {}
+    keys = ("tokens_per_s", "rounds_tokens_per_s", "mfu", "peak_rss_gb", "dtype", "forward", "step_s")
+    out: dict[str, Any] = {"lorank": {k: cur.get(k) for k in keys}, "limit_fraction": cur["mfu"],
+                           "peak_rss_gb": cur["peak_rss_gb"], "dtype": cur["dtype"], "cpu_capability": _cpu_cap(),
+                           "cpu_bf16": _cpu_bf16()}
+    if against:
+        old = rows.get(f"lorank-2x8@{against['commit'][:7]}")
+        if old is not None:
+            out["against"] = {"commit": against["commit"], **{k: old.get(k) for k in keys}}
+            out["speedup_vs_against"] = round(cur["tokens_per_s"] / old["tokens_per_s"], 2)
+    return out
+
+
+def _cpu_bf16() -> str | None:
+    from lorank.precision import cpu_bf16_capability
+
+    return cpu_bf16_capability()
 
 
 def _cpu_cap() -> str:

@@ -9,7 +9,9 @@ nothing of lorank, so that scoring does not depend on the training stage.
   most ``chunk_tokens`` padded tokens (each chunk padded only to its own longest row);
 - :func:`pad_chunk`: right padding, to a width multiple (:func:`pad_multiple_for`) or to fixed shape
   ladders (:func:`bucket_width`, :func:`bucket_rows`; on GPUs, :func:`shape_buckets_for`);
-- :func:`chunk_logits`: one forward of a padded chunk, with the mask it needs (:func:`causal_mask_arg`).
+- :func:`chunk_logits`: one forward of a padded chunk, with the mask it needs (:func:`causal_mask_arg`);
+- :func:`pack_chunks`: the same chunks laid out for the packed training forward (:mod:`lorank.models.packed`):
+  real tokens only, with each chunk's padded layout for attention.
 """
 from __future__ import annotations
 
@@ -130,3 +132,30 @@ def chunk_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     """One forward of a right-padded chunk: its scores (1-D). The one place that decides the mask passed
     (:func:`causal_mask_arg`) and that no KV cache is built; training, grad_cache and scoring all use it."""
     return model(input_ids=ids, attention_mask=causal_mask_arg(mask), use_cache=False).logits.reshape(-1)
+
+
+def pack_chunks(seqs: list[list[int]], chunks: list[list[int]]) -> dict[str, Any]:
+    """The packed batch of ``seqs`` (token id lists) laid out chunk by chunk (``chunks``: lists of indices into
+    ``seqs``, as :func:`lorank.train.collator.length_chunks` gives them): ids and positions of every real token,
+    each sequence's last token, each chunk's token range and padded layout, the original index of each sequence."""
+    ids: list[int] = []
+    pos: list[int] = []
+    last: list[int] = []
+    index: list[int] = []
+    out_chunks = []
+    for idx in chunks:
+        start = len(ids)
+        width = max(len(seqs[i]) for i in idx)
+        dst: list[int] = []
+        for row, i in enumerate(idx):
+            s = seqs[i]
+            ids.extend(s)
+            pos.extend(range(len(s)))
+            dst.extend(range(row * width, row * width + len(s)))
+            last.append(len(ids) - 1)
+            index.append(i)
+        out_chunks.append({"start": start, "stop": len(ids), "rows": len(idx), "width": width,
+                           "dst": torch.tensor(dst, dtype=torch.long)})
+    return {"ids": torch.tensor(ids, dtype=torch.long), "pos": torch.tensor(pos, dtype=torch.long),
+            "last": torch.tensor(last, dtype=torch.long), "index": torch.tensor(index, dtype=torch.long),
+            "chunks": out_chunks, "max_len": max(len(s) for s in seqs)}

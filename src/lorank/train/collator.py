@@ -6,11 +6,11 @@ trainer forwards each chunk and scatters the scores back into (B, G).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from lorank.batching import (bucket_rows, bucket_width, length_chunks, pad_chunk,  # noqa: F401
+from lorank.batching import (bucket_rows, bucket_width, length_chunks, pack_chunks, pad_chunk,  # noqa: F401
                               pad_multiple_for, shape_buckets_for)
 from lorank.models.inputs import PairEncoder
 from lorank.train.groups import Group
@@ -41,8 +41,6 @@ class GroupCollator:
                "num_tokens": sum(len(s) for s in seqs),
                "padded_tokens": sum(c["input_ids"].numel() for c in chunks)}
         if self.packed:
-            from lorank.models.packed_batch import pack_chunks
-
             out["packed"] = pack_chunks(seqs, order)
             out["padded_tokens"] = out["num_tokens"]  # the matmuls see real tokens only
         return out
