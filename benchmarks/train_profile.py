@@ -13,7 +13,8 @@ Every op's *self* CPU time (the calling thread's time inside the op, children ex
 - ``gemm_big``: ``mm``/``addmm``/``bmm`` whose smallest dimension is > 64: the frozen projections' forward and
   activation-gradient matmuls;
 - ``gemm_small``: matmuls with a dimension <= 64: LoRA's r=8 ``A``/``B`` matmuls and their gradients, the score head;
-- ``attention``: scaled-dot-product attention kernels and their backward;
+- ``attention``: scaled-dot-product attention kernels and their backward, and ``bmm`` (the packed forward's bf16
+  attention is two batched matmuls; nothing else in a step calls bmm);
 - ``dropout``: the LoRA dropout's random draws, mask and masked multiply (``random_``, ``bernoulli_``, ``ge``,
   ``where``, ``native_dropout``);
 - ``cast``: dtype conversions (``_to_copy``, ``copy_``, ``to``);
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from train_speed import fixed_groups  # noqa: E402
 
 CATEGORIES = ("gemm_big", "gemm_small", "attention", "dropout", "cast", "optimizer", "elementwise", "python_dispatch")
-_GEMM = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul")
+_GEMM = ("aten::mm", "aten::addmm", "aten::matmul")
 _DROPOUT = ("aten::random_", "aten::bernoulli_", "aten::ge", "aten::where", "aten::native_dropout",
             "aten::native_dropout_backward")
 _CAST = ("aten::_to_copy", "aten::copy_", "aten::to")
@@ -54,7 +55,7 @@ def category(ev: Any, in_optimizer: bool) -> str:
     if name in _GEMM:
         dims = [d for shape in (ev.input_shapes or [])[:3] if shape for d in shape[-2:]]
         return "gemm_small" if dims and min(dims) <= 64 else "gemm_big"
-    if "scaled_dot_product" in name or "flash_attention" in name or "attention" in name.lower():
+    if name in ("aten::bmm", "aten::baddbmm") or "scaled_dot_product" in name or "flash_attention" in name or "attention" in name.lower():
         return "attention"
     if name in _DROPOUT:
         return "dropout"

@@ -387,10 +387,11 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     names = [r["config"] for r in results]
-    colors = ["#999999" if not n.startswith("lorank") else "#2b7bba" for n in names]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 0.5 * len(names) + 2.2), sharey=True)
+    colors = ["#999999" if not n.startswith("lorank") else "#9ecae1" if "@" in n else "#2b7bba" for n in names]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 0.5 * len(names) + 2.2), sharey=True,
+                             gridspec_kw={"width_ratios": [1.6, 1, 1]})
     for ax, key, label in ((axes[0], "tokens_per_s", "real tokens/s"), (axes[1], "peak_rss_gb", "peak RSS (GB)"),
-                           (axes[2], "mfu", "MFU (useful FLOPs / measured fp32 peak)")):
+                           (axes[2], "mfu", "MFU (vs the measured peak of its dtype)")):
         vals = [r[key] for r in results]
         ax.barh(range(len(names)), vals, color=colors)
         for i, v in enumerate(vals):
@@ -399,12 +400,13 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
             extra = f"  ({', '.join(ratios)})" if key == "tokens_per_s" and ratios else ""
             ax.text(v, i, f" {v:g}{extra}", va="center", fontsize=8)
         ax.set_xlabel(label)
-        ax.set_xlim(0, max(vals) * 1.45)
+        ax.set_xlim(0, max(vals) * (2.1 if key == "tokens_per_s" else 1.45))
         if key == "peak_rss_gb":
             ax.axvline(3.0, color="red", lw=0.8, ls="--")
             ax.text(3.0, len(names) - 0.5, " 3 GB target", color="red", fontsize=8)
     axes[0].set_yticks(range(len(names)))
-    axes[0].set_yticklabels([f"{r['config']} ({r['queries_per_step']}x{r['group_size']})" for r in results], fontsize=8)
+    axes[0].set_yticklabels([f"{r['config']} ({r['queries_per_step']}x{r['group_size']}, {r['dtype']})"
+                             for r in results], fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -500,8 +502,9 @@ def main() -> int:
     atomic_write_json(a.out, out)
     plot(table, a.out.with_suffix(".png"),
          f"SmolLM2-135M LoRA r8 training, {out['machine']['cores']}-core {_cpu_cap()} CPU (peak matmul fp32 "
-         f"{peak_for('fp32', peaks):.0f} / bf16 {peak_for('bf16', peaks):.0f} GFLOP/s; MFU against the run's dtype; "
-         f"{a.steps} steps after {a.warmup} warm-up, median of {a.rounds} round(s), each a fresh process)")
+         f"{peak_for('fp32', peaks):.0f} / bf16 {peak_for('bf16', peaks):.0f} GFLOP/s); "
+         + (f"@{against['commit'][:7]} = that commit, same run; " if against else "")
+         + f"{a.steps} steps after {a.warmup} warm-up, upper median of {a.rounds} round(s), each a fresh process")
     for r in table:
         print(f"{r['config']:24s} {r['queries_per_step']}x{r['group_size']:<3d} {r['tokens_per_s']:8.1f} tok/s "
               f"{r['pairs_per_s']:6.2f} pairs/s  RSS {r['peak_rss_gb']:5.2f} GB  MFU {r['mfu']:.2f}  "
@@ -537,6 +540,11 @@ def against_headline(table: list[dict[str, Any]], against: dict[str, str] | None
         if old is not None:
             out["against"] = {"commit": against["commit"], **{k: old.get(k) for k in keys}}
             out["speedup_vs_against"] = round(cur["tokens_per_s"] / old["tokens_per_s"], 2)
+            # each round ran both trees back to back: the ratio within a round cancels slow drifts of the machine
+            pairs = sorted(round(x / y, 2) for x, y in zip(cur["rounds_tokens_per_s"], old["rounds_tokens_per_s"]))
+            out["speedup_by_round"] = pairs
+            out["speedup_median_of_rounds"] = pairs[len(pairs) // 2] if len(pairs) % 2 else round(
+                (pairs[len(pairs) // 2 - 1] + pairs[len(pairs) // 2]) / 2, 2)
     return out
 
 
