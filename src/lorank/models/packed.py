@@ -69,6 +69,8 @@ def packed_support(model: Any) -> str | None:
     mt = getattr(cfg, "model_type", None)
     if mt not in LLAMA_LIKE:
         return f"model type {mt!r} (the packed forward covers {', '.join(LLAMA_LIKE)})"
+    if float(getattr(cfg, "attention_dropout", 0.0) or 0.0) > 0:
+        return f"attention_dropout {cfg.attention_dropout} (the packed forward has no attention dropout)"
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return f"hidden_act {cfg.hidden_act!r} (the packed forward covers SiLU-gated MLPs)"
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) is not False:
@@ -84,7 +86,10 @@ def packed_support(model: Any) -> str | None:
             return "q/k norms in attention"
         for name, mod in [(n, getattr(attn, n)) for n in (*_ATTN, "o_proj")] + [(n, getattr(mlp, n)) for n in
                                                                                    (*_MLP_IN, "down_proj")]:
-            base, lo = _lora_parts(mod)
+            try:
+                base, lo = _lora_parts(mod)
+            except ValueError as e:
+                return f"{name}: {e}"
             if not isinstance(base, torch.nn.Linear):
                 return f"{name} is a {type(base).__name__}, not a Linear"
             if lo and (lo["dora"] or lo["lora_bias"]):
