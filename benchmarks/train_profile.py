@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from train_speed import fixed_groups  # noqa: E402
+from train_speed import fixed_groups, lorank_config  # noqa: E402
 
 CATEGORIES = ("gemm_big", "gemm_small", "attention", "dropout", "cast", "optimizer", "elementwise", "python_dispatch")
 _GEMM = ("aten::mm", "aten::addmm", "aten::matmul")
@@ -161,19 +161,7 @@ def main() -> int:
 
     trainer_mod.RerankTrainer.__init__ = init  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "groups.jsonl"
-        with data.open("w") as fh:
-            for gr in groups:
-                fh.write(json.dumps({"query_id": gr.qid, "query": gr.query,
-                                     "positive_passages": [{"docid": gr.passages[0].pid, "title": gr.passages[0].title,
-                                                            "text": gr.passages[0].text}],
-                                     "negative_passages": [{"docid": p.pid, "title": p.title, "text": p.text}
-                                                           for p in gr.passages[1:]]}) + "\n")
-        cfg: dict[str, Any] = {"model": "smollm2-135m", "dtype": "auto", "data": [{"kind": "tevatron", "path": str(data)}],
-                               "group_size": g, "batch_queries": bq, "lr": 1e-4, "max_steps": a.warmup + a.steps,
-                               "lora": {"rank": 8, "alpha": 64, "dropout": 0.1, "components": "all"},
-                               "checkpoints": {"every": None, "steps": [10**6]}, "eval": {"sets": []},
-                               "output_dir": str(Path(tmp) / "run")}
+        cfg = lorank_config(groups, Path(tmp), g, bq, a.warmup + a.steps)
         for kv in a.set:
             k, _, v = kv.partition("=")
             _set_dotted(cfg, k, yaml.safe_load(v))

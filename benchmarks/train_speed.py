@@ -241,6 +241,24 @@ def worker_tevatron(a: argparse.Namespace, bf16: bool) -> dict[str, Any]:
             "lora_dropout": 0.1, "padding": f"max_length {max_len}", "gradient_checkpointing": True}
 
 
+def lorank_config(groups: list[Any], tmp: Path, group_size: int, queries: int, steps: int) -> dict[str, Any]:
+    """The ``lorank.train`` config of the ``lorank-*`` configurations: ``groups`` written as Tevatron JSONL under
+    ``tmp`` (one positive, the rest negatives: the reader draws all G-1 of them), LoRA r=8 alpha=64 dropout 0.1 on
+    all projections, AdamW lr 1e-4, no checkpoint or evaluation inside the measured steps."""
+    data = tmp / "groups.jsonl"
+    with data.open("w") as fh:
+        for gr in groups:
+            fh.write(json.dumps({"query_id": gr.qid, "query": gr.query,
+                                 "positive_passages": [{"docid": gr.passages[0].pid, "title": gr.passages[0].title,
+                                                        "text": gr.passages[0].text}],
+                                 "negative_passages": [{"docid": p.pid, "title": p.title, "text": p.text}
+                                                       for p in gr.passages[1:]]}) + "\n")
+    return {"model": "smollm2-135m", "dtype": "auto", "data": [{"kind": "tevatron", "path": str(data)}],
+            "group_size": group_size, "batch_queries": queries, "lr": 1e-4, "max_steps": steps,
+            "lora": {"rank": 8, "alpha": 64, "dropout": 0.1, "components": "all"},
+            "checkpoints": {"every": None, "steps": [10**6]}, "eval": {"sets": []}, "output_dir": str(tmp / "run")}
+
+
 def worker_lorank(a: argparse.Namespace, name: str) -> dict[str, Any]:
     import torch
 
@@ -269,19 +287,7 @@ def worker_lorank(a: argparse.Namespace, name: str) -> dict[str, Any]:
 
     trainer_mod.RerankTrainer.training_step = timed_step  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "groups.jsonl"
-        with data.open("w") as fh:
-            for gr in groups:
-                fh.write(json.dumps({"query_id": gr.qid, "query": gr.query,
-                                     "positive_passages": [{"docid": gr.passages[0].pid, "title": gr.passages[0].title,
-                                                            "text": gr.passages[0].text}],
-                                     "negative_passages": [{"docid": p.pid, "title": p.title, "text": p.text}
-                                                           for p in gr.passages[1:]]}) + "\n")
-        cfg: dict[str, Any] = {"model": "smollm2-135m", "dtype": "auto", "data": [{"kind": "tevatron", "path": str(data)}],
-                               "group_size": g, "batch_queries": bq, "lr": 1e-4, "max_steps": a.warmup + a.steps,
-                               "lora": {"rank": 8, "alpha": 64, "dropout": 0.1, "components": "all"},
-                               "checkpoints": {"every": None, "steps": [10**6]}, "eval": {"sets": []},
-                               "output_dir": str(Path(tmp) / "run")}
+        cfg = lorank_config(groups, Path(tmp), g, bq, a.warmup + a.steps)
         for k, v in overrides.items():
             _set_dotted(cfg, k, v)
         res = lorank.train(TrainConfig.from_dict(cfg), progress=False, resume=False)

@@ -12,6 +12,7 @@ from transformers import Trainer, TrainerCallback
 
 from lorank.batching import causal_mask_arg, chunk_logits  # noqa: F401
 from lorank.errors import LorankError
+from lorank.models.packed_kernels import keep_mask, keep_scale, lane_threshold
 
 log = logging.getLogger("lorank.train")
 
@@ -66,15 +67,12 @@ class FastDropout(torch.nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
-        self.threshold = round(p * 65536) - 32768  # keep where a uniform int16 lane >= threshold
+        self.threshold = lane_threshold(p)  # keep where a uniform int16 lane >= threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        n = x.numel()
-        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)
-        keep = words.view(torch.int16)[:n].view(x.shape) >= self.threshold
-        return _KeepScale.apply(x, keep, 1.0 / (1.0 - (self.threshold + 32768) / 65536))
+        return _KeepScale.apply(x, keep_mask(x, self.threshold), keep_scale(self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
