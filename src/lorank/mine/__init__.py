@@ -1,4 +1,4 @@
-"""``lorank mine``: hard negatives for training queries (BM25 window, optional teacher scores and filter).
+"""``lorank mine``: hard negatives for training queries (a BM25 or teacher window, optional teacher scores, filter).
 
 Python twin of the CLI verb::
 
@@ -60,7 +60,8 @@ def mine_train_set(train: str | Path, collections: Sequence[str] = ("self",), wi
                    exclude_eval: Sequence[str] = ("dl19",), max_negatives: int | None = None, teacher: bool = False,
                    teacher_dir: str | None = None, teacher_filter: bool = False, data_root: str | Path | None = None,
                    max_queries: int | None = None, rel_threshold: int = 1,
-                   progress: Callable[[int], None] | None = None) -> tuple[list[MinedQuery], MineStats]:
+                   progress: Callable[[int], None] | None = None, miner: str = "bm25",
+                   cache: bool = True) -> tuple[list[MinedQuery], MineStats]:
     """Mine in memory (the ``kind: msmarco`` training source calls this when it mines on the fly)."""
     from lorank.data.msmarco import load_msmarco_train
     from lorank.data.sources import resolve_eval_set
@@ -70,6 +71,10 @@ def mine_train_set(train: str | Path, collections: Sequence[str] = ("self",), wi
         from lorank.errors import ConfigError
 
         raise ConfigError("teacher_filter needs teacher scores: add --teacher")
+    if miner == "teacher" and not teacher:
+        from lorank.errors import ConfigError
+
+        raise ConfigError("miner 'teacher' ranks the pool with the bi-encoder teacher: add --teacher")
     stats = MineStats()
     t0 = time.perf_counter()
     ts = load_msmarco_train(train, data_root, rel_threshold=rel_threshold, max_queries=max_queries)
@@ -90,9 +95,9 @@ def mine_train_set(train: str | Path, collections: Sequence[str] = ("self",), wi
     stats.settings = {"train": str(train), "collections": list(collections), "window": str(win),
                       "exclude_eval": list(exclude_eval), "max_negatives": max_negatives, "teacher": teacher,
                       "teacher_dir": teacher_dir, "teacher_filter": teacher_filter, "max_queries": max_queries,
-                      "rel_threshold": rel_threshold, "eval_pool_passages": len(eval_pool)}
+                      "rel_threshold": rel_threshold, "miner": miner, "eval_pool_passages": len(eval_pool)}
     mined = mine_queries(ts.queries, ts.positives, corpus, win, eval_pool, max_negatives, bi, teacher_filter,
-                         stats=stats, progress=progress)
+                         stats=stats, progress=progress, miner=miner, cache=cache)
     stats.seconds["total"] = round(time.perf_counter() - t0, 2)
     log.info("mined: %s", stats.summary())
     return mined, stats

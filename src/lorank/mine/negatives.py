@@ -1,7 +1,8 @@
-"""Hard negatives for training queries: BM25 (bm25s) over one or more collections, ranks in a window.
+"""Hard negatives for training queries: BM25 (bm25s) or the bi-encoder teacher over one or more collections,
+ranks in a window.
 
-For each training query with a positive: retrieve the top ``window.last`` passages by BM25 over the union of
-the collections, keep those ranked inside the window that are not a judged positive of the query, drop (and
+For each training query with a positive: retrieve the top ``window.last`` passages over the union of the
+collections (``miner``: ``bm25``, or ``teacher``: the bi-encoder's exact inner product over every passage), keep those ranked inside the window that are not a judged positive of the query, drop (and
 count) those that lie in an evaluation set's pool (``exclude_eval``), and optionally score every passage with
 the bi-encoder teacher (for ``contrastive_distill``/``distill_kl``) and drop negatives the teacher scores above
 the query's best positive (likely false negatives). A training query that *is* an evaluation query (same id
@@ -25,6 +26,7 @@ from lorank.errors import ConfigError, DataError
 from lorank.mine.window import RankWindow
 
 log = logging.getLogger("lorank.mine")
+MINERS = ("bm25", "teacher")
 
 
 @dataclass
@@ -121,17 +123,30 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
                  window: RankWindow, eval_pool: set[str] | None = None, max_negatives: int | None = None,
                  teacher: Any = None, teacher_filter: bool = False, teacher_scale: float = 20.0,
                  stats: MineStats | None = None, progress: Callable[[int], None] | None = None,
-                 bm25: dict[str, Any] | None = None) -> list[MinedQuery]:
-    """Mine negatives for every query of ``positives`` (whose ids must be in ``corpus``)."""
+                 bm25: dict[str, Any] | None = None, miner: str = "bm25", cache: bool = False) -> list[MinedQuery]:
+    """Mine negatives for every query of ``positives`` (whose ids must be in ``corpus``). ``cache``: keep the
+    teacher's embeddings in the lorank cache (``BiEncoder.encode(..., cache=True)``)."""
     from lorank.retrieve.bm25 import bm25_retrieve
 
+    if miner not in MINERS:
+        raise ConfigError(f"unknown miner {miner!r}: use one of {', '.join(MINERS)}")
+    if miner == "teacher" and teacher is None:
+        raise ConfigError("miner 'teacher' ranks the pool with the bi-encoder teacher: add --teacher")
     stats = stats if stats is not None else MineStats()
     eval_pool = eval_pool or set()
     qids = [q for q in positives if q in queries]
     stats.train_queries += len(qids)
     t0 = time.perf_counter()
-    run = bm25_retrieve(corpus, {q: queries[q] for q in qids}, k=window.last, **(bm25 or {}))
-    stats.seconds["bm25"] = round(time.perf_counter() - t0, 2)
+    embeddings = None
+    if miner == "teacher":
+        embeddings = _pool_embeddings(corpus, {q: queries[q] for q in qids}, teacher, cache)
+        stats.seconds["teacher"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        run = _dense_run(embeddings, window.last)
+        stats.seconds["dense"] = round(time.perf_counter() - t0, 2)
+    else:
+        run = bm25_retrieve(corpus, {q: queries[q] for q in qids}, k=window.last, **(bm25 or {}))
+        stats.seconds["bm25"] = round(time.perf_counter() - t0, 2)
     mined: list[MinedQuery] = []
     for qid in qids:
         pos_ids = positives[qid]
@@ -154,8 +169,8 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
             progress(1)
     if teacher is not None:
         t0 = time.perf_counter()
-        _teacher_scores(mined, teacher, teacher_scale)
-        stats.seconds["teacher"] = round(time.perf_counter() - t0, 2)
+        _teacher_scores(mined, teacher, teacher_scale, cache, embeddings)
+        stats.seconds["teacher"] = stats.seconds.get("teacher", 0.0) + round(time.perf_counter() - t0, 2)
     out = []
     for m in mined:
         if teacher_filter and m.positive_scores is not None:
@@ -180,18 +195,53 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
     return out
 
 
-def _teacher_scores(mined: list[MinedQuery], teacher: Any, scale: float) -> None:
-    """Cosine x ``scale`` of the bi-encoder, each distinct passage and query encoded once."""
-    pids: dict[str, int] = {}
-    texts: list[str] = []
-    for m in mined:
-        for p in m.positives + m.negatives:
-            if p.pid not in pids:
-                pids[p.pid] = len(texts)
-                texts.append(f"{p.title} {p.text}".strip())
-    log.info("teacher: encoding %d passages and %d queries", len(texts), len(mined))
-    d_emb = teacher.encode(texts)
-    q_emb = teacher.encode([m.query for m in mined])
+@dataclass
+class PoolEmbeddings:
+    """The teacher's embeddings of a whole mining pool and of the training queries."""
+
+    doc_ids: list[str]
+    doc_emb: Any
+    query_ids: list[str]
+    query_emb: Any
+
+
+def _encode(teacher: Any, texts: list[str], cache: bool) -> Any:
+    return teacher.encode(texts, cache=True) if cache else teacher.encode(texts)
+
+
+def _pool_embeddings(corpus: dict[str, Passage], queries: dict[str, str], teacher: Any,
+                     cache: bool) -> PoolEmbeddings:
+    doc_ids = sorted(corpus)
+    log.info("teacher: encoding the pool: %d passages and %d queries", len(doc_ids), len(queries))
+    d_emb = _encode(teacher, [f"{corpus[d].title} {corpus[d].text}".strip() for d in doc_ids], cache)
+    q_ids = list(queries)
+    return PoolEmbeddings(doc_ids, d_emb, q_ids, _encode(teacher, [queries[q] for q in q_ids], cache))
+
+
+def _dense_run(emb: PoolEmbeddings, k: int) -> dict[str, Any]:
+    from lorank.retrieve.dense import dense_retrieve
+
+    return dense_retrieve(emb.doc_ids, emb.doc_emb, emb.query_ids, emb.query_emb, k=k, tag="teacher")
+
+
+def _teacher_scores(mined: list[MinedQuery], teacher: Any, scale: float, cache: bool = False,
+                    pool: PoolEmbeddings | None = None) -> None:
+    """Cosine x ``scale`` of the bi-encoder, each distinct passage and query encoded once (or read from ``pool``)."""
+    if pool is not None:
+        pids = {d: i for i, d in enumerate(pool.doc_ids)}
+        qrow = {q: i for i, q in enumerate(pool.query_ids)}
+        d_emb, q_emb = pool.doc_emb, pool.query_emb[[qrow[m.qid] for m in mined]]
+    else:
+        pids = {}
+        texts: list[str] = []
+        for m in mined:
+            for p in m.positives + m.negatives:
+                if p.pid not in pids:
+                    pids[p.pid] = len(texts)
+                    texts.append(f"{p.title} {p.text}".strip())
+        log.info("teacher: encoding %d passages and %d queries", len(texts), len(mined))
+        d_emb = _encode(teacher, texts, cache)
+        q_emb = _encode(teacher, [m.query for m in mined], cache)
     for qi, m in enumerate(mined):
         score = lambda ps: [round(float(scale * (d_emb[pids[p.pid]] @ q_emb[qi])), 5) for p in ps]  # noqa: E731
         m.positive_scores = score(m.positives)

@@ -138,6 +138,8 @@ class TrainConfig(Strict):
             for key in ("negatives", "mine", "max_queries"):
                 if src.get(key) is None:
                     src.pop(key, None)
+            if src.get("mine") and src["mine"].get("miner") == "bm25":  # the miner before it was a choice
+                src["mine"].pop("miner")
             src["rel_threshold"] = spec.threshold()
         return d
 

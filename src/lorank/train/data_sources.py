@@ -46,7 +46,8 @@ def msmarco_pools(src: TrainData, data_root: str | None, stats: PoolStats) -> li
     if src.mine is not None:
         m = src.mine
         mined, mstats = mine_train_set(src.path, m.collections, m.window, m.exclude_eval, m.max_negatives, m.teacher,
-                                       None, m.teacher_filter, data_root, src.max_queries, src.threshold())
+                                       None, m.teacher_filter, data_root, src.max_queries, src.threshold(),
+                                       miner=m.miner)
         stats.notes.append(f"{src.path}: mined on the fly: {mstats.summary()}")
         stats.skipped_no_positive += mstats.queries_without_positive
         stats.skipped_no_negative += mstats.queries_without_negatives
