@@ -6,9 +6,11 @@
 
 Each run's checkpoint (``--step``, default the last) is evaluated on DL19 and DL20 (BM25 top-100; resumable, the
 results go to the run's ``metrics.jsonl`` / ``runs_trec/`` as ``lorank train`` writes them), then every run is
-compared per query with the first (paired t-test, Holm per measure) and with BM25. The training loss is
-summarised per 50-step window (mean, and the share of steps below 0.01: how often a group is already solved).
-Writes ``benchmarks/results/negative_window.json``.
+compared per query with the first (paired t-test, Holm per measure) and with BM25, on each set and on the sets
+pooled (``pooled``: DL19 + DL20 = 97 queries, query ids prefixed by the set). The training loss is summarised per
+50-step window (mean, and the share of steps below 0.01: how often a group is already solved). Writes
+``benchmarks/results/negative_window.json``; top-level keys of an existing ``--out`` that this script does not
+write (notes such as ``pilots``) are kept.
 """
 from __future__ import annotations
 
@@ -43,6 +45,21 @@ def loss_profile(run_dir: Path, every: int = 50, solved_below: float = 0.01) -> 
     return out
 
 
+def _comparisons(compare, qrels: dict, runs: dict, references: list[str]) -> dict:
+    """Aggregates of BM25 and every run; each run against each reference run and against BM25 (paired, Holm
+    over the runs tested against the same baseline)."""
+    trained = {k: v for k, v in runs.items() if k != "bm25"}
+    vs_bm25 = compare(qrels, runs, baseline="bm25", measures=list(MEASURES))
+    out = {"queries": len(qrels),
+           "aggregate": {run: {m: round(float(r.aggregate[m]), 4) for m in MEASURES}
+                         for run, r in vs_bm25.results.items()}}
+    for ref in references:
+        vs_ref = compare(qrels, trained, baseline=ref, measures=list(MEASURES)) if len(trained) > 1 else None
+        out[f"vs_{ref}"] = [c.to_dict() for c in vs_ref.comparisons] if vs_ref else []
+    out["vs_bm25"] = [c.to_dict() for c in vs_bm25.comparisons]
+    return out
+
+
 def last_step(run_dir: Path) -> int:
     from lorank.train.checkpoints import complete_checkpoints, step_of
 
@@ -60,6 +77,8 @@ def main() -> int:
     ap.add_argument("--sets", default="dl19,dl20")
     ap.add_argument("--depth", type=int, default=100)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--against", action="append", default=[], metavar="NAME",
+                    help="also test every run against this one (repeatable; the first --run always is)")
     a = ap.parse_args()
 
     from lorank.data import load_run, resolve_eval_set
@@ -73,32 +92,42 @@ def main() -> int:
             raise SystemExit(f"--run {item!r}: write NAME=DIR")
         runs[name] = Path(path)
     sets = [s.strip() for s in a.sets.split(",") if s.strip()]
+    unknown = [n for n in a.against if n not in runs]
+    if unknown:
+        raise SystemExit(f"--against {', '.join(unknown)}: not among the --run names ({', '.join(runs)})")
     steps = {name: a.step or last_step(d) for name, d in runs.items()}
     for name, d in runs.items():
         print(f"== {name}: {d} checkpoint-{steps[name]}", flush=True)
         evaluate_checkpoints(d, [steps[name]], sets, a.depth)
 
     names = list(runs)
+    refs = list(dict.fromkeys([names[0], *a.against]))
     result: dict = {"runs": {}, "comparisons": {}, "measures": list(MEASURES),
                     "command": "python benchmarks/negative_window.py " + " ".join(sys.argv[1:])}
     for name, d in runs.items():
         cfg = json.loads((d / "config.json").read_text())
         result["runs"][name] = {"dir": str(d), "step": steps[name], "train_data": cfg["config"]["data"],
                                 "pools": cfg.get("pools"), "loss_profile": loss_profile(d)}
+    pooled_qrels: dict = {}
+    pooled_runs: dict = {name: {} for name in ["bm25", *runs]}
     for s in sets:
         label = eval_label(s)
         rs = resolve_eval_set(s)
         trec = {name: load_run(d / "runs_trec" / f"checkpoint-{steps[name]}.{label}.run") for name, d in runs.items()}
-        vs_ref = compare(rs.qrels, trec, baseline=names[0], measures=list(MEASURES)) if len(trec) > 1 else None
-        vs_bm25 = compare(rs.qrels, {"bm25": rs.run, **trec}, baseline="bm25", measures=list(MEASURES))
-        result["comparisons"][label] = {
-            "aggregate": {run: {m: round(float(r.aggregate[m]), 4) for m in MEASURES}
-                          for run, r in vs_bm25.results.items()},
-            f"vs_{names[0]}": [c.to_dict() for c in vs_ref.comparisons] if vs_ref else [],
-            "vs_bm25": [c.to_dict() for c in vs_bm25.comparisons],
-        }
+        result["comparisons"][label] = _comparisons(compare, rs.qrels, {"bm25": rs.run, **trec}, refs)
+        for q, grades in rs.qrels.items():
+            pooled_qrels[f"{label}:{q}"] = grades
+        for name, run in {"bm25": rs.run, **trec}.items():
+            for q, entries in run.items():
+                pooled_runs[name][f"{label}:{q}"] = {e.docid: e.score for e in entries}
+    if len(sets) > 1:
+        result["comparisons"]["pooled"] = {"sets": [eval_label(s) for s in sets],
+                                           **_comparisons(compare, pooled_qrels, pooled_runs, refs)}
     from lorank.atomic import atomic_write_json
 
+    if a.out.is_file():  # keep the notes this script does not write
+        old = json.loads(a.out.read_text())
+        result = {**{k: v for k, v in old.items() if k not in result}, **result}
     atomic_write_json(a.out, result)
     print(json.dumps(result["comparisons"], indent=1))
     print(f"wrote {a.out}")

@@ -5,7 +5,7 @@ function (named in each module's docstring).
 |---|---|
 | :mod:`lorank.cli.evaluate` | ``evaluate``, ``retrieve`` |
 | :mod:`lorank.cli.models` | ``models`` |
-| :mod:`lorank.cli.train` | ``train``, ``teacher``, ``mine``, ``export-adapter`` |
+| :mod:`lorank.cli.train` | ``train``, ``teacher``, ``mine``, ``export-adapter``, ``snapshot`` |
 | :mod:`lorank.cli.rerank` | ``rerank`` |
 | :mod:`lorank.cli.ablate` | ``ablate`` |
 | :mod:`lorank.cli.study` | ``study``, ``report``, ``findings``, ``demo`` |
@@ -30,7 +30,7 @@ app = typer.Typer(help="Train, evaluate and dissect LoRA-fine-tuned LLM reranker
 for _name, _fn in (("evaluate", evaluate.evaluate_cmd), ("retrieve", evaluate.retrieve_cmd),
                    ("models", models.models_cmd), ("train", train.train_cmd), ("rerank", rerank.rerank_cmd),
                    ("teacher", train.teacher_cmd), ("mine", train.mine_cmd),
-                   ("export-adapter", train.export_adapter_cmd), ("ablate", ablate.ablate_cmd),
+                   ("export-adapter", train.export_adapter_cmd), ("snapshot", train.snapshot_cmd), ("ablate", ablate.ablate_cmd),
                    ("study", study.study_cmd), ("report", study.report_cmd), ("findings", study.findings_cmd),
                    ("demo", study.demo_cmd), ("features", ltr.features_cmd), ("ltr", ltr.ltr_cmd)):
     app.command(_name)(_fn)

@@ -1,6 +1,7 @@
-"""``lorank train``, ``mine``, ``teacher`` and ``export-adapter``: training data, training, and the exported adapter
-(:func:`lorank.train.run.train`, :func:`lorank.mine.mine`, :func:`lorank.teacher.teacher_jsonl`,
-:func:`lorank.export.export_adapter`)."""
+"""``lorank train``, ``mine``, ``teacher``, ``export-adapter`` and ``snapshot``: training data, training, the
+exported adapter and a run's resume state (:func:`lorank.train.run.train`, :func:`lorank.mine.mine`,
+:func:`lorank.teacher.teacher_jsonl`, :func:`lorank.export.export_adapter`,
+:func:`lorank.train.snapshot.snapshot_run`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -144,3 +145,17 @@ def export_adapter_cmd(
                               note=note, commands=commands)
     size = sum(f.stat().st_size for f in path.iterdir())
     console.print(f"wrote {path} ({size / 2**20:.1f} MiB)")
+
+
+def snapshot_cmd(
+    run: Path = typer.Argument(..., help="A run folder (runs/X), or a snapshot to restore."),
+    out: Path = typer.Option(..., "--out", help="Where the snapshot goes, e.g. resume/X (to commit), or runs/X "
+                             "(to restore one; then `lorank train` resumes from it)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT even if it holds a later checkpoint."),
+) -> None:
+    """Keep a run's last complete checkpoint (+ config and logs) where a new machine finds it, or restore it."""
+    from lorank.train.snapshot import snapshot_run
+
+    with guard():
+        snap = snapshot_run(run, out, force=force)
+    console.print(f"wrote {snap.summary()}")
