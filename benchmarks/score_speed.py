@@ -225,7 +225,8 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
         vals = [r[key] for r in table]
         ax.barh(range(len(names)), vals, color=colors)
         for i, v in enumerate(vals):
-            extra = f"  ({table[i]['ratio_vs_crossencoder']:.2f}x)" if key == "pairs_per_s" else ""
+            ratio = table[i].get("ratio_vs_crossencoder")  # None when crossencoder was not among the configs
+            extra = f"  ({ratio:.2f}x)" if key == "pairs_per_s" and ratio is not None else ""
             ax.text(v, i, f" {v:g}{extra}", va="center", fontsize=9)
         ax.set_xlim(0, max(vals) * 1.4)
         ax.set_xlabel(label)
