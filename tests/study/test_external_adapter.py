@@ -130,8 +130,6 @@ def test_validation_of_adapter_steps(ext, tmp_path):
     assert "ablations[0]: give either runs" in both and "not both" in both
     assert "analyses[0].adapter: unknown adapter 'nope' (adapters: ref)" in both
     assert "analyses[1]: compare on the external adapter 'ref' needs `against`" in both
-    missing = _problems(tmp_path, model, data, tmp_path / "no-such-adapter")
-    assert "adapters.ref: adapter folder" in missing and "no-such-adapter" in missing and "not found" in missing
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "adapters.ref:" in _problems(tmp_path, model, data, empty)
@@ -163,3 +161,42 @@ def test_the_demo_dissects_the_reference_adapter_only_when_it_exists(tmp_path):
     # a compare analysis without `against` keeps its runs (it needs a run's checkpoints)
     spec = demo.dissect_adapter({"analyses": [{"kind": "compare", "runs": {"rank": 8}}]}, "x")
     assert spec["analyses"] == [{"kind": "compare", "runs": {"rank": 8}}]
+
+
+def test_a_missing_adapter_folder_makes_its_steps_pending_not_the_study_fail(ext, tmp_path):
+    root, spec, out, res, model, data, adapter = ext
+    later = tmp_path / "adapters" / "not-yet"
+    f = _spec(tmp_path, model, data, later)
+    plan = build_plan(load_spec(f), f, check_data=False)
+    pending = [s for s in plan.steps if s.pending]
+    assert {s.step_id for s in pending} == {"ablate/adapter-ref/0", "analyze/weights/adapter-ref/0"}
+    assert all("not found" in s.pending and "not-yet" in s.pending and "re-running" in s.pending for s in pending)
+    assert any("adapter 'ref'" in n and "pending" in n for n in plan.notes)
+    assert not plan.steps[0].pending and "ref" in plan.pending_adapters and not plan.adapters
+    study = tmp_path / "out"
+    first = run_study(f, study, report=False)
+    assert not first.failed and sorted(first.pending) == sorted(s.step_id for s in pending)
+    assert first.outcomes[plan.steps[0].step_id].status == "ok"
+    import json
+    import shutil
+
+    state = json.loads((study / "study_state.json").read_text())
+    assert state["status"] == "done-with-pending" and state["steps"]["ablate/adapter-ref/0"]["status"] == "pending"
+    # the folder appears (the adapter finished training): the same command runs the waiting steps
+    shutil.copytree(adapter, later)
+    again = run_study(f, study)
+    st = {k: v.status for k, v in again.outcomes.items()}
+    assert st == {plan.steps[0].step_id: "cached", "ablate/adapter-ref/0": "ok", "analyze/weights/adapter-ref/0": "ok"}
+    assert (study / "ablations" / "adapter-ref" / "0" / "ablations.json").is_file()
+
+
+def test_findings_read_the_ablations_of_the_external_adapter(ext):
+    root, spec, out, res, *_ = ext
+    from lorank.report.findings_data import ablation_subject
+    from lorank.report.findings_section import study_findings
+    from lorank.report.context import reference_run
+
+    plan = build_plan(load_spec(spec), spec, check_data=False)
+    assert ablation_subject(plan, reference_run(plan)) == "adapter:ref"
+    f3 = {f["finding"]: f for f in study_findings(plan, out)}[3]
+    assert f3["evidence"]["ablations_of"] == "adapter:ref" and "ablation_gate" in f3["evidence"]

@@ -219,9 +219,9 @@ def test_paper_smollm2_preset_validates_with_its_recipe_and_costs():
     (ab,) = [s for s in cpu.steps if s.kind == "ablate"]
     assert {"components", "projections", "layers-leave-one-out", "layer-windows", "rank-truncation"} <= set(
         ab.payload["sweeps"]) and ab.payload["window"] == 11 and ab.step_id.startswith("ablate/smollm2-135m-r8-all")
-    # the CUDA estimate of a 135M model is based on a measured rate, and says so
+    # both estimates of a 135M model are based on measured rates, and say so
     assert any("cost basis" in n and "measured" in n for n in cuda.notes)
-    assert not any("cost basis" in n for n in cpu.notes)
+    assert any("cost basis" in n and "on cpu in" in n and "measured" in n for n in cpu.notes)
     assert 3600 < cuda.estimate_s < cpu.estimate_s
 
 
@@ -246,7 +246,7 @@ def test_small_model_without_a_measured_cuda_rate_says_its_estimate_is_a_lower_b
     r = model_rates("cuda", "some-org/tiny-350m", 300_000_000, RATES["cuda"])
     assert (r.train, r.score) == RATES["cuda"] and "lower bound" in r.note
     assert model_rates("cuda", "mistral-7b", 7_000_000_000, RATES["cuda"]).note is None
-    assert model_rates("cpu", "smollm2-135m", 106_000_000, RATES["cpu"]).note is None
+    assert "measured" in model_rates("cpu", "smollm2-135m", 106_000_000, RATES["cpu"]).note
 
 
 def test_layer_windows_of_width_11_include_exactly_5_to_15_on_30_layers():

@@ -15,6 +15,10 @@ means Holm-adjusted p <= alpha with the difference in that direction):
    the main eval set (one test, no correction). If it is not, the adapter has not learnt to rank beyond its first
    stage, so differences between runs, checkpoints and ablations (and every "% recovered") are noise: every
    verdict is *inconclusive* with that reason (the verdict the numbers would give is kept as ``verdict_ignoring_gate``).
+   When the ablations dissect another adapter (an external one, ``adapters:`` in the spec), they have their own
+   gate: that adapter's ``full`` configuration significantly above BM25. A finding is then decided on the evidence
+   whose gate passed (the trained runs' checkpoints, the ablations, or both); evidence behind a failed gate is
+   left out, and what the finding would say with it is kept as ``verdict_ignoring_gate``.
 1. **Quality rises steadily across checkpoints.** On the reference run: the last checkpoint significantly above
    the first (Holm over the last-vs-first tests of every run) and Spearman rho(step, mean nDCG@10) >= 0.5 (needs
    >= 3 checkpoints). Does not hold: the last checkpoint significantly below the first, rho < 0, or a significant
@@ -52,48 +56,73 @@ from __future__ import annotations
 from typing import Any
 
 from lorank.report.findings_model import (ALPHA, CLAIMS, FAILS, HOLDS, INCONCLUSIVE, MEASURE, RULES, VERDICTS,
-                                          PerQuery, Scores, Test, paired)
+                                          PerQuery, Scores, Test, paired, pooled)
 from lorank.report.findings_rules import (finding_1, finding_2, finding_3, finding_4, finding_5, final_scores,
                                           study_runs)
 
 
-def noise_gate(pq: PerQuery, ref_final: Scores | None) -> tuple[bool, str, Test | None]:
-    """(passed, reason, test): the reference adapter significantly above BM25 on the main eval set."""
+def noise_gate(pq: PerQuery, ref_final: Scores | None, who: str = "") -> tuple[bool, str, Test | None]:
+    """(passed, reason, test): the reference adapter (or the dissected adapter `who`, by its ablations' full
+    configuration) significantly above BM25 on the main eval set."""
     if not ref_final or not pq.bm25:
-        return False, "the reference run's final checkpoint or BM25 has no per-query data", None
-    t = paired(f"gate: reference final vs BM25 ({pq.eval_set})", "reference", ref_final, "BM25", pq.bm25)
+        return False, ((f"the ablations of {who} have no full configuration" if who else
+                        "the reference run's final checkpoint") + " or BM25 has no per-query data"), None
+    name = who or "reference"
+    t = paired(f"gate: {name} {'full' if who else 'final'} vs BM25 ({pq.eval_set})", name, ref_final, "BM25", pq.bm25)
     t.p_holm = t.p  # a family of one
-    fig = f"reference {t.mean_a:.4f} vs BM25 {t.mean_b:.4f} nDCG@10 on {pq.eval_set}, p={t.p:.3g}"
+    fig = f"{name} {t.mean_a:.4f} vs BM25 {t.mean_b:.4f} nDCG@10 on {pq.eval_set}, p={t.p:.3g}"
     if t.above():
         return True, fig, t
+    if who:
+        return False, (f"the dissected adapter {who} is not significantly above BM25 ({fig}): its ablations' "
+                       "differences and percentages are noise"), t
     return False, (f"the trained reference adapter is not significantly above BM25 ({fig}): differences between "
                    "runs, checkpoints and ablations, and the ablation percentages, are noise"), t
 
 
 def evaluate_findings(results: Any, pq: PerQuery, reference: str) -> list[dict[str, Any]]:
     """The five findings as ``{finding, claim, verdict, reason, rule, evidence, p_values}`` dicts."""
-    runs = study_runs(results, pq.eval_set)
+    runs = study_runs(results, pq.labels)
     if reference not in runs:  # the reference must be a trained run of the table
         runs[reference] = {}
     ok, why, gate = noise_gate(pq, final_scores(pq, reference))
+    own = not pq.ablations_of or pq.ablations_of == reference  # the ablations dissect the reference run itself
+    ab_ok, ab_why, ab_gate = (ok, why, gate) if own or not pq.ablations else noise_gate(
+        pq, pq.ablations.get("full"), pq.ablations_of)
+    # the evidence whose gate passed: checkpoints when the reference passed, ablations when their adapter did
+    view = pq if (ok and ab_ok) or (not ok and not ab_ok) else PerQuery(
+        pq.eval_set, pq.bm25, pq.checkpoints if ok else {}, pq.ablations if ab_ok else {}, pq.ablations_of, pq.sets)
+    failed = "; ".join(dict.fromkeys(w for passed, w in ((ok, why), (ab_ok, ab_why)) if not passed))
     out = []
     for fn in (finding_1, finding_2, finding_3, finding_4, finding_5):
         f = fn(runs, pq, reference)
-        if gate is not None:
-            f["p_values"] = {gate.name: gate.to_dict(), **f["p_values"]}
+        if view is not pq:  # one gate failed: decide on the other's evidence only
+            g = fn(runs, view, reference)
+            if (g["verdict"], g["reason"]) != (f["verdict"], f["reason"]):
+                g["evidence"]["verdict_ignoring_gate"] = f["verdict"]
+                g["evidence"]["reason_ignoring_gate"] = f["reason"]
+                if g["verdict"] == INCONCLUSIVE:
+                    g["reason"] = f"{failed}; without that evidence: {g['reason']}"
+            f = g
+        for t in (gate, ab_gate if ab_gate is not gate else None):
+            if t is not None:
+                f["p_values"] = {t.name: t.to_dict(), **f["p_values"]}
         f["evidence"]["gate"] = {"passed": ok, "detail": why}
-        if not ok:
+        if not own and pq.ablations:
+            f["evidence"]["ablations_of"] = pq.ablations_of
+            f["evidence"]["ablation_gate"] = {"passed": ab_ok, "detail": ab_why}
+        if not ok and not ab_ok:
             f["evidence"]["verdict_ignoring_gate"] = f["verdict"]
             f["evidence"]["reason_ignoring_gate"] = f["reason"]
-            f["verdict"], f["reason"] = INCONCLUSIVE, why
+            f["verdict"], f["reason"] = INCONCLUSIVE, failed
         out.append(f)
     return out
 
 
 def figures_text(f: dict[str, Any]) -> str:
     """The deciding figures of one finding, one line."""
-    return f["reason"] if f["evidence"].get("gate", {}).get("passed", True) else (
-        f"{f['reason']} [numbers: {f['evidence'].get('reason_ignoring_gate', '')}]")
+    ignoring = f["evidence"].get("reason_ignoring_gate")
+    return f"{f['reason']} [numbers: {ignoring}]" if ignoring else f["reason"]
 
 
 def p_text(f: dict[str, Any]) -> str:
@@ -115,4 +144,4 @@ def findings_markdown(findings: list[dict[str, Any]], title: str | None = None) 
 
 
 __all__ = ["ALPHA", "CLAIMS", "FAILS", "HOLDS", "INCONCLUSIVE", "MEASURE", "RULES", "VERDICTS", "PerQuery", "Test",
-           "evaluate_findings", "figures_text", "findings_markdown", "noise_gate", "p_text"]
+           "evaluate_findings", "figures_text", "findings_markdown", "noise_gate", "p_text", "pooled"]

@@ -1,6 +1,7 @@
 """Per-query nDCG@10 for the findings (:class:`lorank.report.findings.PerQuery`), read from the TREC runs a study
 writes: each run's checkpoints (``runs/<run>/runs_trec/checkpoint-N.<set>.run``), the reference adapter's ablations
-(``ablations/<run>/<i>/runs/<sweep>/<config>.run``) and the first stage (BM25) of the main eval set."""
+(``ablations/<run>/<i>/runs/<sweep>/<config>.run``, or an external adapter's, ``ablations/adapter-<name>/...``)
+and the first stage (BM25) of the main eval set(s)."""
 from __future__ import annotations
 
 import json
@@ -29,8 +30,19 @@ def _step(path: Path) -> int:
     return int(path.name.split(".")[0].split("-")[-1])
 
 
-def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str) -> PerQuery:
-    """Per-query nDCG@10 of every checkpoint, of the reference adapter's ablations on the same set, and of BM25.
+def ablation_subject(plan: Any, reference: Any) -> str:
+    """Whose ablations the findings read: the reference run's when it is ablated, else the one external adapter
+    (``adapter:<name>``) the spec's ablations dissect, else the reference run (none)."""
+    ablated = list(dict.fromkeys(s.run_id for s in plan.steps if s.kind == "ablate"))
+    if reference.run_id in ablated:
+        return reference.run_id
+    external = [r for r in ablated if r.startswith("adapter:")]
+    return external[0] if len(external) == 1 else reference.run_id
+
+
+def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, subject: str | None = None) -> PerQuery:
+    """Per-query nDCG@10 of every checkpoint, of the ablations of `subject` (a run id or ``adapter:<name>``;
+    default :func:`ablation_subject`) on the same set, and of BM25.
 
     `set_name` is the main eval set as the spec names it (dl19, or a folder); its label names the files."""
     from lorank.ablate.run import run_file_stem
@@ -38,19 +50,20 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str) ->
     from lorank.data.sources import eval_label
 
     study_dir = Path(study_dir)
+    subject = subject or ablation_subject(plan, reference)
     label = eval_label(set_name)
     mq = reference.train_config.get("eval", {}).get("max_queries")
     rs = resolve_eval_set(set_name, plan.spec.data_root).subset(mq)
     if not rs.qrels:  # nothing to test against: every finding is inconclusive ("no per-query data")
         log.warning("findings: %s has no qrels; no per-query metrics", set_name)
-        return PerQuery(label, {})
-    pq = PerQuery(label, per_query(rs.qrels, rs.run))
+        return PerQuery(label, {}, ablations_of=subject)
+    pq = PerQuery(label, per_query(rs.qrels, rs.run), ablations_of=subject)
     for r in plan.runs:
         files = sorted((study_dir / "runs" / r.run_id / "runs_trec").glob(f"checkpoint-*.{label}.run"), key=_step)
         if files:
             pq.checkpoints[r.run_id] = {_step(f): per_query(rs.qrels, _read(f)) for f in files}
     for step in plan.steps:
-        if step.kind != "ablate" or step.run_id != reference.run_id or eval_label(step.payload["eval"]) != label:
+        if step.kind != "ablate" or step.run_id != subject or eval_label(step.payload["eval"]) != label:
             continue
         d = study_dir / step.out_dir
         f = d / "ablations.json"

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from lorank.errors import ConfigError
 from lorank.score.significance import holm, paired_ttest
 
 ALPHA = 0.05
@@ -42,12 +43,44 @@ Scores = dict[str, float]  # qid -> nDCG@10
 
 @dataclass
 class PerQuery:
-    """Per-query nDCG@10 on the study's main evaluation set."""
+    """Per-query nDCG@10 on the study's main evaluation set (or on several sets pooled: :func:`pooled`)."""
 
     eval_set: str
     bm25: Scores
     checkpoints: dict[str, dict[int, Scores]] = field(default_factory=dict)  # run_id -> step -> qid -> value
-    ablations: dict[str, Scores] = field(default_factory=dict)  # the reference adapter's ablation configs
+    ablations: dict[str, Scores] = field(default_factory=dict)  # the dissected adapter's ablation configs
+    #: whose ablations these are: a run id, or adapter:<name> for an external adapter ("" = the reference run)
+    ablations_of: str = ""
+    #: the eval-set labels pooled here (empty: just `eval_set`)
+    sets: tuple[str, ...] = ()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.sets or (self.eval_set,)
+
+
+def pooled(parts: list[PerQuery]) -> PerQuery:
+    """Several sets' per-query numbers as one (their query ids must not overlap: DL19 and DL20 do not); a
+    checkpoint or ablation evaluated on only some of the sets keeps the queries it has."""
+    if len(parts) == 1:
+        return parts[0]
+    seen: set[str] = set()
+    for p in parts:
+        clash = seen & set(p.bm25)
+        if clash:
+            raise ConfigError(f"cannot pool {p.eval_set} with the other sets: {len(clash)} query ids overlap "
+                             f"(e.g. {sorted(clash)[0]})")
+        seen |= set(p.bm25)
+    labels = tuple(x for p in parts for x in p.labels)
+    out = PerQuery("+".join(labels), {}, ablations_of=parts[0].ablations_of, sets=labels)
+    for p in parts:
+        out.bm25.update(p.bm25)
+        for rid, steps in p.checkpoints.items():
+            for step, sc in steps.items():
+                out.checkpoints.setdefault(rid, {}).setdefault(step, {}).update(sc)
+        for name, sc in p.ablations.items():
+            out.ablations.setdefault(name, {}).update(sc)
+    return out
 
 
 @dataclass

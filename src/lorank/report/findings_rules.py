@@ -16,11 +16,12 @@ from lorank.report.findings_model import (FAILS, HOLDS, INCONCLUSIVE, RECOVER_MI
 _AXES = ("model", "rank", "components", "projections", "layers", "variant", "seed", "alpha", "dropout")
 
 
-def study_runs(results: Any, eval_set: str) -> dict[str, dict[str, Any]]:
-    """run_id -> axes, from the checkpoint rows of the results table on the main eval set."""
+def study_runs(results: Any, eval_set: str | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """run_id -> axes, from the checkpoint rows of the results table on the main eval set(s)."""
     if results is None or not len(results):
         return {}
-    ck = results[(results["source"] == "checkpoint") & (results["eval_set"] == eval_set)]
+    sets = [eval_set] if isinstance(eval_set, str) else list(eval_set)
+    ck = results[(results["source"] == "checkpoint") & (results["eval_set"].isin(sets))]
     out: dict[str, dict[str, Any]] = {}
     for _, row in ck.iterrows():
         out.setdefault(str(row["run_id"]), {k: _norm(row.get(k)) for k in _AXES if k in row.index})
@@ -120,7 +121,8 @@ def finding_3(runs: dict[str, dict[str, Any]], pq: PerQuery, ref: str) -> dict[s
         source, base_name, base = "trained separately", "BM25", pq.bm25
         s = trained
     elif all(k in pq.ablations for k in ("full", "none", "mha-only", "mlp-only")):
-        source, base_name, base = "inference-time ablation of the reference adapter", "LoRA off", pq.ablations["none"]
+        who = pq.ablations_of if pq.ablations_of.startswith("adapter:") else "the reference adapter"
+        source, base_name, base = f"inference-time ablation of {who}", "LoRA off", pq.ablations["none"]
         s = {"all": pq.ablations["full"], "mha": pq.ablations["mha-only"], "mlp": pq.ablations["mlp-only"]}
     else:
         return result(3, INCONCLUSIVE, "neither trained MHA-only/MLP-only runs nor a components ablation", {}, [])

@@ -8,14 +8,15 @@ from typing import Any
 
 from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.report.context import reference_run
-from lorank.report.findings import ALPHA, evaluate_findings, figures_text, findings_markdown, p_text
+from lorank.report.findings import ALPHA, evaluate_findings, figures_text, findings_markdown, p_text, pooled
 from lorank.report.page import Section
 
 TITLE = "Findings vs the paper"
 
 
 def study_findings(plan: Any, study_dir: Path, results: Any = None) -> list[dict[str, Any]]:
-    """The five findings for a study directory ([] when no checkpoint is evaluated on any set)."""
+    """The five findings for a study directory ([] when no checkpoint is evaluated on any set), on the first
+    evaluation set of the training runs, or on the queries of ``report.findings_sets`` pooled."""
     import pandas as pd
 
     from lorank.report.findings_data import load_per_query
@@ -27,7 +28,8 @@ def study_findings(plan: Any, study_dir: Path, results: Any = None) -> list[dict
     ref = reference_run(plan)
     if results is None:
         results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
-    pq = load_per_query(plan, Path(study_dir), ref, sets[0])
+    chosen = plan.spec.report.findings_sets or sets[:1]  # pooled: their queries together
+    pq = pooled([load_per_query(plan, Path(study_dir), ref, s) for s in chosen])
     return evaluate_findings(results, pq, ref.run_id)
 
 

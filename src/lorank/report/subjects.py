@@ -5,14 +5,15 @@ from __future__ import annotations
 import html
 from typing import Any, Iterable
 
-from lorank.study.external import ExternalAdapter
+from lorank.study.external import ExternalAdapter, PendingAdapter
 
 
 def subject_text(plan: Any, run_id: str) -> str:
     """'run <run_id>' or 'adapter <name> (<folder>, <model>, trained on <data>, step N)'."""
     if run_id.startswith("adapter:"):
-        ext = getattr(plan, "adapters", {}).get(run_id.split(":", 1)[1])
-        if isinstance(ext, ExternalAdapter):
+        name = run_id.split(":", 1)[1]
+        ext = getattr(plan, "adapters", {}).get(name) or getattr(plan, "pending_adapters", {}).get(name)
+        if isinstance(ext, (ExternalAdapter, PendingAdapter)):
             return ext.describe()
     return f"run {run_id}"
 

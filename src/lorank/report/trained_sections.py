@@ -19,9 +19,12 @@ def overview_section(ctx: ReportContext) -> Section:
     steps = ctx.state.get("steps", {})
     n_ok = sum(1 for s in steps.values() if s["status"] in ("ok", "cached"))
     failed = {k: v for k, v in steps.items() if v["status"] in ("failed", "skipped")}
+    waiting = [s for s in plan.steps if s.pending]
     ov.text = (f"<b>{html.escape(spec.name)}</b>: {html.escape(spec.description)}<br>"
                f"{len(plan.runs)} training runs, {len(plan.steps)} steps ({n_ok} done"
                + (f", <span class='bad'>{len(failed)} failed or skipped</span>" if failed else "")
+               + (f", {len(waiting)} pending: " + html.escape("; ".join(dict.fromkeys(w.pending for w in waiting)))
+                  if waiting else "")
                + f"); reference run (the 'full adapter'): <code>{ctx.ref.run_id}</code>; main eval set: "
                f"{ctx.main_set}. Report generated {time.strftime('%Y-%m-%d %H:%M')}.")
     if failed:

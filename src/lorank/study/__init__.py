@@ -55,6 +55,11 @@ class StudyResult:
     def failed(self) -> list[str]:
         return [k for k, v in self.outcomes.items() if v.status in ("failed", "skipped")]
 
+    @property
+    def pending(self) -> list[str]:
+        """Steps waiting for an external adapter that is not there yet (not failures)."""
+        return [k for k, v in self.outcomes.items() if v.status == "pending"]
+
 
 def prepare(spec_path: str | Path, out: str | Path, data_root: str | Path | None = None) -> tuple[Plan, Path]:
     """Validate the spec fully (every problem at once) and lay out the study directory."""
@@ -99,6 +104,10 @@ def run_study(spec_path: str | Path, out: str | Path, data_root: str | Path | No
     plan, out = prepare(spec_path, out, data_root)
     print_plan(plan, out, console, brief=True)
     outcomes = execute(plan, out, console, only)
+    waiting = [s for s in plan.steps if s.pending and s.step_id in outcomes]
+    if waiting:
+        console.print(f"[yellow]{len(waiting)} step(s) pending[/] ({', '.join(s.step_id for s in waiting)}): "
+                      + "; ".join(dict.fromkeys(s.pending for s in waiting)))
     page = None
     if report:
         from lorank.report import build_report
@@ -125,10 +134,28 @@ def print_plan(plan: Plan, out: Path, console: Any, brief: bool = False) -> None
     t = Table(title="plan (estimates from model size x tokens at this device's measured FLOP/s)")
     for c in ("#", "step", "estimate", "state"):
         t.add_column(c)
+    state = {}
     for i, s in enumerate(plan.steps, 1):
-        done = marker_ok(out, s) if out.exists() else False
-        t.add_row(str(i), s.step_id, _dur(s.estimate_s) if s.estimate_s else "?", "done" if done else "todo")
+        state[s.step_id] = "pending" if s.pending else "done" if out.exists() and marker_ok(out, s) else "todo"
+        t.add_row(str(i), s.step_id, _dur(s.estimate_s) if s.estimate_s else "?", state[s.step_id])
     console.print(t)
+    console.print(by_kind_table(plan, state))
+
+
+def by_kind_table(plan: Plan, state: dict[str, str] | None = None) -> Any:
+    """The estimate per step kind (train / ablate / analyze) and in total, with what is left to do."""
+    from rich.table import Table
+
+    state = state or {}
+    t = Table(title=f"estimate by step kind on {plan.device}")
+    for c in ("kind", "steps", "estimate", "left (todo + pending)"):
+        t.add_column(c)
+    kinds = list(dict.fromkeys(s.kind for s in plan.steps))
+    for kind in [*kinds, "total"]:
+        steps = [s for s in plan.steps if kind in ("total", s.kind)]
+        left = sum(s.estimate_s for s in steps if state.get(s.step_id, "todo") != "done")
+        t.add_row(kind, str(len(steps)), _dur(sum(s.estimate_s for s in steps)), _dur(left))
+    return t
 
 
 def _dur(s: float) -> str:

@@ -1,17 +1,48 @@
-"""The basis of a study's cost estimate for one model on one device: effective FLOP/s for training and scoring,
-and a note that says where they come from.
+"""A study's cost estimate: the rates a model runs at on a device (effective FLOP/s for training and scoring, and a
+note that says where they come from) and the seconds each kind of step costs at those rates.
 
-The nominal rates (`lorank.study.plan.RATES`) are FLOP/s: the CPU pair is calibrated on the demo study measured on
-the 2-core development machine with SmolLM2-135M; the CUDA pair is a fraction of the H100's dense bf16 peak, which
-7B-class models approach (measured: scoring 30-34% MFU, training 7-10%). A 135M model is nowhere near a GPU's peak
-(kernel launches and small matmuls dominate), so on CUDA a small model uses a measured throughput where one exists
-(`MEASURED`) and otherwise says plainly that its estimate is a lower bound.
+CPU rates are measured (`CPU_MEASURED`): SmolLM2-135M on the 2-core development CPUs, one pair of figures per
+precision (bf16 on CPUs with AVX512-BF16/AMX, fp32 on AVX2-only ones: the one decision of `lorank.precision`,
+which `$LORANK_BF16` overrides, so a plan made on one kind of CPU can be priced for the other); another model is
+priced at the same effective FLOP/s (4N FLOPs per training token, 2N per scored token). The CUDA pair
+(`lorank.study.plan.RATES`) is a fraction of the H100's dense bf16 peak, which 7B-class models approach (measured:
+scoring 30-34% MFU, training 7-10%). A 135M model is nowhere near a GPU's peak (kernel launches and small matmuls
+dominate), so on CUDA a small model uses a measured throughput where one exists (`MEASURED`) and otherwise says
+plainly that its estimate is a lower bound.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
-#: measured training throughput (real tokens/s) of a model on a device: (device, model-name hint) ->
+AVG_TOKENS = 100  # a DL query + passage in the default template, in tokens (measured: 90-110; MS MARCO train ~104)
+#: judged queries of the named evaluation sets (the default of `max_queries`); another set is counted as 43
+SET_QUERIES = {"dl19": 43, "trec-dl-2019": 43, "dl20": 54, "trec-dl-2020": 54}
+#: SmolLM2-135M's body parameters (`lorank.study.plan.count_params`): the model the CPU rates were measured on
+CPU_REF_PARAMS = 106_168_320
+
+
+@dataclass(frozen=True)
+class CpuMeasured:
+    train_tokens_s: float  # real training tokens/s of a `lorank train` run (packed forward)
+    score_pairs_s: float  # reranked pairs/s of a checkpoint's evaluation, load and metrics included
+    source: str
+
+
+#: SmolLM2-135M, LoRA r=8 on all 7 projections, 2 queries x G=8, max length 196, 2-core CPUs
+CPU_MEASURED: dict[str, CpuMeasured] = {
+    "bf16": CpuMeasured(500.0, 13.5, "issue 23's MS MARCO runs on the 2-core AVX512-BF16 CPU (session 10, bf16, "
+                                     "packed forward): training 490-555 tokens/s (~830 tokens a query at G=8, counted "
+                                     "here as 8 x 100), checkpoint evaluation on DL19+DL20 top-50 = 4,850 pairs in "
+                                     "~6 min (13.5 pairs/s; the scorer alone 13-17)"),
+    "fp32": CpuMeasured(200.0, 4.0, "fp32 (AVX2-only CPUs): benchmarks/train_speed.py 248 tokens/s (docs/speed.md, "
+                                    "2026-12-01) x 0.8, the ratio of real runs to that benchmark in bf16 (490-555 vs "
+                                    "644); scoring 3.0-4.5 pairs/s (benchmarks/README.md: score_speed.py 3.0, the "
+                                    "demo 4.5)"),
+}
+
+#: measured training throughput (real tokens/s) of a model on a GPU: (device, model-name hint) ->
 #: (tokens/s, where it was measured). Scoring is not measured for these: it is assumed to run at the same
 #: effective FLOP/s as training (a scored token costs 2N FLOPs against 4N for a LoRA training token).
 MEASURED: dict[tuple[str, str], tuple[float, str]] = {
@@ -30,8 +61,37 @@ class Rates:
     note: str | None = None  # the basis, when it is not the nominal rate
 
 
-def model_rates(device: str, model: str, n_params: int | None, nominal: tuple[float, float]) -> Rates:
-    """The rates a plan uses for `model` (`n_params` body parameters) on `device`."""
+def cpu_flops(precision: str) -> tuple[float, float]:
+    """(training, scoring) effective FLOP/s of the CPU measured in `precision` (bf16 or fp32)."""
+    m = CPU_MEASURED["bf16" if precision == "bf16" else "fp32"]
+    return m.train_tokens_s * 4 * CPU_REF_PARAMS, m.score_pairs_s * AVG_TOKENS * 2 * CPU_REF_PARAMS
+
+
+def cpu_precision(dtype: str | None) -> tuple[str, str]:
+    """(bf16 | fp32, why) for a training config's `dtype` on this CPU (`auto`: lorank.precision's decision)."""
+    from lorank.precision import decide
+
+    if dtype in (None, "auto"):
+        d = decide(None, "cpu")
+        return d.name, d.reason
+    return ("bf16" if dtype == "bf16" else "fp32"), f"dtype: {dtype}"
+
+
+def model_rates(device: str, model: str, n_params: int | None, nominal: tuple[float, float],
+                precision: str | None = None, why: str = "") -> Rates:
+    """The rates a plan uses for `model` (`n_params` body parameters) on `device`; on a CPU, those measured in
+    `precision` (default fp32), with a note naming them."""
+    if device == "cpu":
+        prec = "bf16" if precision == "bf16" else "fp32"
+        m = CPU_MEASURED[prec]
+        scale = f", scaled by body parameters ({n_params / 1e6:.0f}M)" if n_params and abs(
+            n_params - CPU_REF_PARAMS) > 0.05 * CPU_REF_PARAMS else ""
+        other = "LORANK_BF16=0 prices it for an AVX2-only CPU (fp32)" if prec == "bf16" else \
+            "LORANK_BF16=1 prices it for an AVX512-BF16 CPU (bf16)"
+        return Rates(*cpu_flops(prec), note=(f"{model} on cpu in {prec}" + (f" ({why})" if why else "") + ": the "
+                                             f"measured {m.train_tokens_s:.0f} training tokens/s and "
+                                             f"{m.score_pairs_s:g} scored pairs/s of SmolLM2-135M{scale} ({m.source}); "
+                                             + other))
     if device != "cuda" or not n_params or n_params >= SMALL_MODEL:
         return Rates(*nominal)
     low = model.lower()
@@ -44,3 +104,72 @@ def model_rates(device: str, model: str, n_params: int | None, nominal: tuple[fl
     return Rates(*nominal, note=(f"{model} on cuda: no measured GPU rate for a model of {n_params / 1e6:.0f}M "
                                  "parameters; the estimate uses nominal 7B-class rates (40%/30% of an H100's bf16 "
                                  "peak), which a small model does not reach: it is a lower bound, likely by 10-100x"))
+
+
+# ----------------------------------------------------------------------------------------- seconds per step
+def score_s(pairs: float, n: int, rates: Rates) -> float:
+    """Seconds to score `pairs` (query, passage) pairs with a model of `n` body parameters."""
+    return pairs * AVG_TOKENS * 2 * n / rates.score
+
+
+def set_queries(name: str, max_queries: int | None) -> int:
+    n = SET_QUERIES.get(str(name).strip().lower(), 43)
+    return min(n, max_queries) if max_queries else n
+
+
+def train_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
+    """A training run: its tokens at the training rate, plus every checkpoint's evaluation."""
+    n_steps = tc["max_steps"] if tc["max_steps"] > 0 else 200
+    tokens = n_steps * tc["batch_queries"] * tc["group_size"] * tc["grad_accum"] * AVG_TOKENS
+    ev = tc.get("eval", {})
+    ck = tc["checkpoints"]
+    n_ckpt = len(ck.get("steps") or []) or max(1, n_steps // (ck.get("every") or n_steps))
+    pairs = sum(set_queries(s, ev.get("max_queries")) for s in ev.get("sets", [])) * ev.get("depth", 100)
+    return tokens * 4 * n / rates.train + n_ckpt * score_s(pairs, n, rates) + 15
+
+
+def window_count(n_layers: int, window: int) -> int:
+    """Windows of the layer-windows sweep (lorank.ablate.sweeps.build_sweep): width `window`, stride half of it,
+    the last one flush with the top layer, plus "only L5-15" when it is not one of them."""
+    w = max(1, min(window, n_layers))
+    step = max(1, w // 2)
+    starts = list(range(0, n_layers - w + 1, step))
+    if starts[-1] != n_layers - w:
+        starts.append(n_layers - w)
+    return len(starts) + (n_layers > 15 and not (w == 11 and 5 in starts))
+
+
+def sweep_size(sweep: str, n_layers: int, window: int, axes: dict[str, Any]) -> float:
+    """Full-evaluation equivalents of one sweep: its configurations plus the two every sweep scores (full, LoRA
+    off); cached layer sweeps cost about 0.55 of L + 2 evaluations (benchmarks/results/ablation_sweep_cost.json:
+    0.537 of 32 on 30 layers). Unknown components or rank (an adapter not there yet) count as all 7 projections
+    and rank 8."""
+    comp = axes.get("components")
+    n_proj = 4 if comp == "mha" else 3 if comp == "mlp" else 7
+    rank = int(axes.get("rank") or 8)
+    layer_sweep = 0.55 * (n_layers + 2)
+    return 2 + {"components": 2, "projections": 2 * n_proj, "layers-leave-one-out": layer_sweep - 2,
+                "layers-keep-one": layer_sweep - 2, "layer-windows": window_count(n_layers, window),
+                "rank-truncation": max(0, (rank - 1).bit_length()), "scale": 6}.get(sweep, 0)
+
+
+def ablation_estimate(configs: float, eval_set: str, max_queries: int | None, depth: int, n: int,
+                      rates: Rates) -> float:
+    return configs * score_s(set_queries(eval_set, max_queries) * depth, n, rates) + 15
+
+
+def analysis_estimate(kind: str, options: dict[str, Any], n: int, n_layers: int, rates: Rates) -> float:
+    """weights / compare: seconds of file work; probe: a base and a fine-tuned pass over its pairs (default 20
+    queries x top-30); patch: both passes, then each layer's patch replays the layers above it (about L/2 full
+    forwards per site kind) plus one all-blocks check, over its pairs (default 15 queries x top-20)."""
+    if kind in ("weights", "compare"):
+        return 10.0
+    if kind == "probe":
+        pairs = (options.get("max_queries") or 20) * options.get("depth", 30)
+        return score_s(2 * pairs, n, rates) + 20
+    if kind == "patch":
+        pairs = (options.get("max_queries") or 15) * options.get("depth", 20)
+        sites = options.get("sites") or ["layer"]
+        passes = 3 + math.ceil(len(sites) * n_layers / 2)
+        return score_s(passes * pairs, n, rates) + 20
+    return score_s(2 * 600, n, rates) + 20

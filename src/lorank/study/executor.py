@@ -3,7 +3,8 @@
 A step is skipped when its output folder holds a completion marker with the step's hash. A killed study
 re-run with the same command continues where it stopped (a killed training run resumes from its last
 complete checkpoint). A failing step is recorded with the tail of its log; steps that need it are
-skipped; the rest of the study goes on.
+skipped; the rest of the study goes on. A pending step (its external adapter's folder is not there yet) is
+recorded as pending, not failed: a re-run once the folder exists runs it.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ STATE = "study_state.json"
 @dataclass
 class StepOutcome:
     step_id: str
-    status: str  # ok | cached | failed | skipped
+    status: str  # ok | cached | failed | skipped | pending
     wall_s: float = 0.0
     detail: str = ""
     result: dict[str, Any] = field(default_factory=dict)
@@ -165,6 +166,12 @@ def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | 
                 progress.advance(overall)
                 save_state("running")
                 continue
+            if step.pending:
+                outcomes[step.step_id] = StepOutcome(step.step_id, "pending", detail=step.pending)
+                console.print(f"[yellow]pending[/] {step.step_id}: {step.pending}")
+                progress.advance(overall)
+                save_state("running")
+                continue
             if marker_ok(study_dir, step):
                 outcomes[step.step_id] = StepOutcome(step.step_id, "cached", detail="outputs exist with this hash")
                 progress.advance(overall)
@@ -198,7 +205,9 @@ def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | 
             else:
                 console.print(f"[green]done[/] {step.step_id} in {out.wall_s:.0f} s{_headline(out.result)}")
             progress.update(overall, eta=eta(remaining - step.estimate_s))
-        save_state("done" if all(o.status in ("ok", "cached") for o in outcomes.values()) else "done-with-failures")
+        statuses = {o.status for o in outcomes.values()}
+        save_state("done-with-failures" if statuses & {"failed", "skipped"} else
+                   "done-with-pending" if "pending" in statuses else "done")
     failures = {k: v for k, v in outcomes.items() if v.status == "failed"}
     if failures:
         atomic_write_text(study_dir / "failures.txt", "".join(f"{k}\n{v.detail}\n\n" for k, v in failures.items()))

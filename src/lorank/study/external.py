@@ -5,6 +5,10 @@ An external adapter is an exported adapter folder (``lorank export-adapter``), a
 (its last complete checkpoint). Its identity, which the hashes of the steps on it follow, is the SHA-256 of its
 weights file, ``adapter_config.json`` and lorank's metadata: a copied or cloned folder (new mtimes) keeps it, a
 retrained one gets a new one. Its steps' rows in ``results.csv`` carry ``run_id`` = ``adapter:<name>``.
+
+An adapter whose folder does not exist (yet: it may still be training) is a :class:`PendingAdapter`: its steps
+are planned and priced (as if its base model were the study's model) but pending; the rest of the study runs,
+and a re-run once the folder exists runs them. A folder that exists but holds no usable adapter is an error.
 """
 from __future__ import annotations
 
@@ -71,6 +75,36 @@ class ExternalAdapter:
                 + (f", step {step}" if step is not None else "") + ")")
 
 
+@dataclass(frozen=True)
+class PendingAdapter:
+    """An adapter of the spec whose folder is not there: its steps wait for it."""
+
+    name: str
+    folder: str
+    looked_in: tuple[str, ...]
+    model: str = "?"  # assumed for cost estimates: the study's model when it has one
+    axes: dict[str, Any] = field(default_factory=dict)  # unknown until it exists
+
+    run_id = ExternalAdapter.run_id
+    slug = ExternalAdapter.slug
+
+    @property
+    def path(self) -> str:
+        return self.folder
+
+    @property
+    def config_hash(self) -> str:
+        return f"pending:{self.folder}"
+
+    def reason(self) -> str:
+        return (f"adapter {self.name!r}: folder {self.folder!r} not found (looked in {', '.join(self.looked_in)}); "
+                "its steps are pending: the rest of the study runs, and re-running the study once the folder "
+                "exists runs them" + (f" (estimated as an adapter of {self.model})" if self.model != "?" else ""))
+
+    def describe(self) -> str:
+        return f"adapter {self.name} ({self.folder}, not there yet)"
+
+
 def _sha256(files: list[Path]) -> str:
     h = hashlib.sha256()
     for f in files:
@@ -85,7 +119,8 @@ def _where(folder: str, base: Path | None) -> list[Path]:
     p = Path(folder).expanduser()
     if p.is_absolute():
         return [p]
-    return [Path.cwd() / p] + ([base / p] if base is not None else [])
+    cands = [Path.cwd() / p] + ([base / p] if base is not None else [])
+    return list(dict.fromkeys(c.resolve() for c in cands))
 
 
 def resolve_adapter(name: str, folder: str, base: Path | None = None) -> ExternalAdapter:
@@ -118,12 +153,21 @@ def resolve_adapter(name: str, folder: str, base: Path | None = None) -> Externa
     return ExternalAdapter(name, folder, ckpt, _sha256(parts)[:16], meta, training)
 
 
-def resolve_adapters(adapters: dict[str, str], base: Path | None, problems: list[str]) -> dict[str, ExternalAdapter]:
-    """Every adapter of a spec; a problem per adapter that cannot be used (appended to `problems`)."""
+def resolve_adapters(adapters: dict[str, str], base: Path | None, problems: list[str],
+                     pending: dict[str, PendingAdapter] | None = None,
+                     models: list[str] | None = None) -> dict[str, ExternalAdapter]:
+    """Every adapter of a spec; a problem per adapter that cannot be used (appended to `problems`). With a
+    `pending` dict, an adapter whose folder does not exist goes there instead of being a problem (its base model
+    assumed to be the study's, when `models` has exactly one)."""
     from lorank.errors import ConfigError
 
     out = {}
     for name, folder in adapters.items():
+        cands = _where(folder, base)
+        if pending is not None and NAME.match(name) and not any(c.is_dir() for c in cands):
+            model = models[0] if models and len(models) == 1 else "?"
+            pending[name] = PendingAdapter(name, folder, tuple(str(c) for c in cands), model)
+            continue
         try:
             out[name] = resolve_adapter(name, folder, base)
         except ConfigError as e:

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from lorank.errors import ConfigError
-from lorank.study.external import ExternalAdapter, resolve_adapters
+from lorank.study.cost import AVG_TOKENS, cpu_flops
+from lorank.study.external import ExternalAdapter, PendingAdapter, resolve_adapters
 from lorank.study.spec import ANALYSES, AXES, RunSpec, StudySpec, config_hash, expand
 
 log = logging.getLogger("lorank.study")
 
-#: effective FLOP/s used for cost estimates: (training, scoring). CPU figures are calibrated on the demo study
-#: measured on the 2-core AVX2 machine this project is developed on (SmolLM2-135M: ~145 train tokens/s with
-#: dropout off and process start-up included, ~4.5 scored pairs/s).
-RATES = {"cpu": (0.7e11, 0.85e11), "cuda": (0.40 * 989e12, 0.30 * 989e12)}
-AVG_TOKENS = 100  # a DL query + passage in the default template, in tokens (measured: 90-110)
+#: nominal effective FLOP/s of cost estimates: (training, scoring). On a CPU a plan uses the rates measured in the
+#: precision the run will use (lorank.study.cost.CPU_MEASURED: bf16 or fp32); the fp32 pair stands here.
+RATES = {"cpu": cpu_flops("fp32"), "cuda": (0.40 * 989e12, 0.30 * 989e12)}
 
 
 @dataclass
@@ -33,6 +32,8 @@ class Step:
     hash: str
     needs: list[str] = field(default_factory=list)  # step ids that must have succeeded first
     estimate_s: float = 0.0
+    #: why the step cannot run yet (its external adapter's folder does not exist); "" = runnable
+    pending: str = ""
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Plan:
     data_problems: list[str] = field(default_factory=list)
     #: the spec's external adapters by name (lorank.study.external)
     adapters: dict[str, ExternalAdapter] = field(default_factory=dict)
+    #: the spec's adapters whose folder does not exist (yet): their steps are planned as pending
+    pending_adapters: dict[str, PendingAdapter] = field(default_factory=dict)
 
     @property
     def estimate_s(self) -> float:
@@ -168,6 +171,7 @@ def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
 def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bool = True,
                device: str | None = None) -> Plan:
     from lorank.ablate.sweeps import SWEEPS
+    from lorank.study.cost import sweep_size
     from lorank.lora.spec import LoraSpec
     from lorank.models.arch import arch_for
 
@@ -177,8 +181,9 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
     device = device or _device()
     if device not in RATES:
         raise ConfigError(f"unknown device {device!r} for cost estimates (known: {', '.join(RATES)})")
-    from lorank.study.cost import model_rates
+    from lorank.study.cost import ablation_estimate, analysis_estimate, cpu_precision, model_rates, train_estimate
 
+    precision, why = cpu_precision(spec.train.get("dtype", "auto")) if device == "cpu" else ("", "")
 
     # models: family, projections and layers checked against the config where it is known offline
     sizes: dict[str, int | None] = {}
@@ -190,7 +195,7 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             notes.append(f"{model}: config not available offline; LoRA targets are checked when training starts")
             continue
         sizes[model] = count_params(cfg)
-        rates[model] = model_rates(device, model, sizes[model], RATES[device])
+        rates[model] = model_rates(device, model, sizes[model], RATES[device], precision, why)
         if rates[model].note:
             notes.append(f"cost basis: {rates[model].note}")
         try:
@@ -220,16 +225,7 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
     for r in runs:
         tc = r.train_config
         n = sizes.get(r.model)
-        est = 0.0
-        if n:
-            train_rate, score_rate = rates[r.model].train, rates[r.model].score
-            n_steps = tc["max_steps"] if tc["max_steps"] > 0 else 200
-            tokens = n_steps * tc["batch_queries"] * tc["group_size"] * tc["grad_accum"] * AVG_TOKENS
-            ev = tc.get("eval", {})
-            n_ckpt = len(tc["checkpoints"].get("steps") or []) or max(1, n_steps // (tc["checkpoints"].get("every")
-                                                                                      or n_steps))
-            pairs = len(ev.get("sets", [])) * (ev.get("max_queries") or 43) * ev.get("depth", 100)
-            est = tokens * 4 * n / train_rate + n_ckpt * pairs * AVG_TOKENS * 2 * n / score_rate + 15
+        est = train_estimate(tc, n, rates[r.model]) if n else 0.0
         s = Step(f"train/{r.run_id}", "train", r.run_id, {"config": tc}, f"runs/{r.run_id}", r.config_hash,
                  estimate_s=est)
         steps.append(s)
@@ -237,15 +233,20 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
 
     from lorank.study.external import REPO_ROOT
 
-    adapters = resolve_adapters(spec.adapters, REPO_ROOT, problems)
-    for ext in adapters.values():  # cost estimates for an adapter's base model, when known offline
+    pending: dict[str, PendingAdapter] = {}
+    adapters = resolve_adapters(spec.adapters, REPO_ROOT, problems, pending, spec.models)
+    for p in pending.values():
+        notes.append(p.reason())
+    for ext in [*adapters.values(), *pending.values()]:  # cost estimates for an adapter's base model, when known
         if ext.model not in sizes:
             cfg = model_config(ext.model)
             sizes[ext.model] = count_params(cfg) if cfg is not None else None
             if sizes[ext.model]:
-                rates[ext.model] = model_rates(device, ext.model, sizes[ext.model], RATES[device])
+                rates[ext.model] = model_rates(device, ext.model, sizes[ext.model], RATES[device], precision, why)
 
-    def subjects(step: Any, where: str) -> list[RunSpec | ExternalAdapter]:
+    Subject = RunSpec | ExternalAdapter | PendingAdapter
+
+    def subjects(step: Any, where: str) -> list[Subject]:
         """The runs a step's selector matches, or its external adapter (a problem when it names both or an
         unknown one)."""
         if step.adapter is None:
@@ -258,18 +259,21 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             problems.append(f"{where}.adapter: unknown adapter {step.adapter!r} (adapters: "
                             + (", ".join(spec.adapters) or "none given") + ")")
             return []
-        ext = adapters.get(step.adapter)
+        ext = adapters.get(step.adapter) or pending.get(step.adapter)
         return [ext] if ext is not None else []  # an unusable folder is already a problem
 
-    def identity(subj: RunSpec | ExternalAdapter) -> dict[str, Any]:
+    def identity(subj: Subject) -> dict[str, Any]:
         """What a step's hash follows besides its settings: the run's config, or the adapter's contents."""
-        return {"adapter": subj.config_hash} if isinstance(subj, ExternalAdapter) else {"train": subj.config_hash}
+        return {"train": subj.config_hash} if isinstance(subj, RunSpec) else {"adapter": subj.config_hash}
 
-    def placement(subj: RunSpec | ExternalAdapter) -> tuple[str, list[str], dict[str, Any]]:
+    def placement(subj: Subject) -> tuple[str, list[str], dict[str, Any]]:
         """(folder part of step ids and out dirs, steps it needs, payload additions)."""
-        if isinstance(subj, ExternalAdapter):
-            return subj.slug, [], {"adapter_path": str(subj.path)}
-        return subj.run_id, [f"train/{subj.run_id}"], {}
+        if isinstance(subj, RunSpec):
+            return subj.run_id, [f"train/{subj.run_id}"], {}
+        return subj.slug, [], {"adapter_path": str(subj.path)}
+
+    def waits(subj: Subject) -> str:
+        return subj.reason() if isinstance(subj, PendingAdapter) else ""
 
     for i, a in enumerate(spec.ablations):
         bad = [sw for sw in a.sweeps if sw not in SWEEPS]
@@ -285,11 +289,10 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             folder, needs, extra = placement(r)
             n = sizes.get(r.model)
             n_layers = (model_config(r.model).num_hidden_layers if n else 30)
-            configs = sum(_sweep_size(sw, n_layers, a.window, r.axes) for sw in a.sweeps if sw in SWEEPS)
-            pairs = (a.max_queries or 43) * a.depth
-            est = (configs * pairs * AVG_TOKENS * 2 * n / rates[r.model].score + 15) if n else 0.0
+            configs = sum(sweep_size(sw, n_layers, a.window, r.axes) for sw in a.sweeps if sw in SWEEPS)
+            est = ablation_estimate(configs, a.eval, a.max_queries, a.depth, n, rates[r.model]) if n else 0.0
             steps.append(Step(f"ablate/{folder}/{i}", "ablate", r.run_id, {**payload, **extra},
-                              f"ablations/{folder}/{i}", h, needs, est))
+                              f"ablations/{folder}/{i}", h, needs, est, waits(r)))
 
     for i, a in enumerate(spec.analyses):
         if a.kind not in ANALYSES:  # pragma: no cover - pydantic checks the literal
@@ -321,32 +324,28 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             tail = folder + (f"~{other}" if other else "") + f"/{i}"
             needs = needs + ([f"train/{other}"] if other else [])
             n = sizes.get(r.model) or 0
-            score_rate = rates[r.model].score if n else 1.0
-            est = {"weights": 10, "compare": 10}.get(a.kind, 0) or (
-                2 * 600 * AVG_TOKENS * 2 * n / score_rate + 20 if n else 0.0)
+            n_layers = model_config(r.model).num_hidden_layers if n else 30
+            est = analysis_estimate(a.kind, a.options, n, n_layers, rates[r.model]) if n else 0.0
             if a.kind == "ltr":  # one forward per pair of both feature tables, then seconds of LightGBM
                 from lorank.ltr.pipeline import check_options, estimate_pairs
 
                 problems.extend(f"analyses[{i}].{p}" for p in check_options(a.options))
-                est = estimate_pairs(a.options) * AVG_TOKENS * 2 * n / score_rate + 60 if n else 0.0
+                est = estimate_pairs(a.options) * AVG_TOKENS * 2 * n / rates[r.model].score + 60 if n else 0.0
             steps.append(Step(f"analyze/{a.kind}/{tail}", "analyze", r.run_id, {**payload, **extra},
-                              f"analyses/{a.kind}/{tail}", h, needs, est))
+                              f"analyses/{a.kind}/{tail}", h, needs, est, waits(r)))
 
     if spec.report.reference and not any(r.matches(spec.report.reference) for r in runs):
         notes.append(f"report.reference {spec.report.reference} matches no run: the first run with components=all "
                      "is the reference")
+    evaluated = {x for r in runs for x in r.train_config.get("eval", {}).get("sets", [])}
+    for x in spec.report.findings_sets:
+        if x not in evaluated:
+            problems.append(f"report.findings_sets: {x!r} is not in train.eval.sets ({', '.join(sorted(evaluated)) or 'none'}):"
+                            " the findings pool the sets the checkpoints are evaluated on")
     data_problems = _data_problems(spec, runs) if check_data else []
     if problems:
         raise ConfigError(list(dict.fromkeys(problems + data_problems)), source)
-    return Plan(spec, runs, steps, device, notes, data_problems, adapters)
-
-
-def _sweep_size(sweep: str, n_layers: int, window: int, axes: dict[str, Any]) -> float:
-    """Full-evaluation equivalents of one sweep (cached layer sweeps cost about half of L evaluations)."""
-    n_proj = 7 if axes.get("components") == "all" else (4 if axes.get("components") == "mha" else 3)
-    return {"components": 3, "projections": 2 * n_proj + 1, "layers-leave-one-out": 1 + 0.55 * n_layers,
-            "layers-keep-one": 1 + 0.55 * n_layers, "layer-windows": 1 + max(1, 2 * n_layers // max(window, 1)),
-            "rank-truncation": 1 + max(1, int(axes.get("rank", 8)).bit_length()), "scale": 7}.get(sweep, 1)
+    return Plan(spec, runs, steps, device, notes, data_problems, adapters, pending)
 
 
 def plan_hash(plan: Plan) -> str:

@@ -88,6 +88,9 @@ class ReportSpec(Strict):
     #: the "full adapter" every table is compared against (significance, % recovered)
     reference: dict[str, Any] = Field(default_factory=lambda: {"rank": 8, "components": "all"})
     measures: list[str] = Field(default_factory=lambda: ["ndcg_cut_10", "recip_rank_10"])
+    #: the evaluation sets whose queries the findings pool (query ids must not overlap: DL19 and DL20 do not);
+    #: each must be in train.eval.sets. Empty: the first of train.eval.sets alone.
+    findings_sets: list[str] = Field(default_factory=list)
 
 
 class StudySpec(Strict):

@@ -1,0 +1,123 @@
+"""The CPU preset of the study (studies/paper-smollm2-cpu.yaml) and the CPU cost model it is sized with: the rates
+measured per precision, what the plan predicts for the measured runs, the preset's recipe, equal budgets, one
+evaluation depth, its ablations on the external reference adapter (pending while that adapter is not there) and
+its estimate."""
+from __future__ import annotations
+
+import pytest
+
+from lorank.study import build_plan, find_spec, load_spec
+from lorank.study.cost import CPU_MEASURED, CPU_REF_PARAMS, model_rates, train_estimate
+from lorank.study.plan import RATES, count_params, model_config
+
+N = count_params(model_config("smollm2-135m"))
+
+
+def test_the_cpu_rates_are_the_measured_ones_for_each_precision():
+    assert N == CPU_REF_PARAMS  # the rates are stated for SmolLM2-135M's body
+    for prec, train_tok_s, pairs_s in (("bf16", 500, 13.5), ("fp32", 200, 4.0)):
+        r = model_rates("cpu", "smollm2-135m", N, RATES["cpu"], prec)
+        assert r.train / (4 * N) == pytest.approx(train_tok_s) and r.score / (2 * N * 100) == pytest.approx(pairs_s)
+        assert f"in {prec}" in r.note and "measured" in r.note
+    assert "AVX512-BF16" in CPU_MEASURED["bf16"].source and "248" in CPU_MEASURED["fp32"].source
+    # another model is priced at the same effective FLOP/s: twice the parameters, half the tokens/s
+    big = model_rates("cpu", "x-270m", 2 * N, RATES["cpu"], "bf16")
+    assert big.train == model_rates("cpu", "smollm2-135m", N, RATES["cpu"], "bf16").train and "scaled" in big.note
+
+
+def test_the_plan_predicts_the_measured_bf16_runs_within_30_percent():
+    rates = model_rates("cpu", "smollm2-135m", N, RATES["cpu"], "bf16")
+    # issue 23's pilots: 300 steps x 2 queries x G=8 = 600 queries, ~500k real tokens at 490-555 tokens/s
+    tc = {"max_steps": 300, "batch_queries": 2, "group_size": 8, "grad_accum": 1, "checkpoints": {"steps": [300]},
+          "eval": {"sets": [], "depth": 50}}
+    measured = [500_000 / 555, 500_000 / 490]
+    assert 0.7 * measured[0] < train_estimate(tc, N, rates) - 15 < 1.3 * measured[1]
+    # a checkpoint evaluated on DL19 + DL20 top-50 (97 queries, 4,850 pairs): ~6 min
+    with_eval = dict(tc, eval={"sets": ["dl19", "dl20"], "depth": 50})
+    assert 0.7 * 360 < train_estimate(with_eval, N, rates) - train_estimate(tc, N, rates) < 1.3 * 360
+
+
+def _plan(monkeypatch, bf16: str = "1", **update):
+    monkeypatch.setenv("LORANK_BF16", bf16)
+    spec = load_spec(find_spec("paper-smollm2-cpu"))
+    if update:
+        spec = spec.model_copy(update=update)
+    return build_plan(spec, "paper-smollm2-cpu", check_data=False, device="cpu")
+
+
+def test_cpu_preset_recipe_budget_and_one_depth(monkeypatch):
+    plan = _plan(monkeypatch, adapters={"reference": "/nonexistent/smollm2-135m-msmarco12k-r8"})
+    assert [r.label for r in plan.runs] == ["r1-all-s42", "r2-all-s42", "r8-all-s42", "r32-all-s42", "r8-mha-s42",
+                                            "r8-mlp-s42"]
+    for r in plan.runs:
+        tc = r.train_config
+        d = tc["data"][0]
+        assert d["kind"] == "msmarco" and d["path"] == "msmarco-train-12k"
+        assert d["mine"]["collections"] == ["self", "dl20"] and d["mine"]["window"] == "1-30"
+        assert d["mine"]["exclude_eval"] == ["dl19"] and d["mine"]["teacher"] is True
+        assert (tc["loss"], tc["group_size"], tc["batch_queries"], tc["lr"], tc["head_lr"]) == (
+            "contrastive_distill", 8, 2, 1e-3, 1e-3)
+        assert (tc["warmup_ratio"], tc["seed"], tc["lora"]["alpha"], tc["lora"]["dropout"]) == (0.05, 42, 64, 0.1)
+        assert tc["max_steps"] * tc["batch_queries"] * tc["grad_accum"] == 2000  # the same queries for every run
+        assert len(tc["checkpoints"]["steps"]) == 4 and max(tc["checkpoints"]["steps"]) == tc["max_steps"]
+        assert tc["eval"]["sets"] == ["dl19", "dl20"] and tc["eval"]["depth"] == 50
+    abl = [s for s in plan.steps if s.kind == "ablate"]
+    assert {s.payload["depth"] for s in abl} == {50}
+    for name in ("dl19", "dl20"):  # every sweep on each set, in steps of ~1 h or less
+        on = [s for s in abl if s.payload["eval"] == name]
+        assert {"components", "projections", "layer-windows", "layers-leave-one-out", "rank-truncation"} <= {
+            sw for s in on for sw in s.payload["sweeps"]}
+        assert all(s.estimate_s < 1.2 * 3600 for s in on)
+    for s in abl:
+        assert s.run_id == "adapter:reference" and s.payload["window"] == 11 and not s.payload["max_queries"]
+    kinds = sorted(s.payload["kind"] for s in plan.steps if s.kind == "analyze")
+    assert kinds == ["compare", "compare", "patch", "probe", "weights"]
+    assert plan.spec.report.findings_sets == ["dl19", "dl20"]
+    # the reference adapter is not there: its steps are planned, priced and pending, the rest is not
+    pending = [s for s in plan.steps if s.pending]
+    assert {s.run_id for s in pending} == {"adapter:reference"} and len(pending) == 10
+    assert all(s.estimate_s > 0 for s in plan.steps)
+    assert any("adapter 'reference'" in n and "not found" in n and "pending" in n for n in plan.notes)
+
+
+def test_cpu_preset_fits_about_15_cpu_hours_in_bf16(monkeypatch):
+    plan = _plan(monkeypatch, "1")
+    by = {k: sum(s.estimate_s for s in plan.steps if s.kind == k) / 3600 for k in ("train", "ablate", "analyze")}
+    assert 10 < plan.estimate_s / 3600 < 15, by
+    assert 6 < by["train"] < 9 and 3 < by["ablate"] < 6.5 and by["analyze"] < 0.5
+    assert any("on cpu in bf16" in n for n in plan.notes)
+    fp32 = _plan(monkeypatch, "0")
+    assert any("on cpu in fp32" in n for n in fp32.notes) and fp32.estimate_s > 2.5 * plan.estimate_s
+
+
+def test_findings_sets_must_be_evaluated_sets(monkeypatch):
+    from lorank.errors import ConfigError
+    from lorank.study.spec import ReportSpec
+
+    with pytest.raises(ConfigError, match="report.findings_sets: 'dl21' is not in train.eval.sets"):
+        _plan(monkeypatch, report=ReportSpec(findings_sets=["dl19", "dl21"]))
+
+
+def test_sweep_sizes_count_every_configuration_scored():
+    from lorank.study.cost import sweep_size, window_count
+
+    axes = {"components": "all", "rank": 8}
+    # full and LoRA off, plus: mha-only/mlp-only; 7 removed + 7 kept alone; 5 windows of 11 (5-15 among them);
+    # ranks 1, 2, 4; and the cached leave-one-out (0.55 of 32)
+    assert [sweep_size(s, 30, 11, axes) for s in ("components", "projections", "layer-windows", "rank-truncation")] \
+        == [4, 16, 7, 5]
+    assert sweep_size("layers-leave-one-out", 30, 11, axes) == pytest.approx(0.55 * 32)
+    assert window_count(30, 10) == 6 and window_count(4, 11) == 1  # 6 = 5 windows + the added "only L5-15"
+    assert sweep_size("projections", 30, 11, {}) == 16 and sweep_size("rank-truncation", 30, 11, {"rank": 1}) == 2
+
+
+def test_window_count_matches_the_sweep_itself():
+    from lorank.ablate.sweeps import build_sweep
+    from lorank.lora import LoraSpec, apply_lora
+    from lorank.models.random_init import random_reranker
+    from lorank.study.cost import window_count
+
+    pm = apply_lora(random_reranker("tiny-llama", num_hidden_layers=30, hidden_size=32, intermediate_size=64),
+                    LoraSpec(rank=2, alpha=4, dropout=0.0))
+    for w in (6, 10, 11, 12, 30):
+        assert window_count(30, w) == len(build_sweep("layer-windows", pm, window=w)), w

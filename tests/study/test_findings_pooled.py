@@ -1,0 +1,61 @@
+"""The findings on several evaluation sets pooled (DL19 + DL20: 97 queries) and on ablations of an external
+adapter, which have their own noise gate (synthetic numbers, no training)."""
+from __future__ import annotations
+
+import pytest
+
+from lorank.errors import ConfigError
+from lorank.report.findings import HOLDS, INCONCLUSIVE, PerQuery, evaluate_findings, pooled
+from tests.study.test_findings import REF, STEPS, by_n, happy_study
+
+
+def _split(pq: PerQuery, label: str, keep) -> PerQuery:
+    """The part of `pq` on the queries `keep` selects, as if it were the set `label` (qids renamed apart)."""
+    def sub(s: dict) -> dict:
+        return {f"{label}-{q}": v for q, v in s.items() if keep(q)}
+    return PerQuery(label, sub(pq.bm25), {r: {st: sub(sc) for st, sc in c.items()} for r, c in pq.checkpoints.items()},
+                    {k: sub(v) for k, v in pq.ablations.items()}, pq.ablations_of)
+
+
+def test_two_sets_pool_into_one_with_every_query():
+    df, pq = happy_study()
+    a = _split(pq, "dl19", lambda q: int(q[1:]) % 2 == 0)
+    b = _split(pq, "dl20", lambda q: int(q[1:]) % 2 == 1)
+    both = pooled([a, b])
+    assert both.eval_set == "dl19+dl20" and both.labels == ("dl19", "dl20")
+    assert len(both.bm25) == len(pq.bm25) and len(both.ablations["full"]) == len(pq.ablations["full"])
+    assert len(both.checkpoints[REF][STEPS[-1]]) == len(pq.bm25)
+    # the results table names each set: the runs are found on either
+    df2 = df.copy()
+    df2["eval_set"] = ["dl19" if i % 2 else "dl20" for i in range(len(df2))]
+    f = by_n(evaluate_findings(df2, both, REF))
+    assert all(f[n]["verdict"] == HOLDS for n in range(1, 6)), {n: f[n]["reason"] for n in f}
+    gate = next(v for k, v in f[1]["p_values"].items() if k.startswith("gate"))
+    assert gate["n_queries"] == len(pq.bm25) and "dl19+dl20" in next(iter(f[1]["p_values"]))
+    with pytest.raises(ConfigError, match="query ids overlap"):
+        pooled([a, a])
+
+
+def test_ablations_of_an_external_adapter_have_their_own_gate():
+    df, pq = happy_study()
+    pq.ablations_of = "adapter:reference"
+    drop = 0.3  # the study's own runs are below BM25 (short training); the external adapter is well above it
+    pq.checkpoints = {r: {s: {q: v - drop for q, v in d.items()} for s, d in c.items()} for r, c in pq.checkpoints.items()}
+    f = by_n(evaluate_findings(df, pq, REF))
+    for n in (1, 2):  # checkpoint evidence only: behind the failed gate
+        assert f[n]["verdict"] == INCONCLUSIVE and "not significantly above BM25" in f[n]["reason"]
+        assert f[n]["evidence"]["gate"]["passed"] is False and f[n]["evidence"]["ablation_gate"]["passed"]
+    # 3, 4, 5 are decided on the adapter's ablations
+    assert f[4]["verdict"] == HOLDS, f[4]["reason"]
+    assert f[3]["evidence"]["source"] == "inference-time ablation of adapter:reference"
+    assert f[3]["evidence"]["ablations_of"] == "adapter:reference"
+    assert f[5]["verdict"] == HOLDS and "trained" not in f[5]["evidence"], f[5]["reason"]
+    assert any(k.startswith("gate: adapter:reference full vs BM25") for k in f[4]["p_values"])
+    # and the other way round: an adapter below BM25 leaves the ablation-only finding 4 inconclusive
+    df, pq = happy_study()
+    pq.ablations_of = "adapter:reference"
+    pq.ablations = {k: {q: v - drop for q, v in d.items()} for k, d in pq.ablations.items()}
+    f = by_n(evaluate_findings(df, pq, REF))
+    assert f[4]["verdict"] == INCONCLUSIVE and "dissected adapter adapter:reference" in f[4]["reason"]
+    assert f[4]["evidence"]["verdict_ignoring_gate"] == HOLDS
+    assert f[1]["verdict"] == HOLDS and f[3]["evidence"]["source"] == "trained separately"
