@@ -39,6 +39,7 @@ def test_train_cli_writes_checkpoints_metrics_and_plot(tiny_run):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert sorted(r["step"] for r in rows) == [2, 5]
     assert all(0.0 <= r["ndcg_cut_10"] <= 1.0 for r in rows)
+    assert all(r["depth"] == 12 for r in rows)  # the reranking depth each figure was measured at
     assert (run / "checkpoints.png").stat().st_size > 10_000
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log)
