@@ -71,10 +71,6 @@ def mine_train_set(train: str | Path, collections: Sequence[str] = ("self",), wi
         from lorank.errors import ConfigError
 
         raise ConfigError("teacher_filter needs teacher scores: add --teacher")
-    if miner == "teacher" and not teacher:
-        from lorank.errors import ConfigError
-
-        raise ConfigError("miner 'teacher' ranks the pool with the bi-encoder teacher: add --teacher")
     stats = MineStats()
     t0 = time.perf_counter()
     ts = load_msmarco_train(train, data_root, rel_threshold=rel_threshold, max_queries=max_queries)

@@ -2,10 +2,11 @@
 ranks in a window.
 
 For each training query with a positive: retrieve the top ``window.last`` passages over the union of the
-collections (``miner``: ``bm25``, or ``teacher``: the bi-encoder's exact inner product over every passage), keep those ranked inside the window that are not a judged positive of the query, drop (and
-count) those that lie in an evaluation set's pool (``exclude_eval``), and optionally score every passage with
-the bi-encoder teacher (for ``contrastive_distill``/``distill_kl``) and drop negatives the teacher scores above
-the query's best positive (likely false negatives). A training query that *is* an evaluation query (same id
+collections (``miner``: ``bm25``, or ``teacher``: the bi-encoder's exact inner product over every passage), keep
+those ranked inside the window that are not a judged positive of the query, drop (and count) those that lie in
+an evaluation set's pool (``exclude_eval``), and optionally score every passage with the bi-encoder teacher (for
+``contrastive_distill``/``distill_kl``) and drop negatives the teacher scores above the query's best positive
+(likely false negatives). A training query that *is* an evaluation query (same id
 or same text) is refused with an error: it would leak the evaluation into training.
 
 The output is hard-negative JSONL (FlagEmbedding's format, which ``kind: hardneg`` reads): ``query_id``,
