@@ -202,3 +202,58 @@ class EvalOnSave(TrainerCallback):
             return
         if state.is_world_process_zero and model is not None:
             self.evaluate_fn(model, state.global_step, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
+class TrainingDivergedStop(TrainerCallback):
+    """The :class:`~lorank.train.config.DivergenceGuard` at work: after each logged loss, the mean of the last
+    ``window`` steps' losses against the lowest such mean so far. When it climbs above ``factor`` x that low
+    (after ``after`` steps), training stops, and a checkpoint the schedule asked for at that step is not saved:
+    the collapsed model must not become the resume point. :attr:`tripped` then describes what was seen."""
+
+    def __init__(self, window: int, factor: float, after: int):
+        self.window, self.factor, self.after = window, factor, after
+        self.losses: list[tuple[int, float]] = []
+        self.best: tuple[float, int] | None = None  # (mean, last step of its window)
+        self.tripped: dict[str, Any] | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        # a resumed run: the logged losses up to the checkpoint count (HF keeps them in state.log_history)
+        self.losses = [(int(r["step"]), float(r["loss"])) for r in state.log_history
+                       if "loss" in r and "step" in r and r["step"] <= state.global_step]
+        self.best = None
+        for i in range(len(self.losses)):
+            self._update(self.losses[: i + 1], check=False)
+
+    def _window_mean(self, losses: list[tuple[int, float]]) -> float | None:
+        step = losses[-1][0]
+        win = [v for s, v in losses if s > step - self.window]
+        if step < self.window or not win:
+            return None
+        return sum(win) / len(win)
+
+    def _update(self, losses: list[tuple[int, float]], check: bool) -> bool:
+        mean = self._window_mean(losses)
+        if mean is None or mean != mean:  # not a full window yet, or NaN (NonFiniteGuard's business)
+            return False
+        step = losses[-1][0]
+        if check and self.best is not None and step > self.after and mean > self.factor * self.best[0]:
+            self.tripped = {"step": step, "window": f"{step - self.window + 1}-{step}", "mean_loss": round(mean, 4),
+                            "lowest_mean_loss": round(self.best[0], 4),
+                            "lowest_window": f"{self.best[1] - self.window + 1}-{self.best[1]}",
+                            "factor": self.factor}
+            return True
+        if self.best is None or mean < self.best[0]:
+            self.best = (mean, step)
+        return False
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> Any:
+        if not logs or "loss" not in logs or self.tripped is not None:
+            return control
+        self.losses.append((state.global_step, float(logs["loss"])))
+        if self._update(self.losses, check=True):
+            log.error("the loss climbed back: steps %s mean %.3f > %.1f x the lowest %d-step mean %.3f (steps %s); "
+                      "stopping without saving this step", self.tripped["window"], self.tripped["mean_loss"],
+                      self.factor, self.window, self.tripped["lowest_mean_loss"], self.tripped["lowest_window"])
+            control.should_save = False
+            control.should_training_stop = True
+        return control

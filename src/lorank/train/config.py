@@ -43,6 +43,17 @@ class LoraFields(Strict):
         return LoraSpec.from_dict(self.model_dump())
 
 
+class DivergenceGuard(Strict):
+    """Stop a run whose loss climbs back (the scorer collapsing to a constant, as lr 1e-3 did on the 135M
+    reference run at step ~720: benchmarks/results/reference_progress.json): when the mean loss of the last
+    ``window`` steps exceeds ``factor`` x the lowest such mean seen so far, once ``after`` steps are trained.
+    The steps of the rising window are not saved as a checkpoint; the run stops with :class:`TrainingDiverged`."""
+
+    window: int = Field(50, ge=2)
+    factor: float = Field(2.5, gt=1.0)
+    after: int = Field(100, ge=0)
+
+
 class TrainConfig(Strict):
     model: str = "smollm2-135m"
     dtype: Literal["auto", "bf16", "fp32"] = "auto"
@@ -104,6 +115,9 @@ class TrainConfig(Strict):
     #: CPU where the model is covered (Llama/Mistral/Qwen2 families, no checkpointing or grad_cache), else hf.
     #: The resolved choice is part of a run's resume identity and is recorded in config.json
     forward: Literal["auto", "packed", "hf"] = "auto"
+    #: stop when the loss climbs back (:class:`DivergenceGuard`); null = off. It decides only when training
+    #: stops, not the trajectory: not part of a run's resume identity
+    divergence_guard: DivergenceGuard | None = Field(default_factory=DivergenceGuard)
 
     @field_validator("chunk_tokens", "log_every")
     @classmethod
@@ -130,7 +144,10 @@ class TrainConfig(Strict):
         ids made before these settings existed stay the same."""
         d = self.model_dump()
         for name in EXECUTION_SETTINGS:
-            if d.get(name) == type(self).model_fields[name].default:
+            default = type(self).model_fields[name].get_default(call_default_factory=True)
+            if isinstance(default, Strict):
+                default = default.model_dump()
+            if d.get(name) == default:
                 d.pop(name)
         if d.get("chunk_tokens") == "auto":
             d["chunk_tokens"] = 4096
@@ -180,7 +197,8 @@ class TrainConfig(Strict):
         return parse_model(cls, data)
 
 
-EXECUTION_SETTINGS = ("attention_backend", "shape_buckets", "optim", "log_every", "compile", "forward")
+EXECUTION_SETTINGS = ("attention_backend", "shape_buckets", "optim", "log_every", "compile", "forward",
+                      "divergence_guard")
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

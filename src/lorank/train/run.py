@@ -14,7 +14,8 @@ import torch
 
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError, LorankError
-from lorank.train.callbacks import CheckpointMeta, EvalOnSave, GracefulStop, JsonlLog, RichProgress, SaveError
+from lorank.train.callbacks import (CheckpointMeta, EvalOnSave, GracefulStop, JsonlLog, RichProgress, SaveError,
+                                   TrainingDivergedStop)
 from lorank.train.checkpoints import COMPLETE_MARKER, complete_checkpoints, read_marker, step_of  # noqa: F401
 from lorank.train.config import TrainConfig
 
@@ -34,6 +35,14 @@ class TrainResult:
     plot: Path | None = None
     skipped_batches: int = 0
     interrupted: str | None = None  # the signal's name when Ctrl-C / SIGTERM stopped training early
+
+
+class TrainingDiverged(LorankError):
+    """The divergence guard stopped training: the loss climbed back (``divergence_guard`` in the config)."""
+
+    def __init__(self, message: str, result: "TrainResult"):
+        super().__init__(message)
+        self.result = result
 
 
 class TrainingInterrupted(LorankError):
@@ -157,6 +166,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     callbacks: list[Any] = [schedule, stop, CheckpointMeta(meta, lambda: trainer_box[0], schedule.is_scheduled),
                             JsonlLog(out / "train_log.jsonl", lambda: trainer_box[0]),
                             RichProgress(lambda: trainer_box[0], enabled=progress)]
+    guard = (TrainingDivergedStop(**cfg.divergence_guard.model_dump()) if cfg.divergence_guard is not None else None)
+    if guard is not None:
+        callbacks.append(guard)
     evaluator = None
     if cfg.eval.sets:
         evaluator = CheckpointEvaluator(encoder, pad_id, cfg.eval, out, cfg.data_root)
@@ -216,7 +228,17 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
                       "shape_buckets": cfg.resolved_shape_buckets(use_cuda),
                       "chunk_tokens": cfg.resolved_chunk_tokens(use_cuda), "optim": optim,
                       "log_every": cfg.resolved_log_every(use_cuda), "compile": cfg.compile, "forward": forward},
-        "checkpoints": [c.name for c in ckpts], "resumed_from": resume_from, "interrupted": res.interrupted})
+        "checkpoints": [c.name for c in ckpts], "resumed_from": resume_from, "interrupted": res.interrupted,
+        "diverged": guard.tripped if guard is not None else None})
+    if guard is not None and guard.tripped is not None:
+        t = guard.tripped
+        raise TrainingDiverged(
+            f"{out}: training stopped at step {t['step']}: the mean loss of steps {t['window']} ({t['mean_loss']}) is "
+            f"over {t['factor']} x the lowest {cfg.divergence_guard.window}-step mean ({t['lowest_mean_loss']}, steps "
+            f"{t['lowest_window']}): the scorer is collapsing. Checkpoints saved after step "
+            f"{int(t['window'].split('-')[0]) - 1} were trained while the loss rose ({[c.name for c in ckpts][-3:]} are the "
+            "last). Lower lr (and head_lr) and train again into a new output_dir; divergence_guard: null turns "
+            "this check off.", res)
     if stop.signum is not None:
         last = ckpts[-1] if ckpts else None
         saved = (f"{last} is saved" if last is not None and int(last.name.rsplit("-", 1)[-1]) == res.steps
