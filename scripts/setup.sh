@@ -8,6 +8,18 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
+# tcmalloc: the lorank command trains on it where installed (glibc's malloc fragments and slows a long CPU run
+# as it ages: lorank.allocator, docs/speed.md); a system package, so only where this runs as root with apt-get
+if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] libtcmalloc-minimal4 (Debian package; the allocator of lorank's training verbs)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; } \
+      || echo "[setup] libtcmalloc-minimal4 could not be installed: training runs on glibc's malloc (slower on long runs)"
+  else
+    echo "[setup] libtcmalloc-minimal4 is not installed (needs root): training runs on glibc's malloc (slower on long runs)"
+  fi
+fi
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 echo "[setup] torch (CPU build, pinned)"
 "${PIP[@]}" "torch==2.13.0"

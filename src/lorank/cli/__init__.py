@@ -39,6 +39,9 @@ app.add_typer(analyze_app, name="analyze")
 
 def main() -> None:  # pragma: no cover - entry point
     try:
+        from lorank.allocator import reexec_with_allocator
+
+        reexec_with_allocator()  # the verbs that train run on tcmalloc where installed (lorank.allocator)
         app()
     except LorankError as e:
         fail(e)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lorank.allocator import active_allocator
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError, LorankError
 from lorank.train.callbacks import (CheckpointMeta, EvalOnSave, GracefulStop, JsonlLog, RichProgress, SaveError,
@@ -186,6 +187,10 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
 
     for cb in (PrinterCallback, ProgressCallback):  # lorank's own progress and JSONL log replace them
         trainer.remove_callback(cb)
+    allocator = active_allocator()
+    if allocator == "glibc" and not use_cuda:
+        log.warning("training on glibc's malloc, which fragments and slows a long CPU run as it ages (~1.3x here: "
+                    "lorank.allocator); the lorank command preloads tcmalloc when libtcmalloc-minimal4 is installed")
     last = complete_checkpoints(out)
     resume_from = str(last[-1]) if (resume and last) else None
     if resume_from:
@@ -227,7 +232,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         "execution": {"device": "cuda" if use_cuda else "cpu", "attention_backend": attention,
                       "shape_buckets": cfg.resolved_shape_buckets(use_cuda),
                       "chunk_tokens": cfg.resolved_chunk_tokens(use_cuda), "optim": optim,
-                      "log_every": cfg.resolved_log_every(use_cuda), "compile": cfg.compile, "forward": forward},
+                      "log_every": cfg.resolved_log_every(use_cuda), "compile": cfg.compile, "forward": forward,
+                      "allocator": allocator},
         "checkpoints": [c.name for c in ckpts], "resumed_from": resume_from, "interrupted": res.interrupted,
         "diverged": guard.tripped if guard is not None else None})
     if guard is not None and guard.tripped is not None:
