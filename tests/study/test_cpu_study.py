@@ -4,6 +4,8 @@ evaluation depth, its ablations on the external reference adapter (pending while
 its estimate."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lorank.study import build_plan, find_spec, load_spec
@@ -47,6 +49,9 @@ def _plan(monkeypatch, bf16: str = "1", **update):
 
 def test_cpu_preset_recipe_budget_and_one_depth(monkeypatch):
     plan = _plan(monkeypatch, adapters={"reference": "/nonexistent/smollm2-135m-msmarco12k-r8"})
+    from lorank.train.config import TrainConfig
+
+    ref = TrainConfig.from_yaml(Path(__file__).resolve().parents[2] / "configs" / "train_msmarco12k_cpu_reference.yaml")
     assert [r.label for r in plan.runs] == ["r1-all-s42", "r2-all-s42", "r8-all-s42", "r32-all-s42", "r8-mha-s42",
                                             "r8-mlp-s42"]
     for r in plan.runs:
@@ -55,8 +60,8 @@ def test_cpu_preset_recipe_budget_and_one_depth(monkeypatch):
         assert d["kind"] == "msmarco" and d["path"] == "msmarco-train-12k"
         assert d["mine"]["collections"] == ["self", "dl20"] and d["mine"]["window"] == "1-30"
         assert d["mine"]["exclude_eval"] == ["dl19"] and d["mine"]["teacher"] is True
-        assert (tc["loss"], tc["group_size"], tc["batch_queries"], tc["lr"], tc["head_lr"]) == (
-            "contrastive_distill", 8, 2, 1e-3, 1e-3)
+        assert (tc["loss"], tc["group_size"], tc["batch_queries"]) == ("contrastive_distill", 8, 2)
+        assert (tc["lr"], tc["head_lr"]) == (ref.lr, ref.head_lr)  # the reference adapter's recipe
         assert (tc["warmup_ratio"], tc["seed"], tc["lora"]["alpha"], tc["lora"]["dropout"]) == (0.05, 42, 64, 0.1)
         assert tc["max_steps"] * tc["batch_queries"] * tc["grad_accum"] == 2000  # the same queries for every run
         assert len(tc["checkpoints"]["steps"]) == 4 and max(tc["checkpoints"]["steps"]) == tc["max_steps"]
