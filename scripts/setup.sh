@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # tcmalloc: the lorank command trains on it where installed (glibc's malloc fragments and slows a long CPU run
 # as it ages: lorank.allocator, docs/speed.md); a system package, so only where this runs as root with apt-get
-if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
+if ! { ldconfig -p 2>/dev/null | grep -q "libtcmalloc_minimal.so.4 "; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] libtcmalloc-minimal4 (Debian package; the allocator of lorank's training verbs)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
