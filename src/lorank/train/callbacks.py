@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -212,30 +213,28 @@ class TrainingDivergedStop(TrainerCallback):
 
     def __init__(self, window: int, factor: float, after: int):
         self.window, self.factor, self.after = window, factor, after
-        self.losses: list[tuple[int, float]] = []
+        self.recent: deque[tuple[int, float]] = deque()  # the logged (step, loss) of the last ``window`` steps
         self.best: tuple[float, int] | None = None  # (mean, last step of its window)
         self.tripped: dict[str, Any] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         # a resumed run: the logged losses up to the checkpoint count (HF keeps them in state.log_history)
-        self.losses = [(int(r["step"]), float(r["loss"])) for r in state.log_history
-                       if "loss" in r and "step" in r and r["step"] <= state.global_step]
+        self.recent.clear()
         self.best = None
-        for i in range(len(self.losses)):
-            self._update(self.losses[: i + 1], check=False)
+        for r in state.log_history:
+            if "loss" in r and "step" in r and r["step"] <= state.global_step:
+                self._push(int(r["step"]), float(r["loss"]), check=False)
 
-    def _window_mean(self, losses: list[tuple[int, float]]) -> float | None:
-        step = losses[-1][0]
-        win = [v for s, v in losses if s > step - self.window]
-        if step < self.window or not win:
-            return None
-        return sum(win) / len(win)
-
-    def _update(self, losses: list[tuple[int, float]], check: bool) -> bool:
-        mean = self._window_mean(losses)
-        if mean is None or mean != mean:  # not a full window yet, or NaN (NonFiniteGuard's business)
+    def _push(self, step: int, loss: float, check: bool) -> bool:
+        """Add one logged loss; True when the guard trips on it."""
+        self.recent.append((step, loss))
+        while self.recent[0][0] <= step - self.window:
+            self.recent.popleft()
+        if step < self.window:  # not a full window yet
             return False
-        step = losses[-1][0]
+        mean = sum(v for _, v in self.recent) / len(self.recent)
+        if mean != mean:  # NaN: NonFiniteGuard's business
+            return False
         if check and self.best is not None and step > self.after and mean > self.factor * self.best[0]:
             self.tripped = {"step": step, "window": f"{step - self.window + 1}-{step}", "mean_loss": round(mean, 4),
                             "lowest_mean_loss": round(self.best[0], 4),
@@ -249,8 +248,7 @@ class TrainingDivergedStop(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> Any:
         if not logs or "loss" not in logs or self.tripped is not None:
             return control
-        self.losses.append((state.global_step, float(logs["loss"])))
-        if self._update(self.losses, check=True):
+        if self._push(state.global_step, float(logs["loss"]), check=True):
             log.error("the loss climbed back: steps %s mean %.3f > %.1f x the lowest %d-step mean %.3f (steps %s); "
                       "stopping without saving this step", self.tripped["window"], self.tripped["mean_loss"],
                       self.factor, self.window, self.tripped["lowest_mean_loss"], self.tripped["lowest_window"])

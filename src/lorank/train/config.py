@@ -47,7 +47,8 @@ class DivergenceGuard(Strict):
     """Stop a run whose loss climbs back (the scorer collapsing to a constant, as lr 1e-3 did on the 135M
     reference run at step ~720: benchmarks/results/reference_progress.json): when the mean loss of the last
     ``window`` steps exceeds ``factor`` x the lowest such mean seen so far, once ``after`` steps are trained.
-    The steps of the rising window are not saved as a checkpoint; the run stops with :class:`TrainingDiverged`."""
+    The step it trips at is not saved as a checkpoint (those saved earlier in the rising window are, and the error
+    names them); the run stops with :class:`TrainingDiverged`."""
 
     window: int = Field(50, ge=2)
     factor: float = Field(2.5, gt=1.0)
