@@ -207,20 +207,22 @@ class EvalOnSave(TrainerCallback):
 
 class TrainingDivergedStop(TrainerCallback):
     """The :class:`~lorank.train.config.DivergenceGuard` at work: after each logged loss, the mean of the last
-    ``window`` steps' losses against the lowest such mean so far. When it climbs above ``factor`` x that low
-    (after ``after`` steps), training stops, and a checkpoint the schedule asked for at that step is not saved:
-    the collapsed model must not become the resume point. :attr:`tripped` then describes what was seen."""
+    ``window`` steps' losses against the first full window's mean and the lowest so far. When it has climbed back
+    more than ``climb`` of the way from that low to the first (after ``after`` steps), training stops, and a
+    checkpoint the schedule asked for at that step is not saved: the collapsed model must not become the resume
+    point. :attr:`tripped` then describes what was seen."""
 
-    def __init__(self, window: int, factor: float, after: int):
-        self.window, self.factor, self.after = window, factor, after
+    def __init__(self, window: int, climb: float, after: int):
+        self.window, self.climb, self.after = window, climb, after
         self.recent: deque[tuple[int, float]] = deque()  # the logged (step, loss) of the last ``window`` steps
+        self.first: float | None = None  # the mean of the first full window
         self.best: tuple[float, int] | None = None  # (mean, last step of its window)
         self.tripped: dict[str, Any] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         # a resumed run: the logged losses up to the checkpoint count (HF keeps them in state.log_history)
         self.recent.clear()
-        self.best = None
+        self.first = self.best = None
         for r in state.log_history:
             if "loss" in r and "step" in r and r["step"] <= state.global_step:
                 self._push(int(r["step"]), float(r["loss"]), check=False)
@@ -235,11 +237,16 @@ class TrainingDivergedStop(TrainerCallback):
         mean = sum(v for _, v in self.recent) / len(self.recent)
         if mean != mean:  # NaN: NonFiniteGuard's business
             return False
-        if check and self.best is not None and step > self.after and mean > self.factor * self.best[0]:
+        if self.first is None:
+            self.first = mean
+        if (check and self.best is not None and step > self.after and self.first > self.best[0]
+                and (mean - self.best[0]) / (self.first - self.best[0]) > self.climb):
             self.tripped = {"step": step, "window": f"{step - self.window + 1}-{step}", "mean_loss": round(mean, 4),
                             "lowest_mean_loss": round(self.best[0], 4),
                             "lowest_window": f"{self.best[1] - self.window + 1}-{self.best[1]}",
-                            "factor": self.factor}
+                            "first_mean_loss": round(self.first, 4),
+                            "climbed": round((mean - self.best[0]) / (self.first - self.best[0]), 3),
+                            "climb": self.climb}
             return True
         if self.best is None or mean < self.best[0]:
             self.best = (mean, step)
@@ -249,9 +256,11 @@ class TrainingDivergedStop(TrainerCallback):
         if not logs or "loss" not in logs or self.tripped is not None:
             return control
         if self._push(state.global_step, float(logs["loss"]), check=True):
-            log.error("the loss climbed back: steps %s mean %.3f > %.1f x the lowest %d-step mean %.3f (steps %s); "
-                      "stopping without saving this step", self.tripped["window"], self.tripped["mean_loss"],
-                      self.factor, self.window, self.tripped["lowest_mean_loss"], self.tripped["lowest_window"])
+            log.error("the loss climbed back: steps %s mean %.3f is %.0f%% of the way from the lowest %d-step mean %.3f "
+                      "(steps %s) back to the first %.3f (limit %.0f%%); stopping without saving this step",
+                      self.tripped["window"], self.tripped["mean_loss"], 100 * self.tripped["climbed"], self.window,
+                      self.tripped["lowest_mean_loss"], self.tripped["lowest_window"], self.tripped["first_mean_loss"],
+                      100 * self.climb)
             control.should_save = False
             control.should_training_stop = True
         return control

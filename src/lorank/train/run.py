@@ -239,9 +239,10 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     if guard is not None and guard.tripped is not None:
         t = guard.tripped
         raise TrainingDiverged(
-            f"{out}: training stopped at step {t['step']}: the mean loss of steps {t['window']} ({t['mean_loss']}) is "
-            f"over {t['factor']} x the lowest {cfg.divergence_guard.window}-step mean ({t['lowest_mean_loss']}, steps "
-            f"{t['lowest_window']}): the scorer is collapsing. Checkpoints saved after step "
+            f"{out}: training stopped at step {t['step']}: the mean loss of steps {t['window']} ({t['mean_loss']}) has "
+            f"climbed back {t['climbed']:.0%} of the way from the lowest {cfg.divergence_guard.window}-step mean "
+            f"({t['lowest_mean_loss']}, steps {t['lowest_window']}) to the first ({t['first_mean_loss']}; limit "
+            f"{t['climb']:.0%}): the scorer is collapsing. Checkpoints saved after step "
             f"{int(t['window'].split('-')[0]) - 1} were trained while the loss rose ({[c.name for c in ckpts][-3:]} are the "
             "last). Lower lr (and head_lr) and train again into a new output_dir; divergence_guard: null turns "
             "this check off.", res)
