@@ -242,3 +242,52 @@ def test_export_adapter_refuses_a_command_without_a_name(tiny_run, tmp_path):
                                    "--command", "lorank train t.yaml"])
     assert res.exit_code != 0 and "NAME=COMMAND" in res.output and "lorank train t.yaml" in res.output
     assert not (tmp_path / "a").exists()
+
+
+def _as_beir(data, out):
+    """make_trec_dir's files in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
+    (out / "qrels").mkdir(parents=True)
+    with open(out / "corpus.jsonl", "w") as f:
+        for line in (data / "collection.tsv").read_text().splitlines():
+            pid, text = line.split("\t")
+            f.write(json.dumps({"_id": pid, "title": "", "text": text}) + "\n")
+    with open(out / "queries.jsonl", "w") as f:
+        for line in (data / "queries.tsv").read_text().splitlines():
+            qid, text = line.split("\t")
+            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    rows = ["query-id\tcorpus-id\tscore"] + [
+        "\t".join(line.split()[i] for i in (0, 2, 3)) for line in (data / "qrels.txt").read_text().splitlines()]
+    (out / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+    return out
+
+
+def test_rerank_cli_reranks_a_beir_split_as_the_tsv_files(tiny_run):
+    # the SciFact check of the reference adapter: lorank retrieve --beir DIR --out RUN, then rerank --beir DIR --run RUN
+    root, _ = tiny_run
+    data = root / "data"
+    beir = _as_beir(data, root / "beir")
+    outs = {}
+    for name, src in (("tsv", ["--queries", str(data / "queries.tsv"), "--collection", str(data / "collection.tsv")]),
+                      ("beir", ["--beir", str(beir)])):
+        outs[name] = root / f"reranked-{name}.run"
+        res = CliRunner().invoke(app, ["rerank", "--adapter", str(root / "run"), "--run", str(data / "bm25.run"),
+                                       "--depth", "5", "--out", str(outs[name])] + src)
+        assert res.exit_code == 0, res.output + repr(res.exception)
+    assert outs["beir"].read_text() == outs["tsv"].read_text()
+    assert len(outs["beir"].read_text().splitlines()) == 6 * 12  # the 5 reranked, then the rest of the run
+    assert "ndcg_cut_10" in res.output  # the BEIR split's qrels evaluate the result
+
+
+def test_rerank_cli_beir_errors_name_the_problem(tiny_run):
+    root, _ = tiny_run
+    data = root / "data"
+    beir = root / "beir" if (root / "beir").is_dir() else _as_beir(data, root / "beir")
+    base = ["rerank", "--adapter", str(root / "run"), "--out", str(root / "x.run"), "--beir", str(beir)]
+    res = CliRunner().invoke(app, base)
+    assert res.exit_code != 0 and "--beir needs --run" in res.output
+    res = CliRunner().invoke(app, base + ["--run", str(data / "bm25.run"), "--split", "dev"])
+    assert res.exit_code != 0 and "no qrels for split 'dev'" in res.output
+    bad = root / "bad.run"
+    bad.write_text((data / "bm25.run").read_text() + "100 Q0 nosuchdoc 99 1.0 bm25\n")
+    res = CliRunner().invoke(app, base + ["--run", str(bad)])
+    assert res.exit_code != 0 and "bad.run" in res.output and "nosuchdoc" in res.output

@@ -17,6 +17,10 @@ def rerank_cmd(
     queries: Optional[Path] = typer.Option(None, "--queries", help="queries.tsv (with --run and --collection)."),
     run: Optional[Path] = typer.Option(None, "--run", help="First-stage TREC run to rerank."),
     collection: Optional[Path] = typer.Option(None, "--collection", help="collection.tsv with the candidates' text."),
+    beir: Optional[Path] = typer.Option(None, "--beir", help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/) whose "
+                                        "--split --run reranks, e.g. the run of lorank retrieve --beir; its qrels "
+                                        "evaluate the result."),
+    split: str = typer.Option("test", "--split", help="With --beir: the qrels split whose queries --run holds."),
     depth: int = typer.Option(100, "--depth", help="Rerank this many candidates per query."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading a pickle-based adapter (unsafe)."),
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="Evaluate the reranked run against these qrels."),
@@ -33,7 +37,7 @@ def rerank_cmd(
     from lorank.score import evaluate, write_run
 
     with guard():
-        qs, ps, r, qr = _candidates(eval_set, queries, run, collection, qrels)
+        qs, ps, r, qr = _candidates(eval_set, queries, run, collection, qrels, beir, split)
         n = sum(min(len(v), depth) for v in r.values())
         if processes > 1:
             from lorank.data import load_run
@@ -65,12 +69,21 @@ def rerank_cmd(
         console.print({k: round(v, 4) for k, v in res.aggregate.items()})
 
 
-def _candidates(eval_set, queries, run, collection, qrels):
-    """(queries, passages, run, qrels or None) from --eval or the three files (:func:`lorank.data.load_eval_data`)."""
-    from lorank.data import load_eval_data
+def _candidates(eval_set, queries, run, collection, qrels, beir=None, split="test"):
+    """(queries, passages, run, qrels or None) from --eval, the three files (:func:`lorank.data.load_eval_data`)
+    or --beir with --run (:func:`lorank.data.load_beir_rerank_set`)."""
+    from lorank.data import load_beir_rerank_set, load_eval_data
     from lorank.errors import ConfigError
 
+    if beir is not None:
+        if eval_set or queries or collection:
+            raise ConfigError("--beir reads the queries and passages from the BEIR folder: give it with --run only "
+                              "(not with --eval, --queries or --collection)")
+        if not run:
+            raise ConfigError("--beir needs --run, the first-stage TREC run to rerank (lorank retrieve --beir DIR --out RUN)")
+        rs = load_beir_rerank_set(beir, run, split=split)
+        return rs.queries, rs.passages, rs.run, (load_eval_data(rs, qrels=qrels).qrels if qrels else rs.qrels)
     if not eval_set and not (queries and run and collection):
-        raise ConfigError("give --eval NAME, or all of --queries, --run and --collection")
+        raise ConfigError("give --eval NAME, --beir DIR with --run, or all of --queries, --run and --collection")
     rs = load_eval_data(eval_set, queries, run, collection, qrels, require_qrels=False)
     return rs.queries, rs.passages, rs.run, rs.qrels

@@ -16,7 +16,7 @@ from lorank.data.beir import BeirDataset, iter_beir_corpus, iter_beir_queries, l
 from lorank.data.irds import load_ir_dataset
 from lorank.data.lines import DataReport
 from lorank.data.rank_llm import iter_rank_llm
-from lorank.data.rerankset import RerankSet, load_trec_dl_dir
+from lorank.data.rerankset import RerankSet, load_beir_rerank_set, load_trec_dl_dir
 from lorank.data.sources import find_shared_data, load_eval_data, resolve_data_root, resolve_eval_set
 from lorank.data.training import iter_hardneg, iter_tevatron
 from lorank.data.trec import iter_qrels, iter_run, load_qrels, load_run
@@ -43,6 +43,7 @@ __all__ = [
     "iter_rank_llm",
     "iter_run",
     "iter_tevatron",
+    "load_beir_rerank_set",
     "iter_top1000",
     "iter_triples",
     "load_beir",

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorank.errors import DataError
+from lorank.data.beir import load_beir
 from lorank.data.records import Passage, RunEntry
 from lorank.data.trec import load_qrels, load_run
 from lorank.data.tsv import load_collection, load_queries
@@ -69,3 +70,14 @@ def load_trec_dl_dir(
     qrels_path = directory / "qrels.txt"
     qrels = load_qrels(qrels_path, lenient, warn=warn, known_qids=queries) if qrels_path.exists() else None
     return RerankSet(name or directory.name, queries, passages, run, qrels)
+
+
+def load_beir_rerank_set(
+    directory: str | Path, run: str | Path, split: str = "test", lenient: bool = False, warn: bool = True
+) -> RerankSet:
+    """A BEIR folder's `split` (its judged queries, the corpus, the qrels) with a first-stage TREC `run` over it,
+    e.g. the BM25 run of :func:`lorank.retrieve.retrieve_beir`. The run is checked against the split's queries
+    and the corpus: a query of another split, or a docid not in the corpus, is an error naming the run's line."""
+    ds = load_beir(directory, split=split, lenient=lenient, warn=warn)
+    candidates = load_run(run, lenient, warn=warn, known_qids=ds.queries, known_docids=ds.corpus)
+    return RerankSet(f"{ds.name}-{split}", ds.queries, ds.corpus, candidates, ds.qrels)
