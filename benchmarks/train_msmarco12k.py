@@ -3,11 +3,14 @@
     .venv/bin/lorank train configs/train_msmarco12k_cpu.yaml                       # the CPU run (~45 min here)
     .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-cpu       # evaluate + collect (resumable)
     .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-cpu --steps 200   # only some checkpoints
+    .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-reference --depth 50 \
+        --adapter 2000=resume/msmarco12k-reference/curve/checkpoint-2000 --headline-step 5996 --headline-depth 100
+        # the curve at top-50 (checkpoints kept as exported adapters across machines), the shipped step at top-100
 
 Checkpoints are evaluated in the order given (default: the last first, then the rest from late to early), each
 (step, set) once: results go to the run's ``metrics.jsonl`` and ``runs_trec/`` as ``lorank train`` writes them,
 so an interrupted call resumes. Writes ``benchmarks/results/train_msmarco12k.json`` (every checkpoint's DL19/DL20
-nDCG@10 and MRR@10, ``best_ndcg_cut_10`` on DL19, paired t-tests vs BM25 per query (Holm), tokens/s, device,
+nDCG@10 and MRR@10, ``best_ndcg_cut_10`` on DL19 (the first of --sets), paired t-tests vs BM25 per query (Holm), tokens/s, device,
 config, commands, the variants tried) and the checkpoint curve PNG beside it.
 """
 from __future__ import annotations
@@ -24,23 +27,28 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "train_msmarco12k.json"
 
 
-def evaluate_checkpoints(run_dir: Path, steps: list[int], sets: list[str], depth: int) -> None:
+def evaluate_checkpoints(run_dir: Path, steps: list[int], sets: list[str], depth: int,
+                         folders: dict[int, Path] | None = None, out_dir: Path | None = None) -> None:
+    """Evaluate each step's checkpoint (``run_dir/checkpoint-N``, or ``folders[N]``: e.g. an exported adapter kept
+    from an earlier machine) on ``sets`` at ``depth``; rows and TREC runs go to ``out_dir`` (default ``run_dir``)."""
     from lorank.config import EvalSpec
     from lorank.reranker import Reranker
     from lorank.train.checkpoint_eval import CheckpointEvaluator
 
     spec = EvalSpec(sets=sets, depth=depth)
+    out_dir = out_dir or run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     evaluator = None
     for step in steps:
-        ckpt = run_dir / f"checkpoint-{step}"
+        ckpt = (folders or {}).get(step, run_dir / f"checkpoint-{step}")
         rr = Reranker.from_adapter(ckpt)
         if evaluator is None:
-            evaluator = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), spec, run_dir)
+            evaluator = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), spec, out_dir)
         t0 = time.perf_counter()
         rows = evaluator(rr.model, step, ckpt)
         for r in rows:
-            print(f"step {step} {r['eval_set']}: nDCG@10 {r['ndcg_cut_10']:.4f} MRR@10 {r['recip_rank_10']:.4f} "
-                  f"({r['pairs_per_s']:.1f} pairs/s, precision {rr.scorer.precision})", flush=True)
+            print(f"step {step} {r['eval_set']} (top-{depth}): nDCG@10 {r['ndcg_cut_10']:.4f} MRR@10 "
+                  f"{r['recip_rank_10']:.4f} ({r['pairs_per_s']:.1f} pairs/s, precision {rr.scorer.precision})", flush=True)
         if not rows:
             print(f"step {step}: already evaluated", flush=True)
         del rr
@@ -100,8 +108,21 @@ def mine_window(data: list[dict]) -> str:
     return MineSpec.model_validate(spec).window
 
 
+def headline(eval_dir: Path, step: int, sets: list[str]) -> dict:
+    """The shipped checkpoint's evaluation at the headline depth (its own folder, ``--headline-depth``): figures
+    per set, and paired t-tests vs BM25 at that depth."""
+    from lorank.train.checkpoint_eval import eval_label, read_metrics
+
+    rows = [r for r in read_metrics(eval_dir) if r["step"] == step]
+    return {"step": step, "depth": rows[0]["depth"] if rows else None,
+            "sets": {r["eval_set"]: {k: r.get(k) for k in ("ndcg_cut_10", "recip_rank_10", "recall_100", "map")}
+                     for r in rows if r["eval_set"] in [eval_label(s) for s in sets]},
+            "vs_bm25": significance(eval_dir, step, sets), "folder": str(eval_dir)}
+
+
 def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OUT,
-            config: str = "configs/train_msmarco12k_cpu.yaml", train_commands: list[str] | None = None) -> dict:
+            config: str = "configs/train_msmarco12k_cpu.yaml", train_commands: list[str] | None = None,
+            head: dict | None = None) -> dict:
     from lorank.data import resolve_eval_set
     from lorank.precision import cpu_bf16_capability
     from lorank.score import evaluate
@@ -121,7 +142,7 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     for s in sets:
         rs = resolve_eval_set(s)  # loaded once per set (queries, collection, run, qrels)
         bm25[eval_label(s)] = {k: round(float(v), 4) for k, v in evaluate(rs.qrels, rs.run).aggregate.items()}
-    dl19 = eval_label("dl19")
+    dl19 = eval_label(sets[0])  # the primary set (--sets, DL19 by default): best_ndcg_cut_10 is its figure
     best = max((c for c in ckpts if dl19 in c), key=lambda c: c[dl19]["ndcg_cut_10"], default=None)
     c = cfg["config"]
     device = {"kind": "cpu", "cores": __import__("os").cpu_count(), "processor": platform.processor() or platform.machine(),
@@ -142,8 +163,15 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
                              "calls below (a resumed call's train_summary.json counts only its own call)",
         "training_calls": calls, "training_queries_seen": summary["steps"] * c["batch_queries"],
         "checkpoints": ckpts, "bm25": bm25,
-        "best_ndcg_cut_10": best[dl19]["ndcg_cut_10"] if best else None, "best_step": best["step"] if best else None,
-        "vs_bm25_at_best": significance(run_dir, best["step"], sets) if best else None,
+        "checkpoints_depth": sorted({r.get("depth") for r in metrics if r["eval_set"] in [eval_label(s) for s in sets]},
+                                    key=str),
+        "best_curve_step": best["step"] if best else None,
+        "vs_bm25_at_best_curve_step": significance(run_dir, best["step"], sets) if best else None,
+        # the shipped checkpoint at the headline depth where one was evaluated (--headline-step), else the curve's best
+        "headline": head,
+        "best_ndcg_cut_10": (head["sets"][dl19]["ndcg_cut_10"] if head and dl19 in head["sets"]
+                             else best[dl19]["ndcg_cut_10"] if best else None),
+        "best_step": head["step"] if head else best["step"] if best else None,
         "commands": {
             "mine (standalone; the config mines the same negatives on the fly)":
                 ".venv/bin/lorank mine --train msmarco-train-12k --collection self --collection dl20 "
@@ -169,20 +197,37 @@ def main() -> int:
     ap.add_argument("--train-command", action="append", default=None,
                     help="the exact training command(s), in order, when the run was not one plain `lorank train CONFIG` "
                          "(e.g. a resume with --set max_steps=...); repeatable")
+    ap.add_argument("--adapter", action="append", default=[], metavar="STEP=DIR",
+                    help="evaluate this folder as checkpoint STEP (an exported adapter kept from an earlier machine, "
+                         "e.g. resume/msmarco12k-reference/curve/checkpoint-2000); repeatable")
+    ap.add_argument("--headline-step", type=int, help="the shipped checkpoint: also evaluated at --headline-depth, "
+                    "into RUN/eval-top{depth}/; its DL19 nDCG@10 is best_ndcg_cut_10")
+    ap.add_argument("--headline-depth", type=int, default=100)
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from lorank.atomic import atomic_write_json
     from lorank.train.checkpoints import complete_checkpoints
 
     sets = [s for s in a.sets.split(",") if s]
-    have = [int(p.name.rsplit("-", 1)[-1]) for p in complete_checkpoints(a.run)]
+    folders = {}
+    for spec in a.adapter:
+        step, sep, folder = spec.partition("=")
+        if not sep or not step.isdigit() or not Path(folder).is_dir():
+            raise SystemExit(f"--adapter {spec!r}: expected STEP=DIR with an existing folder")
+        folders[int(step)] = Path(folder)
+    have = sorted({int(p.name.rsplit("-", 1)[-1]) for p in complete_checkpoints(a.run)} | set(folders))
     steps = [int(s) for s in a.steps.split(",")] if a.steps else sorted(have, reverse=True)
-    missing = [s for s in steps if s not in have]
+    missing = [s for s in steps + ([a.headline_step] if a.headline_step else []) if s not in have]
     if missing:
         raise SystemExit(f"{a.run}: no complete checkpoint for steps {missing} (have {have})")
-    evaluate_checkpoints(a.run, steps, sets, a.depth)
+    head = None
+    if a.headline_step:
+        head_dir = a.run / f"eval-top{a.headline_depth}"
+        evaluate_checkpoints(a.run, [a.headline_step], sets, a.headline_depth, folders, head_dir)
+        head = headline(head_dir, a.headline_step, sets)
+    evaluate_checkpoints(a.run, steps, sets, a.depth, folders)
     variants = json.loads(a.variants.read_text()) if a.variants else []
-    res = collect(a.run, sets, variants, a.out, a.config, a.train_command)
+    res = collect(a.run, sets, variants, a.out, a.config, a.train_command, head)
     atomic_write_json(a.out, res)
     print(json.dumps({k: res[k] for k in ("best_ndcg_cut_10", "best_step", "tokens_per_s")}))
     return 0

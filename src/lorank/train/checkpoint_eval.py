@@ -10,6 +10,7 @@ from typing import Any
 from lorank.atomic import atomic_write_text, read_jsonl
 from lorank.config import EvalSpec
 from lorank.data.sources import eval_label
+from lorank.errors import ConfigError
 from lorank.score.engine import Scorer
 from lorank.score.runs import interpolate_runs, rerank_to_run
 
@@ -43,8 +44,15 @@ class CheckpointEvaluator:
 
         rows = []
         done = self.done_steps()
+        depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_metrics(self.out_dir)}
         for name, rs in self.sets.items():
             if (step, name) in done:
+                have = depths.get((step, name))
+                if have is not None and have != self.spec.depth:
+                    raise ConfigError(
+                        f"{self.out_dir / METRICS_FILE}: checkpoint-{step} on {name} is already evaluated at depth "
+                        f"{have}, not {self.spec.depth}; its metrics row and TREC run would be mixed up with this "
+                        "one's: evaluate this depth into another folder")
                 continue
             t0 = time.perf_counter()
             scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)

@@ -1,0 +1,78 @@
+"""benchmarks/train_msmarco12k.py end to end on a tiny run: the curve from the run's checkpoints and from an exported
+adapter kept elsewhere (``--adapter STEP=DIR``), the shipped step at its own depth (``--headline-step``), and the
+evaluator's refusal to mix depths for one checkpoint."""
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from lorank.config import EvalSpec
+from lorank.errors import ConfigError
+from lorank.train.config import TrainConfig
+from tests.tinydata import make_trec_dir, save_tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("train_msmarco12k", ROOT / "benchmarks" / "train_msmarco12k.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from lorank.export import export_adapter
+    from lorank.train.run import train
+
+    root = tmp_path_factory.mktemp("bench12k")
+    data = make_trec_dir(root / "data")
+    model = save_tiny_model(root / "model")
+    train(TrainConfig.from_dict({
+        "model": str(model), "dtype": "fp32", "data": [{"kind": "trec", "path": str(data)}], "group_size": 4,
+        "batch_queries": 2, "max_steps": 4, "lr": 1e-3, "lora": {"rank": 2, "alpha": 4, "dropout": 0.0},
+        "checkpoints": {"steps": "2,4"}, "eval": {"sets": []}, "output_dir": str(root / "run")}), progress=False)
+    # checkpoint-2 survives only as an exported adapter (as the curve's checkpoints do across machines)
+    export_adapter(root / "run" / "checkpoint-2", root / "kept" / "checkpoint-2")
+    shutil.rmtree(root / "run" / "checkpoint-2")
+    return root, data
+
+
+def test_curve_from_kept_adapters_and_the_headline_at_its_own_depth(tiny, monkeypatch):
+    root, data = tiny
+    out = root / "train.json"
+    monkeypatch.setattr(sys, "argv", [
+        "train_msmarco12k.py", "--run", str(root / "run"), "--sets", str(data), "--depth", "6",
+        "--adapter", f"2={root / 'kept' / 'checkpoint-2'}", "--headline-step", "4", "--headline-depth", "12",
+        "--out", str(out)])
+    assert _bench().main() == 0
+    res = json.loads(out.read_text())
+    assert [c["step"] for c in res["checkpoints"]] == [2, 4] and res["checkpoints_depth"] == [6]
+    head = res["headline"]
+    assert head["step"] == 4 and head["depth"] == 12 and res["best_step"] == 4
+    label = data.name
+    assert res["best_ndcg_cut_10"] == head["sets"][label]["ndcg_cut_10"]
+    assert head["vs_bm25"][label] and (root / "run" / "eval-top12" / "runs_trec" / f"checkpoint-4.{label}.run").is_file()
+    # the top-6 and top-12 rankings are different evaluations, kept apart
+    rows6 = [json.loads(x) for x in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["depth"] for r in rows6} == {6}
+    assert (out.with_suffix(".png")).stat().st_size > 10_000
+
+
+def test_a_checkpoint_evaluated_at_another_depth_is_an_error_not_a_skip(tiny):
+    from lorank.reranker import Reranker
+    from lorank.train.checkpoint_eval import CheckpointEvaluator
+
+    root, data = tiny
+    ev_dir = root / "mixed"
+    rr = Reranker.from_adapter(root / "run" / "checkpoint-4")
+    ev = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), EvalSpec(sets=[str(data)], depth=6), ev_dir)
+    assert len(ev(rr.model, 4)) == 1
+    assert ev(rr.model, 4) == []  # the same depth: done, skipped
+    ev12 = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), EvalSpec(sets=[str(data)], depth=12), ev_dir)
+    with pytest.raises(ConfigError, match="already evaluated at depth 6, not 12"):
+        ev12(rr.model, 4)
