@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-cpu       # evaluate + collect (resumable)
     .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-cpu --steps 200   # only some checkpoints
     .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-reference --depth 50 \
-        --adapter 2000=resume/msmarco12k-reference/curve/checkpoint-2000 --headline-step 5996 --headline-depth 100
+        --adapter 2000=resume/msmarco12k-reference-curve/checkpoint-2000 --headline-step 5996 --headline-depth 100
         # the curve at top-50 (checkpoints kept as exported adapters across machines), the shipped step at top-100
 
 Checkpoints are evaluated in the order given (default: the last first, then the rest from late to early), each
@@ -199,7 +199,7 @@ def main() -> int:
                          "(e.g. a resume with --set max_steps=...); repeatable")
     ap.add_argument("--adapter", action="append", default=[], metavar="STEP=DIR",
                     help="evaluate this folder as checkpoint STEP (an exported adapter kept from an earlier machine, "
-                         "e.g. resume/msmarco12k-reference/curve/checkpoint-2000); repeatable")
+                         "e.g. resume/msmarco12k-reference-curve/checkpoint-2000); repeatable")
     ap.add_argument("--headline-step", type=int, help="the shipped checkpoint: also evaluated at --headline-depth, "
                     "into RUN/eval-top{depth}/; its DL19 nDCG@10 is best_ndcg_cut_10")
     ap.add_argument("--headline-depth", type=int, default=100)

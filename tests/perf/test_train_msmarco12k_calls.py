@@ -1,16 +1,12 @@
 """benchmarks/train_msmarco12k.py: a run built by several ``lorank train`` calls (resumes) is timed over all of them."""
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmark_module import load_benchmark
+
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("train_msmarco12k", ROOT / "benchmarks" / "train_msmarco12k.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("train_msmarco12k")
 
 
 def test_training_calls_split_where_elapsed_restarts(tmp_path):

@@ -1,27 +1,22 @@
 """benchmarks/train_msmarco12k.py end to end on a tiny run: the curve from the run's checkpoints and from an exported
 adapter kept elsewhere (``--adapter STEP=DIR``), the shipped step at its own depth (``--headline-step``), and the
 evaluator's refusal to mix depths for one checkpoint."""
-import importlib.util
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 
 from lorank.config import EvalSpec
 from lorank.errors import ConfigError
 from lorank.train.config import TrainConfig
+from tests.benchmark_module import load_benchmark
 from tests.tinydata import make_trec_dir, save_tiny_model
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("train_msmarco12k", ROOT / "benchmarks" / "train_msmarco12k.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("train_msmarco12k")
 
 
 @pytest.fixture(scope="module")

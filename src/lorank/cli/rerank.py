@@ -81,9 +81,9 @@ def _candidates(eval_set, queries, run, collection, qrels, beir=None, split="tes
                               "(not with --eval, --queries or --collection)")
         if not run:
             raise ConfigError("--beir needs --run, the first-stage TREC run to rerank (lorank retrieve --beir DIR --out RUN)")
-        rs = load_beir_rerank_set(beir, run, split=split)
-        return rs.queries, rs.passages, rs.run, (load_eval_data(rs, qrels=qrels).qrels if qrels else rs.qrels)
-    if not eval_set and not (queries and run and collection):
+        rs = load_eval_data(load_beir_rerank_set(beir, run, split=split), qrels=qrels, require_qrels=False)
+    elif not eval_set and not (queries and run and collection):
         raise ConfigError("give --eval NAME, --beir DIR with --run, or all of --queries, --run and --collection")
-    rs = load_eval_data(eval_set, queries, run, collection, qrels, require_qrels=False)
+    else:
+        rs = load_eval_data(eval_set, queries, run, collection, qrels, require_qrels=False)
     return rs.queries, rs.passages, rs.run, rs.qrels

@@ -239,13 +239,14 @@ class TrainingDivergedStop(TrainerCallback):
             return False
         if self.first is None:
             self.first = mean
-        if (check and self.best is not None and step > self.after and self.first > self.best[0]
-                and (mean - self.best[0]) / (self.first - self.best[0]) > self.climb):
+        climbed = ((mean - self.best[0]) / (self.first - self.best[0])
+                   if self.best is not None and self.first > self.best[0] else 0.0)
+        if check and step > self.after and climbed > self.climb:
             self.tripped = {"step": step, "window": f"{step - self.window + 1}-{step}", "mean_loss": round(mean, 4),
                             "lowest_mean_loss": round(self.best[0], 4),
                             "lowest_window": f"{self.best[1] - self.window + 1}-{self.best[1]}",
                             "first_mean_loss": round(self.first, 4),
-                            "climbed": round((mean - self.best[0]) / (self.first - self.best[0]), 3),
+                            "climbed": round(climbed, 3),
                             "climb": self.climb}
             return True
         if self.best is None or mean < self.best[0]:

@@ -43,11 +43,10 @@ class CheckpointEvaluator:
         from lorank.score import evaluate, write_run
 
         rows = []
-        done = self.done_steps()
-        depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_metrics(self.out_dir)}
+        depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_metrics(self.out_dir)}  # the done ones
         for name, rs in self.sets.items():
-            if (step, name) in done:
-                have = depths.get((step, name))
+            if (step, name) in depths:
+                have = depths[(step, name)]
                 if have is not None and have != self.spec.depth:
                     raise ConfigError(
                         f"{self.out_dir / METRICS_FILE}: checkpoint-{step} on {name} is already evaluated at depth "
