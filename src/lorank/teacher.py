@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,7 +38,8 @@ def default_teacher_dir() -> Path:
 
 
 class BiEncoder:
-    def __init__(self, model_dir: str | Path | None = None, max_len: int = 256, batch_size: int = 64):
+    def __init__(self, model_dir: str | Path | None = None, max_len: int = 256, batch_size: int = 64,
+                 log_every_s: float = 30.0):
         from transformers import AutoModel, AutoTokenizer
 
         path = Path(model_dir) if model_dir else default_teacher_dir()
@@ -48,6 +50,7 @@ class BiEncoder:
         self.model = AutoModel.from_pretrained(str(path)).eval()
         self.max_len = max_len
         self.batch_size = batch_size
+        self.log_every_s = log_every_s  # a progress line at most this often while encoding (minutes for a pool)
 
     def identity(self) -> str:
         """What the embeddings depend on besides the texts: the model's files (name, size, mtime) and max_len."""
@@ -86,7 +89,14 @@ class BiEncoder:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         order = np.argsort([len(t) for t in texts])
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        t0 = last = time.perf_counter()
         for i in range(0, len(texts), self.batch_size):
+            now = time.perf_counter()
+            if i and now - last >= self.log_every_s:
+                last = now
+                rate = i / (now - t0)  # texts sorted short to long: the time left is a lower bound
+                log.info("teacher: encoded %d/%d texts (%.0f/s, at least %.0f s left)", i, len(texts), rate,
+                         (len(texts) - i) / rate)
             idx = order[i:i + self.batch_size]
             enc = self.tok([texts[j] for j in idx], padding=True, truncation=True, max_length=self.max_len,
                            return_tensors="pt")

@@ -49,3 +49,14 @@ def test_encode_with_cache_writes_once_and_reads_back_the_same_embeddings(tmp_pa
     assert bi.cache_path(texts[::-1]) != path and bi.cache_path(texts[:2]) != path  # keyed by the texts in order
     bi.max_len = 8
     assert bi.cache_path(texts) != path  # and by the teacher's settings
+
+
+def test_encoding_logs_its_progress(tmp_path, caplog):
+    import logging
+
+    bi = BiEncoder(_tiny_bert(tmp_path / "bert"), batch_size=2, log_every_s=0.0)
+    with caplog.at_level(logging.INFO, logger="lorank.teacher"):
+        bi.encode(["a b", "c d e", "f", "g h i j", "k"])
+    lines = [r.getMessage() for r in caplog.records if "encoded" in r.getMessage()]
+    assert [ln.split(" (")[0] for ln in lines] == ["teacher: encoded 2/5 texts", "teacher: encoded 4/5 texts"]
+    assert all("s left)" in ln for ln in lines)
