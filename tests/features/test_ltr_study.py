@@ -71,13 +71,9 @@ def test_the_worker_runs_an_ltr_step_and_the_report_shows_it(tiny_ltr, tmp_path)
 
 
 def test_the_benchmark_script_runs_end_to_end_on_a_tiny_slice(tiny_ltr, tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from tests.benchmark_module import load_benchmark
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ltr_latent.py"
-    spec = importlib.util.spec_from_file_location("ltr_latent_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("ltr_latent")
     out = tmp_path / "res" / "ltr_latent.json"
     s = mod.main(["--adapter", str(tiny_ltr["adapter"]), "--train", str(tiny_ltr["train"]), "--test",
                   str(tiny_ltr["test"]), "--depth", "6", "--max-queries", "4", "--work", str(tmp_path / "w"),

@@ -1,15 +1,11 @@
 """benchmarks/gpu_throughput.py smoke mode: runs on CPU with a tiny model, writes a sane JSON."""
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmark_module import load_benchmark
 
 
 def test_gpu_throughput_smoke_mode_on_cpu(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_throughput", ROOT / "benchmarks" / "gpu_throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("gpu_throughput")
     out = tmp_path / "smoke.json"
     rc = mod.main(["--device", "cpu", "--shape", "tiny-llama", "--steps", "1", "--warmup", "1", "--score-pairs", "16",
                    "--shape-buckets", "--out", str(out), "--tmp", str(tmp_path / "t")])
@@ -30,17 +26,13 @@ def test_gpu_throughput_smoke_mode_on_cpu(tmp_path):
 
 
 def test_unknown_config_is_refused(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_throughput", ROOT / "benchmarks" / "gpu_throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("gpu_throughput")
     assert mod.main(["--device", "cpu", "--shape", "tiny-llama", "--configs", "tevatron2",
                      "--out", str(tmp_path / "x.json")]) == 2
 
 
 def test_flop_model():
-    spec = importlib.util.spec_from_file_location("gpu_throughput", ROOT / "benchmarks" / "gpu_throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("gpu_throughput")
     # frozen base: training = 2x the forward's linear FLOPs, 3x its attention FLOPs, plus LoRA's 6N
     fwd = mod.flops_per_token(1000, 10, 2, 8, 4.0, train=False)
     trn = mod.flops_per_token(1000, 10, 2, 8, 4.0, train=True)
