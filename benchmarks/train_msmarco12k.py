@@ -43,7 +43,8 @@ def evaluate_checkpoints(run_dir: Path, steps: list[int], sets: list[str], depth
         ckpt = (folders or {}).get(step, run_dir / f"checkpoint-{step}")
         rr = Reranker.from_adapter(ckpt)
         if evaluator is None:
-            evaluator = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), spec, out_dir)
+            # each checkpoint is loaded only to be scored: LoRA merged into the base weights (~20% faster on CPU)
+            evaluator = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), spec, out_dir, merge_lora=True)
         t0 = time.perf_counter()
         rows = evaluator(rr.model, step, ckpt)
         for r in rows:

@@ -71,3 +71,26 @@ def test_a_checkpoint_evaluated_at_another_depth_is_an_error_not_a_skip(tiny):
     ev12 = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), EvalSpec(sets=[str(data)], depth=12), ev_dir)
     with pytest.raises(ConfigError, match="already evaluated at depth 6, not 12"):
         ev12(rr.model, 4)
+
+
+def test_merged_evaluation_scores_as_the_unmerged_one(tiny):
+    import numpy as np
+
+    from lorank.reranker import Reranker
+    from lorank.train.checkpoint_eval import CheckpointEvaluator
+
+    root, data = tiny
+    spec = EvalSpec(sets=[str(data)], depth=12)
+    runs = {}
+    for merge in (False, True):
+        rr = Reranker.from_adapter(root / "run" / "checkpoint-4", dtype="fp32")
+        ev = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), spec, root / f"merge-{merge}",
+                                 merge_lora=merge)
+        assert len(ev(rr.model, 4)) == 1
+        merged = [bool(m.merged_adapters) for m in rr.model.modules() if hasattr(m, "lora_A")]
+        assert merged and all(merged) == merge  # merged only when asked
+        lines = (root / f"merge-{merge}" / "runs_trec" / f"checkpoint-4.{data.name}.run").read_text().split("\n")
+        runs[merge] = {tuple(x.split()[:3]): float(x.split()[4]) for x in lines if x}
+    assert runs[True].keys() == runs[False].keys()
+    keys = sorted(runs[False])
+    np.testing.assert_allclose([runs[True][k] for k in keys], [runs[False][k] for k in keys], rtol=1e-4, atol=1e-5)

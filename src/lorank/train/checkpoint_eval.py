@@ -19,10 +19,15 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class CheckpointEvaluator:
-    def __init__(self, encoder: Any, pad_id: int, spec: EvalSpec, out_dir: Path, data_root: str | None = None):
+    """``merge_lora=True`` merges each model's LoRA deltas into its base weights before scoring (``Scorer``'s
+    ``merge_lora``, ~20% faster on CPU): for checkpoints loaded only to be scored, never for a model in training."""
+
+    def __init__(self, encoder: Any, pad_id: int, spec: EvalSpec, out_dir: Path, data_root: str | None = None,
+                 merge_lora: bool = False):
         from lorank.data import resolve_eval_set
 
         self.encoder = encoder
+        self.merge_lora = merge_lora
         self.pad_id = pad_id
         self.spec = spec
         self.out_dir = Path(out_dir)
@@ -54,7 +59,8 @@ class CheckpointEvaluator:
                         "one's: evaluate this depth into another folder")
                 continue
             t0 = time.perf_counter()
-            scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)
+            scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16,
+                            merge_lora=self.merge_lora)
             scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
             run = rerank_to_run(scores, rs.run, self.spec.depth)
             wall = time.perf_counter() - t0
