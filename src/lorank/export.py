@@ -42,8 +42,13 @@ def _state_for_export(state: dict[str, Any], dtype: str) -> dict[str, Any]:
 
 def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16", name: str | None = None,
                    commands: dict[str, str] | None = None, extra_metrics: dict[str, Any] | None = None,
-                   overwrite: bool = False, note: str | None = None, data_root: str | Path | None = None) -> Path:
-    """Write ``out`` from a lorank checkpoint (or run folder: its last complete checkpoint)."""
+                   overwrite: bool = False, note: str | None = None, data_root: str | Path | None = None,
+                   evaluations: str | Path | None = None) -> Path:
+    """Write ``out`` from a lorank checkpoint (or run folder: its last complete checkpoint), or from an exported
+    adapter (to re-export it with other evaluations). ``evaluations``: the folder whose ``metrics.jsonl`` and
+    ``runs_trec/`` hold this step's evaluations (default: the checkpoint's run folder), e.g. ``RUN/eval-top100``
+    written by ``benchmarks/train_msmarco12k.py --headline-step``. The training config is the run folder's
+    ``config.json``, else the adapter's own ``training_config.json``."""
     from safetensors.torch import save_file
 
     from lorank.adapters import latest_checkpoint, read_adapter_state, read_checkpoint_meta
@@ -59,9 +64,14 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
     step = meta.get("step")
     if step is None and ckpt.name.startswith("checkpoint-"):
         step = int(ckpt.name.rsplit("-", 1)[-1])
-    run_dir = ckpt.parent
-    run_cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8")) if (run_dir / "config.json").is_file() else None
+    run_dir = Path(evaluations) if evaluations is not None else ckpt.parent
+    if evaluations is not None and not (run_dir / "metrics.jsonl").is_file():
+        raise ConfigError(f"{run_dir}: no metrics.jsonl (the evaluations folder holds metrics.jsonl and runs_trec/)")
+    cfg_file = next((f for f in (ckpt.parent / "config.json", ckpt / "training_config.json") if f.is_file()), None)
+    run_cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file is not None else None
     rows = [r for r in read_metrics(run_dir) if r.get("step") == step]
+    if evaluations is not None and not rows:
+        raise ConfigError(f"{run_dir / 'metrics.jsonl'} has no evaluation of step {step}")
     state = _state_for_export(read_adapter_state(ckpt), dtype)
     keep = {k: meta[k] for k in ("base_model", "input", "lora", "head_init", "pad_token_id") if k in meta}
     keep.update({"dtype": "auto", "weights_dtype": dtype, "exported_from": str(ckpt), "step": step,

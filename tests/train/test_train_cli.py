@@ -236,6 +236,34 @@ def test_export_adapter_is_small_self_contained_and_scores_like_the_checkpoint(t
     assert again.exit_code != 0 and "exists" in again.output
 
 
+def test_an_exported_adapter_is_re_exported_with_the_evaluations_of_another_folder(tiny_run, tmp_path):
+    """A curve checkpoint kept as an exported adapter, evaluated later at another depth into its own folder
+    (benchmarks/train_msmarco12k.py --headline-step): the re-export carries those rows, their tests against the
+    first stage, and the adapter's own training config."""
+    import shutil
+
+    root, _ = tiny_run
+    kept = tmp_path / "kept" / "checkpoint-5"
+    assert CliRunner().invoke(app, ["export-adapter", str(root / "run"), "--out", str(kept)]).exit_code == 0
+    ev = tmp_path / "eval-top100"
+    (ev / "runs_trec").mkdir(parents=True)
+    rows = [json.loads(x) for x in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    row = dict(next(r for r in rows if r["step"] == 5), depth=100)
+    (ev / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    shutil.copy2(root / "run" / "runs_trec" / f"checkpoint-5.{row['eval_set']}.run", ev / "runs_trec")
+    out = tmp_path / "adapters" / "ref"
+    res = CliRunner().invoke(app, ["export-adapter", str(kept), "--out", str(out), "--evaluations", str(ev)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluations"] == [row] and "tests" in metrics["vs_first_stage"][row["eval_set"]]
+    assert json.loads((out / "training_config.json").read_text()) == json.loads((kept / "training_config.json").read_text())
+    assert (out / "adapter_model.safetensors").read_bytes() == (kept / "adapter_model.safetensors").read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = CliRunner().invoke(app, ["export-adapter", str(kept), "--out", str(tmp_path / "x"), "--evaluations", str(empty)])
+    assert bad.exit_code != 0 and "no metrics.jsonl" in bad.output and not (tmp_path / "x").exists()
+
+
 def test_export_adapter_refuses_a_command_without_a_name(tiny_run, tmp_path):
     root, _ = tiny_run
     res = CliRunner().invoke(app, ["export-adapter", str(root / "run"), "--out", str(tmp_path / "a"),

@@ -131,6 +131,9 @@ def export_adapter_cmd(
                                        "(how and where it was trained, what it is good for)."),
     command: list[str] = typer.Option([], "--command", help="NAME=COMMAND that made it, e.g. "
                                       "'train=lorank train configs/x.yaml' (repeatable)."),
+    evaluations: Optional[Path] = typer.Option(None, "--evaluations", help="The folder whose metrics.jsonl and "
+                                               "runs_trec/ hold this step's evaluations (default: the checkpoint's "
+                                               "run folder), e.g. RUN/eval-top100."),
 ) -> None:
     """Export a checkpoint as a self-contained reference adapter (weights, config, metrics vs the first stage, README)."""
     from lorank.errors import ConfigError
@@ -142,7 +145,7 @@ def export_adapter_cmd(
             raise ConfigError(f"--command must be NAME=COMMAND, got {bad[0]!r}")
         commands = dict(c.split("=", 1) for c in command)
         path = export_adapter(checkpoint, out, dtype="fp32" if fp32 else "bf16", overwrite=overwrite,
-                              note=note, commands=commands)
+                              note=note, commands=commands, evaluations=evaluations)
     size = sum(f.stat().st_size for f in path.iterdir())
     console.print(f"wrote {path} ({size / 2**20:.1f} MiB)")
 
