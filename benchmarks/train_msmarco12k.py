@@ -123,7 +123,7 @@ def headline(eval_dir: Path, step: int, sets: list[str]) -> dict:
 
 def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OUT,
             config: str = "configs/train_msmarco12k_cpu.yaml", train_commands: list[str] | None = None,
-            head: dict | None = None) -> dict:
+            head: dict | None = None, notes: list[str] | None = None) -> dict:
     from lorank.data import resolve_eval_set
     from lorank.precision import cpu_bf16_capability
     from lorank.score import evaluate
@@ -169,7 +169,7 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
         "best_curve_step": best["step"] if best else None,
         "vs_bm25_at_best_curve_step": significance(run_dir, best["step"], sets) if best else None,
         # the shipped checkpoint at the headline depth where one was evaluated (--headline-step), else the curve's best
-        "headline": head,
+        "headline": head and {**head, "training_queries_seen": head["step"] * c["batch_queries"]},
         "best_ndcg_cut_10": (head["sets"][dl19]["ndcg_cut_10"] if head and dl19 in head["sets"]
                              else best[dl19]["ndcg_cut_10"] if best else None),
         "best_step": head["step"] if head else best["step"] if best else None,
@@ -182,6 +182,8 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
         },
         "variants": variants, "checkpoint_curve_png": png.name if plot is not None else None,
         "versions": cfg.get("versions"),
+        # what the files cannot say (e.g. a run trained across machines in different precisions), as given (--note)
+        "notes": notes or [],
     }
 
 
@@ -204,6 +206,8 @@ def main() -> int:
     ap.add_argument("--headline-step", type=int, help="the shipped checkpoint: also evaluated at --headline-depth, "
                     "into RUN/eval-top{depth}/; its DL19 nDCG@10 is best_ndcg_cut_10")
     ap.add_argument("--headline-depth", type=int, default=100)
+    ap.add_argument("--note", action="append", default=[], help="a line recorded in the JSON's notes (what the run's "
+                    "files do not say, e.g. which calls trained in which precision); repeatable")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from lorank.atomic import atomic_write_json
@@ -228,7 +232,7 @@ def main() -> int:
         head = headline(head_dir, a.headline_step, sets)
     evaluate_checkpoints(a.run, steps, sets, a.depth, folders)
     variants = json.loads(a.variants.read_text()) if a.variants else []
-    res = collect(a.run, sets, variants, a.out, a.config, a.train_command, head)
+    res = collect(a.run, sets, variants, a.out, a.config, a.train_command, head, a.note)
     atomic_write_json(a.out, res)
     print(json.dumps({k: res[k] for k in ("best_ndcg_cut_10", "best_step", "tokens_per_s")}))
     return 0

@@ -43,9 +43,10 @@ def test_curve_from_kept_adapters_and_the_headline_at_its_own_depth(tiny, monkey
     monkeypatch.setattr(sys, "argv", [
         "train_msmarco12k.py", "--run", str(root / "run"), "--sets", str(data), "--depth", "6",
         "--adapter", f"2={root / 'kept' / 'checkpoint-2'}", "--headline-step", "4", "--headline-depth", "12",
-        "--out", str(out)])
+        "--out", str(out), "--note", "trained in one call"])
     assert _bench().main() == 0
     res = json.loads(out.read_text())
+    assert res["notes"] == ["trained in one call"] and res["headline"]["training_queries_seen"] == 4 * 2
     assert [c["step"] for c in res["checkpoints"]] == [2, 4] and res["checkpoints_depth"] == [6]
     head = res["headline"]
     assert head["step"] == 4 and head["depth"] == 12 and res["best_step"] == 4
