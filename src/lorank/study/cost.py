@@ -36,10 +36,12 @@ CPU_MEASURED: dict[str, CpuMeasured] = {
                                      "packed forward): training 490-555 tokens/s (~830 tokens a query at G=8, counted "
                                      "here as 8 x 100), checkpoint evaluation on DL19+DL20 top-50 = 4,850 pairs in "
                                      "~6 min (13.5 pairs/s; the scorer alone 13-17)"),
-    "fp32": CpuMeasured(200.0, 4.0, "fp32 (AVX2-only CPUs): benchmarks/train_speed.py 248 tokens/s (docs/speed.md, "
-                                    "2026-12-01) x 0.8, the ratio of real runs to that benchmark in bf16 (490-555 vs "
-                                    "644); scoring 3.0-4.5 pairs/s (benchmarks/README.md: score_speed.py 3.0, the "
-                                    "demo 4.5)"),
+    "fp32": CpuMeasured(125.0, 2.7, "fp32 (AVX2-only CPUs), the slower of the two measured: the reference run resumed "
+                                    "on a 2-core AVX2 AMD EPYC (session 13, 2026-12-02, packed forward, tcmalloc) "
+                                    "trained at 125-129 tokens/s, and its checkpoint evaluation on DL19 + DL20 top-50 "
+                                    "scored 2.7 pairs/s (3.5 with LoRA merged, as benchmarks/train_msmarco12k.py "
+                                    "scores); on a faster AVX2 CPU benchmarks/train_speed.py gave 248 tokens/s "
+                                    "(docs/speed.md, 2026-12-01) and scoring 3.0-4.5 pairs/s"),
 }
 
 #: measured training throughput (real tokens/s) of a model on a GPU: (device, model-name hint) ->
