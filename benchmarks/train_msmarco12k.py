@@ -137,7 +137,8 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     for r in metrics:
         if r["eval_set"] in [eval_label(s) for s in sets]:
             by_step.setdefault(r["step"], {"step": r["step"]})[r["eval_set"]] = {
-                k: r.get(k) for k in ("ndcg_cut_10", "recip_rank_10", "recall_100", "map", "pairs_per_s")}
+                k: r.get(k) for k in ("ndcg_cut_10", "recip_rank_10", "recall_100", "map", "pairs_per_s", "precision")
+                if k != "precision" or r.get(k)}  # precision: recorded since session 14
     ckpts = [by_step[s] for s in sorted(by_step)]
     bm25 = {}
     for s in sets:

@@ -28,6 +28,40 @@ def guard() -> Iterator[None]:
         fail(e)
 
 
+class ProgressLines:
+    """``tick(n)`` that also prints a plain progress line at most every ``every_s`` seconds when stderr is not a
+    terminal (a log file, nohup, CI), where a rich bar shows nothing until it ends."""
+
+    def __init__(self, label: str, total: int | None, tick: Any = None, every_s: float = 30.0,
+                 out: Any = None, clock: Any = None) -> None:
+        import sys
+        import time
+
+        self.label, self.total, self.tick, self.every_s = label, total, tick, every_s
+        self.out = out if out is not None else sys.stderr
+        self.clock = clock or time.monotonic
+        self.t0 = self.last = self.clock()
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        if self.tick is not None:
+            self.tick(n)
+        self.done += n
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        rate = self.done / max(now - self.t0, 1e-9)
+        of = f"/{self.total}" if self.total else ""
+        left = (f", ~{(self.total - self.done) / rate / 60:.0f} min left" if self.total and rate > 0 else "")
+        print(f"{self.label}: {self.done}{of} ({rate:.2f}/s, {(now - self.t0) / 60:.1f} min{left})",
+              file=self.out, flush=True)
+
+
+def _with_lines(label: str, total: int | None, tick: Any) -> Any:
+    return tick if err_console.is_terminal else ProgressLines(label, total, tick)
+
+
 @contextlib.contextmanager
 def progress(label: str, total: int | None) -> Iterator[Any]:
     """One rich progress bar on stderr; yields ``tick(n)``."""
@@ -36,7 +70,7 @@ def progress(label: str, total: int | None) -> Iterator[Any]:
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console) as prog:
         task = prog.add_task(label, total=total)
-        yield lambda n: prog.advance(task, n)
+        yield _with_lines(label, total, lambda n: prog.advance(task, n))
 
 
 @contextlib.contextmanager
@@ -49,7 +83,7 @@ def progress_factory() -> Iterator[Any]:
                   TimeRemainingColumn(), console=err_console) as prog:
         def factory(label: str, total: int) -> Any:
             task = prog.add_task(label, total=total)
-            return lambda n: prog.advance(task, n)
+            return _with_lines(label, total, lambda n: prog.advance(task, n))
 
         yield factory
 

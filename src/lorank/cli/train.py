@@ -151,14 +151,18 @@ def export_adapter_cmd(
 
 
 def snapshot_cmd(
-    run: Path = typer.Argument(..., help="A run folder (runs/X), or a snapshot to restore."),
+    run: Path = typer.Argument(..., help="A run folder (runs/X) or a study folder (studies_out/X), or a snapshot "
+                               "of one to restore."),
     out: Path = typer.Option(..., "--out", help="Where the snapshot goes, e.g. resume/X (to commit), or runs/X "
-                             "(to restore one; then `lorank train` resumes from it)."),
-    force: bool = typer.Option(False, "--force", help="Replace OUT even if it holds a later checkpoint."),
+                             "(to restore one; then `lorank train` or `lorank study` goes on from it)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT even if it holds a later checkpoint (a run) or "
+                               "finished steps the source has not (a study)."),
 ) -> None:
-    """Keep a run's last complete checkpoint (+ config and logs) where a new machine finds it, or restore it."""
+    """Keep a run's last complete checkpoint (+ config and logs), or a study's results and resume state, where a new
+    machine finds it; or restore it."""
+    from lorank.study.snapshot import is_study_dir, snapshot_study
     from lorank.train.snapshot import snapshot_run
 
     with guard():
-        snap = snapshot_run(run, out, force=force)
+        snap = snapshot_study(run, out, force=force) if is_study_dir(run) else snapshot_run(run, out, force=force)
     console.print(f"wrote {snap.summary()}")

@@ -1,7 +1,8 @@
 """Studies: one YAML spec -> a grid of training runs, ablations and analyses -> a report.
 
 Python twins of the CLI: ``lorank.study.run_study(spec, out)`` (``lorank study``),
-``lorank.study.load_results(dir)``, ``lorank.report.build_report(dir)`` (``lorank report``).
+``lorank.study.load_results(dir)``, ``lorank.report.build_report(dir)`` (``lorank report``),
+``lorank.study.snapshot_study(dir, out)`` (``lorank snapshot STUDY_DIR``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from lorank.errors import ConfigError
 from lorank.study.plan import Plan, Step, build_plan
+from lorank.study.snapshot import snapshot_study
 from lorank.study.spec import RunSpec, StudySpec, expand, load_spec
 from lorank.study.store import load_results
 
@@ -165,4 +167,4 @@ def _dur(s: float) -> str:
 
 
 __all__ = ["Plan", "RunSpec", "Step", "StudyResult", "StudySpec", "build_plan", "expand", "find_spec", "load_results",
-           "load_spec", "prepare", "run_study"]
+           "load_spec", "prepare", "run_study", "snapshot_study"]

@@ -70,7 +70,7 @@ class CheckpointEvaluator:
             n_pairs = sum(len(v) for v in scores.values())
             row = {"step": step, "eval_set": name, **{k: round(float(v), 6) for k, v in res.aggregate.items()},
                    "pairs": n_pairs, "depth": self.spec.depth, "score_wall_s": round(wall, 2),
-                   "pairs_per_s": round(n_pairs / wall, 2)}
+                   "pairs_per_s": round(n_pairs / wall, 2), "precision": scorer.precision}
             if self.spec.write_runs:
                 write_run(self.out_dir / "runs_trec" / f"checkpoint-{step}.{name}.run", run, tag=f"lorank-{step}")
             append_metrics(self.out_dir, row)
