@@ -301,6 +301,8 @@ def test_rerank_cli_reranks_a_beir_split_as_the_tsv_files(tiny_run):
         res = CliRunner().invoke(app, ["rerank", "--adapter", str(root / "run"), "--run", str(data / "bm25.run"),
                                        "--depth", "5", "--out", str(outs[name])] + src)
         assert res.exit_code == 0, res.output + repr(res.exception)
+        if name == "beir":  # BEIR qrels are binary (grade 1 = relevant): MRR/recall/MAP at grade >= 1, not TREC DL's 2
+            assert "binary relevance at grade >= 1" in " ".join(res.output.split())
     assert outs["beir"].read_text() == outs["tsv"].read_text()
     assert len(outs["beir"].read_text().splitlines()) == 6 * 12  # the 5 reranked, then the rest of the run
     assert "ndcg_cut_10" in res.output  # the BEIR split's qrels evaluate the result

@@ -24,6 +24,9 @@ def rerank_cmd(
     depth: int = typer.Option(100, "--depth", help="Rerank this many candidates per query."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading a pickle-based adapter (unsafe)."),
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="Evaluate the reranked run against these qrels."),
+    rel_threshold: Optional[int] = typer.Option(None, "--rel-threshold", help="Grade at or above which a document is "
+                                                "relevant for MRR, recall, MAP (default: 1 with --beir, whose qrels "
+                                                "are binary; else 2, TREC DL's)."),
     processes: int = typer.Option(1, "--processes", min=1,
                                   help="Score with N local processes, split by query (each with cores/N threads); "
                                        "under torchrun use lorank.score.shard.rerank_shard."),
@@ -65,7 +68,10 @@ def rerank_cmd(
             used = str(rr.meta.get("checkpoint"))
     console.print(f"wrote {out} ({len(result)} queries, {n} pairs scored) with {used}")
     if qr:
-        res = evaluate(qr, result)
+        thr = rel_threshold if rel_threshold is not None else (1 if beir is not None else 2)
+        res = evaluate(qr, result, rel_threshold=thr)
+        console.print(f"{res.num_queries} judged queries, binary relevance at grade >= {thr} (nDCG uses the grades)"
+                      f"; the reranked top-{depth} only, so recall and MAP are cut there:")
         console.print({k: round(v, 4) for k, v in res.aggregate.items()})
 
 
