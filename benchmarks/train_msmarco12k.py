@@ -150,7 +150,13 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     device = {"kind": "cpu", "cores": __import__("os").cpu_count(), "processor": platform.processor() or platform.machine(),
               "bf16_capability": cpu_bf16_capability(), "precision": cfg.get("precision")}
     plot = plot_checkpoint_curve(run_dir, title="SmolLM2-135M LoRA r=8, MS MARCO train (12k set)",
-                                 baselines={eval_label(s): bm25[eval_label(s)] for s in sets})
+                                 baselines={eval_label(s): bm25[eval_label(s)] for s in sets},
+                                 queries_per_step=c["batch_queries"])
+    for ck in ckpts:  # each checkpoint: queries seen, and its p-values against BM25 (paired t, Holm per measure)
+        ck["training_queries_seen"] = ck["step"] * c["batch_queries"]
+        for label, tests in significance(run_dir, ck["step"], sets).items():
+            if label in ck:
+                ck[label].update({f"p_{t['measure']}_vs_bm25": t["p_adjusted"] for t in tests})
     png = out.with_suffix(".png")
     if plot is not None:
         shutil.copy2(plot, png)

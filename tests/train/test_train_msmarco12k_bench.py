@@ -59,6 +59,9 @@ def test_curve_from_kept_adapters_and_the_headline_at_its_own_depth(tiny, monkey
     # each evaluation records the precision it was scored in (runs scored on different CPUs can differ)
     assert {r["precision"] for r in rows6} <= {"bf16", "fp32"} and len(rows6) == 2
     assert all(c[label]["precision"] == rows6[0]["precision"] for c in res["checkpoints"])
+    # each checkpoint: queries seen and its p-values against BM25
+    assert [c["training_queries_seen"] for c in res["checkpoints"]] == [2 * 2, 4 * 2]
+    assert all(0 <= c[label]["p_ndcg_cut_10_vs_bm25"] <= 1 for c in res["checkpoints"])
     assert (out.with_suffix(".png")).stat().st_size > 10_000
 
 

@@ -100,8 +100,10 @@ def append_metrics(out_dir: Path, row: dict[str, Any]) -> None:
     atomic_write_text(Path(out_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: dict[str, dict[str, float]] | None = None) -> Path | None:
-    """nDCG@10 and MRR@10 vs training step, one line per eval set; dashed first-stage baseline."""
+def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: dict[str, dict[str, float]] | None = None,
+                          queries_per_step: int | None = None) -> Path | None:
+    """nDCG@10 and MRR@10 vs training step (vs training queries seen, with ``queries_per_step``), one line per eval
+    set; dashed first-stage baseline."""
     rows = read_metrics(out_dir)
     if not rows:
         return None
@@ -115,11 +117,12 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
         for name in sorted({r["eval_set"] for r in rows}):
             pts = sorted((r["step"], r[key]) for r in rows if r["eval_set"] == name and key in r)
             if pts:
-                line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{name} (reranked)")
+                xs = [p[0] * (queries_per_step or 1) for p in pts]
+                line, = ax.plot(xs, [p[1] for p in pts], marker="o", label=f"{name} (reranked)")
                 if baselines and name in baselines and key in baselines[name]:
                     ax.axhline(baselines[name][key], ls="--", color=line.get_color(), alpha=0.6,
                                label=f"{name} first stage (BM25)")
-        ax.set_xlabel("training step")
+        ax.set_xlabel(f"training queries seen ({queries_per_step} a step)" if queries_per_step else "training step")
         ax.set_ylabel(label)
         ax.set_title(label + " by checkpoint")
         ax.grid(alpha=0.3)
