@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-tokens", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=1, help="LightGBM threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse-features", action="store_true",
+                    help="use the feature tables already in --work when they were made with the same settings")
     ap.add_argument("--work", default=str(ROOT / "runs" / "ltr_latent"), help="feature tables, runs, ltr.json")
     ap.add_argument("--out", default=str(RESULTS / "ltr_latent.json"), help="summary JSON (+ .png beside it)")
     a = ap.parse_args(argv)
@@ -48,13 +50,16 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from lorank.atomic import atomic_write_json
+    from lorank.cli.common import ProgressLines
     from lorank.ltr.pipeline import ltr_study_step
 
     t0 = time.perf_counter()
     res = ltr_study_step(a.adapter, a.work, train=a.train, test=a.test, groups=a.groups.split(","),
                          rows=a.rows.split(","), depth=a.depth, max_queries=a.max_queries,
                          train_max_queries=a.train_max_queries, data_root=a.data, batch_tokens=a.batch_tokens,
-                         seed=a.seed, threads=a.threads)
+                         seed=a.seed, threads=a.threads,
+                         progress=lambda label, total: ProgressLines(label, total),  # a line every 30 s
+                         reuse_features=a.reuse_features)
     wall = time.perf_counter() - t0
     out = Path(a.out)
     png = out.with_suffix(".png")

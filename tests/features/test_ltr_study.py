@@ -81,3 +81,22 @@ def test_the_benchmark_script_runs_end_to_end_on_a_tiny_slice(tiny_ltr, tmp_path
     assert out.is_file() and out.with_suffix(".png").stat().st_size > 10_000
     assert set(s["headline"]) == {"BM25", "reranker", "LTR(bm25+score)", "LTR(bm25+mlp)", "LTR(all)"}
     assert s["test"]["judged_queries"] == 4 and s["features"]["train"]["pairs"] == 60
+
+
+def test_the_benchmark_reuses_matching_features_and_refuses_others(tiny_ltr, tmp_path):
+    from tests.benchmark_module import load_benchmark
+
+    mod = load_benchmark("ltr_latent")
+    work, out = tmp_path / "w", tmp_path / "res" / "ltr_latent.json"
+    args = ["--adapter", str(tiny_ltr["adapter"]), "--train", str(tiny_ltr["train"]), "--test", str(tiny_ltr["test"]),
+            "--depth", "6", "--max-queries", "4", "--work", str(work), "--out", str(out)]
+    first = mod.main(args)
+    stamp = {f: (work / f).stat().st_mtime_ns for f in ("features_train.parquet", "features_test.parquet")}
+    again = mod.main(args + ["--reuse-features"])
+    assert {f: (work / f).stat().st_mtime_ns for f in stamp} == stamp  # not extracted again
+    assert again["headline"] == first["headline"]
+    rows = {r["row"]: r for r in again["rows"]}
+    # the latent features' own contribution: LTR(all) against the same learner on BM25 + the score
+    assert set(rows["LTR(all)"]["vs_LTR(bm25+score)"]["ndcg_cut_10"]) == {"delta", "p_holm", "significant"}
+    with pytest.raises(ConfigError, match=r"features_train\.parquet: made with other settings \(depth 6, not 8\)"):
+        mod.main([a if a != "6" else "8" for a in args] + ["--reuse-features"])

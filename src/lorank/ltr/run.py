@@ -181,7 +181,8 @@ def ltr(train: str | Path, test: str | Path, out_dir: str | Path, rows: Sequence
     out.mkdir(parents=True, exist_ok=True)
     for name, run in runs.items():
         write_run(out / "runs" / f"{_safe(name)}.run", run, tag=_safe(name) or "ltr")
-    for base in ("BM25", "reranker"):
+    # against BM25, the reranker alone, and the same learner without latent features (what the latent add)
+    for base in ("BM25", "reranker", "LTR(bm25+score)"):
         if base not in runs:
             continue
         order = [base] + [n for n in runs if n != base]
@@ -213,7 +214,7 @@ def ltr(train: str | Path, test: str | Path, out_dir: str | Path, rows: Sequence
                                f"early stopping {early_stopping} rounds; refit on train + valid with its trees",
                   "seed": seed},
         "test_method": "paired two-sided t-test over judged test queries, Holm-Bonferroni per measure, "
-                       "against BM25 and against the reranker separately",
+                       "against BM25, against the reranker and against LTR(bm25+score), separately",
         "rows": results, "skipped_rows": skipped,
         "notes": ([f"{len(shared)} test qids also occur in the training table (fine for different sets that reuse "
                    "ids; a leak if they are the same queries)"] if shared else []),
