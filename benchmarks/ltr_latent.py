@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from lorank.atomic import atomic_write_json
-    from lorank.cli.common import ProgressLines
+    from lorank.progress import ProgressLines
     from lorank.ltr.pipeline import ltr_study_step
 
     t0 = time.perf_counter()

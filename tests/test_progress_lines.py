@@ -1,7 +1,7 @@
 """Progress of long CLI work when stderr is not a terminal (a log, nohup, CI): plain lines, at most every N s."""
 import io
 
-from lorank.cli.common import ProgressLines
+from lorank.progress import ProgressLines
 
 
 def test_progress_lines_throttled_with_rate_and_time_left():

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from lorank.errors import LorankError
+from lorank.progress import ProgressLines
 
 console = Console()
 err_console = Console(stderr=True)
@@ -26,36 +27,6 @@ def guard() -> Iterator[None]:
         yield
     except LorankError as e:
         fail(e)
-
-
-class ProgressLines:
-    """``tick(n)`` that also prints a plain progress line at most every ``every_s`` seconds when stderr is not a
-    terminal (a log file, nohup, CI), where a rich bar shows nothing until it ends."""
-
-    def __init__(self, label: str, total: int | None, tick: Any = None, every_s: float = 30.0,
-                 out: Any = None, clock: Any = None) -> None:
-        import sys
-        import time
-
-        self.label, self.total, self.tick, self.every_s = label, total, tick, every_s
-        self.out = out if out is not None else sys.stderr
-        self.clock = clock or time.monotonic
-        self.t0 = self.last = self.clock()
-        self.done = 0
-
-    def __call__(self, n: int) -> None:
-        if self.tick is not None:
-            self.tick(n)
-        self.done += n
-        now = self.clock()
-        if now - self.last < self.every_s:
-            return
-        self.last = now
-        rate = self.done / max(now - self.t0, 1e-9)
-        of = f"/{self.total}" if self.total else ""
-        left = (f", ~{(self.total - self.done) / rate / 60:.0f} min left" if self.total and rate > 0 else "")
-        print(f"{self.label}: {self.done}{of} ({rate:.2f}/s, {(now - self.t0) / 60:.1f} min{left})",
-              file=self.out, flush=True)
 
 
 def _with_lines(label: str, total: int | None, tick: Any) -> Any:

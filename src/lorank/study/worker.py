@@ -27,10 +27,14 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
         return {"steps": res.steps, "tokens_per_s": round(res.tokens_per_s, 1), "final": last}
     if kind == "ablate":
         from lorank.ablate.run import ablate
+        from lorank.progress import ProgressLines
 
         res = ablate(run_dir, payload["sweeps"], payload["eval"], payload["depth"], out,
                      use_cache=payload.get("use_cache", True), data_root=payload.get("data_root"),
-                     window=payload.get("window", 11), max_queries=payload.get("max_queries"))
+                     window=payload.get("window", 11), max_queries=payload.get("max_queries"),
+                     # a line every 30 s in the step's log (its sequences, all configurations of the sweep)
+                     progress=lambda sweep, total: ProgressLines(f"ablate {sweep} (sequences)", total,
+                                                                 out=sys.stdout))
         return {"sweeps": {k: {"wall_s": v["wall_s"], "cost_fraction": v["cost_fraction"]}
                            for k, v in res["sweeps"].items()}}
     if kind == "analyze":
