@@ -231,3 +231,22 @@ def test_presets_validate_with_dry_run(monkeypatch):
     assert p7.estimate_s < 100 * 3600
     demo = build_plan(load_spec(find_spec("demo")), device="cpu")
     assert demo.estimate_s < 15 * 60
+
+
+def test_an_interrupted_ablation_step_keeps_its_partial_work_and_a_stale_one_does_not(tiny, tmp_path):
+    from lorank.study.executor import MARKER, PARTIAL
+
+    root, spec, out, res, *_ = tiny
+    study = tmp_path / "study"
+    shutil.copytree(out, study)
+    again = run_study(spec, study, report=False)  # the study as the spec now says (an earlier test may change it)
+    step = next(s for s in again.plan.steps if s.kind == "ablate")
+    d = study / step.out_dir
+    for hash_, kept in ((step.hash, True), ("0" * 12, False)):
+        (d / MARKER).unlink()  # the step did not finish...
+        (d / PARTIAL).write_text(json.dumps({"step_id": step.step_id, "hash": hash_}))
+        (d / "sentinel").write_text("work of the interrupted call")
+        status = {k: v.status for k, v in run_study(spec, study, report=False).outcomes.items()}
+        assert status[step.step_id] == "ok" and (d / MARKER).is_file() and not (d / PARTIAL).exists()
+        assert (d / "sentinel").exists() == kept  # ...of this hash: kept (its sweeps go on); of another: cleared
+        (d / "sentinel").unlink(missing_ok=True)

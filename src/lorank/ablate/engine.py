@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -54,8 +55,13 @@ class SweepScores:
 
 def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: Sequence[Config],
                   batch_tokens: int = 8192, bf16: bool = False, use_cache: bool = True,
-                  progress: Callable[[int], None] | None = None) -> SweepScores:
-    """Scores of every configuration (the unablated model is always included as ``full``)."""
+                  progress: Callable[[int], None] | None = None, state: str | Path | None = None,
+                  save_every_s: float = 60.0) -> SweepScores:
+    """Scores of every configuration (the unablated model is always included as ``full``).
+
+    ``state``: a file where the scores of the finished chunks are kept while the sweep runs
+    (:class:`lorank.ablate.resume.SweepState`); a call that finds a state made with the same settings and weights
+    goes on from it (an interrupted sweep loses at most ``save_every_s`` seconds of work)."""
     model.eval()
     dev = next(model.parameters()).device
     cache = LayerOutputCache(model)
@@ -63,10 +69,31 @@ def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: S
     starts = {c.name: min(first_changed_layer(model, c.masks), n_layers) for c in configs}
     out = {c.name: np.empty(len(seqs)) for c in configs}
     out.setdefault("full", np.empty(len(seqs)))
+    chunks = length_chunks([len(s) for s in seqs], batch_tokens)
     t0 = time.perf_counter()
     naive = 0
+    done, before = 0, {"layer_calls": 0.0, "naive": 0.0, "wall_s": 0.0}
+    saver = None
+    if state is not None:
+        from lorank.ablate.resume import SweepState, fingerprint
+
+        names = sorted(out)
+        saver = SweepState(state, fingerprint(model, seqs, names, batch_tokens, bf16, use_cache), names, len(seqs),
+                           every_s=save_every_s)
+        loaded = saver.load()
+        if loaded is not None:
+            done, out, before = loaded
+            if progress and done:
+                progress(sum(len(c) for c in chunks[:done]))
+
+    def counters() -> dict[str, float]:
+        return {"layer_calls": before["layer_calls"] + cache.layer_calls, "naive": before["naive"] + naive,
+                "wall_s": before["wall_s"] + time.perf_counter() - t0}
+
     with torch.inference_mode(), autocast_ctx(model, bf16):
-        for idx in length_chunks([len(s) for s in seqs], batch_tokens):
+        for i, idx in enumerate(chunks):
+            if i < done:
+                continue
             ids, mask = pad_chunk([seqs[i] for i in idx], pad_id)
             ids, mask = ids.to(dev), mask.to(dev)
             with cache.record():
@@ -92,7 +119,12 @@ def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: S
             cache.clear()
             if progress:
                 progress(len(idx))
-    return SweepScores(out, time.perf_counter() - t0, cache.layer_calls, naive)
+            if saver is not None:
+                saver.save(i + 1, out, counters())
+    c = counters()
+    if saver is not None:
+        saver.save(len(chunks), out, c, force=True)
+    return SweepScores(out, c["wall_s"], int(c["layer_calls"]), int(c["naive"]))
 
 
 class _counting:

@@ -1,6 +1,7 @@
 """``lorank.ablate(...)``: run named sweeps on one trained adapter over an eval set; tables, runs, plots."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -9,13 +10,18 @@ from lorank.ablate.sweeps import BASE, build_sweep
 from lorank.atomic import atomic_write_json
 
 MEASURES = ("ndcg_cut_10", "recip_rank_10")
+PARTIAL = ".partial"  # the sweeps' states while they run (lorank.ablate.resume)
 
 
 def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_set: str = "dl19",
            depth: int = 100, out_dir: str | Path | None = None, use_cache: bool = True, data_root: str | None = None,
            window: int = 11, batch_tokens: int = 8192, write_runs: bool = True, max_queries: int | None = None,
            progress: Callable[[str, int], Callable[[int], None]] | None = None,
-           allow_pickle: bool = False) -> dict[str, Any]:
+           allow_pickle: bool = False, resume: bool = True) -> dict[str, Any]:
+    """Score each sweep's configurations over ``eval_set``'s top ``depth``; a table, TREC runs and a PNG per sweep
+    in ``out_dir`` (default: the checkpoint's ``ablations/``) and ``ablations.json``. ``resume``: each sweep keeps
+    its finished chunks in ``out_dir/.partial/`` while it runs, so the same call after an interruption goes on
+    where it stopped (:mod:`lorank.ablate.resume`); the folder is removed when every sweep is written."""
     from lorank.data import resolve_eval_set
     from lorank.reranker import Reranker
     from lorank.score import compare, write_run
@@ -35,8 +41,9 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
     for sweep in sweeps:
         configs = [BASE] + build_sweep(sweep, rr.model, window=window)
         tick = progress(sweep, len(seqs)) if progress else None
+        state = out_dir / PARTIAL / f"{run_file_stem(sweep)}.npz" if resume else None
         sc = score_configs(rr.model, seqs, int(rr.tokenizer.pad_token_id), configs, batch_tokens=batch_tokens,
-                           bf16=rr.scorer.bf16, use_cache=use_cache, progress=tick)
+                           bf16=rr.scorer.bf16, use_cache=use_cache, progress=tick, state=state)
         runs = {}
         for name, arr in sc.scores.items():
             by_q: dict[str, dict[str, float]] = {}
@@ -58,6 +65,8 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
         result["sweeps"][sweep] = entry
         atomic_write_json(out_dir / f"{slug}.json", {**{k: v for k, v in result.items() if k != "sweeps"}, sweep: entry})
     atomic_write_json(out_dir / "ablations.json", result)
+    if resume:
+        shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
     return result
 
 

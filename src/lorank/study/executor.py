@@ -2,7 +2,7 @@
 
 A step is skipped when its output folder holds a completion marker with the step's hash. A killed study
 re-run with the same command continues where it stopped (a killed training run resumes from its last
-complete checkpoint). A failing step is recorded with the tail of its log; steps that need it are
+complete checkpoint; a killed ablation step from its sweeps' last saved chunks, :mod:`lorank.ablate.resume`). A failing step is recorded with the tail of its log; steps that need it are
 skipped; the rest of the study goes on. A pending step (its external adapter's folder is not there yet) is
 recorded as pending, not failed: a re-run once the folder exists runs it.
 """
@@ -23,6 +23,7 @@ from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.study.plan import Plan, Step
 
 MARKER = ".lorank-step.json"
+PARTIAL = ".lorank-partial.json"  # an ablation step in progress: its hash (what a re-run may go on from)
 STATE = "study_state.json"
 
 
@@ -62,6 +63,15 @@ def _inside(root: Path, rel: str) -> Path:
     return root / rel
 
 
+def _resumable(out: Path, step: Step) -> bool:
+    """An interrupted ablation step of this very hash: its sweeps' partial scores are kept and go on."""
+    try:
+        data = json.loads((out / PARTIAL).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return step.kind == "ablate" and data.get("hash") == step.hash
+
+
 def _log_path(study_dir: Path, step: Step) -> Path:
     return study_dir / "logs" / (step.step_id.replace("/", "__") + ".log")
 
@@ -85,9 +95,11 @@ def _train_progress(study_dir: Path, step: Step) -> int:
 def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOutcome:
     """Run one step in a child process; its output goes to logs/<step>.log."""
     out = _inside(study_dir, step.out_dir)
-    if step.kind != "train" and out.exists() and not marker_ok(study_dir, step):
+    if step.kind != "train" and out.exists() and not marker_ok(study_dir, step) and not _resumable(out, step):
         shutil.rmtree(out)  # stale or half-written outputs of an older hash: redo from scratch
     out.mkdir(parents=True, exist_ok=True)
+    if step.kind == "ablate":  # its sweeps keep their finished chunks (lorank.ablate.resume): a re-run goes on
+        atomic_write_json(out / PARTIAL, {"step_id": step.step_id, "hash": step.hash})
     job_dir = study_dir / "logs" / "jobs"
     job_dir.mkdir(parents=True, exist_ok=True)
     job = job_dir / (step.step_id.replace("/", "__") + ".json")
@@ -124,6 +136,7 @@ def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOu
     result = {}
     if result_file.is_file():
         result = json.loads(result_file.read_text(encoding="utf-8"))
+    (out / PARTIAL).unlink(missing_ok=True)
     atomic_write_json(out / MARKER, {"step_id": step.step_id, "hash": step.hash, "status": "ok",
                                      "wall_s": round(wall, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                      "result": result})
