@@ -326,6 +326,10 @@ _ALLOWED = {
     # written into a fresh temp folder that is renamed into place as a whole
     ("models/source.py", '(tmp / "lorank_source.txt").write_text'),
     ("export.py", 'save_file(state, str(tmp / "adapter_model.safetensors")'),
+    ("study/snapshot.py", "(dest / COMPLETE_MARKER).write_text"),  # dest: inside the snapshot's temp folder
+    ("study/snapshot.py", "dest.write_bytes("),
+    # a temp name, then os.replace
+    ("ablate/resume.py", "np.savez(tmp,"),
     # a human-readable log of a study step's subprocess output (not a result; read only for its tail)
     ("study/executor.py", 'log.open("a"'),
 }
