@@ -59,3 +59,13 @@ def test_ablations_of_an_external_adapter_have_their_own_gate():
     assert f[4]["verdict"] == INCONCLUSIVE and "dissected adapter adapter:reference" in f[4]["reason"]
     assert f[4]["evidence"]["verdict_ignoring_gate"] == HOLDS
     assert f[1]["verdict"] == HOLDS and f[3]["evidence"]["source"] == "trained separately"
+
+
+def test_the_p_values_say_how_many_queries_each_test_paired():
+    """A pooled study whose ablations cover one set so far: the table must not read as if all queries were tested."""
+    from lorank.report.findings import p_text
+
+    f = {"p_values": {"mha vs LoRA off": {"p_holm": 8.6e-13, "n_queries": 43},
+                      "gate": {"p_holm": 4.08e-06, "n_queries": 97}}}
+    assert p_text(f) == "mha vs LoRA off: p=8.6e-13 (n=43); gate: p=4.08e-06 (n=97)"
+    assert p_text({"p_values": {}}) == "-"

@@ -126,7 +126,10 @@ def figures_text(f: dict[str, Any]) -> str:
 
 
 def p_text(f: dict[str, Any]) -> str:
-    return "; ".join(f"{k}: p={_fmt_p(v['p_holm'])}" for k, v in f["p_values"].items()) or "-"
+    """Each test's Holm p-value and the queries it was paired over (pooled sets where some evaluations cover only
+    one set: e.g. DL19 + DL20 named, ablations so far on DL19's 43 queries)."""
+    return "; ".join(f"{k}: p={_fmt_p(v['p_holm'])} (n={v.get('n_queries', '?')})"
+                     for k, v in f["p_values"].items()) or "-"
 
 
 def _fmt_p(p: float | None) -> str:
