@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from lorank.data import resolve_eval_set
     from lorank.data.trec import load_run
     from lorank.reranker import Reranker
+    from lorank.score.trec_io import normalise_run
     from lorank.train.checkpoint_eval import CheckpointEvaluator, eval_label, read_metrics
 
     prec = a.precision or ("fp32" if a.against_precision == "bf16" else "bf16")
@@ -99,11 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     for s in sets:
         label = eval_label(s)
         rs = resolve_eval_set(s)
-        mine = load_run(work / "runs_trec" / f"checkpoint-{a.step}.{label}.run")
-        other = load_run(Path(a.against) / f"checkpoint-{a.step}.{label}.run")
-        norm = {k: {e.docid: e.score for e in v} for k, v in mine.items()}
-        norm_o = {k: {e.docid: e.score for e in v} for k, v in other.items()}
-        res["sets"][label] = agreement(rs.qrels, norm, norm_o, prec, a.against_precision)
+        mine = normalise_run(load_run(work / "runs_trec" / f"checkpoint-{a.step}.{label}.run"))
+        other = normalise_run(load_run(Path(a.against) / f"checkpoint-{a.step}.{label}.run"))
+        res["sets"][label] = agreement(rs.qrels, mine, other, prec, a.against_precision)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     res["command"] = "python benchmarks/precision_agreement.py " + " ".join(sys.argv[1:] if argv is None else argv)
     atomic_write_json(Path(a.out), res)

@@ -152,9 +152,10 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     plot = plot_checkpoint_curve(run_dir, title="SmolLM2-135M LoRA r=8, MS MARCO train (12k set)",
                                  baselines={eval_label(s): bm25[eval_label(s)] for s in sets},
                                  queries_per_step=c["batch_queries"])
-    for ck in ckpts:  # each checkpoint: queries seen, and its p-values against BM25 (paired t, Holm per measure)
+    vs_bm25 = {ck["step"]: significance(run_dir, ck["step"], sets) for ck in ckpts}  # paired t, Holm per measure
+    for ck in ckpts:  # each checkpoint: queries seen, and its p-values against BM25
         ck["training_queries_seen"] = ck["step"] * c["batch_queries"]
-        for label, tests in significance(run_dir, ck["step"], sets).items():
+        for label, tests in vs_bm25[ck["step"]].items():
             if label in ck:
                 ck[label].update({f"p_{t['measure']}_vs_bm25": t["p_adjusted"] for t in tests})
     png = out.with_suffix(".png")
@@ -174,7 +175,7 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
         "checkpoints_depth": sorted({r.get("depth") for r in metrics if r["eval_set"] in [eval_label(s) for s in sets]},
                                     key=str),
         "best_curve_step": best["step"] if best else None,
-        "vs_bm25_at_best_curve_step": significance(run_dir, best["step"], sets) if best else None,
+        "vs_bm25_at_best_curve_step": vs_bm25[best["step"]] if best else None,
         # the shipped checkpoint at the headline depth where one was evaluated (--headline-step), else the curve's best
         "headline": head and {**head, "training_queries_seen": head["step"] * c["batch_queries"]},
         "best_ndcg_cut_10": (head["sets"][dl19]["ndcg_cut_10"] if head and dl19 in head["sets"]

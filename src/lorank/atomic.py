@@ -167,7 +167,8 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Pat
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """A fresh temporary folder beside ``target`` to fill; when the block ends normally it replaces ``target`` as a
-    whole (one rename), when it raises it is removed: ``target`` is complete or left as it was."""
+    whole, when it raises it is removed: ``target`` is complete or left as it was. An old ``target`` is renamed
+    aside first and deleted only once the new one is in place, so no crash leaves it half deleted."""
     import shutil
 
     target = Path(target)
@@ -175,12 +176,16 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        old = None
         if target.exists():
-            shutil.rmtree(target)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def append_line(path: str | Path, line: str) -> None:

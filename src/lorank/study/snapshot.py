@@ -13,17 +13,17 @@ one session of a study that runs for many).
 
 A snapshot is itself a study folder, so the same call restores it (``snapshot_study(out, "studies_out/X")``) and
 ``lorank study`` goes on from it: finished steps are skipped by their markers, a training run resumes from its
-checkpoint. The copy is made beside ``out`` and renamed into place. It is refused where ``out`` holds a finished
+checkpoint. The copy is made beside ``out`` and renamed into place (:func:`lorank.atomic.atomic_dir`). It is refused where ``out`` holds a finished
 step that the source has not (``force`` to override), so that restoring an old snapshot cannot throw work away.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lorank.atomic import atomic_dir
 from lorank.errors import DataError
 from lorank.train.checkpoints import ADAPTER_FILE, COMPLETE_MARKER, complete_checkpoints, read_marker
 
@@ -143,27 +143,18 @@ def snapshot_study(study_dir: str | Path, out: str | Path, force: bool = False) 
             raise DataError(out, None, f"holds {len(ahead)} finished step(s) that {src} has not ({', '.join(ahead[:3])}"
                                        f"{', ...' if len(ahead) > 3 else ''}): refusing to replace them (--force to)")
     needed = _needed_runs(src, done)
-    tmp = out.parent / f".{out.name}.snapshot-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     snap = StudySnapshot(out, sorted(done))
-    for f in src.iterdir():
-        if f.name == "runs" and f.is_dir():
-            for run in sorted(p for p in f.iterdir() if p.is_dir()):
-                ck = _copy_run(run, tmp / "runs" / run.name, f"train/{run.name}" in done, run.name in needed)
-                if ck:
-                    snap.checkpoints[run.name] = ck
-        elif f.is_dir():
-            shutil.copytree(f, tmp / f.name, copy_function=_copy_file)
-        elif f.is_file():
-            _copy_file(f, tmp / f.name)
-    sizes = [p.stat().st_size for p in tmp.rglob("*") if p.is_file()]
+    with atomic_dir(out) as tmp:  # removed if anything below raises; out is the old snapshot or the new one
+        for f in src.iterdir():
+            if f.name == "runs" and f.is_dir():
+                for run in sorted(p for p in f.iterdir() if p.is_dir()):
+                    ck = _copy_run(run, tmp / "runs" / run.name, f"train/{run.name}" in done, run.name in needed)
+                    if ck:
+                        snap.checkpoints[run.name] = ck
+            elif f.is_dir():
+                shutil.copytree(f, tmp / f.name, copy_function=_copy_file)
+            elif f.is_file():
+                _copy_file(f, tmp / f.name)
+        sizes = [p.stat().st_size for p in tmp.rglob("*") if p.is_file()]
     snap.files, snap.bytes = len(sizes), sum(sizes)
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
     return snap

@@ -12,11 +12,11 @@ override): restoring an old snapshot over a run that has trained on must not thr
 """
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorank.atomic import atomic_dir
 from lorank.errors import DataError
 from lorank.train.checkpoints import complete_checkpoints, step_of
 
@@ -65,27 +65,17 @@ def snapshot_run(run_dir: str | Path, out: str | Path, force: bool = False) -> S
     if replaced is not None and replaced > step and not force:
         raise DataError(out, None, f"holds checkpoint-{replaced}, later than {run}'s {last.name}: refusing to "
                                    "replace later training (use --force to replace it anyway)")
-    tmp = out.parent / f".{out.name}.snapshot-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    shutil.copytree(last, tmp / last.name)
-    ckpt_files = sum(1 for f in (tmp / last.name).rglob("*") if f.is_file())
-    for name in RUN_FILES:
-        if (run / name).is_file():
-            shutil.copy2(run / name, tmp / name)
-    for name in RUN_DIRS:
-        if (run / name).is_dir():
-            shutil.copytree(run / name, tmp / name)
-    if _last_step(tmp) != step:  # the copy must be as whole as the original (sizes, safetensors structure)
-        shutil.rmtree(tmp)
-        raise DataError(tmp, None, f"the copy of {last} is not a complete checkpoint (disk full?)")
-    sizes = [f.stat().st_size for f in tmp.rglob("*") if f.is_file()]
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
+    with atomic_dir(out) as tmp:  # removed if anything below raises; out is the old snapshot or the new one
+        shutil.copytree(last, tmp / last.name)
+        ckpt_files = sum(1 for f in (tmp / last.name).rglob("*") if f.is_file())
+        for name in RUN_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, tmp / name)
+        for name in RUN_DIRS:
+            if (run / name).is_dir():
+                shutil.copytree(run / name, tmp / name)
+        if _last_step(tmp) != step:  # the copy must be as whole as the original (sizes, safetensors structure)
+            raise DataError(tmp, None, f"the copy of {last} is not a complete checkpoint (disk full?)")
+        sizes = [f.stat().st_size for f in tmp.rglob("*") if f.is_file()]
     return Snapshot(out, last.name, step, len(sizes), sum(sizes), replaced,
                     checkpoint_files=ckpt_files)
