@@ -151,6 +151,8 @@ class EvalSpec(Strict):
     during_training: bool = True
     batch_tokens: int = 8192
     bf16: bool | None = None  # None: the one decision of lorank.precision ($LORANK_BF16, else the hardware)
+    #: score each checkpoint with LoRA merged into the base weights (exact weights restored after; None: on CPUs)
+    merge_lora: bool | None = None
     rel_threshold: int = 2
     write_runs: bool = True
     #: also report reranker+BM25 fusions: alpha * z(reranker) + (1 - alpha) * z(first stage), per query

@@ -75,10 +75,12 @@ def test_rerank_cli_two_processes_and_prefix_cache_give_the_same_ranking(tiny_ru
     base = ["rerank", "--adapter", str(root / "run"), "--queries", str(data / "queries.tsv"),
             "--run", str(data / "bm25.run"), "--collection", str(data / "collection.tsv")]
     outs = {}
-    for name, extra in (("one", []), ("two", ["--processes", "2"]), ("prefix", ["--prefix-cache"])):
+    for name, extra in (("one", []), ("two", ["--processes", "2"]), ("prefix", ["--prefix-cache"]),
+                        ("unmerged", ["--no-merge-lora"])):
         outs[name] = root / f"reranked-{name}.run"
         res = CliRunner().invoke(app, base + ["--out", str(outs[name])] + extra)
         assert res.exit_code == 0, res.output + repr(res.exception)
+        assert ("LoRA merged" in " ".join(res.output.split())) == (name in ("one", "prefix")), res.output
 
     def read(path):
         out = {}
@@ -91,9 +93,10 @@ def test_rerank_cli_two_processes_and_prefix_cache_give_the_same_ranking(tiny_ru
 
     one = read(outs["one"])
     # every run computes in the same precision (one decision, printed by the command); the prefix-cached path
-    # sums in another order, so under bf16 it agrees to bf16 rounding, under fp32 to float tolerance
+    # sums in another order, and the unmerged path adds the LoRA delta apart from the base weight, so under bf16
+    # they agree to bf16 rounding, under fp32 to float tolerance (every run but --no-merge-lora merges)
     prec = decide()
-    for name in ("two", "prefix"):
+    for name in ("two", "prefix", "unmerged"):
         other = read(outs[name])
         assert other.keys() == one.keys()
         tol = 1e-4 if name == "two" or not prec.bf16 else 5e-2 * max(1.0, max(abs(v) for s in one.values()
@@ -321,3 +324,25 @@ def test_rerank_cli_beir_errors_name_the_problem(tiny_run):
     bad.write_text((data / "bm25.run").read_text() + "100 Q0 nosuchdoc 99 1.0 bm25\n")
     res = CliRunner().invoke(app, base + ["--run", str(bad)])
     assert res.exit_code != 0 and "bad.run" in res.output and "nosuchdoc" in res.output
+
+
+def test_merged_checkpoint_evaluation_leaves_the_training_as_it_was(tiny_run, tmp_path):
+    """Checkpoint evaluation merges LoRA on a CPU and restores the exact weights, so the run trains on as if it had
+    not merged: the same weights, bit for bit, as a run that evaluates unmerged. (That merged scores equal unmerged
+    ones within each precision's rounding: test_merged_evaluation_scores_as_the_unmerged_one.)"""
+    from safetensors.torch import load_file
+
+    from lorank.train.config import TrainConfig
+    from lorank.train.run import train
+
+    root, _ = tiny_run
+    rows = [json.loads(x) for x in (root / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(r["lora_merged"] for r in rows)
+    cfg = TrainConfig.from_yaml(root / "train.yaml", {"output_dir": str(tmp_path / "run"), "eval.merge_lora": False})
+    train(cfg, progress=False)
+    plain = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert not any(r["lora_merged"] for r in plain)
+    for step in (2, 5):
+        a = load_file(root / "run" / f"checkpoint-{step}" / "adapter_model.safetensors")
+        b = load_file(tmp_path / "run" / f"checkpoint-{step}" / "adapter_model.safetensors")
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), step

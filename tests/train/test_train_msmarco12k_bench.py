@@ -6,6 +6,7 @@ import shutil
 import sys
 
 import pytest
+import torch
 
 from lorank.config import EvalSpec
 from lorank.errors import ConfigError
@@ -94,11 +95,15 @@ def test_merged_evaluation_scores_as_the_unmerged_one(tiny, bf16, tol):
     runs = {}
     for merge in (False, True):
         rr = Reranker.from_adapter(root / "run" / "checkpoint-4", dtype="fp32")
+        before = {k: v.clone() for k, v in rr.model.state_dict().items()}
         ev = CheckpointEvaluator(rr.encoder, int(rr.tokenizer.pad_token_id), spec, root / f"merge-{merge}-{bf16}",
                                  merge_lora=merge)
-        assert len(ev(rr.model, 4)) == 1
+        rows = ev(rr.model, 4)
+        assert len(rows) == 1 and rows[0]["lora_merged"] is merge
         merged = [bool(m.merged_adapters) for m in rr.model.modules() if hasattr(m, "lora_A")]
-        assert merged and all(merged) == merge  # merged only when asked
+        assert merged and not any(merged)  # merged while it scored only
+        after = rr.model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)  # the exact weights back, bit for bit
         lines = (root / f"merge-{merge}-{bf16}" / "runs_trec" / f"checkpoint-4.{data.name}.run").read_text().split("\n")
         runs[merge] = {tuple(x.split()[:3]): float(x.split()[4]) for x in lines if x}
     assert runs[True].keys() == runs[False].keys()

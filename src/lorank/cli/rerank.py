@@ -32,6 +32,9 @@ def rerank_cmd(
                                        "under torchrun use lorank.score.shard.rerank_shard."),
     prefix_cache: bool = typer.Option(False, "--prefix-cache/--no-prefix-cache",
                                       help="Encode each query's prefix once and reuse its KV cache for its candidates."),
+    merge_lora: bool = typer.Option(True, "--merge-lora/--no-merge-lora",
+                                    help="Merge the LoRA deltas into the base weights before scoring (one matmul per "
+                                         "projection; scores equal within the precision's rounding)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: $LORANK_DEVICE, "
                                          "else a GPU where there is one); with --processes each worker takes a GPU."),
 ) -> None:
@@ -53,15 +56,17 @@ def rerank_cmd(
 
             prec = decide(None, resolve_device(device))
             console.print(f"scoring {n} pairs with {processes} processes; precision {prec}")
-            sharded_rerank(ScorerSpec(adapter=str(adapter), prefix_cache=prefix_cache, bf16=prec.bf16, device=device),
+            sharded_rerank(ScorerSpec(adapter=str(adapter), prefix_cache=prefix_cache, bf16=prec.bf16, device=device,
+                                      merge_lora=merge_lora),
                            qs, ps, r, out, depth=depth, processes=processes)
             result, used = load_run(out), f"{processes} processes"
         else:
             rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle, device=device)
             rr.scorer.prefix_cache = prefix_cache
+            rr.scorer.merge_lora = merge_lora
             d = rr.scorer.describe()
             console.print(f"scoring {n} pairs on {rr.device}; precision {d['precision']} ({d['reason']})"
-                          + ("; prefix cache" if prefix_cache else ""))
+                          + ("; prefix cache" if prefix_cache else "") + ("; LoRA merged" if merge_lora else ""))
             with progress("rerank", n) as tick:
                 result = rr.rerank(qs, ps, r, depth=depth, progress=tick)
             write_run(out, result, tag="lorank")

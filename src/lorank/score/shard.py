@@ -179,7 +179,7 @@ def merge_parts(out: str | Path, run: Mapping[str, Sequence[Any]], depth: int, w
 @dataclass(frozen=True)
 class ScorerSpec:
     """What each spawned worker loads (picklable): a lorank adapter (run or checkpoint dir), or a base
-    model with an untrained head. ``prefix_cache``/``batch_tokens``/``bf16`` go to the Scorer."""
+    model with an untrained head. ``prefix_cache``/``batch_tokens``/``bf16``/``merge_lora`` go to the Scorer."""
 
     adapter: str | None = None
     model: str | None = None
@@ -188,6 +188,7 @@ class ScorerSpec:
     batch_tokens: int = 8192
     prefix_cache: bool = False
     bf16: bool | None = None
+    merge_lora: bool = False  # the workers' models are only scored: merging them is safe
     device: str | None = None  # None/auto/cuda: worker r on cuda:r mod count where there are GPUs; cpu: the CPU
 
     def build(self, device: Any = None) -> Any:
@@ -200,7 +201,7 @@ class ScorerSpec:
         else:
             rr = Reranker.from_pretrained(self.model, head_init=self.head_init, dtype=self.dtype or "auto", **kw)
         rr.scorer = Scorer(rr.model, rr.encoder, int(rr.tokenizer.pad_token_id), batch_tokens=self.batch_tokens,
-                           bf16=self.bf16, prefix_cache=self.prefix_cache)
+                           bf16=self.bf16, prefix_cache=self.prefix_cache, merge_lora=self.merge_lora)
         return rr
 
 

@@ -1,6 +1,7 @@
 """Evaluate checkpoints on eval sets: rerank, write a TREC run, append a metrics row, plot the curve."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -11,6 +12,7 @@ from lorank.atomic import atomic_write_text, read_jsonl
 from lorank.config import EvalSpec
 from lorank.data.sources import eval_label
 from lorank.errors import ConfigError
+from lorank.models.lora_merge import merge_by_default, merged_lora
 from lorank.score.engine import Scorer
 from lorank.score.runs import interpolate_runs, rerank_to_run
 
@@ -19,16 +21,17 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class CheckpointEvaluator:
-    """``merge_lora=True`` merges each model's LoRA deltas into its base weights before scoring (``Scorer``'s
-    ``merge_lora``; 1.37x on DL19 top-50 in fp32, session 13): for checkpoints loaded only to be scored, never for
-    a model in training."""
+    """Scores a model's checkpoint on the eval sets, with its LoRA deltas merged into the base weights while it
+    scores (:func:`lorank.models.lora_merge.merged_lora`: 1.37x on DL19 top-50 in fp32, session 13) and the exact
+    base weights put back after, so a model in training goes on from the very weights it had. ``merge_lora``
+    (else ``spec.merge_lora``, else :func:`~lorank.models.lora_merge.merge_by_default`: on CPUs) decides."""
 
     def __init__(self, encoder: Any, pad_id: int, spec: EvalSpec, out_dir: Path, data_root: str | None = None,
-                 merge_lora: bool = False):
+                 merge_lora: bool | None = None):
         from lorank.data import resolve_eval_set
 
         self.encoder = encoder
-        self.merge_lora = merge_lora
+        self.merge_lora = merge_lora if merge_lora is not None else spec.merge_lora
         self.pad_id = pad_id
         self.spec = spec
         self.out_dir = Path(out_dir)
@@ -60,9 +63,10 @@ class CheckpointEvaluator:
                         "one's: evaluate this depth into another folder")
                 continue
             t0 = time.perf_counter()
-            scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16,
-                            merge_lora=self.merge_lora)
-            scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
+            scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)
+            merge = self.merge_lora if self.merge_lora is not None else merge_by_default(scorer.device)
+            with (merged_lora(model) if merge else contextlib.nullcontext(0)) as n_merged:
+                scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
             run = rerank_to_run(scores, rs.run, self.spec.depth)
             wall = time.perf_counter() - t0
             self.total_s += wall
@@ -70,7 +74,8 @@ class CheckpointEvaluator:
             n_pairs = sum(len(v) for v in scores.values())
             row = {"step": step, "eval_set": name, **{k: round(float(v), 6) for k, v in res.aggregate.items()},
                    "pairs": n_pairs, "depth": self.spec.depth, "score_wall_s": round(wall, 2),
-                   "pairs_per_s": round(n_pairs / wall, 2), "precision": scorer.precision}
+                   "pairs_per_s": round(n_pairs / wall, 2), "precision": scorer.precision,
+                   "lora_merged": bool(n_merged)}
             if self.spec.write_runs:
                 write_run(self.out_dir / "runs_trec" / f"checkpoint-{step}.{name}.run", run, tag=f"lorank-{step}")
             append_metrics(self.out_dir, row)
