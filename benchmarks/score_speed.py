@@ -20,7 +20,8 @@ Configurations (``--configs``; default: plain, crossencoder, lorank, lorank-pref
   encodes each batch of 32 (query, passage) pairs in run order (``query: {q}`` / `` document: {p}`` + EOS,
   truncation ``only_second``), pads to the longest, fp32 (the model's dtype), ``torch.no_grad``.
 - ``lorank``: ``lorank.score.engine.Scorer`` (dtype auto, length-sorted token-budget batches).
-- ``lorank-prefix``: the same with ``prefix_cache=True`` (each query's prefix encoded once, its KV cache reused).
+- ``lorank-merged``: the same with ``merge_lora=True`` (what ``lorank rerank`` and checkpoint evaluation do).
+- ``lorank-prefix``: ``lorank`` with ``prefix_cache=True`` (each query's prefix encoded once, its KV cache reused).
 - ``lorank-prefix-merged``: and ``merge_lora=True`` (LoRA merged into the base weights before scoring).
 
 All feed the model the same token ids (checked: ``same_ids_as_lorank``), so scores must agree: reported are
@@ -45,7 +46,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "score_speed.json"
-CONFIGS = ("plain", "plain-fp32", "crossencoder", "lorank", "lorank-prefix", "lorank-prefix-merged")
+CONFIGS = ("plain", "plain-fp32", "crossencoder", "lorank", "lorank-merged", "lorank-prefix", "lorank-prefix-merged")
 DEFAULT = "plain,crossencoder,lorank,lorank-prefix,lorank-prefix-merged"
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -145,17 +146,17 @@ def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
                                                  ).logits.float().reshape(-1).numpy()
                     padded += batch["input_ids"].numel()
             return out, padded
-    elif name in ("lorank", "lorank-prefix", "lorank-prefix-merged"):
+    elif name in ("lorank", "lorank-merged", "lorank-prefix", "lorank-prefix-merged"):
         from lorank.score.engine import Scorer
 
-        scorer = Scorer(model, enc, pad, batch_tokens=a.batch_tokens, prefix_cache=name != "lorank",
+        scorer = Scorer(model, enc, pad, batch_tokens=a.batch_tokens, prefix_cache="-prefix" in name,
                         merge_lora=name.endswith("-merged"))
 
         def run(ps: list[tuple[str, str, str]]) -> tuple[np.ndarray, int]:
             from lorank.train.collator import length_chunks
 
             out = scorer.score_pairs(ps)
-            if name == "lorank":
+            if not scorer.prefix_cache:
                 lens = [len(enc.encode(*p)) for p in ps]
                 padded = sum(len(c) * max(lens[i] for i in c) for c in length_chunks(lens, scorer.batch_tokens))
             else:

@@ -120,3 +120,39 @@ def test_cached_sweep_scores_equal_naive_scores(shape):
     for name in naive.scores:
         assert np.allclose(cached.scores[name], naive.scores[name], atol=1e-6), name
     assert cached.layer_calls < naive.layer_calls
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_merged_sweep_scores_equal_unmerged_and_leave_the_weights_as_they_were(shape):
+    """Every kind of configuration (off, keep, scale, truncate; cached from a layer, or whole) merged into the
+    weights scores as the LoRA path does (fp32), and the model comes back bit for bit, unmerged."""
+    from lorank.ablate.engine import Config, score_configs
+    from lorank.ablate.sweeps import BASE, build_sweep
+
+    pm = _trained(shape)
+    seqs = [list(range(5, 5 + n)) for n in (4, 9, 7, 12, 3)]
+    cfgs = [BASE] + [c for sw in ("components", "projections", "layer-windows", "rank-truncation",
+                                   "layers-leave-one-out") for c in build_sweep(sw, pm, window=1)]
+    cfgs.append(Config("half", [Mask("scale", layers=[1], factor=0.5)]))
+    before = {k: v.clone() for k, v in pm.state_dict().items()}
+    plain = score_configs(pm, seqs, 1, cfgs, merge_lora=False, batch_tokens=24)
+    merged = score_configs(pm, seqs, 1, cfgs, merge_lora=True, batch_tokens=24)
+    assert merged.merged and not plain.merged
+    assert score_configs(pm, seqs, 1, cfgs[:2], batch_tokens=24).merged  # the default on a CPU
+    for name in plain.scores:
+        np.testing.assert_allclose(merged.scores[name], plain.scores[name], atol=1e-4, err_msg=name)
+    assert not np.allclose(merged.scores["none"], merged.scores["full"])  # the configurations do differ
+    after = pm.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(s.module.merged for s in lora_sites(pm))
+
+
+def test_dora_sweeps_are_scored_unmerged():
+    from lorank.ablate.engine import score_configs
+    from lorank.ablate.sweeps import BASE, build_sweep
+
+    pm = _trained("tiny-llama", "dora")
+    cfgs = [BASE] + build_sweep("components", pm)
+    assert not score_configs(pm, [[5, 6, 7]], 1, cfgs).merged
+    with pytest.raises(ValueError, match="DoRA"):
+        score_configs(pm, [[5, 6, 7]], 1, cfgs, merge_lora=True)

@@ -69,3 +69,25 @@ def test_a_state_of_other_weights_or_settings_is_not_used(tmp_path, caplog):
     caplog.clear()
     score_configs(pm, SEQS, 1, cfgs, batch_tokens=32, state=state)
     assert "unreadable sweep state" in caplog.text
+
+
+def test_a_sweep_begun_unmerged_goes_on_unmerged(tmp_path):
+    """A state saved by an unmerged sweep (as before merging existed) is continued unmerged under the default,
+    so one sweep never mixes the two numerics; asked explicitly to merge, it starts again."""
+    pm = _trained("tiny-llama")
+    cfgs = [BASE] + build_sweep("components", pm)
+    whole = score_configs(pm, SEQS, 1, cfgs, batch_tokens=24, merge_lora=False)
+    state = tmp_path / "s.npz"
+    with pytest.raises(Stop):
+        score_configs(pm, SEQS, 1, cfgs, batch_tokens=24, state=state, save_every_s=0, progress=_interrupt_after(2),
+                      merge_lora=False)
+    calls = []
+    hook = pm.register_forward_hook(lambda *a: calls.append(1))
+    resumed = score_configs(pm, SEQS, 1, cfgs, batch_tokens=24, state=state, save_every_s=0)
+    n_resumed = len(calls)
+    fresh = score_configs(pm, SEQS, 1, cfgs, batch_tokens=24, state=state, merge_lora=True)
+    hook.remove()
+    assert not resumed.merged and fresh.merged
+    for name in whole.scores:
+        np.testing.assert_array_equal(resumed.scores[name], whole.scores[name], err_msg=name)
+    assert 0 < n_resumed < len(calls) - n_resumed  # the resumed sweep skipped its saved chunk; the merged one did not

@@ -4,8 +4,8 @@ A sweep scores every configuration chunk by chunk (:func:`lorank.ablate.engine.s
 sweep of the reference adapter takes 30-60 min in bf16 and 2-4 h in fp32, longer than what is left of many
 sessions. ``SweepState`` keeps the finished chunks' scores in one ``.npz`` (written atomically, at most every
 ``every_s`` seconds and at the end) under a fingerprint of everything the scores depend on: the configurations'
-names, the token ids of every sequence, the chunking budget, the precision, the cache setting and a checksum of the
-adapter's trainable weights. A state with another fingerprint is ignored (and replaced), never mixed in.
+names, the token ids of every sequence, the chunking budget, the precision, the cache setting, whether LoRA is merged
+and a checksum of the adapter's trainable weights. A state with another fingerprint is ignored (and replaced), never mixed in.
 """
 from __future__ import annotations
 
@@ -35,10 +35,13 @@ def _weights_checksum(model: Any) -> str:
 
 
 def fingerprint(model: Any, seqs: Sequence[list[int]], names: Sequence[str], batch_tokens: int, bf16: bool,
-                use_cache: bool) -> str:
+                use_cache: bool, merged: bool = False) -> str:
+    """``merged`` (LoRA merged into the weights) enters only when true: states of unmerged sweeps keep the
+    fingerprint they had before merging existed."""
     h = hashlib.sha256()
     h.update(json.dumps({"configs": list(names), "batch_tokens": batch_tokens, "bf16": bool(bf16),
-                         "use_cache": bool(use_cache), "weights": _weights_checksum(model), "n": len(seqs)}).encode())
+                         "use_cache": bool(use_cache), "weights": _weights_checksum(model), "n": len(seqs),
+                         **({"merged": True} if merged else {})}).encode())
     for s in seqs:
         h.update(np.asarray(s, dtype=np.int64).tobytes())
         h.update(b"|")
@@ -51,6 +54,14 @@ class SweepState:
     def __init__(self, path: str | Path, key: str, names: Sequence[str], n: int, every_s: float = 60.0):
         self.path, self.key, self.names, self.n, self.every_s = Path(path), key, list(names), n, every_s
         self.last_save = time.monotonic()
+
+    def stored_key(self) -> str | None:
+        """The fingerprint of the state on disk (None: no readable state)."""
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                return str(z["key"])
+        except (OSError, ValueError, KeyError):
+            return None
 
     def load(self) -> tuple[int, dict[str, np.ndarray], dict[str, float]] | None:
         """(chunks done, scores by configuration, counters) of a state with this fingerprint, else None."""

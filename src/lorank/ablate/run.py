@@ -17,11 +17,13 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
            depth: int = 100, out_dir: str | Path | None = None, use_cache: bool = True, data_root: str | None = None,
            window: int = 11, batch_tokens: int = 8192, write_runs: bool = True, max_queries: int | None = None,
            progress: Callable[[str, int], Callable[[int], None]] | None = None,
-           allow_pickle: bool = False, resume: bool = True) -> dict[str, Any]:
+           allow_pickle: bool = False, resume: bool = True, merge_lora: bool | None = None) -> dict[str, Any]:
     """Score each sweep's configurations over ``eval_set``'s top ``depth``; a table, TREC runs and a PNG per sweep
     in ``out_dir`` (default: the checkpoint's ``ablations/``) and ``ablations.json``. ``resume``: each sweep keeps
     its finished chunks in ``out_dir/.partial/`` while it runs, so the same call after an interruption goes on
-    where it stopped (:mod:`lorank.ablate.resume`); the folder is removed when every sweep is written."""
+    where it stopped (:mod:`lorank.ablate.resume`); the folder is removed when every sweep is written.
+    ``merge_lora``: score with LoRA merged into the weights (None: on CPUs; :func:`lorank.ablate.engine.score_configs`);
+    each sweep records ``merged``."""
     from lorank.data import resolve_eval_set
     from lorank.reranker import Reranker
     from lorank.score import compare, write_run
@@ -43,7 +45,8 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
         tick = progress(sweep, len(seqs)) if progress else None
         state = out_dir / PARTIAL / f"{run_file_stem(sweep)}.npz" if resume else None
         sc = score_configs(rr.model, seqs, int(rr.tokenizer.pad_token_id), configs, batch_tokens=batch_tokens,
-                           bf16=rr.scorer.bf16, use_cache=use_cache, progress=tick, state=state)
+                           bf16=rr.scorer.bf16, use_cache=use_cache, progress=tick, state=state,
+                           merge_lora=merge_lora)
         runs = {}
         for name, arr in sc.scores.items():
             by_q: dict[str, dict[str, float]] = {}
@@ -59,7 +62,7 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
                 write_run(out_dir / "runs" / slug / f"{run_file_stem(name)}.run", run, tag=run_file_stem(name))
         entry = {"rows": table, "wall_s": round(sc.wall_s, 2), "layer_calls": sc.layer_calls,
                  "naive_layer_calls": sc.naive_layer_calls, "cost_fraction": round(sc.cost_fraction, 4),
-                 "cached": use_cache}
+                 "cached": use_cache, "merged": sc.merged}
         png = plot_sweep(sweep, table, out_dir / f"{slug}.png")
         entry["plot"] = str(png)
         result["sweeps"][sweep] = entry

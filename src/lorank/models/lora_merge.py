@@ -51,3 +51,48 @@ def merged_lora(model: Any) -> Iterator[int]:
                     w.data = data
                 data.copy_(copy)
                 m.merged_adapters.clear()
+
+
+def merge_blocker(modules: list[Any]) -> str | None:
+    """Why :class:`LoraMerger` cannot merge these modules (DoRA: its merge is not base + delta), else None."""
+    for m in modules:
+        if any(getattr(m, "use_dora", {}).get(a, False) for a in getattr(m, "active_adapters", [])):
+            return "DoRA adapters are scored unmerged (their merge is not the base weight plus B A)"
+    return None
+
+
+class LoraMerger:
+    """Merged weights for many LoRA states of one model in turn (an ablation sweep's configurations): each
+    :meth:`merge` sets the chosen modules' base weights to a pristine copy plus their delta as the modules now
+    stand (scaling, enable flag, truncated factors), so merges never pile up; :meth:`restore` puts the pristine
+    weights back (the same storage, the same bits) and marks nothing merged. Disabled modules get the pristine
+    weight and stay unmerged, so PEFT's forward runs them as the bare base layer."""
+
+    def __init__(self, modules: list[Any]):
+        why = merge_blocker(modules)
+        if why:
+            raise ValueError(why)
+        self.modules = list(modules)
+        with torch.no_grad():
+            self.pristine = {id(m): m.base_layer.weight.detach().clone() for m in self.modules}
+        self.merges = 0  # module merges done (for cost accounting)
+
+    def merge(self, modules: list[Any] | None = None) -> None:
+        with torch.no_grad():
+            for m in self.modules if modules is None else modules:
+                w = m.base_layer.weight
+                w.data.copy_(self.pristine[id(m)])
+                m.merged_adapters.clear()
+                if m.disable_adapters:
+                    continue
+                active = [a for a in m.active_adapters if a in m.lora_A]
+                for a in active:
+                    w.data.add_(m.get_delta_weight(a).to(w.dtype))
+                m.merged_adapters.extend(active)
+                self.merges += 1
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for m in self.modules:
+                m.base_layer.weight.data.copy_(self.pristine[id(m)])
+                m.merged_adapters.clear()
