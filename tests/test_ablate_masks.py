@@ -156,3 +156,17 @@ def test_dora_sweeps_are_scored_unmerged():
     assert not score_configs(pm, [[5, 6, 7]], 1, cfgs).merged
     with pytest.raises(ValueError, match="DoRA"):
         score_configs(pm, [[5, 6, 7]], 1, cfgs, merge_lora=True)
+
+
+@pytest.mark.parametrize("out,inn,r", [(48, 20, 4), (20, 48, 4), (16, 16, 8), (10, 3, 8)])
+def test_low_rank_svd_truncates_like_the_svd_of_the_product(out, inn, r):
+    from lorank.ablate.masks import low_rank_svd
+
+    torch.manual_seed(0)
+    B, A = torch.randn(out, r), torch.randn(r, inn)
+    U, S, Vh = low_rank_svd(B, A)
+    U2, S2, Vh2 = torch.linalg.svd(B.double() @ A.double(), full_matrices=False)
+    n = min(out, inn, r)
+    assert torch.allclose(S[:n], S2[:n], atol=1e-10)
+    for k in range(1, n + 1):
+        assert torch.allclose((U[:, :k] * S[:k]) @ Vh[:k], (U2[:, :k] * S2[:k]) @ Vh2[:k], atol=1e-9), k

@@ -163,7 +163,8 @@ class Ablation:
             r = A.shape[0]
             if k >= r:
                 continue
-            U, S, Vh = torch.linalg.svd(B.data.double() @ A.data.double(), full_matrices=False)
+            U, S, Vh = low_rank_svd(B.data, A.data)
+            k = min(k, S.shape[0])
             newB = torch.zeros_like(B.data)
             newA = torch.zeros_like(A.data)
             newB[:, :k] = (U[:, :k] * S[:k]).to(B.dtype)
@@ -185,6 +186,17 @@ class Ablation:
                     p.requires_grad_(rg)
         self.saved = _Saved()
         self.applied = False
+
+
+def low_rank_svd(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The thin SVD ``U, S, Vh`` of ``B @ A`` (``B``: out x r, ``A``: r x in), in float64, without forming the
+    out x in product: with ``B = Qb Rb`` and ``A^T = Qa Ra``, ``B A = Qb (Rb Ra^T) Qa^T``, so only the r x r core is
+    decomposed. O((out + in) r^2) instead of O(out in r): the SVD of a full 1536 x 576 product took most of a
+    rank-truncation sweep (every configuration, every chunk, every projection)."""
+    Qb, Rb = torch.linalg.qr(B.double())
+    Qa, Ra = torch.linalg.qr(A.double().T)
+    Uc, S, Vch = torch.linalg.svd(Rb @ Ra.T, full_matrices=False)
+    return Qb @ Uc, S, Vch @ Qa.T
 
 
 def _is_dora(mod: Any) -> bool:

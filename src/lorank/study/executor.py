@@ -8,16 +8,18 @@ recorded as pending, not failed: a re-run once the folder exists runs it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.study.plan import Plan, Step
@@ -116,17 +118,20 @@ def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOu
         proc = subprocess.Popen([sys.executable, "-m", "lorank.study.worker", str(job), str(result_file)],
                                 stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
-            while proc.poll() is None:
-                if on_poll:
-                    on_poll()
-                time.sleep(0.5)
+            with terminate_as_interrupt():
+                while proc.poll() is None:
+                    if on_poll:
+                        on_poll()
+                    time.sleep(0.5)
         except KeyboardInterrupt:
-            # the child gets its own SIGINT (training saves a checkpoint and stops); wait for it, then re-raise
+            # the child gets its own SIGINT (training saves a checkpoint and stops; an ablation keeps its saved
+            # chunks); wait for it, then re-raise. It runs in its own session, so nothing else reaches it.
             try:
                 os.killpg(proc.pid, signal.SIGINT)
                 proc.wait(timeout=120)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 proc.kill()
+                proc.wait()
             raise
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -141,6 +146,22 @@ def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOu
                                      "wall_s": round(wall, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                      "result": result})
     return StepOutcome(step.step_id, "ok", wall, result=result)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While a step's worker runs, SIGTERM (and SIGINT, even where the study started with it ignored, as a
+    background job of a non-interactive shell does) raise KeyboardInterrupt, so the worker is stopped with the
+    study and never left running on its own. Main thread only (elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | None = None) -> dict[str, StepOutcome]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,18 @@ def _small(obj: Any) -> Any:
     return str(obj)
 
 
+def interruptible() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt here, whatever the worker inherited: a study started in the
+    background by a non-interactive shell starts with SIGINT *ignored*, and the executor stops a step by sending
+    it SIGINT. (A training run's own handler, :class:`lorank.train.callbacks.GracefulStop`, replaces these while
+    it trains and saves a checkpoint first.) An interrupted ablation keeps its sweeps' saved chunks."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    interruptible()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     step = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     from lorank.atomic import atomic_write_json
