@@ -62,3 +62,23 @@ def test_a_30_layer_sweep_draws_every_layer_on_its_axis():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_a_label_that_would_sit_on_the_full_adapters_line_goes_inside_its_bar():
+    """Found on the reference adapter's components plot: MHA-only at 0.631 under the full adapter's 0.652 line,
+    its label drawn across the dashed line. It goes just inside the bar; the bar far below keeps its label above."""
+    rows = [{**_row("full", "reference", 0.652)}, {**_row("none", "reference", 0.224)},
+            _row("mha-only", "components", 0.631, sig=True), _row("mlp-only", "components", 0.507, sig=True)]
+    fig = sweep_figure("components", rows)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    r = fig.canvas.get_renderer()
+    line_y = ax.transData.transform((0, 0.652))[1]
+    boxes = {t.get_text().split()[0]: t.get_window_extent(r) for t in ax.texts}
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    near, far = boxes["0.631"], boxes["0.507"]
+    assert near.y1 < line_y  # below the line, inside the bar
+    assert near.y1 <= ax.transData.transform((0, 0.631))[1] + 0.5
+    assert far.y0 >= ax.transData.transform((0, 0.507))[1]  # above its bar

@@ -8,10 +8,12 @@ FONT_PT = 8.0
 CHAR_WIDTH = 0.62  # average glyph width of the default sans-serif font, in units of the font size
 
 
-def label_bars(ax: Any, heights: Sequence[float], texts: Sequence[str], significant: Sequence[bool] = ()) -> float:
+def label_bars(ax: Any, heights: Sequence[float], texts: Sequence[str], significant: Sequence[bool] = (),
+               avoid: Sequence[float] = ()) -> float:
     """Write each bar's label just above it (in crimson with a ``*`` when significant) and raise the y limit so
     that every label stays inside the axes. Labels are horizontal when the longest one fits the space of one
-    bar, else vertical (14 projection bars: "0.366 (100%)" is wider than a bar).
+    bar, else vertical (14 projection bars: "0.366 (100%)" is wider than a bar). A label that would sit on one
+    of the horizontal lines at the heights in ``avoid`` (the full adapter's line) goes just inside its bar's top.
 
     Returns the new top of the y axis."""
     n = len(heights)
@@ -21,14 +23,17 @@ def label_bars(ax: Any, heights: Sequence[float], texts: Sequence[str], signific
     fig = ax.get_figure()
     bar_space_pt = fig.get_size_inches()[0] * ax.get_position().width * 72 / max(n, 1)
     rotate = longest * FONT_PT * CHAR_WIDTH > 0.8 * bar_space_pt  # keep a gap between neighbours
-    for i, (h, text, s) in enumerate(zip(heights, shown, sig)):
-        ax.annotate(text, (i, h), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
-                    rotation=90 if rotate else 0, fontsize=FONT_PT, color="crimson" if s else "black",
-                    fontweight="bold" if s else "normal",
-                    bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
     top = max(list(heights) + [0.0])
     axes_height_pt = fig.get_size_inches()[1] * ax.get_position().height * 72
     label_pt = (longest * FONT_PT * CHAR_WIDTH if rotate else FONT_PT * 1.4) + 6
     room = 1 / max(0.3, 1 - label_pt / axes_height_pt) + 0.06  # the label's share of the axis, plus a margin
-    ax.set_ylim(0, top * room if top > 0 else 1)
-    return top * room
+    ylim = top * room if top > 0 else 1
+    label_h = label_pt / axes_height_pt * ylim  # a label's height in data units
+    for i, (h, text, s) in enumerate(zip(heights, shown, sig)):
+        inside = any(h - 0.1 * label_h <= y <= h + label_h for y in avoid) and h > 1.5 * label_h
+        ax.annotate(text, (i, h), xytext=(0, -3 if inside else 3), textcoords="offset points", ha="center",
+                    va="top" if inside else "bottom", rotation=90 if rotate else 0, fontsize=FONT_PT,
+                    color="crimson" if s else "black", fontweight="bold" if s else "normal",
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+    ax.set_ylim(0, ylim)
+    return ylim

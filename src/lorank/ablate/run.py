@@ -142,7 +142,8 @@ def sweep_figure(sweep: str, rows: list[dict[str, Any]]) -> Any:
         ax.set_xticks(range(len(body)), names, rotation=45 if len(body) > 4 else 0, ha="right" if len(body) > 4 else "center")
         labels = [f"{r[m]:.3f}" + (f" ({r[f'recovered_{m}']:.0f}%)" if r.get(f"recovered_{m}") is not None else "")
                   for r in body]
-        label_bars(ax, [r[m] for r in body], labels, [bool(r.get(f"significant_{m}")) for r in body])
+        label_bars(ax, [r[m] for r in body], labels, [bool(r.get(f"significant_{m}")) for r in body],
+                   avoid=[ref["full"][m]])
     ax.axhline(ref["full"][m], color="green", ls="--", label=f"full adapter ({ref['full'][m]:.3f})")
     ax.axhline(ref["none"][m], color="grey", ls=":", label=f"all LoRA deltas off ({ref['none'][m]:.3f})")
     ax.set_ylabel("nDCG@10")
