@@ -82,3 +82,20 @@ def test_a_label_that_would_sit_on_the_full_adapters_line_goes_inside_its_bar():
     assert near.y1 < line_y  # below the line, inside the bar
     assert near.y1 <= ax.transData.transform((0, 0.631))[1] + 0.5
     assert far.y0 >= ax.transData.transform((0, 0.507))[1]  # above its bar
+
+
+def test_the_full_adapters_line_stays_in_view_when_every_bar_is_below_it():
+    """Found on the study's layer-windows plot: all five windows below the full adapter's 0.574, the y axis ended
+    at 0.55 and the line was not drawn."""
+    full, none = 0.574, 0.186
+    rows = [_row("full", "reference", full), _row("none", "reference", none)] + [
+        {**_row(f"only L{a}-{a + 10}", "layer-windows", v, sig=True),
+         "recovered_ndcg_cut_10": round(100 * (v - none) / (full - none), 1)}
+        for a, v in zip((0, 5, 10, 15, 19), (0.233, 0.382, 0.490, 0.352, 0.304))]
+    fig = sweep_figure("layer-windows", rows, "DL20, 54 queries x top-50")
+    ax = fig.axes[0]
+    assert ax.get_ylim()[1] > 0.574 * 1.02
+    assert "DL20, 54 queries x top-50" in ax.get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -13,7 +13,9 @@ def label_bars(ax: Any, heights: Sequence[float], texts: Sequence[str], signific
     """Write each bar's label just above it (in crimson with a ``*`` when significant) and raise the y limit so
     that every label stays inside the axes. Labels are horizontal when the longest one fits the space of one
     bar, else vertical (14 projection bars: "0.366 (100%)" is wider than a bar). A label that would sit on one
-    of the horizontal lines at the heights in ``avoid`` (the full adapter's line) goes just inside its bar's top.
+    of the horizontal lines at the heights in ``avoid`` (the full adapter's line) goes just inside its bar's top;
+    the y axis reaches above those lines too (a layer-windows plot whose bars were all below the full adapter had
+    its line cut off).
 
     Returns the new top of the y axis."""
     n = len(heights)
@@ -23,7 +25,7 @@ def label_bars(ax: Any, heights: Sequence[float], texts: Sequence[str], signific
     fig = ax.get_figure()
     bar_space_pt = fig.get_size_inches()[0] * ax.get_position().width * 72 / max(n, 1)
     rotate = longest * FONT_PT * CHAR_WIDTH > 0.8 * bar_space_pt  # keep a gap between neighbours
-    top = max(list(heights) + [0.0])
+    top = max(list(heights) + list(avoid) + [0.0])  # the full adapter's line stays in view above every bar
     axes_height_pt = fig.get_size_inches()[1] * ax.get_position().height * 72
     label_pt = (longest * FONT_PT * CHAR_WIDTH if rotate else FONT_PT * 1.4) + 6
     room = 1 / max(0.3, 1 - label_pt / axes_height_pt) + 0.06  # the label's share of the axis, plus a margin

@@ -55,7 +55,7 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
             runs[name] = rerank_to_run(by_q, rs.run, depth)
         order = ["full", "none"] + [c.name for c in configs if c.name != "none"]
         cmp = compare(rs.qrels, {n: runs[n] for n in order}, baseline="full", measures=list(MEASURES))
-        table = _table(cmp, order, {c.name: c.group for c in configs})
+        table = comparison_table(cmp, order, {c.name: c.group for c in configs})
         slug = sweep.replace("/", "_")
         if write_runs:
             for name, run in runs.items():
@@ -63,7 +63,7 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
         entry = {"rows": table, "wall_s": round(sc.wall_s, 2), "layer_calls": sc.layer_calls,
                  "naive_layer_calls": sc.naive_layer_calls, "cost_fraction": round(sc.cost_fraction, 4),
                  "cached": use_cache, "merged": sc.merged}
-        png = plot_sweep(sweep, table, out_dir / f"{slug}.png")
+        png = plot_sweep(sweep, table, out_dir / f"{slug}.png", where=where_text(eval_set, len(rs.run), depth))
         entry["plot"] = str(png)
         result["sweeps"][sweep] = entry
         atomic_write_json(out_dir / f"{slug}.json", {**{k: v for k, v in result.items() if k != "sweeps"}, sweep: entry})
@@ -78,7 +78,9 @@ def run_file_stem(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _table(cmp: Any, order: list[str], groups: dict[str, str]) -> list[dict[str, Any]]:
+def comparison_table(cmp: Any, order: list[str], groups: dict[str, str]) -> list[dict[str, Any]]:
+    """A sweep's rows from a comparison against "full": each measure, its delta, the % of the full adapter's gain
+    over "none" recovered, Holm-adjusted p and significance (the rows of ablations.json)."""
     agg = {n: cmp.results[n].aggregate for n in order} if hasattr(cmp, "results") else None
     if agg is None:
         raise RuntimeError("unexpected comparison result")
@@ -97,11 +99,19 @@ def _table(cmp: Any, order: list[str], groups: dict[str, str]) -> list[dict[str,
     return rows
 
 
-def plot_sweep(sweep: str, rows: list[dict[str, Any]], out: Path) -> Path:
+def where_text(eval_set: str, queries: int, depth: int | None) -> str:
+    """What a sweep was scored on, for its figure's title: "DL19, 43 queries x top-50"."""
+    from lorank.data.sources import eval_label
+
+    label = eval_label(eval_set)
+    return f"{label.upper() if label.startswith('dl') else label}, {queries} queries x top-{depth}"
+
+
+def plot_sweep(sweep: str, rows: list[dict[str, Any]], out: Path, where: str = "") -> Path:
     """The sweep's figure (:func:`sweep_figure`) as a PNG, written atomically."""
     import matplotlib.pyplot as plt
 
-    fig = sweep_figure(sweep, rows)
+    fig = sweep_figure(sweep, rows, where)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -110,9 +120,10 @@ def plot_sweep(sweep: str, rows: list[dict[str, Any]], out: Path) -> Path:
     return out
 
 
-def sweep_figure(sweep: str, rows: list[dict[str, Any]]) -> Any:
+def sweep_figure(sweep: str, rows: list[dict[str, Any]], where: str = "") -> Any:
     """Layer sweeps: nDCG@10 by layer (a line); the others: a bar per configuration, labelled above the bar with
-    its nDCG@10 and % of the gain recovered (vertical when there are many bars). Lines: full adapter, all off."""
+    its nDCG@10 and % of the gain recovered (vertical when there are many bars). Lines: full adapter, all off.
+    ``where`` (what it was scored on, :func:`where_text`) goes into the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,7 +158,8 @@ def sweep_figure(sweep: str, rows: list[dict[str, Any]]) -> Any:
     ax.axhline(ref["full"][m], color="green", ls="--", label=f"full adapter ({ref['full'][m]:.3f})")
     ax.axhline(ref["none"][m], color="grey", ls=":", label=f"all LoRA deltas off ({ref['none'][m]:.3f})")
     ax.set_ylabel("nDCG@10")
-    ax.set_title(f"Inference-time ablation: {sweep}\n(* = p < 0.05 vs full adapter, paired t-test, Holm"
+    ax.set_title(f"Inference-time ablation: {sweep}" + (f" ({where})" if where else "")
+                 + "\n(* = p < 0.05 vs full adapter, paired t-test, Holm"
                  + ("" if layer_sweep else ";\nbar labels: nDCG@10 (% of the full adapter's gain recovered)")
                  + ")", fontsize=9.5)
     ax.grid(alpha=0.3, axis="y")

@@ -42,7 +42,17 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     atomic_write_text(ctx.out / "tables.md", render_markdown(ctx.spec.name, sections))
     page = ctx.out / "index.html"
     atomic_write_text(page, render_html(ctx.spec.name, sections))
+    _remove_stale_pngs(ctx.out, sections)
     return page
+
+
+def _remove_stale_pngs(out: Path, sections: list[Section]) -> None:
+    """PNGs in the report folder that no section shows any more (an older report's, under names since changed)
+    are removed, so that the folder is what the page shows."""
+    shown = {Path(png).resolve() for s in sections for _, png in s.images}
+    for png in out.glob("*.png"):
+        if png.resolve() not in shown:
+            png.unlink()
 
 
 def configs_section(ctx: ReportContext) -> Section:

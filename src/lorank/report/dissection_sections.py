@@ -9,12 +9,24 @@ from pathlib import Path
 from lorank.report.context import ReportContext
 from lorank.report.page import SIG, Section, fmt, safe_name
 
+HEAD = ["configuration", "nDCG@10", "Δ vs full", "% recovered", "MRR@10", "p (Holm)"]
+
+
+def _body(rows: list[dict]) -> list[list[str]]:
+    return [[r["config"], fmt(r["ndcg_cut_10"]) + (SIG if r.get("significant_ndcg_cut_10") else ""),
+             fmt(r["delta_ndcg_cut_10"]),
+             "-" if r["recovered_ndcg_cut_10"] is None else f"{r['recovered_ndcg_cut_10']:.0f}%",
+             fmt(r["recip_rank_10"]) + (SIG if r.get("significant_recip_rank_10") else ""),
+             fmt(r["p_ndcg_cut_10"], 3)] for r in rows]
+
 
 def ablation_sections(ctx: ReportContext, components: Section) -> list[Section]:
     """Adds the components sweep to `components` (the "MHA vs MLP" section); returns the layer, projection and
     rank/scale sections."""
-    from lorank.report.subjects import dissects_note, subject_text
+    from lorank.ablate.run import plot_sweep, where_text
     from lorank.data.sources import eval_label
+    from lorank.report.pooled_ablations import pooled_sweeps
+    from lorank.report.subjects import dissects_note, subject_text
 
     plan, out = ctx.plan, ctx.out
     ab_sections = {"components": components,
@@ -25,6 +37,18 @@ def ablation_sections(ctx: ReportContext, components: Section) -> list[Section]:
                    "other": Section("Rank truncation and delta scale", "Top-k singular directions of each delta; "
                                     "the whole delta scaled.")}
     dissected: dict[str, list[str]] = {}  # section key -> run ids (or adapter:<name>) its tables dissect
+
+    def section_key(sweep: str) -> str:
+        return ("components" if sweep == "components" else "layers" if sweep.startswith("layer")
+                else "projections" if sweep == "projections" else "other")
+
+    for ps in pooled_sweeps(plan, ctx.study_dir):  # first: the view the findings test
+        sec, who = ab_sections[section_key(ps.sweep)], subject_text(plan, ps.subject)
+        dst = out / f"ablation_{safe_name(ps.subject)}_{safe_name(ps.sweep)}_pooled.png"
+        plot_sweep(ps.sweep, ps.rows, dst, where=ps.where)
+        sec.images.append((f"{ps.sweep}, {ps.where} — {who}", dst))
+        sec.tables.append((f"{ps.sweep} on {who} ({ps.where}; paired over all of them)" + (
+            f"; left out, not on every set: {', '.join(ps.left_out)}" if ps.left_out else ""), HEAD, _body(ps.rows)))
     for step in plan.steps:
         if step.kind != "ablate":
             continue
@@ -32,28 +56,18 @@ def ablation_sections(ctx: ReportContext, components: Section) -> list[Section]:
         if not f.is_file():
             continue
         data = json.loads(f.read_text(encoding="utf-8"))
+        label = eval_label(data.get("eval_set", step.payload["eval"]))
         for sweep, entry in data["sweeps"].items():
-            key = ("components" if sweep == "components" else "layers" if sweep.startswith("layer")
-                   else "projections" if sweep == "projections" else "other")
+            key = section_key(sweep)
             sec = ab_sections[key]
             who = subject_text(plan, step.run_id)
             dissected.setdefault(key, []).append(step.run_id)
-            png = Path(entry["plot"])
-            if not png.is_absolute():
-                png = ctx.study_dir / png
-            if png.is_file():
-                dst = out / f"ablation_{safe_name(step.run_id)}_{safe_name(sweep)}.png"
-                shutil.copyfile(png, dst)
-                sec.images.append((f"{sweep} — {who}", dst))
-            head = ["configuration", "nDCG@10", "Δ vs full", "% recovered", "MRR@10", "p (Holm)"]
-            body = [[r["config"], fmt(r["ndcg_cut_10"]) + (SIG if r.get("significant_ndcg_cut_10") else ""),
-                     fmt(r["delta_ndcg_cut_10"]),
-                     "-" if r["recovered_ndcg_cut_10"] is None else f"{r['recovered_ndcg_cut_10']:.0f}%",
-                     fmt(r["recip_rank_10"]) + (SIG if r.get("significant_recip_rank_10") else ""),
-                     fmt(r["p_ndcg_cut_10"], 3)] for r in entry["rows"]]
-            sec.tables.append((f"{sweep} on {who} ({eval_label(data.get('eval_set', ''))}, "
-                               f"{data.get('queries', '?')} queries x top-{data.get('depth')}; sweep "
-                               f"{entry['wall_s']:.0f} s, compute {entry['cost_fraction']:.2f} of naive)", head, body))
+            where = where_text(label, data.get("queries", 0), data.get("depth"))
+            dst = out / f"ablation_{safe_name(step.run_id)}_{safe_name(label)}_{safe_name(sweep)}.png"
+            plot_sweep(sweep, entry["rows"], dst, where=where)  # re-drawn: one file per set, the set in its title
+            sec.images.append((f"{sweep}, {where} — {who}", dst))
+            sec.tables.append((f"{sweep} on {who} ({where}; sweep {entry['wall_s']:.0f} s, compute "
+                               f"{entry['cost_fraction']:.2f} of naive)", HEAD, _body(entry["rows"])))
     for key, ids in dissected.items():
         ab_sections[key].text += dissects_note(plan, ids)
     sections = []
