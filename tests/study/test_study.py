@@ -104,6 +104,26 @@ def test_rerun_skips_finished_steps(tiny):
     assert {o.status for o in again.outcomes.values()} == {"cached"}
 
 
+def test_a_run_with_only_keeps_the_state_of_the_other_steps(tiny):
+    """The CPU study runs in chunks (--only ablate/, --only train/...): each chunk used to overwrite
+    study_state.json with its own steps, and the report counted only those as done."""
+    import json
+
+    from lorank.errors import DataError
+
+    root, spec, out, res, *_ = tiny
+    first = json.loads((out / "study_state.json").read_text())["steps"]
+    run_study(spec, out, report=False, only=["ablate/"])
+    state = json.loads((out / "study_state.json").read_text())
+    assert list(state["steps"]) == list(first) and state["status"] == "done"
+    assert {v["status"] for k, v in state["steps"].items() if k.startswith("ablate/")} == {"cached"}
+    assert all(state["steps"][k] == v for k, v in first.items() if not k.startswith("ablate/"))
+    (out / "study_state.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"study_state\.json.*unreadable study state"):
+        run_study(spec, out, report=False, only=["ablate/"])
+    (out / "study_state.json").write_text(json.dumps({"status": "done", "steps": first}))
+
+
 def test_a_changed_ablation_reruns_only_that_step(tiny):
     root, spec, out, res, model, data = tiny
     s = yaml.safe_load(spec.read_text())

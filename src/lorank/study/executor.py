@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lorank.atomic import atomic_write_json, atomic_write_text
+from lorank.errors import DataError
 from lorank.study.plan import Plan, Step
 
 MARKER = ".lorank-step.json"
@@ -164,6 +165,17 @@ def terminate_as_interrupt() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _read_state(path: Path) -> dict[str, Any]:
+    """The state an earlier run wrote ({} when there is none); an unreadable one is an error naming the file."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DataError(path, None, f"unreadable study state ({e}); remove it and run the study again") from e
+    return data if isinstance(data, dict) else {}
+
+
 def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | None = None) -> dict[str, StepOutcome]:
     """Run every step not already done; returns the outcome of each step."""
     from rich.console import Console
@@ -177,10 +189,17 @@ def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | 
     spent = 0.0
     spent_est = 0.0
 
+    # a run with --only keeps what earlier runs recorded of the other steps (the report counts them)
+    todo_ids = {s.step_id for s in todo}
+    earlier = {k: v for k, v in _read_state(state_file).get("steps", {}).items()
+               if k not in todo_ids and k in {s.step_id for s in plan.steps}}
+
     def save_state(status: str) -> None:
+        steps = {**earlier, **{k: {"status": v.status, "wall_s": round(v.wall_s, 2), "detail": v.detail}
+                               for k, v in outcomes.items()}}
         atomic_write_json(state_file, {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                       "steps": {k: {"status": v.status, "wall_s": round(v.wall_s, 2),
-                                                     "detail": v.detail} for k, v in outcomes.items()}})
+                                       "steps": {s.step_id: steps[s.step_id] for s in plan.steps
+                                                 if s.step_id in steps}})
 
     def eta(remaining_est: float) -> str:
         ratio = spent / spent_est if spent_est > 0 else 1.0
