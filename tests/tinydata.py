@@ -8,15 +8,16 @@ WORDS = ("flea cycle host year concrete floor cost judgment court law river fish
          "engine car wheel road bread flour oven music song guitar").split()
 
 
-def make_trec_dir(root: Path, n_queries: int = 6, n_cands: int = 12, seed: int = 0) -> Path:
-    """queries.tsv, collection.tsv, bm25.run, qrels.txt: the relevant passages repeat the query's words."""
+def make_trec_dir(root: Path, n_queries: int = 6, n_cands: int = 12, seed: int = 0, first_qid: int = 100) -> Path:
+    """queries.tsv, collection.tsv, bm25.run, qrels.txt: the relevant passages repeat the query's words. Query ids
+    count from `first_qid` (two sets to pool need different ones, as DL19's and DL20's are)."""
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     q_lines, c_lines, r_lines, j_lines = [], [], [], []
     pid = 0
     for q in range(n_queries):
         qwords = rng.sample(WORDS, 2)
-        qid = f"{100 + q}"
+        qid = f"{first_qid + q}"
         q_lines.append(f"{qid}\t{' '.join(qwords)}")
         for c in range(n_cands):
             pid += 1

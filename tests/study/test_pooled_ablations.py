@@ -1,6 +1,7 @@
-"""A study that ablates one adapter on two eval sets (as paper-smollm2-cpu does on DL19 and DL20): the report pools
-each sweep over both sets' queries (the view the findings test), draws one figure per set with the set in its
-name and title (the second set's used to overwrite the first's), and removes PNGs an older report left behind."""
+"""A study that evaluates and ablates on two eval sets (as paper-smollm2-cpu does on DL19 and DL20) and pools them
+for its findings: the report pools each ablation sweep and the final checkpoints' comparison over both sets' queries
+too, draws one ablation figure per set with the set in its name and title (the second set's used to overwrite the
+first's), and removes PNGs an older report left behind."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,18 +18,18 @@ from tests.tinydata import make_trec_dir, save_tiny_model
 def two_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("pooled")
     a = make_trec_dir(root / "data" / "seta", n_queries=3, n_cands=6, seed=1)
-    b = make_trec_dir(root / "data" / "setb", n_queries=4, n_cands=6, seed=2)
+    b = make_trec_dir(root / "data" / "setb", n_queries=4, n_cands=6, seed=2, first_qid=200)
     model = save_tiny_model(root / "model")
     adapter = _export_tiny_adapter(root, model, a)
     spec = {
         "name": "tiny-pooled", "models": [str(model)],
         "train": {"data": [{"kind": "trec", "path": str(a)}], "group_size": 4, "batch_queries": 1, "max_steps": 1,
-                  "checkpoints": {"steps": "1"}, "eval": {"sets": [str(a)], "depth": 6}},
-        "lora": {"rank": 2, "alpha": 4, "dropout": 0.0}, "grid": [{"rank": [2]}],
+                  "checkpoints": {"steps": "1"}, "eval": {"sets": [str(a), str(b)], "depth": 6}},
+        "lora": {"rank": 2, "alpha": 4, "dropout": 0.0}, "grid": [{"rank": [2, 4]}],
         "adapters": {"ref": str(adapter)},
         "ablations": [{"adapter": "ref", "sweeps": ["components"], "eval": str(a), "depth": 6},
                       {"adapter": "ref", "sweeps": ["components"], "eval": str(b), "depth": 6}],
-        "report": {"reference": {"rank": 2, "components": "all"}},
+        "report": {"reference": {"rank": 2, "components": "all"}, "findings_sets": [str(a), str(b)]},
     }
     f = root / "spec.yaml"
     f.write_text(yaml.safe_dump(spec))
@@ -76,3 +77,28 @@ def test_the_report_shows_the_pooled_and_each_sets_figure_and_drops_stale_pngs(t
     md = (rep / "tables.md").read_text(encoding="utf-8")
     assert "components on" in md and "seta + setb pooled, 7 queries x top-6; paired over all of them" in md
     assert "seta, 3 queries x top-6" in md and "setb, 4 queries x top-6" in md
+
+
+def test_the_final_checkpoints_are_compared_on_both_sets_pooled(two_sets):
+    from lorank.data import load_qrels, load_run
+    from lorank.report.context import load_context
+    from lorank.report.trained_sections import final_comparisons
+    from lorank.score import evaluate
+
+    f, out, a, b = two_sets
+    ctx = load_context(out)
+    assert ctx.compare_sets == ["seta", "setb"] and ctx.compare_label == "seta+setb"
+    finals = final_comparisons(ctx)
+    assert set(finals) == {r.run_id for r in ctx.plan.runs}
+    for rid, row in finals.items():  # by hand: the mean over the 7 queries of both sets' last checkpoints
+        vals = []
+        for s, d in (("seta", a), ("setb", b)):
+            run = {q: {e.docid: e.score for e in es}
+                   for q, es in load_run(out / "runs" / rid / "runs_trec" / f"checkpoint-1.{s}.run").items()}
+            vals += list(evaluate(load_qrels(d / "qrels.txt"), run, rel_threshold=2).per_query["ndcg_cut_10"].values())
+        assert len(vals) == 7 and row["ndcg_cut_10"] == pytest.approx(sum(vals) / 7, abs=1e-9)
+    bm = ctx.first_stage["seta+setb"]
+    per_set = [ctx.first_stage[s]["ndcg_cut_10"] for s in ("seta", "setb")]
+    assert bm["ndcg_cut_10"] == pytest.approx((3 * per_set[0] + 4 * per_set[1]) / 7, abs=1e-9)
+    md = (out / "report" / "tables.md").read_text(encoding="utf-8")
+    assert "rank: final checkpoints on seta+setb" in md

@@ -24,6 +24,8 @@ class ReportContext:
     eval_sets: list[str]
     main_set: str | None
     state: dict[str, Any]  # study_state.json
+    compare_sets: list[str]  # eval labels the final checkpoints are compared on: report.findings_sets, else main_set
+    compare_label: str | None  # "dl19+dl20" (pooled), or the one set's label
 
 
 def reference_run(plan: Any) -> Any:
@@ -55,9 +57,11 @@ def load_context(study_dir: str | Path) -> ReportContext:
     set_names = {eval_label(s): s for r in plan.runs for s in r.train_config.get("eval", {}).get("sets", [])}
     eval_sets = list(set_names)
     train_mq = ref.train_config.get("eval", {}).get("max_queries")
+    compare = [eval_label(x) for x in spec.report.findings_sets] or eval_sets[:1]
     return ReportContext(study_dir=study_dir, spec_file=spec_file, spec=spec, plan=plan, out=out, results=df,
                          first_stage_rows=fs_rows,
                          first_stage={r["eval_set"]: r for r in fs_rows if r.get("max_queries") == train_mq},
                          ref=ref, set_names=set_names, eval_sets=eval_sets,
                          main_set=eval_sets[0] if eval_sets else None,
-                         state=read_json(study_dir / "study_state.json"))
+                         state=read_json(study_dir / "study_state.json"), compare_sets=compare,
+                         compare_label="+".join(compare) if compare else None)

@@ -26,7 +26,7 @@ def overview_section(ctx: ReportContext) -> Section:
                + (f", {len(waiting)} pending: " + html.escape("; ".join(dict.fromkeys(w.pending for w in waiting)))
                   if waiting else "")
                + f"); reference run (the 'full adapter'): <code>{ctx.ref.run_id}</code>; main eval set: "
-               f"{ctx.main_set}. Report generated {time.strftime('%Y-%m-%d %H:%M')}.")
+               f"{ctx.main_set}; final checkpoints compared on {ctx.compare_label}. Report generated {time.strftime('%Y-%m-%d %H:%M')}.")
     if failed:
         ov.tables.append(("Failed or skipped steps", ["step", "status", "detail"],
                           [[k, v["status"], v["detail"].splitlines()[0] if v["detail"] else ""]
@@ -66,29 +66,48 @@ def checkpoint_section(ctx: ReportContext) -> Section:
 
 
 def final_comparisons(ctx: ReportContext) -> dict[str, dict[str, Any]]:
-    """run id -> final checkpoint's nDCG@10 / MRR@10 on the main eval set, with the paired test vs the reference."""
+    """run id -> final checkpoint's nDCG@10 / MRR@10 on the comparison set(s) (``ctx.compare_sets``: DL19 + DL20
+    pooled where the spec's ``report.findings_sets`` says so, as the findings test them), with the paired test vs
+    the reference. Several sets: each run's last checkpoint evaluated on all of them, their queries together. The
+    pooled first stage goes into ``ctx.first_stage[ctx.compare_label]``."""
     from lorank.data import resolve_eval_set
-    from lorank.score import compare
+    from lorank.score import compare, evaluate
 
-    if not ctx.main_set:
+    sets = [s for s in ctx.compare_sets if s in ctx.set_names]
+    if not sets:
         return {}
     plan, ref = ctx.plan, ctx.ref
-    runs = {}
-    for r in plan.runs:
-        f = _final_run_file(ctx.study_dir / "runs" / r.run_id, ctx.main_set)
-        if f is not None:
-            runs[r.run_id] = _read_run(f)
+    mq = ref.train_config.get("eval", {}).get("max_queries")
+    pooled = len(sets) > 1
+
+    def key(es: str, q: str) -> str:
+        return f"{es}:{q}" if pooled else q
+
+    qrels: dict[str, dict[str, int]] = {}
+    bm25: dict[str, dict[str, float]] = {}
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    files = {r.run_id: _final_run_files(ctx.study_dir / "runs" / r.run_id, sets) for r in plan.runs}
+    for es in sets:
+        rs = resolve_eval_set(ctx.set_names[es], plan.spec.data_root).subset(mq)
+        qrels.update({key(es, q): dict(v) for q, v in rs.qrels.items()})
+        bm25.update({key(es, q): {e.docid: float(e.score) for e in entries} for q, entries in rs.run.items()})
+        for rid, fs in files.items():
+            if fs:
+                runs.setdefault(rid, {}).update({key(es, q): d for q, d in _read_run(fs[es]).items()})
     if ref.run_id not in runs:
         return {}
-    mq = ref.train_config.get("eval", {}).get("max_queries")
-    rs = resolve_eval_set(ctx.set_names[ctx.main_set], plan.spec.data_root).subset(mq)
+    if pooled:
+        agg = evaluate(qrels, bm25, rel_threshold=2, measures=["ndcg_cut_10", "recip_rank_10"]).aggregate
+        ctx.first_stage[ctx.compare_label] = {"eval_set": ctx.compare_label, "config": "all queries",
+                                              "ndcg_cut_10": agg["ndcg_cut_10"], "recip_rank_10": agg["recip_rank_10"]}
     order = [ref.run_id] + [k for k in runs if k != ref.run_id]
-    cmp = compare(rs.qrels, {k: runs[k] for k in order}, baseline=ref.run_id,
+    cmp = compare(qrels, {k: runs[k] for k in order}, baseline=ref.run_id,
                   measures=["ndcg_cut_10", "recip_rank_10"])
     out = {}
     for k in order:
         agg = cmp.results[k].aggregate
-        row = {"ndcg_cut_10": float(agg["ndcg_cut_10"]), "recip_rank_10": float(agg["recip_rank_10"])}
+        row = {"ndcg_cut_10": float(agg["ndcg_cut_10"]), "recip_rank_10": float(agg["recip_rank_10"]),
+               "step": files[k][sets[0]].name.split(".")[0]}
         if k != ref.run_id:
             c, cm = cmp.get(k, "ndcg_cut_10"), cmp.get(k, "recip_rank_10")
             row.update(delta=c.delta, p=c.p_adjusted, significant=c.significant, significant_mrr=cm.significant)
@@ -101,8 +120,8 @@ def rank_section(ctx: ReportContext, finals: dict[str, dict[str, Any]]) -> Secti
     rows = _trained_table(ctx, finals, rk, "rank", "rank", sort=lambda x: x["rank"])
     if len(rows) > 1:
         rk.images.append(("nDCG@10 by rank", bar_table(
-            rows, "rank", f"Final nDCG@10 by LoRA rank ({ctx.main_set})", ctx.out / "rank.png",
-            base_value=ctx.first_stage.get(ctx.main_set, {}).get("ndcg_cut_10"))))
+            rows, "rank", f"Final nDCG@10 by LoRA rank ({ctx.compare_label})", ctx.out / "rank.png",
+            base_value=ctx.first_stage.get(ctx.compare_label, {}).get("ndcg_cut_10"))))
     return rk
 
 
@@ -114,8 +133,9 @@ def components_section(ctx: ReportContext, finals: dict[str, dict[str, Any]]) ->
                           sort=lambda x: ("all", "mha", "mlp").index(x["components"]))
     if len(rows) > 1:
         cp.images.append(("trained", bar_table(
-            rows, "components", f"Final nDCG@10 by component trained ({ctx.main_set})",
-            ctx.out / "components_trained.png", base_value=ctx.first_stage.get(ctx.main_set, {}).get("ndcg_cut_10"))))
+            rows, "components", f"Final nDCG@10 by component trained ({ctx.compare_label})",
+            ctx.out / "components_trained.png",
+            base_value=ctx.first_stage.get(ctx.compare_label, {}).get("ndcg_cut_10"))))
     return cp
 
 
@@ -125,9 +145,20 @@ def side_by_side_section(ctx: ReportContext, finals: dict[str, dict[str, Any]]) 
     sec = Section("Retrained vs inference-time", "The same restriction two ways: an adapter trained with the "
                   "restricted LoRA spec, and the full reference adapter with everything else switched off at "
                   "inference time. Agreement means the ablation is a cheap proxy for retraining.")
+    from lorank.report.findings_data import ablation_subject
+    from lorank.report.pooled_ablations import pooled_sweeps
+    from lorank.report.subjects import subject_text
+
+    subject = ablation_subject(plan, ref)  # the reference run, or the external adapter the study dissects
     ablated: dict[str, dict[str, Any]] = {}
+    where = "ablation eval set"
+    for ps in pooled_sweeps(plan, ctx.study_dir):  # pooled over the sets first, as the findings
+        if ps.subject == subject:
+            where = ps.where
+            for r in ps.rows:
+                ablated.setdefault(r["config"], r)
     for step in plan.steps:
-        if step.kind == "ablate" and step.run_id == ref.run_id:
+        if step.kind == "ablate" and step.run_id == subject:
             f = ctx.study_dir / step.out_dir / "ablations.json"
             if f.is_file():
                 for entry in json.loads(f.read_text(encoding="utf-8"))["sweeps"].values():
@@ -146,8 +177,8 @@ def side_by_side_section(ctx: ReportContext, finals: dict[str, dict[str, Any]]) 
                      "-" if a is None else fmt(a["ndcg_cut_10"]) + (SIG if a.get("significant_ndcg_cut_10") else ""),
                      "-" if a is None or a["recovered_ndcg_cut_10"] is None else f"{a['recovered_ndcg_cut_10']:.0f}%"])
     if rows:
-        sec.tables.append(("Retrained (final checkpoint, main eval set) vs inference-time (ablation eval set); "
-                           f"{SIG} = p < 0.05 vs the full adapter", ["retrained run", "nDCG@10", "Δ vs full (trained)",
+        sec.tables.append((f"Retrained (final checkpoint, {ctx.compare_label}) vs inference-time ({where}, "
+                           f"{subject_text(plan, subject)}); {SIG} = p < 0.05 vs the full adapter", ["retrained run", "nDCG@10", "Δ vs full (trained)",
                                                                      "inference-time config", "nDCG@10",
                                                                      "% recovered"], rows))
     else:
@@ -159,7 +190,7 @@ def side_by_side_section(ctx: ReportContext, finals: dict[str, dict[str, Any]]) 
 def _trained_table(ctx: ReportContext, finals: dict[str, dict[str, Any]], sec: Section, vary: str, label: str,
                    sort: Any = None) -> list[dict[str, Any]]:
     """Adds to `sec` the table of the runs that differ from the reference only in `vary`; returns its rows."""
-    ref, main_set = ctx.ref, ctx.main_set
+    ref, main_set = ctx.ref, ctx.compare_label
     keep = [k for k in ("components", "projections", "layers", "variant", "seed", "model", "rank") if k != vary]
     rows = []
     for r in ctx.plan.runs:
@@ -207,10 +238,12 @@ def _read_run(path: Path) -> dict[str, dict[str, float]]:
     return {q: {e.docid: float(e.score) for e in entries} for q, entries in run.items()}
 
 
-def _final_run_file(run_dir: Path, eval_set: str) -> Path | None:
-    files = sorted((run_dir / "runs_trec").glob(f"checkpoint-*.{eval_set}.run"),
-                   key=lambda p: int(p.name.split(".")[0].split("-")[-1]))
-    return files[-1] if files else None
+def _final_run_files(run_dir: Path, sets: list[str]) -> dict[str, Path] | None:
+    """The TREC runs of the last checkpoint evaluated on every one of `sets` (None: no such checkpoint)."""
+    by_set = {es: {int(p.name.split(".")[0].split("-")[-1]): p for p in (run_dir / "runs_trec").glob(
+        f"checkpoint-*.{es}.run")} for es in sets}
+    common = set.intersection(*(set(d) for d in by_set.values())) if by_set else set()
+    return {es: by_set[es][max(common)] for es in sets} if common else None
 
 
 def _same(a: Any, b: Any, key: str) -> bool:
