@@ -21,6 +21,17 @@ class ProgressLines:
         self.clock = clock or time.monotonic
         self.t0 = self.last = self.clock()
         self.done = 0
+        self.resumed_at = 0  # work a resumed job had done before (counted as done, not in the rate)
+
+    def resumed(self, n: int) -> None:
+        """`n` done before this process started (a resumed sweep's saved chunks): counted towards the total, left
+        out of the rate and so of the time left (it was counted in, and a resumed sweep showed 8/s for 1/s)."""
+        if self.tick is not None:
+            self.tick(n)
+        self.done += n
+        self.resumed_at += n
+        print(f"{self.label}: resumed at {self.done}" + (f"/{self.total}" if self.total else ""), file=self.out,
+              flush=True)
 
     def __call__(self, n: int) -> None:
         if self.tick is not None:
@@ -30,7 +41,7 @@ class ProgressLines:
         if now - self.last < self.every_s:
             return
         self.last = now
-        rate = self.done / max(now - self.t0, 1e-9)
+        rate = (self.done - self.resumed_at) / max(now - self.t0, 1e-9)
         of = f"/{self.total}" if self.total else ""
         left = (f", ~{(self.total - self.done) / rate / 60:.0f} min left" if self.total and rate > 0 else "")
         print(f"{self.label}: {self.done}{of} ({rate:.2f}/s, {(now - self.t0) / 60:.1f} min{left})",

@@ -105,8 +105,8 @@ def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: S
         loaded = saver.load()
         if loaded is not None:
             done, out, before = loaded
-            if progress and done:
-                progress(sum(len(c) for c in chunks[:done]))
+            if progress and done:  # what the saved chunks did: ProgressLines keeps it out of its rate
+                (getattr(progress, "resumed", None) or progress)(sum(len(c) for c in chunks[:done]))
     merger = LoraMerger(mods) if merge else None
     from_layer = {i: [st.module for st in sites if st.layer >= i] for i in range(n_layers + 1)}
 
