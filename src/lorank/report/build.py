@@ -23,6 +23,7 @@ from lorank.report.figures import LABELS
 from lorank.report.findings_section import findings_section
 from lorank.report.ltr_section import ltr_section
 from lorank.report.page import Section, read_json, render_html, render_markdown
+from lorank.report.pooled_ablations import pooled_sweeps
 from lorank.report.trained_sections import (checkpoint_section, components_section, final_comparisons,
                                             overview_section, rank_section, side_by_side_section)
 
@@ -33,8 +34,9 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     sections = [overview_section(ctx), checkpoint_section(ctx)]
     finals = final_comparisons(ctx)  # final checkpoints vs the reference (per-query paired tests)
     rank, cp = rank_section(ctx, finals), components_section(ctx, finals)
-    sections += [rank, cp, *ablation_sections(ctx, cp)]  # the components sweep goes into cp
-    sections += [side_by_side_section(ctx, finals), analysis_section(ctx)]
+    pooled = pooled_sweeps(ctx.plan, ctx.study_dir)  # each ablation sweep over the eval sets together, once
+    sections += [rank, cp, *ablation_sections(ctx, cp, pooled)]  # the components sweep goes into cp
+    sections += [side_by_side_section(ctx, finals, pooled), analysis_section(ctx)]
     lt = ltr_section(ctx.plan, ctx.study_dir, ctx.out)
     if lt is not None:
         sections.append(lt)

@@ -2,12 +2,12 @@
 projections, rank truncation and scale) and the adapter analyses (weights, similarity, probes, patching)."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from lorank.report.context import ReportContext
 from lorank.report.page import SIG, Section, fmt, safe_name
+from lorank.report.pooled_ablations import PooledSweep
 
 HEAD = ["configuration", "nDCG@10", "Δ vs full", "% recovered", "MRR@10", "p (Holm)"]
 
@@ -20,13 +20,13 @@ def _body(rows: list[dict]) -> list[list[str]]:
              fmt(r["p_ndcg_cut_10"], 3)] for r in rows]
 
 
-def ablation_sections(ctx: ReportContext, components: Section) -> list[Section]:
+def ablation_sections(ctx: ReportContext, components: Section, pooled: list[PooledSweep]) -> list[Section]:
     """Adds the components sweep to `components` (the "MHA vs MLP" section); returns the layer, projection and
-    rank/scale sections."""
+    rank/scale sections. `pooled`: the sweeps pooled over eval sets (:func:`lorank.report.pooled_ablations.pooled_sweeps`)."""
     from lorank.ablate.run import plot_sweep, where_text
     from lorank.data.sources import eval_label
-    from lorank.report.pooled_ablations import pooled_sweeps
     from lorank.report.subjects import dissects_note, subject_text
+    from lorank.study.store import finished_ablations
 
     plan, out = ctx.plan, ctx.out
     ab_sections = {"components": components,
@@ -42,20 +42,14 @@ def ablation_sections(ctx: ReportContext, components: Section) -> list[Section]:
         return ("components" if sweep == "components" else "layers" if sweep.startswith("layer")
                 else "projections" if sweep == "projections" else "other")
 
-    for ps in pooled_sweeps(plan, ctx.study_dir):  # first: the view the findings test
+    for ps in pooled:  # first: the view the findings test
         sec, who = ab_sections[section_key(ps.sweep)], subject_text(plan, ps.subject)
         dst = out / f"ablation_{safe_name(ps.subject)}_{safe_name(ps.sweep)}_pooled.png"
         plot_sweep(ps.sweep, ps.rows, dst, where=ps.where)
         sec.images.append((f"{ps.sweep}, {ps.where} — {who}", dst))
         sec.tables.append((f"{ps.sweep} on {who} ({ps.where}; paired over all of them)" + (
             f"; left out, not on every set: {', '.join(ps.left_out)}" if ps.left_out else ""), HEAD, _body(ps.rows)))
-    for step in plan.steps:
-        if step.kind != "ablate":
-            continue
-        f = ctx.study_dir / step.out_dir / "ablations.json"
-        if not f.is_file():
-            continue
-        data = json.loads(f.read_text(encoding="utf-8"))
+    for step, _, data in finished_ablations(plan, ctx.study_dir):
         label = eval_label(data.get("eval_set", step.payload["eval"]))
         for sweep, entry in data["sweeps"].items():
             key = section_key(sweep)

@@ -4,7 +4,6 @@ writes: each run's checkpoints (``runs/<run>/runs_trec/checkpoint-N.<set>.run``)
 and the first stage (BM25) of the main eval set(s)."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, su
     from lorank.ablate.run import run_file_stem
     from lorank.data import resolve_eval_set
     from lorank.data.sources import eval_label
+    from lorank.study.store import finished_ablations
 
     study_dir = Path(study_dir)
     subject = subject or ablation_subject(plan, reference)
@@ -62,14 +62,9 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, su
         files = sorted((study_dir / "runs" / r.run_id / "runs_trec").glob(f"checkpoint-*.{label}.run"), key=_step)
         if files:
             pq.checkpoints[r.run_id] = {_step(f): per_query(rs.qrels, _read(f)) for f in files}
-    for step in plan.steps:
-        if step.kind != "ablate" or step.run_id != subject or eval_label(step.payload["eval"]) != label:
+    for step, d, data in finished_ablations(plan, study_dir, subject):
+        if eval_label(step.payload["eval"]) != label:
             continue
-        d = study_dir / step.out_dir
-        f = d / "ablations.json"
-        if not f.is_file():
-            continue
-        data = json.loads(f.read_text(encoding="utf-8"))
         ars = resolve_eval_set(step.payload["eval"], plan.spec.data_root).subset(step.payload.get("max_queries"))
         for sweep, entry in data.get("sweeps", {}).items():
             for row in entry["rows"]:

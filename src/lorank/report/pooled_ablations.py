@@ -4,7 +4,6 @@
 paired t-tests against the full adapter with Holm, read from the TREC runs each ablation step wrote."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,18 +42,12 @@ def pooled_sweeps(plan: Any, study_dir: str | Path) -> list[PooledSweep]:
     from lorank.data import resolve_eval_set
     from lorank.data.sources import eval_label
     from lorank.score import compare
+    from lorank.study.store import finished_ablations
 
-    study_dir = Path(study_dir)
     found: dict[tuple[str, str], list[tuple[Any, Path, dict[str, Any]]]] = {}
-    for step in plan.steps:
-        if step.kind != "ablate":
-            continue
-        f = study_dir / step.out_dir / "ablations.json"
-        if not f.is_file():
-            continue
-        data = json.loads(f.read_text(encoding="utf-8"))
+    for step, d, data in finished_ablations(plan, study_dir):
         for sweep, entry in data.get("sweeps", {}).items():
-            found.setdefault((step.run_id, sweep), []).append((step, study_dir / step.out_dir, {**entry, **{
+            found.setdefault((step.run_id, sweep), []).append((step, d, {**entry, **{
                 "eval_set": data.get("eval_set", step.payload["eval"]), "depth": data.get("depth")}}))
     out = []
     for (subject, sweep), items in found.items():

@@ -3,7 +3,6 @@ checkpoints compared with the reference (by rank, by component trained), and ret
 from __future__ import annotations
 
 import html
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -106,8 +105,7 @@ def final_comparisons(ctx: ReportContext) -> dict[str, dict[str, Any]]:
     out = {}
     for k in order:
         agg = cmp.results[k].aggregate
-        row = {"ndcg_cut_10": float(agg["ndcg_cut_10"]), "recip_rank_10": float(agg["recip_rank_10"]),
-               "step": files[k][sets[0]].name.split(".")[0]}
+        row = {"ndcg_cut_10": float(agg["ndcg_cut_10"]), "recip_rank_10": float(agg["recip_rank_10"])}
         if k != ref.run_id:
             c, cm = cmp.get(k, "ndcg_cut_10"), cmp.get(k, "recip_rank_10")
             row.update(delta=c.delta, p=c.p_adjusted, significant=c.significant, significant_mrr=cm.significant)
@@ -139,31 +137,29 @@ def components_section(ctx: ReportContext, finals: dict[str, dict[str, Any]]) ->
     return cp
 
 
-def side_by_side_section(ctx: ReportContext, finals: dict[str, dict[str, Any]]) -> Section:
-    """Retrained restricted adapters next to the same restriction applied at inference time to the reference."""
+def side_by_side_section(ctx: ReportContext, finals: dict[str, dict[str, Any]], pooled: list[Any]) -> Section:
+    """Retrained restricted adapters next to the same restriction applied at inference time to the adapter the
+    study dissects; `pooled` (its sweeps over the eval sets together) is read before each set's own rows."""
     plan, ref = ctx.plan, ctx.ref
     sec = Section("Retrained vs inference-time", "The same restriction two ways: an adapter trained with the "
                   "restricted LoRA spec, and the full reference adapter with everything else switched off at "
                   "inference time. Agreement means the ablation is a cheap proxy for retraining.")
     from lorank.report.findings_data import ablation_subject
-    from lorank.report.pooled_ablations import pooled_sweeps
     from lorank.report.subjects import subject_text
+    from lorank.study.store import finished_ablations
 
     subject = ablation_subject(plan, ref)  # the reference run, or the external adapter the study dissects
     ablated: dict[str, dict[str, Any]] = {}
     where = "ablation eval set"
-    for ps in pooled_sweeps(plan, ctx.study_dir):  # pooled over the sets first, as the findings
+    for ps in pooled:  # pooled over the sets first, as the findings
         if ps.subject == subject:
             where = ps.where
             for r in ps.rows:
                 ablated.setdefault(r["config"], r)
-    for step in plan.steps:
-        if step.kind == "ablate" and step.run_id == subject:
-            f = ctx.study_dir / step.out_dir / "ablations.json"
-            if f.is_file():
-                for entry in json.loads(f.read_text(encoding="utf-8"))["sweeps"].values():
-                    for r in entry["rows"]:
-                        ablated.setdefault(r["config"], r)
+    for _, _, data in finished_ablations(plan, ctx.study_dir, subject):
+        for entry in data["sweeps"].values():
+            for r in entry["rows"]:
+                ablated.setdefault(r["config"], r)
     rows = []
     for r in plan.runs:
         name = _inference_name(r, ref)

@@ -10,7 +10,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from lorank.atomic import atomic_write_bytes, atomic_write_text
 from lorank.study.plan import Plan
@@ -55,18 +55,24 @@ def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def finished_ablations(plan: Plan, study_dir: str | Path, run_id: str | None = None) -> Iterator[tuple[Any, Path, dict]]:
+    """(step, its folder, its ``ablations.json``) of every ablation step that has written its results, in plan
+    order; only the steps on `run_id` (a study run or adapter:<name>) when given."""
+    for step in plan.steps:
+        if step.kind != "ablate" or (run_id is not None and step.run_id != run_id):
+            continue
+        d = Path(study_dir) / step.out_dir
+        f = d / "ablations.json"
+        if f.is_file():
+            yield step, d, json.loads(f.read_text(encoding="utf-8"))
+
+
 def _ablation_rows(plan: Plan, study_dir: Path, run_id: str, axes: dict[str, Any], step_no: Any) -> list[dict[str, Any]]:
     """The rows of every finished ablation step on `run_id` (a study run or adapter:<name>)."""
     from lorank.data.sources import eval_label
 
     rows = []
-    for step in plan.steps:
-        if step.kind != "ablate" or step.run_id != run_id:
-            continue
-        f = study_dir / step.out_dir / "ablations.json"
-        if not f.is_file():
-            continue
-        data = json.loads(f.read_text(encoding="utf-8"))
+    for _, _, data in finished_ablations(plan, study_dir, run_id):
         for sweep, entry in data.get("sweeps", {}).items():
             for r in entry["rows"]:
                 rows.append({"source": "ablation", **axes, "step": step_no, "final": True,
