@@ -99,3 +99,22 @@ def test_the_full_adapters_line_stays_in_view_when_every_bar_is_below_it():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_each_checkpoint_panel_writes_its_own_bm25_value(tmp_path, monkeypatch):
+    """The nDCG@10 and MRR@10 panels share one legend: the BM25 value belongs on each panel's line (the legend
+    once read "BM25 (0.506)" beside an MRR line at 0.702)."""
+    import lorank.report.figures as figures
+
+    kept = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out: kept.setdefault("fig", fig) and out)
+    figures.checkpoint_curves({"r8": [(250, 0.48, 0.59), (500, 0.56, 0.64)]},
+                              {"ndcg_cut_10": 0.506, "recip_rank_10": 0.702}, "t", tmp_path / "c.png")
+    fig = kept["fig"]
+    nd, mrr = fig.axes[:2]
+    assert [t.get_text() for t in nd.texts] == ["BM25 0.506"] and [t.get_text() for t in mrr.texts] == ["BM25 0.702"]
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert legend == ["r8", "BM25 (first stage)"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -69,3 +69,40 @@ def test_the_p_values_say_how_many_queries_each_test_paired():
                       "gate": {"p_holm": 4.08e-06, "n_queries": 97}}}
     assert p_text(f) == "mha vs LoRA off: p=8.6e-13 (n=43); gate: p=4.08e-06 (n=97)"
     assert p_text({"p_values": {}}) == "-"
+
+
+def test_the_report_draws_the_pooled_checkpoint_curve_and_names_what_it_leaves_out(tmp_path, monkeypatch):
+    """The checkpoint section's pooled curve (finding 1's view): a step's point is the mean over every pooled
+    query; a checkpoint evaluated on one set only is left out of it and named."""
+    from types import SimpleNamespace
+
+    import lorank.report.figures as figures
+    from lorank.report.page import Section
+    from lorank.report.trained_sections import _pooled_curve
+
+    _, pq = happy_study()
+    a = _split(pq, "dl19", lambda q: int(q[1:]) % 2 == 0)
+    b = _split(pq, "dl20", lambda q: int(q[1:]) % 2 == 1)
+    del b.checkpoints["r8-mha"][STEPS[0]]  # the first checkpoint of r8-mha scored on dl19 only
+    view = pooled([a, b])
+    drawn = {}
+
+    def fake(curves, base, title, out, measure="ndcg_cut_10"):
+        drawn.update(curves=curves, base=base, title=title)
+        out.write_bytes(b"png")
+        return out
+
+    monkeypatch.setattr(figures, "pooled_curves", fake)
+    runs = [SimpleNamespace(run_id=r, label=r, model="m") for r in ("r8-all", "r8-mha")]
+    ctx = SimpleNamespace(plan=SimpleNamespace(runs=runs, spec=SimpleNamespace(models=["m"])), out=tmp_path)
+    ev = Section("Checkpoint evolution", "")
+    _pooled_curve(ctx, view, ev)
+    assert ev.images == [("dl19+dl20 pooled", tmp_path / "curves_dl19+dl20.png")]
+    all_steps = dict(drawn["curves"]["r8-all"])
+    assert sorted(all_steps) == STEPS
+    last = pq.checkpoints["r8-all"][STEPS[-1]]
+    assert all_steps[STEPS[-1]] == pytest.approx(sum(last.values()) / len(last))
+    assert drawn["base"] == pytest.approx(sum(pq.bm25.values()) / len(pq.bm25))
+    assert [s for s, _ in drawn["curves"]["r8-mha"]] == STEPS[1:]
+    assert f"r8-mha step {STEPS[0]}" in ev.text
+    assert f"({len(pq.bm25)} queries" in drawn["title"]

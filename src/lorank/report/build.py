@@ -20,7 +20,7 @@ from lorank.atomic import atomic_write_text
 from lorank.report.context import ReportContext, load_context
 from lorank.report.dissection_sections import ablation_sections, analysis_section
 from lorank.report.figures import LABELS
-from lorank.report.findings_section import findings_section
+from lorank.report.findings_section import findings_section, findings_view
 from lorank.report.ltr_section import ltr_section
 from lorank.report.page import Section, read_json, render_html, render_markdown
 from lorank.report.pooled_ablations import pooled_sweeps
@@ -31,7 +31,8 @@ from lorank.report.trained_sections import (checkpoint_section, components_secti
 def build_report(study_dir: str | Path, console: Any = None) -> Path:
     """Write STUDY_DIR/report/{index.html, tables.md, *.png}; returns the HTML path."""
     ctx = load_context(study_dir)
-    sections = [overview_section(ctx), checkpoint_section(ctx)]
+    view = findings_view(ctx.plan, ctx.study_dir)  # the per-query numbers the findings test, read once
+    sections = [overview_section(ctx), checkpoint_section(ctx, view)]
     finals = final_comparisons(ctx)  # final checkpoints vs the reference (per-query paired tests)
     rank, cp = rank_section(ctx, finals), components_section(ctx, finals)
     pooled = pooled_sweeps(ctx.plan, ctx.study_dir)  # each ablation sweep over the eval sets together, once
@@ -40,7 +41,7 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     lt = ltr_section(ctx.plan, ctx.study_dir, ctx.out)
     if lt is not None:
         sections.append(lt)
-    sections += [findings_section(ctx.plan, ctx.study_dir, ctx.out, ctx.results), configs_section(ctx)]
+    sections += [findings_section(ctx.plan, ctx.study_dir, ctx.out, ctx.results, view), configs_section(ctx)]
     atomic_write_text(ctx.out / "tables.md", render_markdown(ctx.spec.name, sections))
     page = ctx.out / "index.html"
     atomic_write_text(page, render_html(ctx.spec.name, sections))

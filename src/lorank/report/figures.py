@@ -35,18 +35,45 @@ def checkpoint_curves(curves: dict[str, list[tuple[int, float, float]]], baselin
             pts = sorted(pts)
             ax.plot([p[0] for p in pts], [p[idx] for p in pts], marker="o", ms=4, label=label)
         if baseline and key in baseline:
-            ax.axhline(baseline[key], color="black", ls="--", lw=1, label=f"BM25 ({baseline[key]:.3f})")
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("training step (optimizer updates)")
-        ax.set_ylabel(LABELS[key])
-        ax.set_title(f"{LABELS[key]} by checkpoint")
-        ax.grid(alpha=0.3)
+            _baseline_line(ax, baseline[key])
+        _step_axes(ax, LABELS[key])
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8)
     fig.suptitle(title)
     return _save(fig, out)
+
+
+def pooled_curves(curves: dict[str, list[tuple[int, float]]], baseline: float | None, title: str, out: Path,
+                  measure: str = "ndcg_cut_10") -> Path:
+    """One panel: one line per run (step, mean over the pooled queries), the pooled first stage dashed."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.2), constrained_layout=True)
+    for label, pts in curves.items():
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, label=label)
+    if baseline is not None:
+        _baseline_line(ax, baseline)
+    _step_axes(ax, LABELS.get(measure, measure))
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, out)
+
+
+def _baseline_line(ax: Any, value: float) -> None:
+    """The first stage as a dashed line, its value written on the line (each panel its own measure)."""
+    ax.axhline(value, color="black", ls="--", lw=1, label="BM25 (first stage)")
+    ax.annotate(f"BM25 {value:.3f}", xy=(0.99, value), xycoords=("axes fraction", "data"), xytext=(0, 2),
+                textcoords="offset points", fontsize=8, ha="right", va="bottom")
+
+
+def _step_axes(ax: Any, ylabel: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("training step (optimizer updates)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel} by checkpoint")
+    ax.grid(alpha=0.3)
 
 
 def bar_table(rows: list[dict[str, Any]], label_key: str, title: str, out: Path, ref_value: float | None = None,

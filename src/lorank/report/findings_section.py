@@ -9,33 +9,44 @@ from typing import Any
 from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.report.context import reference_run
 from lorank.report.findings import ALPHA, evaluate_findings, figures_text, findings_markdown, p_text, pooled
+from lorank.report.findings_model import PerQuery
 from lorank.report.page import Section
 
 TITLE = "Findings vs the paper"
 
 
-def study_findings(plan: Any, study_dir: Path, results: Any = None) -> list[dict[str, Any]]:
-    """The five findings for a study directory ([] when no checkpoint is evaluated on any set), on the first
-    evaluation set of the training runs, or on the queries of ``report.findings_sets`` pooled."""
-    import pandas as pd
-
+def findings_view(plan: Any, study_dir: Path) -> PerQuery | None:
+    """The per-query numbers the findings are tested on: the first evaluation set of the training runs, or the
+    queries of ``report.findings_sets`` pooled (None: the runs evaluate on no set)."""
     from lorank.report.findings_data import load_per_query
-    from lorank.study.store import collect_rows
 
     sets = [s for r in plan.runs for s in r.train_config.get("eval", {}).get("sets", [])]
     if not sets:
+        return None
+    chosen = plan.spec.report.findings_sets or sets[:1]  # pooled: their queries together
+    return pooled([load_per_query(plan, Path(study_dir), reference_run(plan), s) for s in chosen])
+
+
+def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQuery | None = None
+                   ) -> list[dict[str, Any]]:
+    """The five findings for a study directory ([] when no checkpoint is evaluated on any set), on
+    :func:`findings_view` (or `view`, that view already read)."""
+    import pandas as pd
+
+    from lorank.study.store import collect_rows
+
+    pq = view if view is not None else findings_view(plan, study_dir)
+    if pq is None:
         return []
-    ref = reference_run(plan)
     if results is None:
         results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
-    chosen = plan.spec.report.findings_sets or sets[:1]  # pooled: their queries together
-    pq = pooled([load_per_query(plan, Path(study_dir), ref, s) for s in chosen])
-    return evaluate_findings(results, pq, ref.run_id)
+    return evaluate_findings(results, pq, reference_run(plan).run_id)
 
 
-def findings_section(plan: Any, study_dir: Path, out: Path, results: Any = None) -> Section:
+def findings_section(plan: Any, study_dir: Path, out: Path, results: Any = None, view: PerQuery | None = None
+                     ) -> Section:
     """A :class:`lorank.report.page.Section`; writes ``out/findings.json``."""
-    findings = study_findings(plan, study_dir, results)
+    findings = study_findings(plan, study_dir, results, view)
     atomic_write_json(out / "findings.json", findings)
     sec = Section(TITLE, "The paper's five findings (Mistral-7B, Llama-3.1-8B, Pythia-6.9B on MS MARCO, TREC DL19) "
                   "tested on this study's numbers: paired t-tests over queries (nDCG@10), Holm-corrected within each "

@@ -37,7 +37,10 @@ def overview_section(ctx: ReportContext) -> Section:
     return ov
 
 
-def checkpoint_section(ctx: ReportContext) -> Section:
+def checkpoint_section(ctx: ReportContext, view: Any = None) -> Section:
+    """Per eval set: each run's checkpoints. With `view` (the findings' per-query numbers,
+    :class:`lorank.report.findings_model.PerQuery`) pooled over several sets, also the pooled curve that finding 1
+    is tested on."""
     from lorank.study.spec import _slug
 
     plan, df = ctx.plan, ctx.results
@@ -59,9 +62,40 @@ def checkpoint_section(ctx: ReportContext) -> Section:
                                                 f"{_slug(model)}: checkpoints on {es}",
                                                 ctx.out / f"curves_{_slug(model)}_{es}.png")
                 ev.images.append((f"{_slug(model)}, {es}", png))
+    if view is not None and len(view.labels) > 1:
+        _pooled_curve(ctx, view, ev)
     if not ev.images:
         ev.text += " <span class='bad'>No checkpoint has been evaluated yet.</span>"
     return ev
+
+
+def _pooled_curve(ctx: ReportContext, view: Any, ev: Section) -> None:
+    """nDCG@10 by checkpoint over the pooled queries (a step counts only where every pooled query has its value:
+    a checkpoint evaluated on some of the sets is left out and named)."""
+    from lorank.report.figures import pooled_curves
+
+    label = "+".join(view.labels)
+    everyone = set(view.bm25)
+    curves: dict[str, list[tuple[int, float]]] = {}
+    partial = []
+    for r in ctx.plan.runs:
+        pts = []
+        for step, scores in sorted(view.checkpoints.get(r.run_id, {}).items()):
+            if everyone and everyone <= set(scores):
+                pts.append((step, sum(scores[q] for q in everyone) / len(everyone)))
+            else:
+                partial.append(f"{_short(r, ctx.plan)} step {step}")
+        if pts:
+            curves[_short(r, ctx.plan)] = pts
+    if not curves:
+        return
+    base = sum(view.bm25.values()) / len(view.bm25)
+    png = pooled_curves(curves, base, f"checkpoints on {label} pooled ({len(everyone)} queries; the findings' view)",
+                        ctx.out / f"curves_{label}.png")
+    ev.images.append((f"{label} pooled", png))
+    if partial:
+        ev.text += (f" Left out of the pooled curve, evaluated on only some of {label}: "
+                    + html.escape(", ".join(partial)) + ".")
 
 
 def final_comparisons(ctx: ReportContext) -> dict[str, dict[str, Any]]:
