@@ -73,6 +73,7 @@ def _pooled_curve(ctx: ReportContext, view: Any, ev: Section) -> None:
     """nDCG@10 by checkpoint over the pooled queries (a step counts only where every pooled query has its value:
     a checkpoint evaluated on some of the sets is left out and named)."""
     from lorank.report.figures import pooled_curves
+    from lorank.report.findings_model import mean_of
 
     label = "+".join(view.labels)
     everyone = set(view.bm25)
@@ -82,15 +83,14 @@ def _pooled_curve(ctx: ReportContext, view: Any, ev: Section) -> None:
         pts = []
         for step, scores in sorted(view.checkpoints.get(r.run_id, {}).items()):
             if everyone and everyone <= set(scores):
-                pts.append((step, sum(scores[q] for q in everyone) / len(everyone)))
+                pts.append((step, mean_of({q: scores[q] for q in everyone})))
             else:
                 partial.append(f"{_short(r, ctx.plan)} step {step}")
         if pts:
             curves[_short(r, ctx.plan)] = pts
     if not curves:
         return
-    base = sum(view.bm25.values()) / len(view.bm25)
-    png = pooled_curves(curves, base, f"checkpoints on {label} pooled ({len(everyone)} queries; the findings' view)",
+    png = pooled_curves(curves, mean_of(view.bm25), f"checkpoints on {label} pooled ({len(everyone)} queries; the findings' view)",
                         ctx.out / f"curves_{label}.png")
     ev.images.append((f"{label} pooled", png))
     if partial:
