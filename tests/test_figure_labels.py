@@ -118,3 +118,44 @@ def test_each_checkpoint_panel_writes_its_own_bm25_value(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def _crossed(fig, ax) -> int:
+    """How many of the axes' curve points (markers) fall inside its BM25 label's box, in pixels."""
+    import numpy as np
+
+    r = fig.canvas.get_renderer()
+    (label,) = [t for t in ax.texts if t.get_text().startswith("BM25")]
+    box = label.get_window_extent(r)
+    n = 0
+    for ln in ax.get_lines():
+        if ln.get_linestyle() == "--":
+            continue
+        for x, y in ax.transData.transform(np.column_stack([ln.get_xdata(), ln.get_ydata()])):
+            n += box.x0 - 3 <= x <= box.x1 + 3 and box.y0 - 3 <= y <= box.y1 + 3
+    return n
+
+
+def test_the_bm25_label_moves_off_a_curve_that_ends_on_it(tmp_path, monkeypatch):
+    """Found in the study's report: r8-all's last MRR@10 point (0.710) drawn over "BM25 0.702" at the right end
+    of the line (here 0.705). The label goes to a spot on its line that no curve crosses; the same label still, once per panel."""
+    import lorank.report.figures as figures
+
+    kept = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out: kept.setdefault("fig", fig) and out)
+    curves = {"r8-all": [(250, 0.48, 0.61), (500, 0.56, 0.66), (750, 0.57, 0.69), (1000, 0.587, 0.705)],
+              "r8-mha": [(250, 0.51, 0.64), (500, 0.58, 0.70), (750, 0.605, 0.72)]}
+    figures.checkpoint_curves(curves, {"ndcg_cut_10": 0.506, "recip_rank_10": 0.702}, "t", tmp_path / "c.png")
+    fig = kept["fig"]
+    nd, mrr = fig.axes[:2]
+    assert [t.get_text() for t in mrr.texts] == ["BM25 0.702"]
+    assert _crossed(fig, mrr) == 0 and _crossed(fig, nd) == 0
+    # the experiment that shows the check can fail: the label forced back to the right end is crossed
+    (label,) = mrr.texts
+    label.set_ha("right"), label.set_va("bottom"), label.set_position((0, 2))
+    label.xy = (0.99, 0.702)
+    fig.canvas.draw()
+    assert _crossed(fig, mrr) > 0
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

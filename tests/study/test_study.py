@@ -270,3 +270,50 @@ def test_an_interrupted_ablation_step_keeps_its_partial_work_and_a_stale_one_doe
         assert status[step.step_id] == "ok" and (d / MARKER).is_file() and not (d / PARTIAL).exists()
         assert (d / "sentinel").exists() == kept  # ...of this hash: kept (its sweeps go on); of another: cleared
         (d / "sentinel").unlink(missing_ok=True)
+
+
+def test_a_step_stopped_by_sigterm_is_recorded_as_interrupted_naming_the_signal(tiny, tmp_path, monkeypatch):
+    """A SIGTERM'd grid run (resumable from its checkpoint) used to show in the report's overview as 'failed', in
+    red, with 'interrupted (Ctrl-C)'. It is its own status, the signal named, and the report says it resumes."""
+    import signal
+
+    import lorank.study.executor as executor
+    from lorank.report import build_report
+
+    root, spec, out, *_ = tiny
+    study = tmp_path / "study"
+    shutil.copytree(out, study)
+    plan = run_study(spec, study, report=False).plan  # the spec as it now reads (an earlier test may change it)
+    step = next(s for s in plan.steps if s.kind == "ablate")
+    (study / step.out_dir / executor.MARKER).unlink()
+
+    def stopped(*a, **k):
+        raise executor.StepInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(executor, "run_step_process", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, study, report=False, only=[step.step_id])
+    state = json.loads((study / "study_state.json").read_text())
+    assert state["status"] == "interrupted"
+    rec = state["steps"][step.step_id]
+    assert rec["status"] == "interrupted" and rec["detail"].startswith("stopped by SIGTERM; re-run")
+    page = build_report(study).read_text()
+    assert "1 interrupted (resumable)" in page and "failed or skipped" not in page
+    assert "Interrupted steps" in page and "stopped by SIGTERM" in page
+
+
+def test_terminate_as_interrupt_names_the_signal_that_stopped_it():
+    import os
+    import signal
+    import time
+
+    from lorank.study.executor import StepInterrupted, interruption, terminate_as_interrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with pytest.raises(StepInterrupted) as e:
+            with terminate_as_interrupt():
+                os.kill(os.getpid(), sig)
+                time.sleep(5)
+        assert e.value.signum == sig and isinstance(e.value, KeyboardInterrupt)
+        assert interruption(e.value).startswith(f"stopped by {signal.Signals(sig).name};")
+    assert interruption(KeyboardInterrupt()).startswith("stopped by SIGINT;")  # Ctrl-C outside the context

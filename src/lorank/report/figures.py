@@ -40,6 +40,7 @@ def checkpoint_curves(curves: dict[str, list[tuple[int, float, float]]], baselin
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8)
     fig.suptitle(title)
+    _place_baseline_labels(fig)
     return _save(fig, out)
 
 
@@ -56,14 +57,60 @@ def pooled_curves(curves: dict[str, list[tuple[int, float]]], baseline: float | 
     _step_axes(ax, LABELS.get(measure, measure))
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.suptitle(title)
+    _place_baseline_labels(fig)
     return _save(fig, out)
 
 
+_BASELINE_GID = "baseline-label"
+# where a baseline's label may go, in order of preference: (x in axes fraction, ha, y offset in points, va)
+_LABEL_SPOTS = ((0.99, "right", 2, "bottom"), (0.01, "left", 2, "bottom"), (0.99, "right", -2, "top"),
+                (0.01, "left", -2, "top"))
+
+
 def _baseline_line(ax: Any, value: float) -> None:
-    """The first stage as a dashed line, its value written on the line (each panel its own measure)."""
+    """The first stage as a dashed line, its value written on the line (each panel its own measure); where on the
+    line is chosen once the figure is laid out (:func:`_place_baseline_labels`)."""
     ax.axhline(value, color="black", ls="--", lw=1, label="BM25 (first stage)")
-    ax.annotate(f"BM25 {value:.3f}", xy=(0.99, value), xycoords=("axes fraction", "data"), xytext=(0, 2),
-                textcoords="offset points", fontsize=8, ha="right", va="bottom")
+    x, ha, dy, va = _LABEL_SPOTS[0]
+    ax.annotate(f"BM25 {value:.3f}", xy=(x, value), xycoords=("axes fraction", "data"), xytext=(0, dy),
+                textcoords="offset points", fontsize=8, ha=ha, va=va, gid=_BASELINE_GID)
+
+
+def _place_baseline_labels(fig: Any) -> None:
+    """Move each baseline label to the first spot on its line that no curve crosses (found on the study's MRR@10
+    panel: a run's last point at 0.710 drawn over "BM25 0.702" at the line's right end); where every spot is
+    crossed, the one crossed least."""
+    import numpy as np
+
+    fig.canvas.draw()  # the layout (constrained) is final only once drawn
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if t.get_gid() == _BASELINE_GID]
+        curves = [ln for ln in ax.get_lines() if ln.get_linestyle() != "--" and len(ln.get_xdata()) > 0]
+        pts = []
+        for ln in curves:  # the curve in display space: its markers and points along its segments
+            xy = ax.transData.transform(np.column_stack([ln.get_xdata(), ln.get_ydata()]).astype(float))
+            for a, b in zip(xy, xy[1:]):
+                pts.extend(a + (b - a) * t for t in np.linspace(0, 1, 25))
+            pts.extend(xy)
+        pts = np.array(pts).reshape(-1, 2)
+        for label in labels:
+            def crossings(spot: tuple[float, str, int, str], label: Any = label) -> int:
+                x, ha, dy, va = spot
+                label.xy = (x, label.xy[1])
+                label.set_position((0, dy))
+                label.set_ha(ha)
+                label.set_va(va)
+                box = label.get_window_extent(renderer).expanded(1.0, 1.0).padded(4)
+                return int(np.sum((pts[:, 0] >= box.x0) & (pts[:, 0] <= box.x1) & (pts[:, 1] >= box.y0)
+                                  & (pts[:, 1] <= box.y1))) if len(pts) else 0
+
+            counts = []
+            for spot in _LABEL_SPOTS:
+                counts.append(crossings(spot))
+                if counts[-1] == 0:
+                    break
+            crossings(_LABEL_SPOTS[int(np.argmin(counts))])
 
 
 def _step_axes(ax: Any, ylabel: str) -> None:

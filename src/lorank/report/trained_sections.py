@@ -18,10 +18,12 @@ def overview_section(ctx: ReportContext) -> Section:
     steps = ctx.state.get("steps", {})
     n_ok = sum(1 for s in steps.values() if s["status"] in ("ok", "cached"))
     failed = {k: v for k, v in steps.items() if v["status"] in ("failed", "skipped")}
+    stopped = {k: v for k, v in steps.items() if v["status"] == "interrupted"}
     waiting = [s for s in plan.steps if s.pending]
     ov.text = (f"<b>{html.escape(spec.name)}</b>: {html.escape(spec.description)}<br>"
                f"{len(plan.runs)} training runs, {len(plan.steps)} steps ({n_ok} done"
                + (f", <span class='bad'>{len(failed)} failed or skipped</span>" if failed else "")
+               + (f", {len(stopped)} interrupted (resumable)" if stopped else "")
                + (f", {len(waiting)} pending: " + html.escape("; ".join(dict.fromkeys(w.pending for w in waiting)))
                   if waiting else "")
                + f"); reference run (the 'full adapter'): <code>{ctx.ref.run_id}</code>; main eval set: "
@@ -30,6 +32,10 @@ def overview_section(ctx: ReportContext) -> Section:
         ov.tables.append(("Failed or skipped steps", ["step", "status", "detail"],
                           [[k, v["status"], v["detail"].splitlines()[0] if v["detail"] else ""]
                            for k, v in failed.items()]))
+    if stopped:
+        ov.tables.append(("Interrupted steps: stopped by a signal, resumed by running the study again",
+                          ["step", "detail"], [[k, v["detail"].splitlines()[0] if v["detail"] else ""]
+                                               for k, v in stopped.items()]))
     if ctx.first_stage_rows:
         ov.tables.append(("First stage (BM25) on the evaluated queries", ["eval set", "queries", "nDCG@10", "MRR@10"],
                           [[r["eval_set"], r["config"], fmt(r.get("ndcg_cut_10")), fmt(r.get("recip_rank_10"))]

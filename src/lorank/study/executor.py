@@ -33,7 +33,7 @@ STATE = "study_state.json"
 @dataclass
 class StepOutcome:
     step_id: str
-    status: str  # ok | cached | failed | skipped | pending
+    status: str  # ok | cached | failed | skipped | pending | interrupted (by a signal: re-run to resume)
     wall_s: float = 0.0
     detail: str = ""
     result: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +149,21 @@ def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOu
     return StepOutcome(step.step_id, "ok", wall, result=result)
 
 
+class StepInterrupted(KeyboardInterrupt):
+    """A step stopped by a signal (SIGINT or SIGTERM); `signum` says which. It is a KeyboardInterrupt, so whatever
+    stops on Ctrl-C stops on it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def interruption(e: BaseException) -> str:
+    """What the study records of a step a signal stopped: the signal named, and how to go on."""
+    name = signal.Signals(getattr(e, "signum", signal.SIGINT)).name
+    return f"stopped by {name}; re-run the same command to resume (training goes on from its last checkpoint)"
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """While a step's worker runs, SIGTERM (and SIGINT, even where the study started with it ignored, as a
@@ -157,7 +172,10 @@ def terminate_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    def stop(signum: int, frame: Any) -> None:
+        raise StepInterrupted(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
@@ -243,8 +261,8 @@ def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | 
             save_state("running")
             try:
                 out = run_step_process(study_dir, step, poll)
-            except KeyboardInterrupt:
-                outcomes[step.step_id] = StepOutcome(step.step_id, "failed", detail="interrupted (Ctrl-C)")
+            except KeyboardInterrupt as e:
+                outcomes[step.step_id] = StepOutcome(step.step_id, "interrupted", detail=interruption(e))
                 save_state("interrupted")
                 console.print("[yellow]interrupted[/]: re-run the same command to resume where it stopped")
                 raise
