@@ -159,3 +159,24 @@ def test_the_bm25_label_moves_off_a_curve_that_ends_on_it(tmp_path, monkeypatch)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_a_bm25_line_above_every_curve_writes_its_label_below_it_inside_the_axes(tmp_path, monkeypatch):
+    """Found in the demo's report: BM25 above both runs sits at the top of the panel, its label written on the
+    axes' frame above it."""
+    import lorank.report.figures as figures
+
+    kept = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out: kept.setdefault("fig", fig) and out)
+    figures.checkpoint_curves({"r1": [(10, 0.320, 0.50), (20, 0.312, 0.45)], "r8": [(10, 0.317, 0.48), (20, 0.314, 0.45)]},
+                              {"ndcg_cut_10": 0.371, "recip_rank_10": 0.705}, "t", tmp_path / "c.png")
+    fig = kept["fig"]
+    r = fig.canvas.get_renderer()
+    for ax in fig.axes[:2]:
+        (label,) = ax.texts
+        box, frame = label.get_window_extent(r), ax.get_window_extent(r)
+        assert frame.y0 <= box.y0 and box.y1 <= frame.y1 - 1, (box, frame)
+        assert _crossed(fig, ax) == 0
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

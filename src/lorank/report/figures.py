@@ -78,8 +78,9 @@ def _baseline_line(ax: Any, value: float) -> None:
 
 def _place_baseline_labels(fig: Any) -> None:
     """Move each baseline label to the first spot on its line that no curve crosses (found on the study's MRR@10
-    panel: a run's last point at 0.710 drawn over "BM25 0.702" at the line's right end); where every spot is
-    crossed, the one crossed least."""
+    panel: a run's last point at 0.710 drawn over "BM25 0.702" at the line's right end) and that stays inside the
+    axes (a line at the top of the panel takes its label below it); where every spot is crossed, the one crossed
+    least."""
     import numpy as np
 
     fig.canvas.draw()  # the layout (constrained) is final only once drawn
@@ -102,6 +103,9 @@ def _place_baseline_labels(fig: Any) -> None:
                 label.set_ha(ha)
                 label.set_va(va)
                 box = label.get_window_extent(renderer).expanded(1.0, 1.0).padded(4)
+                frame = ax.get_window_extent(renderer)
+                if box.y1 > frame.y1 or box.y0 < frame.y0:  # on the axes' frame (a line at the top or bottom)
+                    return len(pts) + 1
                 return int(np.sum((pts[:, 0] >= box.x0) & (pts[:, 0] <= box.x1) & (pts[:, 1] >= box.y0)
                                   & (pts[:, 1] <= box.y1))) if len(pts) else 0
 
