@@ -152,7 +152,9 @@ def test_the_bm25_label_moves_off_a_curve_that_ends_on_it(tmp_path, monkeypatch)
     assert _crossed(fig, mrr) == 0 and _crossed(fig, nd) == 0
     # the experiment that shows the check can fail: the label forced back to the right end is crossed
     (label,) = mrr.texts
-    label.set_ha("right"), label.set_va("bottom"), label.set_position((0, 2))
+    label.set_ha("right")
+    label.set_va("bottom")
+    label.set_position((0, 2))
     label.xy = (0.99, 0.702)
     fig.canvas.draw()
     assert _crossed(fig, mrr) > 0

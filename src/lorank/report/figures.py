@@ -68,53 +68,52 @@ _LABEL_SPOTS = ((0.99, "right", 2, "bottom"), (0.01, "left", 2, "bottom"), (0.99
 
 
 def _baseline_line(ax: Any, value: float) -> None:
-    """The first stage as a dashed line, its value written on the line (each panel its own measure); where on the
-    line is chosen once the figure is laid out (:func:`_place_baseline_labels`)."""
+    """The first stage as a dashed line, its value written on the line (each panel its own measure); where on
+    the line is chosen once the figure is laid out (:func:`_place_baseline_labels`)."""
     ax.axhline(value, color="black", ls="--", lw=1, label="BM25 (first stage)")
-    x, ha, dy, va = _LABEL_SPOTS[0]
-    ax.annotate(f"BM25 {value:.3f}", xy=(x, value), xycoords=("axes fraction", "data"), xytext=(0, dy),
-                textcoords="offset points", fontsize=8, ha=ha, va=va, gid=_BASELINE_GID)
+    label = ax.annotate(f"BM25 {value:.3f}", xy=(0, value), xycoords=("axes fraction", "data"), xytext=(0, 0),
+                        textcoords="offset points", fontsize=8, gid=_BASELINE_GID)
+    _put(label, _LABEL_SPOTS[0])
 
 
 def _place_baseline_labels(fig: Any) -> None:
-    """Move each baseline label to the first spot on its line that no curve crosses (found on the study's MRR@10
-    panel: a run's last point at 0.710 drawn over "BM25 0.702" at the line's right end) and that stays inside the
-    axes (a line at the top of the panel takes its label below it); where every spot is crossed, the one crossed
-    least."""
+    """Move each baseline label to the first spot on its line that no curve crosses (found on the study's
+    MRR@10 panel: a run's last point at 0.710 drawn over "BM25 0.702" at the line's right end) and that stays
+    inside the axes (a line at the top of the panel takes its label below it); where every spot is crossed,
+    the one crossed least."""
     import numpy as np
 
-    fig.canvas.draw()  # the layout (constrained) is final only once drawn
+    fig.draw_without_rendering()  # the constrained layout is final only once drawn (_save renders the pixels)
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes:
-        labels = [t for t in ax.texts if t.get_gid() == _BASELINE_GID]
-        curves = [ln for ln in ax.get_lines() if ln.get_linestyle() != "--" and len(ln.get_xdata()) > 0]
-        pts = []
-        for ln in curves:  # the curve in display space: its markers and points along its segments
+        frame = ax.get_window_extent(renderer)
+        pts = [np.empty((0, 2))]
+        for ln in ax.get_lines():  # each curve in display space: its markers and points along its segments
+            if ln.get_linestyle() == "--" or not len(ln.get_xdata()):
+                continue
             xy = ax.transData.transform(np.column_stack([ln.get_xdata(), ln.get_ydata()]).astype(float))
-            for a, b in zip(xy, xy[1:]):
-                pts.extend(a + (b - a) * t for t in np.linspace(0, 1, 25))
-            pts.extend(xy)
-        pts = np.array(pts).reshape(-1, 2)
-        for label in labels:
-            def crossings(spot: tuple[float, str, int, str], label: Any = label) -> int:
-                x, ha, dy, va = spot
-                label.xy = (x, label.xy[1])
-                label.set_position((0, dy))
-                label.set_ha(ha)
-                label.set_va(va)
-                box = label.get_window_extent(renderer).expanded(1.0, 1.0).padded(4)
-                frame = ax.get_window_extent(renderer)
-                if box.y1 > frame.y1 or box.y0 < frame.y0:  # on the axes' frame (a line at the top or bottom)
-                    return len(pts) + 1
-                return int(np.sum((pts[:, 0] >= box.x0) & (pts[:, 0] <= box.x1) & (pts[:, 1] >= box.y0)
-                                  & (pts[:, 1] <= box.y1))) if len(pts) else 0
+            pts += [xy] + [a + (b - a) * np.linspace(0, 1, 25)[:, None] for a, b in zip(xy, xy[1:])]
+        pts = np.concatenate(pts)
 
-            counts = []
-            for spot in _LABEL_SPOTS:
-                counts.append(crossings(spot))
-                if counts[-1] == 0:
-                    break
-            crossings(_LABEL_SPOTS[int(np.argmin(counts))])
+        def crossings(label: Any, spot: tuple[float, str, int, str]) -> int:
+            _put(label, spot)
+            box = label.get_window_extent(renderer).padded(4)
+            if box.y1 > frame.y1 or box.y0 < frame.y0:  # on the axes' frame (a line at the top or bottom)
+                return len(pts) + 1
+            return int(np.sum((pts[:, 0] >= box.x0) & (pts[:, 0] <= box.x1)
+                              & (pts[:, 1] >= box.y0) & (pts[:, 1] <= box.y1)))
+
+        for label in (t for t in ax.texts if t.get_gid() == _BASELINE_GID):
+            _put(label, next((s for s in _LABEL_SPOTS if crossings(label, s) == 0), None)
+                 or min(_LABEL_SPOTS, key=lambda s: crossings(label, s)))
+
+
+def _put(label: Any, spot: tuple[float, str, int, str]) -> None:
+    x, ha, dy, va = spot
+    label.xy = (x, label.xy[1])
+    label.set_position((0, dy))
+    label.set_ha(ha)
+    label.set_va(va)
 
 
 def _step_axes(ax: Any, ylabel: str) -> None:

@@ -96,8 +96,8 @@ def _pooled_curve(ctx: ReportContext, view: Any, ev: Section) -> None:
             curves[_short(r, ctx.plan)] = pts
     if not curves:
         return
-    png = pooled_curves(curves, mean_of(view.bm25), f"checkpoints on {label} pooled ({len(everyone)} queries; the findings' view)",
-                        ctx.out / f"curves_{label}.png")
+    title = f"checkpoints on {label} pooled ({len(everyone)} queries; the findings' view)"
+    png = pooled_curves(curves, mean_of(view.bm25), title, ctx.out / f"curves_{label}.png")
     ev.images.append((f"{label} pooled", png))
     if partial:
         ev.text += (f" Left out of the pooled curve, evaluated on only some of {label}: "
