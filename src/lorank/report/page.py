@@ -70,10 +70,20 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 padding:0 1rem;line-height:1.45} h1{margin-bottom:.2rem} h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;
 margin-top:2.2rem} table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.9rem} caption{text-align:left;
 font-weight:600;padding:.3rem 0;max-width:1100px} th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} figure{margin:.5rem 0 1.5rem}
+th{background:#f3f3f3} td:first-child,th:first-child,.txt{text-align:left} figure{margin:.5rem 0 1.5rem}
 figure img{max-width:100%;border:1px solid #eee} figcaption{color:#555;font-size:.9rem} .bad{color:#b00020}
 .muted{color:#777} pre{background:#f7f7f7;padding:.6rem;overflow:auto;font-size:.8rem} nav a{margin-right:.8rem}
 """
+
+
+_NUMBER = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?%?\s*[" + SIG + r"*]*$", re.IGNORECASE)
+
+
+def numeric_column(cells: list[str]) -> bool:
+    """Whether a table column holds numbers (right-aligned) rather than text (left-aligned): every cell is a
+    number (``0.541``, ``3e-09``, ``98%``, ``0.420†``) or ``-``, and at least one is a number."""
+    filled = [c.strip() for c in cells if c.strip() not in ("", "-")]
+    return bool(filled) and all(_NUMBER.match(c) for c in filled)
 
 
 def render_html(name: str, sections: list[Section]) -> str:
@@ -89,9 +99,11 @@ def render_html(name: str, sections: list[Section]) -> str:
         if s.text:
             parts.append(f"<p>{s.text}</p>")
         for cap, head, rows in s.tables:
+            cls = ["" if numeric_column([r[i] for r in rows if i < len(r)]) else " class='txt'" for i in range(len(head))]
             parts.append(f"<table><caption>{html.escape(cap)}</caption><tr>"
-                         + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-                         + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+                         + "".join(f"<th{cls[i]}>{html.escape(h)}</th>" for i, h in enumerate(head)) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td{cls[i] if i < len(cls) else ''}>{html.escape(c)}</td>"
+                                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
                          + "</table>")
         for cap, png in s.images:
             data = base64.b64encode(png.read_bytes()).decode()
