@@ -17,6 +17,7 @@ def test_text_columns_are_left_aligned_in_html():
                                                  ["train/r2", "interrupted", "stopped by SIGINT", "12"]])])
     page = render_html("s", [sec])
     heads = re.findall(r"<th( class='txt')?>(\w+)</th>", page)
-    assert [(h, bool(c)) for c, h in heads] == [("step", True), ("status", True), ("detail", True), ("n", False)]
+    assert [(h, bool(c)) for c, h in heads] == [("step", False), ("status", True), ("detail", True), ("n", False)]
+    assert "<td>train/r1</td>" in page  # the first column: left-aligned by td:first-child
     assert "<td class='txt'>stopped by SIGTERM</td>" in page and "<td>255</td>" in page
     assert ".txt{text-align:left}" in page.replace("td:first-child,th:first-child,", "")

@@ -99,7 +99,8 @@ def render_html(name: str, sections: list[Section]) -> str:
         if s.text:
             parts.append(f"<p>{s.text}</p>")
         for cap, head, rows in s.tables:
-            cls = ["" if numeric_column([r[i] for r in rows if i < len(r)]) else " class='txt'" for i in range(len(head))]
+            cls = ["" if i == 0 or numeric_column([r[i] for r in rows if i < len(r)]) else " class='txt'"
+                   for i in range(len(head))]  # the first column is left-aligned by the style already
             parts.append(f"<table><caption>{html.escape(cap)}</caption><tr>"
                          + "".join(f"<th{cls[i]}>{html.escape(h)}</th>" for i, h in enumerate(head)) + "</tr>"
                          + "".join("<tr>" + "".join(f"<td{cls[i] if i < len(cls) else ''}>{html.escape(c)}</td>"
