@@ -33,8 +33,8 @@ def read_run(path: Path, top: int | None = None) -> dict[str, dict[str, float]]:
     return run
 
 
-def per_query(run: dict[str, dict[str, float]], qrels_file: Path) -> dict[str, float]:
-    qrels = list(ir_measures.read_trec_qrels(str(qrels_file)))
+def per_query(run: dict[str, dict[str, float]], qrels: list) -> dict[str, float]:
+    """nDCG@10 of each judged query of `qrels` (ir_measures Qrel records)."""
     judged = {q.query_id for q in qrels}
     return {m.query_id: m.value for m in ir_measures.iter_calc([nDCG @ 10], qrels, run) if m.query_id in judged}
 
@@ -57,9 +57,10 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="*", default=[], help="A:B run names or their ends (r8-mha:r8-all), one "
                     "Holm family")
     a = ap.parse_args()
+    qrels = {s: list(ir_measures.read_trec_qrels(str(a.data / folder / "qrels.txt"))) for s, folder in SETS}
     bm25: dict[str, float] = {}
     for s, folder in SETS:
-        pq = per_query(read_run(a.data / folder / "bm25.run", a.top), a.data / folder / "qrels.txt")
+        pq = per_query(read_run(a.data / folder / "bm25.run", a.top), qrels[s])
         bm25.update({f"{s}:{q}": v for q, v in pq.items()})
     qs = sorted(bm25)
     mean = lambda d: sum(d[q] for q in qs) / len(qs)  # noqa: E731
@@ -67,15 +68,14 @@ def main() -> None:
     runs: dict[tuple[str, int], dict[str, float]] = {}
     for d in sorted((a.study / "runs").iterdir()):
         name = re.sub(r"-s\d+-[0-9a-f]+$", "", d.name)  # the run's name without its seed and hash
-        for f in sorted((d / "runs_trec").glob("checkpoint-*.dl19.run"), key=lambda p: int(p.name.split(".")[0][11:])):
-            step = int(f.name.split(".")[0][11:])
+        first = (d / "runs_trec").glob(f"checkpoint-*.{SETS[0][0]}.run")
+        for step in sorted(int(f.name.split(".")[0].removeprefix("checkpoint-")) for f in first):
             pooled: dict[str, float] = {}
-            for s, folder in SETS:
+            for s, _ in SETS:
                 run_file = d / "runs_trec" / f"checkpoint-{step}.{s}.run"
                 if not run_file.exists():
                     break
-                pq = per_query(read_run(run_file), a.data / folder / "qrels.txt")
-                pooled.update({f"{s}:{q}": v for q, v in pq.items()})
+                pooled.update({f"{s}:{q}": v for q, v in per_query(read_run(run_file), qrels[s]).items()})
             else:
                 if set(pooled) != set(qs):
                     raise SystemExit(f"{d.name} step {step}: {len(pooled)} judged queries, BM25 has {len(qs)}")
