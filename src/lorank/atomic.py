@@ -125,6 +125,15 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _target_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temp file beside `path`; on clean exit, fsync and rename it onto `path`."""
@@ -134,6 +143,8 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     binary = "b" in mode
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would (or the replaced file's)
+        os.chmod(tmp, _target_mode(path))
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
             yield _FaultyFile(fh, fault, path, None if binary else encoding) if fault else fh
             fh.flush()

@@ -75,3 +75,28 @@ def test_compare_errors(tiny, tmp_path):
         compare_adapters(tiny["a"], tiny["b"], tmp_path, module="L9.q_proj")
     res = compare_adapters(tiny["a"], tiny["b"], tmp_path, module="1.attn.v", plots=False)
     assert res["grid_module"]["projection"] == "v_proj" and res["grid_module"]["layer"] == 1
+
+
+@pytest.mark.parametrize("ra, rb", [(1, 32), (8, 8), (32, 1)])
+def test_the_grid_plot_keeps_its_labels_inside_the_figure(tmp_path, monkeypatch, ra, rb):
+    # A rank-1 adapter against a rank-32 one gives a one-row grid; its axis labels once fell off the PNG.
+    import lorank.analyze.similarity as sim
+
+    figs = []
+
+    def keep(fig, path, dpi=130):
+        fig.canvas.draw()
+        figs.append(fig)
+        return path
+
+    monkeypatch.setattr(sim, "save_figure", keep)
+    sel = {"grid": np.random.default_rng(0).random((ra, rb)), "layer": 1, "projection": "up_proj", "dim": 576}
+    name = "smollm2-135m-r32-all-s42-0e62ec/checkpoint-1000"
+    sim.plot_grid(sel, tmp_path / "g.png", name, name, "right")
+    fig = figs[0]
+    box = fig.bbox
+    renderer = fig.canvas.get_renderer()
+    for text in [fig.axes[0].yaxis.label, fig.axes[0].xaxis.label, fig.axes[0].title, fig.axes[1].yaxis.label]:
+        ext = text.get_window_extent(renderer)
+        assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1, text.get_text()
+        assert ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, text.get_text()

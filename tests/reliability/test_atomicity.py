@@ -75,6 +75,21 @@ def test_a_fault_at_any_byte_leaves_the_old_file(tmp_path, kind, action):
     assert target.read_bytes() == old
 
 
+def test_an_atomic_write_gets_the_mode_a_plain_write_would(tmp_path):
+    # mkstemp's 0600 once left every report and result readable only by its writer
+    old = os.umask(0o022)
+    try:
+        atomic.atomic_write_text(tmp_path / "new.json", "{}")
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "shared.json").write_text("{}")
+        os.chmod(tmp_path / "shared.json", 0o664)
+        atomic.atomic_write_bytes(tmp_path / "shared.json", b"[]")
+        assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o664
+        assert (tmp_path / "shared.json").read_bytes() == b"[]"
+    finally:
+        os.umask(old)
+
+
 @pytest.mark.parametrize("after", [0, 1, 4096, 60_000, "end"])
 def test_kill_mid_write_never_leaves_a_partial_file_under_the_final_name(tmp_path, after):
     """SIGKILL during an atomic write (a real process death): the final name holds the old content; the

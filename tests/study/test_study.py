@@ -99,9 +99,15 @@ def test_metrics_reader_skips_a_torn_last_line_loudly_and_refuses_damage(tmp_pat
 
 
 def test_rerun_skips_finished_steps(tiny):
+    from rich.console import Console
+
     root, spec, out, res, *_ = tiny
-    again = run_study(spec, out, report=False)
+    console = Console(record=True, width=200, force_terminal=False)
+    again = run_study(spec, out, report=False, console=console)
     assert {o.status for o in again.outcomes.values()} == {"cached"}
+    # the bar of a finished study once still said "~773 min left" (its estimate when nothing had run)
+    bar = [line for line in console.export_text().splitlines() if line.lstrip().startswith("study")][-1]
+    assert bar.rstrip().endswith("done") and "left" not in bar, bar
 
 
 def test_a_run_with_only_keeps_the_state_of_the_other_steps(tiny):

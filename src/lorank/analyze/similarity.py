@@ -178,8 +178,11 @@ def plot_grid(sel: dict[str, Any], out: Path, name_a: str, name_b: str, side: st
     plt = pyplot()
     g = sel["grid"]
     ra, rb = g.shape
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * rb + 1.6, 1.2 + 0.5 * ra + 1.0), constrained_layout=True)
-    im = ax.imshow(g, origin="upper", cmap="viridis", vmin=0, vmax=1,
+    # Floors on the size keep the wrapped axis and colour-bar labels inside the figure when one adapter
+    # has rank 1 (a one-row or one-column grid); aspect="auto" lets the cells fill the space.
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.0 + 0.55 * rb + 1.6), max(4.0, 1.2 + 0.5 * ra + 1.0)),
+                           constrained_layout=True)
+    im = ax.imshow(g, origin="upper", cmap="viridis", vmin=0, vmax=1, aspect="auto",
                    extent=(0.5, rb + 0.5, ra + 0.5, 0.5))
     if ra * rb <= 256:
         for i in range(ra):
@@ -188,10 +191,10 @@ def plot_grid(sel: dict[str, Any], out: Path, name_a: str, name_b: str, side: st
                         color="white" if g[i, j] < 0.6 else "black")
     ax.set_xticks(range(1, rb + 1))
     ax.set_yticks(range(1, ra + 1))
-    ax.set_xlabel(f"j: top-j singular directions of {name_b}")
-    ax.set_ylabel(f"i: top-i directions of {name_a}")
+    ax.set_xlabel(f"j: top-j singular directions of\n{name_b}")
+    ax.set_ylabel(f"i: top-i directions of\n{name_a}")
     cb = fig.colorbar(im, ax=ax)
-    cb.set_label(r"$\phi(i,j)$ (normalised subspace similarity, 0-1)")
+    cb.set_label(r"$\phi(i,j)$" + "\n(normalised subspace similarity, 0-1)")
     d = sel["dim"]
     ax.set_title(f"L{sel['layer']}.{sel['projection']} ({side} singular vectors, d = {d})\n"
                  rf"random subspaces: E$\phi$ = max(i,j)/d = {1 / d:.3f} ... {max(ra, rb) / d:.3f}", fontsize=10)

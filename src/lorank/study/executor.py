@@ -230,6 +230,7 @@ def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | 
         overall = progress.add_task("study", total=len(todo), eta=eta(sum(s.estimate_s for s in todo)))
         for i, step in enumerate(todo):
             remaining = sum(s.estimate_s for s in todo[i:])
+            progress.update(overall, eta=eta(remaining))  # cached, pending and skipped steps count too
             failed_needs = [n for n in step.needs if n in outcomes and outcomes[n].status in ("failed", "skipped")]
             if failed_needs:
                 outcomes[step.step_id] = StepOutcome(step.step_id, "skipped", detail=f"needs {', '.join(failed_needs)}")
@@ -252,7 +253,6 @@ def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | 
                 ms = step.payload["config"].get("max_steps", -1)
                 total = ms if ms and ms > 0 else None
             task = progress.add_task(f"  {step.step_id}", total=total, eta=f"est. {step.estimate_s:.0f} s")
-            progress.update(overall, eta=eta(remaining))
 
             def poll(step: Step = step, task: Any = task) -> None:
                 if step.kind == "train":
@@ -276,6 +276,7 @@ def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | 
             else:
                 console.print(f"[green]done[/] {step.step_id} in {out.wall_s:.0f} s{_headline(out.result)}")
             progress.update(overall, eta=eta(remaining - step.estimate_s))
+        progress.update(overall, eta="done")
         statuses = {o.status for o in outcomes.values()}
         save_state("done-with-failures" if statuses & {"failed", "skipped"} else
                    "done-with-pending" if "pending" in statuses else "done")
