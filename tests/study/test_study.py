@@ -323,3 +323,19 @@ def test_terminate_as_interrupt_names_the_signal_that_stopped_it():
         assert e.value.signum == sig and isinstance(e.value, KeyboardInterrupt)
         assert interruption(e.value).startswith(f"stopped by {signal.Signals(sig).name};")
     assert interruption(KeyboardInterrupt()).startswith("stopped by SIGINT;")  # Ctrl-C outside the context
+
+
+def test_a_compare_figure_names_both_sides(tmp_path):
+    from types import SimpleNamespace
+
+    from lorank.report.dissection_sections import analysis_section
+    from lorank.study.plan import Step
+
+    (tmp_path / "a" / "0").mkdir(parents=True)
+    (tmp_path / "a" / "0" / "compare_grid.png").write_bytes(b"\x89PNG")
+    (tmp_path / "report").mkdir()
+    step = Step("analyze/compare/r1-all~r32-all/0", "analyze", "r1-all", {"kind": "compare", "against": "r32-all"},
+                "a/0", "h")
+    ctx = SimpleNamespace(plan=SimpleNamespace(steps=[step], adapters={}), study_dir=tmp_path, out=tmp_path / "report")
+    sec = analysis_section(ctx)
+    assert [c for c, _ in sec.images] == ["compare — run r1-all vs run r32-all: compare_grid"]

@@ -85,10 +85,13 @@ def analysis_section(ctx: ReportContext) -> Section:
         if step.kind != "analyze" or step.payload.get("kind") == "ltr":
             continue
         d = ctx.study_dir / step.out_dir
+        who = subject_text(plan, step.run_id)
+        if step.payload.get("against"):  # a compare names both sides
+            who += f" vs {subject_text(plan, step.payload['against'])}"
         for png in sorted(d.glob("*.png")):
             dst = ctx.out / f"analysis_{safe_name(step.step_id)}_{png.name}"
             shutil.copyfile(png, dst)
-            an.images.append((f"{step.payload['kind']} — {subject_text(plan, step.run_id)}: {png.stem}", dst))
+            an.images.append((f"{step.payload['kind']} — {who}: {png.stem}", dst))
             analysed.append(step.run_id)
     an.text += dissects_note(plan, analysed)
     if not an.images:
