@@ -339,3 +339,4 @@ def test_a_compare_figure_names_both_sides(tmp_path):
     ctx = SimpleNamespace(plan=SimpleNamespace(steps=[step], adapters={}), study_dir=tmp_path, out=tmp_path / "report")
     sec = analysis_section(ctx)
     assert [c for c, _ in sec.images] == ["compare — run r1-all vs run r32-all: compare_grid"]
+    assert "Dissects</b>: run r1-all; run r32-all." in sec.text

@@ -92,7 +92,7 @@ def analysis_section(ctx: ReportContext) -> Section:
             dst = ctx.out / f"analysis_{safe_name(step.step_id)}_{png.name}"
             shutil.copyfile(png, dst)
             an.images.append((f"{step.payload['kind']} — {who}: {png.stem}", dst))
-            analysed.append(step.run_id)
+            analysed += [step.run_id] + ([step.payload["against"]] if step.payload.get("against") else [])
     an.text += dissects_note(plan, analysed)
     if not an.images:
         an.text += " <span class='muted'>(no analysis in this study, or not run yet)</span>"
