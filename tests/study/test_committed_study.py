@@ -32,7 +32,7 @@ def test_findings_json_is_what_the_committed_runs_give(shared_data):
     from lorank.study.spec import load_spec
 
     plan = build_plan(load_spec(STUDY / "study.yaml"), STUDY / "study.yaml", check_data=False)
-    committed = json.loads((STUDY / "report" / "findings.json").read_text())
+    committed = json.loads((STUDY / "findings.json").read_text())
     fresh = study_findings(plan, STUDY)
     assert [f["verdict"] for f in fresh] == [f["verdict"] for f in committed]
     assert fresh == committed

@@ -155,9 +155,10 @@ def test_report_has_every_section(tiny):
         assert title in html, title
     md = (out / "report" / "tables.md").read_text()
     assert "| rank |" in md and "% recovered" in md
-    # the paper's five findings, tested on this (tiny, noisy) study: findings.json beside the page
+    # the paper's five findings, tested on this (tiny, noisy) study: findings.json beside results.csv
     assert "Findings vs the paper" in html and "| the paper's claim |" in md
-    findings = json.loads((out / "report" / "findings.json").read_text())
+    findings = json.loads((out / "findings.json").read_text())
+    assert not (out / "report" / "findings.json").exists() and "../findings.json" in html
     assert [f["finding"] for f in findings] == [1, 2, 3, 4, 5]
     assert all(f["verdict"] in ("holds", "does not hold", "inconclusive") and f["p_values"] for f in findings)
     # the same table as Markdown, for a README, through the CLI
@@ -169,6 +170,10 @@ def test_report_has_every_section(tiny):
     assert res.exit_code == 0, res.output
     table = (root / "findings.md").read_text()
     assert table.startswith("### What the study finds") and table.count("\n| ") >= 6 and table in res.output
+    # a copy an older lorank wrote into report/ is removed, not left to go stale beside the new one
+    (out / "report" / "findings.json").write_text("[]")
+    assert CliRunner().invoke(app, ["findings", str(out)]).exit_code == 0
+    assert not (out / "report" / "findings.json").exists() and json.loads((out / "findings.json").read_text())
     pngs = list((out / "report").glob("*.png"))
     assert len(pngs) >= 4 and all(p.stat().st_size > 5000 for p in pngs)
 

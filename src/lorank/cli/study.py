@@ -48,7 +48,7 @@ def findings_cmd(
     md: Optional[Path] = typer.Option(None, "--md", help="Also write the Markdown table here (for a README)."),
 ) -> None:
     """The paper's five findings tested on a study: holds / does not hold / inconclusive, with p-values (Holm);
-    writes STUDY_DIR/report/findings.json and prints the Markdown table."""
+    writes STUDY_DIR/findings.json and prints the Markdown table."""
     from lorank.report.findings_section import write_findings
 
     with guard():

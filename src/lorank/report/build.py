@@ -41,7 +41,7 @@ def build_report(study_dir: str | Path, console: Any = None) -> Path:
     lt = ltr_section(ctx.plan, ctx.study_dir, ctx.out)
     if lt is not None:
         sections.append(lt)
-    sections += [findings_section(ctx.plan, ctx.study_dir, ctx.out, ctx.results, view), configs_section(ctx)]
+    sections += [findings_section(ctx.plan, ctx.study_dir, ctx.results, view), configs_section(ctx)]
     atomic_write_text(ctx.out / "tables.md", render_markdown(ctx.spec.name, sections))
     page = ctx.out / "index.html"
     atomic_write_text(page, render_html(ctx.spec.name, sections))

@@ -1,8 +1,10 @@
 """The report section "Findings vs the paper": the five findings of the paper tested on the study's numbers
-(:mod:`lorank.report.findings`), written as ``report/findings.json`` and as a table; also as Markdown for a README
+(:mod:`lorank.report.findings`), written as ``STUDY_DIR/findings.json`` (beside ``results.csv``: the study's
+results, where the report folder holds their presentation) and as a table; also as Markdown for a README
 (``lorank findings STUDY_DIR --md FILE``)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,18 @@ from lorank.report.findings_model import PerQuery
 from lorank.report.page import Section
 
 TITLE = "Findings vs the paper"
+FINDINGS_FILE = "findings.json"  # at the study folder's top level
+log = logging.getLogger(__name__)
+
+
+def save_findings(study_dir: Path, findings: list[dict[str, Any]]) -> Path:
+    """Write STUDY_DIR/findings.json; a copy an older lorank left in report/ is removed (it would go stale)."""
+    study_dir = Path(study_dir)
+    old = study_dir / "report" / FINDINGS_FILE
+    if old.is_file():
+        old.unlink()
+        log.info("findings.json now lives at the study's top level: removed the old copy %s", old)
+    return atomic_write_json(study_dir / FINDINGS_FILE, findings)
 
 
 def findings_view(plan: Any, study_dir: Path) -> PerQuery | None:
@@ -43,16 +57,16 @@ def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQue
     return evaluate_findings(results, pq, reference_run(plan).run_id)
 
 
-def findings_section(plan: Any, study_dir: Path, out: Path, results: Any = None, view: PerQuery | None = None
-                     ) -> Section:
-    """A :class:`lorank.report.page.Section`; writes ``out/findings.json``."""
+def findings_section(plan: Any, study_dir: Path, results: Any = None, view: PerQuery | None = None) -> Section:
+    """A :class:`lorank.report.page.Section`; writes ``STUDY_DIR/findings.json``."""
     findings = study_findings(plan, study_dir, results, view)
-    atomic_write_json(out / "findings.json", findings)
+    save_findings(study_dir, findings)
     sec = Section(TITLE, "The paper's five findings (Mistral-7B, Llama-3.1-8B, Pythia-6.9B on MS MARCO, TREC DL19) "
                   "tested on this study's numbers: paired t-tests over queries (nDCG@10), Holm-corrected within each "
                   f"finding, alpha {ALPHA}. If the reference adapter is not significantly above BM25, every verdict "
                   "is inconclusive: the differences are noise. The decision rules are in the table's last column and "
-                  "in <code>lorank.report.findings</code>; every figure is in <code>findings.json</code>.")
+                  "in <code>lorank.report.findings</code>; every figure is in the study folder's "
+                  "<a href='../findings.json'>findings.json</a>.")
     if not findings:
         sec.text += " <span class='muted'>(no checkpoint evaluated yet)</span>"
         return sec
@@ -65,7 +79,7 @@ def findings_section(plan: Any, study_dir: Path, out: Path, results: Any = None,
 
 
 def write_findings(study_dir: str | Path, markdown: str | Path | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Compute the findings of a study directory, write ``report/findings.json`` (and `markdown` when given);
+    """Compute the findings of a study directory, write ``STUDY_DIR/findings.json`` (and `markdown` when given);
     returns (findings, the Markdown table)."""
     from lorank.errors import ConfigError
     from lorank.study.plan import build_plan
@@ -77,8 +91,7 @@ def write_findings(study_dir: str | Path, markdown: str | Path | None = None) ->
         raise ConfigError(f"{study_dir} is not a study directory (no study.yaml); run `lorank study SPEC.yaml -o DIR`")
     plan = build_plan(load_spec(spec_file), spec_file, check_data=False)
     findings = study_findings(plan, study_dir)
-    (study_dir / "report").mkdir(parents=True, exist_ok=True)
-    atomic_write_json(study_dir / "report" / "findings.json", findings)
+    save_findings(study_dir, findings)
     md = findings_markdown(findings, f"What the study finds ({plan.spec.name})")
     if markdown is not None:
         atomic_write_text(Path(markdown), md)
