@@ -27,6 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def _repo_relative(p: str | Path) -> str:
+    p = Path(p).resolve()
+    root = Path(__file__).resolve().parents[1]
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", required=True, help="a lorank run dir (last checkpoint) or checkpoint dir")
@@ -81,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": [{k: v for k, v in r.items() if k != "grid"} for r in res["rows"]],
         "skipped_rows": res["skipped_rows"], "training": res["training"], "test": res["test"],
         "model": res["model"], "test_method": res["test_method"], "notes": res["notes"], "features": metas,
-        "wall_s": round(wall, 1), "work_dir": str(a.work), "plot": str(png) if png.is_file() else None,
+        # paths relative to the repository (the plot: beside this JSON), not to the machine that ran it
+        "wall_s": round(wall, 1), "work_dir": _repo_relative(a.work), "plot": png.name if png.is_file() else None,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "device": "cuda" if torch.cuda.is_available() else "cpu",
                         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

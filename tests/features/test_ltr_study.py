@@ -79,6 +79,7 @@ def test_the_benchmark_script_runs_end_to_end_on_a_tiny_slice(tiny_ltr, tmp_path
                   str(tiny_ltr["test"]), "--depth", "6", "--max-queries", "4", "--work", str(tmp_path / "w"),
                   "--out", str(out)])
     assert out.is_file() and out.with_suffix(".png").stat().st_size > 10_000
+    assert s["plot"] == "ltr_latent.png" and (out.parent / s["plot"]).is_file()  # beside the JSON, not a machine path
     assert set(s["headline"]) == {"BM25", "reranker", "LTR(bm25+score)", "LTR(bm25+mlp)", "LTR(all)"}
     assert s["test"]["judged_queries"] == 4 and s["features"]["train"]["pairs"] == 60
 
