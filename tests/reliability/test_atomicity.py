@@ -21,6 +21,7 @@ import pytest
 from lorank import atomic
 from lorank.atomic import Fault, InjectedFault, inject_fault
 from lorank.errors import ConfigError
+from lorank.train.checkpoints import read_marker
 from tests.reliability.conftest import adapter_tensors, assert_bit_identical, subprocess_env, train_here, write_config
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "lorank"
@@ -301,6 +302,10 @@ def test_resume_skips_the_half_written_checkpoint_and_still_ends_bit_identical(t
     assert any("ignoring incomplete checkpoint" in r.getMessage() for r in caplog.records)
     summary = json.loads((run_copy / "train_summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2")
+    # the rate is this call's: the two steps it trained, not the run's total over this call's time
+    first_half = read_marker(run_copy / "checkpoint-2")["counters"]["tokens_seen"]
+    assert summary["steps_this_call"] == 2 and summary["tokens_this_call"] == summary["tokens"] - first_half > 0
+    assert summary["tokens_per_s"] == pytest.approx(summary["tokens_this_call"] / summary["train_s"], rel=0.05)  # train_s is rounded
     assert res.steps == 4 and [c.name for c in res.checkpoints] == ["checkpoint-2", "checkpoint-4"]
     assert_bit_identical(adapter_tensors(trained_run / "checkpoint-4"), adapter_tensors(run_copy / "checkpoint-4"))
 

@@ -228,6 +228,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         "steps": res.steps, "wall_s": round(wall, 2), "eval_in_training_s": round(eval_s, 2),
         "train_s": round(train_s, 2), "tokens": res.tokens, "padded_tokens": res.padded_tokens,
         "tokens_per_s": round(res.tokens_per_s, 1), "skipped_batches": res.skipped_batches,
+        # steps and tokens are the run's totals; wall_s, train_s and tokens_per_s are this call's, which on a
+        # resume is only what it trained since its checkpoint (the earlier calls' rates are in train_log.jsonl)
+        "steps_this_call": res.steps - done_step, "tokens_this_call": trainer.tokens_seen - tokens0,
         "eval_share": round(eval_s / wall, 4) if wall > 0 else 0.0,
         "execution": {"device": "cuda" if use_cuda else "cpu", "attention_backend": attention,
                       "shape_buckets": cfg.resolved_shape_buckets(use_cuda),
