@@ -29,8 +29,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def _repo_relative(p: str | Path) -> str:
     p = Path(p).resolve()
-    root = Path(__file__).resolve().parents[1]
-    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -85,14 +85,13 @@ def analysis_section(ctx: ReportContext) -> Section:
         if step.kind != "analyze" or step.payload.get("kind") == "ltr":
             continue
         d = ctx.study_dir / step.out_dir
-        who = subject_text(plan, step.run_id)
-        if step.payload.get("against"):  # a compare names both sides
-            who += f" vs {subject_text(plan, step.payload['against'])}"
+        sides = [step.run_id] + ([step.payload["against"]] if step.payload.get("against") else [])  # a compare: both
+        who = " vs ".join(subject_text(plan, r) for r in sides)
         for png in sorted(d.glob("*.png")):
             dst = ctx.out / f"analysis_{safe_name(step.step_id)}_{png.name}"
             shutil.copyfile(png, dst)
             an.images.append((f"{step.payload['kind']} — {who}: {png.stem}", dst))
-            analysed += [step.run_id] + ([step.payload["against"]] if step.payload.get("against") else [])
+            analysed += sides
     an.text += dissects_note(plan, analysed)
     if not an.images:
         an.text += " <span class='muted'>(no analysis in this study, or not run yet)</span>"

@@ -275,8 +275,7 @@ def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | 
                 console.print(f"[red]failed[/] {step.step_id}: {out.detail}")
             else:
                 console.print(f"[green]done[/] {step.step_id} in {out.wall_s:.0f} s{_headline(out.result)}")
-            progress.update(overall, eta=eta(remaining - step.estimate_s))
-        progress.update(overall, eta="done")
+        progress.update(overall, eta="done")  # each step's start updates the estimate; none is left now
         statuses = {o.status for o in outcomes.values()}
         save_state("done-with-failures" if statuses & {"failed", "skipped"} else
                    "done-with-pending" if "pending" in statuses else "done")
