@@ -53,24 +53,28 @@ means Holm-adjusted p <= alpha with the difference in that direction):
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from lorank.report.findings_model import (ALPHA, CLAIMS, FAILS, HOLDS, INCONCLUSIVE, MEASURE, RULES, VERDICTS,
-                                          PerQuery, Scores, Test, paired, pooled)
-from lorank.report.findings_rules import (finding_1, finding_2, finding_3, finding_4, finding_5, final_scores,
-                                          study_runs)
+from lorank.report.findings_model import (ALPHA, CLAIMS, DEFAULT_RULES, FAILS, HOLDS, INCONCLUSIVE, MEASURE, RULES,
+                                          VERDICTS, PerQuery, Scores, Test, VerdictRules, paired, pooled)
+from lorank.report.findings_rules import (Ctx, finding_1, finding_2, finding_3, finding_4, finding_5, final_side,
+                                          final_scores, study_runs, _condition)
+from lorank.report.findings_stats import adjust, as_side
 
 
-def noise_gate(pq: PerQuery, ref_final: Scores | None, who: str = "") -> tuple[bool, str, Test | None]:
-    """(passed, reason, test): the reference adapter (or the dissected adapter `who`, by its ablations' full
-    configuration) significantly above BM25 on the main eval set."""
+def noise_gate(pq: PerQuery, ref_final: Any, who: str = "", ctx: Ctx = Ctx()) -> tuple[bool, str, Test | None]:
+    """(passed, reason, test): the reference condition (or the dissected adapter `who`, by its ablations' full
+    configuration) significantly above BM25 on the view's sets; a confirmatory test of its own ("finding 0")."""
     if not ref_final or not pq.bm25:
         return False, ((f"the ablations of {who} have no full configuration" if who else
                         "the reference run's final checkpoint") + " or BM25 has no per-query data"), None
     name = who or "reference"
-    t = paired(f"gate: {name} {'full' if who else 'final'} vs BM25 ({pq.eval_set})", name, ref_final, "BM25", pq.bm25)
-    t.p_holm = t.p  # a family of one
-    fig = f"{name} {t.mean_a:.4f} vs BM25 {t.mean_b:.4f} nDCG@10 on {pq.eval_set}, p={t.p:.3g}"
+    t = ctx.test(f"gate: {name} {'full' if who else 'final'} vs BM25 ({pq.eval_set})", name, ref_final, "BM25",
+                 as_side(pq.bm25, "bm25"))
+    ctx.family(0, [t])
+    fig = (f"{name} {t.mean_a:.4f} vs BM25 {t.mean_b:.4f} nDCG@10 on {pq.eval_set} ({pq.role}), "
+           f"p_adj={t.p_adj:.3g}")
     if t.above():
         return True, fig, t
     if who:
@@ -80,24 +84,27 @@ def noise_gate(pq: PerQuery, ref_final: Scores | None, who: str = "") -> tuple[b
                    "runs, checkpoints and ablations, and the ablation percentages, are noise"), t
 
 
-def evaluate_findings(results: Any, pq: PerQuery, reference: str) -> list[dict[str, Any]]:
-    """The five findings as ``{finding, claim, verdict, reason, rule, evidence, p_values}`` dicts."""
+def _view_findings(results: Any, pq: PerQuery, reference: str, ctx: Ctx) -> list[dict[str, Any]]:
+    """The five findings on one view (a set of queries with one role), with the corrections of `ctx`."""
     runs = study_runs(results, pq.labels)
     if reference not in runs:  # the reference must be a trained run of the table
         runs[reference] = {}
-    ok, why, gate = noise_gate(pq, final_scores(pq, reference))
+    ref_side = final_side(pq, runs, _condition(runs, reference)) if runs[reference] else as_side(
+        final_scores(pq, reference) or {}, reference)
+    ok, why, gate = noise_gate(pq, ref_side, ctx=ctx)
     own = not pq.ablations_of or pq.ablations_of == reference  # the ablations dissect the reference run itself
     ab_ok, ab_why, ab_gate = (ok, why, gate) if own or not pq.ablations else noise_gate(
-        pq, pq.ablations.get("full"), pq.ablations_of)
+        pq, pq.ablations.get("full"), pq.ablations_of, ctx=ctx)
     # the evidence whose gate passed: checkpoints when the reference passed, ablations when their adapter did
     view = pq if (ok and ab_ok) or (not ok and not ab_ok) else PerQuery(
-        pq.eval_set, pq.bm25, pq.checkpoints if ok else {}, pq.ablations if ab_ok else {}, pq.ablations_of, pq.sets)
+        pq.eval_set, pq.bm25, pq.checkpoints if ok else {}, pq.ablations if ab_ok else {}, pq.ablations_of, pq.sets,
+        pq.curve if ok else {}, pq.role)
     failed = "; ".join(dict.fromkeys(w for passed, w in ((ok, why), (ab_ok, ab_why)) if not passed))
     out = []
     for fn in (finding_1, finding_2, finding_3, finding_4, finding_5):
-        f = fn(runs, pq, reference)
+        f = fn(runs, pq, reference, ctx)
         if view is not pq:  # one gate failed: decide on the other's evidence only
-            g = fn(runs, view, reference)
+            g = fn(runs, view, reference, ctx)
             if (g["verdict"], g["reason"]) != (f["verdict"], f["reason"]):
                 g["evidence"]["verdict_ignoring_gate"] = f["verdict"]
                 g["evidence"]["reason_ignoring_gate"] = f["reason"]
@@ -107,6 +114,7 @@ def evaluate_findings(results: Any, pq: PerQuery, reference: str) -> list[dict[s
         for t in (gate, ab_gate if ab_gate is not gate else None):
             if t is not None:
                 f["p_values"] = {t.name: t.to_dict(), **f["p_values"]}
+                f["_tests"] = [t, *f["_tests"]]
         f["evidence"]["gate"] = {"passed": ok, "detail": why}
         if not own and pq.ablations:
             f["evidence"]["ablations_of"] = pq.ablations_of
@@ -119,6 +127,65 @@ def evaluate_findings(results: Any, pq: PerQuery, reference: str) -> list[dict[s
     return out
 
 
+def evaluate_view(results: Any, pq: PerQuery, reference: str, rules: VerdictRules = DEFAULT_RULES
+                  ) -> list[dict[str, Any]]:
+    """The five findings on one view, the confirmatory tests corrected together (``rules.correction`` over every
+    confirmatory test of every finding and the gates), the exploratory ones within their finding. Two passes: the
+    first collects the tests, the second decides on the study-wide adjusted p-values."""
+    first = _view_findings(results, pq, reference, Ctx(rules))
+    family: dict[str, float] = {}
+    for f in first:
+        for t in f["_tests"]:
+            if t.confirmatory:
+                n = 0 if t.name.startswith("gate:") else f["finding"]
+                family[f"{n}:{t.name}"] = t.p
+    keys = list(family)
+    adjusted = dict(zip(keys, adjust([family[k] for k in keys], rules.correction)))
+    out = _view_findings(results, pq, reference, Ctx(rules, adjusted))
+    for f in out:
+        tests = f.pop("_tests")
+        for t in tests:  # every figure says which queries, which role
+            f["p_values"][t.name].update(role=pq.role, sets="+".join(pq.labels))
+        f.update(role=pq.role, sets=list(pq.labels), n_queries=len(pq.bm25),
+                 n_seeds=max([t.seeds_a for t in tests] + [t.seeds_b for t in tests] + [1]),
+                 confirmatory=f["finding"] in rules.confirmatory, family_size=len(keys))
+    return out
+
+
+def evaluate_findings(results: Any, pq: PerQuery, reference: str, test: PerQuery | None = None,
+                      rules: VerdictRules | None = None) -> list[dict[str, Any]]:
+    """The five findings as ``{finding, claim, verdict, reason, rule, evidence, p_values, role, sets, dev, ...}``.
+
+    `pq` holds the dev queries (they chose the recipe), `test` the test queries (reported, never used to choose).
+    With ``rules.decide_on == "test"`` the verdict is the test view's; with ``pooled`` it is decided on dev + test
+    together. Either way the dev view's verdict is reported beside it (``dev``) and ``agree`` flags a disagreement.
+    Without test-set evidence no verdict is given: it is inconclusive, and says what dev alone would give, since a
+    verdict may not rest only on the queries that chose the recipe."""
+    rules = rules or DEFAULT_RULES
+    dev = evaluate_view(results, pq, reference, rules)
+    has_test = test is not None and bool(test.bm25)
+    if not has_test:
+        out = []
+        for f in dev:
+            g = dict(f, verdict=INCONCLUSIVE, verdict_dev=f["verdict"], agree=None,
+                     reason=f"no test-set evidence (dev only: the queries that chose the recipe). On dev "
+                            f"({'+'.join(pq.labels)}) it would be '{f['verdict']}': {f['reason']}")
+            g["dev"] = {"verdict": f["verdict"], "reason": f["reason"], "sets": f["sets"]}
+            out.append(g)
+        return out
+    decide = test if rules.decide_on == "test" else pooled([pq, test])
+    main = evaluate_view(results, decide, reference, rules)
+    test_only = main if decide is test else evaluate_view(results, test, reference, rules)
+    for f, d, t in zip(main, dev, test_only):
+        f["dev"] = {"verdict": d["verdict"], "reason": d["reason"], "sets": d["sets"], "p_values": d["p_values"]}
+        f["verdict_dev"] = d["verdict"]
+        f["verdict_test"] = t["verdict"]
+        f["agree"] = d["verdict"] == t["verdict"]
+        if not f["agree"]:
+            f["reason"] += f" [dev and test disagree: dev '{d['verdict']}', test '{t['verdict']}']"
+    return main
+
+
 def figures_text(f: dict[str, Any]) -> str:
     """The deciding figures of one finding, one line."""
     ignoring = f["evidence"].get("reason_ignoring_gate")
@@ -126,25 +193,45 @@ def figures_text(f: dict[str, Any]) -> str:
 
 
 def p_text(f: dict[str, Any]) -> str:
-    """Each test's Holm p-value and the queries it was paired over (pooled sets where some evaluations cover only
-    one set: e.g. DL19 + DL20 named, ablations so far on DL19's 43 queries)."""
-    return "; ".join(f"{k}: p={_fmt_p(v['p_holm'])} (n={v.get('n_queries', '?')})"
-                     for k, v in f["p_values"].items()) or "-"
+    """Each confirmatory test's adjusted p-value and the queries it was paired over (older findings.json files:
+    every test's Holm p-value)."""
+    vals = f["p_values"].items()
+    if any("confirmatory" in v for _, v in vals):
+        vals = [(k, v) for k, v in vals if v.get("confirmatory")]
+    return "; ".join(f"{k}: p_adj={fmt_p(v.get('p_adj', v.get('p_holm')))} (n={v.get('n_queries', '?')})"
+                     for k, v in vals) or "-"
 
 
-def _fmt_p(p: float | None) -> str:
-    return "-" if p is None else f"{p:.3g}"
+def fmt_p(p: float | None) -> str:
+    """A p-value as a reader wants it: 3 significant digits, scientific below 1e-3."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    return f"{p:.2g}" if p < 1e-3 else f"{p:.3g}"
+
+
+_fmt_p = fmt_p
+
+
+def _sets(f: dict[str, Any], role: str) -> str:
+    sets = f.get("sets") if f.get("role") == role else (f.get("dev") or {}).get("sets")
+    return "+".join(sets or [])
 
 
 def findings_markdown(findings: list[dict[str, Any]], title: str | None = None) -> str:
-    """The findings as a Markdown table: finding, the paper's claim, verdict, deciding figures, p-values (Holm)."""
+    """The findings as a Markdown table: the paper's claim, the verdict (decided on the test set), what dev alone
+    gives (the sets that chose the recipe), the deciding figures, the confirmatory tests' adjusted p-values."""
     lines = [f"### {title}", ""] if title else []
-    lines += ["| # | the paper's claim | this study | deciding figures | p-values (Holm) |", "|---|---|---|---|---|"]
+    lines += ["| # | the paper's claim | verdict (test) | on dev | deciding figures | p-values (study-wide adjusted) |",
+              "|---|---|---|---|---|---|"]
     for f in findings:
-        cells = [str(f["finding"]), f["claim"], f"**{f['verdict']}**", figures_text(f), p_text(f)]
+        dev = f.get("verdict_dev") or (f.get("dev") or {}).get("verdict") or "-"
+        test_sets = _sets(f, "test") or ("no test set" if f.get("role") != "test" else "")
+        cells = [str(f["finding"]), f["claim"], f"**{f['verdict']}** ({test_sets})" if test_sets else
+                 f"**{f['verdict']}**", f"{dev} ({_sets(f, 'dev')})" if dev != "-" else "-", figures_text(f), p_text(f)]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 __all__ = ["ALPHA", "CLAIMS", "FAILS", "HOLDS", "INCONCLUSIVE", "MEASURE", "RULES", "VERDICTS", "PerQuery", "Test",
-           "evaluate_findings", "figures_text", "findings_markdown", "noise_gate", "p_text", "pooled"]
+           "VerdictRules", "evaluate_findings", "evaluate_view", "figures_text", "findings_markdown", "fmt_p",
+           "noise_gate", "p_text", "pooled"]
