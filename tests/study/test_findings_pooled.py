@@ -6,7 +6,7 @@ import pytest
 
 from lorank.errors import ConfigError
 from lorank.report.findings import HOLDS, INCONCLUSIVE, PerQuery, evaluate_findings, pooled
-from tests.study.test_findings import REF, STEPS, by_n, happy_study
+from tests.study.test_findings import REF, STEPS, as_test, by_n, decide, happy_study
 
 
 def _split(pq: PerQuery, label: str, keep) -> PerQuery:
@@ -28,7 +28,7 @@ def test_two_sets_pool_into_one_with_every_query():
     # the results table names each set: the runs are found on either
     df2 = df.copy()
     df2["eval_set"] = ["dl19" if i % 2 else "dl20" for i in range(len(df2))]
-    f = by_n(evaluate_findings(df2, both, REF))
+    f = by_n(evaluate_findings(df2, both, REF, test=as_test(both)))
     assert all(f[n]["verdict"] == HOLDS for n in range(1, 6)), {n: f[n]["reason"] for n in f}
     gate = next(v for k, v in f[1]["p_values"].items() if k.startswith("gate"))
     assert gate["n_queries"] == len(pq.bm25) and "dl19+dl20" in next(iter(f[1]["p_values"]))
@@ -41,7 +41,7 @@ def test_ablations_of_an_external_adapter_have_their_own_gate():
     pq.ablations_of = "adapter:reference"
     drop = 0.3  # the study's own runs are below BM25 (short training); the external adapter is well above it
     pq.checkpoints = {r: {s: {q: v - drop for q, v in d.items()} for s, d in c.items()} for r, c in pq.checkpoints.items()}
-    f = by_n(evaluate_findings(df, pq, REF))
+    f = by_n(decide(df, pq))
     for n in (1, 2):  # checkpoint evidence only: behind the failed gate
         assert f[n]["verdict"] == INCONCLUSIVE and "not significantly above BM25" in f[n]["reason"]
         assert f[n]["evidence"]["gate"]["passed"] is False and f[n]["evidence"]["ablation_gate"]["passed"]
@@ -55,7 +55,7 @@ def test_ablations_of_an_external_adapter_have_their_own_gate():
     df, pq = happy_study()
     pq.ablations_of = "adapter:reference"
     pq.ablations = {k: {q: v - drop for q, v in d.items()} for k, d in pq.ablations.items()}
-    f = by_n(evaluate_findings(df, pq, REF))
+    f = by_n(decide(df, pq))
     assert f[4]["verdict"] == INCONCLUSIVE and "dissected adapter adapter:reference" in f[4]["reason"]
     assert f[4]["evidence"]["verdict_ignoring_gate"] == HOLDS
     assert f[1]["verdict"] == HOLDS and f[3]["evidence"]["source"] == "trained separately"
@@ -67,7 +67,11 @@ def test_the_p_values_say_how_many_queries_each_test_paired():
 
     f = {"p_values": {"mha vs LoRA off": {"p_holm": 8.6e-13, "n_queries": 43},
                       "gate": {"p_holm": 4.08e-06, "n_queries": 97}}}
-    assert p_text(f) == "mha vs LoRA off: p=8.6e-13 (n=43); gate: p=4.08e-06 (n=97)"
+    assert p_text(f) == "mha vs LoRA off: p_adj=8.6e-13 (n=43); gate: p_adj=4.1e-06 (n=97)"
+    # a findings.json with confirmatory flags: only the confirmatory tests are listed, study-wide adjusted
+    f = {"p_values": {"a": {"p_adj": 0.012, "n_queries": 76, "confirmatory": True},
+                      "b": {"p_adj": 0.5, "n_queries": 76, "confirmatory": False}}}
+    assert p_text(f) == "a: p_adj=0.012 (n=76)"
     assert p_text({"p_values": {}}) == "-"
 
 

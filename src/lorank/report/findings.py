@@ -65,14 +65,16 @@ from lorank.report.findings_stats import adjust, as_side
 
 def noise_gate(pq: PerQuery, ref_final: Any, who: str = "", ctx: Ctx = Ctx()) -> tuple[bool, str, Test | None]:
     """(passed, reason, test): the reference condition (or the dissected adapter `who`, by its ablations' full
-    configuration) significantly above BM25 on the view's sets; a confirmatory test of its own ("finding 0")."""
+    configuration) significantly above BM25 on the view's sets. A precondition, not one of the paper's claims: it is
+    tested alone at alpha, outside the study-wide family (so whether differences are read at all does not depend on
+    how many tests the study declares)."""
     if not ref_final or not pq.bm25:
         return False, ((f"the ablations of {who} have no full configuration" if who else
                         "the reference run's final checkpoint") + " or BM25 has no per-query data"), None
     name = who or "reference"
     t = ctx.test(f"gate: {name} {'full' if who else 'final'} vs BM25 ({pq.eval_set})", name, ref_final, "BM25",
                  as_side(pq.bm25, "bm25"))
-    ctx.family(0, [t])
+    t.p_adj, t.family, t.alpha = t.p, "precondition (tested alone)", ctx.rules.alpha  # not a claim: no correction
     fig = (f"{name} {t.mean_a:.4f} vs BM25 {t.mean_b:.4f} nDCG@10 on {pq.eval_set} ({pq.role}), "
            f"p_adj={t.p_adj:.3g}")
     if t.above():
@@ -137,8 +139,7 @@ def evaluate_view(results: Any, pq: PerQuery, reference: str, rules: VerdictRule
     for f in first:
         for t in f["_tests"]:
             if t.confirmatory:
-                n = 0 if t.name.startswith("gate:") else f["finding"]
-                family[f"{n}:{t.name}"] = t.p
+                family[f"{f['finding']}:{t.name}"] = t.p
     keys = list(family)
     adjusted = dict(zip(keys, adjust([family[k] for k in keys], rules.correction)))
     out = _view_findings(results, pq, reference, Ctx(rules, adjusted))
@@ -148,7 +149,12 @@ def evaluate_view(results: Any, pq: PerQuery, reference: str, rules: VerdictRule
             f["p_values"][t.name].update(role=pq.role, sets="+".join(pq.labels))
         f.update(role=pq.role, sets=list(pq.labels), n_queries=len(pq.bm25),
                  n_seeds=max([t.seeds_a for t in tests] + [t.seeds_b for t in tests] + [1]),
-                 confirmatory=f["finding"] in rules.confirmatory, family_size=len(keys))
+                 confirmatory=f["finding"] in rules.confirmatory, family_size=len(keys),
+                 correction=rules.correction, alpha=rules.alpha)
+        if f["finding"] == 2:
+            f["declared_margin"] = rules.equivalence_margin
+        if f["finding"] == 5:
+            f["declared_line"] = rules.recover_line
     return out
 
 
@@ -213,8 +219,10 @@ _fmt_p = fmt_p
 
 
 def _sets(f: dict[str, Any], role: str) -> str:
-    sets = f.get("sets") if f.get("role") == role else (f.get("dev") or {}).get("sets")
-    return "+".join(sets or [])
+    """The sets a finding's `role` view was computed on ("" when it has none)."""
+    if role == "test":
+        return "+".join(f.get("sets") or []) if f.get("role") in ("test", "dev+test") else ""
+    return "+".join((f.get("dev") or {}).get("sets") or (f.get("sets") if f.get("role") == "dev" else []) or [])
 
 
 def findings_markdown(findings: list[dict[str, Any]], title: str | None = None) -> str:
@@ -225,7 +233,7 @@ def findings_markdown(findings: list[dict[str, Any]], title: str | None = None) 
               "|---|---|---|---|---|---|"]
     for f in findings:
         dev = f.get("verdict_dev") or (f.get("dev") or {}).get("verdict") or "-"
-        test_sets = _sets(f, "test") or ("no test set" if f.get("role") != "test" else "")
+        test_sets = _sets(f, "test") or ("no test set" if "role" in f else "")
         cells = [str(f["finding"]), f["claim"], f"**{f['verdict']}** ({test_sets})" if test_sets else
                  f"**{f['verdict']}**", f"{dev} ({_sets(f, 'dev')})" if dev != "-" else "-", figures_text(f), p_text(f)]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")

@@ -39,11 +39,13 @@ def ablation_subject(plan: Any, reference: Any) -> str:
     return external[0] if len(external) == 1 else reference.run_id
 
 
-def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, subject: str | None = None) -> PerQuery:
+def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, subject: str | None = None,
+                   role: str = "dev") -> PerQuery:
     """Per-query nDCG@10 of every checkpoint, of the ablations of `subject` (a run id or ``adapter:<name>``;
     default :func:`ablation_subject`) on the same set, and of BM25.
 
-    `set_name` is the main eval set as the spec names it (dl19, or a folder); its label names the files."""
+    `set_name` is the main eval set as the spec names it (dl19, or a folder); its label names the files. The dense
+    curve's points (``runs_trec/curve-N.<set>.run``) are read beside the checkpoints'. `role`: the set's role."""
     from lorank.ablate.run import run_file_stem
     from lorank.data import resolve_eval_set
     from lorank.data.sources import eval_label
@@ -56,12 +58,13 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, su
     rs = resolve_eval_set(set_name, plan.spec.data_root).subset(mq)
     if not rs.qrels:  # nothing to test against: every finding is inconclusive ("no per-query data")
         log.warning("findings: %s has no qrels; no per-query metrics", set_name)
-        return PerQuery(label, {}, ablations_of=subject)
-    pq = PerQuery(label, per_query(rs.qrels, rs.run), ablations_of=subject)
+        return PerQuery(label, {}, ablations_of=subject, role=role)
+    pq = PerQuery(label, per_query(rs.qrels, rs.run), ablations_of=subject, role=role)
     for r in plan.runs:
-        files = sorted((study_dir / "runs" / r.run_id / "runs_trec").glob(f"checkpoint-*.{label}.run"), key=_step)
-        if files:
-            pq.checkpoints[r.run_id] = {_step(f): per_query(rs.qrels, _read(f)) for f in files}
+        for kind, into in (("checkpoint", pq.checkpoints), ("curve", pq.curve)):
+            files = sorted((study_dir / "runs" / r.run_id / "runs_trec").glob(f"{kind}-*.{label}.run"), key=_step)
+            if files:
+                into[r.run_id] = {_step(f): per_query(rs.qrels, _read(f)) for f in files}
     for step, d, data in finished_ablations(plan, study_dir, subject):
         if eval_label(step.payload["eval"]) != label:
             continue

@@ -30,31 +30,33 @@ class Ctx:
     adjusted: dict[str, float] | None = None
 
     def family(self, n: int, tests: list[Test], confirmatory: bool = True) -> list[Test]:
-        conf = confirmatory and (n == 0 or n in self.rules.confirmatory)
-        explo = []
+        conf = confirmatory and n in self.rules.confirmatory
+        own = []  # corrected within the finding: exploratory tests, the first pass, and figures behind a failed gate
         for t in tests:
             t.alpha, t.confirmatory = self.rules.alpha, conf
-            if conf and self.adjusted is not None:
-                t.p_adj, t.family = self.adjusted.get(f"{n}:{t.name}", math.nan), f"study-wide ({self.rules.correction})"
+            key = f"{n}:{t.name}"
+            if conf and self.adjusted is not None and key in self.adjusted:
+                t.p_adj, t.family = self.adjusted[key], f"study-wide ({self.rules.correction})"
             else:
-                explo.append(t)
-        holm_family(explo)
-        for t in explo:
-            t.family = f"finding {n} (Holm)" if not conf else t.family
+                own.append(t)
+        holm_family(own)
+        for t in own:
             if not conf:
                 t.family = f"exploratory: finding {n} (Holm)"
+            elif self.adjusted is not None:  # evidence the verdict was not decided on (behind a failed gate)
+                t.confirmatory, t.family = False, f"not decided on: finding {n} (Holm)"
         return tests
 
     def test(self, *args: Any, **kw: Any) -> Test:
         return paired(*args, rules=self.rules, **kw)
 
 
-def study_runs(results: Any, eval_set: str | tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """run_id -> axes, from the checkpoint rows of the results table on the main eval set(s)."""
+def study_runs(results: Any, eval_set: str | tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """run_id -> axes, from the checkpoint (and curve) rows of the results table. A run's axes do not depend on the
+    set: a view's rules find which runs it has per-query numbers for (a test view has only final checkpoints)."""
     if results is None or not len(results):
         return {}
-    sets = [eval_set] if isinstance(eval_set, str) else list(eval_set)
-    ck = results[(results["source"] == "checkpoint") & (results["eval_set"].isin(sets))]
+    ck = results[results["source"].isin(["checkpoint", "curve"])]
     out: dict[str, dict[str, Any]] = {}
     for _, row in ck.iterrows():
         out.setdefault(str(row["run_id"]), {k: _norm(row.get(k)) for k in _AXES if k in row.index})

@@ -29,9 +29,16 @@ def save_findings(study_dir: Path, findings: list[dict[str, Any]]) -> Path:
     return atomic_write_json(study_dir / FINDINGS_FILE, findings)
 
 
+def test_sets(plan: Any) -> list[str]:
+    """The study's test sets: ``report.test_sets``, else every set the runs score on their final checkpoint
+    (``train.eval.test_sets``)."""
+    return list(plan.spec.report.test_sets) or list(dict.fromkeys(
+        s for r in plan.runs for s in r.train_config.get("eval", {}).get("test_sets", []) or []))
+
+
 def findings_view(plan: Any, study_dir: Path) -> PerQuery | None:
-    """The per-query numbers the findings are tested on: the first evaluation set of the training runs, or the
-    queries of ``report.findings_sets`` pooled (None: the runs evaluate on no set)."""
+    """The dev view the findings are tested on: the first evaluation set of the training runs, or the queries of
+    ``report.findings_sets`` pooled (None: the runs evaluate on no set)."""
     from lorank.report.findings_data import load_per_query
 
     sets = [s for r in plan.runs for s in r.train_config.get("eval", {}).get("sets", [])]
@@ -39,6 +46,27 @@ def findings_view(plan: Any, study_dir: Path) -> PerQuery | None:
         return None
     chosen = plan.spec.report.findings_sets or sets[:1]  # pooled: their queries together
     return pooled([load_per_query(plan, Path(study_dir), reference_run(plan), s) for s in chosen])
+
+
+def findings_test_view(plan: Any, study_dir: Path) -> PerQuery | None:
+    """The test view: the study's test sets pooled (None: the study has none)."""
+    from lorank.report.findings_data import load_per_query
+
+    chosen = test_sets(plan)
+    if not chosen:
+        return None
+    return pooled([load_per_query(plan, Path(study_dir), reference_run(plan), s, role="test") for s in chosen])
+
+
+def protocol_notes(plan: Any) -> list[str]:
+    """What the study's runs did against the evaluation protocol (an evaluation pool mined for negatives, ...)."""
+    from lorank.mine.protocol import protocol_violations
+
+    notes: list[str] = []
+    for r in plan.runs:
+        for v in protocol_violations(r.train_config):
+            notes.append(v)
+    return list(dict.fromkeys(notes))
 
 
 def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQuery | None = None
@@ -49,12 +77,22 @@ def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQue
 
     from lorank.study.store import collect_rows
 
+    from lorank.report.findings_model import VerdictRules
+
     pq = view if view is not None else findings_view(plan, study_dir)
     if pq is None:
         return []
     if results is None:
         results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
-    return evaluate_findings(results, pq, reference_run(plan).run_id)
+    rules = VerdictRules.from_dict(plan.spec.verdicts)
+    out = evaluate_findings(results, pq, reference_run(plan).run_id, test=findings_test_view(plan, study_dir),
+                            rules=rules)
+    notes = protocol_notes(plan)
+    for f in out:
+        f["verdict_rules"] = rules.to_dict()
+        if notes:
+            f["protocol_violations"] = notes
+    return out
 
 
 def findings_section(plan: Any, study_dir: Path, results: Any = None, view: PerQuery | None = None) -> Section:

@@ -94,7 +94,12 @@ def detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8
 
     def shortfall(delta: float) -> float:
         nc = delta / (sd / math.sqrt(n))
-        return float(stats.nct.sf(crit, df, nc)) + (0.0 if one_sided else float(stats.nct.cdf(-crit, df, nc))) - power
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pw = float(stats.nct.sf(crit, df, nc)) + (0.0 if one_sided else float(stats.nct.cdf(-crit, df, nc)))
+        if not math.isfinite(pw):  # scipy's noncentral t fails far in the tail: the normal limit is exact there
+            pw = float(stats.norm.sf(crit - nc)) + (0.0 if one_sided else float(stats.norm.cdf(-crit - nc)))
+        return pw - power
 
     hi = sd
     while shortfall(hi) < 0:

@@ -8,7 +8,9 @@ train: {data: [{kind: trec, path: dl20}], group_size: 8, max_steps: 40, checkpoi
 lora: {rank: 8, alpha: 64, dropout: 0.1}     # defaults of every run
 grid:                                        # blocks; each block is a product of its axes; runs are the union
   - {rank: [1, 2, 8, 32]}
+  - {rank: [1, 2, 32], alpha_policy: [scale, rslora]}   # alpha x r/8 and alpha x sqrt(r/8) (lora.alpha_rank: 8)
   - {components: [mha, mlp]}
+seeds: [42, 43, 44]                          # every block without its own `seed` axis, trained once per seed
 ablations:
   - {runs: {rank: 8, components: all}, sweeps: [components, projections, layer-windows], eval: dl19}
 analyses:
@@ -37,7 +39,7 @@ from pydantic import Field, ValidationError
 from lorank.config import EvalSpec, Strict, format_validation_error, read_yaml
 from lorank.errors import ConfigError
 
-AXES = ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "seed")
+AXES = ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "alpha_policy", "seed")
 ANALYSES = ("weights", "compare", "probe", "patch", "ltr")
 
 
@@ -51,6 +53,9 @@ class GridBlock(Strict):
     projections: list[list[str] | str | None] | None = None
     layers: list[str | int | list[int]] | None = None
     variant: list[Literal["lora", "dora", "rslora"]] | None = None
+    #: how alpha follows the rank (lorank.lora.spec.effective_alpha); the run's axes carry the effective alpha
+    alpha_policy: list[Literal["fixed", "scale", "rslora"]] | None = None
+    #: a block's own seeds; a block without them trains every seed of the spec's `seeds` (else train.seed)
     seed: list[int] | None = None
 
 
@@ -91,6 +96,25 @@ class ReportSpec(Strict):
     #: the evaluation sets whose queries the findings pool (query ids must not overlap: DL19 and DL20 do not);
     #: each must be in train.eval.sets. Empty: the first of train.eval.sets alone.
     findings_sets: list[str] = Field(default_factory=list)
+    #: the test sets whose queries decide the verdicts (reported, never used to choose): each is scored on the
+    #: runs' final checkpoints (train.eval.test_sets) or ablated. Empty: train.eval.test_sets
+    test_sets: list[str] = Field(default_factory=list)
+
+
+class VerdictSpec(Strict):
+    """The verdict rules, declared before any run (lorank.report.findings_model.VerdictRules; docs/protocol.md)."""
+
+    alpha: float = Field(0.05, gt=0, lt=1)
+    #: a "comparable" claim holds only when TOST shows every pair within +-margin (nDCG@10)
+    equivalence_margin: float = Field(0.02, gt=0)
+    #: finding 5: the recovered fraction must be shown above this line (one-sided non-inferiority)
+    recover_line: float = Field(0.90, gt=0, le=1)
+    correction: Literal["holm", "bh"] = "holm"
+    #: the findings whose deciding tests form the study-wide family; the others are labelled exploratory
+    confirmatory: list[Literal[1, 2, 3, 4, 5]] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    #: test: verdicts on the test sets' queries (dev reported beside them); pooled: dev + test queries together
+    decide_on: Literal["test", "pooled"] = "test"
+    bootstrap: int = Field(2000, ge=200)
 
 
 class StudySpec(Strict):
@@ -101,12 +125,16 @@ class StudySpec(Strict):
     train: dict[str, Any]
     lora: dict[str, Any] = Field(default_factory=dict)
     grid: list[GridBlock] = Field(default_factory=lambda: [GridBlock()])
+    #: seeds as a grid dimension: every block that does not set `seed` itself trains each of them (run ids
+    #: ...-s42-, -s43-, ...; lorank.study.spec.condition_of groups them). null: train.seed alone, as before
+    seeds: list[int] | None = Field(None, min_length=1)
     #: external adapters (name -> folder; a relative folder is looked up in the working directory, then the
     #: repository root), dissected by the steps that name them (`adapter: name`)
     adapters: dict[str, str] = Field(default_factory=dict)
     ablations: list[AblationStep] = Field(default_factory=list)
     analyses: list[AnalysisStep] = Field(default_factory=list)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    verdicts: VerdictSpec = Field(default_factory=VerdictSpec)
 
 
 @dataclass(frozen=True)
@@ -126,9 +154,25 @@ class RunSpec:
             if k == "model":
                 if str(v) != have and _slug(str(v)) != _slug(have):
                     return False
+            elif k == "alpha" and isinstance(v, str):  # "8r": the alpha it gives at this run's rank
+                from lorank.lora.spec import parse_alpha
+
+                try:
+                    if have is None or abs(parse_alpha(v, int(self.axes.get("rank") or 1)) - float(have)) > 1e-9:
+                        return False
+                except (ConfigError, TypeError, ValueError):
+                    return False
             elif _norm(have) != _norm(v):
                 return False
         return True
+
+
+def condition_of(run: Any) -> str:
+    """The run's label without its seed part (``r8-all-s43`` -> ``r8-all``): the seeds of one condition share it
+    (within one model: group by ``(run.model, condition_of(run))`` in a study of several). A label string works
+    too; a run without a label (an external adapter) is its own condition."""
+    label = run if isinstance(run, str) else (getattr(run, "label", "") or str(getattr(run, "run_id", run)))
+    return re.sub(r"-s-?\d+$", "", label)
 
 
 def _norm(v: Any) -> Any:
@@ -161,6 +205,10 @@ def _axis_slug(axes: dict[str, Any], defaults: dict[str, Any]) -> str:
         parts.append("L" + (",".join(map(str, lay)) if isinstance(lay, list) else str(lay)))
     if axes.get("variant", "lora") != "lora":
         parts.append(str(axes["variant"]))
+    if axes.get("alpha_policy", "fixed") != "fixed":
+        from lorank.lora.spec import ALPHA_POLICY_LABELS
+
+        parts.append(ALPHA_POLICY_LABELS.get(str(axes["alpha_policy"]), str(axes["alpha_policy"])))
     if axes.get("alpha") != defaults.get("alpha"):
         parts.append(f"a{axes['alpha']}")
     if axes.get("dropout") != defaults.get("dropout"):
@@ -190,18 +238,21 @@ def expand(spec: StudySpec, source: str | Path | None = None, problems: list[str
     if banned:
         problems.append(f"train: {', '.join(sorted(banned))} are set by the study (models / lora / grid), not in train")
     lora_defaults = {"rank": 8, "alpha": 64, "dropout": 0.1, "components": "all", "projections": None,
-                     "layers": "all", "variant": "lora", **{k: v for k, v in spec.lora.items()}}
+                     "layers": "all", "variant": "lora", "alpha_policy": "fixed", "alpha_rank": 8,
+                     **{k: v for k, v in spec.lora.items()}}
     seed_default = spec.train.get("seed", 42)
     runs: list[RunSpec] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # config hashes: a run met again under another label (r8 under scale = r8 fixed) is one
     for model in spec.models:
         for bi, block in enumerate(spec.grid):
             axes_lists = {a: getattr(block, a) for a in AXES if getattr(block, a) is not None}
+            if spec.seeds is not None and block.seed is None:
+                axes_lists["seed"] = list(spec.seeds)
             names = list(axes_lists)
             for values in itertools.product(*(axes_lists[a] for a in names)) if names else [()]:
                 axes = {**{k: v for k, v in lora_defaults.items()}, "seed": seed_default, **dict(zip(names, values))}
                 lora = {k: axes[k] for k in ("rank", "alpha", "dropout", "components", "projections", "layers",
-                                             "variant")}
+                                             "variant", "alpha_policy", "alpha_rank") if k in axes}
                 train = {k: v for k, v in spec.train.items() if k not in banned}
                 if isinstance(train.get("data"), list):  # ${VAR} in data paths: expanded from the environment
                     train["data"] = [dict(d, path=os.path.expandvars(d["path"])) if isinstance(d, dict) and
@@ -222,9 +273,11 @@ def expand(spec: StudySpec, source: str | Path | None = None, problems: list[str
                 h = config_hash(identity)
                 label = _axis_slug(axes, lora_defaults)
                 rid = f"{_slug(model)}-{label}-{h[:6]}"
-                if rid in seen:
+                if h in seen:
                     continue
-                seen.add(rid)
+                seen.add(h)
+                # selectors, results.csv and the findings read the alpha PEFT trains with, beside its policy
+                axes = {**axes, "alpha": _norm(tc.lora.effective_alpha()), "alpha_policy": tc.lora.alpha_policy}
                 runs.append(RunSpec(rid, model, axes, resolved, h, label))
     if problems and not collect:
         raise ConfigError(_dedup(problems), source)
