@@ -145,6 +145,30 @@ class Checkpoints(Strict):
         return v
 
 
+class CurveSpec(Strict):
+    """A cheap evaluation schedule beside the full one of saved checkpoints (``eval.curve``): every ``every``
+    optimizer steps and at the last, the model in memory is scored on ``sets`` (null: ``eval.sets``) at ``depth``,
+    into ``curve.jsonl`` and ``runs_trec/curve-{step}.{set}.run`` (lorank.train.curve). Dev sets only; a curve point
+    never selects anything (no checkpoint is chosen on it)."""
+
+    every: int = Field(100, ge=1)
+    depth: int = Field(20, ge=1)
+    sets: list[str] | None = None
+
+    @field_validator("sets")
+    @classmethod
+    def _dev_only(cls, v: list[str] | None) -> list[str] | None:
+        try:
+            from lorank.data.roles import is_default_test_set
+        except ImportError:  # pragma: no cover - before the roles module
+            return v
+        bad = [s for s in v or [] if is_default_test_set(s)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: a test set is never scored on intermediate models; curve sets are dev "
+                             "sets")
+        return v
+
+
 class EvalSpec(Strict):
     sets: list[str] = []
     depth: int = 100
@@ -159,3 +183,6 @@ class EvalSpec(Strict):
     interpolate: list[float] = []
     #: evaluate on the first N judged queries only (sorted by qid): quick looks and CPU demos
     max_queries: int | None = Field(None, ge=1)
+    #: dense, cheap checkpoint curves ({every: 100, depth: 20, sets: null}: CurveSpec); null = off (left out of a
+    #: run's identity, so run ids made before it existed stay the same)
+    curve: CurveSpec | None = None

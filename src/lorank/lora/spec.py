@@ -15,6 +15,11 @@ from lorank.models.arch import ArchSpec, arch_for
 
 VARIANTS = ("lora", "dora", "rslora")
 COMPONENT_CHOICES = ("all", "mha", "mlp")
+#: how ``alpha`` follows the rank (:func:`effective_alpha`): fixed = as given; scale = alpha/r held constant;
+#: rslora = alpha proportional to sqrt(r) (scale alpha/r proportional to 1/sqrt(r)); both equal the fixed one at ``alpha_rank``
+ALPHA_POLICIES = ("fixed", "scale", "rslora")
+#: a non-fixed policy's part of run labels (rsscale, not rslora: that names the PEFT variant, another training)
+ALPHA_POLICY_LABELS = {"scale": "scale", "rslora": "rsscale"}
 
 
 def parse_layers(spec: str | int | list | tuple | None, num_layers: int) -> list[int]:
@@ -62,6 +67,24 @@ def parse_alpha(alpha: float | int | str, rank: int) -> float:
     return value
 
 
+def effective_alpha(alpha: float | int | str, rank: int, policy: str = "fixed", alpha_rank: int = 8) -> float:
+    """The numeric ``lora_alpha`` PEFT trains with. ``fixed``: ``alpha`` itself (``"8r"``: 8 x rank); ``scale``:
+    the alpha that keeps alpha/r as it is at ``alpha_rank`` (alpha x r / alpha_rank: 64 at alpha_rank 8 gives 8r,
+    scale 8); ``rslora``: alpha x sqrt(r / alpha_rank) (scale proportional to 1/sqrt(r), equal to the fixed one at
+    ``alpha_rank``). The given alpha of scale and rslora is the alpha at ``alpha_rank`` (``"8r"`` there: 8 x
+    alpha_rank)."""
+    import math
+
+    if policy == "fixed":
+        return parse_alpha(alpha, rank)
+    if policy not in ALPHA_POLICIES:
+        raise ConfigError(f"lora.alpha_policy must be one of {ALPHA_POLICIES}, got {policy!r}")
+    if not isinstance(alpha_rank, int) or isinstance(alpha_rank, bool) or alpha_rank < 1:
+        raise ConfigError(f"lora.alpha_rank must be an integer >= 1, got {alpha_rank!r}")
+    base = parse_alpha(alpha, alpha_rank)
+    return base * rank / alpha_rank if policy == "scale" else base * math.sqrt(rank / alpha_rank)
+
+
 @dataclass
 class LoraSpec:
     rank: int = 8
@@ -71,6 +94,12 @@ class LoraSpec:
     projections: list[str] | None = None
     layers: str | list[int] = "all"
     variant: str = "lora"
+    alpha_policy: str = "fixed"  # ALPHA_POLICIES: how alpha follows the rank (effective_alpha)
+    alpha_rank: int = 8  # the rank at which the given alpha applies (scale / rslora)
+
+    def effective_alpha(self) -> float:
+        """The numeric lora_alpha of the PEFT config (:func:`effective_alpha`)."""
+        return effective_alpha(self.alpha, self.rank, self.alpha_policy, self.alpha_rank)
 
     def validate(self, arch: ArchSpec | None = None, num_layers: int | None = None) -> list[str]:
         """Every problem with this spec (empty list when fine)."""
@@ -79,9 +108,9 @@ class LoraSpec:
             problems.append(f"lora.rank must be an integer >= 1, got {self.rank!r}")
         else:
             try:
-                parse_alpha(self.alpha, self.rank)
+                self.effective_alpha()
             except ConfigError as e:
-                problems.append(f"lora.alpha: {e}")
+                problems.append(str(e) if "alpha_" in str(e) else f"lora.alpha: {e}")
         if not 0.0 <= float(self.dropout) < 1.0:
             problems.append(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
         if self.components not in COMPONENT_CHOICES:
@@ -137,7 +166,7 @@ class LoraSpec:
         return LoraConfig(
             task_type=TaskType.SEQ_CLS,
             r=self.rank,
-            lora_alpha=parse_alpha(self.alpha, self.rank),
+            lora_alpha=self.effective_alpha(),  # a plain number: the adapter stays plain PEFT
             lora_dropout=float(self.dropout),
             target_modules=regex,
             use_dora=self.variant == "dora",
@@ -168,6 +197,8 @@ class LoraSpec:
             parts.append("L" + str(self.layers).replace(",", "_").replace(" ", "").strip("[]"))
         if self.variant != "lora":
             parts.append(self.variant)
+        if self.alpha_policy != "fixed":
+            parts.append(ALPHA_POLICY_LABELS.get(self.alpha_policy, self.alpha_policy))
         return "-".join(parts)
 
 

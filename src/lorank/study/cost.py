@@ -127,7 +127,24 @@ def train_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
     ck = tc["checkpoints"]
     n_ckpt = len(ck.get("steps") or []) or max(1, n_steps // (ck.get("every") or n_steps))
     pairs = sum(set_queries(s, ev.get("max_queries")) for s in ev.get("sets", [])) * ev.get("depth", 100)
-    return tokens * 4 * n / rates.train + n_ckpt * score_s(pairs, n, rates) + 15
+    return tokens * 4 * n / rates.train + n_ckpt * score_s(pairs, n, rates) + curve_estimate(tc, n, rates) + 15
+
+
+def curve_points(n_steps: int, every: int) -> int:
+    """The curve evaluations of a run of `n_steps` (lorank.train.curve): every `every` steps and the last."""
+    return len(set(range(every, n_steps + 1, every)) | {n_steps}) if n_steps > 0 else 0
+
+
+def curve_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
+    """A run's curve evaluations (``eval.curve``): each scores its sets (``eval.sets`` when null) at its depth."""
+    ev = tc.get("eval", {})
+    curve = ev.get("curve")
+    if not curve:
+        return 0.0
+    n_steps = tc["max_steps"] if tc["max_steps"] > 0 else 200
+    sets = curve.get("sets") if curve.get("sets") is not None else ev.get("sets", [])
+    pairs = sum(set_queries(s, ev.get("max_queries")) for s in sets) * curve.get("depth", 20)
+    return curve_points(n_steps, curve.get("every", 100)) * score_s(pairs, n, rates)
 
 
 def window_count(n_layers: int, window: int) -> int:

@@ -52,6 +52,18 @@ class ExternalAdapter:
     def axes(self) -> dict[str, Any]:
         lora = self.meta.get("lora") or self.training.get("config", {}).get("lora") or {}
         axes = {k: lora.get(k) for k in _LORA_AXES}
+        axes["alpha_policy"] = lora.get("alpha_policy") or "fixed"
+        if lora.get("effective_alpha") is not None:  # the alpha PEFT trained with, as a study run's axes carry it
+            axes["alpha"] = lora["effective_alpha"]
+        elif lora.get("alpha") is not None and lora.get("rank"):
+            from lorank.errors import ConfigError
+            from lorank.lora.spec import effective_alpha
+
+            try:
+                axes["alpha"] = effective_alpha(lora["alpha"], int(lora["rank"]), axes["alpha_policy"],
+                                                int(lora.get("alpha_rank") or 8))
+            except (ConfigError, TypeError, ValueError):
+                pass
         axes["seed"] = self.training.get("config", {}).get("seed")
         return axes
 
@@ -184,4 +196,4 @@ def adapter_axes(ext: ExternalAdapter) -> dict[str, Any]:
                                                                                 "components")},
             "projections": "+".join(p) if isinstance(p, list) else (p or "all"),
             "layers": ",".join(map(str, lay)) if isinstance(lay, list) else str(lay),
-            "variant": a.get("variant"), "seed": a.get("seed")}
+            "variant": a.get("variant"), "seed": a.get("seed"), "alpha_policy": a.get("alpha_policy") or "fixed"}

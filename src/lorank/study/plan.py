@@ -309,6 +309,8 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             if a.against:  # the counterpart within the same model, unless the selector names a model
                 sel = a.against if "model" in a.against else {**a.against, "model": r.model}
                 others = [o for o in runs if o.matches(sel)]
+                if len(others) > 1 and "seed" not in sel:  # seeds in the grid: the counterpart of the same seed
+                    others = [o for o in others if o.axes.get("seed") == r.axes.get("seed")] or others
                 if len(others) != 1:
                     problems.append(f"analyses[{i}].against: {sel} must match exactly one run, matched "
                                     + (", ".join(o.run_id for o in others) or "none"))
@@ -334,6 +336,12 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
             steps.append(Step(f"analyze/{a.kind}/{tail}", "analyze", r.run_id, {**payload, **extra},
                               f"analyses/{a.kind}/{tail}", h, needs, est, waits(r)))
 
+    if spec.seeds is not None:
+        from lorank.study.spec import condition_of
+
+        conditions = {(r.model, condition_of(r)) for r in runs}
+        notes.append(f"seeds {', '.join(map(str, spec.seeds))}: {len(runs)} runs of {len(conditions)} conditions "
+                     "(a grid block with its own seed axis keeps it)")
     if spec.report.reference and not any(r.matches(spec.report.reference) for r in runs):
         notes.append(f"report.reference {spec.report.reference} matches no run: the first run with components=all "
                      "is the reference")

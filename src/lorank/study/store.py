@@ -1,5 +1,6 @@
-"""The results store: one tidy table of every evaluation in a study (checkpoints, first stage, ablations),
-plus the paired comparisons of each run's final checkpoint against the reference run.
+"""The results store: one tidy table of every evaluation in a study (checkpoints, first stage, ablations, and the
+``source: curve`` points of ``eval.curve``, which never choose anything), plus the paired comparisons of each run's
+final checkpoint against the reference run. ``alpha`` is the alpha PEFT trained with (its ``alpha_policy`` applied).
 
 Query it from Python with ``lorank.study.load_results(STUDY_DIR)`` (a pandas DataFrame); it is also
 exported as ``results.csv`` and ``results.parquet``.
@@ -19,7 +20,7 @@ MEASURES = ("ndcg_cut_10", "recip_rank_10", "recall_100", "map")
 COLUMNS = ["source", "run_id", "model", "rank", "alpha", "dropout", "components", "projections", "layers", "variant",
            "seed", "step", "final", "eval_set", "sweep", "config", "group", *MEASURES, "delta_ndcg_cut_10",
            "recovered_ndcg_cut_10", "p_ndcg_cut_10", "significant_ndcg_cut_10", "delta_recip_rank_10",
-           "recovered_recip_rank_10", "p_recip_rank_10", "significant_recip_rank_10"]
+           "recovered_recip_rank_10", "p_recip_rank_10", "significant_recip_rank_10", "alpha_policy"]
 
 
 log = logging.getLogger("lorank.study")
@@ -32,11 +33,12 @@ def _axes(run: Any) -> dict[str, Any]:
     lay = a.get("layers")
     a["layers"] = ",".join(map(str, lay)) if isinstance(lay, list) else str(lay)
     return {"run_id": run.run_id, "model": run.model, **{k: a.get(k) for k in
-            ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "seed")}}
+            ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "seed")},
+            "alpha_policy": a.get("alpha_policy") or "fixed"}  # alpha: the effective one (lorank.lora.spec)
 
 
 def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
-    from lorank.train.checkpoint_eval import read_metrics
+    from lorank.train.checkpoint_eval import read_curve, read_metrics
 
     study_dir = Path(study_dir)
     rows: list[dict[str, Any]] = []
@@ -47,6 +49,10 @@ def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
         for m in metrics:
             rows.append({"source": "checkpoint", **_axes(run), "step": m["step"], "final": m["step"] == last,
                          "eval_set": m["eval_set"], **{k: m.get(k) for k in MEASURES}})
+        for c in read_curve(rdir):  # eval.curve: the model in training, every N steps; never a checkpoint to choose
+            rows.append({"source": "curve", **_axes(run), "step": c["step"], "final": False,
+                         "eval_set": c["eval_set"], "role": c.get("role", "dev"), "depth": c.get("depth"),
+                         **{k: c.get(k) for k in MEASURES}})
         rows += _ablation_rows(plan, study_dir, run.run_id, _axes(run), last)
     for ext in plan.adapters.values():  # external adapters: run_id adapter:<name>, columns from their metadata
         from lorank.study.external import adapter_axes
@@ -136,8 +142,13 @@ def load_results(study_dir: str | Path) -> Any:
     import pandas as pd
 
     study_dir = Path(study_dir)
+    df = None
     if (study_dir / "results.parquet").is_file():
-        return pd.read_parquet(study_dir / "results.parquet")
-    if (study_dir / "results.csv").is_file():
-        return pd.read_csv(study_dir / "results.csv")
+        df = pd.read_parquet(study_dir / "results.parquet")
+    elif (study_dir / "results.csv").is_file():
+        df = pd.read_csv(study_dir / "results.csv")
+    if df is not None:
+        if "alpha_policy" not in df.columns:  # a table written before the policy existed: every alpha was fixed
+            df["alpha_policy"] = df["source"].map(lambda s: None if s == "first-stage" else "fixed")
+        return df
     raise FileNotFoundError(f"{study_dir}: no results.csv; run `lorank study` or `lorank report` first")

@@ -18,6 +18,8 @@ from lorank.score.runs import interpolate_runs, rerank_to_run
 
 log = logging.getLogger("lorank.train")
 METRICS_FILE = "metrics.jsonl"
+#: the dense, cheap curve of the model in training (eval.curve: lorank.train.curve), apart from the checkpoints'
+CURVE_FILE = "curve.jsonl"
 
 
 class CheckpointEvaluator:
@@ -97,6 +99,12 @@ def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl(Path(out_dir) / METRICS_FILE, missing_ok=True)[0]
 
 
+def read_curve(out_dir: Path) -> list[dict[str, Any]]:
+    """The rows of ``out_dir/curve.jsonl`` (lorank.train.curve; none when the run has no curve), read as
+    :func:`read_metrics` reads metrics.jsonl."""
+    return read_jsonl(Path(out_dir) / CURVE_FILE, missing_ok=True)[0]
+
+
 def append_metrics(out_dir: Path, row: dict[str, Any]) -> None:
     """Rewrite the JSONL atomically with the new row added (one row per (step, eval set))."""
     rows = [r for r in read_metrics(out_dir) if (r["step"], r["eval_set"]) != (row["step"], row["eval_set"])]
@@ -110,7 +118,8 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
     """nDCG@10 and MRR@10 vs training step (vs training queries seen, with ``queries_per_step``), one line per eval
     set; dashed first-stage baseline."""
     rows = read_metrics(out_dir)
-    if not rows:
+    curve = read_curve(out_dir)  # eval.curve's points: small markers on a thin line beside the checkpoints'
+    if not rows and not curve:
         return None
     import matplotlib
 
@@ -119,7 +128,8 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, key, label in zip(axes, ("ndcg_cut_10", "recip_rank_10"), ("nDCG@10", "MRR@10 (rel ≥ 2)")):
-        for name in sorted({r["eval_set"] for r in rows}):
+        for name in sorted({r["eval_set"] for r in rows} | {r["eval_set"] for r in curve}):
+            line = None
             pts = sorted((r["step"], r[key]) for r in rows if r["eval_set"] == name and key in r)
             if pts:
                 xs = [p[0] * (queries_per_step or 1) for p in pts]
@@ -127,6 +137,11 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
                 if baselines and name in baselines and key in baselines[name]:
                     ax.axhline(baselines[name][key], ls="--", color=line.get_color(), alpha=0.6,
                                label=f"{name} first stage (BM25)")
+            cpts = sorted((r["step"], r[key], r.get("depth")) for r in curve if r["eval_set"] == name and key in r)
+            if cpts:
+                ax.plot([p[0] * (queries_per_step or 1) for p in cpts], [p[1] for p in cpts], marker=".", ms=3,
+                        lw=0.8, alpha=0.7, color=line.get_color() if line is not None else None,
+                        label=f"{name} (curve, top-{cpts[-1][2]})")
         ax.set_xlabel(f"training queries seen ({queries_per_step} a step)" if queries_per_step else "training step")
         ax.set_ylabel(label)
         ax.set_title(label + " by checkpoint")

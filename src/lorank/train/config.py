@@ -20,6 +20,10 @@ class LoraFields(Strict):
     projections: list[str] | str | None = None
     layers: str | int | list[int] = "all"
     variant: Literal["lora", "dora", "rslora"] = "lora"
+    #: how alpha follows the rank (lorank.lora.spec.effective_alpha): fixed = alpha as given; scale = alpha x r /
+    #: alpha_rank (alpha/r held constant); rslora = alpha x sqrt(r / alpha_rank). PEFT gets the effective number
+    alpha_policy: Literal["fixed", "scale", "rslora"] = "fixed"
+    alpha_rank: int = Field(8, ge=1)  # the rank at which the given alpha applies
 
     @field_validator("layers")
     @classmethod
@@ -41,6 +45,10 @@ class LoraFields(Strict):
 
     def spec(self) -> LoraSpec:
         return LoraSpec.from_dict(self.model_dump())
+
+    def effective_alpha(self) -> float:
+        """The numeric lora_alpha this LoRA trains with (its policy applied at its rank)."""
+        return self.spec().effective_alpha()
 
 
 class DivergenceGuard(Strict):
@@ -155,6 +163,15 @@ class TrainConfig(Strict):
                 d.pop(name)
         if d.get("chunk_tokens") == "auto":
             d["chunk_tokens"] = 4096
+        # the LoRA scale: a fixed alpha as before the policy existed; another policy by the alpha it resolves to,
+        # so r=8 under `scale` (alpha_rank 8) is the same run as r=8 under `fixed`
+        lora = d["lora"]
+        policy = lora.pop("alpha_policy", "fixed")
+        lora.pop("alpha_rank", None)
+        if policy != "fixed":
+            lora["alpha"] = self.lora.effective_alpha()
+        if d.get("eval", {}).get("curve", "unset") is None:  # no curve evaluations: as before they existed
+            d["eval"].pop("curve")
         for src, spec in zip(d.get("data", []), self.data):  # msmarco-only fields unset: as before they existed
             for key in ("negatives", "mine", "max_queries"):
                 if src.get(key) is None:
@@ -176,6 +193,9 @@ class TrainConfig(Strict):
             problems.append("checkpoints.every must be >= 1")
         if self.checkpoints.steps and any(s < 1 for s in self.checkpoints.steps):
             problems.append("checkpoints.steps must be positive step numbers")
+        curve = self.eval.curve
+        if curve is not None and not (curve.sets if curve.sets is not None else self.eval.sets):
+            problems.append("eval.curve has no sets to score: give eval.sets (its default) or eval.curve.sets")
         if problems:
             raise ValueError("; ".join(problems))
         return self

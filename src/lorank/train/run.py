@@ -129,13 +129,17 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     resolved = {"config": cfg.model_dump(), "model_path": loaded.path, "model_source": loaded.source.describe(),
                 "arch": loaded.arch.family, "pad_token_id": pad_id, "lora_targets": _targets(model),
                 "pools": stats.__dict__, "versions": software_versions(),
+                # the LoRA scale as trained: PEFT's lora_alpha is the policy's number at this rank
+                "lora_alpha": {"policy": spec.alpha_policy, "given": spec.alpha, "alpha_rank": spec.alpha_rank,
+                               "effective": spec.effective_alpha(), "scaling": spec.effective_alpha() / spec.rank},
                 "precision": {"dtype": dtype, "reason": precision_reason},
                 "execution": {"forward": forward, "forward_reason": forward_reason,
                               "gradient_checkpointing": checkpointing, "grad_cache": cfg.grad_cache,
                               "memory_gb": _memory_gb()}}
     atomic_write_json(out / "config.json", resolved)
     meta = {"base_model": cfg.model, "model_path": loaded.path, "input": cfg.input.model_dump(),
-            "lora": spec.to_dict(), "dtype": dtype, "head_init": cfg.head_init, "pad_token_id": pad_id,
+            "lora": {**spec.to_dict(), "effective_alpha": spec.effective_alpha()}, "dtype": dtype,
+            "head_init": cfg.head_init, "pad_token_id": pad_id,
             "resume_identity": identity}
 
     attention = apply_attention_backend(cfg.attention_backend, "cuda" if use_cuda else "cpu",
@@ -175,6 +179,12 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         evaluator = CheckpointEvaluator(encoder, pad_id, cfg.eval, out, cfg.data_root)
         if cfg.eval.during_training:
             callbacks.append(EvalOnSave(evaluator, schedule.is_scheduled))
+    curve = None
+    if cfg.eval.curve is not None:  # the dense cheap curve of the model in memory (curve.jsonl), not checkpoints
+        from lorank.train.curve import CurveEvaluator, CurveOnStep
+
+        curve = CurveEvaluator(encoder, pad_id, cfg.eval, out, cfg.data_root)
+        callbacks.append(CurveOnStep(curve))
     trainer = RerankTrainer(model=model, args=args, train_dataset=dataset,
                             data_collator=GroupCollator(encoder, pad_id, cfg.resolved_chunk_tokens(use_cuda),
                                                         pad_multiple_for("cuda" if use_cuda else "cpu"),
@@ -220,6 +230,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     plot = (plot_checkpoint_curve(out, title=f"{cfg.model} LoRA {spec.short_name()}", baselines=evaluator.first_stage())
             if evaluator else None)
     eval_s = evaluator.total_s if (evaluator and cfg.eval.during_training) else 0.0
+    eval_s += curve.total_s if curve is not None else 0.0  # curve points are scored during training too
     train_s = max(wall - eval_s, 1e-9)
     res = TrainResult(out, steps, wall, trainer.tokens_seen, trainer.padded_tokens_seen,
                       (trainer.tokens_seen - tokens0) / train_s, ckpts, read_metrics(out), plot, trainer.skipped_batches,
@@ -232,6 +243,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         # resume is only what it trained since its checkpoint (the earlier calls' rates are in train_log.jsonl)
         "steps_this_call": res.steps - done_step, "tokens_this_call": trainer.tokens_seen - tokens0,
         "eval_share": round(eval_s / wall, 4) if wall > 0 else 0.0,
+        **({"curve_s": round(curve.total_s, 2)} if curve is not None else {}),
         "execution": {"device": "cuda" if use_cuda else "cpu", "attention_backend": attention,
                       "shape_buckets": cfg.resolved_shape_buckets(use_cuda),
                       "chunk_tokens": cfg.resolved_chunk_tokens(use_cuda), "optim": optim,
@@ -258,7 +270,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     return res
 
 
-PREVIOUS_OUTPUTS = ("metrics.jsonl", "runs_trec", "train_log.jsonl", "train_summary.json", "checkpoints.png")
+PREVIOUS_OUTPUTS = ("metrics.jsonl", "runs_trec", "train_log.jsonl", "train_summary.json", "checkpoints.png",
+                    "curve.jsonl")
 
 
 def set_aside_previous(out: Path) -> Path | None:

@@ -23,7 +23,7 @@ from lorank.train.checkpoints import complete_checkpoints, step_of
 __all__ = ["RUN_FILES", "Snapshot", "snapshot_run"]
 
 #: The run's own files a resume or a report reads (each copied when present).
-RUN_FILES = ("config.json", "train_log.jsonl", "metrics.jsonl", "train_summary.json")
+RUN_FILES = ("config.json", "train_log.jsonl", "metrics.jsonl", "train_summary.json", "curve.jsonl")
 RUN_DIRS = ("runs_trec",)
 
 

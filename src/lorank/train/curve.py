@@ -1,0 +1,112 @@
+"""Dense checkpoint curves (``eval.curve``): a cheap evaluation schedule beside the full one of saved checkpoints.
+
+Every ``every`` optimizer steps, and at the last, the model in memory is scored on the curve sets (``eval.sets`` when
+``curve.sets`` is null) at the curve depth, with its LoRA merged while it scores and the exact weights put back
+(:class:`~lorank.train.checkpoint_eval.CheckpointEvaluator`'s machinery), so training goes on from the very weights it
+had. Each point is one row of ``curve.jsonl`` (step, eval_set, role "dev", depth, the measures, pairs, score_wall_s)
+and one TREC run ``runs_trec/curve-{step}.{set}.run`` (per-query values for the findings), both written atomically.
+A resumed run skips the points already written. The scoring time is not training time (train_summary.json's
+``curve_s`` is subtracted like the checkpoint evaluations'). A curve point selects nothing: it is never a checkpoint,
+and studies add its rows to results.csv with ``source: curve``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from lorank.atomic import atomic_write_text
+from lorank.config import EvalSpec
+from lorank.errors import ConfigError
+from lorank.models.lora_merge import merge_by_default, merged_lora
+from lorank.train.checkpoint_eval import CURVE_FILE, CheckpointEvaluator, read_curve
+
+log = logging.getLogger("lorank.train")
+CURVE_FIELDS = ("step", "eval_set", "role", "depth", "ndcg_cut_10", "recip_rank_10", "pairs", "score_wall_s")
+__all__ = ["CURVE_FILE", "CURVE_FIELDS", "CurveEvaluator", "CurveOnStep", "curve_steps", "read_curve"]
+
+
+def curve_steps(max_steps: int, every: int) -> list[int]:
+    """The steps a run of ``max_steps`` scores its curve at: every ``every`` steps and the last."""
+    return sorted(set(range(every, max_steps + 1, every)) | ({max_steps} if max_steps > 0 else set()))
+
+
+def _append_curve(out_dir: Path, row: dict[str, Any]) -> None:
+    rows = [r for r in read_curve(out_dir) if (r["step"], r["eval_set"]) != (row["step"], row["eval_set"])]
+    rows.append(row)
+    rows.sort(key=lambda r: (r["eval_set"], r["step"]))
+    atomic_write_text(Path(out_dir) / CURVE_FILE, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+class CurveEvaluator(CheckpointEvaluator):
+    """Scores the model in memory on the curve sets at the curve depth into ``curve.jsonl`` (not metrics.jsonl)."""
+
+    def __init__(self, encoder: Any, pad_id: int, spec: EvalSpec, out_dir: Path, data_root: str | None = None,
+                 merge_lora: bool | None = None):
+        curve = spec.curve
+        if curve is None:
+            raise ConfigError("eval.curve is not set: no curve to score")
+        sets = list(curve.sets) if curve.sets is not None else list(spec.sets)
+        update = {"sets": sets, "depth": curve.depth, "interpolate": []}
+        if "test_sets" in type(spec).model_fields:  # test sets are never scored on a model in training
+            update["test_sets"] = []
+        cspec = spec.model_copy(update=update)
+        super().__init__(encoder, pad_id, cspec, out_dir, data_root, merge_lora)
+        self.every = curve.every
+
+    def done_steps(self) -> set[tuple[int, str]]:
+        return {(r["step"], r["eval_set"]) for r in read_curve(self.out_dir)}
+
+    def __call__(self, model: Any, step: int, ckpt_dir: Path | None = None) -> list[dict[str, Any]]:
+        from lorank.score import evaluate, write_run
+        from lorank.score.engine import Scorer
+        from lorank.score.runs import rerank_to_run
+
+        rows = []
+        depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_curve(self.out_dir)}
+        for name, rs in self.sets.items():
+            if (step, name) in depths:  # written before a resume: the same weights, scored already
+                if depths[(step, name)] not in (None, self.spec.depth):
+                    raise ConfigError(f"{self.out_dir / CURVE_FILE}: step {step} on {name} is already scored at depth "
+                                      f"{depths[(step, name)]}, not {self.spec.depth}: score this depth into another "
+                                      "folder")
+                continue
+            t0 = time.perf_counter()
+            scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)
+            merge = self.merge_lora if self.merge_lora is not None else merge_by_default(scorer.device)
+            with (merged_lora(model) if merge else contextlib.nullcontext(0)) as n_merged:
+                scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
+            run = rerank_to_run(scores, rs.run, self.spec.depth)
+            res = evaluate(rs.qrels, run, rel_threshold=self.spec.rel_threshold)
+            write_run(self.out_dir / "runs_trec" / f"curve-{step}.{name}.run", run, tag=f"lorank-curve-{step}")
+            wall = time.perf_counter() - t0
+            self.total_s += wall
+            row = {"step": step, "eval_set": name, "role": "dev", "depth": self.spec.depth,
+                   **{k: round(float(v), 6) for k, v in res.aggregate.items()},
+                   "pairs": sum(len(v) for v in scores.values()), "score_wall_s": round(wall, 2),
+                   "precision": scorer.precision, "lora_merged": bool(n_merged)}
+            _append_curve(self.out_dir, row)  # after its run file: a row means both are there
+            log.info("curve step %d %s (top-%d): nDCG@10 %.4f", step, name, self.spec.depth,
+                     row.get("ndcg_cut_10", float("nan")))
+            rows.append(row)
+        return rows
+
+
+class CurveOnStep(TrainerCallback):
+    """Score the curve after every ``every``-th optimizer step and after the last (before that step's checkpoint,
+    if any, is saved)."""
+
+    def __init__(self, evaluator: CurveEvaluator):
+        self.evaluator = evaluator
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        step = state.global_step
+        if not state.is_world_process_zero or model is None or step < 1:
+            return
+        if step % self.evaluator.every == 0 or step >= state.max_steps:
+            self.evaluator(model, step)
