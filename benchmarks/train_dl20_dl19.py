@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/train_dl20_dl19.py --from-run runs/e1   # only collect a finished run's figures
 
 Writes benchmarks/results/train_dl20_dl19.json (model, lora, steps, wall_s, tokens_per_s, command,
-checkpoints [{step, ndcg_cut_10, recip_rank_10}], best_ndcg_cut_10) and copies the checkpoint curve
-next to it.
+checkpoints [{step, ndcg_cut_10, recip_rank_10}], best_dev_ndcg_cut_10: the best DL19 checkpoint, a dev figure) and
+copies the checkpoint curve next to it.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def collect(run_dir: Path, command: str) -> dict:
         "eval_in_training_s": round(eval_s, 2), "train_s": round(train_s, 2),
         "tokens": summary["tokens"], "padded_tokens": summary["padded_tokens"],
         "tokens_per_s": round(summary["tokens"] / train_s, 1), "command": command, "checkpoints": ckpts,
-        "best_ndcg_cut_10": max((r["ndcg_cut_10"] for r in ckpts), default=None),
+        "best_dev_ndcg_cut_10": max((r["ndcg_cut_10"] for r in ckpts), default=None),  # chosen on DL19 (dev)
         "versions": cfg.get("versions"),
     }
 
@@ -80,7 +80,7 @@ def main() -> int:
     png = Path(run_dir) / "checkpoints.png"
     if png.is_file():
         shutil.copyfile(png, a.out.with_suffix(".png"))
-    print(json.dumps({k: out[k] for k in ("steps", "wall_s", "tokens_per_s", "best_ndcg_cut_10")}, indent=1))
+    print(json.dumps({k: out[k] for k in ("steps", "wall_s", "tokens_per_s", "best_dev_ndcg_cut_10")}, indent=1))
     return 0
 
 

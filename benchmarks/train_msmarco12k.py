@@ -10,8 +10,9 @@
 Checkpoints are evaluated in the order given (default: the last first, then the rest from late to early), each
 (step, set) once: results go to the run's ``metrics.jsonl`` and ``runs_trec/`` as ``lorank train`` writes them,
 so an interrupted call resumes. Writes ``benchmarks/results/train_msmarco12k.json`` (every checkpoint's DL19/DL20
-nDCG@10 and MRR@10, ``best_ndcg_cut_10`` on DL19 (the first of --sets), paired t-tests vs BM25 per query (Holm), tokens/s, device,
-config, commands, the variants tried) and the checkpoint curve PNG beside it.
+nDCG@10 and MRR@10, ``best_dev_ndcg_cut_10`` on DL19 (the first of --sets: a dev set, the checkpoint chosen on
+it; a test set is refused there, and test rows never choose), paired t-tests vs BM25 per query (Holm), tokens/s,
+device, config, commands, the variants tried) and the checkpoint curve PNG beside it.
 """
 from __future__ import annotations
 
@@ -109,6 +110,19 @@ def mine_window(data: list[dict]) -> str:
     return MineSpec.model_validate(spec).window
 
 
+def mine_command(data: list[dict]) -> str:
+    """The ``lorank mine`` command that mines what the run's (first) mining source mined on the fly: its
+    collections, window and excluded sets (a run whose config mined over an evaluation pool, as the legacy
+    ``[self, dl20]`` did, is recorded as it was; ``lorank mine`` now refuses that pool)."""
+    from lorank.config import MineSpec
+
+    spec = next((d["mine"] for d in data if isinstance(d, dict) and isinstance(d.get("mine"), dict)), {})
+    m = MineSpec.model_validate(spec)
+    return " ".join([".venv/bin/lorank mine --train msmarco-train-12k", *(f"--collection {c}" for c in m.collections),
+                     f"--window {m.window}", *(f"--exclude-eval {e}" for e in m.exclude_eval),
+                     "--out runs/mined-12k.jsonl"])
+
+
 def headline(eval_dir: Path, step: int, sets: list[str]) -> dict:
     """The shipped checkpoint's evaluation at the headline depth (its own folder, ``--headline-depth``): figures
     per set, and paired t-tests vs BM25 at that depth."""
@@ -125,16 +139,22 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
             config: str = "configs/train_msmarco12k_cpu.yaml", train_commands: list[str] | None = None,
             head: dict | None = None, notes: list[str] | None = None) -> dict:
     from lorank.data import resolve_eval_set
+    from lorank.data.roles import DEV, role_of
     from lorank.precision import cpu_bf16_capability
     from lorank.score import evaluate
     from lorank.train.checkpoint_eval import eval_label, plot_checkpoint_curve, read_metrics
 
+    if role_of(sets[0]) != DEV:  # the best checkpoint is chosen on it
+        raise SystemExit(f"--sets: {sets[0]} is a {role_of(sets[0])} set of the evaluation protocol; the first of "
+                         "--sets chooses the best checkpoint and must be a dev set (dl19, dl20)")
     cfg = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "train_summary.json").read_text())
     metrics = read_metrics(run_dir)
     calls = training_calls(run_dir)
     by_step: dict[int, dict] = {}
     for r in metrics:
+        if r.get("role", role_of(r["eval_set"])) != DEV:  # a test (or out-of-domain) row chooses nothing here
+            continue
         if r["eval_set"] in [eval_label(s) for s in sets]:
             by_step.setdefault(r["step"], {"step": r["step"]})[r["eval_set"]] = {
                 k: r.get(k) for k in ("ndcg_cut_10", "recip_rank_10", "recall_100", "map", "pairs_per_s", "precision")
@@ -144,7 +164,7 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     for s in sets:
         rs = resolve_eval_set(s)  # loaded once per set (queries, collection, run, qrels)
         bm25[eval_label(s)] = {k: round(float(v), 4) for k, v in evaluate(rs.qrels, rs.run).aggregate.items()}
-    dl19 = eval_label(sets[0])  # the primary set (--sets, DL19 by default): best_ndcg_cut_10 is its figure
+    dl19 = eval_label(sets[0])  # the primary dev set (--sets, DL19 by default): best_dev_ndcg_cut_10 is its figure
     best = max((c for c in ckpts if dl19 in c), key=lambda c: c[dl19]["ndcg_cut_10"], default=None)
     c = cfg["config"]
     device = {"kind": "cpu", "cores": __import__("os").cpu_count(), "processor": platform.processor() or platform.machine(),
@@ -174,17 +194,17 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
         "checkpoints": ckpts, "bm25": bm25,
         "checkpoints_depth": sorted({r.get("depth") for r in metrics if r["eval_set"] in [eval_label(s) for s in sets]},
                                     key=str),
-        "best_curve_step": best["step"] if best else None,
-        "vs_bm25_at_best_curve_step": vs_bm25[best["step"]] if best else None,
+        # the checkpoint chosen on the dev set (sets[0]): a dev figure, not a test result
+        "chosen_on": {"set": dl19, "role": DEV},
+        "best_dev_curve_step": best["step"] if best else None,
+        "vs_bm25_at_best_dev_curve_step": vs_bm25[best["step"]] if best else None,
         # the shipped checkpoint at the headline depth where one was evaluated (--headline-step), else the curve's best
         "headline": head and {**head, "training_queries_seen": head["step"] * c["batch_queries"]},
-        "best_ndcg_cut_10": (head["sets"][dl19]["ndcg_cut_10"] if head and dl19 in head["sets"]
-                             else best[dl19]["ndcg_cut_10"] if best else None),
-        "best_step": head["step"] if head else best["step"] if best else None,
+        "best_dev_ndcg_cut_10": (head["sets"][dl19]["ndcg_cut_10"] if head and dl19 in head["sets"]
+                                 else best[dl19]["ndcg_cut_10"] if best else None),
+        "best_dev_step": head["step"] if head else best["step"] if best else None,
         "commands": {
-            "mine (standalone; the config mines the same negatives on the fly)":
-                ".venv/bin/lorank mine --train msmarco-train-12k --collection self --collection dl20 "
-                f"--window {mine_window(c['data'])} --exclude-eval dl19 --out runs/mined-12k.jsonl",
+            "mine (standalone; the config mines the same negatives on the fly)": mine_command(c["data"]),
             "train": train_commands or [f".venv/bin/lorank train {config}"],
             "evaluate": "python benchmarks/train_msmarco12k.py " + " ".join(sys.argv[1:]),
         },
@@ -212,7 +232,7 @@ def main() -> int:
                     help="evaluate this folder as checkpoint STEP (an exported adapter kept from an earlier machine, "
                          "e.g. resume/msmarco12k-reference-curve/checkpoint-2000); repeatable")
     ap.add_argument("--headline-step", type=int, help="the shipped checkpoint: also evaluated at --headline-depth, "
-                    "into RUN/eval-top{depth}/; its DL19 nDCG@10 is best_ndcg_cut_10")
+                    "into RUN/eval-top{depth}/; its DL19 nDCG@10 is best_dev_ndcg_cut_10")
     ap.add_argument("--headline-depth", type=int, default=100)
     ap.add_argument("--note", action="append", default=[], help="a line recorded in the JSON's notes (what the run's "
                     "files do not say, e.g. which calls trained in which precision); repeatable")
@@ -242,7 +262,7 @@ def main() -> int:
     variants = json.loads(a.variants.read_text()) if a.variants else []
     res = collect(a.run, sets, variants, a.out, a.config, a.train_command, head, a.note)
     atomic_write_json(a.out, res)
-    print(json.dumps({k: res[k] for k in ("best_ndcg_cut_10", "best_step", "tokens_per_s")}))
+    print(json.dumps({k: res[k] for k in ("best_dev_ndcg_cut_10", "best_dev_step", "tokens_per_s")}))
     return 0
 
 

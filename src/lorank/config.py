@@ -170,6 +170,7 @@ class CurveSpec(Strict):
 
 
 class EvalSpec(Strict):
+    #: the dev sets (lorank.data.roles): every scheduled checkpoint is scored on them, and they may choose anything
     sets: list[str] = []
     depth: int = 100
     during_training: bool = True
@@ -186,3 +187,22 @@ class EvalSpec(Strict):
     #: dense, cheap checkpoint curves ({every: 100, depth: 20, sets: null}: CurveSpec); null = off (left out of a
     #: run's identity, so run ids made before it existed stay the same)
     curve: CurveSpec | None = None
+    #: the test sets (lorank.data.roles): scored once, on the final model of a finished training run (never on an
+    #: intermediate checkpoint; rows with role "test"), and never used to choose anything. Empty: none (left out of
+    #: a run's identity, so run ids made before it existed stay the same)
+    test_sets: list[str] = []
+
+    @model_validator(mode="after")
+    def _roles(self) -> "EvalSpec":
+        from lorank.data.roles import is_default_test_set, set_key
+
+        problems = [f"eval.sets: {name} is the protocol's test set (TREC DL 2022): it is scored once, on the final "
+                    "model, and never on the checkpoints one chooses among; list it under eval.test_sets"
+                    for name in self.sets if is_default_test_set(name)]
+        tests = {set_key(t) for t in self.test_sets}
+        problems += [f"eval: {name} is in both sets and test_sets: a set is dev (eval.sets: scored on every "
+                     "checkpoint, to choose by) or test (eval.test_sets: scored once on the final model), not both"
+                     for name in self.sets if not is_default_test_set(name) and set_key(name) in tests]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

@@ -8,7 +8,11 @@ a group is sharp enough to teach an order.
 
 ``BiEncoder.encode(texts, cache=True)`` keeps the embeddings under ``$LORANK_CACHE/teacher/`` (default
 ``~/.cache/lorank/teacher``), keyed by the teacher's files and every text in order: mining the same pool
-again (a resumed run, the next pilot) reads them back instead of encoding ~30k texts for minutes.
+again (a resumed run, the next pilot) reads them back instead of encoding ~30k texts for minutes. Only mining
+(:mod:`lorank.mine`) writes that cache, and no evaluation set's passage enters it: an evaluation pool is refused as
+a mining collection (:mod:`lorank.mine.protocol`), the teacher miner encodes the collection less every passage of an
+evaluation pool, and teacher scores go to the kept (clean) positives and negatives only. :func:`teacher_jsonl`
+encodes without the cache (``lorank teacher``, which calls it, refuses a test set: its output is training data).
 """
 from __future__ import annotations
 

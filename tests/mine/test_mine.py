@@ -95,8 +95,9 @@ def test_evaluation_pool_passages_are_dropped_and_counted(tmp_path):
     d = make_msmarco_dir(tmp_path / "train")
     pool = [str(p) for p in range(1006, 1016)]  # ten noise passages
     ev = make_eval_dir(tmp_path / "dl-eval", d, pool)
-    base, _ = mine_train_set(d, window="1-30", exclude_eval=[])
-    mined, stats = mine_train_set(d, window="1-30", exclude_eval=[str(ev)])
+    # the synthetic set alone (protocol_sets=False: the real DL pools, guarded by default, are no part of this)
+    base, _ = mine_train_set(d, window="1-30", exclude_eval=[], protocol_sets=False)
+    mined, stats = mine_train_set(d, window="1-30", exclude_eval=[str(ev)], protocol_sets=False)
     dropped = sum(1 for m in base for p in m.negatives if p.pid in pool)
     assert dropped > 0 and stats.dropped_eval_pool == dropped
     assert all(p.pid not in pool for m in mined for p in m.negatives)
@@ -217,15 +218,18 @@ def test_mine_cli(tmp_path):
 
 
 @needs_data
-def test_real_msmarco_12k_mining_guards_dl19():
-    mined, stats = mine_train_set(SHARED / "msmarco-train-12k", collections=["self", "dl20"], window="10-100",
+def test_real_msmarco_12k_mining_guards_every_evaluation_set():
+    # the committed study mined over [self, dl20]: an evaluation pool, now refused (test_mine_protocol.py)
+    mined, stats = mine_train_set(SHARED / "msmarco-train-12k", collections=["self"], window="10-100",
                                   exclude_eval=["dl19"], max_queries=300)
     assert stats.train_queries == 300 and stats.queries_written >= 295
-    assert stats.dropped_eval_pool > 0  # the DL20 pool shares passages with the DL19 pool
+    assert set(stats.settings["guarded_eval_sets"]) == {"dl19", "dl20", "dl19-splade", "dl20-splade", "dl22",
+                                                        "dl22-splade"}
     from lorank.data import resolve_eval_set
 
-    dl19_pool = set(resolve_eval_set("dl19").passages)
-    assert not any(p.pid in dl19_pool for m in mined for p in m.negatives)
+    pools = set().union(*(resolve_eval_set(n).passages for n in ("dl19", "dl20", "dl22", "dl19-splade")))
+    assert stats.collection_passages_in_eval_pool > 0  # 37 training positives lie in a DL pool
+    assert not any(p.pid in pools for m in mined for p in m.negatives + m.positives)
     assert all(10 <= r <= 100 for m in mined for r in m.negative_ranks)
 
 

@@ -50,9 +50,10 @@ def test_curve_from_kept_adapters_and_the_headline_at_its_own_depth(tiny, monkey
     assert res["notes"] == ["trained in one call"] and res["headline"]["training_queries_seen"] == 4 * 2
     assert [c["step"] for c in res["checkpoints"]] == [2, 4] and res["checkpoints_depth"] == [6]
     head = res["headline"]
-    assert head["step"] == 4 and head["depth"] == 12 and res["best_step"] == 4
+    assert head["step"] == 4 and head["depth"] == 12 and res["best_dev_step"] == 4
     label = data.name
-    assert res["best_ndcg_cut_10"] == head["sets"][label]["ndcg_cut_10"]
+    assert res["best_dev_ndcg_cut_10"] == head["sets"][label]["ndcg_cut_10"]
+    assert res["chosen_on"] == {"set": label, "role": "dev"} and "best_ndcg_cut_10" not in res
     assert head["vs_bm25"][label] and (root / "run" / "eval-top12" / "runs_trec" / f"checkpoint-4.{label}.run").is_file()
     # the top-6 and top-12 rankings are different evaluations, kept apart
     rows6 = [json.loads(x) for x in (root / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -61,10 +61,10 @@ def _print_metrics(rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table(title="checkpoint evaluation")
-    for c in ("eval set", "step", "nDCG@10", "MRR@10", "R@100", "MAP", "pairs/s"):
+    for c in ("eval set", "role", "step", "nDCG@10", "MRR@10", "R@100", "MAP", "pairs/s"):
         t.add_column(c, justify="right")
     for r in rows:
-        t.add_row(r["eval_set"], str(r["step"]), f"{r.get('ndcg_cut_10', float('nan')):.4f}",
+        t.add_row(r["eval_set"], r.get("role", ""), str(r["step"]), f"{r.get('ndcg_cut_10', float('nan')):.4f}",
                   f"{r.get('recip_rank_10', float('nan')):.4f}", f"{r.get('recall_100', float('nan')):.4f}",
                   f"{r.get('map', float('nan')):.4f}", f"{r.get('pairs_per_s', 0):.1f}")
     console.print(t)
@@ -79,9 +79,14 @@ def teacher_cmd(
 ) -> None:
     """Score a candidate run with a bi-encoder teacher, for distillation (loss: distill_kl / contrastive_distill)."""
     from lorank.data import resolve_eval_set
+    from lorank.data.roles import TEST, role_of
+    from lorank.errors import ConfigError
     from lorank.teacher import BiEncoder, teacher_jsonl
 
     with guard():
+        if role_of(eval_set) == TEST:  # its output is training data: a test set's qrels may not enter it
+            raise ConfigError(f"--eval: {eval_set} is a test set of the evaluation protocol: its queries and qrels "
+                              "may not enter training data (teacher scores for distillation)")
         stats = teacher_jsonl(resolve_eval_set(eval_set), out, BiEncoder(model), depth=depth, rel_threshold=rel_threshold)
     console.print(f"wrote {out}: {stats}")
 
@@ -91,11 +96,15 @@ def mine_cmd(
                                                   "or its name under the data root (msmarco-train-12k)."),
     out: Path = typer.Option(..., "--out", help="Hard-negative JSONL to write (+ OUT.summary.json)."),
     collection: list[str] = typer.Option(["self"], "--collection", help="Where negatives come from (repeatable): "
-                                         "self, an evaluation set's pool (dl20), a folder or a collection.tsv."),
+                                         "self, a folder or a collection.tsv of training passages (an evaluation "
+                                         "set's pool, dl20, is refused: the protocol mines training passages only)."),
     window: str = typer.Option("10-100", "--window", help="BM25 ranks kept as negatives, FIRST-LAST (1-based)."),
     exclude_eval: list[str] = typer.Option(["dl19"], "--exclude-eval", help="Evaluation set (repeatable): its queries "
-                                           "are refused as training queries, its pool passages dropped and counted."),
-    no_exclude_eval: bool = typer.Option(False, "--no-exclude-eval", help="Guard no evaluation set."),
+                                           "are refused as training queries, its pool passages dropped and counted. "
+                                           "The protocol's sets (DL19, DL20, DL22, with BM25 and SPLADE++) are "
+                                           "guarded whatever is listed."),
+    no_exclude_eval: bool = typer.Option(False, "--no-exclude-eval", help="Guard no evaluation set, not even the "
+                                         "protocol's: for data outside the protocol only."),
     max_negatives: Optional[int] = typer.Option(None, "--max-negatives", help="Keep at most N negatives a query "
                                                 "(best-ranked first; default: all in the window)."),
     teacher: bool = typer.Option(False, "--teacher", help="Score positives and negatives with the bi-encoder teacher."),
@@ -117,7 +126,7 @@ def mine_cmd(
                        exclude_eval=[] if no_exclude_eval else exclude_eval, max_negatives=max_negatives,
                        teacher=teacher or teacher_filter or miner == "teacher", teacher_dir=teacher_model,
                        teacher_filter=teacher_filter, max_queries=max_queries, data_root=data, progress=tick,
-                       miner=miner)
+                       miner=miner, protocol_sets=not no_exclude_eval, collections_field="--collection")
     st = res.stats
     console.print(f"wrote {out} and {summary_path(out)} in {st.seconds.get('total', 0):.1f} s: {st.summary()}")
 

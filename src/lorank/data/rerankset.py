@@ -58,18 +58,35 @@ class RerankSet:
 def load_trec_dl_dir(
     directory: str | Path, name: str | None = None, lenient: bool = False, warn: bool = True
 ) -> RerankSet:
-    """Load a TREC DL style folder: `queries.tsv`, `collection.tsv`, `bm25.run` and, if present,
-    `qrels.txt`. The run is checked against the queries and the collection, the qrels against
-    the queries."""
+    """Load a TREC DL style folder: `queries.tsv`, `collection.tsv`, its first-stage run and, if present,
+    `qrels.txt`. The run is `bm25.run` when there is one, else the folder's single `*.run` file (`splade.run` in
+    the `trec-dl-20XX-splade` folders; :func:`first_stage_run`). The run is checked against the queries and the
+    collection, the qrels against the queries."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(directory, None, "evaluation set folder not found")
     queries = load_queries(directory / "queries.tsv", lenient, warn=warn)
     passages = load_collection(directory / "collection.tsv", lenient, warn=warn)
-    run = load_run(directory / "bm25.run", lenient, warn=warn, known_qids=queries, known_docids=passages)
+    run = load_run(first_stage_run(directory), lenient, warn=warn, known_qids=queries, known_docids=passages)
     qrels_path = directory / "qrels.txt"
     qrels = load_qrels(qrels_path, lenient, warn=warn, known_qids=queries) if qrels_path.exists() else None
     return RerankSet(name or directory.name, queries, passages, run, qrels)
+
+
+def first_stage_run(directory: str | Path) -> Path:
+    """The first-stage run of a TREC DL style folder: `bm25.run` if present, else the single `*.run` file
+    (`splade.run`). No run, or several without a `bm25.run`, is a :class:`DataError` naming the folder and files."""
+    directory = Path(directory)
+    bm25 = directory / "bm25.run"
+    if bm25.is_file():
+        return bm25
+    runs = sorted(p for p in directory.glob("*.run") if p.is_file())
+    if len(runs) == 1:
+        return runs[0]
+    if not runs:
+        raise DataError(directory, None, "no first-stage run: the folder has neither bm25.run nor another *.run file")
+    raise DataError(directory, None, f"several candidate first-stage runs and no bm25.run: "
+                                     f"{', '.join(p.name for p in runs)}; keep one, or name the one to use bm25.run")
 
 
 def load_beir_rerank_set(

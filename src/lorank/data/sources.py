@@ -2,8 +2,9 @@
 
 The data root is looked for, in order, at: the explicit argument, `$LORANK_DATA`,
 `../shared/data` from the working directory, and `../shared/data` beside the repository.
-A named evaluation set (`dl19`, `dl20`) is read from the first of those holding its folder,
-and failing that from ir_datasets.
+A named evaluation set (`dl19`, `dl20`, `dl22`, `dl19-splade`, ...) is read from the first of those holding its
+folder, and failing that from ir_datasets (where it has one: DL22 and the SPLADE++ first stages have none). Which
+role each set plays (dev: choose; test: report only) is :mod:`lorank.data.roles`.
 """
 from __future__ import annotations
 
@@ -18,12 +19,22 @@ from lorank.data.rerankset import RerankSet, load_trec_dl_dir
 ENV_VAR = "LORANK_DATA"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
-# name -> (folder under the data root, ir_datasets id)
-EVAL_SETS: dict[str, tuple[str, str]] = {
+# name -> (folder under the data root, ir_datasets id or None where ir_datasets has no equal of the folder: DL22's
+# qrels here are NIST's de-duplicated judgments spread to identical texts (not ir_datasets' withDupes file, over a
+# 20 GB v2 corpus), and ir_datasets has no SPLADE++ first stage)
+EVAL_SETS: dict[str, tuple[str, str | None]] = {
     "dl19": ("trec-dl-2019", "msmarco-passage/trec-dl-2019/judged"),
     "trec-dl-2019": ("trec-dl-2019", "msmarco-passage/trec-dl-2019/judged"),
     "dl20": ("trec-dl-2020", "msmarco-passage/trec-dl-2020/judged"),
     "trec-dl-2020": ("trec-dl-2020", "msmarco-passage/trec-dl-2020/judged"),
+    "dl22": ("trec-dl-2022", None),
+    "trec-dl-2022": ("trec-dl-2022", None),
+    "dl19-splade": ("trec-dl-2019-splade", None),
+    "trec-dl-2019-splade": ("trec-dl-2019-splade", None),
+    "dl20-splade": ("trec-dl-2020-splade", None),
+    "trec-dl-2020-splade": ("trec-dl-2020-splade", None),
+    "dl22-splade": ("trec-dl-2022-splade", None),
+    "trec-dl-2022-splade": ("trec-dl-2022-splade", None),
 }
 
 
@@ -63,7 +74,8 @@ def resolve_data_root(explicit: str | Path | None = None) -> Path:
 
 
 def resolve_eval_set(name_or_path: str, data_root: str | Path | None = None) -> RerankSet:
-    """A reranking evaluation set by folder path or by name (`dl19`/`trec-dl-2019`, `dl20`/`trec-dl-2020`)."""
+    """A reranking evaluation set by folder path or by name (`dl19`/`trec-dl-2019`, `dl20`/`trec-dl-2020`,
+    `dl22`/`trec-dl-2022`, `dl19-splade`/`trec-dl-2019-splade`, ...: the keys of :data:`EVAL_SETS`)."""
     as_path = Path(name_or_path)
     if as_path.is_dir():
         return load_trec_dl_dir(as_path)
@@ -82,10 +94,13 @@ def resolve_eval_set(name_or_path: str, data_root: str | Path | None = None) -> 
         if (directory / "queries.tsv").is_file():
             return load_trec_dl_dir(directory, name=folder)
         tried.append(f"{place}: no {directory / 'queries.tsv'}")
-    try:
-        return load_ir_dataset(irds_id, name=folder)
-    except DataError as e:
-        tried.append(f"ir_datasets {irds_id}: {e.problem}")
+    if irds_id is None:
+        tried.append(f"ir_datasets: not available for {folder} (only the folder {folder}/ under the data root)")
+    else:
+        try:
+            return load_ir_dataset(irds_id, name=folder)
+        except DataError as e:
+            tried.append(f"ir_datasets {irds_id}: {e.problem}")
     raise DataError(name_or_path, None, f"evaluation set not found; tried:\n  - " + "\n  - ".join(tried))
 
 

@@ -4,9 +4,12 @@ ranks in a window.
 For each training query with a positive: retrieve the top ``window.last`` passages over the union of the
 collections (``miner``: ``bm25``, or ``teacher``: the bi-encoder's exact inner product over every passage), keep
 those ranked inside the window that are not a judged positive of the query, drop (and count) those that lie in
-an evaluation set's pool (``exclude_eval``), and optionally score every passage with the bi-encoder teacher (for
-``contrastive_distill``/``distill_kl``) and drop negatives the teacher scores above the query's best positive
-(likely false negatives). A training query that *is* an evaluation query (same id
+an evaluation set's pool (by passage id or text: the guarded sets of :mod:`lorank.mine.protocol`), and optionally
+score every passage with the bi-encoder teacher (for ``contrastive_distill``/``distill_kl``) and drop negatives the
+teacher scores above the query's best positive (likely false negatives). A judged positive that lies in an
+evaluation pool is dropped (counted; a query left without a positive is skipped, counted). The teacher never sees
+an evaluation pool's passage: the teacher miner encodes (and caches) the collection less those passages, and the
+teacher scores only the kept positives and negatives. A training query that *is* an evaluation query (same id
 or same text) is refused with an error: it would leak the evaluation into training.
 
 The output is hard-negative JSONL (FlagEmbedding's format, which ``kind: hardneg`` reads): ``query_id``,
@@ -66,10 +69,12 @@ class MineStats:
     queries_without_negatives: int = 0
     candidates_in_window: int = 0
     dropped_positive: int = 0
-    dropped_eval_pool: int = 0
+    dropped_eval_pool: int = 0  # negatives in the window that lie in an evaluation pool (by id or text)
     dropped_teacher_above_positive: int = 0
     truncated_to_max_negatives: int = 0
-    positives_in_eval_pool: int = 0
+    positives_in_eval_pool: int = 0  # judged positives in an evaluation pool (by id or text): dropped
+    queries_without_clean_positive: int = 0  # queries whose every positive lies in an evaluation pool: skipped
+    collection_passages_in_eval_pool: int = 0  # never negatives, never encoded by the teacher miner
     collection_passages: int = 0
     duplicate_passage_ids: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -79,8 +84,9 @@ class MineStats:
         return (f"{self.queries_written}/{self.train_queries} queries written, {self.negatives} negatives "
                 f"(mean {self.negatives / max(self.queries_written, 1):.1f}); dropped: {self.dropped_eval_pool} in an "
                 f"evaluation pool, {self.dropped_positive} judged positives, {self.dropped_teacher_above_positive} "
-                f"scored by the teacher above the positive; {self.queries_without_negatives} queries left without "
-                f"negatives, {self.queries_without_positive} without a positive")
+                f"scored by the teacher above the positive, {self.positives_in_eval_pool} positives in an evaluation "
+                f"pool ({self.queries_without_clean_positive} queries left with none); {self.queries_without_negatives} "
+                f"queries left without negatives, {self.queries_without_positive} without a positive")
 
 
 def _norm(text: str) -> str:
@@ -100,7 +106,7 @@ def check_no_eval_queries(queries: dict[str, str], eval_sets: dict[str, Any]) ->
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise ConfigError([f"evaluation query in the training set: {p}" for p in problems[:5]]
-                          + ([f"{len(problems)} in all{more}: remove them, or drop --exclude-eval"] if more else []))
+                          + ([f"{len(problems)} in all{more}: remove them from the training set"] if more else []))
 
 
 def merge_collections(collections: Sequence[dict[str, Passage]], stats: MineStats) -> dict[str, Passage]:
@@ -124,9 +130,12 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
                  window: RankWindow, eval_pool: set[str] | None = None, max_negatives: int | None = None,
                  teacher: Any = None, teacher_filter: bool = False, teacher_scale: float = 20.0,
                  stats: MineStats | None = None, progress: Callable[[int], None] | None = None,
-                 bm25: dict[str, Any] | None = None, miner: str = "bm25", cache: bool = False) -> list[MinedQuery]:
+                 bm25: dict[str, Any] | None = None, miner: str = "bm25", cache: bool = False,
+                 eval_texts: set[str] | None = None) -> list[MinedQuery]:
     """Mine negatives for every query of ``positives`` (whose ids must be in ``corpus``). ``cache``: keep the
-    teacher's embeddings in the lorank cache (``BiEncoder.encode(..., cache=True)``)."""
+    teacher's embeddings in the lorank cache (``BiEncoder.encode(..., cache=True)``). ``eval_pool`` /
+    ``eval_texts``: the passage ids / normalised texts of the evaluation pools: such a passage is neither a
+    negative nor a positive, and the teacher never encodes it."""
     from lorank.retrieve.bm25 import bm25_retrieve
 
     if miner not in MINERS:
@@ -134,13 +143,22 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
     if miner == "teacher" and teacher is None:
         raise ConfigError("miner 'teacher' ranks the pool with the bi-encoder teacher: add --teacher")
     stats = stats if stats is not None else MineStats()
-    eval_pool = eval_pool or set()
+    eval_pool, eval_texts = eval_pool or set(), eval_texts or set()
+    in_pool = {d for d, p in corpus.items() if d in eval_pool or (eval_texts and _norm(p.text) in eval_texts)}
+    stats.collection_passages_in_eval_pool += len(in_pool)
     qids = [q for q in positives if q in queries]
     stats.train_queries += len(qids)
+    clean: dict[str, list[str]] = {}
+    for q in qids:  # judged positives in an evaluation pool are dropped; a query left without one is skipped
+        clean[q] = [d for d in positives[q] if d not in in_pool and d not in eval_pool]
+        stats.positives_in_eval_pool += len(positives[q]) - len(clean[q])
+        stats.queries_without_clean_positive += not clean[q]
+    qids = [q for q in qids if clean[q]]
     t0 = time.perf_counter()
     embeddings = None
-    if miner == "teacher":
-        embeddings = _pool_embeddings(corpus, {q: queries[q] for q in qids}, teacher, cache)
+    if miner == "teacher":  # the pool less the evaluation passages: they never reach the teacher or its cache
+        pool = {d: p for d, p in corpus.items() if d not in in_pool} if in_pool else corpus
+        embeddings = _pool_embeddings(pool, {q: queries[q] for q in qids}, teacher, cache)
         stats.seconds["teacher"] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
         run = _dense_run(embeddings, window.last)
@@ -150,9 +168,8 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
         stats.seconds["bm25"] = round(time.perf_counter() - t0, 2)
     mined: list[MinedQuery] = []
     for qid in qids:
-        pos_ids = positives[qid]
-        pos_set = set(pos_ids)
-        stats.positives_in_eval_pool += sum(1 for d in pos_ids if d in eval_pool)
+        pos_ids = clean[qid]
+        pos_set = set(positives[qid])  # every judged positive, kept or not, is no negative
         negs: list[tuple[str, int]] = []
         for e in run.get(qid, []):
             if e.rank not in window:
@@ -160,7 +177,7 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
             stats.candidates_in_window += 1
             if e.docid in pos_set:
                 stats.dropped_positive += 1
-            elif e.docid in eval_pool:
+            elif e.docid in in_pool or e.docid in eval_pool:
                 stats.dropped_eval_pool += 1
             else:
                 negs.append((e.docid, e.rank))

@@ -126,6 +126,8 @@ def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
         for _, root in _roots(spec.data_root):
             if root is not None and (root / folder / "queries.tsv").is_file():
                 return True
+        if EVAL_SETS[key][1] is None:  # DL22, the SPLADE++ folders: no ir_datasets equal
+            return False
         try:  # the online fallback: ir_datasets, when installed
             import importlib.util
 
@@ -155,11 +157,13 @@ def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
                                     "--data, $LORANK_DATA, ../shared/data)")
             elif not Path(d["path"]).is_file():
                 problems.append(f"train.data[{i}]: file not found: {d['path']}")
-        for name in r.train_config.get("eval", {}).get("sets", []):
+        ev = r.train_config.get("eval", {})
+        for field, name in [("sets", n) for n in ev.get("sets", [])] + [("test_sets", n) for n in
+                                                                        ev.get("test_sets", [])]:
             if f"eval:{name}" not in checked:
                 checked.add(f"eval:{name}")
                 if not named_set_ok(name):
-                    problems.append(f"train.eval.sets: evaluation set {name!r} not found")
+                    problems.append(f"train.eval.{field}: evaluation set {name!r} not found")
     for i, a in enumerate(spec.ablations):
         if f"eval:{a.eval}" not in checked:
             checked.add(f"eval:{a.eval}")

@@ -20,7 +20,9 @@ MEASURES = ("ndcg_cut_10", "recip_rank_10", "recall_100", "map")
 COLUMNS = ["source", "run_id", "model", "rank", "alpha", "dropout", "components", "projections", "layers", "variant",
            "seed", "step", "final", "eval_set", "sweep", "config", "group", *MEASURES, "delta_ndcg_cut_10",
            "recovered_ndcg_cut_10", "p_ndcg_cut_10", "significant_ndcg_cut_10", "delta_recip_rank_10",
-           "recovered_recip_rank_10", "p_recip_rank_10", "significant_recip_rank_10", "alpha_policy"]
+           "recovered_recip_rank_10", "p_recip_rank_10", "significant_recip_rank_10", "alpha_policy", "role"]
+#: ``role`` (last, so readers by position keep working): dev / test / ood of the row's eval set
+#: (lorank.data.roles); a checkpoint row's is its metrics row's, or role_of(eval_set) for rows from before roles
 
 
 log = logging.getLogger("lorank.study")
@@ -40,15 +42,19 @@ def _axes(run: Any) -> dict[str, Any]:
 def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
     from lorank.train.checkpoint_eval import read_curve, read_metrics
 
+    from lorank.data.roles import role_of
+
     study_dir = Path(study_dir)
     rows: list[dict[str, Any]] = []
     for run in plan.runs:
         rdir = study_dir / "runs" / run.run_id
         metrics = read_metrics(rdir)  # a torn last line skipped with a warning, any other bad line an error
         last = max((m["step"] for m in metrics), default=None)
+        tests = run.train_config.get("eval", {}).get("test_sets", [])
         for m in metrics:
             rows.append({"source": "checkpoint", **_axes(run), "step": m["step"], "final": m["step"] == last,
-                         "eval_set": m["eval_set"], **{k: m.get(k) for k in MEASURES}})
+                         "eval_set": m["eval_set"], **{k: m.get(k) for k in MEASURES},
+                         "role": m.get("role") or role_of(m["eval_set"], tests)})
         for c in read_curve(rdir):  # eval.curve: the model in training, every N steps; never a checkpoint to choose
             rows.append({"source": "curve", **_axes(run), "step": c["step"], "final": False,
                          "eval_set": c["eval_set"], "role": c.get("role", "dev"), "depth": c.get("depth"),
@@ -75,6 +81,7 @@ def finished_ablations(plan: Plan, study_dir: str | Path, run_id: str | None = N
 
 def _ablation_rows(plan: Plan, study_dir: Path, run_id: str, axes: dict[str, Any], step_no: Any) -> list[dict[str, Any]]:
     """The rows of every finished ablation step on `run_id` (a study run or adapter:<name>)."""
+    from lorank.data.roles import role_of
     from lorank.data.sources import eval_label
 
     rows = []
@@ -83,7 +90,7 @@ def _ablation_rows(plan: Plan, study_dir: Path, run_id: str, axes: dict[str, Any
             for r in entry["rows"]:
                 rows.append({"source": "ablation", **axes, "step": step_no, "final": True,
                              "eval_set": eval_label(data.get("eval_set", "")), "sweep": sweep,
-                             **{k: v for k, v in r.items()}})
+                             **{k: v for k, v in r.items()}, "role": role_of(data.get("eval_set", ""))})
     return rows
 
 
@@ -92,10 +99,12 @@ def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
     from lorank.data import resolve_eval_set
     from lorank.score import evaluate
 
+    from lorank.data.roles import role_of
+
     seen: set[tuple[str, Any]] = set()
     rows = []
     specs = [(s, r.train_config.get("eval", {}).get("max_queries")) for r in plan.runs
-             for s in r.train_config.get("eval", {}).get("sets", [])]
+             for key in ("sets", "test_sets") for s in r.train_config.get("eval", {}).get(key, [])]
     specs += [(a.eval, a.max_queries) for a in plan.spec.ablations]
     for name, mq in specs:
         if (name, mq) in seen:
@@ -110,7 +119,7 @@ def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
 
         rows.append({"source": "first-stage", "run_id": "bm25", "model": "BM25", "eval_set": eval_label(name),
                      "config": f"first {mq} queries" if mq else "all queries", "max_queries": mq,
-                     **{k: round(float(agg[k]), 6) for k in MEASURES if k in agg}})
+                     **{k: round(float(agg[k]), 6) for k in MEASURES if k in agg}, "role": role_of(name)})
     return rows
 
 

@@ -1,4 +1,8 @@
-"""Evaluate checkpoints on eval sets: rerank, write a TREC run, append a metrics row, plot the curve."""
+"""Evaluate checkpoints on eval sets: rerank, write a TREC run, append a metrics row, plot the curve.
+
+Every metrics row carries its set's ``role`` (:mod:`lorank.data.roles`): the dev sets (``eval.sets``) are scored on
+every scheduled checkpoint; the test sets (``eval.test_sets``) once, on the final model (:meth:`CheckpointEvaluator.
+score_test`), and nothing here chooses by a test row."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +14,7 @@ from typing import Any
 
 from lorank.atomic import atomic_write_text, read_jsonl
 from lorank.config import EvalSpec
+from lorank.data.roles import TEST, role_of
 from lorank.data.sources import eval_label
 from lorank.errors import ConfigError
 from lorank.models.lora_merge import merge_by_default, merged_lora
@@ -38,7 +43,11 @@ class CheckpointEvaluator:
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.sets = {eval_label(name): resolve_eval_set(name, data_root).subset(spec.max_queries) for name in spec.sets}
-        self.total_s = 0.0  # scoring time spent so far (subtracted from training time in the summary)
+        #: scored once, on the final model (score_test), never on the checkpoints one chooses among
+        self.test_sets = {eval_label(name): resolve_eval_set(name, data_root).subset(spec.max_queries)
+                          for name in spec.test_sets}
+        self.total_s = 0.0  # dev scoring time spent so far (subtracted from training time in the summary)
+        self.test_s = 0.0  # test scoring time (after training)
 
     def first_stage(self) -> dict[str, dict[str, float]]:
         """Metrics of each eval set's first-stage run (the dashed baseline in the curve)."""
@@ -50,12 +59,25 @@ class CheckpointEvaluator:
     def done_steps(self) -> set[tuple[int, str]]:
         return {(r["step"], r["eval_set"]) for r in read_metrics(self.out_dir)}
 
+    def role(self, name: str) -> str:
+        return role_of(name, self.spec.test_sets)
+
     def __call__(self, model: Any, step: int, ckpt_dir: Path | None = None) -> list[dict[str, Any]]:
+        """Score the dev sets (``eval.sets``) on this checkpoint (those not yet scored)."""
+        return self._score(model, step, self.sets, test=False)
+
+    def score_test(self, model: Any, step: int) -> list[dict[str, Any]]:
+        """Score the test sets (``eval.test_sets``) on the final model, at its step (those not yet scored): rows
+        with role ``test``. Call it once training has finished, never on an intermediate checkpoint."""
+        return self._score(model, step, self.test_sets, test=True)
+
+    def _score(self, model: Any, step: int, sets: dict[str, Any], test: bool) -> list[dict[str, Any]]:
         from lorank.score import evaluate, write_run
 
         rows = []
         depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_metrics(self.out_dir)}  # the done ones
-        for name, rs in self.sets.items():
+        for name, rs in sets.items():
+            role = TEST if test else self.role(name)
             if (step, name) in depths:
                 have = depths[(step, name)]
                 if have is not None and have != self.spec.depth:
@@ -71,10 +93,14 @@ class CheckpointEvaluator:
                 scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
             run = rerank_to_run(scores, rs.run, self.spec.depth)
             wall = time.perf_counter() - t0
-            self.total_s += wall
+            if test:
+                self.test_s += wall
+            else:
+                self.total_s += wall
             res = evaluate(rs.qrels, run, rel_threshold=self.spec.rel_threshold)
             n_pairs = sum(len(v) for v in scores.values())
-            row = {"step": step, "eval_set": name, **{k: round(float(v), 6) for k, v in res.aggregate.items()},
+            row = {"step": step, "eval_set": name, "role": role,
+                   **{k: round(float(v), 6) for k, v in res.aggregate.items()},
                    "pairs": n_pairs, "depth": self.spec.depth, "score_wall_s": round(wall, 2),
                    "pairs_per_s": round(n_pairs / wall, 2), "precision": scorer.precision,
                    "lora_merged": bool(n_merged)}
@@ -84,9 +110,9 @@ class CheckpointEvaluator:
             for alpha in self.spec.interpolate:
                 fused = rerank_to_run(interpolate_runs(scores, rs.run, alpha), rs.run, self.spec.depth)
                 fres = evaluate(rs.qrels, fused, rel_threshold=self.spec.rel_threshold)
-                append_metrics(self.out_dir, {"step": step, "eval_set": f"{name}+bm25@{alpha:g}",
+                append_metrics(self.out_dir, {"step": step, "eval_set": f"{name}+bm25@{alpha:g}", "role": role,
                                               **{k: round(float(v), 6) for k, v in fres.aggregate.items()}})
-            log.info("step %d %s: nDCG@10 %.4f MRR@10 %.4f", step, name, row.get("ndcg_cut_10", float("nan")),
+            log.info("step %d %s (%s): nDCG@10 %.4f MRR@10 %.4f", step, name, role, row.get("ndcg_cut_10", float("nan")),
                      row.get("recip_rank_10", float("nan")))
             rows.append(row)
         return rows
@@ -115,8 +141,9 @@ def append_metrics(out_dir: Path, row: dict[str, Any]) -> None:
 
 def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: dict[str, dict[str, float]] | None = None,
                           queries_per_step: int | None = None) -> Path | None:
-    """nDCG@10 and MRR@10 vs training step (vs training queries seen, with ``queries_per_step``), one line per eval
-    set; dashed first-stage baseline."""
+    """nDCG@10 and MRR@10 vs training step (vs training queries seen, with ``queries_per_step``), one line per dev
+    set; dashed first-stage baseline. A test set's row (role ``test``: scored on the final model only) is a single
+    marker at its step, labelled test, never a curve."""
     rows = read_metrics(out_dir)
     curve = read_curve(out_dir)  # eval.curve's points: small markers on a thin line beside the checkpoints'
     if not rows and not curve:
@@ -131,7 +158,11 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
         for name in sorted({r["eval_set"] for r in rows} | {r["eval_set"] for r in curve}):
             line = None
             pts = sorted((r["step"], r[key]) for r in rows if r["eval_set"] == name and key in r)
-            if pts:
+            if pts and any(r.get("role", role_of(name)) == TEST for r in rows if r["eval_set"] == name):
+                x, y = pts[-1]  # the final model's score: one point, not a curve over steps
+                ax.plot([x * (queries_per_step or 1)], [y], marker="*", ms=11, ls="none",
+                        label=f"{name} (test: final model only)")
+            elif pts:
                 xs = [p[0] * (queries_per_step or 1) for p in pts]
                 line, = ax.plot(xs, [p[1] for p in pts], marker="o", label=f"{name} (reranked)")
                 if baselines and name in baselines and key in baselines[name]:

@@ -172,6 +172,8 @@ class TrainConfig(Strict):
             lora["alpha"] = self.lora.effective_alpha()
         if d.get("eval", {}).get("curve", "unset") is None:  # no curve evaluations: as before they existed
             d["eval"].pop("curve")
+        if not d.get("eval", {}).get("test_sets", True):  # no test sets: as before eval.test_sets existed
+            d["eval"].pop("test_sets")
         for src, spec in zip(d.get("data", []), self.data):  # msmarco-only fields unset: as before they existed
             for key in ("negatives", "mine", "max_queries"):
                 if src.get(key) is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from lorank.data.records import Passage, TrainingExample
 
@@ -42,6 +42,8 @@ class PoolStats:
     skipped_no_positive: int = 0
     skipped_no_negative: int = 0
     notes: list[str] = field(default_factory=list)
+    #: per kind-msmarco source: the evaluation sets mining guarded and what it dropped (lorank.mine.protocol)
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (f"{self.queries} queries, {self.positives} positives, {self.negatives} negatives; "

@@ -98,7 +98,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         set_aside_previous(out)
-    pools, stats = build_pools(cfg.data, cfg.data_root)
+    # mining guards every set this run evaluates on, beside the protocol's (lorank.mine.protocol)
+    pools, stats = build_pools(cfg.data, cfg.data_root, evaluated=[*cfg.eval.sets, *cfg.eval.test_sets],
+                               test_sets=cfg.eval.test_sets)
     fmt = InputFormat(**cfg.input.model_dump())
     loaded = load_reranker(cfg.model, dtype=dtype, head_init=cfg.head_init,
                            trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
@@ -175,9 +177,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     if guard is not None:
         callbacks.append(guard)
     evaluator = None
-    if cfg.eval.sets:
+    if cfg.eval.sets or cfg.eval.test_sets:
         evaluator = CheckpointEvaluator(encoder, pad_id, cfg.eval, out, cfg.data_root)
-        if cfg.eval.during_training:
+        if cfg.eval.during_training and cfg.eval.sets:
             callbacks.append(EvalOnSave(evaluator, schedule.is_scheduled))
     curve = None
     if cfg.eval.curve is not None:  # the dense cheap curve of the model in memory (curve.jsonl), not checkpoints
@@ -227,6 +229,9 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     ckpts = complete_checkpoints(out)
     if evaluator is not None and stop.signum is None:  # evaluate checkpoints not yet evaluated (after-training mode, or resumed runs)
         _evaluate_missing(evaluator, model, ckpts)
+    finished = stop.signum is None and not (guard is not None and guard.tripped is not None)
+    if evaluator is not None and evaluator.test_sets and finished and ckpts and step_of(ckpts[-1]) >= steps:
+        _evaluate_final_on_test(evaluator, model, ckpts[-1])  # once, on the final model; skipped when done
     plot = (plot_checkpoint_curve(out, title=f"{cfg.model} LoRA {spec.short_name()}", baselines=evaluator.first_stage())
             if evaluator else None)
     eval_s = evaluator.total_s if (evaluator and cfg.eval.during_training) else 0.0
@@ -244,6 +249,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         "steps_this_call": res.steps - done_step, "tokens_this_call": trainer.tokens_seen - tokens0,
         "eval_share": round(eval_s / wall, 4) if wall > 0 else 0.0,
         **({"curve_s": round(curve.total_s, 2)} if curve is not None else {}),
+        **({"test_eval_s": round(evaluator.test_s, 2)} if evaluator is not None and evaluator.test_sets else {}),
+        **({"protocol": stats.protocol} if stats.protocol else {}),  # per msmarco source: sets guarded, dropped
         "execution": {"device": "cuda" if use_cuda else "cpu", "attention_backend": attention,
                       "shape_buckets": cfg.resolved_shape_buckets(use_cuda),
                       "chunk_tokens": cfg.resolved_chunk_tokens(use_cuda), "optim": optim,
@@ -385,6 +392,21 @@ def _evaluate_missing(evaluator: Any, model: Any, ckpts: list[Path]) -> None:
     for c in todo:
         load_adapter_weights(model, c)
         evaluator(model, int(c.name.split("-")[-1]), c)
+    model.load_state_dict(current, strict=False)
+
+
+def _evaluate_final_on_test(evaluator: Any, model: Any, final: Path) -> None:
+    """Score the test sets (``eval.test_sets``) once, on the final checkpoint's weights (loaded: a run resumed
+    from its final checkpoint trained nothing in this call), unless that is already done."""
+    from lorank.adapters import load_adapter_weights
+
+    step = step_of(final)
+    done = evaluator.done_steps()
+    if all((step, s) in done for s in evaluator.test_sets):
+        return
+    current = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
+    load_adapter_weights(model, final)
+    evaluator.score_test(model, step)
     model.load_state_dict(current, strict=False)
 
 

@@ -1,0 +1,106 @@
+"""eval.test_sets: scored once, on the final model of a finished training run (role "test"), never on an
+intermediate checkpoint, not when a signal stopped training, and not again on a resume; every metrics row has its
+role. A tiny random model on synthetic folders."""
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from lorank.train.callbacks import GracefulStop
+from lorank.train.config import TrainConfig
+from tests.tinydata import make_trec_dir, save_tiny_model
+
+
+def _rows(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("testsets")
+    return root, make_trec_dir(root / "dev"), make_trec_dir(root / "held-out", seed=1, first_qid=500), \
+        save_tiny_model(root / "model")
+
+
+def _cfg(tiny, out, **kw):
+    root, dev, held, model = tiny
+    return TrainConfig.from_dict({
+        "model": str(model), "dtype": "fp32", "data": [{"kind": "trec", "path": str(dev)}], "group_size": 4,
+        "batch_queries": 2, "max_steps": 4, "lr": 1e-3, "lora": {"rank": 2, "alpha": 4, "dropout": 0.0},
+        "checkpoints": {"steps": "2,4"}, "eval": {"sets": [str(dev)], "test_sets": [str(held)], "depth": 12},
+        "output_dir": str(out), **kw})
+
+
+def test_test_sets_are_scored_once_on_the_final_model_only(tiny):
+    from lorank.train.run import train
+
+    root, dev, held, _ = tiny
+    out = root / "run"
+    res = train(_cfg(tiny, out), progress=False)
+    rows = _rows(out)
+    assert sorted((r["eval_set"], r["step"], r["role"]) for r in rows) == [
+        ("dev", 2, "dev"), ("dev", 4, "dev"), ("held-out", 4, "test")]
+    assert (out / "runs_trec" / "checkpoint-4.held-out.run").is_file()
+    assert not (out / "runs_trec" / "checkpoint-2.held-out.run").exists()
+    assert [r["role"] for r in res.metrics if r["eval_set"] == "held-out"] == ["test"]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["test_eval_s"] > 0 and (out / "checkpoints.png").is_file()
+    # a resume of the finished run trains nothing and scores nothing again
+    before = (out / "metrics.jsonl").read_text()
+    train(_cfg(tiny, out), progress=False)
+    assert (out / "metrics.jsonl").read_text() == before
+    assert json.loads((out / "train_summary.json").read_text())["test_eval_s"] == 0
+
+
+def test_a_run_stopped_by_a_signal_scores_no_test_set_until_it_finishes(tiny, monkeypatch):
+    from lorank.train import run as run_mod
+    from lorank.train.run import TrainingInterrupted, train
+
+    class StopAtStep2(GracefulStop):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 2 and self.signum is None:
+                self.signum = signal.SIGTERM
+            return super().on_step_end(args, state, control, **kw)
+
+    root, *_ = tiny
+    out = root / "stopped"
+    monkeypatch.setattr(run_mod, "GracefulStop", StopAtStep2)
+    with pytest.raises(TrainingInterrupted):
+        train(_cfg(tiny, out), progress=False)
+    assert all(r["role"] == "dev" for r in _rows(out)) and {r["step"] for r in _rows(out)} == {2}
+    monkeypatch.setattr(run_mod, "GracefulStop", GracefulStop)
+    train(_cfg(tiny, out), progress=False)  # resumed to the end: now the final model is scored on the test set
+    assert [(r["step"], r["role"]) for r in _rows(out) if r["eval_set"] == "held-out"] == [(4, "test")]
+
+
+def test_only_test_sets_and_no_dev_set_still_score_the_final_model(tiny):
+    from lorank.train.run import train
+
+    root, _, held, _ = tiny
+    out = root / "test-only"
+    train(_cfg(tiny, out, eval={"sets": [], "test_sets": [str(held)], "depth": 12}), progress=False)
+    assert [(r["eval_set"], r["step"], r["role"]) for r in _rows(out)] == [("held-out", 4, "test")]
+
+
+def test_the_curve_draws_a_test_row_as_one_marker_not_a_line(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from lorank.train.checkpoint_eval import append_metrics, plot_checkpoint_curve
+
+    for step, s, role, v in ((2, "dl19", "dev", 0.5), (4, "dl19", "dev", 0.6), (4, "trec-dl-2022", "test", 0.4)):
+        append_metrics(tmp_path, {"step": step, "eval_set": s, "role": role, "ndcg_cut_10": v, "recip_rank_10": v})
+    calls = []
+    real = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kw):
+        calls.append((list(args[0]), kw))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    assert plot_checkpoint_curve(tmp_path) is not None
+    test_calls = [(xs, kw) for xs, kw in calls if "trec-dl-2022" in kw.get("label", "")]
+    assert len(test_calls) == 2  # one a panel
+    assert all(xs == [4] and kw["ls"] == "none" and "test" in kw["label"] for xs, kw in test_calls)
+    assert [xs for xs, kw in calls if kw.get("label", "").startswith("dl19")] == [[2, 4], [2, 4]]
