@@ -149,3 +149,15 @@ def test_every_link_points_at_a_file():
             if not t.startswith("http") and not t.startswith("#"):
                 assert (page.parent / t.split("#")[0]).exists(), f"{page.name}: {t}"
         assert page.read_text(encoding="utf-8").split("\n\n")[1].startswith("What this page is for"), page.name
+
+
+def test_the_readme_tables_are_generated_from_committed_files():
+    """The findings and the reference adapter's table sit between <!-- lorank:KIND SOURCE --> markers and are what
+    `lorank readme README.md` writes from findings.json / metrics.json: no figure in them is typed by hand."""
+    from lorank.markdown_blocks import blocks, render_blocks
+
+    text = README.read_text(encoding="utf-8")
+    found = blocks(text)
+    assert ("findings", "benchmarks/results/study_smollm2_cpu") in found
+    assert ("adapter-table", "adapters/smollm2-135m-msmarco12k-r8") in found
+    assert render_blocks(text, ROOT) == text, "README's generated tables differ from their files: run lorank readme"

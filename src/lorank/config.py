@@ -191,6 +191,10 @@ class EvalSpec(Strict):
     #: intermediate checkpoint; rows with role "test"), and never used to choose anything. Empty: none (left out of
     #: a run's identity, so run ids made before it existed stay the same)
     test_sets: list[str] = []
+    #: which saved checkpoints the test sets score, once training has finished (all frozen by then, so nothing can
+    #: be chosen on them): "final" (default), or a list of steps (e.g. [250, 1000]: the first and last, for finding
+    #: 1's rise on the test queries). A step that was not saved is skipped and named
+    test_steps: list[int] | Literal["final"] = "final"
 
     @model_validator(mode="after")
     def _roles(self) -> "EvalSpec":

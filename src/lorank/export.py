@@ -105,7 +105,6 @@ def vs_first_stage(run_dir: Path, step: Any, rows: list[dict[str, Any]], data_ro
     run's ``eval.sets``); other labels are looked up as names. A set that cannot be compared gets
     ``{"skipped": reason}``."""
     from lorank.data import load_run, resolve_eval_set
-    from lorank.score import compare, evaluate
 
     sources = sources or {}
     out: dict[str, Any] = {}
@@ -119,13 +118,107 @@ def vs_first_stage(run_dir: Path, step: Any, rows: list[dict[str, Any]], data_ro
         except (DataError, FileNotFoundError) as e:
             out[label] = {"skipped": f"the evaluation set {label!r} does not resolve by name: {e}"}
             continue
-        reranked = load_run(f)
-        first = evaluate(rs.qrels, rs.run, measures=list(MEASURES)).aggregate
-        cmp = compare(rs.qrels, {"first_stage": rs.run, "reranked": reranked}, baseline="first_stage",
-                      measures=list(MEASURES))
-        out[label] = {"first_stage": {k: round(float(v), 4) for k, v in first.items()},
-                      "tests": [c.to_dict() for c in cmp.comparisons]}
+        out[label] = _one_vs_first_stage(rs, load_run(f))
     return out
+
+
+def _one_vs_first_stage(rs: Any, reranked: Any) -> dict[str, Any]:
+    """The first stage's figures and paired t-tests (Holm over the two measures) of `reranked` against it, with the
+    95% bootstrap CI of each difference (over queries)."""
+    from lorank.score import compare, evaluate
+    from lorank.score.stats import boot_means, percentile_ci
+
+    first = evaluate(rs.qrels, rs.run, measures=list(MEASURES))
+    cmp = compare(rs.qrels, {"first_stage": rs.run, "reranked": reranked}, baseline="first_stage",
+                  measures=list(MEASURES))
+    rr = evaluate(rs.qrels, reranked, measures=list(MEASURES))
+    tests = []
+    for c in cmp.comparisons:
+        d = c.to_dict()
+        a, b = rr.per_query[c.measure], first.per_query[c.measure]
+        qids = sorted(set(a) & set(b))
+        boots = boot_means([{"r": a}, {"f": b}], qids, 2000, f"{rs.name}:{c.measure}")
+        lo, hi = percentile_ci(boots[:, 0] - boots[:, 1])
+        d["ci95"] = [round(lo, 4), round(hi, 4)]
+        d["n_queries"] = len(qids)
+        tests.append(d)
+    return {"first_stage": {k: round(float(v), 4) for k, v in first.aggregate.items()}, "tests": tests}
+
+
+def record_evaluations(adapter: str | Path, runs: dict[str, str | Path], data_root: str | Path | None = None,
+                       depth: int = 100, command: str | None = None, precision: str | None = None) -> dict[str, Any]:
+    """Add evaluations of a frozen, exported adapter to its ``metrics.json``, each with its role under the
+    protocol (:func:`lorank.data.roles.role_of`: DL22 and DL22-SPLADE are test, DL19/DL20 dev): ``runs`` maps an
+    evaluation set (name or folder) to the adapter's reranked TREC run on it (``lorank rerank --adapter``). For each:
+    the reranked run's figures (an ``evaluations`` row), and the first stage's with paired t-tests and 95% CIs
+    (``vs_first_stage``). Rows already there for the same set are replaced; the rows without a role (written before
+    roles existed) get theirs. Written atomically; returns the new metrics."""
+    from lorank.atomic import atomic_write_json
+    from lorank.data import load_run, resolve_eval_set
+    from lorank.data.roles import role_of
+    from lorank.data.sources import eval_label
+    from lorank.score import evaluate
+
+    adapter = Path(adapter)
+    f = adapter / "metrics.json"
+    if not f.is_file():
+        raise ConfigError(f"{adapter}: no metrics.json (not an exported adapter: lorank export-adapter writes one)")
+    metrics = json.loads(f.read_text(encoding="utf-8"))
+    evals = metrics.setdefault("evaluations", [])
+    vs = metrics.setdefault("vs_first_stage", {})
+    for row in evals:
+        row.setdefault("role", role_of(row["eval_set"]))
+    for label, v in vs.items():
+        v.setdefault("role", role_of(label))
+    for name, run_file in runs.items():
+        rs = resolve_eval_set(str(name), data_root)
+        label = eval_label(str(name))
+        reranked = load_run(run_file)
+        missing = sorted(set(rs.run) - set(reranked))
+        if missing:
+            raise DataError(run_file, None, f"the reranked run lacks {len(missing)} of {label}'s queries "
+                                             f"(e.g. {missing[0]}): rerank the whole set")
+        res = evaluate(rs.qrels, reranked)
+        row = {"step": metrics.get("step"), "eval_set": label, "role": role_of(label),
+               **{k: round(float(x), 6) for k, x in res.aggregate.items()},
+               "pairs": sum(min(len(v), depth) for v in rs.run.values()), "depth": depth,
+               "first_stage": "splade++" if "splade" in label else "bm25"}
+        if precision:
+            row["precision"] = precision
+        evals[:] = [r for r in evals if r["eval_set"] != label] + [row]
+        vs[label] = {**_one_vs_first_stage(rs, reranked), "role": row["role"]}
+    if command:
+        metrics.setdefault("commands", {})["evaluate (test)"] = command
+    atomic_write_json(f, metrics)
+    return metrics
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """An adapter's evaluations as a Markdown table, each row with its set's role (dev: chose the recipe or the
+    checkpoint; test: reported only), the first stage, and the paired t-test of the reranked run against it with the
+    95% CI of the difference. The README's table of a shipped adapter is this text (``lorank readme``)."""
+    from lorank.data.roles import role_of
+    from lorank.score.stats import fmt_p
+
+    vs = metrics.get("vs_first_stage") or {}
+    lines = ["| set | role | first stage | nDCG@10 | first stage | delta (95% CI) | p | MRR@10 (rel >= 2) | "
+             "first stage | p |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = sorted(metrics.get("evaluations") or [], key=lambda r: ({"dev": 0, "test": 1}.get(
+        r.get("role") or role_of(r["eval_set"]), 2), r["eval_set"]))
+    for r in rows:
+        v = vs.get(r["eval_set"], {})
+        fs = v.get("first_stage", {})
+        tests = {t.get("measure"): t for t in v.get("tests", [])}
+        nd, mr = tests.get("ndcg_cut_10", {}), tests.get("recip_rank_10", {})
+        ci = nd.get("ci95")
+        delta = (f"{nd['delta']:+.3f}" + (f" ({ci[0]:+.3f}, {ci[1]:+.3f})" if ci else "")) if "delta" in nd else "-"
+        cells = [r["eval_set"], r.get("role") or role_of(r["eval_set"]), r.get("first_stage", "bm25"),
+                 f"**{r.get('ndcg_cut_10', float('nan')):.3f}**", f"{fs['ndcg_cut_10']:.3f}" if fs else "-", delta,
+                 fmt_p(nd.get("p_adjusted")) if nd else v.get("skipped", "-"),
+                 f"{r.get('recip_rank_10', float('nan')):.3f}", f"{fs['recip_rank_10']:.3f}" if fs else "-",
+                 fmt_p(mr.get("p_adjusted")) if mr else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _readme(meta: dict[str, Any], rows: list[dict[str, Any]], commands: dict[str, str], dtype: str,
@@ -141,19 +234,8 @@ def _readme(meta: dict[str, Any], rows: list[dict[str, Any]], commands: dict[str
              "rr.score('what is a flea', ['Fleas are small insects ...', 'A river ...'])", "```", ""]
     if note:
         lines += [note.strip(), ""]
-    vs = vs or {}
     if rows:
-        lines += ["| eval set | nDCG@10 | MRR@10 | first stage nDCG@10 | first stage MRR@10 | p (nDCG@10, paired t, Holm) |",
-                  "|---|---|---|---|---|---|"]
-        for r in rows:
-            v = vs.get(r["eval_set"], {})
-            fs = v.get("first_stage", {})
-            p = next((t.get("p_adjusted") for t in v.get("tests", []) if t.get("measure") == "ndcg_cut_10"), None)
-            lines.append(f"| {r['eval_set']} | {r.get('ndcg_cut_10', float('nan')):.4f} | "
-                         f"{r.get('recip_rank_10', float('nan')):.4f} | "
-                         + (f"{fs['ndcg_cut_10']:.4f} | {fs['recip_rank_10']:.4f} | " if fs else "- | - | ")
-                         + (f"{p:.2g} |" if p is not None else (v.get("skipped", "-") + " |")))
-        lines.append("")
+        lines += [metrics_table({"evaluations": rows, "vs_first_stage": vs or {}}), ""]
     if commands:
         lines += ["How it was made:", ""] + [f"- {k}: `{v}`" for k, v in commands.items()] + [""]
     lines += ["`training_config.json` holds the run's resolved config, `metrics.json` the evaluations.", ""]

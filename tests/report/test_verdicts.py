@@ -13,7 +13,7 @@ from scipy import stats
 
 from lorank.report.findings import FAILS, HOLDS, INCONCLUSIVE, PerQuery, VerdictRules, evaluate_findings
 from lorank.report.findings_model import noninferior, paired
-from lorank.report.findings_stats import adjust, boot_means, detectable_effect, tost
+from lorank.score.stats import adjust, boot_means, detectable_effect, tost
 
 REF = "r8-all-s42"
 
@@ -225,3 +225,19 @@ def test_benjamini_hochberg_matches_scipy_and_holm_is_the_default():
     assert math.isnan(bh[4])
     with pytest.raises(ValueError):
         adjust(p, "bonferroni-ish")
+
+
+def test_finding_1_on_the_test_set_rises_between_saved_checkpoints_with_the_trend_from_the_dev_curve():
+    """Test sets score only frozen, saved checkpoints (eval.test_steps); the dense curve is scored during training
+    on dev. Finding 1 is decided by the rise on test, its trend read from the dev curve and labelled so."""
+    n = 80
+    b = bm25(n)
+    runs = {REF: {"rank": 8}}
+    test = PerQuery("dl22", b, {REF: {250: noisy(b, 0.02, 0.03, 1), 1000: noisy(b, 0.10, 0.03, 2)}}, role="test")
+    dev_b = {f"d{q}": v for q, v in bm25(60).items()}
+    dev = PerQuery("dl19", dev_b, {REF: {250: noisy(dev_b, 0.02, 0.03, 3), 1000: noisy(dev_b, 0.1, 0.03, 4)}},
+                   curve={REF: {s: noisy(dev_b, 0.01 * i, 0.03, 10 + i) for i, s in enumerate(range(100, 1001, 100))}})
+    f1 = {f["finding"]: f for f in evaluate_findings(table(runs), dev, REF, test=test)}[1]
+    assert f1["verdict"] == HOLDS and f1["role"] == "test", f1["reason"]
+    assert "dev sets' dense curve (10 points)" in f1["reason"]
+    assert f1["evidence"]["trend_points"] == 10 and f1["evidence"]["checkpoints"] == 2

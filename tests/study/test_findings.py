@@ -230,7 +230,7 @@ def test_paper_smollm2_preset_validates_with_its_recipe_and_costs():
         tc = r.train_config
         d = tc["data"][0]
         assert d["kind"] == "msmarco" and d["path"] == "msmarco-train-12k"
-        assert d["mine"]["collections"] == ["self", "dl20"] and d["mine"]["exclude_eval"] == ["dl19"]
+        assert d["mine"]["collections"] == ["self"] and d["mine"]["exclude_eval"] == ["dl19", "dl20", "dl22"]
         assert (tc["group_size"], tc["batch_queries"], tc["lr"]) == (16, 8, 1e-4)
         assert tc["lora"]["alpha"] == 64 and tc["lora"]["dropout"] == 0.1
         assert tc["checkpoints"]["every"] == 50 and tc["eval"]["sets"] == ["dl19", "dl20"]

@@ -104,3 +104,25 @@ def test_the_curve_draws_a_test_row_as_one_marker_not_a_line(tmp_path, monkeypat
     assert len(test_calls) == 2  # one a panel
     assert all(xs == [4] and kw["ls"] == "none" and "test" in kw["label"] for xs, kw in test_calls)
     assert [xs for xs, kw in calls if kw.get("label", "").startswith("dl19")] == [[2, 4], [2, 4]]
+
+
+def test_test_steps_score_the_listed_saved_checkpoints_after_training_on_their_own_weights(tiny):
+    """eval.test_steps: [2, 4] scores checkpoint-2 and the final one on the test set once training has finished, each
+    with its own weights (checkpoint-2's run differs from the final model's); the default identity is unchanged."""
+    from lorank.train.run import train
+
+    root, dev, held, _ = tiny
+    out = root / "steps"
+    cfg = _cfg(tiny, out, eval={"sets": [str(dev)], "test_sets": [str(held)], "depth": 12, "test_steps": [2, 4]})
+    train(cfg, progress=False)
+    test_rows = sorted((r["step"], r["role"]) for r in _rows(out) if r["eval_set"] == "held-out")
+    assert test_rows == [(2, "test"), (4, "test")]
+    r2 = (out / "runs_trec" / "checkpoint-2.held-out.run").read_text()
+    r4 = (out / "runs_trec" / "checkpoint-4.held-out.run").read_text()
+    assert r2 != r4  # scored on checkpoint-2's weights, not the final model's
+    # the final model's test run equals the one a default (final-only) run writes
+    out2 = root / "steps-default"
+    train(_cfg(tiny, out2), progress=False)
+    assert (out2 / "runs_trec" / "checkpoint-4.held-out.run").read_text().split()[2::6] == r4.split()[2::6]
+    assert "test_steps" not in _cfg(tiny, out2).identity()["eval"]
+    assert cfg.identity()["eval"]["test_steps"] == [2, 4]

@@ -30,7 +30,9 @@ app = typer.Typer(help="Train, evaluate and dissect LoRA-fine-tuned LLM reranker
 for _name, _fn in (("evaluate", evaluate.evaluate_cmd), ("retrieve", evaluate.retrieve_cmd),
                    ("models", models.models_cmd), ("train", train.train_cmd), ("rerank", rerank.rerank_cmd),
                    ("teacher", train.teacher_cmd), ("mine", train.mine_cmd),
-                   ("export-adapter", train.export_adapter_cmd), ("snapshot", train.snapshot_cmd), ("ablate", ablate.ablate_cmd),
+                   ("export-adapter", train.export_adapter_cmd),
+                   ("evaluate-adapter", train.evaluate_adapter_cmd), ("readme", train.readme_cmd),
+                   ("snapshot", train.snapshot_cmd), ("ablate", ablate.ablate_cmd),
                    ("study", study.study_cmd), ("report", study.report_cmd), ("findings", study.findings_cmd),
                    ("demo", study.demo_cmd), ("features", ltr.features_cmd), ("ltr", ltr.ltr_cmd)):
     app.command(_name)(_fn)

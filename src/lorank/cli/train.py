@@ -159,6 +159,42 @@ def export_adapter_cmd(
     console.print(f"wrote {path} ({size / 2**20:.1f} MiB)")
 
 
+def evaluate_adapter_cmd(
+    adapter: Path = typer.Argument(..., help="An exported adapter folder (with metrics.json)."),
+    run: list[str] = typer.Option(..., "--run", help="SET=RUN: the adapter's reranked TREC run on an evaluation set "
+                                  "(a name such as dl22 / dl22-splade, or a folder), from `lorank rerank --adapter` "
+                                  "(repeatable)."),
+    depth: int = typer.Option(100, "--depth", help="The depth the runs were reranked at."),
+    command: Optional[str] = typer.Option(None, "--command", help="The command that made the runs (recorded)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="The precision they were scored in (recorded)."),
+) -> None:
+    """Record a frozen adapter's evaluations in its metrics.json, each with its role (DL22 = test, reported only;
+    DL19/DL20 = dev), the first stage's figures, paired t-tests and 95% CIs."""
+    from lorank.errors import ConfigError
+    from lorank.export import metrics_table, record_evaluations
+
+    with guard():
+        bad = [r for r in run if "=" not in r]
+        if bad:
+            raise ConfigError(f"--run must be SET=RUN_FILE, got {bad[0]!r}")
+        metrics = record_evaluations(adapter, dict(r.split("=", 1) for r in run), depth=depth, command=command,
+                                     precision=precision)
+    print(metrics_table(metrics))
+
+
+def readme_cmd(
+    markdown: Path = typer.Argument(Path("README.md"), help="A Markdown file with generated blocks."),
+) -> None:
+    """Rewrite the generated tables of a Markdown file (findings from a study's findings.json, an adapter's table
+    from its metrics.json) between their <!-- lorank:KIND SOURCE --> markers."""
+    from lorank.markdown_blocks import update_file
+
+    with guard():
+        found = update_file(markdown)
+    console.print(f"{markdown}: {len(found)} generated block(s) rewritten: " +
+                  ", ".join(f"{k} {s}" for k, s in found))
+
+
 def snapshot_cmd(
     run: Path = typer.Argument(..., help="A run folder (runs/X) or a study folder (studies_out/X), or a snapshot "
                                "of one to restore."),

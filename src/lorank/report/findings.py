@@ -1,58 +1,58 @@
-"""The paper's five findings tested on a study's numbers: holds / does not hold / inconclusive, with the deciding
-figures and paired t-test p-values (Holm) over queries.
+"""The paper's five findings tested on a study's numbers: holds / does not hold / inconclusive, each resting on
+positive evidence (docs/protocol.md is the researcher's version of this text).
 
-Pure functions over the study's results table (``lorank.study.load_results``: which runs exist, their axes and
-checkpoint steps) and per-query nDCG@10 on the main evaluation set (:class:`PerQuery`, read from the TREC runs the
-study writes by :mod:`lorank.report.findings_data`). Nothing here reads files. This module holds the gate, the
-five findings together and their Markdown; the thresholds, claims and the paired test are in
-:mod:`lorank.report.findings_model`, the five rules in :mod:`lorank.report.findings_rules`.
+Pure functions over the study's results table (``lorank.study.load_results``: which runs exist, their axes) and
+per-query nDCG@10 (:class:`PerQuery`, read from the TREC runs the study writes by
+:mod:`lorank.report.findings_data`), one view per role: **dev** (the sets that chose the recipe and checkpoint) and
+**test** (reported only). Nothing here reads files. The statistics are in :mod:`lorank.score.stats`, the tests and
+rules' vocabulary in :mod:`lorank.report.findings_model`, the five rules in :mod:`lorank.report.findings_rules`.
 
-Decision rules (alpha = 0.05; every test is a two-sided paired t-test over the queries both sides share,
-``lorank.score.significance.paired_ttest``; the tests of one finding form one Holm family; "significantly above"
-means Holm-adjusted p <= alpha with the difference in that direction):
+How a verdict is reached (the rules a study declares under ``verdicts:`` before any run; defaults in brackets):
 
-0. **Gate** (applies to every finding). The reference run's final checkpoint must be significantly above BM25 on
-   the main eval set (one test, no correction). If it is not, the adapter has not learnt to rank beyond its first
-   stage, so differences between runs, checkpoints and ablations (and every "% recovered") are noise: every
-   verdict is *inconclusive* with that reason (the verdict the numbers would give is kept as ``verdict_ignoring_gate``).
-   When the ablations dissect another adapter (an external one, ``adapters:`` in the spec), they have their own
-   gate: that adapter's ``full`` configuration significantly above BM25. A finding is then decided on the evidence
-   whose gate passed (the trained runs' checkpoints, the ablations, or both); evidence behind a failed gate is
-   left out, and what the finding would say with it is kept as ``verdict_ignoring_gate``.
-1. **Quality rises steadily across checkpoints.** On the reference run: the last checkpoint significantly above
-   the first (Holm over the last-vs-first tests of every run) and Spearman rho(step, mean nDCG@10) >= 0.5 (needs
-   >= 3 checkpoints). Does not hold: the last checkpoint significantly below the first, rho < 0, or a significant
-   rise with rho < 0.5 (it rises, but not steadily). Otherwise inconclusive.
-2. **Ranks 1, 2, 8, 32 reach comparable quality.** Final checkpoints of the runs that differ from the reference only
-   in rank, every pair tested (Holm over the pairs). Holds: no pair significant and the spread (max - min mean
-   nDCG@10) <= 0.02. Does not hold: some pair significant. Inconclusive: no pair significant but the spread is
-   larger than 0.02 (too few queries to tell), or fewer than two ranks.
-3. **MHA-only and MLP-only both improve ranking, MHA more than MLP, both together best.** The runs trained with
-   components mha / mlp / all (otherwise like the reference), against BM25: five tests, mha > BM25, mlp > BM25,
-   mha > mlp, all > mha, all > mlp. Without trained mha/mlp runs, the same five tests on the reference adapter's
-   inference-time ablation (mha-only, mlp-only, full) with the LoRA-off configuration ("none") as the baseline.
-   Holds: all five significant in the claimed direction. Does not hold: any of them significant in the opposite
-   direction. Otherwise inconclusive.
-4. **Layers 5-15 contribute most; up and gate projections matter more than down.** (a) Layer windows of the
-   reference adapter kept alone: "only L5-15" against every other window of the same width (11 layers). Holds:
-   5-15 has the highest mean and is significantly above every equal-width window that shares no layer with it
-   (above at least one window when all overlap). Fails: another window significantly above 5-15. (b) Projections:
-   kept alone (only up > only down, only gate > only down) and removed (without up < without down, without
-   gate < without down). Holds: both of the kept-alone pair or both of the removed pair significant in the claimed
-   direction. Fails: any of the four significant the other way. Finding 4 holds when (a) and (b) hold, does not
-   hold when either fails, else inconclusive. Leave-one-layer-out drops inside and outside 5-15 are reported as
-   figures only.
-5. **MLP-only updates recover up to 98% of the full adapter's performance.** Fraction of the full adapter's gain
-   recovered: (MLP-only - baseline) / (full - baseline), for the trained MLP-only run (baseline BM25) and for the
-   inference-time "mlp-only" ablation (baseline LoRA off, whose own gain, full vs none, must be significant).
-   Per query, the 90% line is base + 0.90 x (full - base). A source holds when the fraction is >= 0.90 and
-   MLP-only is significantly above its baseline; it does not hold when MLP-only is significantly below the 90%
-   line; otherwise inconclusive. (MLP-only may be significantly below the full adapter and still hold: finding 3
-   says both together are best.) "Up to": the finding holds when one source holds, does not hold when every
-   available source does not, else inconclusive.
+- **Units.** A condition is a run's settings without its seed; its seeds are replicates. Every test pairs queries:
+  the per-query mean over a condition's seeds, a paired t-test over queries; every difference carries a 95% CI from
+  a hierarchical bootstrap (queries resampled, and seeds within each condition). A comparison with one seed a side
+  is labelled ``single_run``: its p-value covers query variation only.
+- **Which queries decide** (``decide_on``, [test]). The verdict is the test view's; the same rules on dev are
+  reported beside it (``dev``, ``verdict_dev``) and ``agree`` flags a disagreement. Without test-set evidence a
+  finding is *inconclusive*, with what dev alone would give: no verdict rests only on the queries that chose the
+  recipe. ``pooled`` decides on dev + test queries together, still with the flag.
+- **One correction.** The deciding tests of the confirmatory findings ([1-5]) form one family across the study,
+  corrected by Holm [holm] or Benjamini-Hochberg (``p_adj``); the tests of other findings, and figures reported
+  beside the decision, are exploratory (Holm within their finding, labelled so).
+- **Gate** (a precondition, tested alone at alpha). The reference condition's final checkpoint must be
+  significantly above BM25; if not, the adapter has not learnt to rank beyond its first stage and every verdict
+  is *inconclusive* (what the numbers would say is kept as ``verdict_ignoring_gate``). An external adapter whose
+  ablations are read has its own gate (its ``full`` configuration above BM25); a finding is decided on the evidence
+  whose gate passed.
+
+1. **Quality rises steadily across checkpoints.** The reference condition's last checkpoint significantly above
+   its first (seeds paired), and Spearman rho(step, mean nDCG@10) >= 0.5 over the dense curve (``eval.curve``,
+   else the checkpoints; >= 3 points). Does not hold: significantly below, rho < 0, or a significant rise with
+   rho < 0.5. Other conditions' rises are exploratory.
+2. **Ranks 1, 2, 8, 32 reach comparable quality.** Holds only when every pair of ranks is shown equivalent within
+   the declared margin [0.02 nDCG@10] by TOST (two one-sided tests). Does not hold: a pair significantly different.
+   Otherwise inconclusive, naming the smallest margin the data could have shown equivalent. With an arm whose LoRA
+   scale alpha/r is held fixed (``alpha_policy: scale``) that arm decides (rank alone varies); the fixed-alpha arm,
+   where alpha/r falls as rank grows, is reported as exploratory.
+3. **MHA-only and MLP-only both improve ranking, MHA more, both together best.** Five difference tests, mha > base,
+   mlp > base, mha > mlp, all > mha, all > mlp (trained runs: base BM25; else the reference adapter's inference-time
+   ablation, base LoRA off). Holds: all five significant as claimed; does not hold: any significantly the other
+   way; else inconclusive, with the effect each test could have detected at 80% power.
+4. **Layers 5-15 contribute most; up and gate matter more than down.** (a) "only L5-15" against every other window
+   of its width: holds when it is the top window and significantly above every window disjoint from it; fails when
+   another window is significantly above it. (b) only up/gate > only down, or without up/gate < without down, both
+   of a pair significant. Holds when (a) and (b) hold, fails when either fails.
+5. **MLP-only updates recover up to 98%.** The recovered fraction (MLP-only - base) / (full - base), trained (base
+   BM25) or inference-time (base LoRA off, whose own gain must be significant). A source holds only by a one-sided
+   non-inferiority test that the fraction is above the declared line [90%] (per query: (mlp - base) - line x
+   (full - base) > 0), with MLP-only significantly above base; it does not hold when MLP-only is significantly
+   below the line. The fraction carries a bootstrap CI and the line the data could have shown (its one-sided 95%
+   lower bound). "Up to": holds when one source holds, does not hold when every source does not.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -60,7 +60,7 @@ from lorank.report.findings_model import (ALPHA, CLAIMS, DEFAULT_RULES, FAILS, H
                                           VERDICTS, PerQuery, Scores, Test, VerdictRules, paired, pooled)
 from lorank.report.findings_rules import (Ctx, finding_1, finding_2, finding_3, finding_4, finding_5, final_side,
                                           final_scores, study_runs, _condition)
-from lorank.report.findings_stats import adjust, as_side
+from lorank.score.stats import adjust, as_side, fmt_p
 
 
 def noise_gate(pq: PerQuery, ref_final: Any, who: str = "", ctx: Ctx = Ctx()) -> tuple[bool, str, Test | None]:
@@ -168,6 +168,8 @@ def evaluate_findings(results: Any, pq: PerQuery, reference: str, test: PerQuery
     Without test-set evidence no verdict is given: it is inconclusive, and says what dev alone would give, since a
     verdict may not rest only on the queries that chose the recipe."""
     rules = rules or DEFAULT_RULES
+    if pq.role != "dev":  # the first view is the dev view, whatever it was labelled
+        pq = dataclasses.replace(pq, role="dev")
     dev = evaluate_view(results, pq, reference, rules)
     has_test = test is not None and bool(test.bm25)
     if not has_test:
@@ -179,6 +181,8 @@ def evaluate_findings(results: Any, pq: PerQuery, reference: str, test: PerQuery
             g["dev"] = {"verdict": f["verdict"], "reason": f["reason"], "sets": f["sets"]}
             out.append(g)
         return out
+    if not test.curve and pq.curve:  # finding 1's trend on a test view: the dev sets' dense curve, labelled so
+        test = dataclasses.replace(test, curve=pq.curve, curve_role=pq.role)
     decide = test if rules.decide_on == "test" else pooled([pq, test])
     main = evaluate_view(results, decide, reference, rules)
     test_only = main if decide is test else evaluate_view(results, test, reference, rules)
@@ -208,13 +212,6 @@ def p_text(f: dict[str, Any]) -> str:
                      for k, v in vals) or "-"
 
 
-def fmt_p(p: float | None) -> str:
-    """A p-value as a reader wants it: 3 significant digits, scientific below 1e-3."""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "-"
-    return f"{p:.2g}" if p < 1e-3 else f"{p:.3g}"
-
-
 _fmt_p = fmt_p
 
 
@@ -225,9 +222,71 @@ def _sets(f: dict[str, Any], role: str) -> str:
     return "+".join((f.get("dev") or {}).get("sets") or (f.get("sets") if f.get("role") == "dev" else []) or [])
 
 
-def findings_markdown(findings: list[dict[str, Any]], title: str | None = None) -> str:
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def summary(f: dict[str, Any]) -> str:
+    """The figures behind a verdict in one short line (nDCG@10 means, CIs, adjusted p), from findings.json alone."""
+    ev, n = f.get("evidence") or {}, f["finding"]
+    sig = [k for k, v in f["p_values"].items() if v.get("confirmatory") and v.get("significant")]
+    tests = f["p_values"]
+    if n == 1 and "ndcg_first" in ev:
+        t = tests.get(ev.get("test", ""), {})
+        ci = t.get("ci95") or [None, None]
+        return (f"{_num(ev['ndcg_first'])} at step {ev['first_step']} -> {_num(ev['ndcg_last'])} at {ev['last_step']} "
+                f"(95% CI of the rise {_num(ci[0])} to {_num(ci[1])}, p_adj {fmt_p(t.get('p_adj'))}); Spearman rho "
+                f"{ev.get('spearman_rho')} over the {ev.get('trend_source')}; {ev.get('runs_rising_significantly')} of "
+                f"{ev.get('runs_total')} conditions rise significantly")
+    if n == 2 and ev.get("means"):
+        arm = ev.get("tested_alpha_policy", "fixed")
+        pairs = [k for k, v in tests.items() if v.get("kind") == "equivalence" and k.startswith(f"[{arm}]")]
+        diff = [k.split("] ")[-1] for k in ev.get("significant_pairs", []) if k.startswith(f"[{arm}]")]
+        return (f"alpha {arm}: " + ", ".join(f"{k} {_num(v)}" for k, v in ev["means"].items())
+                + "; significantly different: " + (", ".join(diff) or "none")
+                + f"; shown equivalent within +-{ev.get('margin')}: {len(ev.get('equivalent_pairs', []))} of "
+                  f"{len(pairs)} pairs (the data could show +-{_num(ev.get('smallest_margin_all_equivalent'))})")
+    if n == 3 and "source" in ev:
+        base = ev.get("baseline")
+        return (f"{ev['source']}: all {_num(ev.get('all'))}, MHA {_num(ev.get('mha'))}, MLP {_num(ev.get('mlp'))}, "
+                f"{base} {_num(ev.get(base))}; significant as claimed: " + (", ".join(
+                    k for k in sig if tests[k].get("delta", 0) > 0 and not k.startswith("gate")) or "none"))
+    if n == 4 and "windows" in ev:
+        w = ev["windows"]
+        return (f"top window {ev.get('top_window', '-')} ({_num(w.get(ev.get('top_window')))}), L5-15 "
+                f"{_num(w.get('only L5-15'))}; layers {ev.get('layers_verdict')}, up/gate vs down "
+                f"{ev.get('projections_verdict')}")
+    if n == 5:
+        parts = []
+        for src in ("trained", "inference-time"):
+            e = ev.get(src)
+            if e:
+                ci = e.get("fraction_ci95") or [None, None]
+                parts.append(f"{src}: {_pct(e.get('recovered_fraction'))} of the gain over {e.get('baseline')} "
+                             f"(95% CI {_pct(ci[0])} to {_pct(ci[1])}) against the {_pct(ev.get('line'))} line")
+        if parts:
+            return "; ".join(parts)
+    return f["reason"]
+
+
+def findings_markdown(findings: list[dict[str, Any]], title: str | None = None, compact: bool = False) -> str:
     """The findings as a Markdown table: the paper's claim, the verdict (decided on the test set), what dev alone
-    gives (the sets that chose the recipe), the deciding figures, the confirmatory tests' adjusted p-values."""
+    gives (the sets that chose the recipe), the deciding figures, the confirmatory tests' adjusted p-values.
+    ``compact`` (a README's table): the figures in one short line (:func:`summary`), no p-value column."""
+    if compact:
+        lines = [f"### {title}", ""] if title else []
+        lines += ["| # | the paper's claim | verdict (test) | on dev | the figures behind it |", "|---|---|---|---|---|"]
+        for f in findings:
+            dev = f.get("verdict_dev") or (f.get("dev") or {}).get("verdict") or "-"
+            view = "dev" if f.get("role") == "dev" else "test"
+            cells = [str(f["finding"]), f["claim"], f"**{f['verdict']}** ({_sets(f, 'test') or 'no test set'})",
+                     f"{dev} ({_sets(f, 'dev')})", f"on {view}: {summary(f)}"]
+            lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        return "\n".join(lines) + "\n"
     lines = [f"### {title}", ""] if title else []
     lines += ["| # | the paper's claim | verdict (test) | on dev | deciding figures | p-values (study-wide adjusted) |",
               "|---|---|---|---|---|---|"]

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from lorank.errors import ConfigError
-from lorank.report.findings_stats import (Scores, Side, adjust, as_side, boot_means, common_queries, detectable_effect,
+from lorank.score.stats import (Scores, Side, adjust, as_side, boot_means, common_queries, detectable_effect,
                                           matrix, percentile_ci, tost, ttest)
 
 ALPHA = 0.05
@@ -60,6 +60,9 @@ class PerQuery:
     #: the cheap dense curve (top-k evaluations between checkpoints): run_id -> step -> qid -> value
     curve: dict[str, dict[int, Scores]] = field(default_factory=dict)
     role: str = "dev"  # the sets' role in the protocol: dev (chose the recipe) or test (report only)
+    #: the role of the sets the dense curve was scored on, when it is not this view's own (a test view reads the dev
+    #: sets' curve for finding 1's trend: the curve is scored during training, where a test set never is)
+    curve_role: str = ""
 
     @property
     def labels(self) -> tuple[str, ...]:

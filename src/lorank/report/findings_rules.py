@@ -13,7 +13,7 @@ import numpy as np
 from lorank.report.findings_model import (DEFAULT_RULES, FAILS, HOLDS, INCONCLUSIVE, RHO_MIN, TARGET_WINDOW,
                                           PerQuery, Scores, Test, VerdictRules, holm_family, noninferior, paired,
                                           result, rounded, side_mean, spearman)
-from lorank.report.findings_stats import Side, as_side, common_queries, matrix
+from lorank.score.stats import Side, as_side, common_queries, matrix
 
 _AXES = ("model", "rank", "components", "projections", "layers", "variant", "seed", "alpha", "dropout",
          "alpha_policy")
@@ -164,7 +164,7 @@ def finding_1(runs: dict[str, dict[str, Any]], pq: PerQuery, ref: str, ctx: Ctx 
         cshared = sorted(set.intersection(*(set(c) for c in curve_by))) if curve_by and all(curve_by) else []
         if len(cshared) >= 3:
             pts = {st: side_mean({_seed_label(runs, r): pq.curve[r][st] for r in rids}) for st in cshared}
-            trend_source = f"dense curve ({len(cshared)} points)"
+            trend_source = (f"{pq.curve_role} sets' " if pq.curve_role else "") + f"dense curve ({len(cshared)} points)"
         else:
             pts = {st: side_mean(side_at[st]) for st in shared}
             trend_source = f"checkpoints ({len(shared)})"

@@ -64,8 +64,12 @@ def protocol_notes(plan: Any) -> list[str]:
 
     notes: list[str] = []
     for r in plan.runs:
-        for v in protocol_violations(r.train_config):
-            notes.append(v)
+        notes += [f"{r.run_id}: {v}" if len(plan.runs) == 1 else f"the training runs: {v}"
+                  for v in protocol_violations(r.train_config)]
+    for ext in getattr(plan, "adapters", {}).values():  # the dissected adapters' own training
+        cfg = (getattr(ext, "training", None) or {}).get("config")
+        if cfg:
+            notes += [f"{ext.run_id} (dissected): {v}" for v in protocol_violations(cfg)]
     return list(dict.fromkeys(notes))
 
 
@@ -99,15 +103,31 @@ def findings_section(plan: Any, study_dir: Path, results: Any = None, view: PerQ
     """A :class:`lorank.report.page.Section`; writes ``STUDY_DIR/findings.json``."""
     findings = study_findings(plan, study_dir, results, view)
     save_findings(study_dir, findings)
+    from lorank.report.findings import _sets
+
     sec = Section(TITLE, "The paper's five findings (Mistral-7B, Llama-3.1-8B, Pythia-6.9B on MS MARCO, TREC DL19) "
-                  "tested on this study's numbers: paired t-tests over queries (nDCG@10), Holm-corrected within each "
-                  f"finding, alpha {ALPHA}. If the reference adapter is not significantly above BM25, every verdict "
-                  "is inconclusive: the differences are noise. The decision rules are in the table's last column and "
-                  "in <code>lorank.report.findings</code>; every figure is in the study folder's "
+                  "tested on this study's numbers (the rules: docs/protocol.md in the repository): a verdict is decided on the test sets (reported only, never used to choose) and the "
+                  "same rules on the dev sets (which chose the recipe and checkpoint) are shown beside it; "
+                  "'comparable' needs an equivalence test (TOST) within the declared margin, 'recovers' a "
+                  "non-inferiority test against the declared line; the confirmatory tests are corrected together "
+                  "across the study. If the reference adapter is not significantly above BM25, every verdict is "
+                  "inconclusive: the differences are noise. Every figure is in the study folder's "
                   "<a href='../findings.json'>findings.json</a>.")
     if not findings:
         sec.text += " <span class='muted'>(no checkpoint evaluated yet)</span>"
         return sec
+    notes = findings[0].get("protocol_violations") or []
+    if notes:
+        sec.text += (" <b>Protocol violations</b> (the figures they touch are not clean evidence): "
+                     + "; ".join(notes) + ".")
+    sec.tables.append(("The five findings: the paper's claim, the verdict on the test sets, what the dev sets "
+                       "alone give, the deciding figures and the confirmatory tests' study-wide adjusted p-values",
+                       ["#", "the paper's claim", "verdict (test)", "on dev", "deciding figures",
+                        "p-values (adjusted)", "rule"],
+                       [[str(f["finding"]), f["claim"], f"{f['verdict']} ({_sets(f, 'test') or 'no test set'})",
+                         f"{f.get('verdict_dev', '-')} ({_sets(f, 'dev')})", figures_text(f), p_text(f), f["rule"]]
+                        for f in findings]))
+    return sec
     sec.tables.append(("The five findings: the paper's claim, this study's verdict, the deciding figures and the "
                        "Holm-adjusted p-values of the finding's tests",
                        ["#", "the paper's claim", "this study", "deciding figures", "p-values (Holm)", "rule"],
@@ -132,5 +152,19 @@ def write_findings(study_dir: str | Path, markdown: str | Path | None = None) ->
     save_findings(study_dir, findings)
     md = findings_markdown(findings, f"What the study finds ({plan.spec.name})")
     if markdown is not None:
-        atomic_write_text(Path(markdown), md)
+        _write_markdown(Path(markdown), study_dir, md)
     return findings, md
+
+
+def _write_markdown(path: Path, study_dir: Path, md: str) -> None:
+    """A Markdown file with a generated findings block of this study (``<!-- lorank:findings DIR -->``, DIR relative
+    to the file's folder) gets that block rewritten from findings.json; any other file is written with the table."""
+    from lorank.markdown_blocks import blocks, update_file
+
+    if path.is_file():
+        mine = [(k, key) for k, key in blocks(path.read_text(encoding="utf-8"))
+                if k == "findings" and (path.resolve().parent / key).resolve() == Path(study_dir).resolve()]
+        if mine:
+            update_file(path, only=mine[0])
+            return
+    atomic_write_text(path, md)

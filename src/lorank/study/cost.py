@@ -18,7 +18,9 @@ from typing import Any
 
 AVG_TOKENS = 100  # a DL query + passage in the default template, in tokens (measured: 90-110; MS MARCO train ~104)
 #: judged queries of the named evaluation sets (the default of `max_queries`); another set is counted as 43
-SET_QUERIES = {"dl19": 43, "trec-dl-2019": 43, "dl20": 54, "trec-dl-2020": 54}
+SET_QUERIES = {"dl19": 43, "trec-dl-2019": 43, "dl20": 54, "trec-dl-2020": 54, "dl22": 76, "trec-dl-2022": 76,
+               "dl19-splade": 43, "dl20-splade": 54, "dl22-splade": 76, "trec-dl-2019-splade": 43,
+               "trec-dl-2020-splade": 54, "trec-dl-2022-splade": 76}
 #: SmolLM2-135M's body parameters (`lorank.study.plan.count_params`): the model the CPU rates were measured on
 CPU_REF_PARAMS = 106_168_320
 
@@ -127,7 +129,20 @@ def train_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
     ck = tc["checkpoints"]
     n_ckpt = len(ck.get("steps") or []) or max(1, n_steps // (ck.get("every") or n_steps))
     pairs = sum(set_queries(s, ev.get("max_queries")) for s in ev.get("sets", [])) * ev.get("depth", 100)
-    return tokens * 4 * n / rates.train + n_ckpt * score_s(pairs, n, rates) + curve_estimate(tc, n, rates) + 15
+    return (tokens * 4 * n / rates.train + n_ckpt * score_s(pairs, n, rates) + curve_estimate(tc, n, rates)
+            + test_estimate(tc, n, rates) + 15)
+
+
+def test_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
+    """A run's test-set scoring once training has finished (``eval.test_sets`` on the final checkpoint, or on each
+    step of ``eval.test_steps``)."""
+    ev = tc.get("eval", {})
+    if not ev.get("test_sets"):
+        return 0.0
+    steps = ev.get("test_steps", "final")
+    n_scored = 1 if steps == "final" else len(set(steps))
+    pairs = sum(set_queries(s, ev.get("max_queries")) for s in ev["test_sets"]) * ev.get("depth", 100)
+    return n_scored * score_s(pairs, n, rates)
 
 
 def curve_points(n_steps: int, every: int) -> int:

@@ -67,8 +67,9 @@ class CheckpointEvaluator:
         return self._score(model, step, self.sets, test=False)
 
     def score_test(self, model: Any, step: int) -> list[dict[str, Any]]:
-        """Score the test sets (``eval.test_sets``) on the final model, at its step (those not yet scored): rows
-        with role ``test``. Call it once training has finished, never on an intermediate checkpoint."""
+        """Score the test sets (``eval.test_sets``) on a frozen checkpoint's weights, at its step (those not yet
+        scored): rows with role ``test``. Call it only once training has finished (the final checkpoint, or the saved
+        steps ``eval.test_steps`` lists), never while a checkpoint can still be chosen."""
         return self._score(model, step, self.test_sets, test=True)
 
     def _score(self, model: Any, step: int, sets: dict[str, Any], test: bool) -> list[dict[str, Any]]:

@@ -174,6 +174,8 @@ class TrainConfig(Strict):
             d["eval"].pop("curve")
         if not d.get("eval", {}).get("test_sets", True):  # no test sets: as before eval.test_sets existed
             d["eval"].pop("test_sets")
+        if d.get("eval", {}).get("test_steps") == "final":  # the default: as before eval.test_steps existed
+            d["eval"].pop("test_steps")
         for src, spec in zip(d.get("data", []), self.data):  # msmarco-only fields unset: as before they existed
             for key in ("negatives", "mine", "max_queries"):
                 if src.get(key) is None:

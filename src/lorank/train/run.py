@@ -231,7 +231,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         _evaluate_missing(evaluator, model, ckpts)
     finished = stop.signum is None and not (guard is not None and guard.tripped is not None)
     if evaluator is not None and evaluator.test_sets and finished and ckpts and step_of(ckpts[-1]) >= steps:
-        _evaluate_final_on_test(evaluator, model, ckpts[-1])  # once, on the final model; skipped when done
+        _evaluate_on_test(evaluator, model, ckpts, cfg.eval.test_steps)  # once, on frozen weights; skipped when done
     plot = (plot_checkpoint_curve(out, title=f"{cfg.model} LoRA {spec.short_name()}", baselines=evaluator.first_stage())
             if evaluator else None)
     eval_s = evaluator.total_s if (evaluator and cfg.eval.during_training) else 0.0
@@ -395,18 +395,25 @@ def _evaluate_missing(evaluator: Any, model: Any, ckpts: list[Path]) -> None:
     model.load_state_dict(current, strict=False)
 
 
-def _evaluate_final_on_test(evaluator: Any, model: Any, final: Path) -> None:
-    """Score the test sets (``eval.test_sets``) once, on the final checkpoint's weights (loaded: a run resumed
-    from its final checkpoint trained nothing in this call), unless that is already done."""
+def _evaluate_on_test(evaluator: Any, model: Any, ckpts: list[Path], test_steps: Any = "final") -> None:
+    """Score the test sets (``eval.test_sets``) once per chosen checkpoint, after training has finished: the final one
+    (``test_steps: final``) or the saved steps listed, each on its own weights (loaded: a run resumed from its final
+    checkpoint trained nothing in this call), unless that is already done; the model's weights are put back."""
     from lorank.adapters import load_adapter_weights
 
-    step = step_of(final)
+    by_step = {step_of(c): c for c in ckpts}
+    wanted = [step_of(ckpts[-1])] if test_steps == "final" else sorted(set(test_steps) | {step_of(ckpts[-1])})
+    missing = [s for s in wanted if s not in by_step]
+    if missing:
+        log.warning("eval.test_steps: no saved checkpoint at step(s) %s; the test sets score the others", missing)
     done = evaluator.done_steps()
-    if all((step, s) in done for s in evaluator.test_sets):
+    todo = [s for s in wanted if s in by_step and not all((s, t) in done for t in evaluator.test_sets)]
+    if not todo:
         return
     current = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
-    load_adapter_weights(model, final)
-    evaluator.score_test(model, step)
+    for step in todo:
+        load_adapter_weights(model, by_step[step])
+        evaluator.score_test(model, step)
     model.load_state_dict(current, strict=False)
 
 

@@ -1,5 +1,5 @@
-"""The statistics behind a verdict (:mod:`lorank.report.findings`): paired t-tests over queries (two-sided or
-one-sided), TOST equivalence, non-inferiority of a recovered fraction, hierarchical bootstrap CIs over queries and
+"""Statistics for paired per-query comparisons (the verdicts of :mod:`lorank.report.findings`, an adapter's figures
+against its first stage): paired t-tests over queries (two-sided or one-sided), TOST equivalence, non-inferiority of a recovered fraction, hierarchical bootstrap CIs over queries and
 seeds, the effect a test could have detected at 80% power, and the study-wide multiplicity correction.
 
 A *side* of a comparison is one condition's per-query scores, one dict per replicate (a training seed, or a single
@@ -163,5 +163,12 @@ def adjust(pvalues: Sequence[float], method: str = "holm") -> list[float]:
     return out
 
 
-__all__ = ["Scores", "Side", "adjust", "as_side", "boot_means", "common_queries", "detectable_effect", "matrix",
+def fmt_p(p: float | None) -> str:
+    """A p-value as a reader wants it: 3 significant digits, scientific notation below 1e-3 ("-" when undefined)."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    return f"{p:.2g}" if p < 1e-3 else f"{p:.3g}"
+
+
+__all__ = ["Scores", "fmt_p", "Side", "adjust", "as_side", "boot_means", "common_queries", "detectable_effect", "matrix",
            "paired_ttest", "percentile_ci", "t_interval", "tost", "ttest"]
