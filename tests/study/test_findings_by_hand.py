@@ -45,3 +45,26 @@ def test_a_bad_run_line_names_file_and_line(tmp_path):
     f.write_text("q1 Q0 d1 1 0.5 t\nq1 Q0\n")
     with pytest.raises(SystemExit, match=r"x\.run:2: not a TREC run line"):
         fbh.read_run(f)
+
+
+def test_seeds_are_averaged_per_query_and_tost_is_printed(tmp_path, capsys, monkeypatch):
+    data, study = tmp_path / "data", tmp_path / "study"
+    for s, folder in fbh.SETS:
+        (data / folder).mkdir(parents=True)
+        (data / folder / "qrels.txt").write_text(f"{s}a 0 good 3\n{s}a 0 bad 0\n{s}b 0 good 2\n{s}b 0 bad 0\n")
+        _write_run(data / folder / "bm25.run", {f"{s}a": {"bad": 2, "good": 1}, f"{s}b": {"bad": 2, "good": 1}})
+        # two seeds of r1: one ranks both good passages first, one neither (mean per query 0.8155); r8 always first
+        for run, good in (("m-r1-all-s42-aaaaaa", 3), ("m-r1-all-s43-bbbbbb", 1), ("m-r8-all-s42-cccccc", 3)):
+            d = study / "runs" / run / "runs_trec"
+            d.mkdir(parents=True, exist_ok=True)
+            _write_run(d / f"checkpoint-10.{s}.run", {f"{s}a": {"bad": 2, "good": good}, f"{s}b": {"bad": 2, "good": good}})
+    monkeypatch.setattr(sys, "argv", ["x", str(study), "--data", str(data), "--step", "10", "--margin", "0.5",
+                                      "--pairs", "r1-all:r8-all"])
+    fbh.main()
+    out = capsys.readouterr().out
+    assert "m-r1-all   step    10: 0.8155  vs BM25" in out and "(2 seeds: 1.0000, 0.6309)" in out
+    assert "m-r1-all vs m-r8-all at step 10: 0.8155 vs 1.0000  p = 0 (identical)" not in out
+    import re
+
+    m = re.search(r"at step 10: 0\.8155 vs 1\.0000  p = \S+, TOST \+-0\.5 p = (\S+), Holm", out)
+    assert m and float(m[1]) < 1e-6, out  # every difference is -0.1845: well inside +-0.5
