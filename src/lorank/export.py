@@ -234,8 +234,9 @@ def _readme(meta: dict[str, Any], rows: list[dict[str, Any]], commands: dict[str
              "rr.score('what is a flea', ['Fleas are small insects ...', 'A river ...'])", "```", ""]
     if note:
         lines += [note.strip(), ""]
-    if rows:
-        lines += [metrics_table({"evaluations": rows, "vs_first_stage": vs or {}}), ""]
+    if rows:  # a generated block: `lorank readme README.md` rewrites it from metrics.json (e.g. after a test scoring)
+        lines += ["<!-- lorank:adapter-table . -->", metrics_table({"evaluations": rows, "vs_first_stage": vs or {}}),
+                  "<!-- /lorank:adapter-table -->", ""]
     if commands:
         lines += ["How it was made:", ""] + [f"- {k}: `{v}`" for k, v in commands.items()] + [""]
     lines += ["`training_config.json` holds the run's resolved config, `metrics.json` the evaluations.", ""]

@@ -224,7 +224,8 @@ def test_export_adapter_is_small_self_contained_and_scores_like_the_checkpoint(t
     assert set(tests) == {"ndcg_cut_10", "recip_rank_10"} and all(0.0 <= t["p_adjusted"] <= 1.0 for t in tests.values())
     assert abs(tests["ndcg_cut_10"]["value"] - metrics["evaluations"][0]["ndcg_cut_10"]) < 1e-4
     readme = (out / "README.md").read_text()
-    assert "Trained in a test." in readme and "first stage nDCG@10" in readme and "lorank train t.yaml" in readme
+    assert "Trained in a test." in readme and "| set | role | first stage |" in readme and "lorank train t.yaml" in readme
+    assert "<!-- lorank:adapter-table . -->" in readme
     from safetensors import safe_open
 
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as fh:
@@ -265,6 +266,40 @@ def test_an_exported_adapter_is_re_exported_with_the_evaluations_of_another_fold
     empty.mkdir()
     bad = CliRunner().invoke(app, ["export-adapter", str(kept), "--out", str(tmp_path / "x"), "--evaluations", str(empty)])
     assert bad.exit_code != 0 and "no metrics.jsonl" in bad.output and not (tmp_path / "x").exists()
+
+
+def test_a_frozen_adapter_is_scored_on_a_test_set_and_its_figures_carry_their_role(tiny_run, tmp_path):
+    """lorank evaluate-adapter: the reranked run on a test set (a folder named like DL22) becomes a metrics.json row
+    with role test, a first-stage test with a 95% CI, and a row of the README's generated table; the dev rows keep
+    theirs. A run missing queries is refused."""
+    from lorank.data.roles import role_of
+    from tests.tinydata import make_trec_dir
+
+    root, _ = tiny_run
+    out = tmp_path / "adapters" / "tiny-ref"
+    assert CliRunner().invoke(app, ["export-adapter", str(root / "run"), "--out", str(out)]).exit_code == 0
+    test_set = make_trec_dir(tmp_path / "trec-dl-2022", seed=3, first_qid=900)
+    assert role_of(str(test_set)) == "test"
+    run = tmp_path / "t.run"
+    res = CliRunner().invoke(app, ["rerank", "--adapter", str(out), "--eval", str(test_set), "--out", str(run),
+                                   "--depth", "12"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["evaluate-adapter", str(out), "--run", f"{test_set}={run}", "--depth", "12",
+                                   "--command", "lorank rerank ..."])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    roles = {r["eval_set"]: r["role"] for r in metrics["evaluations"]}
+    assert roles["trec-dl-2022"] == "test" and set(roles.values()) == {"dev", "test"}
+    vs = metrics["vs_first_stage"]["trec-dl-2022"]
+    nd = next(t for t in vs["tests"] if t["measure"] == "ndcg_cut_10")
+    assert vs["role"] == "test" and nd["ci95"][0] <= nd["delta"] <= nd["ci95"][1] and nd["n_queries"] == 6
+    assert metrics["commands"]["evaluate (test)"] == "lorank rerank ..."
+    assert CliRunner().invoke(app, ["readme", str(out / "README.md")]).exit_code == 0
+    assert "| trec-dl-2022 | test | bm25 |" in (out / "README.md").read_text()
+    # a run that lacks some of the set's queries is refused, naming the file
+    run.write_text("\n".join(x for x in run.read_text().splitlines() if not x.startswith("900 ")) + "\n")
+    res = CliRunner().invoke(app, ["evaluate-adapter", str(out), "--run", f"{test_set}={run}"])
+    assert res.exit_code != 0 and "lacks 1 of trec-dl-2022's queries" in res.output and "Traceback" not in res.output
 
 
 def test_export_adapter_refuses_a_command_without_a_name(tiny_run, tmp_path):

@@ -37,9 +37,12 @@ def overview_section(ctx: ReportContext) -> Section:
                           ["step", "detail"], [[k, v["detail"].splitlines()[0] if v["detail"] else ""]
                                                for k, v in stopped.items()]))
     if ctx.first_stage_rows:
-        ov.tables.append(("First stage (BM25) on the evaluated queries", ["eval set", "queries", "nDCG@10", "MRR@10"],
-                          [[r["eval_set"], r["config"], fmt(r.get("ndcg_cut_10")), fmt(r.get("recip_rank_10"))]
-                           for r in ctx.first_stage_rows]))
+        from lorank.data.roles import role_of
+
+        ov.tables.append(("First stage (BM25) on the evaluated queries, with each set's role (dev: may choose; test: "
+                          "reported only)", ["eval set", "role", "queries", "nDCG@10", "MRR@10"],
+                          [[r["eval_set"], r.get("role") or role_of(r["eval_set"]), r["config"],
+                            fmt(r.get("ndcg_cut_10")), fmt(r.get("recip_rank_10"))] for r in ctx.first_stage_rows]))
     return ov
 
 
@@ -64,10 +67,13 @@ def checkpoint_section(ctx: ReportContext, view: Any = None) -> Section:
                     curves[_short(r, plan)] = [(int(a), float(b), float(c)) for a, b, c in
                                                zip(sub["step"], sub["ndcg_cut_10"], sub["recip_rank_10"])]
             if curves:
+                from lorank.data.roles import role_of
+
+                role = role_of(es)
                 png = checkpoint_curves(curves, ctx.first_stage.get(es),
-                                                f"{_slug(model)}: checkpoints on {es}",
+                                                f"{_slug(model)}: checkpoints on {es} ({role})",
                                                 ctx.out / f"curves_{_slug(model)}_{es}.png")
-                ev.images.append((f"{_slug(model)}, {es}", png))
+                ev.images.append((f"{_slug(model)}, {es} ({role})", png))
     if view is not None and len(view.labels) > 1:
         _pooled_curve(ctx, view, ev)
     if not ev.images:
