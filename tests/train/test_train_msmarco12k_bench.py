@@ -110,3 +110,11 @@ def test_merged_evaluation_scores_as_the_unmerged_one(tiny, bf16, tol):
     assert runs[True].keys() == runs[False].keys()
     keys = sorted(runs[False])
     np.testing.assert_allclose([runs[True][k] for k in keys], [runs[False][k] for k in keys], **tol)
+
+
+@pytest.mark.parametrize("first", ["dl22", "dl22-splade", "trec-dl-2022"])
+def test_the_benchmark_refuses_to_choose_a_checkpoint_on_a_test_set(tmp_path, first):
+    """The best checkpoint is chosen on the first of --sets: a test set there is refused before anything is read."""
+    with pytest.raises(SystemExit, match=rf"--sets: {first} is a test set of the evaluation protocol; the first of "
+                                         r"--sets chooses the best checkpoint and must be a dev set"):
+        _bench().collect(tmp_path / "no-run", [first, "dl19"], [], out=tmp_path / "out.json")
