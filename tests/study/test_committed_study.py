@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 STUDY = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "study_smollm2_cpu"
 

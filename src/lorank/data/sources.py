@@ -101,7 +101,7 @@ def resolve_eval_set(name_or_path: str, data_root: str | Path | None = None) -> 
             return load_ir_dataset(irds_id, name=folder)
         except DataError as e:
             tried.append(f"ir_datasets {irds_id}: {e.problem}")
-    raise DataError(name_or_path, None, f"evaluation set not found; tried:\n  - " + "\n  - ".join(tried))
+    raise DataError(name_or_path, None, "evaluation set not found; tried:\n  - " + "\n  - ".join(tried))
 
 
 def load_eval_data(eval_set: Any = None, queries: str | Path | None = None, run: str | Path | None = None,

@@ -53,11 +53,10 @@ How a verdict is reached (the rules a study declares under ``verdicts:`` before 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from lorank.report.findings_model import (ALPHA, CLAIMS, DEFAULT_RULES, FAILS, HOLDS, INCONCLUSIVE, MEASURE, RULES,
-                                          VERDICTS, PerQuery, Scores, Test, VerdictRules, paired, pooled)
+                                          VERDICTS, PerQuery, Test, VerdictRules, pooled)
 from lorank.report.findings_rules import (Ctx, finding_1, finding_2, finding_3, finding_4, finding_5, final_side,
                                           final_scores, study_runs, _condition)
 from lorank.score.stats import adjust, as_side, fmt_p
@@ -212,7 +211,6 @@ def p_text(f: dict[str, Any]) -> str:
                      for k, v in vals) or "-"
 
 
-_fmt_p = fmt_p
 
 
 def _sets(f: dict[str, Any], role: str) -> str:

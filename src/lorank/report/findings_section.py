@@ -10,7 +10,7 @@ from typing import Any
 
 from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.report.context import reference_run
-from lorank.report.findings import ALPHA, evaluate_findings, figures_text, findings_markdown, p_text, pooled
+from lorank.report.findings import evaluate_findings, figures_text, findings_markdown, p_text, pooled
 from lorank.report.findings_model import PerQuery
 from lorank.report.page import Section
 

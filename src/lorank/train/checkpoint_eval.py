@@ -72,6 +72,17 @@ class CheckpointEvaluator:
         steps ``eval.test_steps`` lists), never while a checkpoint can still be chosen."""
         return self._score(model, step, self.test_sets, test=True)
 
+    def rerank_set(self, model: Any, rs: Any) -> tuple[dict[str, Any], dict[str, Any], str, bool, float]:
+        """`rs` reranked at the evaluation depth, with the LoRA merged while it scores when that is the choice:
+        (the run, the scores, the precision, whether LoRA was merged, the wall time)."""
+        t0 = time.perf_counter()
+        scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)
+        merge = self.merge_lora if self.merge_lora is not None else merge_by_default(scorer.device)
+        with (merged_lora(model) if merge else contextlib.nullcontext(0)) as n_merged:
+            scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
+        run = rerank_to_run(scores, rs.run, self.spec.depth)
+        return run, scores, scorer.precision, bool(n_merged), time.perf_counter() - t0
+
     def _score(self, model: Any, step: int, sets: dict[str, Any], test: bool) -> list[dict[str, Any]]:
         from lorank.score import evaluate, write_run
 
@@ -87,13 +98,7 @@ class CheckpointEvaluator:
                         f"{have}, not {self.spec.depth}; its metrics row and TREC run would be mixed up with this "
                         "one's: evaluate this depth into another folder")
                 continue
-            t0 = time.perf_counter()
-            scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)
-            merge = self.merge_lora if self.merge_lora is not None else merge_by_default(scorer.device)
-            with (merged_lora(model) if merge else contextlib.nullcontext(0)) as n_merged:
-                scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
-            run = rerank_to_run(scores, rs.run, self.spec.depth)
-            wall = time.perf_counter() - t0
+            run, scores, precision, merged, wall = self.rerank_set(model, rs)
             if test:
                 self.test_s += wall
             else:
@@ -103,8 +108,7 @@ class CheckpointEvaluator:
             row = {"step": step, "eval_set": name, "role": role,
                    **{k: round(float(v), 6) for k, v in res.aggregate.items()},
                    "pairs": n_pairs, "depth": self.spec.depth, "score_wall_s": round(wall, 2),
-                   "pairs_per_s": round(n_pairs / wall, 2), "precision": scorer.precision,
-                   "lora_merged": bool(n_merged)}
+                   "pairs_per_s": round(n_pairs / wall, 2), "precision": precision, "lora_merged": merged}
             if self.spec.write_runs:
                 write_run(self.out_dir / "runs_trec" / f"checkpoint-{step}.{name}.run", run, tag=f"lorank-{step}")
             append_metrics(self.out_dir, row)

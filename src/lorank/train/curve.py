@@ -11,10 +11,8 @@ and studies add its rows to results.csv with ``source: curve``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ from transformers import TrainerCallback
 from lorank.atomic import atomic_write_text
 from lorank.config import EvalSpec
 from lorank.errors import ConfigError
-from lorank.models.lora_merge import merge_by_default, merged_lora
 from lorank.train.checkpoint_eval import CURVE_FILE, CheckpointEvaluator, read_curve
 
 log = logging.getLogger("lorank.train")
@@ -64,8 +61,6 @@ class CurveEvaluator(CheckpointEvaluator):
 
     def __call__(self, model: Any, step: int, ckpt_dir: Path | None = None) -> list[dict[str, Any]]:
         from lorank.score import evaluate, write_run
-        from lorank.score.engine import Scorer
-        from lorank.score.runs import rerank_to_run
 
         rows = []
         depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_curve(self.out_dir)}
@@ -76,20 +71,14 @@ class CurveEvaluator(CheckpointEvaluator):
                                       f"{depths[(step, name)]}, not {self.spec.depth}: score this depth into another "
                                       "folder")
                 continue
-            t0 = time.perf_counter()
-            scorer = Scorer(model, self.encoder, self.pad_id, batch_tokens=self.spec.batch_tokens, bf16=self.spec.bf16)
-            merge = self.merge_lora if self.merge_lora is not None else merge_by_default(scorer.device)
-            with (merged_lora(model) if merge else contextlib.nullcontext(0)) as n_merged:
-                scores = scorer.rerank(rs.queries, rs.passages, rs.run, depth=self.spec.depth)
-            run = rerank_to_run(scores, rs.run, self.spec.depth)
+            run, scores, precision, merged, wall = self.rerank_set(model, rs)
             res = evaluate(rs.qrels, run, rel_threshold=self.spec.rel_threshold)
             write_run(self.out_dir / "runs_trec" / f"curve-{step}.{name}.run", run, tag=f"lorank-curve-{step}")
-            wall = time.perf_counter() - t0
             self.total_s += wall
             row = {"step": step, "eval_set": name, "role": "dev", "depth": self.spec.depth,
                    **{k: round(float(v), 6) for k, v in res.aggregate.items()},
                    "pairs": sum(len(v) for v in scores.values()), "score_wall_s": round(wall, 2),
-                   "precision": scorer.precision, "lora_merged": bool(n_merged)}
+                   "precision": precision, "lora_merged": merged}
             _append_curve(self.out_dir, row)  # after its run file: a row means both are there
             log.info("curve step %d %s (top-%d): nDCG@10 %.4f", step, name, self.spec.depth,
                      row.get("ndcg_cut_10", float("nan")))
