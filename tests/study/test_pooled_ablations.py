@@ -52,7 +52,7 @@ def test_each_sweep_is_pooled_over_both_sets(two_sets):
     (ps,) = pooled_sweeps(plan, out)
     assert (ps.subject, ps.sweep, ps.sets, ps.queries, ps.depths) == ("adapter:ref", "components", ["seta", "setb"],
                                                                       7, [6])
-    assert ps.where == "seta + setb pooled, 7 queries x top-6" and not ps.left_out
+    assert ps.where == "seta + setb pooled (dev), 7 queries x top-6" and not ps.left_out
     assert [r["config"] for r in ps.rows] == ["full", "none", "mha-only", "mlp-only"]
     # by hand: the per-query values of both sets' TREC runs, the mean over all 7 queries, the paired test
     per_set = {}
@@ -75,8 +75,8 @@ def test_the_report_shows_the_pooled_and_each_sets_figure_and_drops_stale_pngs(t
     assert pngs == ["ablation_adapter_ref_components_pooled.png", "ablation_adapter_ref_seta_components.png",
                     "ablation_adapter_ref_setb_components.png"]
     md = (rep / "tables.md").read_text(encoding="utf-8")
-    assert "components on" in md and "seta + setb pooled, 7 queries x top-6; paired over all of them" in md
-    assert "seta, 3 queries x top-6" in md and "setb, 4 queries x top-6" in md
+    assert "components on" in md and "seta + setb pooled (dev), 7 queries x top-6; paired over all of them" in md
+    assert "seta (dev), 3 queries x top-6" in md and "setb (dev), 4 queries x top-6" in md
 
 
 def test_the_final_checkpoints_are_compared_on_both_sets_pooled(two_sets):

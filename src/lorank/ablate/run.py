@@ -100,11 +100,12 @@ def comparison_table(cmp: Any, order: list[str], groups: dict[str, str]) -> list
 
 
 def where_text(eval_set: str, queries: int, depth: int | None) -> str:
-    """What a sweep was scored on, for its figure's title: "DL19, 43 queries x top-50"."""
+    """What a sweep was scored on, with the set's role, for its figure's title: "DL19 (dev), 43 queries x top-50"."""
+    from lorank.data.roles import role_of
     from lorank.data.sources import eval_label
 
     label = eval_label(eval_set)
-    return f"{label.upper() if label.startswith('dl') else label}, {queries} queries x top-{depth}"
+    return f"{label.upper() if label.startswith('dl') else label} ({role_of(label)}), {queries} queries x top-{depth}"
 
 
 def plot_sweep(sweep: str, rows: list[dict[str, Any]], out: Path, where: str = "") -> Path:

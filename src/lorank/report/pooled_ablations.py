@@ -24,9 +24,12 @@ class PooledSweep:
 
     @property
     def where(self) -> str:
+        from lorank.data.roles import role_of
+
         sets = " + ".join(s.upper() if s.startswith("dl") else s for s in self.sets)
         depth = "/".join(str(d) for d in self.depths)
-        return f"{sets} pooled, {self.queries} queries x top-{depth}"
+        roles = "/".join(dict.fromkeys(role_of(s) for s in self.sets))
+        return f"{sets} pooled ({roles}), {self.queries} queries x top-{depth}"
 
 
 def _read_run(path: Path) -> dict[str, dict[str, float]]:
