@@ -89,7 +89,8 @@ def test_the_curve_draws_a_test_row_as_one_marker_not_a_line(tmp_path, monkeypat
 
     from lorank.train.checkpoint_eval import append_metrics, plot_checkpoint_curve
 
-    for step, s, role, v in ((2, "dl19", "dev", 0.5), (4, "dl19", "dev", 0.6), (4, "trec-dl-2022", "test", 0.4)):
+    for step, s, role, v in ((2, "dl19", "dev", 0.5), (4, "dl19", "dev", 0.6), (4, "trec-dl-2022", "test", 0.4),
+                             (2, "trec-dl-2022", "test", 0.3)):
         append_metrics(tmp_path, {"step": step, "eval_set": s, "role": role, "ndcg_cut_10": v, "recip_rank_10": v})
     calls = []
     real = matplotlib.axes.Axes.plot
@@ -102,7 +103,8 @@ def test_the_curve_draws_a_test_row_as_one_marker_not_a_line(tmp_path, monkeypat
     assert plot_checkpoint_curve(tmp_path) is not None
     test_calls = [(xs, kw) for xs, kw in calls if "trec-dl-2022" in kw.get("label", "")]
     assert len(test_calls) == 2  # one a panel
-    assert all(xs == [4] and kw["ls"] == "none" and "test" in kw["label"] for xs, kw in test_calls)
+    # both test scorings (eval.test_steps) as markers, never joined by a line
+    assert all(xs == [2, 4] and kw["ls"] == "none" and "test" in kw["label"] for xs, kw in test_calls)
     assert [xs for xs, kw in calls if kw.get("label", "").startswith("dl19")] == [[2, 4], [2, 4]]
 
 

@@ -147,8 +147,8 @@ def append_metrics(out_dir: Path, row: dict[str, Any]) -> None:
 def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: dict[str, dict[str, float]] | None = None,
                           queries_per_step: int | None = None) -> Path | None:
     """nDCG@10 and MRR@10 vs training step (vs training queries seen, with ``queries_per_step``), one line per dev
-    set; dashed first-stage baseline. A test set's row (role ``test``: scored on the final model only) is a single
-    marker at its step, labelled test, never a curve."""
+    set; dashed first-stage baseline. A test set's rows (role ``test``: scored once training had finished, on the
+    final checkpoint or the steps of ``eval.test_steps``) are markers at their steps, labelled test, never a line."""
     rows = read_metrics(out_dir)
     curve = read_curve(out_dir)  # eval.curve's points: small markers on a thin line beside the checkpoints'
     if not rows and not curve:
@@ -164,9 +164,9 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
             line = None
             pts = sorted((r["step"], r[key]) for r in rows if r["eval_set"] == name and key in r)
             if pts and any(r.get("role", role_of(name)) == TEST for r in rows if r["eval_set"] == name):
-                x, y = pts[-1]  # the final model's score: one point, not a curve over steps
-                ax.plot([x * (queries_per_step or 1)], [y], marker="*", ms=11, ls="none",
-                        label=f"{name} (test: final model only)")
+                # scored once training had finished (the final checkpoint, or eval.test_steps): markers, no line
+                ax.plot([p[0] * (queries_per_step or 1) for p in pts], [p[1] for p in pts], marker="*", ms=11,
+                        ls="none", label=f"{name} (test: scored after training)")
             elif pts:
                 xs = [p[0] * (queries_per_step or 1) for p in pts]
                 line, = ax.plot(xs, [p[1] for p in pts], marker="o", label=f"{name} (reranked)")
