@@ -75,7 +75,7 @@ def noise_gate(pq: PerQuery, ref_final: Any, who: str = "", ctx: Ctx = Ctx()) ->
                  as_side(pq.bm25, "bm25"))
     t.p_adj, t.family, t.alpha = t.p, "precondition (tested alone)", ctx.rules.alpha  # not a claim: no correction
     fig = (f"{name} {t.mean_a:.4f} vs BM25 {t.mean_b:.4f} nDCG@10 on {pq.eval_set} ({pq.role}), "
-           f"p_adj={t.p_adj:.3g}")
+           f"p={t.p:.3g}, tested alone")
     if t.above():
         return True, fig, t
     if who:
