@@ -125,13 +125,12 @@ def vs_first_stage(run_dir: Path, step: Any, rows: list[dict[str, Any]], data_ro
 def _one_vs_first_stage(rs: Any, reranked: Any) -> dict[str, Any]:
     """The first stage's figures and paired t-tests (Holm over the two measures) of `reranked` against it, with the
     95% bootstrap CI of each difference (over queries)."""
-    from lorank.score import compare, evaluate
+    from lorank.score import compare
     from lorank.score.stats import boot_means, percentile_ci
 
-    first = evaluate(rs.qrels, rs.run, measures=list(MEASURES))
     cmp = compare(rs.qrels, {"first_stage": rs.run, "reranked": reranked}, baseline="first_stage",
                   measures=list(MEASURES))
-    rr = evaluate(rs.qrels, reranked, measures=list(MEASURES))
+    first, rr = cmp.results["first_stage"], cmp.results["reranked"]  # compare evaluated both: no second pass
     tests = []
     for c in cmp.comparisons:
         d = c.to_dict()
