@@ -57,11 +57,10 @@ def fails(reader, path: Path, line: int | None, *words: str, **kw) -> DataError:
 @pytest.mark.parametrize(
     "reader, content, line",
     [
-        (iter_queries, "1\tok\n2\ttoo\tmany\n", 2),
         (iter_queries, "1\tok\n2 no tab\n", 2),
         (iter_collection, "1\tok\n2\n", 2),
         (iter_collection, "1\ttitle\ttext\n2\tonly text\n", 2),
-        (iter_collection, "1\ta\tb\tc\n", 1),
+        (iter_collection, "1\n", 1),
         (iter_top1000, "1\t2\tq\tp\n1\t3\tq\n", 2),
         (iter_triples, "q\tp\tn\nq\tp\n", 2),
         (iter_run, "1 Q0 d1 1 2.5 t\n1 Q0 d2 2 2.0\n", 2),
@@ -72,6 +71,59 @@ def fails(reader, path: Path, line: int | None, *words: str, **kw) -> DataError:
 def test_wrong_column_count(tmp_path, reader, content, line):
     path = write(tmp_path, "f.txt", content)
     fails(reader, path, line, "wrong number of columns")
+
+
+@pytest.mark.parametrize(
+    "reader, content, field, expected",
+    [
+        (iter_queries, "1\tok\n2\ttoo\tmany\n", "text", "too\tmany"),
+        (iter_collection, "1\tok\n2\ta passage\twith\tTABs\n", "text", "a passage\twith\tTABs"),
+        (iter_collection, "1\ta\tb\tc\n2\tplain\n", "text", "plain"),
+        (iter_collection, "1\ttitle\ttext\n2\tt\ttext\twith\tTABs\n", "text", "text\twith\tTABs"),
+        (iter_top1000, "1\t2\tq\tp\n1\t3\tq\tp\twith tab\n", "text", "p\twith tab"),
+        (iter_triples, "q\tp\tn\nq\tp\tn\tmore\n", "negative", "n\tmore"),
+    ],
+)
+def test_tabs_in_the_last_column_are_text_and_counted(tmp_path, caplog, reader, content, field, expected):
+    """A TAB inside the last column is part of its text, as other IR tools read it (NovelEval's
+    collection.tsv has a passage with 24 TABs); such lines are counted in the report and logged once."""
+    path = write(tmp_path, "f.tsv", content)
+    report = DataReport(str(path))
+    with caplog.at_level("WARNING", logger="lorank.data"):
+        got = list(reader(path, report=report))
+    assert len(got) == 2 and report.skipped == 0
+    assert getattr(got[1], field) == expected
+    assert report.text_tabs == 1 and report.text_tab_lines in ([2], [1])
+    assert "TABs inside their last column" in report.summary()
+    assert sum("held TABs inside the last column" in r.message for r in caplog.records) == 1
+
+
+def test_noveleval_style_collection_with_24_tabs(tmp_path):
+    """The NovelEval case: line 298 of a 2-column collection holds 24 TABs; every passage is read."""
+    lines = [f"{i}\tpassage number {i}" for i in range(1, 298)]
+    lines.append("298\t" + "\t".join(f"cell{j}" for j in range(24)))
+    lines += [f"{i}\tpassage number {i}" for i in range(299, 311)]
+    path = write(tmp_path, "collection.tsv", "\n".join(lines) + "\n")
+    report = DataReport(str(path))
+    got = {p.pid: p.text for p in iter_collection(path, report=report)}
+    assert len(got) == 310 and got["298"].count("\t") == 23
+    assert (report.text_tabs, report.text_tab_lines) == (1, [298])
+
+
+def test_gzip_files_are_read(tmp_path):
+    """A gzip-compressed qrels or run is decompressed as it is read, whatever its name."""
+    import gzip
+
+    qrels = tmp_path / "qrels.txt.gz"
+    qrels.write_bytes(gzip.compress(b"1 0 d1 2\n1 0 d2 0\n"))
+    assert len(list(iter_qrels(qrels))) == 2
+    run = tmp_path / "run.trec"             # no .gz suffix: found by its magic bytes
+    run.write_bytes(gzip.compress(b"1 Q0 d1 1 2.5 t\n1 Q0 d2 2 2.0 t\n"))
+    assert [r.docid for r in iter_run(run)] == ["d1", "d2"]
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(gzip.compress(b"1 0 d1 2\n" * 100)[:30])
+    err = fails(iter_qrels, broken, 101, "gzip stream is broken")   # 100 lines decoded, then the cut
+    assert "broken.gz" in str(err)
 
 
 def test_qrels_three_columns_without_header_hint(tmp_path):
@@ -342,7 +394,7 @@ def test_missing_file_and_directory(tmp_path, reader):
 def test_lenient_skips_and_counts_every_case(tmp_path):
     lines = [
         b"1\tgood one",         # 1 good
-        b"2\ttoo\tmany",        # 2 wrong column count
+        b"2 no tab",            # 2 wrong column count
         b"3\tbad \xff byte",    # 3 not UTF-8
         b"4\t",                 # 4 empty text
         b"1\tdifferent",        # 5 duplicate id, different text

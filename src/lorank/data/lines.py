@@ -2,7 +2,8 @@
 
 Files are read in binary and decoded one line at a time, so a bad byte is reported with
 its 1-based line number instead of a traceback from the middle of a text stream. A UTF-8
-byte-order mark at the start of the file is dropped. Lines holding only whitespace carry
+byte-order mark at the start of the file is dropped. A gzip-compressed file (found by its magic
+bytes, whatever its name) is decompressed as it is read. Lines holding only whitespace carry
 no record and are passed over (a trailing blank line is common and harmless).
 
 `Reading` carries the strict/lenient choice: in strict mode a problem raises `DataError`,
@@ -10,9 +11,11 @@ in lenient mode the line is skipped and counted in the `ReadReport`.
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
@@ -25,6 +28,7 @@ T = TypeVar("T")
 _SPACE = re.compile(r"\s")
 
 _BOM = b"\xef\xbb\xbf"
+_GZIP = b"\x1f\x8b"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
@@ -74,13 +78,43 @@ class Reading:
         if isinstance(self.report, DataReport):
             self.report.duplicates += 1
 
+    def tabs_in_text(self, line: int) -> None:
+        """A line whose last column held TABs, kept as part of its text: counted, reported once at the end."""
+        self.report.text_tabs += 1
+        if len(self.report.text_tab_lines) < 5:
+            self.report.text_tab_lines.append(line)
+
+
+@dataclass(slots=True)
+class TabsInText:
+    """What a TSV line parser returns for a record whose last column held TABs (kept as text, counted)."""
+
+    record: Any
+
+
+def split_columns(text: str, n: int, expected: str) -> tuple[list[str], bool]:
+    """The `n` TAB-separated columns of a line, the last one taking the rest of the line, TABs and all.
+
+    This is how other IR tools read a passage with TABs in it (e.g. NovelEval's collection.tsv). Returns the
+    columns and whether the last one held a TAB; fewer than `n` columns is a problem.
+    """
+    cols = text.split("\t", n - 1)
+    if len(cols) < n:
+        raise column_problem(len(cols), expected)
+    return cols, "\t" in cols[-1]
+
 
 def open_binary(path: Path) -> IO[bytes]:
     """Open `path` for reading bytes; every OS failure becomes a `DataError`."""
     try:
         if path.is_dir():
             raise DataError(path, None, "is a directory, expected a file")
-        return open(path, "rb")
+        fh = open(path, "rb")
+        if fh.read(2) == _GZIP:
+            fh.close()
+            return gzip.open(path, "rb")
+        fh.seek(0)
+        return fh
     except FileNotFoundError:
         raise DataError(path, None, "file not found") from None
     except PermissionError:
@@ -94,8 +128,8 @@ def read_bytes(path: Path) -> bytes:
     with open_binary(path) as fh:
         try:
             return fh.read()
-        except OSError as e:
-            raise DataError(path, None, f"cannot read: {e.strerror or e}") from None
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(path, None, _read_failure(e)) from None
 
 
 def decode_document(path: Path, data: bytes) -> str:
@@ -136,8 +170,15 @@ def iter_lines(reading: Reading) -> Iterator[tuple[int, str]]:
                     continue
                 if text and not text.isspace():
                     yield lineno, text
-        except OSError as e:
-            raise DataError(path, lineno + 1, f"cannot read: {e.strerror or e}") from None
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(path, lineno + 1, _read_failure(e)) from None
+
+
+def _read_failure(e: BaseException) -> str:
+    """The problem text for a read that failed midway (an OS error, or a broken gzip stream)."""
+    if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)):
+        return f"cannot read: the gzip stream is broken or truncated ({e})"
+    return f"cannot read: {getattr(e, 'strerror', None) or e}"
 
 
 def check_id(value: str, what: str) -> str:
@@ -231,6 +272,9 @@ def parse_records(
             rec = parse(value)
             if rec is None:
                 continue
+            if isinstance(rec, TabsInText):
+                reading.tabs_in_text(lineno)
+                rec = rec.record
             if table is not None and identity is not None and not claim(table, *identity(rec), what):
                 reading.duplicate()
                 continue
@@ -239,3 +283,15 @@ def parse_records(
             continue
         reading.good()
         yield rec
+    report_tabs(reading)
+
+
+def report_tabs(reading: Reading) -> None:
+    """Say once, after a file is read, how many lines held TABs inside their last column."""
+    n = reading.report.text_tabs
+    if n:
+        lines = ", ".join(str(x) for x in reading.report.text_tab_lines) + (", ..." if n > 5 else "")
+        log.warning(
+            "%s: %d line%s held TABs inside the last column (line %s); read them as part of its text",
+            reading.path, n, "" if n == 1 else "s", lines,
+        )

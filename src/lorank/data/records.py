@@ -82,6 +82,8 @@ class ReadReport:
     read: int = 0
     skipped: int = 0
     problems: list[str] = field(default_factory=list)
+    text_tabs: int = 0                # lines whose last column held TABs, read as part of its text
+    text_tab_lines: list[int] = field(default_factory=list)
 
     def skip(self, line: int | None, problem: str, keep: int = 20) -> None:
         self.skipped += 1
@@ -92,4 +94,6 @@ class ReadReport:
         s = f"{self.path}: read {self.read}, skipped {self.skipped}"
         if self.problems:
             s += " (first problems: " + "; ".join(self.problems[:3]) + ")"
+        if self.text_tabs:
+            s += f", {self.text_tabs} lines with TABs inside their last column read as text"
         return s

@@ -2,7 +2,9 @@
 
 Every reader streams: one line in, one record out. Ids are stripped of surrounding
 whitespace and may not contain inner whitespace (they must survive TREC run files); texts
-are kept exactly as written but may not be empty.
+are kept exactly as written but may not be empty. The last column takes the rest of the line:
+a passage with TABs inside it (NovelEval's collection.tsv has one with 24) is read with its
+TABs, as other IR tools read it, and such lines are counted and reported once per file.
 
 Duplicate ids: the same id with the same content is yielded once and counted as an exact
 duplicate (`DataReport.duplicates`); the same id with different content is a problem.
@@ -18,21 +20,22 @@ from typing import Iterator
 from lorank.data.lines import (
     LineProblem,
     Reading,
+    TabsInText,
     check_id,
     check_text,
     column_problem,
     parse_records,
+    split_columns,
     warn_skipped,
 )
 from lorank.data.records import Candidate, Passage, Query, ReadReport, Triple
 
 
 # ---------------------------------------------------------------------------------------- queries
-def _parse_query(text: str) -> Query:
-    cols = text.split("\t")
-    if len(cols) != 2:
-        raise column_problem(len(cols), "2 (qid<TAB>query text)")
-    return Query(check_id(cols[0], "qid"), check_text(cols[1], "query text"))
+def _parse_query(text: str) -> Query | TabsInText:
+    cols, tabs = split_columns(text, 2, "2 (qid<TAB>query text)")
+    query = Query(check_id(cols[0], "qid"), check_text(cols[1], "query text"))
+    return TabsInText(query) if tabs else query
 
 
 def iter_queries(
@@ -69,8 +72,9 @@ _TITLE_NAMES = {"title"}
 class _CollectionParser:
     """Parses `pid<TAB>text`, or `pid<TAB>title<TAB>text`, choosing the layout once per file.
 
-    The first line with 2 or 3 columns fixes the layout for the whole file, so a line whose
-    text holds a stray tab is reported rather than silently read as a title. A first line made
+    The first line fixes the layout for the whole file: 3 columns make it `pid<TAB>title<TAB>text`,
+    2 (or more than 3: a first passage with TABs in it) `pid<TAB>text`. The last column takes the
+    rest of every line, so a TAB inside a passage is kept as text, never read as a title. A first line made
     only of known column names (`id`/`pid`/`docid`, `title`, `text`, in any order, like DPR's
     `id<TAB>text<TAB>title`) is a header: it names the columns and is not a passage.
     """
@@ -81,24 +85,28 @@ class _CollectionParser:
         self.text_col = 1
         self.title_col: int | None = None
 
-    def __call__(self, text: str) -> Passage | None:
-        cols = text.split("\t")
+    def __call__(self, text: str) -> Passage | TabsInText | None:
         if self.width is None:
-            if len(cols) not in (2, 3):
+            cols = text.split("\t")
+            if len(cols) < 2:
                 raise column_problem(len(cols), "2 (pid<TAB>text) or 3 (pid<TAB>title<TAB>text)")
-            self.width = len(cols)
-            if len(cols) == 3:
+            self.width = 3 if len(cols) == 3 else 2
+            if self.width == 3:
                 self.title_col, self.text_col = 1, 2
-            if self._header(cols):
+            if len(cols) <= 3 and self._header(cols):
                 return None
-        if len(cols) != self.width:
-            layout = "pid<TAB>text" if self.width == 2 else "pid<TAB>title<TAB>text"
-            raise column_problem(len(cols), f"{self.width} like the rest of the file ({layout})")
+        layout = "pid<TAB>text" if self.width == 2 else "pid<TAB>title<TAB>text"
+        cols, tabs = split_columns(text, self.width, f"{self.width} like the rest of the file ({layout})")
+        if self.width == 3 and self.text_col != 2:      # a header put the text before the last column
+            cols, tabs = text.split("\t"), False
+            if len(cols) != 3:
+                raise column_problem(len(cols), "3 like the rest of the file, in the header's order")
         title = cols[self.title_col] if self.title_col is not None else ""
         body = cols[self.text_col]
         if (not body or body.isspace()) and (not title or title.isspace()):
             raise LineProblem("empty passage text")
-        return Passage(check_id(cols[self.pid_col], "pid"), body, title)
+        passage = Passage(check_id(cols[self.pid_col], "pid"), body, title)
+        return TabsInText(passage) if tabs else passage
 
     def _header(self, cols: list[str]) -> bool:
         names = [c.strip().lower() for c in cols]
@@ -143,16 +151,15 @@ def load_collection(
 
 
 # --------------------------------------------------------------------------------------- top1000
-def _parse_top1000(text: str) -> Candidate:
-    cols = text.split("\t")
-    if len(cols) != 4:
-        raise column_problem(len(cols), "4 (qid<TAB>pid<TAB>query<TAB>passage)")
-    return Candidate(
+def _parse_top1000(text: str) -> Candidate | TabsInText:
+    cols, tabs = split_columns(text, 4, "4 (qid<TAB>pid<TAB>query<TAB>passage)")
+    cand = Candidate(
         qid=check_id(cols[0], "qid"),
         docid=check_id(cols[1], "pid"),
         query=check_text(cols[2], "query text"),
         text=check_text(cols[3], "passage text"),
     )
+    return TabsInText(cand) if tabs else cand
 
 
 def iter_top1000(
@@ -178,15 +185,14 @@ def iter_top1000(
 
 
 # --------------------------------------------------------------------------------------- triples
-def _parse_triple(text: str) -> Triple:
-    cols = text.split("\t")
-    if len(cols) != 3:
-        raise column_problem(len(cols), "3 (query<TAB>positive<TAB>negative)")
-    return Triple(
+def _parse_triple(text: str) -> Triple | TabsInText:
+    cols, tabs = split_columns(text, 3, "3 (query<TAB>positive<TAB>negative)")
+    triple = Triple(
         check_text(cols[0], "query text"),
         check_text(cols[1], "positive passage text"),
         check_text(cols[2], "negative passage text"),
     )
+    return TabsInText(triple) if tabs else triple
 
 
 def iter_triples(
