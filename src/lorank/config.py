@@ -4,6 +4,9 @@ Every validation problem is collected and raised at once as a :class:`ConfigErro
 """
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -19,22 +22,102 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def format_validation_error(e: ValidationError) -> list[str]:
+#: names people write from other tools' configs (HF TrainingArguments, PEFT's LoraConfig) -> lorank's field
+_SYNONYMS = {
+    "learning_rate": "lr", "lora_r": "rank", "r": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout",
+    "target_modules": "projections", "max_length": "max_len", "max_seq_length": "max_len",
+    "num_negatives": "group_size", "train_group_size": "group_size", "per_device_train_batch_size": "batch_queries",
+    "warmup_steps": "warmup_ratio", "seed": "seeds", "eval_sets": "sets",
+}
+
+
+def format_validation_error(e: ValidationError, cls: type[BaseModel] | None = None,
+                            source: str | Path | None = None) -> list[str]:
+    """One line per problem: the field's dotted path, the problem, the YAML line of `source` where the field is
+    written (when it can be found there), and for an unknown field the known field it most looks like."""
     out = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "<root>"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        out.append(f"{loc}: {msg}")
+            msg = "unknown field" + _did_you_mean(cls, err["loc"])
+        line = yaml_line(source, err["loc"]) if source is not None else None
+        out.append(f"{loc}: {msg}" + (f" (line {line})" if line else ""))
     return out
+
+
+def _did_you_mean(cls: type[BaseModel] | None, loc: tuple) -> str:
+    """'; did you mean 'lr'?' for an unknown field named at `loc` of `cls`, or ''."""
+    if cls is None or not loc or not isinstance(loc[-1], str):
+        return ""
+    known = sorted(_fields_at(cls, loc[:-1]))
+    if not known:
+        return ""
+    name = loc[-1]
+    alias = difflib.get_close_matches(name, list(_SYNONYMS), n=1, cutoff=0.85)
+    guess = _SYNONYMS.get(alias[0]) if alias else None
+    if guess not in known:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        guess = close[0] if close else None
+    return f"; did you mean {guess!r}?" if guess else f"; known fields here: {', '.join(known)}"
+
+
+def _fields_at(cls: type[BaseModel], path: tuple) -> set[str]:
+    """The field names of the model(s) found by following `path` (field names, list indices) from `cls`."""
+    models: list[type[BaseModel]] = [cls]
+    for step in path:
+        if isinstance(step, int):
+            continue
+        nxt: list[type[BaseModel]] = []
+        for m in models:
+            field_info = m.model_fields.get(step)
+            if field_info is not None:
+                nxt += _models_in(field_info.annotation)
+        if not nxt:
+            return set()
+        models = nxt
+    return {name for m in models for name in m.model_fields}
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside a type annotation (through Optional, Union, list, dict)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, dict, tuple, typing.Annotated):
+        return [m for a in typing.get_args(annotation) for m in _models_in(a)]
+    return []
+
+
+def yaml_line(source: str | Path, loc: tuple) -> int | None:
+    """The 1-based line of `source` (a YAML file) where the field at `loc` is written, or None if the path does not
+    lead to it exactly (the data may have been built from the file rather than read as is)."""
+    path = Path(source)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return None
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError, RecursionError):
+        return None
+    line = None
+    for step in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(step)]
+            if not match:
+                return None
+            line, node = match[0][0].start_mark.line + 1, match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+            node = node.value[step]
+            line = node.start_mark.line + 1
+        else:
+            return None
+    return line
 
 
 def parse_model(cls: type[T], data: Any, source: str | Path | None = None) -> T:
     try:
         return cls.model_validate(data if data is not None else {})
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e), source) from None
+        raise ConfigError(format_validation_error(e, cls, source), source) from None
 
 
 def read_yaml(path: str | Path) -> Any:

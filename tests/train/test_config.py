@@ -47,3 +47,32 @@ def test_set_override_indexes_into_the_list_of_sources(tmp_path):
     for bad in ("data.2.max_queries", "data.x.max_queries"):
         with pytest.raises(ConfigError, match="has 2 entries"):
             TrainConfig.from_yaml(p, {bad: 1})
+
+
+def test_unknown_fields_name_their_yaml_line_and_the_field_meant(tmp_path):
+    """An unknown key says where it is written and which field it most looks like (from other tools' names too)."""
+    from lorank.errors import ConfigError
+    from lorank.train.config import TrainConfig
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: smollm2-135m\nlearning_rate: 1e-4\ndata:\n  - kind: trec\n    path: dl20\n"
+                    "    dept: 50\nlora: {rank: 8, lora_alpha: 16}\n")
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_yaml(path)
+    problems = sorted(info.value.problems)
+    assert problems == [
+        "data.0.dept: unknown field; did you mean 'depth'? (line 6)",
+        "learning_rate: unknown field; did you mean 'lr'? (line 2)",
+        "lora.lora_alpha: unknown field; did you mean 'alpha'? (line 7)",
+    ]
+    assert str(path) in str(info.value)
+
+
+def test_unknown_field_without_a_close_name_lists_the_known_ones():
+    from lorank.errors import ConfigError
+    from lorank.train.config import TrainConfig
+
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict({"model": "m", "data": [{"path": "dl20"}], "output_dir": "o", "lora": {"zzz": 1}})
+    (problem,) = info.value.problems
+    assert problem.startswith("lora.zzz: unknown field; known fields here: ") and "rank" in problem

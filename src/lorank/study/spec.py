@@ -224,7 +224,7 @@ def load_spec(path: str | Path) -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e), path) from None
+        raise ConfigError(format_validation_error(e, StudySpec, path), path) from None
 
 
 def expand(spec: StudySpec, source: str | Path | None = None, problems: list[str] | None = None) -> list[RunSpec]:
