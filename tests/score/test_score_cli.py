@@ -47,6 +47,9 @@ def test_cli_evaluate_two_runs_significance_and_per_query(tmp_path):
     cmp = {c["measure"]: c for c in d["comparisons"]}
     assert cmp["recall_100"]["significant"] is True and cmp["recall_100"]["delta"] < 0
     assert len(d["runs"]["top5.run"]["per_query"]["ndcg_cut_10"]) == 43
+    # p-values below 1e-3 print in scientific notation, never as 0.0000
+    (row,) = [line for line in res.output.splitlines() if "top5.run" in line and "recall_100" in line]
+    assert cmp["recall_100"]["p_value"] < 1e-3 and "0.0000" not in row and "e-" in row
 
 
 def test_cli_evaluate_small_files(tmp_path):

@@ -93,7 +93,7 @@ def comparison_table(cmp: Any, order: list[str], groups: dict[str, str]) -> list
             row[f"delta_{m}"] = round(v - full, 4)
             row[f"recovered_{m}"] = round(100.0 * (v - base) / (full - base), 1) if abs(full - base) > 1e-12 else None
             c = cmp.get(n, m) if n != "full" else None
-            row[f"p_{m}"] = None if c is None else round(c.p_adjusted, 4)
+            row[f"p_{m}"] = None if c is None else float(f"{c.p_adjusted:.4g}")   # 4 significant digits, not places
             row[f"significant_{m}"] = None if c is None else bool(c.significant)
         rows.append(row)
     return rows

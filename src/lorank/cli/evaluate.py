@@ -22,6 +22,7 @@ def evaluate_cmd(
     from rich.table import Table
 
     from lorank.score import evaluate_files
+    from lorank.score.stats import fmt_p
 
     with guard():
         res = evaluate_files(qrels, run, rel_threshold=rel_threshold, per_query=per_query,
@@ -46,11 +47,8 @@ def evaluate_cmd(
                         f"(* = adjusted p <= {res.alpha})")
         for col in ("run", "measure", "delta", "p", "p (Holm)", ""):
             s.add_column(col, justify="left" if col in ("run", "measure") else "right")
-        def fmt(p: float) -> str:
-            return "n/a" if p != p else f"{p:.4f}"
-
         for c in res.comparisons:
-            s.add_row(c.run, c.measure, f"{c.delta:+.4f}", fmt(c.p_value), fmt(c.p_adjusted),
+            s.add_row(c.run, c.measure, f"{c.delta:+.4f}", fmt_p(c.p_value), fmt_p(c.p_adjusted),
                       "*" if c.significant else "")
         console.print(s)
     if per_query:

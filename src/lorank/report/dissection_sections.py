@@ -8,6 +8,7 @@ from pathlib import Path
 from lorank.report.context import ReportContext
 from lorank.report.page import SIG, Section, fmt, safe_name
 from lorank.report.pooled_ablations import PooledSweep
+from lorank.score.stats import fmt_p
 
 HEAD = ["configuration", "nDCG@10", "Δ vs full", "% recovered", "MRR@10", "p (Holm)"]
 
@@ -17,7 +18,7 @@ def _body(rows: list[dict]) -> list[list[str]]:
              fmt(r["delta_ndcg_cut_10"]),
              "-" if r["recovered_ndcg_cut_10"] is None else f"{r['recovered_ndcg_cut_10']:.0f}%",
              fmt(r["recip_rank_10"]) + (SIG if r.get("significant_recip_rank_10") else ""),
-             fmt(r["p_ndcg_cut_10"], 3)] for r in rows]
+             fmt_p(r["p_ndcg_cut_10"])] for r in rows]
 
 
 def ablation_sections(ctx: ReportContext, components: Section, pooled: list[PooledSweep]) -> list[Section]:
