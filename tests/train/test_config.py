@@ -76,3 +76,18 @@ def test_unknown_field_without_a_close_name_lists_the_known_ones():
         TrainConfig.from_dict({"model": "m", "data": [{"path": "dl20"}], "output_dir": "o", "lora": {"zzz": 1}})
     (problem,) = info.value.problems
     assert problem.startswith("lora.zzz: unknown field; known fields here: ") and "rank" in problem
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"max_steps": 0}, "max_steps: 0 trains nothing"),
+    ({"max_steps": -5}, "max_steps: -5 trains nothing"),
+    ({"epochs": 0}, "epochs: 0.0 trains nothing"),
+])
+def test_a_config_that_trains_nothing_is_refused(fields, problem):
+    """max_steps: 0 used to train one step at lr 0 and save checkpoint-1."""
+    from lorank.errors import ConfigError
+    from lorank.train.config import TrainConfig
+
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict({"model": "m", "data": [{"path": "dl20"}], "output_dir": "o", **fields})
+    assert any(problem in p for p in info.value.problems), info.value.problems

@@ -381,3 +381,28 @@ def test_merged_checkpoint_evaluation_leaves_the_training_as_it_was(tiny_run, tm
         a = load_file(root / "run" / f"checkpoint-{step}" / "adapter_model.safetensors")
         b = load_file(tmp_path / "run" / f"checkpoint-{step}" / "adapter_model.safetensors")
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), step
+
+
+def test_interruptions_exit_with_the_shell_convention():
+    """Ctrl-C exits 130 (128 + SIGINT), SIGTERM 143, other lorank errors 2; no traceback in any case."""
+    import typer
+
+    from lorank.cli.common import guard
+    from lorank.train.run import TrainingInterrupted, TrainResult
+
+    def code_of(exc: BaseException) -> int:
+        with pytest.raises(typer.Exit) as info:
+            with guard():
+                raise exc
+        return info.value.exit_code
+
+    from pathlib import Path
+
+    res = TrainResult(output_dir=Path("."), steps=3, wall_s=1.0, tokens=0, padded_tokens=0, tokens_per_s=0.0,
+                      checkpoints=[], interrupted="SIGINT")
+    assert code_of(TrainingInterrupted("stopped at step 3", res)) == 130
+    res.interrupted = "SIGTERM"
+    assert code_of(TrainingInterrupted("stopped at step 3", res)) == 143
+    assert code_of(KeyboardInterrupt()) == 130
+    from lorank.errors import ConfigError
+    assert code_of(ConfigError("bad")) == 2

@@ -22,11 +22,18 @@ def fail(e: Exception) -> None:
 
 @contextlib.contextmanager
 def guard() -> Iterator[None]:
-    """Turn lorank's own errors into a one-line message and exit code 2 (no traceback)."""
+    """Turn lorank's own errors into a one-line message and exit code 2 (no traceback); an interruption exits
+    128 + the signal's number (130 for Ctrl-C), as shells expect. An error may carry its own `exit_code`."""
     try:
         yield
+    except KeyboardInterrupt:
+        err_console.print("[bold yellow]interrupted[/] (Ctrl-C)", highlight=False)
+        raise typer.Exit(code=130) from None
     except LorankError as e:
-        fail(e)
+        code = getattr(e, "exit_code", 2)
+        err_console.print(f"[bold red]{'error' if code == 2 else 'stopped'}:[/] {e}", highlight=False,
+                          soft_wrap=True, markup=True)
+        raise typer.Exit(code=code) from None
 
 
 def _with_lines(label: str, total: int | None, tick: Any) -> Any:

@@ -193,6 +193,11 @@ class TrainConfig(Strict):
                             "kind=msmarco with mine: {teacher: true} or a negatives file mined with --teacher")
         if not self.data:
             problems.append("data: at least one training source is needed")
+        if self.max_steps == 0 or self.max_steps < -1:
+            problems.append(f"max_steps: {self.max_steps} trains nothing: give a number of optimizer steps >= 1, "
+                            "or -1 (the default) to train for `epochs` passes over the data")
+        if self.epochs <= 0 and self.max_steps == -1:
+            problems.append(f"epochs: {self.epochs} trains nothing: give a number of passes > 0, or max_steps >= 1")
         if self.checkpoints.every is not None and self.checkpoints.every < 1:
             problems.append("checkpoints.every must be >= 1")
         if self.checkpoints.steps and any(s < 1 for s in self.checkpoints.steps):

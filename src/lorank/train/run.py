@@ -1,10 +1,12 @@
 """``lorank.train(config)``: the Python twin of ``lorank train CONFIG.yaml``."""
 from __future__ import annotations
 
+
 import json
 import logging
 import os
 import platform
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,14 @@ class TrainingInterrupted(LorankError):
     def __init__(self, message: str, result: "TrainResult"):
         super().__init__(message)
         self.result = result
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as shells expect: 130 after Ctrl-C (SIGINT), 143 after SIGTERM."""
+        try:
+            return 128 + signal.Signals[str(self.result.interrupted)].value
+        except KeyError:
+            return 130
 
 
 def software_versions() -> dict[str, str]:
