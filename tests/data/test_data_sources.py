@@ -73,8 +73,14 @@ def test_nothing_found_lists_every_place(nowhere):
 
 
 def test_unknown_name_and_directory_path(nowhere):
-    with pytest.raises(DataError, match="unknown evaluation set"):
+    with pytest.raises(DataError, match="not a named set: the names are dl19"):
         resolve_eval_set("dl42")
+    with pytest.raises(DataError, match="no such folder") as info:   # a path, not a misspelt name
+        resolve_eval_set(str(nowhere / "data" / "my-train"))
+    assert "my-train" in str(info.value)
+    (nowhere / "f.tsv").write_text("1\tq\n")
+    with pytest.raises(DataError, match="is a file: a reranking set is a folder"):
+        resolve_eval_set(str(nowhere / "f.tsv"))
     d = _mini_dl(nowhere / "x", "anything")
     assert resolve_eval_set(str(d)).name == "anything"
 

@@ -81,9 +81,13 @@ def resolve_eval_set(name_or_path: str, data_root: str | Path | None = None) -> 
         return load_trec_dl_dir(as_path)
     key = name_or_path.strip().lower()
     if key not in EVAL_SETS:
-        raise DataError(
-            name_or_path, None, f"unknown evaluation set: not a folder, and not one of {', '.join(EVAL_SETS)}"
-        )
+        if as_path.exists():
+            problem = "is a file: a reranking set is a folder (queries.tsv, qrels.txt, a TREC run, collection.tsv)"
+        elif "/" in name_or_path or as_path.suffix or name_or_path.startswith("."):
+            problem = "no such folder (a reranking set is a folder with queries.tsv, qrels.txt and a TREC run)"
+        else:
+            problem = f"not a folder, and not a named set: the names are {', '.join(EVAL_SETS)}"
+        raise DataError(name_or_path, None, problem)
     folder, irds_id = EVAL_SETS[key]
     tried = []
     for place, root in _roots(data_root):
