@@ -345,3 +345,22 @@ def test_a_compare_figure_names_both_sides(tmp_path):
     sec = analysis_section(ctx)
     assert [c for c, _ in sec.images] == ["compare — run r1-all vs run r32-all: compare_grid"]
     assert "Dissects</b>: run r1-all; run r32-all." in sec.text
+
+
+def test_a_dry_run_that_a_real_run_could_not_follow_exits_2_naming_the_expanded_path(tmp_path, monkeypatch):
+    """`paper-7b --dry-run` used to exit 0 with `${LORANK_DATA}` unexpanded in its warning."""
+    from typer.testing import CliRunner
+
+    from lorank.cli import app
+
+    monkeypatch.delenv("LORANK_DATA", raising=False)
+    (tmp_path / "data").mkdir()
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nmodels: [smollm2-135m]\ndata_root: " + str(tmp_path / "data") + "\n"
+                    "train: {data: [{kind: tevatron, path: '${LORANK_DATA}/aug/train.jsonl'}], max_steps: 2}\n"
+                    "lora: {rank: 8}\ngrid: [{rank: [8]}]\n")
+    res = CliRunner().invoke(app, ["study", str(spec), "--dry-run", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    flat = "".join(res.output.split())     # rich wraps long paths anywhere
+    assert "${LORANK_DATA}" not in flat and str(tmp_path / "data" / "aug" / "train.jsonl") in flat
+    assert "arealrunherewouldstop" in flat and "--dataor$LORANK_DATA" in flat

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from lorank.cli.common import console, guard
+from lorank.cli.common import console, err_console, guard
 
 
 def study_cmd(
@@ -29,6 +29,12 @@ def study_cmd(
             out = Path("studies_out") / load_spec(find_spec(spec)).name
         res = run_study(spec, out, data, dry_run=dry_run, report=not no_report, only=only, console=console,
                         device=device)
+    if dry_run and res.plan.data_problems:
+        n = len(res.plan.data_problems)
+        err_console.print(f"[bold red]error:[/] the plan is priced above, but a real run here would stop: {n} data "
+                          f"problem{'s' if n > 1 else ''} (the warnings above). Fetch the data, or point --data or "
+                          "$LORANK_DATA at the folder that holds it.", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     if res.failed:
         console.print(f"[red]{len(res.failed)} step(s) failed or were skipped[/]: see {res.study_dir / 'failures.txt'}")
         raise typer.Exit(1)

@@ -73,6 +73,20 @@ def resolve_data_root(explicit: str | Path | None = None) -> Path:
     raise DataError(None, None, "no data folder found; tried:\n  - " + "\n  - ".join(tried))
 
 
+def expand_data_path(path: str, data_root: str | Path | None = None) -> str:
+    """`path` with environment variables expanded; `${LORANK_DATA}` (or `$LORANK_DATA`) stands for the data
+    folder that `resolve_data_root(data_root)` finds (so it works with the shared folder and no variable set).
+    A variable that stays unset is left as written, and the file check names it."""
+    if "LORANK_DATA" in path and not os.environ.get("LORANK_DATA"):
+        try:
+            root = str(resolve_data_root(data_root).resolve())
+        except DataError:
+            root = None
+        if root is not None:
+            path = path.replace("${LORANK_DATA}", root).replace("$LORANK_DATA", root)
+    return os.path.expandvars(path)
+
+
 def resolve_eval_set(name_or_path: str, data_root: str | Path | None = None) -> RerankSet:
     """A reranking evaluation set by folder path or by name (`dl19`/`trec-dl-2019`, `dl20`/`trec-dl-2020`,
     `dl22`/`trec-dl-2022`, `dl19-splade`/`trec-dl-2019-splade`, ...: the keys of :data:`EVAL_SETS`)."""

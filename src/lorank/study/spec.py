@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from lorank.config import EvalSpec, Strict, format_validation_error, read_yaml
+from lorank.data.sources import expand_data_path
 from lorank.errors import ConfigError
 
 AXES = ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "alpha_policy", "seed")
@@ -254,8 +254,9 @@ def expand(spec: StudySpec, source: str | Path | None = None, problems: list[str
                 lora = {k: axes[k] for k in ("rank", "alpha", "dropout", "components", "projections", "layers",
                                              "variant", "alpha_policy", "alpha_rank") if k in axes}
                 train = {k: v for k, v in spec.train.items() if k not in banned}
-                if isinstance(train.get("data"), list):  # ${VAR} in data paths: expanded from the environment
-                    train["data"] = [dict(d, path=os.path.expandvars(d["path"])) if isinstance(d, dict) and
+                if isinstance(train.get("data"), list):  # ${VAR} in data paths: expanded (LORANK_DATA: the data root)
+                    train["data"] = [dict(d, path=expand_data_path(d["path"], spec.data_root))
+                                     if isinstance(d, dict) and
                                      isinstance(d.get("path"), str) else d for d in train["data"]]
                 if spec.data_root and "data_root" not in train:
                     train["data_root"] = spec.data_root
