@@ -22,6 +22,28 @@ def test_template_eos_and_truncation_cut_the_passage_first():
     assert text.startswith("query: how long document: a year")
 
 
+def test_cut_inputs_are_counted_and_the_command_says_so_once(capsys):
+    """A passage longer than max_len used to be cut silently: the encoders count it, and a command prints the
+    count once at its end."""
+    from lorank.cli.common import guard
+    from lorank.models.inputs import TRUNCATION, truncation_note
+
+    TRUNCATION.reset()
+    enc = PairEncoder(tiny_tokenizer(), InputFormat(max_len=24, query_max_len=8))
+    for passage in ("short one", "concrete floor " * 100, "concrete floor " * 50):
+        enc.encode("flea " * 40, passage)
+    enc.encode("q", "short")
+    assert (TRUNCATION.pairs, TRUNCATION.passages_cut, TRUNCATION.queries, TRUNCATION.queries_cut) == (4, 2, 2, 1)
+    assert truncation_note() == ("2 of 4 encoded passages were cut to fit; 1 of 2 queries were cut "
+                                 "(max_len 24, query_max_len 8 tokens)")
+    with guard():
+        pass
+    with guard():
+        pass
+    err = capsys.readouterr().err
+    assert err.count("2 of 4 encoded passages were cut") == 1 and truncation_note() is None
+
+
 def test_shared_query_prefix_is_identical_across_candidates():
     enc = PairEncoder(tiny_tokenizer())
     a, b = enc.encode("flea cycle", "one passage"), enc.encode("flea cycle", "another passage here")

@@ -26,6 +26,7 @@ def guard() -> Iterator[None]:
     128 + the signal's number (130 for Ctrl-C), as shells expect. An error may carry its own `exit_code`."""
     try:
         yield
+        _say_truncation()
     except KeyboardInterrupt:
         err_console.print("[bold yellow]interrupted[/] (Ctrl-C)", highlight=False)
         raise typer.Exit(code=130) from None
@@ -34,6 +35,17 @@ def guard() -> Iterator[None]:
         err_console.print(f"[bold red]{'error' if code == 2 else 'stopped'}:[/] {e}", highlight=False,
                           soft_wrap=True, markup=True)
         raise typer.Exit(code=code) from None
+
+
+def _say_truncation() -> None:
+    """The count of inputs cut to the max length in this command, once (nothing when none were)."""
+    import sys
+
+    inputs = sys.modules.get("lorank.models.inputs")   # only when this command encoded anything
+    note = inputs.truncation_note() if inputs is not None else None
+    if note:
+        err_console.print(f"[dim]note: {note}[/]", highlight=False, soft_wrap=True)
+        inputs.TRUNCATION.reset()
 
 
 def _with_lines(label: str, total: int | None, tick: Any) -> Any:

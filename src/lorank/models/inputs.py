@@ -4,10 +4,12 @@ Template: ``query: {query} document: {title} {passage}`` + EOS. The query part a
 part are tokenized separately and concatenated, so every candidate of one query shares exactly the
 same token prefix (which the scorer reuses as a KV cache). Truncation cuts the passage before the
 query: the query gets at most ``query_max_len`` tokens, the passage what is left of ``max_len``.
+Nothing is cut silently: every encoder counts the inputs it cut into the process-wide :data:`TRUNCATION`, and the
+command line prints the count once, at the end of a command (:func:`truncation_note`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lorank.errors import ConfigError
@@ -35,6 +37,38 @@ class InputFormat:
             raise ConfigError(problems)
 
 
+@dataclass
+class TruncationTally:
+    """How many encoded pairs had their passage cut to fit ``max_len``, and how many distinct queries were cut to
+    ``query_max_len``, in this process (every :class:`PairEncoder` adds to the one :data:`TRUNCATION`)."""
+
+    pairs: int = 0
+    passages_cut: int = 0
+    queries: int = 0
+    queries_cut: int = 0
+    limits: set[tuple[int, int]] = field(default_factory=set)
+
+    def reset(self) -> None:
+        self.pairs = self.passages_cut = self.queries = self.queries_cut = 0
+        self.limits.clear()
+
+
+TRUNCATION = TruncationTally()
+
+
+def truncation_note(tally: TruncationTally = TRUNCATION) -> str | None:
+    """One line saying what was cut, or None when nothing was."""
+    if not (tally.passages_cut or tally.queries_cut):
+        return None
+    lims = " / ".join(f"max_len {m}, query_max_len {q}" for m, q in sorted(tally.limits))
+    parts = []
+    if tally.passages_cut:
+        parts.append(f"{tally.passages_cut:,} of {tally.pairs:,} encoded passages were cut to fit")
+    if tally.queries_cut:
+        parts.append(f"{tally.queries_cut:,} of {tally.queries:,} queries were cut")
+    return "; ".join(parts) + f" ({lims} tokens)"
+
+
 class PairEncoder:
     """Tokenizes pairs with a cache of query prefixes. Returns plain lists of ids (no padding)."""
 
@@ -52,7 +86,10 @@ class PairEncoder:
         ids = self._qcache.get(query)
         if ids is None:
             text = self.fmt.query_template.format(query=query)
-            ids = self.bos + self.tok(text, add_special_tokens=False).input_ids[: self.fmt.query_max_len]
+            full = self.tok(text, add_special_tokens=False).input_ids
+            ids = self.bos + full[: self.fmt.query_max_len]
+            TRUNCATION.queries += 1
+            TRUNCATION.queries_cut += len(full) > self.fmt.query_max_len
             if len(self._qcache) < 100_000:
                 self._qcache[query] = ids
         return ids
@@ -64,9 +101,13 @@ class PairEncoder:
         return tpl.format(title=title, passage=passage)
 
     def doc_ids(self, passage: str, title: str = "", budget: int | None = None) -> list[int]:
-        kw = {"truncation": True, "max_length": budget} if budget is not None else {}
-        ids = self.tok(self.doc_text(passage, title), add_special_tokens=False, **kw).input_ids
-        return ids if budget is None else ids[:budget]
+        ids = self.tok(self.doc_text(passage, title), add_special_tokens=False).input_ids
+        if budget is None:
+            return ids
+        TRUNCATION.pairs += 1
+        TRUNCATION.limits.add((self.fmt.max_len, self.fmt.query_max_len))
+        TRUNCATION.passages_cut += len(ids) > budget
+        return ids[:budget]
 
     def encode(self, query: str, passage: str, title: str = "") -> list[int]:
         q = self.query_ids(query)
