@@ -102,10 +102,18 @@ def test_a_bad_lora_block_gives_the_same_messages(lora, problems):
     with pytest.raises(ConfigError) as e:
         TrainConfig.from_dict({**BASE, "lora": lora})
     assert e.value.problems == problems
-    if "bogus" not in lora:  # made in Python, the spec says the same
+    if "bogus" not in lora:  # read on its own (a study plan, an adapter's metadata), the spec says the same
         with pytest.raises(ConfigError) as e:
-            LoraSpec(**lora)
+            LoraSpec.from_dict(lora)
         assert e.value.problems == problems
+
+
+def test_a_bad_lora_block_is_listed_with_the_other_problems_of_the_config():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({**BASE, "lora": {"rank": 0, "layers": "9-3"}, "group_size": 1, "foo": 1})
+    assert e.value.problems == ["lora.rank: Input should be greater than or equal to 1",
+                                "lora.layers: Value error, empty layer range '9-3' in '9-3' (end before start)",
+                                "group_size: Input should be greater than or equal to 2", "foo: unknown field"]
 
 
 def test_from_dict_names_unknown_fields():

@@ -63,7 +63,7 @@ def test_variants_and_alpha():
 def test_bad_specs_give_clear_errors(fields, msg):
     """A bad value is refused when the spec is made (as in a config), a bad target when it meets the model."""
     with pytest.raises(ConfigError, match=msg):
-        LoraSpec(**fields).targets(random_reranker("tiny-llama").config)
+        LoraSpec.from_dict(fields).targets(random_reranker("tiny-llama").config)
 
 
 def test_unknown_family_explains_how_to_register():

@@ -122,7 +122,7 @@ def test_the_peft_config_gets_the_effective_alpha():
     assert isinstance(peft.lora_alpha, float) and not peft.use_rslora  # a plain PEFT adapter, the number resolved
     assert LoraSpec.from_dict({"rank": 1, "alpha": 64, "alpha_policy": "scale"}).short_name() == "r1-all-scale"
     with pytest.raises(ConfigError, match="alpha_policy"):
-        LoraSpec(alpha_policy="bogus")
+        LoraSpec.from_dict({"alpha_policy": "bogus"})
 
 
 def test_results_rows_carry_the_effective_alpha_and_policy():

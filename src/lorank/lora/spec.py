@@ -90,8 +90,9 @@ class LoraSpec(Strict):
     validation messages as there), the run's ``config.json`` and identity hash (:meth:`model_dump`, as given:
     ``projections: "q,v"`` stays a string), and the PEFT config it resolves to (:meth:`to_peft`).
 
-    Constructed in Python, a bad value raises :class:`ConfigError` at once (``lora.rank: ...``); what needs the model
-    (projections of its family, layers within its depth) is checked by :meth:`validate` / :meth:`targets`."""
+    A bad value is refused when the spec is made (pydantic's ``ValidationError``; :meth:`from_dict` raises
+    :class:`ConfigError` with the messages a config gets, ``lora.rank: ...``); what needs the model (projections of its
+    family, layers within its depth) is checked by :meth:`validate` / :meth:`targets`."""
 
     rank: int = Field(8, ge=1)
     alpha: float | str = 64
@@ -104,12 +105,6 @@ class LoraSpec(Strict):
     #: alpha_rank (alpha/r held constant); rslora = alpha x sqrt(r / alpha_rank). PEFT gets the effective number
     alpha_policy: Literal["fixed", "scale", "rslora"] = "fixed"
     alpha_rank: int = Field(8, ge=1)  # the rank at which the given alpha applies
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as e:
-            raise ConfigError([f"lora.{p}" for p in format_validation_error(e)]) from None
 
     @field_validator("layers")
     @classmethod
@@ -216,7 +211,10 @@ class LoraSpec(Strict):
         if unknown:
             raise ConfigError(f"unknown lora field(s): {', '.join(unknown)} "
                               f"(known: {', '.join(cls.model_fields)})")
-        return cls(**d)
+        try:
+            return cls.model_validate(d)
+        except ValidationError as e:
+            raise ConfigError([f"lora.{p}" for p in format_validation_error(e)]) from None
 
     def short_name(self) -> str:
         parts = [f"r{self.rank}", self.components]
