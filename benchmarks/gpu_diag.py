@@ -23,7 +23,8 @@ def main() -> None:
 
     from lorank.lora import LoraSpec, apply_lora
     from lorank.models.random_init import config_for
-    from lorank.train.trainer import enable_checkpointing, use_fast_dropout
+    from lorank.lora.dropout import use_fast_dropout
+    from lorank.train.trainer import enable_checkpointing
 
     dev = a.device
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)

@@ -204,7 +204,9 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
     from lorank.score.engine import Scorer
     from lorank.train.collator import length_chunks, pad_chunk, pad_multiple_for
     from lorank.train.losses import get_loss
-    from lorank.train.trainer import RerankTrainer, disable_lora_input_cast, enable_checkpointing, use_fast_dropout
+    from lorank.lora.dropout import use_fast_dropout
+    from lorank.lora.sites import disable_input_cast
+    from lorank.train.trainer import RerankTrainer, enable_checkpointing
 
     cuda = a.device == "cuda"
     model, row = prepare(shape, a, "lorank")
@@ -259,7 +261,7 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
         enable_checkpointing(model, ckpt)  # lorank.train.trainer: HF checkpointing, or keep the big matmuls
     n_fast = use_fast_dropout(model) if a.fast_dropout and a.dropout > 0 else 0
     if dtype == torch.bfloat16:  # the Trainer runs under bf16 autocast (as lorank train does)
-        disable_lora_input_cast(model)
+        disable_input_cast(model)
     args = TrainingArguments(output_dir=str(Path(a.tmp) / f"trainer-{shape}"), per_device_train_batch_size=1,
                              max_steps=steps, learning_rate=1e-4, bf16=dtype == torch.bfloat16, use_cpu=not cuda,
                              report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,

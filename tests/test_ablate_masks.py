@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from lorank.ablate import Mask, ablated, lora_sites
+from lorank.ablate import Mask, ablated
 from lorank.lora import LoraSpec, apply_lora
+from lorank.lora.sites import lora_sites
 from lorank.models.arch import backbone, decoder_layers
 from lorank.models.random_init import random_reranker
 
@@ -160,11 +161,11 @@ def test_dora_sweeps_are_scored_unmerged():
 
 @pytest.mark.parametrize("out,inn,r", [(48, 20, 4), (20, 48, 4), (16, 16, 8), (10, 3, 8)])
 def test_low_rank_svd_truncates_like_the_svd_of_the_product(out, inn, r):
-    from lorank.ablate.masks import low_rank_svd
+    from lorank.lora.factors import delta_svd
 
     torch.manual_seed(0)
     B, A = torch.randn(out, r), torch.randn(r, inn)
-    U, S, Vh = low_rank_svd(B, A)
+    U, S, Vh = delta_svd(B, A)
     U2, S2, Vh2 = torch.linalg.svd(B.double() @ A.double(), full_matrices=False)
     n = min(out, inn, r)
     assert torch.allclose(S[:n], S2[:n], atol=1e-10)

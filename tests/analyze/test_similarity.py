@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lorank.analyze.common import LoraModule
+from lorank.lora.factors import LoraModule
 from lorank.analyze.similarity import compare_adapters, phi_grid, random_baseline
 
 
@@ -50,7 +50,7 @@ def test_shared_directions_show_up_in_the_grid():
     A1 = torch.randn(r, d, generator=g)
     B1 = torch.diag(torch.tensor([8.0, 4.0, 2.0, 1.0])) @ torch.eye(r)
     m1 = LoraModule("m", 0, "q_proj", "mha", A1, torch.cat([B1, torch.zeros(10, r)]), 1.0)
-    from lorank.analyze.common import low_rank_svd
+    from lorank.lora.factors import low_rank_svd
 
     V1 = low_rank_svd(m1).V
     P = V1[:, :2].float()

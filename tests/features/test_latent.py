@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lorank.features.latent import extract_latent, lora_modules
+from lorank.features.latent import extract_latent
+from lorank.lora.sites import latent_modules
 
 SEQS = [list(range(5, 5 + n)) for n in (7, 3, 11, 5, 9)]
 
@@ -61,4 +62,4 @@ def test_a_merged_adapter_is_refused_and_the_model_mode_is_restored():
     assert pm.training
     pm.merge_adapter()
     with pytest.raises(ConfigError, match="merged"):
-        lora_modules(pm)
+        latent_modules(pm)

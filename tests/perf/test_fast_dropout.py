@@ -4,7 +4,8 @@ import torch
 
 from lorank.lora import LoraSpec, apply_lora
 from lorank.models.random_init import random_reranker
-from lorank.train.trainer import FastDropout, enable_checkpointing, use_fast_dropout
+from lorank.lora.dropout import FastDropout, use_fast_dropout
+from lorank.train.trainer import enable_checkpointing
 
 
 def test_drop_rate_scale_and_gradient():

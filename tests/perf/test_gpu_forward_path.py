@@ -6,7 +6,8 @@ import torch
 from lorank.lora import LoraSpec, apply_lora
 from lorank.models.random_init import random_reranker
 from lorank.train.collator import pad_chunk
-from lorank.train.trainer import causal_mask_arg, disable_lora_input_cast
+from lorank.lora.sites import disable_input_cast
+from lorank.train.trainer import causal_mask_arg
 
 
 @pytest.mark.parametrize("shape", ["tiny-llama", "tiny-mistral", "tiny-gpt-neox"])
@@ -48,7 +49,7 @@ def test_disabling_peft_input_cast_keeps_outputs_under_autocast():
     ids = torch.randint(3, 200, (2, 12))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         before = model(input_ids=ids, use_cache=False).logits.float()
-        n = disable_lora_input_cast(model)
+        n = disable_input_cast(model)
         after = model(input_ids=ids, use_cache=False).logits.float()
     assert n == sum(1 for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "_cast_input_dtype")) > 0
     assert all(not m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lorank.errors import ConfigError
 from lorank.study.spec import StudySpec, condition_of, expand, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,8 +75,7 @@ def test_a_compare_against_a_selector_pairs_the_same_seed():
 
 @pytest.mark.parametrize("rank", [1, 2, 8, 32])
 def test_alpha_policies_give_the_effective_alpha(rank):
-    from lorank.lora.spec import effective_alpha
-    from lorank.train.config import LoraFields
+    from lorank.lora.spec import LoraSpec, effective_alpha
 
     assert effective_alpha(64, rank, "fixed") == 64
     assert effective_alpha(64, rank, "scale") == 8 * rank  # alpha/r held at 64/8: scale 8 at every rank
@@ -83,7 +83,7 @@ def test_alpha_policies_give_the_effective_alpha(rank):
     assert effective_alpha(64, rank, "rslora") / rank == pytest.approx(64 / math.sqrt(8 * rank))  # ~ 1/sqrt(r)
     assert effective_alpha("8r", rank, "fixed") == effective_alpha("8r", rank, "scale") == 8 * rank
     assert effective_alpha(16, rank, "scale", alpha_rank=2) == 8 * rank
-    assert LoraFields(rank=rank, alpha=64, alpha_policy="scale").effective_alpha() == 8 * rank
+    assert LoraSpec(rank=rank, alpha=64, alpha_policy="scale").effective_alpha() == 8 * rank
     runs = expand(_spec(grid=[{"rank": [rank], "alpha_policy": ["fixed", "scale", "rslora"]}]))
     by_policy = {r.axes["alpha_policy"]: r for r in runs}
     want = {"fixed": 64, "scale": 8 * rank, "rslora": 64 * math.sqrt(rank / 8)}
@@ -121,7 +121,8 @@ def test_the_peft_config_gets_the_effective_alpha():
     peft = LoraSpec(rank=32, alpha=64, alpha_policy="rslora").to_peft(cfg)
     assert isinstance(peft.lora_alpha, float) and not peft.use_rslora  # a plain PEFT adapter, the number resolved
     assert LoraSpec.from_dict({"rank": 1, "alpha": 64, "alpha_policy": "scale"}).short_name() == "r1-all-scale"
-    assert "alpha_policy" in LoraSpec(alpha_policy="bogus").validate()[0]
+    with pytest.raises(ConfigError, match="alpha_policy"):
+        LoraSpec.from_dict({"alpha_policy": "bogus"})
 
 
 def test_results_rows_carry_the_effective_alpha_and_policy():

@@ -9,7 +9,7 @@ from lorank.batching import length_chunks, pack_chunks
 from lorank.data.records import Passage
 from lorank.errors import ConfigError
 from lorank.lora import LoraSpec, apply_lora
-from lorank.models import packed_kernels as K
+from lorank.lora.dropout import drop_lanes, keep_scale, lane_threshold
 from lorank.models.inputs import PairEncoder
 from lorank.models.packed import install_packed_forward, packed_support
 from lorank.models.random_init import random_reranker, tiny_tokenizer
@@ -109,10 +109,10 @@ def test_install_keeps_the_hf_forward_and_the_weights_in_place():
 
 def test_dropout_draws_one_mask_per_shared_input_with_the_recipes_rate():
     x = torch.ones(400, 64)
-    thr = K.lane_threshold(0.1)
-    kept = (K.drop_lanes(x, thr) != 0).float().mean().item()
+    thr = lane_threshold(0.1)
+    kept = (drop_lanes(x, thr) != 0).float().mean().item()
     assert kept == pytest.approx(0.9, abs=0.01)
-    assert K.keep_scale(0.1) == pytest.approx(1 / 0.9, rel=1e-4)
+    assert keep_scale(0.1) == pytest.approx(1 / 0.9, rel=1e-4)
     # training: two forwards differ (dropout is on); eval: identical
     model, tok = _model("tiny-llama", LoraSpec(rank=2, dropout=0.3))
     install_packed_forward(model)

@@ -6,9 +6,9 @@ import sys
 import types
 from typing import Any
 
-from lorank.ablate.masks import Ablation, LoraSite, Mask, ablated, lora_sites
+from lorank.ablate.masks import Ablation, Mask, ablated
 
-__all__ = ["Ablation", "LoraSite", "Mask", "ablated", "lora_sites", "ablate"]
+__all__ = ["Ablation", "Mask", "ablated", "ablate"]
 
 
 def ablate(*args: Any, **kwargs: Any) -> Any:

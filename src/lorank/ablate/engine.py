@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from lorank.ablate.cache import LayerOutputCache
-from lorank.ablate.masks import Ablation, Mask, lora_sites
+from lorank.ablate.masks import Ablation, Mask
 from lorank.batching import length_chunks, pad_chunk
-from lorank.models.lora_merge import LoraMerger, merge_blocker, merge_by_default
+from lorank.lora.merge import LoraMerger, merge_blocker, merge_by_default
+from lorank.lora.sites import lora_sites
 from lorank.score.forward_context import autocast_ctx
 
 
@@ -62,9 +63,9 @@ def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: S
     """Scores of every configuration (the unablated model is always included as ``full``).
 
     ``merge_lora``: score with each configuration's LoRA deltas merged into the base weights
-    (:class:`lorank.models.lora_merge.LoraMerger`: one matmul per projection, ~1.5x on a CPU in bf16), the full
+    (:class:`lorank.lora.merge.LoraMerger`: one matmul per projection, ~1.5x on a CPU in bf16), the full
     model too, so every configuration is compared with a full model computed the same way; the pristine weights
-    are back on return. None: on CPUs (:func:`~lorank.models.lora_merge.merge_by_default`), except DoRA adapters
+    are back on return. None: on CPUs (:func:`~lorank.lora.merge.merge_by_default`), except DoRA adapters
     and a resumed sweep, which goes on as it began.
 
     ``state``: a file where the scores of the finished chunks are kept while the sweep runs

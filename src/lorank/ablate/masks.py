@@ -4,9 +4,9 @@ A :class:`Mask` selects LoRA modules (by component, projection or alias, and lay
 what to do with their delta B·A: switch it ``off``, ``keep`` only the selection (everything else
 off), ``scale`` it, or ``truncate`` it to its top-k singular directions.
 
-- Switching off uses each ``LoraLayer``'s own enable flag, never ``disable_adapter()`` (which would also
-  swap the trained score head back to its untrained original) and never a merge. This is exact for
-  DoRA too, where a zero scale would *not* give back the base weight.
+- Switching off uses each ``LoraLayer``'s own enable flag (:func:`lorank.lora.sites.set_delta_enabled`), never
+  ``disable_adapter()`` (which would also swap the trained score head back to its untrained original) and never a
+  merge. This is exact for DoRA too, where a zero scale would *not* give back the base weight.
 - Masks compose (apply several), and removing them restores every flag, scaling and weight that was
   changed to the saved original objects: scores after removal equal the unablated model's bit for bit.
 """
@@ -19,37 +19,13 @@ from typing import Any, Iterator
 import torch
 
 from lorank.errors import ConfigError
+from lorank.lora.factors import delta_svd, factors, is_dora
+from lorank.lora.sites import (DeltaState, LoraSite, adapter_names, delta_state, lora_sites, restore_delta_state,
+                               scale_delta, set_delta_enabled)
 from lorank.lora.spec import parse_layers
 from lorank.models.arch import arch_for
 
 OPS = ("off", "keep", "scale", "truncate")
-
-
-@dataclass(frozen=True)
-class LoraSite:
-    name: str
-    layer: int
-    projection: str
-    component: str
-    module: Any
-
-
-def lora_sites(model: Any) -> list[LoraSite]:
-    """Every LoRA-wrapped projection of a PEFT model, with its layer, projection and component."""
-    from peft.tuners.lora import LoraLayer
-
-    arch = arch_for(model.config)
-    sites = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, LoraLayer):
-            parsed = arch.parse(name)
-            if parsed is None:
-                continue
-            layer, proj = parsed
-            sites.append(LoraSite(name, layer, proj, arch.component_of(proj), mod))
-    if not sites:
-        raise ConfigError("the model has no LoRA modules to ablate (is it a PEFT model with a LoRA adapter?)")
-    return sites
 
 
 @dataclass
@@ -105,10 +81,8 @@ class Mask:
 
 @dataclass
 class _Saved:
-    disabled: dict[int, bool] = field(default_factory=dict)
-    scaling: dict[int, dict[str, float]] = field(default_factory=dict)
+    states: dict[int, DeltaState] = field(default_factory=dict)  # enable flag, scaling, requires_grad
     weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    requires_grad: dict[int, list[tuple[torch.nn.Parameter, bool]]] = field(default_factory=dict)
 
 
 class Ablation:
@@ -123,10 +97,8 @@ class Ablation:
 
     def _save(self, mod: Any) -> None:
         key = id(mod)
-        if key not in self.saved.disabled:
-            self.saved.disabled[key] = bool(mod.disable_adapters)
-            self.saved.scaling[key] = dict(mod.scaling)
-            self.saved.requires_grad[key] = [(p, p.requires_grad) for p in mod.parameters()]
+        if key not in self.saved.states:
+            self.saved.states[key] = delta_state(mod)
 
     def apply(self) -> "Ablation":
         for mask in self.masks:
@@ -140,30 +112,29 @@ class Ablation:
             for s in targets:
                 self._save(s.module)
                 if op == "off" or (op == "scale" and mask.factor == 0.0):
-                    s.module.enable_adapters(False)
+                    set_delta_enabled(s.module, False)
                 elif op == "scale":
-                    if _is_dora(s.module) and mask.factor != 1.0:
+                    if is_dora(s.module) and mask.factor != 1.0:
                         raise ConfigError(f"{s.name}: scaling a DoRA delta by {mask.factor} is not defined; "
                                           "use op 'off' or factor 0/1")
-                    for a in s.module.active_adapters:
-                        s.module.scaling[a] = s.module.scaling[a] * mask.factor
+                    scale_delta(s.module, mask.factor)
                 elif op == "truncate":
                     self._truncate(s.module, int(mask.rank or 0))
         self.applied = True
         return self
 
     def _truncate(self, mod: Any, k: int) -> None:
-        if _is_dora(mod):
+        if is_dora(mod):
             raise ConfigError("rank truncation of DoRA adapters is not supported")
-        for a in mod.active_adapters:
-            A, B = mod.lora_A[a].weight, mod.lora_B[a].weight  # A: (r, in), B: (out, r)
+        for a in adapter_names(mod):
+            A, B = factors(mod, a)  # A: (r, in), B: (out, r)
             key = id(mod)
             if key not in self.saved.weights:
                 self.saved.weights[key] = (A.data, B.data)
             r = A.shape[0]
             if k >= r:
                 continue
-            U, S, Vh = low_rank_svd(B.data, A.data)
+            U, S, Vh = delta_svd(B.data, A.data)
             k = min(k, S.shape[0])
             newB = torch.zeros_like(B.data)
             newA = torch.zeros_like(A.data)
@@ -175,33 +146,13 @@ class Ablation:
         for key, s in self.sites.items():
             mod = s.module
             if key in self.saved.weights:
-                for a in mod.active_adapters:
-                    mod.lora_A[a].weight.data, mod.lora_B[a].weight.data = self.saved.weights[key]
-            if key in self.saved.scaling:
-                mod.scaling.clear()
-                mod.scaling.update(self.saved.scaling[key])
-            if key in self.saved.disabled:
-                mod.enable_adapters(not self.saved.disabled[key])
-                for p, rg in self.saved.requires_grad[key]:  # enable_adapters() flips requires_grad
-                    p.requires_grad_(rg)
+                for a in adapter_names(mod):
+                    A, B = factors(mod, a)
+                    A.data, B.data = self.saved.weights[key]
+            if key in self.saved.states:
+                restore_delta_state(mod, self.saved.states[key])
         self.saved = _Saved()
         self.applied = False
-
-
-def low_rank_svd(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The thin SVD ``U, S, Vh`` of ``B @ A`` (``B``: out x r, ``A``: r x in), in float64, without forming the
-    out x in product: with ``B = Qb Rb`` and ``A^T = Qa Ra``, ``B A = Qb (Rb Ra^T) Qa^T``, so only the r x r core is
-    decomposed. O((out + in) r^2) instead of O(out in r): the SVD of a full 1536 x 576 product took most of a
-    rank-truncation sweep (every configuration, every chunk, every projection)."""
-    Qb, Rb = torch.linalg.qr(B.double())
-    Qa, Ra = torch.linalg.qr(A.double().T)
-    Uc, S, Vch = torch.linalg.svd(Rb @ Ra.T, full_matrices=False)
-    return Qb @ Uc, S, Vch @ Qa.T
-
-
-def _is_dora(mod: Any) -> bool:
-    flags = getattr(mod, "use_dora", {})
-    return any(flags.get(a, False) for a in getattr(mod, "active_adapters", []))
 
 
 @contextlib.contextmanager

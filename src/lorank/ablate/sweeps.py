@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from lorank.ablate.engine import Config
-from lorank.ablate.masks import Mask, lora_sites
+from lorank.ablate.masks import Mask
 from lorank.errors import ConfigError
+from lorank.lora.sites import adapter_ranks, lora_sites
 
 SWEEPS = ("components", "projections", "layers-leave-one-out", "layers-keep-one", "layer-windows",
           "rank-truncation", "scale")
@@ -18,7 +19,7 @@ def build_sweep(name: str, model: Any, window: int = 11, stride: int | None = No
     sites = lora_sites(model)
     layers = sorted({s.layer for s in sites})
     projs = [p for p in dict.fromkeys(s.projection for s in sites)]
-    rank = max(s.module.r[a] for s in sites for a in s.module.active_adapters)
+    rank = max(r for s in sites for r in adapter_ranks(s.module))
     if name == "components":
         return [Config("mha-only", [Mask("keep", components=["mha"])], name),
                 Config("mlp-only", [Mask("keep", components=["mlp"])], name)]

@@ -1,10 +1,10 @@
-"""Shared pieces of the analyses: reading LoRA factors from adapter files, the frozen base weights,
-picking judged pairs from an evaluation set, and writing figures atomically."""
+"""Shared pieces of the analyses: an adapter's files read (its LoRA factors by :mod:`lorank.lora.factors`), the
+frozen base weights, spectrum statistics, picking judged pairs from an evaluation set, and writing figures
+atomically."""
 from __future__ import annotations
 
 import io
 import json
-import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -15,39 +15,13 @@ import torch
 
 from lorank.data.sources import load_eval_data  # noqa: F401  (re-exported; it lives with the readers)
 from lorank.errors import ConfigError, DataError
+from lorank.lora.factors import LoraModule, read_factors
 
 #: ``progress(label, total) -> tick(n)``: the CLI passes a rich progress bar factory
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
-_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>A|B)(?:\.[^.]+)?\.weight$")
-_MAG_KEY = re.compile(r"^(?P<module>.+)\.lora_magnitude_vector(?:\.[^.]+)?(?:\.weight)?$")
-_PEFT_PREFIX = "base_model.model."
-
 
 # --------------------------------------------------------------------------------------------- adapters
-@dataclass
-class LoraModule:
-    """One LoRA-wrapped projection read from an adapter file: ``delta = scaling * B @ A``."""
-
-    name: str           # module name without PEFT's ``base_model.model.`` prefix
-    layer: int
-    projection: str
-    component: str
-    A: torch.Tensor     # (r, in)
-    B: torch.Tensor     # (out, r)
-    scaling: float
-    fan_in_fan_out: bool = False
-    magnitude: torch.Tensor | None = None  # DoRA
-
-    @property
-    def rank(self) -> int:
-        return int(self.A.shape[0])
-
-    @property
-    def key(self) -> str:
-        return f"L{self.layer}.{self.projection}"
-
-
 @dataclass
 class AdapterFiles:
     path: Path
@@ -78,28 +52,6 @@ def resolve_adapter_dir(adapter: str | Path) -> Path:
     return latest_checkpoint(p)
 
 
-def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
-    """PEFT's ``rank_pattern``/``alpha_pattern`` lookup: a key matches the end of the module name."""
-    for key, val in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return val
-    return default
-
-
-def _infer_arch(leaves: set[str]) -> Any:
-    from lorank.models.arch import arch_for, known_model_types
-
-    best, best_n = None, 0
-    for spec in {arch_for(mt).family: arch_for(mt) for mt in known_model_types()}.values():
-        n = len(leaves & set(spec.projections))
-        if n > best_n:
-            best, best_n = spec, n
-    if best is None:
-        raise ConfigError(f"cannot tell the model family of these LoRA modules ({sorted(leaves)}): "
-                          "none is a projection in lorank's architecture map")
-    return best
-
-
 def _read_meta(ckpt: Path, fallback: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     # lorank's checkpoint marker (lorank.train.callbacks.COMPLETE_MARKER) read directly: importing the
     # trainer module for one constant costs seconds; anything else goes through read_checkpoint_meta
@@ -123,42 +75,7 @@ def read_adapter(adapter: str | Path, allow_pickle: bool = False) -> AdapterFile
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     if cfg.get("peft_type", "LORA") != "LORA":
         raise ConfigError(f"{ckpt}: peft_type {cfg.get('peft_type')!r} is not LoRA")
-    state = read_adapter_state(ckpt, allow_pickle)
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    for k, t in state.items():
-        m = _LORA_KEY.match(k)
-        if m:
-            parts.setdefault(m.group("module"), {})[m.group("which")] = t
-            continue
-        m = _MAG_KEY.match(k)
-        if m:
-            parts.setdefault(m.group("module"), {})["m"] = t
-    if not parts:
-        raise ConfigError(f"{ckpt}: the adapter holds no LoRA weights (lora_A / lora_B)")
-    leaves = {n.rsplit(".", 1)[-1] for n in parts}
-    spec = _infer_arch(leaves)
-    r_default, alpha_default = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
-    rslora = bool(cfg.get("use_rslora"))
-    modules: dict[tuple[int, str], LoraModule] = {}
-    for full, p in parts.items():
-        if "A" not in p or "B" not in p:
-            raise ConfigError(f"{ckpt}: module {full} has only lora_{'A' if 'A' in p else 'B'}")
-        name = full[len(_PEFT_PREFIX):] if full.startswith(_PEFT_PREFIX) else full
-        parsed = spec.parse("." + name)
-        if parsed is None:
-            continue
-        layer, proj = parsed
-        r = int(p["A"].shape[0])
-        alpha = float(_pattern_value(cfg.get("alpha_pattern", {}), name, alpha_default))
-        r_cfg = int(_pattern_value(cfg.get("rank_pattern", {}), name, r_default))
-        if r_cfg != r:
-            raise ConfigError(f"{ckpt}: {name} has rank {r} in the weights but {r_cfg} in adapter_config.json")
-        scaling = alpha / math.sqrt(r) if rslora else alpha / r
-        modules[(layer, proj)] = LoraModule(name, layer, proj, spec.component_of(proj), p["A"].float(),
-                                            p["B"].float(), scaling, bool(cfg.get("fan_in_fan_out", False)),
-                                            p.get("m"))
-    if not modules:
-        raise ConfigError(f"{ckpt}: no LoRA module maps onto a {spec.family} layer/projection")
+    modules, spec = read_factors(read_adapter_state(ckpt, allow_pickle), cfg, ckpt)
     meta = _read_meta(ckpt, read_checkpoint_meta)
     n_layers = max(k[0] for k in modules) + 1
     return AdapterFiles(ckpt, cfg, modules, spec.family, spec.projections, n_layers, meta)
@@ -213,28 +130,6 @@ class BaseWeights:
 
 
 # ---------------------------------------------------------------------------------------------- spectra
-@dataclass
-class LowRankSVD:
-    """Thin SVD of ``scaling * B @ A`` from QR factors (never forms the full matrix)."""
-
-    U: torch.Tensor   # (out, r) left singular vectors
-    S: torch.Tensor   # (r,) singular values, descending, scaling included
-    V: torch.Tensor   # (in, r) right singular vectors
-
-
-def low_rank_svd(mod: LoraModule) -> LowRankSVD:
-    """delta = s B A with B = Qb Rb, A^T = Qa Ra  =>  delta = Qb (s Rb Ra^T) Qa^T; SVD of the r x r core."""
-    B, A = mod.B.double(), mod.A.double()
-    Qb, Rb = torch.linalg.qr(B)            # (out, r), (r, r)
-    Qa, Ra = torch.linalg.qr(A.T)          # (in, r), (r, r)
-    core = mod.scaling * (Rb @ Ra.T)
-    Uc, S, Vhc = torch.linalg.svd(core)
-    U, V = Qb @ Uc, Qa @ Vhc.T
-    if mod.fan_in_fan_out:  # the layer computes x @ (B A): the weight is the transpose
-        U, V = V, U
-    return LowRankSVD(U, S, V)
-
-
 def effective_rank(s: Sequence[float] | torch.Tensor) -> float:
     """Roy & Vetterli (2007): exp of the Shannon entropy of the L1-normalised singular values."""
     s = torch.as_tensor(s, dtype=torch.float64).clamp_min(0)

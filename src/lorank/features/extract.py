@@ -68,9 +68,10 @@ def extract_features(adapter: str | Path | None = None, eval_set: Any = None, ou
             raise ConfigError(f"groups {', '.join(sorted(kinds - {'bm25'}))} need a model: give an adapter")
         rr = reranker or Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
         arch = arch_for(rr.model.config)
-        from lorank.features.latent import extract_latent, lora_modules
+        from lorank.features.latent import extract_latent
+        from lorank.lora.sites import LATENT_ACTIVATION, latent_modules
 
-        available = lora_modules(rr.model) if kinds & {"mlp", "mha", "lora"} else {}
+        available = latent_modules(rr.model) if kinds & {"mlp", "mha", "lora"} else {}
         targets = latent_targets(parsed, arch, available)
         seqs = [rr.encoder.encode(rs.queries[q], rs.passages[d].text, rs.passages[d].title) for q, d in keys]
         tick = progress("features", len(seqs)) if progress else None
@@ -88,7 +89,7 @@ def extract_features(adapter: str | Path | None = None, eval_set: Any = None, ou
         meta.update(adapter=str(rr.meta.get("checkpoint", adapter)), family=arch.family,
                     components={p: arch.component_of(p) for p in arch.projections},
                     latent_modules=len(targets), rank={f"L{a}.{b}": int(v.shape[1]) for (a, b), v in acts.items()},
-                    token="last non-pad", activation="lora_A output (A x), eval mode: no dropout, before scaling and B")
+                    token="last non-pad", activation=LATENT_ACTIVATION)
     df = pd.DataFrame(cols)
     meta["columns"] = len(df.columns)
     meta["seconds"] = round(time.perf_counter() - t0, 2)

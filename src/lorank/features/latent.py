@@ -1,8 +1,9 @@
 """Latent LoRA activations ``A x`` read with forward hooks in the same forward pass as the score.
 
-For a LoRA-wrapped projection ``W x + s B A dropout(x)``, the r-dimensional ``A x`` is the output of PEFT's
-``lora_A[adapter]`` module; in eval mode dropout is the identity, so it is exactly ``A x`` (before the scaling
-``s`` and ``B``). It is read at each sequence's last non-pad token (where the score head reads).
+For a LoRA-wrapped projection ``W x + s B A dropout(x)``, the r-dimensional ``A x`` is the output of the A module
+of its active adapter (:func:`lorank.lora.sites.latent_modules`); in eval mode dropout is the identity, so it is
+exactly ``A x`` (before the scaling ``s`` and ``B``). It is read at each sequence's last non-pad token (where the
+score head reads).
 
 Batching is the scorer's: pairs are put in an order fixed by their content (length, then tokens),
 cut into token-budgeted chunks (:func:`lorank.batching.length_chunks`), right-padded and run through
@@ -18,31 +19,9 @@ import numpy as np
 import torch
 
 from lorank.errors import ConfigError
+from lorank.lora.sites import latent_modules
 
 log = logging.getLogger("lorank.features")
-
-
-def lora_modules(model: Any) -> dict[tuple[int, str], Any]:
-    """``{(layer, projection): lora_A module of the active adapter}`` of every LoRA-wrapped projection."""
-    from lorank.models.arch import arch_for
-
-    arch = arch_for(model.config)
-    out: dict[tuple[int, str], Any] = {}
-    for name, mod in model.named_modules():
-        lora_a = getattr(mod, "lora_A", None)
-        if not isinstance(lora_a, torch.nn.ModuleDict) or not len(lora_a):
-            continue
-        parsed = arch.parse(name)
-        if parsed is None:
-            continue
-        if getattr(mod, "merged", False):
-            raise ConfigError(f"{name}: the LoRA delta is merged into the base weight, so A x is never computed; "
-                              "unmerge it (model.unmerge_adapter()) or load the adapter unmerged")
-        active = [a for a in (getattr(mod, "active_adapters", None) or list(lora_a)) if a in lora_a]
-        if not active:
-            continue
-        out[parsed] = lora_a[active[0]]
-    return out
 
 
 @contextlib.contextmanager
@@ -69,7 +48,7 @@ def extract_latent(model: Any, seqs: Sequence[list[int]], pad_id: int, targets: 
     from lorank.batching import chunk_logits, length_chunks, pad_chunk, pad_multiple_for
     from lorank.score.forward_context import ScoringMemoryError, autocast_ctx, is_oom
 
-    mods_all = lora_modules(model) if targets else {}
+    mods_all = latent_modules(model) if targets else {}
     missing = [k for k in targets if k not in mods_all]
     if missing:
         raise ConfigError(f"the model has no LoRA module at {', '.join(f'L{a}.{b}' for a, b in missing[:5])}")

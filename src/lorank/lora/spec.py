@@ -1,4 +1,5 @@
-"""``LoraSpec``: which LoRA to train, in the study's terms, resolved to a PEFT ``LoraConfig``.
+"""``LoraSpec``: the LoRA settings (the one type for them: a training config's ``lora:`` block, a study's LoRA
+axes, the checkpoint metadata), resolved to a PEFT ``LoraConfig``.
 
 Components (``mha``/``mlp``/``all``), projections (model names or aliases such as ``mlp.up``) and
 layer sets (``all``, ``5-15``, ``0,3,7``, ``[1, 2]``) go through the architecture map, so the same
@@ -6,15 +7,16 @@ spec targets ``q_proj`` on Llama and ``query_key_value`` on GPT-NeoX.
 """
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, ValidationError, field_validator
+
+from lorank.config import Strict, format_validation_error
 from lorank.errors import ConfigError
 from lorank.models.arch import ArchSpec, arch_for
 
-VARIANTS = ("lora", "dora", "rslora")
-COMPONENT_CHOICES = ("all", "mha", "mlp")
 #: how ``alpha`` follows the rank (:func:`effective_alpha`): fixed = as given; scale = alpha/r held constant;
 #: rslora = alpha proportional to sqrt(r) (scale alpha/r proportional to 1/sqrt(r)); both equal the fixed one at ``alpha_rank``
 ALPHA_POLICIES = ("fixed", "scale", "rslora")
@@ -73,8 +75,6 @@ def effective_alpha(alpha: float | int | str, rank: int, policy: str = "fixed", 
     scale 8); ``rslora``: alpha x sqrt(r / alpha_rank) (scale proportional to 1/sqrt(r), equal to the fixed one at
     ``alpha_rank``). The given alpha of scale and rslora is the alpha at ``alpha_rank`` (``"8r"`` there: 8 x
     alpha_rank)."""
-    import math
-
     if policy == "fixed":
         return parse_alpha(alpha, rank)
     if policy not in ALPHA_POLICIES:
@@ -85,39 +85,59 @@ def effective_alpha(alpha: float | int | str, rank: int, policy: str = "fixed", 
     return base * rank / alpha_rank if policy == "scale" else base * math.sqrt(rank / alpha_rank)
 
 
-@dataclass
-class LoraSpec:
-    rank: int = 8
+class LoraSpec(Strict):
+    """The LoRA settings, the one type for them: the ``lora:`` block of a training config (YAML keys, defaults and
+    validation messages as there), the run's ``config.json`` and identity hash (:meth:`model_dump`, as given:
+    ``projections: "q,v"`` stays a string), and the PEFT config it resolves to (:meth:`to_peft`).
+
+    A bad value is refused when the spec is made (pydantic's ``ValidationError``; :meth:`from_dict` raises
+    :class:`ConfigError` with the messages a config gets, ``lora.rank: ...``); what needs the model (projections of its
+    family, layers within its depth) is checked by :meth:`validate` / :meth:`targets`."""
+
+    rank: int = Field(8, ge=1)
     alpha: float | str = 64
-    dropout: float = 0.1
-    components: str = "all"
-    projections: list[str] | None = None
-    layers: str | list[int] = "all"
-    variant: str = "lora"
-    alpha_policy: str = "fixed"  # ALPHA_POLICIES: how alpha follows the rank (effective_alpha)
-    alpha_rank: int = 8  # the rank at which the given alpha applies (scale / rslora)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    components: Literal["all", "mha", "mlp"] = "all"
+    projections: list[str] | str | None = None
+    layers: str | int | list[int] = "all"
+    variant: Literal["lora", "dora", "rslora"] = "lora"
+    #: how alpha follows the rank (:func:`effective_alpha`): fixed = alpha as given; scale = alpha x r /
+    #: alpha_rank (alpha/r held constant); rslora = alpha x sqrt(r / alpha_rank). PEFT gets the effective number
+    alpha_policy: Literal["fixed", "scale", "rslora"] = "fixed"
+    alpha_rank: int = Field(8, ge=1)  # the rank at which the given alpha applies
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: Any) -> Any:
+        try:  # syntax and empty ranges now; the layer count is checked once the model is known
+            parse_layers(v, 10**6)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: Any) -> Any:
+        try:
+            parse_alpha(v, 1)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
 
     def effective_alpha(self) -> float:
-        """The numeric lora_alpha of the PEFT config (:func:`effective_alpha`)."""
+        """The numeric lora_alpha this LoRA trains with (its policy applied at its rank; :func:`effective_alpha`)."""
         return effective_alpha(self.alpha, self.rank, self.alpha_policy, self.alpha_rank)
 
+    def projection_names(self) -> list[str]:
+        """The projections as a list (``"q,v"`` -> ``["q", "v"]``); empty: every projection of the components."""
+        if isinstance(self.projections, str):
+            return [p.strip() for p in self.projections.split(",") if p.strip()]
+        return list(self.projections or [])
+
     def validate(self, arch: ArchSpec | None = None, num_layers: int | None = None) -> list[str]:
-        """Every problem with this spec (empty list when fine)."""
+        """Every problem of this spec on a model of ``arch`` with ``num_layers`` layers (empty list when fine)."""
         problems: list[str] = []
-        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
-            problems.append(f"lora.rank must be an integer >= 1, got {self.rank!r}")
-        else:
-            try:
-                self.effective_alpha()
-            except ConfigError as e:
-                problems.append(str(e) if "alpha_" in str(e) else f"lora.alpha: {e}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            problems.append(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
-        if self.components not in COMPONENT_CHOICES:
-            problems.append(f"lora.components must be one of {COMPONENT_CHOICES}, got {self.components!r}")
-        if self.variant not in VARIANTS:
-            problems.append(f"lora.variant must be one of {VARIANTS}, got {self.variant!r}")
-        if arch is not None and not problems:
+        if arch is not None:
             try:
                 self.target_projections(arch)
             except ConfigError as e:
@@ -131,10 +151,11 @@ class LoraSpec:
 
     def target_projections(self, arch: ArchSpec) -> list[str]:
         allowed = arch.projections_of(self.components)
-        if not self.projections:
+        names = self.projection_names()
+        if not names:
             return list(allowed)
         chosen: list[str] = []
-        for name in self.projections:
+        for name in names:
             for p in arch.resolve_projection(name):
                 if p not in allowed:
                     raise ConfigError(f"projection {name!r} ({p}) is not part of components={self.components!r}")
@@ -160,7 +181,7 @@ class LoraSpec:
                 rf"({'|'.join(map(re.escape, projs))})")
 
     def to_peft(self, model_config: Any, head_modules: tuple[str, ...] = ("score",)) -> Any:
-        from peft import LoraConfig, TaskType
+        from peft import LoraConfig, TaskType  # peft stays lazy: the spec is read on light paths (configs, plans)
 
         regex = self.target_regex(model_config)
         return LoraConfig(
@@ -176,23 +197,30 @@ class LoraSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The form a checkpoint's metadata records (``lora`` in ``lorank_meta.json``): as :meth:`model_dump`, with a
+        comma-separated ``projections`` string as its list."""
+        d = self.model_dump()
+        if isinstance(self.projections, str):
+            d["projections"] = self.projection_names()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "LoraSpec":
         d = dict(d or {})
-        unknown = sorted(set(d) - {f for f in cls.__dataclass_fields__})
+        unknown = sorted(set(d) - set(cls.model_fields))
         if unknown:
             raise ConfigError(f"unknown lora field(s): {', '.join(unknown)} "
-                              f"(known: {', '.join(cls.__dataclass_fields__)})")
-        if isinstance(d.get("projections"), str):
-            d["projections"] = [p.strip() for p in d["projections"].split(",") if p.strip()]
-        return cls(**d)
+                              f"(known: {', '.join(cls.model_fields)})")
+        try:
+            return cls.model_validate(d)
+        except ValidationError as e:
+            raise ConfigError([f"lora.{p}" for p in format_validation_error(e)]) from None
 
     def short_name(self) -> str:
         parts = [f"r{self.rank}", self.components]
-        if self.projections:
-            parts.append("+".join(p.replace(".", "") for p in self.projections))
+        names = self.projection_names()
+        if names:
+            parts.append("+".join(p.replace(".", "") for p in names))
         if self.layers not in ("all", None):
             parts.append("L" + str(self.layers).replace(",", "_").replace(" ", "").strip("[]"))
         if self.variant != "lora":

@@ -17,7 +17,8 @@ tested against the HF+PEFT forward on tiny Llama and Mistral models), with less 
   each projection's update is the same random function as before; what changes is that the masks of q, k and v
   (and of gate and up) are the same draw instead of independent ones. The 1/(1-p) is folded into ``B``.
 - **The dropout mask** is 1 byte per element, drawn as 16-bit lanes of 64-bit random words (p rounded to 1/65536,
-  as :class:`lorank.train.trainer.FastDropout`; :mod:`lorank.models.packed_kernels`).
+  as :class:`lorank.lora.dropout.FastDropout`; :mod:`lorank.lora.dropout`). Each projection's LoRA is read by
+  :func:`lorank.lora.factors.active_lora`.
 - **Attention by matmuls on bf16 CPUs.** On CPU, SDPA's bf16 flash backward is slow (about 4x the explicit
   matmul form, measured on SmolLM2 shapes), so a bf16 model's attention is two batched matmuls and an fp32
   softmax there; elsewhere it is SDPA with ``is_causal``.
@@ -37,30 +38,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lorank.lora.dropout import drop_lanes, keep_scale, lane_threshold
+from lorank.lora.factors import active_lora
 from lorank.models import packed_kernels as K
 
 #: model types whose decoder layer is the Llama one (pre-norm RMSNorm, rotary, GQA SDPA, SiLU-gated MLP)
 LLAMA_LIKE = ("llama", "mistral", "qwen2")
 _ATTN = ("q_proj", "k_proj", "v_proj")
 _MLP_IN = ("gate_proj", "up_proj")
-
-
-def _lora_parts(mod: Any) -> tuple[torch.nn.Linear, Any]:
-    """(the frozen base linear, a description of its LoRA or None) of a (possibly) PEFT-wrapped projection."""
-    base = getattr(mod, "base_layer", None)
-    if base is None:
-        return mod, None
-    names = [n for n in getattr(mod, "active_adapters", ["default"]) if n in mod.lora_A]
-    if not names:
-        return base, None
-    if len(names) > 1:
-        raise ValueError("more than one active LoRA adapter")
-    n = names[0]
-    drop = mod.lora_dropout[n]
-    p = float(getattr(drop, "p", 0.0)) if not isinstance(drop, torch.nn.Identity) else 0.0
-    return base, {"A": mod.lora_A[n].weight, "B": mod.lora_B[n].weight, "scale": float(mod.scaling[n]), "p": p,
-                  "dora": bool(getattr(mod, "use_dora", {}).get(n, False)),
-                  "lora_bias": getattr(mod.lora_B[n], "bias", None) is not None}
 
 
 def packed_support(model: Any) -> str | None:
@@ -87,7 +72,7 @@ def packed_support(model: Any) -> str | None:
         for name, mod in [(n, getattr(attn, n)) for n in (*_ATTN, "o_proj")] + [(n, getattr(mlp, n)) for n in
                                                                                    (*_MLP_IN, "down_proj")]:
             try:
-                base, lo = _lora_parts(mod)
+                base, lo = active_lora(mod)
             except ValueError as e:
                 return f"{name}: {e}"
             if not isinstance(base, torch.nn.Linear):
@@ -95,7 +80,7 @@ def packed_support(model: Any) -> str | None:
             if lo and (lo["dora"] or lo["lora_bias"]):
                 return f"{name}: DoRA / LoRA bias"
         for names in (_ATTN, _MLP_IN):
-            ps = {lo["p"] for lo in (_lora_parts(getattr(attn if names is _ATTN else mlp, n))[1] for n in names) if lo}
+            ps = {lo["p"] for lo in (active_lora(getattr(attn if names is _ATTN else mlp, n))[1] for n in names) if lo}
             if len(ps) > 1:
                 return f"different LoRA dropout on {'/'.join(names)}"
     return None
@@ -148,16 +133,16 @@ class _Group:
         if not self.rank_total:
             return y
         drop = training and self.p > 0
-        A, B = self.lora_mats(x.dtype, K.keep_scale(self.p) if drop else 1.0)
+        A, B = self.lora_mats(x.dtype, keep_scale(self.p) if drop else 1.0)
         if drop:
-            x = K.drop_lanes(x, K.lane_threshold(self.p))
+            x = drop_lanes(x, lane_threshold(self.p))
         return torch.addmm(y, x @ A.t(), B.t())
 
 
 def _fuse(mods: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[Any]]:
     """Concatenate the frozen weights (and biases) of ``mods`` into one tensor and make each module's weight a
     view of its rows: no second copy is kept, and the HF forward reads the same storage."""
-    bases, loras = zip(*(_lora_parts(m) for m in mods))
+    bases, loras = zip(*(active_lora(m) for m in mods))
     if len(bases) == 1:
         return bases[0].weight, bases[0].bias, [bases[0].out_features], list(loras)
     w = torch.cat([b.weight.detach() for b in bases])

@@ -1,5 +1,5 @@
-"""The non-matmul pieces of the packed forward (:mod:`lorank.models.packed`): RMSNorm, rotary, SwiGLU, the LoRA
-dropout mask and bf16 attention by matmuls.
+"""The non-matmul pieces of the packed forward (:mod:`lorank.models.packed`): RMSNorm, rotary, SwiGLU and bf16
+attention by matmuls (the LoRA dropout mask is :mod:`lorank.lora.dropout`).
 
 ``torch.compile`` (inductor, CPU, ``dynamic=True``) of these pieces was measured and does not pay: alone, the
 compiled RMSNorm, rotary and SwiGLU ran 1.6-5.6x faster than eager ([1665, 576] bf16 tokens, forward + backward),
@@ -36,19 +36,6 @@ def swiglu(gu: torch.Tensor, inter: int) -> torch.Tensor:
     return F.silu(g) * u
 
 
-def keep_mask(x: torch.Tensor, threshold: int) -> torch.Tensor:
-    """A bool mask shaped like ``x``, True where a 16-bit random lane >= ``threshold``: four lanes per 64-bit
-    random word of the torch RNG (seeded, saved in checkpoints), as :class:`lorank.train.trainer.FastDropout`."""
-    n = x.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)
-    return words.view(torch.int16)[:n].view(x.shape) >= threshold
-
-
-def drop_lanes(x: torch.Tensor, threshold: int) -> torch.Tensor:
-    """``x`` times :func:`keep_mask` (p rounded to 1/65536); the caller folds 1/(1-p) into LoRA's B."""
-    return x * keep_mask(x, threshold)
-
-
 def attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
     """Causal GQA attention by explicit matmuls with the softmax in fp32 (as HF's eager attention):
     q [B, Hq, W, D], k/v [B, Hkv, W, D], ``causal`` [W, W] bool. On a CPU in bf16 this ran fwd + bwd in 7.4 ms
@@ -60,13 +47,3 @@ def attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: torch
     s = s.view(b, hkv, hq // hkv, w, w).masked_fill(~causal, float("-inf"))
     pr = s.softmax(-1, dtype=torch.float32).to(q.dtype).view(b, hkv, (hq // hkv) * w, w)
     return (pr @ v).view(b, hq, w, d)
-
-
-def lane_threshold(p: float) -> int:
-    """Keep where a uniform int16 lane >= this: p rounded to a multiple of 1/65536."""
-    return round(p * 65536) - 32768
-
-
-def keep_scale(p: float) -> float:
-    """1/(1 - the drop probability that :func:`drop_lanes` realises for ``p``)."""
-    return 1.0 / (1.0 - (lane_threshold(p) + 32768) / 65536)

@@ -17,7 +17,7 @@ from lorank.config import EvalSpec
 from lorank.data.roles import TEST, role_of
 from lorank.data.sources import eval_label
 from lorank.errors import ConfigError
-from lorank.models.lora_merge import merge_by_default, merged_lora
+from lorank.lora.merge import merge_by_default, merged_lora
 from lorank.score.engine import Scorer
 from lorank.score.runs import interpolate_runs, rerank_to_run
 
@@ -29,9 +29,9 @@ CURVE_FILE = "curve.jsonl"
 
 class CheckpointEvaluator:
     """Scores a model's checkpoint on the eval sets, with its LoRA deltas merged into the base weights while it
-    scores (:func:`lorank.models.lora_merge.merged_lora`: 1.37x on DL19 top-50 in fp32, session 13) and the exact
+    scores (:func:`lorank.lora.merge.merged_lora`: 1.37x on DL19 top-50 in fp32, session 13) and the exact
     base weights put back after, so a model in training goes on from the very weights it had. ``merge_lora``
-    (else ``spec.merge_lora``, else :func:`~lorank.models.lora_merge.merge_by_default`: on CPUs) decides."""
+    (else ``spec.merge_lora``, else :func:`~lorank.lora.merge.merge_by_default`: on CPUs) decides."""
 
     def __init__(self, encoder: Any, pad_id: int, spec: EvalSpec, out_dir: Path, data_root: str | None = None,
                  merge_lora: bool | None = None):

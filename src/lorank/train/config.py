@@ -8,47 +8,8 @@ from pydantic import Field, field_validator, model_validator
 
 from lorank.config import Checkpoints, EvalSpec, InputSpec, Strict, TrainData, parse_model, read_yaml
 from lorank.errors import ConfigError
-from lorank.lora.spec import LoraSpec, parse_alpha, parse_layers
+from lorank.lora.spec import LoraSpec
 from lorank.train.losses import LOSSES, NEEDS_TEACHER
-
-
-class LoraFields(Strict):
-    rank: int = Field(8, ge=1)
-    alpha: float | str = 64
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    components: Literal["all", "mha", "mlp"] = "all"
-    projections: list[str] | str | None = None
-    layers: str | int | list[int] = "all"
-    variant: Literal["lora", "dora", "rslora"] = "lora"
-    #: how alpha follows the rank (lorank.lora.spec.effective_alpha): fixed = alpha as given; scale = alpha x r /
-    #: alpha_rank (alpha/r held constant); rslora = alpha x sqrt(r / alpha_rank). PEFT gets the effective number
-    alpha_policy: Literal["fixed", "scale", "rslora"] = "fixed"
-    alpha_rank: int = Field(8, ge=1)  # the rank at which the given alpha applies
-
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, v: Any) -> Any:
-        try:  # syntax and empty ranges now; the layer count is checked once the model is known
-            parse_layers(v, 10**6)
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-        return v
-
-    @field_validator("alpha")
-    @classmethod
-    def _alpha(cls, v: Any) -> Any:
-        try:
-            parse_alpha(v, 1)
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-        return v
-
-    def spec(self) -> LoraSpec:
-        return LoraSpec.from_dict(self.model_dump())
-
-    def effective_alpha(self) -> float:
-        """The numeric lora_alpha this LoRA trains with (its policy applied at its rank)."""
-        return self.spec().effective_alpha()
 
 
 class DivergenceGuard(Strict):
@@ -72,7 +33,7 @@ class TrainConfig(Strict):
     head_init: Literal["random", "yes_no"] = "random"
     trust_remote_code: bool = False
     input: InputSpec = Field(default_factory=InputSpec)
-    lora: LoraFields = Field(default_factory=LoraFields)
+    lora: LoraSpec = Field(default_factory=LoraSpec)  # the LoRA settings: lorank.lora.spec
     data: list[TrainData]
     data_root: str | None = None
     group_size: int = Field(16, ge=2)
@@ -98,7 +59,7 @@ class TrainConfig(Strict):
     #: false / true (= full: keep block inputs, +1 forward) / selective (keep the big matmuls' outputs,
     #: recompute the cheap ops: ~1/3 of the activation memory for a few % of the time; lorank.train.trainer)
     gradient_checkpointing: bool | Literal["full", "selective"] = False
-    fast_dropout: bool = True  # LoRA dropout via lorank.train.trainer.FastDropout (p rounded to 1/65536)
+    fast_dropout: bool = True  # LoRA dropout via lorank.lora.dropout.FastDropout (p rounded to 1/65536)
     #: padded tokens per forward chunk; auto: 4096 on CPU, 16384 on CUDA (fewer, larger launches)
     chunk_tokens: int | Literal["auto"] = "auto"
     grad_cache: bool = False  # one chunk's activations in memory instead of the step's (+1 forward)

@@ -17,6 +17,8 @@ import torch
 from lorank.allocator import active_allocator
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError, LorankError
+from lorank.lora.dropout import use_fast_dropout
+from lorank.lora.sites import disable_input_cast, target_counts
 from lorank.train.callbacks import (CheckpointMeta, EvalOnSave, GracefulStop, JsonlLog, RichProgress, SaveError,
                                    TrainingDivergedStop)
 from lorank.train.checkpoints import COMPLETE_MARKER, complete_checkpoints, read_marker, step_of  # noqa: F401
@@ -94,8 +96,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     from lorank.train.losses import get_loss
     from lorank.train.collator import pad_multiple_for
     from lorank.models.attention import apply_attention_backend
-    from lorank.train.trainer import (CheckpointSchedule, RerankTrainer, disable_lora_input_cast, enable_checkpointing,
-                                      use_fast_dropout)
+    from lorank.train.trainer import CheckpointSchedule, RerankTrainer, enable_checkpointing
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config, overrides)
     from lorank.precision import decide
@@ -114,7 +115,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     fmt = InputFormat(**cfg.input.model_dump())
     loaded = load_reranker(cfg.model, dtype=dtype, head_init=cfg.head_init,
                            trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
-    spec = cfg.lora.spec()
+    spec = cfg.lora
     model = apply_lora(loaded.model, spec)
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
@@ -122,7 +123,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     if cfg.fast_dropout:
         use_fast_dropout(model)  # LoRA dropout masks from 64-bit random words: ~2x cheaper on CPU, 1-byte masks
     if dtype == "bf16":  # the Trainer runs under bf16 autocast: PEFT's fp32 input copies are waste
-        disable_lora_input_cast(model)
+        disable_input_cast(model)
     checkpointing = enable_checkpointing(model, cfg.gradient_checkpointing)  # none / full / selective
     use_cuda = torch.cuda.is_available()
     forward, forward_reason = choose_forward(cfg, model, checkpointing, use_cuda)
@@ -139,7 +140,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     pad_id = int(loaded.tokenizer.pad_token_id)
     dataset = GroupDataset(pools, cfg.group_size, cfg.seed, cfg.unit)
     resolved = {"config": cfg.model_dump(), "model_path": loaded.path, "model_source": loaded.source.describe(),
-                "arch": loaded.arch.family, "pad_token_id": pad_id, "lora_targets": _targets(model),
+                "arch": loaded.arch.family, "pad_token_id": pad_id, "lora_targets": target_counts(model),
                 "pools": stats.__dict__, "versions": software_versions(),
                 # the LoRA scale as trained: PEFT's lora_alpha is the policy's number at this rank
                 "lora_alpha": {"policy": spec.alpha_policy, "given": spec.alpha, "alpha_rank": spec.alpha_rank,
@@ -425,10 +426,3 @@ def _evaluate_on_test(evaluator: Any, model: Any, ckpts: list[Path], test_steps:
         load_adapter_weights(model, by_step[step])
         evaluator.score_test(model, step)
     model.load_state_dict(current, strict=False)
-
-
-def _targets(model: Any) -> dict[str, int]:
-    from collections import Counter
-
-    names = [n for n, _ in model.named_modules() if n.endswith(".lora_A")]
-    return dict(Counter(n.split(".")[-2] for n in names))

@@ -12,7 +12,6 @@ from transformers import Trainer, TrainerCallback
 
 from lorank.batching import causal_mask_arg, chunk_logits  # noqa: F401
 from lorank.errors import LorankError
-from lorank.models.packed_kernels import keep_mask, keep_scale, lane_threshold
 
 log = logging.getLogger("lorank.train")
 
@@ -36,74 +35,6 @@ def forward_scores(model: Any, chunks: list[dict[str, torch.Tensor]]) -> torch.T
     scores = torch.cat(parts)
     order = torch.cat(index)
     return scores[torch.argsort(order)]
-
-
-class _KeepScale(torch.autograd.Function):
-    """x * keep * scale, saving only the boolean mask (1 byte per element instead of a float noise tensor)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.where(keep, x, 0.0).mul_(scale)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Any:
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None, None
-
-
-class FastDropout(torch.nn.Module):
-    """Dropout with the mask drawn as 16-bit lanes of 64-bit random words: 4 mask elements per RNG draw.
-
-    On CPU, ``nn.Dropout``'s ``bernoulli_`` costs ~7 ns per element, about half a 576x576 projection's time,
-    so LoRA dropout on 7 projections made a training step ~27% slower; this mask costs a fraction of that
-    and keeps a 1-byte mask for the backward instead of a float one. The drop probability is ``p`` rounded
-    to a multiple of 1/65536 (0.1 -> 0.1000061). Same torch RNG (seeded, saved in checkpoints, replayed by
-    grad_cache and checkpointing). Identity in eval mode."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
-        self.threshold = lane_threshold(p)  # keep where a uniform int16 lane >= threshold
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        return _KeepScale.apply(x, keep_mask(x, self.threshold), keep_scale(self.p))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-def use_fast_dropout(model: Any) -> int:
-    """Swap PEFT's LoRA ``nn.Dropout`` modules for :class:`FastDropout` (same p); returns how many."""
-    n = 0
-    for mod in model.modules():
-        drops = getattr(mod, "lora_dropout", None)
-        if isinstance(drops, torch.nn.ModuleDict):
-            for k, d in list(drops.items()):
-                if type(d) is torch.nn.Dropout and d.p > 0:
-                    drops[k] = FastDropout(d.p)
-                    n += 1
-    return n
-
-
-def disable_lora_input_cast(model: Any) -> int:
-    """Stop PEFT from casting each LoRA layer's input to the adapter's dtype (fp32 master weights).
-
-    Under bf16 autocast the cast is pure waste: every LoRA-wrapped projection made an fp32 copy of its
-    bf16 input (2x its size, kept for the backward; 7 per block) that autocast then cast back to bf16 for
-    the matmul. Use only when the forward runs under autocast (HF Trainer ``bf16=True``). Returns how many
-    layers were changed."""
-    n = 0
-    for mod in model.modules():
-        if hasattr(mod, "lora_A") and hasattr(mod, "_cast_input_dtype"):
-            mod.cast_input_dtype_enabled = False
-            n += 1
-    return n
 
 
 CHECKPOINTING = ("none", "full", "selective")

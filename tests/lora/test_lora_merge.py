@@ -5,7 +5,8 @@ import torch
 
 from lorank.lora import LoraSpec, apply_lora
 from lorank.models.inputs import PairEncoder
-from lorank.models.lora_merge import lora_modules, merge_by_default, merged_lora
+from lorank.lora.merge import merge_by_default, merged_lora
+from lorank.lora.sites import lora_layers
 from lorank.models.random_init import random_reranker, tiny_tokenizer
 from lorank.score.engine import Scorer
 
@@ -32,18 +33,18 @@ def test_scores_as_unmerged_inside_and_the_same_bits_after(shape):
     model, enc, pad = _model(shape)
     plain = Scorer(model, enc, pad, bf16=False).score_pairs(PAIRS)
     before = _snapshot(model)
-    tensors = [m.base_layer.weight.data_ptr() for m in lora_modules(model)]
+    tensors = [m.base_layer.weight.data_ptr() for m in lora_layers(model)]
     with merged_lora(model) as n:
         assert n == len(tensors) > 0
-        assert all(m.merged for m in lora_modules(model))
+        assert all(m.merged for m in lora_layers(model))
         changed = [not torch.equal(before[k], v) for k, v in model.state_dict().items() if "base_layer.weight" in k]
         assert all(changed)  # the deltas are in the weights
         inside = Scorer(model, enc, pad, bf16=False).score_pairs(PAIRS)
     assert np.allclose(plain, inside, atol=1e-4)
-    assert not any(m.merged for m in lora_modules(model))
+    assert not any(m.merged for m in lora_layers(model))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert [m.base_layer.weight.data_ptr() for m in lora_modules(model)] == tensors  # the same storage
+    assert [m.base_layer.weight.data_ptr() for m in lora_layers(model)] == tensors  # the same storage
     assert np.array_equal(plain, Scorer(model, enc, pad, bf16=False).score_pairs(PAIRS))
 
 
@@ -54,7 +55,7 @@ def test_an_error_inside_still_restores_the_weights():
         with merged_lora(model):
             raise RuntimeError("boom")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert not any(m.merged for m in lora_modules(model))
+    assert not any(m.merged for m in lora_layers(model))
 
 
 def test_a_model_already_merged_or_without_lora_is_left_alone():
@@ -64,7 +65,7 @@ def test_a_model_already_merged_or_without_lora_is_left_alone():
     with merged_lora(model) as n:
         assert n == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(m.merged for m in lora_modules(model))  # still merged: it was not ours to undo
+    assert all(m.merged for m in lora_layers(model))  # still merged: it was not ours to undo
     base = random_reranker("tiny-llama", pad_token_id=0)
     with merged_lora(base) as n:
         assert n == 0

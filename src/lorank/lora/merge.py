@@ -14,10 +14,8 @@ from typing import Any, Iterator
 
 import torch
 
-
-def lora_modules(model: Any) -> list[Any]:
-    """PEFT LoRA layers of ``model`` (modules with a ``base_layer`` and ``lora_A``)."""
-    return [m for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A") and len(m.lora_A)]
+from lorank.lora.factors import is_dora
+from lorank.lora.sites import lora_layers
 
 
 def merge_by_default(device: Any) -> bool:
@@ -32,7 +30,7 @@ def merged_lora(model: Any) -> Iterator[int]:
     every base weight is the very tensor it was (same object, so views of fused weights stay views) holding the
     very values it held, and no layer counts as merged. Yields how many layers were merged (0: nothing to merge,
     or already merged, and then nothing is touched)."""
-    mods = lora_modules(model)
+    mods = lora_layers(model)
     if not mods or not hasattr(model, "merge_adapter") or any(getattr(m, "merged", False) for m in mods):
         yield 0
         return
@@ -56,7 +54,7 @@ def merged_lora(model: Any) -> Iterator[int]:
 def merge_blocker(modules: list[Any]) -> str | None:
     """Why :class:`LoraMerger` cannot merge these modules (DoRA: its merge is not base + delta), else None."""
     for m in modules:
-        if any(getattr(m, "use_dora", {}).get(a, False) for a in getattr(m, "active_adapters", [])):
+        if is_dora(m):
             return "DoRA adapters are scored unmerged (their merge is not the base weight plus B A)"
     return None
 
