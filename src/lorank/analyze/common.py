@@ -13,7 +13,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from lorank.data.sources import load_eval_data  # noqa: F401  (re-exported; it lives with the readers)
 from lorank.errors import ConfigError, DataError
 
 #: ``progress(label, total) -> tick(n)``: the CLI passes a rich progress bar factory
