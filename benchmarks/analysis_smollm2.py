@@ -62,6 +62,7 @@ def main() -> None:
     torch.set_num_threads(pick_threads() if args.threads == "auto" else int(args.threads))
 
     from lorank.analyze import compare_adapters, patch, probe, weight_stats
+    from lorank.subject import resolve_subject
 
     run = Path(args.run)
     ck100, ck200 = run / "checkpoint-100", run / "checkpoint-200"
@@ -87,14 +88,14 @@ def main() -> None:
             compare_adapters(ck100, ck200, out, side="right")
             compare_adapters(ck100, ck200, out, side="left", name="compare_left")
         elif step == "probe" and args.probe_source == "patch":
-            probe(ck200, out_dir=out, features_in=FEATURES)
+            probe(None, out, features_in=FEATURES)
         elif step == "probe":
-            probe(ck200, args.eval, out, max_queries=args.probe_queries, depth=args.probe_depth, reranker=reranker(),
-                  features_out=FEATURES.with_name("probe_features.npz"))
+            probe(resolve_subject(ck200, args.eval, reranker=reranker()), out, max_queries=args.probe_queries,
+                  depth=args.probe_depth, features_out=FEATURES.with_name("probe_features.npz"))
         elif step == "patch":
-            patch(ck200, args.eval, out, max_queries=args.patch_queries, depth=args.patch_depth,
-                  sites=args.patch_sites.split(","), layers=args.patch_layers, block_layers=args.patch_block_layers,
-                  exact_check=args.exact_check, reranker=reranker(), features_out=FEATURES)
+            patch(resolve_subject(ck200, args.eval, reranker=reranker()), out, max_queries=args.patch_queries,
+                  depth=args.patch_depth, sites=args.patch_sites.split(","), layers=args.patch_layers,
+                  block_layers=args.patch_block_layers, exact_check=args.exact_check, features_out=FEATURES)
         else:
             raise SystemExit(f"unknown step {step!r}")
         timings[step] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),

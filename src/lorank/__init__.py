@@ -1,7 +1,9 @@
 """lorank: train, evaluate and dissect LoRA-fine-tuned LLM rerankers.
 
 Python twins of the CLI verbs: ``lorank.train``, ``lorank.Reranker``, ``lorank.evaluate``,
-``lorank.retrieve_beir``, ``lorank.features``, ``lorank.ltr``. Heavy modules (torch, transformers) load on first use.
+``lorank.retrieve_beir``, ``lorank.ablate``, ``lorank.features``, ``lorank.ltr``; the dissection verbs (``ablate``,
+``features``, ``lorank.analyze.probe`` / ``patch``) take a subject from ``lorank.resolve_subject(adapter, eval_set)``.
+Heavy modules (torch, transformers) load on first use.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ _LAZY = {
     "ltr": ("lorank.ltr", "ltr"),
     "TrainConfig": ("lorank.train.config", "TrainConfig"),
     "Reranker": ("lorank.reranker", "Reranker"),
+    "Subject": ("lorank.subject", "Subject"),
+    "resolve_subject": ("lorank.subject", "resolve_subject"),
     "LoraSpec": ("lorank.lora.spec", "LoraSpec"),
     "evaluate": ("lorank.score", "evaluate"),
     "compare": ("lorank.score", "compare"),

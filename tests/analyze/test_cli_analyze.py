@@ -99,3 +99,11 @@ def test_run_analysis_dispatches_by_kind(tiny, tmp_path):
         run_analysis("weights", tiny["a"], tmp_path, colour="red")
     with pytest.raises(ConfigError, match="two adapters"):
         run_analysis("compare", tiny["a"], tmp_path)
+    # probe / patch: the adapter and the data options resolve into the verb's subject
+    p = run_analysis("patch", tiny["a"], tmp_path / "p", eval_set=tiny["data"], max_queries=2, depth=6, layers="3",
+                     exact_check=False, plots=False)
+    assert p["kind"] == "patch" and p["queries"] == 2 and p["adapter"] == str(tiny["a"])
+    assert p["eval_set"] == "data" and (tmp_path / "p" / "patch.json").is_file()
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) for analysis 'probe': colour \(known: eval_set, "
+                                          r"queries, run, collection, qrels, data_root, allow_pickle, reranker, max_queries"):
+        run_analysis("probe", tiny["a"], tmp_path, colour="red")

@@ -148,11 +148,12 @@ def test_real_dl19_bm25_row_matches_the_known_first_stage(shared_data, tmp_path,
     """BM25 through features -> ltr on the real DL20/DL19 tables: the README's DL19 BM25 figures."""
     from lorank.features.extract import extract_features
     from lorank.ltr.run import ltr
+    from lorank.subject import resolve_subject
 
     monkeypatch.setenv("LORANK_DATA", str(shared_data))
-    m = extract_features(eval_set="dl19", out=tmp_path / "dl19.csv", groups=["bm25"], data_root=shared_data)
-    assert m["queries"] == 43 and m["pairs"] == 4300
-    extract_features(eval_set="dl20", out=tmp_path / "dl20.parquet", groups=["bm25"], data_root=shared_data)
+    m = extract_features(resolve_subject(eval_set="dl19", data_root=shared_data), tmp_path / "dl19.csv", groups=["bm25"])
+    assert m["queries"] == 43 and m["pairs"] == 4300 and m["source"] == "dl19" and "adapter" not in m
+    extract_features(resolve_subject(eval_set="dl20", data_root=shared_data), tmp_path / "dl20.parquet", groups=["bm25"])
     res = ltr(tmp_path / "dl20.parquet", tmp_path / "dl19.csv", tmp_path / "o", rows=["bm25", "x=bm25"],
               grid={"num_leaves": [7], "learning_rate": [0.1]}, plots=False)
     bm25 = res["rows"][0]

@@ -1,6 +1,7 @@
 """Inference-time ablations of trained LoRA adapters (masks, cached sweeps).
 
-``lorank.ablate`` is both this package and the sweep function: ``lorank.ablate(adapter, sweeps=[...])``.
+``lorank.ablate`` is both this package and the sweep function (of a :class:`lorank.subject.Subject`):
+``lorank.ablate(lorank.resolve_subject(adapter, "dl19"), sweeps=[...])``.
 """
 import sys
 import types

@@ -1,4 +1,4 @@
-"""``lorank.ablate(...)``: run named sweeps on one trained adapter over an eval set; tables, runs, plots."""
+"""``lorank.ablate(subject, ...)``: run named sweeps on one trained adapter over its candidates; tables, runs, plots."""
 from __future__ import annotations
 
 import shutil
@@ -8,29 +8,30 @@ from typing import Any, Callable, Sequence
 from lorank.ablate.engine import score_configs
 from lorank.ablate.sweeps import BASE, build_sweep
 from lorank.atomic import atomic_write_json
+from lorank.subject import Subject
 
 MEASURES = ("ndcg_cut_10", "recip_rank_10")
 PARTIAL = ".partial"  # the sweeps' states while they run (lorank.ablate.resume)
 
 
-def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_set: str = "dl19",
-           depth: int = 100, out_dir: str | Path | None = None, use_cache: bool = True, data_root: str | None = None,
-           window: int = 11, batch_tokens: int = 8192, write_runs: bool = True, max_queries: int | None = None,
-           progress: Callable[[str, int], Callable[[int], None]] | None = None,
-           allow_pickle: bool = False, resume: bool = True, merge_lora: bool | None = None) -> dict[str, Any]:
-    """Score each sweep's configurations over ``eval_set``'s top ``depth``; a table, TREC runs and a PNG per sweep
-    in ``out_dir`` (default: the checkpoint's ``ablations/``) and ``ablations.json``. ``resume``: each sweep keeps
-    its finished chunks in ``out_dir/.partial/`` while it runs, so the same call after an interruption goes on
-    where it stopped (:mod:`lorank.ablate.resume`); the folder is removed when every sweep is written.
+def ablate(subject: Subject, sweeps: Sequence[str] = ("components",), depth: int = 100,
+           out_dir: str | Path | None = None, use_cache: bool = True, window: int = 11, batch_tokens: int = 8192,
+           write_runs: bool = True, max_queries: int | None = None,
+           progress: Callable[[str, int], Callable[[int], None]] | None = None, resume: bool = True,
+           merge_lora: bool | None = None) -> dict[str, Any]:
+    """Score each sweep's configurations of ``subject``'s adapter (:func:`lorank.subject.resolve_subject`) over its
+    candidates' top ``depth`` (the first ``max_queries`` judged queries when given); a table, TREC runs and a PNG
+    per sweep in ``out_dir`` (default: the checkpoint's ``ablations/``) and ``ablations.json``. ``resume``: each
+    sweep keeps its finished chunks in ``out_dir/.partial/`` while it runs, so the same call after an interruption
+    goes on where it stopped (:mod:`lorank.ablate.resume`); the folder is removed when every sweep is written.
     ``merge_lora``: score with LoRA merged into the weights (None: on CPUs; :func:`lorank.ablate.engine.score_configs`);
     each sweep records ``merged``."""
-    from lorank.data import resolve_eval_set
-    from lorank.reranker import Reranker
     from lorank.score import compare, write_run
     from lorank.score.runs import rerank_to_run
 
-    rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
-    rs = resolve_eval_set(eval_set, data_root).subset(max_queries)
+    rr = subject.reranker
+    rs = subject.candidates.subset(max_queries)
+    eval_set = subject.name
     keys, seqs = [], []
     for qid in sorted(rs.run):
         for e in rs.run[qid][:depth]:

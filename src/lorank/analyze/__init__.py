@@ -6,6 +6,9 @@
 - :func:`patch` — activation patching of layer / attention / MLP outputs into the LoRA-off model.
 - :func:`run_analysis` — one entry point for study specs: ``run_analysis(kind, adapter, out_dir, **options)``.
 
+``probe`` and ``patch`` take a :class:`lorank.subject.Subject` (the reranker and its judged candidates:
+``probe(resolve_subject("runs/r8", "dl19"), max_queries=20)``); ``run_analysis`` resolves it from its options.
+
 Each writes JSON (+ CSV for weights) and PNGs into ``out_dir`` atomically and returns the JSON as a dict.
 """
 from __future__ import annotations
@@ -14,8 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from lorank.errors import ConfigError
+from lorank.subject import Subject, resolve_subject
 
 KINDS = ("weights", "compare", "probe", "patch", "ltr")
+#: the options of a probe / patch step that name its subject (:func:`lorank.subject.resolve_subject`), not the verb
+SUBJECT_OPTIONS = ("eval_set", "queries", "run", "collection", "qrels", "data_root", "allow_pickle", "reranker")
+#: a probe / patch step's evaluation set when its options name none
+DEFAULT_EVAL_SET = "dl19"
 
 __all__ = ["KINDS", "compare_adapters", "patch", "probe", "run_analysis", "weight_stats"]
 
@@ -32,24 +40,25 @@ def compare_adapters(a: str | Path, b: str | Path, out_dir: str | Path | None = 
     return _f(a, b, out_dir, **options)
 
 
-def probe(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
+def probe(subject: Subject | None, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
     from lorank.analyze.probes import probe as _f
 
-    return _f(adapter, eval_set, out_dir, **options)
+    return _f(subject, out_dir, **options)
 
 
-def patch(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
+def patch(subject: Subject, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
     from lorank.analyze.patching import patch as _f
 
-    return _f(adapter, eval_set, out_dir, **options)
+    return _f(subject, out_dir, **options)
 
 
 def run_analysis(kind: str, adapter: Any, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Dispatch one analysis step by ``kind`` (weights | compare | probe | patch | ltr).
 
     ``compare`` takes the second adapter as ``other=...`` (or ``adapter`` as a pair ``[a, b]``);
-    ``probe`` / ``patch`` take the data as ``eval_set=...`` (a name, a folder or a RerankSet) or as
-    ``queries/run/collection/qrels`` paths. Unknown options are a :class:`ConfigError` naming them.
+    ``probe`` / ``patch`` take the data as ``eval_set=...`` (a name, a folder or a RerankSet; default
+    ``dl19``) or as ``queries/run/collection/qrels`` paths, resolved with ``adapter`` into their subject
+    (:func:`lorank.subject.resolve_subject`). Unknown options are a :class:`ConfigError` naming them.
     """
     import inspect
 
@@ -74,12 +83,25 @@ def run_analysis(kind: str, adapter: Any, out_dir: str | Path | None = None, **o
         if isinstance(adapter, (list, tuple)):
             raise ConfigError(f"{kind} takes one adapter, got {len(adapter)}")
         args = (adapter,)
-    params = inspect.signature(f).parameters
-    names = list(params)
-    bad = sorted(k for k in opts if k not in params or names.index(k) < len(args))
+    names = list(inspect.signature(f).parameters)[len(args):]
+    if kind in ("probe", "patch"):  # the adapter and the data options become the verb's one subject
+        names = [*SUBJECT_OPTIONS, *names]
+    bad = sorted(k for k in opts if k not in names)
     if bad:
-        allowed = [n for n in names[len(args):] if n != "out_dir"]
+        allowed = [n for n in names if n != "out_dir"]
         raise ConfigError(f"unknown option(s) for analysis {kind!r}: {', '.join(bad)} (known: {', '.join(allowed)})")
     if "out_dir" in opts:
         raise ConfigError("give out_dir as the third argument of run_analysis, not as an option")
+    if kind in ("probe", "patch"):
+        args = (_step_subject(kind, adapter, opts),)
     return f(*args, out_dir=out_dir, **opts)
+
+
+def _step_subject(kind: str, adapter: Any, opts: dict[str, Any]) -> Subject | None:
+    """The subject of a probe / patch step, from its adapter and the options that name its data (taken out of
+    ``opts``); None for a probe that fits on saved features (``features_in``: no data, no model)."""
+    given = {k: opts.pop(k) for k in SUBJECT_OPTIONS if k in opts}
+    if kind == "probe" and opts.get("features_in") is not None:
+        return None
+    given.setdefault("eval_set", DEFAULT_EVAL_SET)
+    return resolve_subject(adapter, **given)

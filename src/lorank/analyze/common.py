@@ -13,7 +13,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from lorank.data.sources import load_eval_data  # noqa: F401  (re-exported; it lives with the readers)
 from lorank.errors import ConfigError, DataError
 from lorank.lora.factors import LoraModule, read_factors
 

@@ -24,8 +24,8 @@ import torch
 from lorank.analyze.common import (ProgressFactory, encode_pairs, pyplot, save_figure,
                                    select_pairs, select_queries)
 from lorank.atomic import atomic_write_json
-from lorank.data.sources import load_eval_data
 from lorank.errors import ConfigError
+from lorank.subject import Subject
 
 SITE_KINDS = ("layer", "attn", "mlp")
 
@@ -188,28 +188,24 @@ def _restored(v: float, base: float, ft: float) -> float | None:
     return 100.0 * (v - base) / (ft - base) if abs(ft - base) > 1e-12 else None
 
 
-def patch(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | None = None,
-          max_queries: int | None = 15, depth: int = 20, sites: Sequence[str] = ("layer",),
-          layers: str | Sequence[int] | None = None, block_layers: str | Sequence[int] | None = None,
-          exact_check: bool = True, rel_threshold: int = 2,
-          seed: int = 0, batch_tokens: int = 4096, queries: str | Path | None = None,
-          run: str | Path | None = None, collection: str | Path | None = None, qrels: str | Path | None = None,
-          data_root: str | Path | None = None, allow_pickle: bool = False, reranker: Any = None,
-          features_out: str | Path | None = None, plots: bool = True,
+def patch(subject: Subject, out_dir: str | Path | None = None, max_queries: int | None = 15, depth: int = 20,
+          sites: Sequence[str] = ("layer",), layers: str | Sequence[int] | None = None,
+          block_layers: str | Sequence[int] | None = None, exact_check: bool = True, rel_threshold: int = 2,
+          seed: int = 0, batch_tokens: int = 4096, features_out: str | Path | None = None, plots: bool = True,
           progress: ProgressFactory | None = None) -> dict[str, Any]:
-    """Activation patching over the top ``depth`` candidates of ``max_queries`` queries; writes
-    ``patch.json`` and ``patch.png``. ``sites``: any of layer / attn / mlp; ``layers``: a layer set
-    (``all``, ``0-29``, ``0,5,10``; default all); ``block_layers``: another set for attn / mlp sites.
-    ``features_out``: also save the judged pairs' last-token states of the base and fine-tuned passes in
-    the format of :func:`lorank.analyze.probes.probe` (``features_in=``): probes on the same pairs, free."""
+    """Activation patching of ``subject``'s reranker (:func:`lorank.subject.resolve_subject`; its candidates
+    must be judged) over the top ``depth`` candidates of ``max_queries`` queries; writes ``patch.json`` and
+    ``patch.png`` into ``out_dir`` (default: the checkpoint's ``analysis/``). ``sites``: any of layer / attn /
+    mlp; ``layers``: a layer set (``all``, ``0-29``, ``0,5,10``; default all); ``block_layers``: another set for
+    attn / mlp sites. ``features_out``: also save the judged pairs' last-token states of the base and fine-tuned
+    passes in the format of :func:`lorank.analyze.probes.probe` (``features_in=``): probes on the same pairs, free."""
     from lorank.lora.spec import parse_layers
     from lorank.models.arch import decoder_layers
-    from lorank.reranker import Reranker
     from lorank.score import evaluate
     from lorank.score.runs import rerank_to_run
 
-    rs = load_eval_data(eval_set, queries, run, collection, qrels, data_root)
-    rr = reranker or Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
+    rs = subject.judged()
+    rr = subject.reranker
     L = len(decoder_layers(rr.model))
     chosen = parse_layers(layers, L)
     chosen_blocks = parse_layers(block_layers, L) if block_layers is not None else None
@@ -226,7 +222,7 @@ def patch(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | Non
         save_features(features_out, {s: (ps.features[s][judged], ps.scores[s][judged]) for s in ("base", "finetuned")},
                       np.array([int(pairs.grades[i] >= rel_threshold) for i in judged]),
                       [pairs.keys[i] for i in judged],
-                      {"adapter": rr.meta.get("checkpoint", str(adapter)), "eval_set": rs.name, "qids": qids,
+                      {"adapter": subject.checkpoint, "eval_set": rs.name, "qids": qids,
                        "depth": depth, "rel_threshold": rel_threshold, "source": "patch (judged pairs)"})
     qrels_sub = {q: rs.qrels[q] for q in qids if q in rs.qrels}
     first = {q: rs.run[q] for q in qids}
@@ -255,7 +251,7 @@ def patch(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | Non
               if r["config"] in ("all-blocks", f"layer@{L - 1}")}
     out = Path(out_dir) if out_dir is not None else Path(rr.meta.get("checkpoint", ".")) / "analysis"
     result: dict[str, Any] = {
-        "kind": "patch", "adapter": rr.meta.get("checkpoint", str(adapter)), "eval_set": rs.name,
+        "kind": "patch", "adapter": subject.checkpoint, "eval_set": rs.name,
         "queries": len(qids), "qids": qids, "depth": depth, "pairs": len(pairs.keys), "num_layers": L,
         "sites": list(sites), "layers": chosen, "block_layers": chosen_blocks or chosen,
         "base": "same model, every LoRA delta off per LoraLayer (trained score head kept)",

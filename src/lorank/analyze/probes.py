@@ -24,8 +24,8 @@ import torch
 from lorank.analyze.common import (ProgressFactory, encode_pairs, pyplot, save_figure,
                                    select_pairs, select_queries)
 from lorank.atomic import atomic_write_json
-from lorank.data.sources import load_eval_data
 from lorank.errors import ConfigError, DataError
+from lorank.subject import Subject
 
 
 @contextlib.contextmanager
@@ -225,18 +225,17 @@ def load_features(path: str | Path) -> tuple[dict[str, tuple[np.ndarray, np.ndar
         return feats, z["y"], keys, json.loads(str(z["meta"]))
 
 
-def probe(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | None = None,
-          max_queries: int | None = 20, depth: int = 30, rel_threshold: int = 2, n_splits: int = 5,
-          C: float | Sequence[float] = DEFAULT_CS, seed: int = 0, batch_tokens: int = 8192,
-          queries: str | Path | None = None, run: str | Path | None = None, collection: str | Path | None = None,
-          qrels: str | Path | None = None, data_root: str | Path | None = None, allow_pickle: bool = False,
-          reranker: Any = None, features_out: str | Path | None = None, features_in: str | Path | None = None,
+def probe(subject: Subject | None, out_dir: str | Path | None = None, max_queries: int | None = 20, depth: int = 30,
+          rel_threshold: int = 2, n_splits: int = 5, C: float | Sequence[float] = DEFAULT_CS, seed: int = 0,
+          batch_tokens: int = 8192, features_out: str | Path | None = None, features_in: str | Path | None = None,
           plots: bool = True, progress: ProgressFactory | None = None) -> dict[str, Any]:
-    """Per-layer probe accuracy / AUC for the base (LoRA off) and the fine-tuned model on judged pairs
-    of the top ``depth`` candidates of ``max_queries`` queries; writes ``probe.json`` and ``probe.png``.
+    """Per-layer probe accuracy / AUC for the base (LoRA off) and the fine-tuned model of ``subject``
+    (:func:`lorank.subject.resolve_subject`; its candidates must be judged) on judged pairs of the top ``depth``
+    candidates of ``max_queries`` queries; writes ``probe.json`` and ``probe.png`` into ``out_dir`` (default: the
+    checkpoint's ``analysis/``).
 
     ``features_out``: also save the extracted features (.npz); ``features_in``: fit on saved features
-    instead of running the model (no data or model needed)."""
+    instead of running the model (no subject needed: it may be None)."""
     t0 = time.perf_counter()
     if features_in is not None:
         feats, y, keys, meta = load_features(features_in)
@@ -245,10 +244,11 @@ def probe(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | Non
         out_default = Path(features_in).parent
     else:
         from lorank.ablate import Mask, ablated
-        from lorank.reranker import Reranker
 
-        rs = load_eval_data(eval_set, queries, run, collection, qrels, data_root)
-        rr = reranker or Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
+        if subject is None:
+            raise ConfigError("probe needs a subject (lorank.subject.resolve_subject) or saved features (features_in)")
+        rs = subject.judged()
+        rr = subject.reranker
         qids = select_queries(rs, depth, max_queries, seed, rel_threshold, need_both=True)
         pairs = encode_pairs(rr.encoder, rs, select_pairs(rs, qids, depth, judged_only=True))
         y = np.array([int(g >= rel_threshold) for g in pairs.grades])
@@ -260,7 +260,7 @@ def probe(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | Non
             ctx = ablated(rr.model, Mask("off")) if state == "base" else contextlib.nullcontext()
             with ctx:
                 feats[state] = extract_features(rr.model, pairs.seqs, pad, batch_tokens, rr.scorer.bf16, tick)
-        ckpt, set_name = rr.meta.get("checkpoint", str(adapter)), rs.name
+        ckpt, set_name = subject.checkpoint, rs.name
         out_default = Path(rr.meta.get("checkpoint", ".")) / "analysis"
         if features_out is not None:
             save_features(features_out, feats, y, keys, {"adapter": ckpt, "eval_set": set_name, "qids": qids,

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from lorank.cli.common import console, guard, progress_factory
+from lorank.cli.common import cli_subject, console, guard, progress_factory
 
 
 def ablate_cmd(
@@ -32,9 +32,9 @@ def ablate_cmd(
     from lorank.ablate.run import ablate
 
     with guard(), progress_factory() as pf:
-        res = ablate(adapter, sweep, eval_set, depth, out, use_cache=not no_cache, window=window, progress=pf,
-                     max_queries=max_queries, data_root=str(data) if data else None, allow_pickle=allow_pickle,
-                     merge_lora=merge_lora)
+        subject = cli_subject(adapter, eval_set, data=data, allow_pickle=allow_pickle)
+        res = ablate(subject, sweep, depth, out, use_cache=not no_cache, window=window, progress=pf,
+                     max_queries=max_queries, merge_lora=merge_lora)
     for name, entry in res["sweeps"].items():
         t = Table(title=f"{name} ({entry['wall_s']:.0f} s, cost {entry['cost_fraction']:.2f} of naive"
                         + ("; LoRA merged" if entry.get("merged") else "") + ")")

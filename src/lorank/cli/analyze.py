@@ -3,11 +3,11 @@ probes and activation patching (a typer sub-app over :mod:`lorank.analyze`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from lorank.cli.common import console, err_console, fmt, guard, progress_factory
+from lorank.cli.common import cli_subject, console, err_console, fmt, guard, progress_factory
 
 analyze_app = typer.Typer(help="Dissect trained adapters: weight statistics, subspace similarity, "
                                "layer-wise probes, activation patching.",
@@ -97,16 +97,6 @@ def compare_cmd(
         console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
 
 
-def _data_kwargs(eval_set: Optional[str], queries: Optional[Path], run: Optional[Path], collection: Optional[Path],
-                 qrels: Optional[Path], data: Optional[Path]) -> dict[str, Any]:
-    from lorank.errors import ConfigError
-
-    if not eval_set and not (queries and run and collection and qrels):
-        raise ConfigError("give --eval NAME, or all of --queries, --run, --collection and --qrels")
-    return {"eval_set": eval_set, "queries": queries, "run": run, "collection": collection, "qrels": qrels,
-            "data_root": data}
-
-
 def probe_cmd(
     adapter: AdapterOption,
     eval_set: EvalOption = None,
@@ -134,10 +124,10 @@ def probe_cmd(
 
     with guard(), progress_factory() as pf:
         Cs = _floats(c, "--C")
-        data_kw = {} if features_in else _data_kwargs(eval_set, queries, run, collection, qrels, data)
-        res = probe(adapter, out_dir=out, max_queries=max_queries or None, depth=depth, rel_threshold=rel_threshold,
-                    n_splits=folds, C=Cs, seed=seed, allow_pickle=allow_pickle, progress=pf,
-                    features_out=features_out, features_in=features_in, **data_kw)
+        subject = None if features_in else cli_subject(adapter, eval_set, queries, run, collection, qrels, data,
+                                                       allow_pickle, verb="analysis")
+        res = probe(subject, out_dir=out, max_queries=max_queries or None, depth=depth, rel_threshold=rel_threshold,
+                    n_splits=folds, C=Cs, seed=seed, progress=pf, features_out=features_out, features_in=features_in)
     pq = res["score_auc_per_query"]
     t = Table(title=f"probes on {res['eval_set']}: {res['queries']} queries, {res['pairs']} pairs "
                     f"({res['positives']} relevant); the models' own within-query AUC: base {pq['base']:.3f}, "
@@ -182,10 +172,10 @@ def patch_cmd(
 
     sites = [s.strip() for item in site for s in item.split(",") if s.strip()]
     with guard(), progress_factory() as pf:
-        res = patch(adapter, out_dir=out, max_queries=max_queries or None, depth=depth, sites=sites, layers=layers,
-                    block_layers=block_layers, exact_check=not no_exact_check, seed=seed, allow_pickle=allow_pickle,
-                    features_out=features_out, progress=pf,
-                    **_data_kwargs(eval_set, queries, run, collection, qrels, data))
+        subject = cli_subject(adapter, eval_set, queries, run, collection, qrels, data, allow_pickle, verb="analysis")
+        res = patch(subject, out_dir=out, max_queries=max_queries or None, depth=depth, sites=sites, layers=layers,
+                    block_layers=block_layers, exact_check=not no_exact_check, seed=seed, features_out=features_out,
+                    progress=pf)
     n = res["ndcg_cut_10"]
     t = Table(title=f"patching on {res['eval_set']}: {res['queries']} queries x top {res['depth']}; nDCG@10 base "
                     f"{n['base']:.4f} -> fine-tuned {n['finetuned']:.4f} (cost {res['cost']['cost_fraction']:.2f} of naive)")

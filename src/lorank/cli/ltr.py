@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from lorank.cli.common import console, err_console, fmt, guard, progress_factory
+from lorank.cli.common import cli_subject, console, err_console, fmt, guard, progress_factory
 
 _GROUPS_HELP = ("Feature group (repeatable, or '+'-joined): bm25, score, mlp, mha, lora, with selectors "
                 "mlp:L5-15, mlp:up, mha:q,v, :norm / :act (default: bm25, score, mlp).")
@@ -33,9 +33,9 @@ def features_cmd(
     from lorank.features.extract import extract_features
 
     with guard(), progress_factory() as pf:
-        meta = extract_features(adapter, eval_set, out, groups=group or None, depth=depth, max_queries=max_queries,
-                                queries=queries, run=run, collection=collection, qrels=qrels, data_root=data,
-                                batch_tokens=batch_tokens, allow_pickle=allow_pickle, progress=pf)
+        subject = cli_subject(adapter, eval_set, queries, run, collection, qrels, data, allow_pickle)
+        meta = extract_features(subject, out, groups=group or None, depth=depth, max_queries=max_queries,
+                                batch_tokens=batch_tokens, progress=pf)
     console.print(f"wrote {out}: {meta['pairs']} pairs of {meta['queries']} queries, {meta['columns']} columns "
                   f"(groups {', '.join(meta['groups'])}; {meta.get('latent_modules', 0)} LoRA modules) in "
                   f"{meta['seconds']:.1f} s", highlight=False, soft_wrap=True)

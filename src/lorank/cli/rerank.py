@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lorank.cli.common import console, guard, progress
+from lorank.cli.common import cli_subject, console, guard, progress
 
 
 def rerank_cmd(
@@ -43,7 +43,9 @@ def rerank_cmd(
     from lorank.score import evaluate, write_run
 
     with guard():
-        qs, ps, r, qr = _candidates(eval_set, queries, run, collection, qrels, beir, split)
+        rs = cli_subject(adapter, eval_set, queries, run, collection, qrels, beir=beir, split=split,
+                         verb="rerank").candidates
+        qs, ps, r, qr = rs.queries, rs.passages, rs.run, rs.qrels
         n = sum(min(len(v), depth) for v in r.values())
         if processes > 1:
             from lorank.data import load_run
@@ -79,22 +81,3 @@ def rerank_cmd(
                       f"; the reranked top-{depth} only, so recall and MAP are cut there:")
         console.print({k: round(v, 4) for k, v in res.aggregate.items()})
 
-
-def _candidates(eval_set, queries, run, collection, qrels, beir=None, split="test"):
-    """(queries, passages, run, qrels or None) from --eval, the three files (:func:`lorank.data.load_eval_data`)
-    or --beir with --run (:func:`lorank.data.load_beir_rerank_set`)."""
-    from lorank.data import load_beir_rerank_set, load_eval_data
-    from lorank.errors import ConfigError
-
-    if beir is not None:
-        if eval_set or queries or collection:
-            raise ConfigError("--beir reads the queries and passages from the BEIR folder: give it with --run only "
-                              "(not with --eval, --queries or --collection)")
-        if not run:
-            raise ConfigError("--beir needs --run, the first-stage TREC run to rerank (lorank retrieve --beir DIR --out RUN)")
-        rs = load_eval_data(load_beir_rerank_set(beir, run, split=split), qrels=qrels, require_qrels=False)
-    elif not eval_set and not (queries and run and collection):
-        raise ConfigError("give --eval NAME, --beir DIR with --run, or all of --queries, --run and --collection")
-    else:
-        rs = load_eval_data(eval_set, queries, run, collection, qrels, require_qrels=False)
-    return rs.queries, rs.passages, rs.run, rs.qrels

@@ -1,8 +1,8 @@
 """Feature tables for learning to rank (issue 17): first-stage BM25, the reranker's score and the latent LoRA
 activations ``A x`` of the adapted projections, per (query, candidate).
 
-``lorank.features`` is both this package and the extraction function:
-``lorank.features(adapter, "dl19", out="dl19.parquet", groups=["bm25", "score", "mlp:L5-15"])``.
+``lorank.features`` is both this package and the extraction function (of a :class:`lorank.subject.Subject`):
+``lorank.features(lorank.resolve_subject(adapter, "dl19"), out="dl19.parquet", groups=["bm25", "score", "mlp:L5-15"])``.
 """
 import sys
 import types

@@ -7,25 +7,24 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lorank.data.sources import load_eval_data
 from lorank.errors import ConfigError, DataError
 from lorank.features.groups import (BM25_COLUMNS, DEFAULT_GROUPS, SCORE_COLUMN, latent_column, latent_targets,
                                     parse_groups)
 from lorank.features.table import GRADE_COLUMN, write_table
+from lorank.subject import Subject
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
-def extract_features(adapter: str | Path | None = None, eval_set: Any = None, out: str | Path = "features.parquet",
+def extract_features(subject: Subject, out: str | Path = "features.parquet",
                      groups: Sequence[str] | str | None = DEFAULT_GROUPS, depth: int = 100,
-                     max_queries: int | None = None, queries: str | Path | None = None, run: str | Path | None = None,
-                     collection: str | Path | None = None, qrels: str | Path | None = None,
-                     data_root: str | Path | None = None, batch_tokens: int = 8192, allow_pickle: bool = False,
-                     reranker: Any = None, progress: ProgressFactory | None = None) -> dict[str, Any]:
-    """Write the feature table ``out`` (.parquet or .csv) for the top ``depth`` candidates of each query
-    (the first ``max_queries`` judged queries when given) and return its metadata (also in
-    ``<out>.meta.json``). ``groups``: see :mod:`lorank.features.groups`. A ``grade`` column holds the
-    judgement where the set has qrels (empty: unjudged)."""
+                     max_queries: int | None = None, batch_tokens: int = 8192,
+                     progress: ProgressFactory | None = None) -> dict[str, Any]:
+    """Write the feature table ``out`` (.parquet or .csv) for the top ``depth`` candidates of each query of
+    ``subject`` (:func:`lorank.subject.resolve_subject`; the first ``max_queries`` judged queries when given) and
+    return its metadata (also in ``<out>.meta.json``). ``groups``: see :mod:`lorank.features.groups`; every group
+    but ``bm25`` needs the subject's reranker (an adapter). A ``grade`` column holds the judgement where the set
+    has qrels (empty: unjudged)."""
     import pandas as pd
 
     t0 = time.perf_counter()
@@ -34,7 +33,7 @@ def extract_features(adapter: str | Path | None = None, eval_set: Any = None, ou
     needs_model = bool(kinds - {"bm25"})
     if depth < 1:
         raise ConfigError(f"depth must be >= 1, got {depth}")
-    rs = load_eval_data(eval_set, queries, run, collection, qrels, data_root, require_qrels=False)
+    rs = subject.candidates
     if max_queries:
         rs = rs.subset(max_queries)
     qids = sorted(q for q in rs.run if rs.run[q])
@@ -53,8 +52,9 @@ def extract_features(adapter: str | Path | None = None, eval_set: Any = None, ou
     if "bm25" in kinds:
         cols[BM25_COLUMNS[0]], cols[BM25_COLUMNS[1]] = bm25, ranks
     meta: dict[str, Any] = {"kind": "features", "eval_set": rs.name,
-                            "source": str(eval_set) if eval_set is not None and not hasattr(eval_set, "run") else None,
-                            "qrels": str(qrels) if qrels else None, "data_root": str(data_root) if data_root else None,
+                            "source": None if subject.source is None else str(subject.source),
+                            "qrels": str(subject.qrels_file) if subject.qrels_file else None,
+                            "data_root": str(subject.data_root) if subject.data_root else None,
                             "groups": [g.text for g in parsed], "depth": depth, "max_queries": max_queries,
                             "queries": len(qids), "pairs": len(keys), "judged_pairs": None,
                             "skipped": {"queries_without_candidates": len(no_cands)}}
@@ -62,11 +62,10 @@ def extract_features(adapter: str | Path | None = None, eval_set: Any = None, ou
         meta["judged_pairs"] = int((~cols[GRADE_COLUMN].isna()).sum())
     if needs_model:
         from lorank.models.arch import arch_for
-        from lorank.reranker import Reranker
 
-        if reranker is None and adapter is None:
+        if not subject.has_model:
             raise ConfigError(f"groups {', '.join(sorted(kinds - {'bm25'}))} need a model: give an adapter")
-        rr = reranker or Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
+        rr = subject.reranker
         arch = arch_for(rr.model.config)
         from lorank.features.latent import extract_latent
         from lorank.lora.sites import LATENT_ACTIVATION, latent_modules
@@ -86,7 +85,7 @@ def extract_features(adapter: str | Path | None = None, eval_set: Any = None, ou
                     cols[latent_column(layer, proj, f"a{i}")] = a[:, i]
             if part in ("both", "norm"):
                 cols[latent_column(layer, proj, "norm")] = np.linalg.norm(a.astype(np.float64), axis=1)
-        meta.update(adapter=str(rr.meta.get("checkpoint", adapter)), family=arch.family,
+        meta.update(adapter=subject.checkpoint, family=arch.family,
                     components={p: arch.component_of(p) for p in arch.projections},
                     latent_modules=len(targets), rank={f"L{a}.{b}": int(v.shape[1]) for (a, b), v in acts.items()},
                     token="last non-pad", activation=LATENT_ACTIVATION)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lorank.ltr.run import DEFAULT_ROWS
+from lorank.subject import resolve_subject
 
 STUDY_GROUPS = ("bm25", "score", "lora")
 
@@ -39,8 +40,8 @@ def ltr_study_step(adapter: str | Path, out_dir: str | Path, train: str = "dl20"
         if reuse_features and _reusable(f, adapter, name, groups, depth, mq):
             files[role] = f
             continue
-        extract_features(eval_set=name, out=f, groups=groups, depth=depth, max_queries=mq, data_root=data_root,
-                         batch_tokens=batch_tokens, reranker=rr, progress=progress)
+        extract_features(resolve_subject(adapter, name, data_root=data_root, reranker=rr), out=f, groups=groups,
+                         depth=depth, max_queries=mq, batch_tokens=batch_tokens, progress=progress)
         files[role] = f
     res = ltr(files["train"], files["test"], out, rows=rows, data_root=data_root, valid_frac=valid_frac, seed=seed,
               threads=threads, grid=grid, progress=progress)

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lorank.subject import resolve_subject
+
 
 def run_step(step: dict[str, Any]) -> dict[str, Any]:
     kind, payload = step["kind"], step["payload"]
@@ -30,8 +32,8 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
         from lorank.ablate.run import ablate
         from lorank.progress import ProgressLines
 
-        res = ablate(run_dir, payload["sweeps"], payload["eval"], payload["depth"], out,
-                     use_cache=payload.get("use_cache", True), data_root=payload.get("data_root"),
+        subject = resolve_subject(run_dir, payload["eval"], data_root=payload.get("data_root"))
+        res = ablate(subject, payload["sweeps"], payload["depth"], out, use_cache=payload.get("use_cache", True),
                      window=payload.get("window", 11), max_queries=payload.get("max_queries"),
                      # a line every 30 s in the step's log (its sequences, all configurations of the sweep)
                      progress=lambda sweep, total: ProgressLines(f"ablate {sweep} (sequences)", total,
