@@ -13,7 +13,7 @@ from lorank.ablate.cache import LayerOutputCache
 from lorank.ablate.masks import Ablation, Mask, lora_sites
 from lorank.batching import length_chunks, pad_chunk
 from lorank.models.lora_merge import LoraMerger, merge_blocker, merge_by_default
-from lorank.score.forward_context import autocast_ctx
+from lorank.inference.forward_context import autocast_ctx
 
 
 @dataclass

@@ -26,8 +26,8 @@ def ablate(adapter: str | Path, sweeps: Sequence[str] = ("components",), eval_se
     each sweep records ``merged``."""
     from lorank.data import resolve_eval_set
     from lorank.reranker import Reranker
-    from lorank.score import compare, write_run
-    from lorank.score.runs import rerank_to_run
+    from lorank.evaluation import compare, write_run
+    from lorank.inference.runs import rerank_to_run
 
     rr = Reranker.from_adapter(adapter, allow_pickle=allow_pickle)
     rs = resolve_eval_set(eval_set, data_root).subset(max_queries)

@@ -100,7 +100,7 @@ def patch_scores(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: di
     from lorank.analyze.probes import _last_token_hooks
     from lorank.models.arch import decoder_layers
     from lorank.batching import length_chunks, pad_chunk
-    from lorank.score.forward_context import autocast_ctx
+    from lorank.inference.forward_context import autocast_ctx
 
     L = len(decoder_layers(model))
     for name, sites in configs.items():
@@ -205,8 +205,8 @@ def patch(adapter: str | Path, eval_set: Any = "dl19", out_dir: str | Path | Non
     from lorank.lora.spec import parse_layers
     from lorank.models.arch import decoder_layers
     from lorank.reranker import Reranker
-    from lorank.score import evaluate
-    from lorank.score.runs import rerank_to_run
+    from lorank.evaluation import evaluate
+    from lorank.inference.runs import rerank_to_run
 
     rs = load_eval_data(eval_set, queries, run, collection, qrels, data_root)
     rr = reranker or Reranker.from_adapter(adapter, allow_pickle=allow_pickle)

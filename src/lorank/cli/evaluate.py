@@ -1,4 +1,4 @@
-"""``lorank evaluate`` and ``lorank retrieve``: metrics and significance of TREC runs (:func:`lorank.score.evaluate_files`),
+"""``lorank evaluate`` and ``lorank retrieve``: metrics and significance of TREC runs (:func:`lorank.evaluation.evaluate_files`),
 and the BM25 first stage over a BEIR folder (:func:`lorank.retrieve.retrieve_beir`)."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def evaluate_cmd(
     """Evaluate TREC runs against qrels; with 2+ runs, paired t-tests vs the first run (Holm-corrected)."""
     from rich.table import Table
 
-    from lorank.score import evaluate_files
+    from lorank.evaluation import evaluate_files
 
     with guard():
         res = evaluate_files(qrels, run, rel_threshold=rel_threshold, per_query=per_query,

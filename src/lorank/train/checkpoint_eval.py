@@ -18,8 +18,8 @@ from lorank.data.roles import TEST, role_of
 from lorank.data.sources import eval_label
 from lorank.errors import ConfigError
 from lorank.models.lora_merge import merge_by_default, merged_lora
-from lorank.score.engine import Scorer
-from lorank.score.runs import interpolate_runs, rerank_to_run
+from lorank.inference.engine import Scorer
+from lorank.inference.runs import interpolate_runs, rerank_to_run
 
 log = logging.getLogger("lorank.train")
 METRICS_FILE = "metrics.jsonl"
@@ -51,7 +51,7 @@ class CheckpointEvaluator:
 
     def first_stage(self) -> dict[str, dict[str, float]]:
         """Metrics of each eval set's first-stage run (the dashed baseline in the curve)."""
-        from lorank.score import evaluate
+        from lorank.evaluation import evaluate
 
         return {name: dict(evaluate(rs.qrels, rs.run, rel_threshold=self.spec.rel_threshold).aggregate)
                 for name, rs in self.sets.items() if rs.qrels}
@@ -84,7 +84,7 @@ class CheckpointEvaluator:
         return run, scores, scorer.precision, bool(n_merged), time.perf_counter() - t0
 
     def _score(self, model: Any, step: int, sets: dict[str, Any], test: bool) -> list[dict[str, Any]]:
-        from lorank.score import evaluate, write_run
+        from lorank.evaluation import evaluate, write_run
 
         rows = []
         depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_metrics(self.out_dir)}  # the done ones
