@@ -193,7 +193,7 @@ def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
 def evaluate(keys: list[Any], scores: list[float], depth: int) -> dict[str, float]:
     from lorank.data import resolve_eval_set
     from lorank.evaluation import evaluate as ev
-    from lorank.train.checkpoint_eval import rerank_to_run
+    from lorank.inference.runs import rerank_to_run
 
     rs = resolve_eval_set("dl19")
     by_q: dict[str, dict[str, float]] = {}
@@ -214,11 +214,9 @@ def rankings(keys: list[Any], scores: list[float]) -> dict[str, list[str]]:
 
 
 def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
+    from lorank.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [r["config"] for r in table]
     colors = ["#2b7bba" if n.startswith("lorank") else "#999999" for n in names]
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.55 * len(names) + 2.0), sharey=True)
@@ -237,8 +235,7 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def headline(table: list[dict[str, Any]]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def test_shard_env(monkeypatch):
 def test_two_processes_merge_into_the_single_process_run(tiny):
     from lorank.data import load_trec_dl_dir
     from lorank.evaluation.trec_io import write_run
-    from lorank.train.checkpoint_eval import rerank_to_run
+    from lorank.inference.runs import rerank_to_run
 
     root, data, model = tiny
     rs = load_trec_dl_dir(data)

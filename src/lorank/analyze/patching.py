@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from lorank.analyze.common import (ProgressFactory, encode_pairs, pyplot, save_figure,
-                                   select_pairs, select_queries)
+from lorank.analyze.common import ProgressFactory, encode_pairs, select_pairs, select_queries
 from lorank.atomic import atomic_write_json
 from lorank.data.sources import load_eval_data
 from lorank.errors import ConfigError
+from lorank.plotting import pyplot, save_figure
 
 SITE_KINDS = ("layer", "attn", "mlp")
 

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lorank.analyze.common import AdapterFiles, LoraModule, low_rank_svd, pyplot, read_adapter, save_figure
+from lorank.analyze.common import AdapterFiles, LoraModule, low_rank_svd, read_adapter
 from lorank.analyze.weights import grid, heatmap
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError
+from lorank.plotting import pyplot, save_figure
 
 SIDES = ("right", "left")
 
