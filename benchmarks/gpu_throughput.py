@@ -34,7 +34,7 @@ projections; score head trained in fp32):
   lorank's ``grad_cache``. LoRA dropout through lorank's FastDropout (``--no-fast-dropout``: PEFT's).
   A configuration that runs out of GPU memory is recorded as ``"oom": true`` and the run goes on.
   Reported: real tokens/s, pairs/s, step time, MFU, HFU, peak GPU memory (allocated and reserved).
-- scoring: ``lorank.score.engine.Scorer`` (``torch.inference_mode``, length-sorted token-budget
+- scoring: ``lorank.inference.engine.Scorer`` (``torch.inference_mode``, length-sorted token-budget
   batches of ``--score-batch-tokens``): pairs/s, tokens/s, MFU.
 
 FLOP model (stated, so MFU can be checked by hand). N = parameters of the blocks' linear layers (no
@@ -201,7 +201,7 @@ def run_shape(shape: str, a: argparse.Namespace) -> dict[str, Any]:
     from transformers import TrainingArguments
 
     from lorank.models.attention import apply_attention_backend
-    from lorank.score.engine import Scorer
+    from lorank.inference.engine import Scorer
     from lorank.train.collator import length_chunks, pad_chunk, pad_multiple_for
     from lorank.train.losses import get_loss
     from lorank.lora.dropout import use_fast_dropout

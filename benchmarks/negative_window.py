@@ -82,7 +82,7 @@ def main() -> int:
     a = ap.parse_args()
 
     from lorank.data import load_run, resolve_eval_set
-    from lorank.score import compare
+    from lorank.evaluation import compare
     from lorank.train.checkpoint_eval import eval_label
 
     runs: dict[str, Path] = {}

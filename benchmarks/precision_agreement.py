@@ -31,9 +31,9 @@ def agreement(qrels: dict, a: dict, b: dict, name_a: str, name_b: str) -> dict:
     import numpy as np
     from scipy.stats import spearmanr
 
-    from lorank.score import evaluate
-    from lorank.score.significance import paired_ttest
-    from lorank.score.trec_io import trec_order
+    from lorank.evaluation import evaluate
+    from lorank.evaluation.significance import paired_ttest
+    from lorank.evaluation.trec_io import trec_order
 
     ea, eb = evaluate(qrels, a, per_query=True), evaluate(qrels, b, per_query=True)
     qs = sorted(ea.per_query["ndcg_cut_10"])
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from lorank.data import resolve_eval_set
     from lorank.data.trec import load_run
     from lorank.reranker import Reranker
-    from lorank.score.trec_io import normalise_run
+    from lorank.evaluation.trec_io import normalise_run
     from lorank.train.checkpoint_eval import CheckpointEvaluator, eval_label, read_metrics
 
     prec = a.precision or ("fp32" if a.against_precision == "bf16" else "bf16")

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lorank.atomic import atomic_write_json
     from lorank.precision import cpu_bf16_capability, decide
-    from lorank.score import evaluate_files
+    from lorank.evaluation import evaluate_files
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ Configurations (``--configs``; default: plain, crossencoder, lorank, lorank-pref
 - ``crossencoder``: sentence-transformers ``CrossEncoder.predict`` style, written inline: the tokenizer
   encodes each batch of 32 (query, passage) pairs in run order (``query: {q}`` / `` document: {p}`` + EOS,
   truncation ``only_second``), pads to the longest, fp32 (the model's dtype), ``torch.no_grad``.
-- ``lorank``: ``lorank.score.engine.Scorer`` (dtype auto, length-sorted token-budget batches).
+- ``lorank``: ``lorank.inference.engine.Scorer`` (dtype auto, length-sorted token-budget batches).
 - ``lorank-merged``: the same with ``merge_lora=True`` (what ``lorank rerank`` and checkpoint evaluation do).
 - ``lorank-prefix``: ``lorank`` with ``prefix_cache=True`` (each query's prefix encoded once, its KV cache reused).
 - ``lorank-prefix-merged``: and ``merge_lora=True`` (LoRA merged into the base weights before scoring).
@@ -147,7 +147,7 @@ def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
                     padded += batch["input_ids"].numel()
             return out, padded
     elif name in ("lorank", "lorank-merged", "lorank-prefix", "lorank-prefix-merged"):
-        from lorank.score.engine import Scorer
+        from lorank.inference.engine import Scorer
 
         scorer = Scorer(model, enc, pad, batch_tokens=a.batch_tokens, prefix_cache="-prefix" in name,
                         merge_lora=name.endswith("-merged"))
@@ -192,8 +192,8 @@ def worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
 
 def evaluate(keys: list[Any], scores: list[float], depth: int) -> dict[str, float]:
     from lorank.data import resolve_eval_set
-    from lorank.score import evaluate as ev
-    from lorank.train.checkpoint_eval import rerank_to_run
+    from lorank.evaluation import evaluate as ev
+    from lorank.inference.runs import rerank_to_run
 
     rs = resolve_eval_set("dl19")
     by_q: dict[str, dict[str, float]] = {}
@@ -205,7 +205,7 @@ def evaluate(keys: list[Any], scores: list[float], depth: int) -> dict[str, floa
 
 
 def rankings(keys: list[Any], scores: list[float]) -> dict[str, list[str]]:
-    from lorank.score.trec_io import trec_order
+    from lorank.evaluation.trec_io import trec_order
 
     by_q: dict[str, dict[str, float]] = {}
     for (q, d), s in zip(keys, scores):
@@ -214,11 +214,9 @@ def rankings(keys: list[Any], scores: list[float]) -> dict[str, list[str]]:
 
 
 def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
+    from lorank.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [r["config"] for r in table]
     colors = ["#2b7bba" if n.startswith("lorank") else "#999999" for n in names]
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.55 * len(names) + 2.0), sharey=True)
@@ -237,8 +235,7 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def headline(table: list[dict[str, Any]]) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def main() -> int:
     out = collect(Path(run_dir), command.strip())
     atomic_write_json(a.out, out)
     from lorank.data import resolve_eval_set
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
     from lorank.train.checkpoint_eval import plot_checkpoint_curve
 
     rs = resolve_eval_set("dl19")

@@ -141,7 +141,7 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     from lorank.data import resolve_eval_set
     from lorank.data.roles import DEV, role_of
     from lorank.precision import cpu_bf16_capability
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
     from lorank.train.checkpoint_eval import eval_label, plot_checkpoint_curve, read_metrics
 
     if role_of(sets[0]) != DEV:  # the best checkpoint is chosen on it

@@ -387,11 +387,9 @@ def run_config(name: str, a: argparse.Namespace, src: str | None = None) -> dict
 
 
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
+    from lorank.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [r["config"] for r in results]
     colors = ["#999999" if not n.startswith("lorank") else "#9ecae1" if "@" in n else "#2b7bba" for n in names]
     fig, axes = plt.subplots(1, 3, figsize=(16, 0.5 * len(names) + 2.2), sharey=True,
@@ -416,8 +414,7 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def headline(table: list[dict[str, Any]]) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def test_asking_for_cuda_without_cuda_is_an_error_not_a_cpu_run(monkeypatch):
 
 
 def test_sharded_workers_take_one_gpu_each_unless_a_device_is_pinned(monkeypatch):
-    from lorank.score.shard import _worker_device
+    from lorank.inference.shard import _worker_device
 
     monkeypatch.delenv(ENV, raising=False)
     assert _worker_device("cpu", 3) == "cpu"

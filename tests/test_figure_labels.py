@@ -107,7 +107,7 @@ def test_each_checkpoint_panel_writes_its_own_bm25_value(tmp_path, monkeypatch):
     import lorank.report.figures as figures
 
     kept = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, out: kept.setdefault("fig", fig) and out)
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out: kept.setdefault("fig", fig) and out)
     figures.checkpoint_curves({"r8": [(250, 0.48, 0.59), (500, 0.56, 0.64)]},
                               {"ndcg_cut_10": 0.506, "recip_rank_10": 0.702}, "t", tmp_path / "c.png")
     fig = kept["fig"]
@@ -142,7 +142,7 @@ def test_the_bm25_label_moves_off_a_curve_that_ends_on_it(tmp_path, monkeypatch)
     import lorank.report.figures as figures
 
     kept = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, out: kept.setdefault("fig", fig) and out)
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out: kept.setdefault("fig", fig) and out)
     curves = {"r8-all": [(250, 0.48, 0.61), (500, 0.56, 0.66), (750, 0.57, 0.69), (1000, 0.587, 0.705)],
               "r8-mha": [(250, 0.51, 0.64), (500, 0.58, 0.70), (750, 0.605, 0.72)]}
     figures.checkpoint_curves(curves, {"ndcg_cut_10": 0.506, "recip_rank_10": 0.702}, "t", tmp_path / "c.png")
@@ -169,7 +169,7 @@ def test_a_bm25_line_above_every_curve_writes_its_label_below_it_inside_the_axes
     import lorank.report.figures as figures
 
     kept = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, out: kept.setdefault("fig", fig) and out)
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out: kept.setdefault("fig", fig) and out)
     figures.checkpoint_curves({"r1": [(10, 0.320, 0.50), (20, 0.312, 0.45)], "r8": [(10, 0.317, 0.48), (20, 0.314, 0.45)]},
                               {"ndcg_cut_10": 0.371, "recip_rank_10": 0.705}, "t", tmp_path / "c.png")
     fig = kept["fig"]

@@ -4,8 +4,8 @@ import pytest
 from lorank.lora import LoraSpec, apply_lora
 from lorank.models.inputs import PairEncoder
 from lorank.models.random_init import random_reranker, tiny_tokenizer
-from lorank.score.engine import Scorer
-from lorank.score.prefix import PrefixScorer
+from lorank.inference.engine import Scorer
+from lorank.inference.prefix import PrefixScorer
 
 
 @pytest.mark.precision

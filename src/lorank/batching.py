@@ -1,6 +1,6 @@
 """Batching for every forward over (query, passage) sequences: length-sorted, token-budgeted chunks.
 
-Training (:mod:`lorank.train.collator`), scoring (:mod:`lorank.score`), feature extraction
+Training (:mod:`lorank.train.collator`), scoring (:mod:`lorank.inference`), feature extraction
 (:mod:`lorank.features`), ablations and analyses all cut their sequences with :func:`length_chunks`, pad a
 chunk with :func:`pad_chunk` and run it with :func:`chunk_logits`. It sits below all of them and imports
 nothing of lorank, so that scoring does not depend on the training stage.

@@ -78,7 +78,7 @@ def bm25_baseline(out: Path, data: str | Path | None, console: Any) -> dict[str,
     from rich.table import Table
 
     from lorank.data import resolve_eval_set
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
 
     results: dict[str, Any] = {"sets": {}}
     table = Table(title="BM25 first stage (Anserini runs), TREC DL")

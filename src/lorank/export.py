@@ -125,8 +125,8 @@ def vs_first_stage(run_dir: Path, step: Any, rows: list[dict[str, Any]], data_ro
 def _one_vs_first_stage(rs: Any, reranked: Any) -> dict[str, Any]:
     """The first stage's figures and paired t-tests (Holm over the two measures) of `reranked` against it, with the
     95% bootstrap CI of each difference (over queries)."""
-    from lorank.score import compare
-    from lorank.score.stats import boot_means, percentile_ci
+    from lorank.evaluation import compare
+    from lorank.evaluation.stats import boot_means, percentile_ci
 
     cmp = compare(rs.qrels, {"first_stage": rs.run, "reranked": reranked}, baseline="first_stage",
                   measures=list(MEASURES))
@@ -156,7 +156,7 @@ def record_evaluations(adapter: str | Path, runs: dict[str, str | Path], data_ro
     from lorank.data import load_run, resolve_eval_set
     from lorank.data.roles import role_of
     from lorank.data.sources import eval_label
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
 
     adapter = Path(adapter)
     f = adapter / "metrics.json"
@@ -197,7 +197,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     checkpoint; test: reported only), the first stage, and the paired t-test of the reranked run against it with the
     95% CI of the difference. The README's table of a shipped adapter is this text (``lorank readme``)."""
     from lorank.data.roles import role_of
-    from lorank.score.stats import fmt_p
+    from lorank.evaluation.stats import fmt_p
 
     vs = metrics.get("vs_first_stage") or {}
     lines = ["| set | role | first stage | nDCG@10 | first stage | delta (95% CI) | p | MRR@10 (rel >= 2) | "

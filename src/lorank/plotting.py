@@ -1,11 +1,39 @@
-"""Plot helpers the figure-drawing stages share (ablation sweeps, report bar charts): value labels that fit
-over any number of bars."""
+"""Every figure lorank draws goes through here: pyplot on the Agg backend (matplotlib's default style), the one
+resolution, the atomic PNG save, the metrics' axis labels and value labels that fit over any number of bars.
+
+matplotlib is imported on the first figure, not with this module: training, ablation and analysis import it on
+paths that often draw nothing, and matplotlib is heavy to import."""
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any, Sequence
 
+from lorank.atomic import atomic_write_bytes
+
+DPI = 110  # every PNG: the report's resolution (ablation, checkpoint and analysis figures had 120 and 130)
+METRIC_LABELS = {"ndcg_cut_10": "nDCG@10", "recip_rank_10": "MRR@10 (rel ≥ 2)", "recall_100": "R@100", "map": "MAP"}
 FONT_PT = 8.0
 CHAR_WIDTH = 0.62  # average glyph width of the default sans-serif font, in units of the font size
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed: figures are only ever written to files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Render ``fig`` to PNG in memory at :data:`DPI`, close it, and write the file atomically (a reader never
+    sees half a PNG, a crash leaves the old one). Returns the path."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    pyplot().close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def label_bars(ax: Any, heights: Sequence[float], texts: Sequence[str], significant: Sequence[bool] = (),

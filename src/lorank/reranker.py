@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lorank.models.inputs import InputFormat, PairEncoder
-from lorank.score.engine import Scorer
+from lorank.inference.engine import Scorer
 
 
 class Reranker:
@@ -71,7 +71,7 @@ class Reranker:
 
     def rerank(self, queries: dict[str, str], passages: dict[str, Any], run: dict[str, list[Any]],
                depth: int = 100, progress: Any = None) -> dict[str, dict[str, float]]:
-        from lorank.score.runs import rerank_to_run
+        from lorank.inference.runs import rerank_to_run
 
         scores = self.scorer.rerank(queries, passages, run, depth, progress)
         return rerank_to_run(scores, run, depth)

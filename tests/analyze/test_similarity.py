@@ -84,7 +84,7 @@ def test_the_grid_plot_keeps_its_labels_inside_the_figure(tmp_path, monkeypatch,
 
     figs = []
 
-    def keep(fig, path, dpi=130):
+    def keep(fig, path):
         fig.canvas.draw()
         figs.append(fig)
         return path

@@ -8,7 +8,7 @@ from lorank.models.inputs import PairEncoder
 from lorank.lora.merge import merge_by_default, merged_lora
 from lorank.lora.sites import lora_layers
 from lorank.models.random_init import random_reranker, tiny_tokenizer
-from lorank.score.engine import Scorer
+from lorank.inference.engine import Scorer
 
 PAIRS = [("flea cycle", "flea host year " * (1 + i % 5), "") for i in range(9)]
 

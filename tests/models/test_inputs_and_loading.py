@@ -5,7 +5,7 @@ from lorank.cli import app
 from lorank.models.inputs import InputFormat, PairEncoder
 from lorank.models.loading import pin_pad_token
 from lorank.models.random_init import random_reranker, tiny_tokenizer
-from lorank.score.engine import Scorer
+from lorank.inference.engine import Scorer
 
 
 def test_template_eos_and_truncation_cut_the_passage_first():

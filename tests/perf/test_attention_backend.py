@@ -88,7 +88,7 @@ def test_train_config_execution_settings():
 def test_scorer_applies_the_backend_once_on_cuda_only(monkeypatch):
     import lorank.models.attention as att
     from lorank.models.random_init import random_reranker
-    from lorank.score.engine import Scorer
+    from lorank.inference.engine import Scorer
 
     calls = []
     monkeypatch.setattr(att, "applied_backend", lambda: None)

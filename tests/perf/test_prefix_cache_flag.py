@@ -6,7 +6,7 @@ import torch
 from lorank.lora import LoraSpec, apply_lora
 from lorank.models.inputs import PairEncoder
 from lorank.models.random_init import random_reranker, tiny_tokenizer
-from lorank.score.engine import Scorer
+from lorank.inference.engine import Scorer
 
 
 def _model(shape, tok):

@@ -8,7 +8,7 @@ from lorank.data.records import Passage
 from lorank.lora import LoraSpec, apply_lora
 from lorank.models.inputs import PairEncoder
 from lorank.models.random_init import random_reranker, tiny_tokenizer
-from lorank.score.engine import Scorer
+from lorank.inference.engine import Scorer
 from lorank.train.collator import (GroupCollator, bucket_rows, bucket_width, length_chunks, pad_chunk,
                                    shape_buckets_for)
 from lorank.train.groups import GroupDataset, QueryPool

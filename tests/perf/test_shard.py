@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from lorank.score.shard import ScorerSpec, assign_queries, merge_parts, rerank_shard, shard_env, sharded_rerank
+from lorank.inference.shard import ScorerSpec, assign_queries, merge_parts, rerank_shard, shard_env, sharded_rerank
 from tests.tinydata import make_trec_dir, save_tiny_model
 
 
@@ -46,8 +46,8 @@ def test_shard_env(monkeypatch):
 
 def test_two_processes_merge_into_the_single_process_run(tiny):
     from lorank.data import load_trec_dl_dir
-    from lorank.score.trec_io import write_run
-    from lorank.train.checkpoint_eval import rerank_to_run
+    from lorank.evaluation.trec_io import write_run
+    from lorank.inference.runs import rerank_to_run
 
     root, data, model = tiny
     rs = load_trec_dl_dir(data)

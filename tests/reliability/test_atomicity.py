@@ -39,7 +39,7 @@ def test_fault_spec_parsing():
 
 def _writers():
     """Every kind of lorank result file, written through its real writer."""
-    from lorank.score import write_run
+    from lorank.evaluation import write_run
     from lorank.train.checkpoint_eval import append_metrics
 
     run = {f"q{q}": {f"d{d}": float(d) for d in range(40)} for q in range(5)}

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lorank.score import evaluate, evaluate_files, write_run
+from lorank.evaluation import evaluate, evaluate_files, write_run
 from tests.reliability.conftest import adapter_tensors, assert_bit_identical, one_thread, train_here, write_config
 
 

@@ -230,7 +230,7 @@ def test_hostile_text_end_to_end(hostile_dir, trained_run, tmp_path):
     """Loaded, encoded within max_len, scored to finite numbers, written and read back as a TREC run."""
     from lorank.data import load_run, load_trec_dl_dir
     from lorank.reranker import Reranker
-    from lorank.score import evaluate, write_run
+    from lorank.evaluation import evaluate, write_run
     from tests.reliability.conftest import one_thread
 
     rs = load_trec_dl_dir(hostile_dir)
@@ -277,7 +277,7 @@ def test_empty_query_string_scores_without_crashing(trained_run):
 def test_million_candidate_run_reads_and_evaluates(tmp_path):
     """1000 queries x 1000 candidates: read, checked and evaluated; the metrics are known in closed form."""
     from lorank.data import load_qrels, load_run
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
 
     nq, nd = 1000, 1000
     run_f, qrels_f = tmp_path / "big.run", tmp_path / "big.qrels"

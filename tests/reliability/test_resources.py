@@ -184,7 +184,7 @@ def _scorer_inputs(tiny):
 @pytest.mark.parametrize("message", ["CUDA out of memory. Tried to allocate 2.00 GiB",
                                      "[enforce fail at alloc_cpu.cpp:114] DefaultCPUAllocator: can't allocate memory"])
 def test_oom_while_scoring_backs_off_and_continues(tiny, message):
-    from lorank.score.engine import Scorer
+    from lorank.inference.engine import Scorer
 
     lm, enc, pairs = _scorer_inputs(tiny)
     pad = int(lm.tokenizer.pad_token_id)
@@ -205,7 +205,7 @@ def test_oom_while_scoring_backs_off_and_continues(tiny, message):
 
 
 def test_oom_on_a_single_sequence_is_a_clear_error(tiny):
-    from lorank.score.engine import Scorer, ScoringMemoryError
+    from lorank.inference.engine import Scorer, ScoringMemoryError
 
     lm, enc, pairs = _scorer_inputs(tiny)
     sc = Scorer(_OOMAbove(lm.model, 1, "CUDA out of memory"), enc, int(lm.tokenizer.pad_token_id), bf16=False)
@@ -214,7 +214,7 @@ def test_oom_on_a_single_sequence_is_a_clear_error(tiny):
 
 
 def test_non_oom_errors_are_not_swallowed(tiny):
-    from lorank.score.engine import Scorer
+    from lorank.inference.engine import Scorer
 
     lm, enc, pairs = _scorer_inputs(tiny)
     sc = Scorer(_OOMAbove(lm.model, 1, "mat1 and mat2 shapes cannot be multiplied"), enc,

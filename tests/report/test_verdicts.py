@@ -13,7 +13,7 @@ from scipy import stats
 
 from lorank.report.findings import FAILS, HOLDS, INCONCLUSIVE, PerQuery, VerdictRules, evaluate_findings
 from lorank.report.findings_model import noninferior, paired
-from lorank.score.stats import adjust, boot_means, detectable_effect, tost
+from lorank.evaluation.stats import adjust, boot_means, detectable_effect, tost
 
 REF = "r8-all-s42"
 

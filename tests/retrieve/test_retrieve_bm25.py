@@ -99,7 +99,7 @@ def test_cli_retrieve_writes_a_run(tmp_path):
 def test_scifact_bm25_close_to_published():
     from lorank.data import load_beir
     from lorank.retrieve import retrieve_beir
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
 
     t0 = time.perf_counter()
     run = retrieve_beir(SCIFACT, split="test", k=100)

@@ -12,7 +12,7 @@ import pytest
 
 from lorank.report.findings import (FAILS, HOLDS, INCONCLUSIVE, VERDICTS, PerQuery, evaluate_findings,
                                     findings_markdown)
-from lorank.score.significance import holm_adjust, paired_ttest
+from lorank.evaluation.significance import holm_adjust, paired_ttest
 
 N = 40
 QIDS = [f"q{i:02d}" for i in range(N)]

@@ -45,7 +45,7 @@ def test_each_sweep_is_pooled_over_both_sets(two_sets):
     from lorank.ablate.run import MEASURES
     from lorank.data import load_qrels, load_run
     from lorank.report.pooled_ablations import pooled_sweeps
-    from lorank.score import compare
+    from lorank.evaluation import compare
 
     f, out, a, b = two_sets
     plan = build_plan(load_spec(out / "study.yaml"), out / "study.yaml", check_data=False)
@@ -83,7 +83,7 @@ def test_the_final_checkpoints_are_compared_on_both_sets_pooled(two_sets):
     from lorank.data import load_qrels, load_run
     from lorank.report.context import load_context
     from lorank.report.trained_sections import final_comparisons
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
 
     f, out, a, b = two_sets
     ctx = load_context(out)

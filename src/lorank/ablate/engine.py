@@ -14,7 +14,7 @@ from lorank.ablate.masks import Ablation, Mask
 from lorank.batching import length_chunks, pad_chunk
 from lorank.lora.merge import LoraMerger, merge_blocker, merge_by_default
 from lorank.lora.sites import lora_sites
-from lorank.score.forward_context import autocast_ctx
+from lorank.inference.forward_context import autocast_ctx
 
 
 @dataclass

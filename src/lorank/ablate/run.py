@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 from lorank.ablate.engine import score_configs
 from lorank.ablate.sweeps import BASE, build_sweep
 from lorank.atomic import atomic_write_json
+from lorank.plotting import METRIC_LABELS, label_bars, pyplot, save_figure
 from lorank.subject import Subject
 
 MEASURES = ("ndcg_cut_10", "recip_rank_10")
@@ -26,8 +27,8 @@ def ablate(subject: Subject, sweeps: Sequence[str] = ("components",), depth: int
     goes on where it stopped (:mod:`lorank.ablate.resume`); the folder is removed when every sweep is written.
     ``merge_lora``: score with LoRA merged into the weights (None: on CPUs; :func:`lorank.ablate.engine.score_configs`);
     each sweep records ``merged``."""
-    from lorank.score import compare, write_run
-    from lorank.score.runs import rerank_to_run
+    from lorank.evaluation import compare, write_run
+    from lorank.inference.runs import rerank_to_run
 
     rr = subject.reranker
     rs = subject.candidates.subset(max_queries)
@@ -111,26 +112,14 @@ def where_text(eval_set: str, queries: int, depth: int | None) -> str:
 
 def plot_sweep(sweep: str, rows: list[dict[str, Any]], out: Path, where: str = "") -> Path:
     """The sweep's figure (:func:`sweep_figure`) as a PNG, written atomically."""
-    import matplotlib.pyplot as plt
-
-    fig = sweep_figure(sweep, rows, where)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(sweep_figure(sweep, rows, where), out)
 
 
 def sweep_figure(sweep: str, rows: list[dict[str, Any]], where: str = "") -> Any:
     """Layer sweeps: nDCG@10 by layer (a line); the others: a bar per configuration, labelled above the bar with
     its nDCG@10 and % of the gain recovered (vertical when there are many bars). Lines: full adapter, all off.
     ``where`` (what it was scored on, :func:`where_text`) goes into the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ref = {r["config"]: r for r in rows if r["config"] in ("full", "none")}
     body = [r for r in rows if r["config"] not in ("full", "none")]
     m = "ndcg_cut_10"
@@ -147,8 +136,6 @@ def sweep_figure(sweep: str, rows: list[dict[str, Any]], where: str = "") -> Any
         if xs:
             ax.set_xticks(range(min(xs), max(xs) + 1, 1 if len(xs) <= 16 else 2))
     else:
-        from lorank.plotting import label_bars
-
         names = [r["config"] for r in body]
         colors = ["tab:blue" if r["group"] != "kept alone" else "tab:orange" for r in body]
         ax.bar(range(len(body)), [r[m] for r in body], color=colors)
@@ -159,7 +146,7 @@ def sweep_figure(sweep: str, rows: list[dict[str, Any]], where: str = "") -> Any
                    avoid=[ref["full"][m]])
     ax.axhline(ref["full"][m], color="green", ls="--", label=f"full adapter ({ref['full'][m]:.3f})")
     ax.axhline(ref["none"][m], color="grey", ls=":", label=f"all LoRA deltas off ({ref['none'][m]:.3f})")
-    ax.set_ylabel("nDCG@10")
+    ax.set_ylabel(METRIC_LABELS[m])
     ax.set_title(f"Inference-time ablation: {sweep}" + (f" ({where})" if where else "")
                  + "\n(* = p < 0.05 vs full adapter, paired t-test, Holm"
                  + ("" if layer_sweep else ";\nbar labels: nDCG@10 (% of the full adapter's gain recovered)")

@@ -1,9 +1,8 @@
 """Shared pieces of the analyses: an adapter's files read (its LoRA factors by :mod:`lorank.lora.factors`), the
-frozen base weights, spectrum statistics, picking judged pairs from an evaluation set, and writing figures
-atomically."""
+frozen base weights, spectrum statistics, picking judged pairs from an evaluation set, and writing CSV tables
+atomically (figures go through :mod:`lorank.plotting`)."""
 from __future__ import annotations
 
-import io
 import json
 import random
 import re
@@ -193,28 +192,6 @@ def select_pairs(rs: Any, qids: Sequence[str], depth: int, judged_only: bool) ->
 def encode_pairs(encoder: Any, rs: Any, pairs: PairSet) -> PairSet:
     pairs.seqs = [encoder.encode(rs.queries[q], rs.passages[d].text, rs.passages[d].title) for q, d in pairs.keys]
     return pairs
-
-
-# ---------------------------------------------------------------------------------------------- figures
-def save_figure(fig: Any, path: str | Path, dpi: int = 130) -> Path:
-    """Render to memory, then write the PNG atomically."""
-    import matplotlib.pyplot as plt
-
-    from lorank.atomic import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> Path:

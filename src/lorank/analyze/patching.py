@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from lorank.analyze.common import (ProgressFactory, encode_pairs, pyplot, save_figure,
-                                   select_pairs, select_queries)
+from lorank.analyze.common import ProgressFactory, encode_pairs, select_pairs, select_queries
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError
+from lorank.plotting import pyplot, save_figure
 from lorank.subject import Subject
 
 SITE_KINDS = ("layer", "attn", "mlp")
@@ -100,7 +100,7 @@ def patch_scores(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: di
     from lorank.analyze.probes import _last_token_hooks
     from lorank.models.arch import decoder_layers
     from lorank.batching import length_chunks, pad_chunk
-    from lorank.score.forward_context import autocast_ctx
+    from lorank.inference.forward_context import autocast_ctx
 
     L = len(decoder_layers(model))
     for name, sites in configs.items():
@@ -201,8 +201,8 @@ def patch(subject: Subject, out_dir: str | Path | None = None, max_queries: int 
     passes in the format of :func:`lorank.analyze.probes.probe` (``features_in=``): probes on the same pairs, free."""
     from lorank.lora.spec import parse_layers
     from lorank.models.arch import decoder_layers
-    from lorank.score import evaluate
-    from lorank.score.runs import rerank_to_run
+    from lorank.evaluation import evaluate
+    from lorank.inference.runs import rerank_to_run
 
     rs = subject.judged()
     rr = subject.reranker

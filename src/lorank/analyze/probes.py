@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from lorank.analyze.common import (ProgressFactory, encode_pairs, pyplot, save_figure,
-                                   select_pairs, select_queries)
+from lorank.analyze.common import ProgressFactory, encode_pairs, select_pairs, select_queries
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError, DataError
+from lorank.plotting import pyplot, save_figure
 from lorank.subject import Subject
 
 
@@ -54,7 +54,7 @@ def extract_features(model: Any, seqs: Sequence[list[int]], pad_id: int, batch_t
     output of decoder layer l, all at each sequence's last non-pad token; scores are the model's."""
     from lorank.models.arch import decoder_layers
     from lorank.batching import length_chunks, pad_chunk
-    from lorank.score.forward_context import autocast_ctx
+    from lorank.inference.forward_context import autocast_ctx
 
     n_pos = len(decoder_layers(model)) + 1
     dev = next(model.parameters()).device

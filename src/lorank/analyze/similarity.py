@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lorank.analyze.common import AdapterFiles, pyplot, read_adapter, save_figure
+from lorank.analyze.common import AdapterFiles, read_adapter
 from lorank.analyze.weights import grid, heatmap
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError
 from lorank.lora.factors import LoraModule, low_rank_svd
+from lorank.plotting import pyplot, save_figure
 
 SIDES = ("right", "left")
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from lorank.analyze.common import (AdapterFiles, BaseWeights, base_model_path, effective_rank, pyplot, read_adapter,
-                                   save_figure, stable_rank, write_csv)
+from lorank.analyze.common import (AdapterFiles, BaseWeights, base_model_path, effective_rank, read_adapter,
+                                   stable_rank, write_csv)
 from lorank.atomic import atomic_write_json
 from lorank.errors import LorankError
 from lorank.lora.factors import low_rank_svd
+from lorank.plotting import pyplot, save_figure
 
 CSV_COLUMNS = ("module", "layer", "projection", "component", "rank", "scaling", "fro", "spectral", "rel_fro",
                "base_fro", "effective_rank", "stable_rank", "dora_fro")

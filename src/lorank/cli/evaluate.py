@@ -1,4 +1,4 @@
-"""``lorank evaluate`` and ``lorank retrieve``: metrics and significance of TREC runs (:func:`lorank.score.evaluate_files`),
+"""``lorank evaluate`` and ``lorank retrieve``: metrics and significance of TREC runs (:func:`lorank.evaluation.evaluate_files`),
 and the BM25 first stage over a BEIR folder (:func:`lorank.retrieve.retrieve_beir`)."""
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def evaluate_cmd(
     """Evaluate TREC runs against qrels; with 2+ runs, paired t-tests vs the first run (Holm-corrected)."""
     from rich.table import Table
 
-    from lorank.score import evaluate_files
-    from lorank.score.stats import fmt_p
+    from lorank.evaluation import evaluate_files
+    from lorank.evaluation.stats import fmt_p
 
     with guard():
         res = evaluate_files(qrels, run, rel_threshold=rel_threshold, per_query=per_query,

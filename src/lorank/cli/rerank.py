@@ -1,5 +1,5 @@
 """``lorank rerank``: a candidate run reranked with a trained adapter (:class:`lorank.reranker.Reranker`, or
-:func:`lorank.score.shard.sharded_rerank` with ``--processes N``)."""
+:func:`lorank.inference.shard.sharded_rerank` with ``--processes N``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +29,7 @@ def rerank_cmd(
                                                 "are binary; else 2, TREC DL's)."),
     processes: int = typer.Option(1, "--processes", min=1,
                                   help="Score with N local processes, split by query (each with cores/N threads); "
-                                       "under torchrun use lorank.score.shard.rerank_shard."),
+                                       "under torchrun use lorank.inference.shard.rerank_shard."),
     prefix_cache: bool = typer.Option(False, "--prefix-cache/--no-prefix-cache",
                                       help="Encode each query's prefix once and reuse its KV cache for its candidates."),
     merge_lora: bool = typer.Option(True, "--merge-lora/--no-merge-lora",
@@ -40,7 +40,7 @@ def rerank_cmd(
 ) -> None:
     """Rerank a candidate run with a trained adapter and write a TREC run."""
     from lorank.reranker import Reranker
-    from lorank.score import evaluate, write_run
+    from lorank.evaluation import evaluate, write_run
 
     with guard():
         rs = cli_subject(adapter, eval_set, queries, run, collection, qrels, beir=beir, split=split,
@@ -49,7 +49,7 @@ def rerank_cmd(
         n = sum(min(len(v), depth) for v in r.values())
         if processes > 1:
             from lorank.data import load_run
-            from lorank.score.shard import ScorerSpec, sharded_rerank
+            from lorank.inference.shard import ScorerSpec, sharded_rerank
 
             if allow_pickle:
                 raise typer.BadParameter("--allow-pickle is not supported with --processes > 1")

@@ -46,7 +46,7 @@ def extract_latent(model: Any, seqs: Sequence[list[int]], pad_id: int, targets: 
     """``(scores, {(layer, projection): (n, r) float32 A x at the last non-pad token})`` in input order,
     scores and activations from one forward pass per batch."""
     from lorank.batching import chunk_logits, length_chunks, pad_chunk, pad_multiple_for
-    from lorank.score.forward_context import ScoringMemoryError, autocast_ctx, is_oom
+    from lorank.inference.forward_context import ScoringMemoryError, autocast_ctx, is_oom
 
     mods_all = latent_modules(model) if targets else {}
     missing = [k for k in targets if k not in mods_all]

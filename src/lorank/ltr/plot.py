@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lorank.analyze.common import pyplot, save_figure
+from lorank.plotting import pyplot, save_figure
 
 _GROUP_COLORS = {"bm25": "tab:gray", "score": "tab:red", "mlp": "tab:blue", "mha": "tab:orange", "other": "tab:olive"}
 

@@ -122,7 +122,7 @@ def ltr(train: str | Path, test: str | Path, out_dir: str | Path, rows: Sequence
     from lorank.ltr.importance import aggregate_gain
     from lorank.ltr.model import DEFAULT_GRID, fit_ranker
     from lorank.ltr.split import split_rows
-    from lorank.score import compare, write_run
+    from lorank.evaluation import compare, write_run
 
     t0 = time.perf_counter()
     train, test, out = Path(train), Path(test), Path(out_dir)

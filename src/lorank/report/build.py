@@ -19,7 +19,6 @@ from typing import Any
 from lorank.atomic import atomic_write_text
 from lorank.report.context import ReportContext, load_context
 from lorank.report.dissection_sections import ablation_sections, analysis_section
-from lorank.report.figures import LABELS
 from lorank.report.findings_section import findings_section, findings_view
 from lorank.report.ltr_section import ltr_section
 from lorank.report.page import Section, read_json, render_html, render_markdown
@@ -75,4 +74,4 @@ def configs_section(ctx: ReportContext) -> Section:
     return cf
 
 
-__all__ = ["build_report", "LABELS"]
+__all__ = ["build_report"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from lorank.report.context import ReportContext
 from lorank.report.page import SIG, Section, fmt, safe_name
 from lorank.report.pooled_ablations import PooledSweep
-from lorank.score.stats import fmt_p
+from lorank.evaluation.stats import fmt_p
 
 HEAD = ["configuration", "nDCG@10", "Δ vs full", "% recovered", "MRR@10", "p (Holm)"]
 

@@ -1,34 +1,16 @@
-"""Report figures (matplotlib, Agg): labelled axes, units, legends; written atomically."""
+"""Report figures: labelled axes, units, legends (drawn and saved through :mod:`lorank.plotting`)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-LABELS = {"ndcg_cut_10": "nDCG@10", "recip_rank_10": "MRR@10 (rel ≥ 2)", "recall_100": "R@100", "map": "MAP"}
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    _plt().close(fig)
-    tmp.replace(out)
-    return out
+from lorank.plotting import METRIC_LABELS, pyplot, save_figure
 
 
 def checkpoint_curves(curves: dict[str, list[tuple[int, float, float]]], baseline: dict[str, float] | None,
                       title: str, out: Path) -> Path:
     """One line per run: nDCG@10 and MRR@10 against training step; dashed line = first stage (BM25)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for ax, idx, key in ((axes[0], 1, "ndcg_cut_10"), (axes[1], 2, "recip_rank_10")):
         for label, pts in curves.items():
@@ -36,29 +18,29 @@ def checkpoint_curves(curves: dict[str, list[tuple[int, float, float]]], baselin
             ax.plot([p[0] for p in pts], [p[idx] for p in pts], marker="o", ms=4, label=label)
         if baseline and key in baseline:
             _baseline_line(ax, baseline[key])
-        _step_axes(ax, LABELS[key])
+        _step_axes(ax, METRIC_LABELS[key])
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8)
     fig.suptitle(title)
     _place_baseline_labels(fig)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def pooled_curves(curves: dict[str, list[tuple[int, float]]], baseline: float | None, title: str, out: Path,
                   measure: str = "ndcg_cut_10") -> Path:
     """One panel: one line per run (step, mean over the pooled queries), the pooled first stage dashed."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.2), constrained_layout=True)
     for label, pts in curves.items():
         pts = sorted(pts)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, label=label)
     if baseline is not None:
         _baseline_line(ax, baseline)
-    _step_axes(ax, LABELS.get(measure, measure))
+    _step_axes(ax, METRIC_LABELS.get(measure, measure))
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.suptitle(title)
     _place_baseline_labels(fig)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 _BASELINE_GID = "baseline-label"
@@ -83,7 +65,7 @@ def _place_baseline_labels(fig: Any) -> None:
     the one crossed least."""
     import numpy as np
 
-    fig.draw_without_rendering()  # the constrained layout is final only once drawn (_save renders the pixels)
+    fig.draw_without_rendering()  # the constrained layout is final only once drawn (save_figure renders pixels)
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes:
         frame = ax.get_window_extent(renderer)
@@ -129,7 +111,7 @@ def _step_axes(ax: Any, ylabel: str) -> None:
 def bar_table(rows: list[dict[str, Any]], label_key: str, title: str, out: Path, ref_value: float | None = None,
               base_value: float | None = None, measure: str = "ndcg_cut_10") -> Path:
     """Bars of one measure per row; * marks a significant difference vs the reference."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5.5, 0.9 * len(rows) + 2.5), 3.8), constrained_layout=True)
     vals = [r[measure] for r in rows]
     colors = ["tab:green" if r.get("is_reference") else "tab:blue" for r in rows]
@@ -143,8 +125,8 @@ def bar_table(rows: list[dict[str, Any]], label_key: str, title: str, out: Path,
     if base_value is not None:
         ax.axhline(base_value, color="black", ls="--", lw=1, label=f"BM25 ({base_value:.3f})")
         ax.legend(fontsize=8, loc="lower right")
-    ax.set_ylabel(LABELS.get(measure, measure))
+    ax.set_ylabel(METRIC_LABELS.get(measure, measure))
     ax.set_ylim(0, max(vals + [base_value or 0]) * 1.2 if vals else 1)
     ax.set_title(title + "\n(green = reference; * = p < 0.05 vs reference, paired t-test, Holm)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, out)
+    return save_figure(fig, out)

@@ -4,7 +4,7 @@ positive evidence (docs/protocol.md is the researcher's version of this text).
 Pure functions over the study's results table (``lorank.study.load_results``: which runs exist, their axes) and
 per-query nDCG@10 (:class:`PerQuery`, read from the TREC runs the study writes by
 :mod:`lorank.report.findings_data`), one view per role: **dev** (the sets that chose the recipe and checkpoint) and
-**test** (reported only). Nothing here reads files. The statistics are in :mod:`lorank.score.stats`, the tests and
+**test** (reported only). Nothing here reads files. The statistics are in :mod:`lorank.evaluation.stats`, the tests and
 rules' vocabulary in :mod:`lorank.report.findings_model`, the five rules in :mod:`lorank.report.findings_rules`.
 
 How a verdict is reached (the rules a study declares under ``verdicts:`` before any run; defaults in brackets):
@@ -59,7 +59,7 @@ from lorank.report.findings_model import (ALPHA, CLAIMS, DEFAULT_RULES, FAILS, H
                                           VERDICTS, PerQuery, Test, VerdictRules, pooled)
 from lorank.report.findings_rules import (Ctx, finding_1, finding_2, finding_3, finding_4, finding_5, final_side,
                                           final_scores, study_runs, _condition)
-from lorank.score.stats import adjust, as_side, fmt_p
+from lorank.evaluation.stats import adjust, as_side, fmt_p
 
 
 def noise_gate(pq: PerQuery, ref_final: Any, who: str = "", ctx: Ctx = Ctx()) -> tuple[bool, str, Test | None]:

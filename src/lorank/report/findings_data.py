@@ -14,7 +14,7 @@ log = logging.getLogger("lorank.report")
 
 
 def per_query(qrels: dict[str, dict[str, int]], run: Any) -> dict[str, float]:
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
 
     return dict(evaluate(qrels, run, rel_threshold=2, measures=[MEASURE]).per_query[MEASURE])
 

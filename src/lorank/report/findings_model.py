@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from lorank.errors import ConfigError
-from lorank.score.stats import (Scores, Side, adjust, as_side, boot_means, common_queries, detectable_effect,
+from lorank.evaluation.stats import (Scores, Side, adjust, as_side, boot_means, common_queries, detectable_effect,
                                           matrix, percentile_ci, tost, ttest)
 
 ALPHA = 0.05

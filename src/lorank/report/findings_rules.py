@@ -13,7 +13,7 @@ import numpy as np
 from lorank.report.findings_model import (DEFAULT_RULES, FAILS, HOLDS, INCONCLUSIVE, RHO_MIN, TARGET_WINDOW,
                                           PerQuery, Scores, Test, VerdictRules, holm_family, noninferior, paired,
                                           result, rounded, side_mean, spearman)
-from lorank.score.stats import Side, as_side, common_queries, matrix
+from lorank.evaluation.stats import Side, as_side, common_queries, matrix
 
 _AXES = ("model", "rank", "components", "projections", "layers", "variant", "seed", "alpha", "dropout",
          "alpha_policy")

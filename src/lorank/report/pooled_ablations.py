@@ -44,7 +44,7 @@ def pooled_sweeps(plan: Any, study_dir: str | Path) -> list[PooledSweep]:
     from lorank.ablate.run import MEASURES, comparison_table, run_file_stem
     from lorank.data import resolve_eval_set
     from lorank.data.sources import eval_label
-    from lorank.score import compare
+    from lorank.evaluation import compare
     from lorank.study.store import finished_ablations
 
     found: dict[tuple[str, str], list[tuple[Any, Path, dict[str, Any]]]] = {}

@@ -116,7 +116,7 @@ def final_comparisons(ctx: ReportContext) -> dict[str, dict[str, Any]]:
     the reference. Several sets: each run's last checkpoint evaluated on all of them, their queries together. The
     pooled first stage goes into ``ctx.first_stage[ctx.compare_label]``."""
     from lorank.data import resolve_eval_set
-    from lorank.score import compare, evaluate
+    from lorank.evaluation import compare, evaluate
 
     sets = [s for s in ctx.compare_sets if s in ctx.set_names]
     if not sets:

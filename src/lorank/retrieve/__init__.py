@@ -26,7 +26,7 @@ def retrieve_beir(
     the split has no qrels). With `out`, the run is written there in TREC format, atomically.
     """
     from lorank.data import load_beir
-    from lorank.score.trec_io import write_run
+    from lorank.evaluation.trec_io import write_run
 
     ds = load_beir(dir, split=split)
     queries = dict(ds.queries)

@@ -97,7 +97,7 @@ def _ablation_rows(plan: Plan, study_dir: Path, run_id: str, axes: dict[str, Any
 def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
     """The first-stage (BM25) metrics of each eval set the study uses, on the same query subsets."""
     from lorank.data import resolve_eval_set
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
 
     from lorank.data.roles import role_of
 

@@ -18,8 +18,9 @@ from lorank.data.roles import TEST, role_of
 from lorank.data.sources import eval_label
 from lorank.errors import ConfigError
 from lorank.lora.merge import merge_by_default, merged_lora
-from lorank.score.engine import Scorer
-from lorank.score.runs import interpolate_runs, rerank_to_run
+from lorank.plotting import METRIC_LABELS, pyplot, save_figure
+from lorank.inference.engine import Scorer
+from lorank.inference.runs import interpolate_runs, rerank_to_run
 
 log = logging.getLogger("lorank.train")
 METRICS_FILE = "metrics.jsonl"
@@ -51,7 +52,7 @@ class CheckpointEvaluator:
 
     def first_stage(self) -> dict[str, dict[str, float]]:
         """Metrics of each eval set's first-stage run (the dashed baseline in the curve)."""
-        from lorank.score import evaluate
+        from lorank.evaluation import evaluate
 
         return {name: dict(evaluate(rs.qrels, rs.run, rel_threshold=self.spec.rel_threshold).aggregate)
                 for name, rs in self.sets.items() if rs.qrels}
@@ -84,7 +85,7 @@ class CheckpointEvaluator:
         return run, scores, scorer.precision, bool(n_merged), time.perf_counter() - t0
 
     def _score(self, model: Any, step: int, sets: dict[str, Any], test: bool) -> list[dict[str, Any]]:
-        from lorank.score import evaluate, write_run
+        from lorank.evaluation import evaluate, write_run
 
         rows = []
         depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_metrics(self.out_dir)}  # the done ones
@@ -153,13 +154,9 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
     curve = read_curve(out_dir)  # eval.curve's points: small markers on a thin line beside the checkpoints'
     if not rows and not curve:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, key, label in zip(axes, ("ndcg_cut_10", "recip_rank_10"), ("nDCG@10", "MRR@10 (rel ≥ 2)")):
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, key in zip(axes, ("ndcg_cut_10", "recip_rank_10")):
+        label = METRIC_LABELS[key]
         for name in sorted({r["eval_set"] for r in rows} | {r["eval_set"] for r in curve}):
             line = None
             pts = sorted((r["step"], r[key]) for r in rows if r["eval_set"] == name and key in r)
@@ -185,9 +182,4 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    out = Path(out_dir) / "checkpoints.png"
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, Path(out_dir) / "checkpoints.png")

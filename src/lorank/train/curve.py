@@ -60,7 +60,7 @@ class CurveEvaluator(CheckpointEvaluator):
         return {(r["step"], r["eval_set"]) for r in read_curve(self.out_dir)}
 
     def __call__(self, model: Any, step: int, ckpt_dir: Path | None = None) -> list[dict[str, Any]]:
-        from lorank.score import evaluate, write_run
+        from lorank.evaluation import evaluate, write_run
 
         rows = []
         depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_curve(self.out_dir)}

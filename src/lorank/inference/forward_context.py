@@ -1,7 +1,7 @@
 """What wraps every scoring forward: the bf16 autocast context and the out-of-memory test.
 
-Below both scoring paths (:mod:`lorank.score.engine`, :mod:`lorank.score.prefix`) and used by the ablation,
-analysis and feature-extraction forwards too, so none of them imports another's engine.
+Below both scoring paths (:mod:`lorank.inference.engine`, :mod:`lorank.inference.prefix`) and used by the
+ablation, analysis and feature-extraction forwards too, so none of them imports another's engine.
 """
 from __future__ import annotations
 

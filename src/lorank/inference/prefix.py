@@ -15,7 +15,7 @@ import torch
 from lorank.batching import length_chunks, pad_chunk
 from lorank.models.arch import backbone
 from lorank.models.inputs import PairEncoder
-from lorank.score.forward_context import autocast_ctx, is_oom
+from lorank.inference.forward_context import autocast_ctx, is_oom
 
 
 def head_module(model: Any) -> Any:

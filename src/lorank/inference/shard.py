@@ -11,7 +11,7 @@ Two ways to run it:
 
 - one call that spawns the local workers itself::
 
-      from lorank.score.shard import ScorerSpec, sharded_rerank
+      from lorank.inference.shard import ScorerSpec, sharded_rerank
       sharded_rerank(ScorerSpec(adapter="runs/r8"), queries, passages, run, "out.run", processes=2)
 
 - under torchrun / accelerate / SLURM, one call per process (rank and world size from ``RANK`` and
@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 from lorank.atomic import atomic_write_json
 from lorank.errors import LorankError
 
-log = logging.getLogger("lorank.score")
+log = logging.getLogger("lorank.inference")
 
 
 class ShardError(LorankError):
@@ -109,7 +109,7 @@ def rerank_shard(scorer: Any, queries: Mapping[str, str], passages: Mapping[str,
     """Score this process's share of ``run`` and write its part; on rank 0 (unless ``merge=False``) also
     wait for all parts, merge them and write the TREC run ``out``. Returns ``out`` where it merged, else ``None``.
 
-    ``scorer`` is a :class:`~lorank.score.engine.Scorer` (or anything with its ``rerank``), or a
+    ``scorer`` is a :class:`~lorank.inference.engine.Scorer` (or anything with its ``rerank``), or a
     :class:`~lorank.reranker.Reranker`."""
     if rank is None or world_size is None:
         rank, world_size = shard_env()
@@ -136,8 +136,8 @@ def merge_parts(out: str | Path, run: Mapping[str, Sequence[Any]], depth: int, w
 
     ``alive`` (optional) is asked while waiting; when it returns False the wait stops with an error
     (a worker died). Parts are deleted after the run is written unless ``keep_parts``."""
-    from lorank.score.trec_io import write_run
-    from lorank.score.runs import rerank_to_run
+    from lorank.evaluation.trec_io import write_run
+    from lorank.inference.runs import rerank_to_run
 
     key = job_key(run, depth, world_size)
     paths = [part_path(out, r, world_size) for r in range(world_size)]
@@ -193,7 +193,7 @@ class ScorerSpec:
 
     def build(self, device: Any = None) -> Any:
         from lorank.reranker import Reranker
-        from lorank.score.engine import Scorer
+        from lorank.inference.engine import Scorer
 
         kw: dict[str, Any] = {"batch_tokens": self.batch_tokens, "bf16": self.bf16, "device": device}
         if self.adapter:

@@ -31,7 +31,7 @@ def test_cli_evaluate_real_files_and_json(tmp_path):
 @needs_data
 def test_cli_evaluate_two_runs_significance_and_per_query(tmp_path):
     from lorank.data import load_run
-    from lorank.score import write_run
+    from lorank.evaluation import write_run
 
     run = load_run(DL19 / "bm25.run")
     top5 = tmp_path / "top5.run"

@@ -15,14 +15,14 @@ import torch
 
 from lorank.batching import chunk_logits, length_chunks, pad_chunk, pad_multiple_for, shape_buckets_for
 from lorank.models.inputs import PairEncoder
-from lorank.score.forward_context import ScoringMemoryError, autocast_ctx, is_oom  # noqa: F401  (re-exported)
+from lorank.inference.forward_context import ScoringMemoryError, autocast_ctx, is_oom  # noqa: F401  (re-exported)
 
-log = logging.getLogger("lorank.score")
+log = logging.getLogger("lorank.inference")
 
 
 class Scorer:
     """Scores (query, passage) pairs. ``prefix_cache=True``: the pairs of one query share the query's token
-    prefix; it is encoded once and its KV cache reused for every candidate (:mod:`lorank.score.prefix`),
+    prefix; it is encoded once and its KV cache reused for every candidate (:mod:`lorank.inference.prefix`),
     scores equal to the plain forward's within float tolerance, the query's share of the compute saved.
 
     ``merge_lora=True``: before the first batch, a PEFT model's LoRA deltas are merged into the base weights
@@ -140,7 +140,7 @@ class Scorer:
         return self.score_ids(seqs, progress)
 
     def _score_prefixed(self, pairs: Sequence[tuple[str, ...]], progress: Callable[[int], None] | None) -> np.ndarray:
-        from lorank.score.prefix import PrefixScorer
+        from lorank.inference.prefix import PrefixScorer
 
         self._merge()
         if self._prefix_scorer is None:

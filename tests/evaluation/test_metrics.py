@@ -7,7 +7,7 @@ import pytest
 
 from lorank.data.records import RunEntry
 from lorank.errors import ConfigError, DataError
-from lorank.score import DEFAULT_MEASURES, compare, evaluate
+from lorank.evaluation import DEFAULT_MEASURES, compare, evaluate
 
 
 
@@ -202,7 +202,7 @@ def test_compare_real_runs_significant():
 
 
 def test_run_names():
-    from lorank.score import run_names
+    from lorank.evaluation import run_names
 
     assert run_names(["a/x.run", "b/x.run", "c.run"]) == ["a/x.run", "b/x.run", "c.run"]
     assert run_names(["d/trec-dl-2019/bm25.run", "d/trec-dl-2020/bm25.run"]) == [
@@ -212,7 +212,7 @@ def test_run_names():
 
 
 def test_evaluate_files_python_twin(tmp_path):
-    from lorank.score import evaluate_files
+    from lorank.evaluation import evaluate_files
 
     (tmp_path / "q.txt").write_text("1 0 a 2\n2 0 c 2\n")
     (tmp_path / "r1.run").write_text("1 Q0 a 1 2.0 x\n2 Q0 c 1 1.0 x\n")

@@ -4,7 +4,7 @@ import pytest
 
 from lorank.data.records import RunEntry
 from lorank.errors import DataError
-from lorank.score import evaluate, trec_order, write_run
+from lorank.evaluation import evaluate, trec_order, write_run
 
 
 def test_trec_order():

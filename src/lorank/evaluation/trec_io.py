@@ -2,7 +2,7 @@
 
 The ranking rule is trec_eval's: documents sorted by score, highest first; documents with
 equal scores ordered by docid in *decreasing* lexical order (trec_eval's `comp_sim_docno`).
-`write_run` numbers ranks with this rule, and `lorank.score.metrics.evaluate` ranks with it
+`write_run` numbers ranks with this rule, and `lorank.evaluation.metrics.evaluate` ranks with it
 too, so the rank column of a file lorank writes is exactly the order trec_eval evaluates.
 """
 from __future__ import annotations

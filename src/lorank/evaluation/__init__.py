@@ -1,4 +1,5 @@
-"""Scoring runs: evaluation (ir_measures), significance tests, TREC run writing.
+"""Evaluating runs: metrics (ir_measures), significance tests, the statistics of paired comparisons, TREC run
+writing and its ranking rule. Running the model over pairs to make a run is :mod:`lorank.inference`'s job.
 
 Python twin of `lorank evaluate`: `evaluate`, `compare`, `evaluate_files`.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from lorank.score.metrics import (
+from lorank.evaluation.metrics import (
     DEFAULT_MEASURES,
     Comparison,
     ComparisonResult,
@@ -16,8 +17,8 @@ from lorank.score.metrics import (
     evaluate,
     resolve_measure,
 )
-from lorank.score.significance import holm, holm_adjust, paired_ttest
-from lorank.score.trec_io import trec_order, write_run
+from lorank.evaluation.significance import holm, holm_adjust, paired_ttest
+from lorank.evaluation.trec_io import trec_order, write_run
 
 __all__ = [
     "DEFAULT_MEASURES",

@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 import ir_measures
 
 from lorank.errors import ConfigError, DataError
-from lorank.score.significance import holm, paired_ttest
-from lorank.score.trec_io import normalise_run, trec_order
+from lorank.evaluation.significance import holm, paired_ttest
+from lorank.evaluation.trec_io import normalise_run, trec_order
 
 __all__ = [
     "DEFAULT_MEASURES",

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from lorank.score.significance import holm, holm_adjust, paired_ttest
+from lorank.evaluation.significance import holm, holm_adjust, paired_ttest
 
 
 def test_holm_hand_worked_example():

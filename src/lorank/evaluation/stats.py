@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, stats
 
-from lorank.score.significance import holm_adjust, paired_ttest
+from lorank.evaluation.significance import holm_adjust, paired_ttest
 
 Scores = dict[str, float]
 Side = dict[str, Scores]  # replicate label -> qid -> value
@@ -48,7 +48,8 @@ def matrix(side: Side, qids: list[str]) -> np.ndarray:
 def ttest(d: np.ndarray, alternative: str = "two-sided", shift: float = 0.0) -> tuple[float, float]:
     """(t, p) of a one-sample t-test of the paired differences `d` against `shift` (mean(d) - shift; alternative
     ``greater``: H1 mean(d) > shift). Degenerate samples are answered directly, as
-    :func:`lorank.score.significance.paired_ttest` does: all differences equal give p 1 or 0 (t infinite)."""
+    :func:`lorank.evaluation.significance.paired_ttest` does: all differences equal give p 1 or 0 (t
+    infinite)."""
     d = np.asarray(d, dtype=float)
     if d.size < 2:
         return math.nan, math.nan
