@@ -55,3 +55,15 @@ def test_a_seeded_study_with_a_test_set_gives_findings_with_roles_and_seeds(tmp_
     gate = next(v for k, v in f1["p_values"].items() if k.startswith("gate"))
     assert gate["role"] == "test" and gate["n_seeds"] == [2, 1]
     assert (out / "report" / "index.html").is_file()
+    # the conditions drawn per finding, seeds and CIs, dev and test side by side, and the seed-spread table
+    cond = json.loads((out / "conditions.json").read_text())
+    assert set(cond["figures"]) == {"1", "3", "5"}          # one rank only: no finding-2 figure
+    for png in cond["figures"].values():
+        assert (out / "report" / png.split("/report/")[-1]).stat().st_size > 10_000
+    rows = {(c["label"], c["role"]): c for c in cond["conditions"]}
+    assert set(rows) == {(c, r) for c in ("r2-all", "r2-mha", "r2-mlp") for r in ("dev", "test")}
+    for c in rows.values():
+        assert c["n_seeds"] == 2 and set(c["seed_means"]) == {"s1", "s2"} and c["ci95"][0] <= c["mean"] <= c["ci95"][1]
+        assert c["n_queries"] == (6 if c["role"] == "test" else 5)
+    html = (out / "report" / "index.html").read_text()
+    assert "The seed spread of every condition" in html and "finding3_conditions.png" in html

@@ -167,9 +167,10 @@ def conditions_figure(panels: list[tuple[list[ConditionStat], ConditionStat | No
         pad = 0.1 * (max(highs) - min(lows) or 0.1)
         axes[0][0].set_ylim(min(lows) - pad, max(highs) + 2.2 * pad)
     axes[0][0].set_ylabel("nDCG@10")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles, labels, fontsize=7.5, loc="lower center", ncol=len(labels), frameon=False)
     return save_figure(fig, out)
 
 
@@ -181,8 +182,8 @@ def recovered_figure(points: list[dict[str, Any]], line: float, out: Path) -> Pa
         lo, hi = p["ci95"]
         ax.errorbar([i], [p["fraction"]], yerr=[[p["fraction"] - lo], [hi - p["fraction"]]], fmt="o", ms=7, capsize=5,
                     lw=2, color=ROLE_COLOURS.get(p["role"], "#555555"))
-        ax.annotate(f"{p['fraction']:.0%}\n[{lo:.0%}, {hi:.0%}]", (i, hi), xytext=(0, 4), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=7.5)
+        ax.annotate(f"{p['fraction']:.0%}\n95% CI [{lo:.0%}, {hi:.0%}]", (i, p["fraction"]), xytext=(10, 0),
+                    textcoords="offset points", ha="left", va="center", fontsize=7.5)
     ax.axhline(line, color="crimson", ls="--", lw=1, label=f"declared line {line:.0%}")
     ax.axhline(1.0, color="#555555", ls=":", lw=1, label="all of the gain")
     ax.set_xticks(range(len(points)), [f"{p['role']} ({p['sets']})" for p in points])
@@ -200,7 +201,7 @@ def curve_figure(runs: dict[str, dict[str, Any]], ref: str, views: list[PerQuery
     saved checkpoint's mean and 95% CI per view (dev: chosen on; test: scored once training had finished)."""
     rids = _condition(runs, ref)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = plt.subplots(figsize=(8.4, 3.8))
     drawn = False
     dev = next((v for v in views if v.curve), None)
     if dev is not None:
@@ -234,7 +235,7 @@ def curve_figure(runs: dict[str, dict[str, Any]], ref: str, views: list[PerQuery
     ax.set_xlabel("training step")
     ax.set_ylabel("nDCG@10")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.set_title(f"Finding 1: quality across checkpoints ({condition_label(runs[ref])})", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out)

@@ -3,7 +3,6 @@ projections, rank truncation and scale) and the adapter analyses (weights, simil
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from lorank.report.context import ReportContext
 from lorank.report.page import SIG, Section, fmt, safe_name

@@ -12,10 +12,11 @@ from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.report.context import reference_run
 from lorank.report.findings import evaluate_findings, figures_text, findings_markdown, p_text, pooled
 from lorank.report.findings_model import PerQuery
-from lorank.report.page import Section
+from lorank.report.page import Section, fmt
 
 TITLE = "Findings vs the paper"
 FINDINGS_FILE = "findings.json"  # at the study folder's top level
+CONDITIONS_FILE = "conditions.json"  # the conditions' seed spreads and CIs behind the findings' figures
 log = logging.getLogger(__name__)
 
 
@@ -127,13 +128,44 @@ def findings_section(plan: Any, study_dir: Path, results: Any = None, view: PerQ
                        [[str(f["finding"]), f["claim"], f"{f['verdict']} ({_sets(f, 'test') or 'no test set'})",
                          f"{f.get('verdict_dev', '-')} ({_sets(f, 'dev')})", figures_text(f), p_text(f), f["rule"]]
                         for f in findings]))
+    _conditions_part(sec, plan, study_dir, results, view)
     return sec
-    sec.tables.append(("The five findings: the paper's claim, this study's verdict, the deciding figures and the "
-                       "Holm-adjusted p-values of the finding's tests",
-                       ["#", "the paper's claim", "this study", "deciding figures", "p-values (Holm)", "rule"],
-                       [[str(f["finding"]), f["claim"], f["verdict"], figures_text(f), p_text(f), f["rule"]]
-                        for f in findings]))
-    return sec
+
+
+def _conditions_part(sec: Section, plan: Any, study_dir: Path, results: Any, view: PerQuery | None) -> None:
+    """The conditions drawn per finding (seeds as dots, 95% CIs, dev and test side by side) and the seed-spread
+    table, into the report folder and ``STUDY_DIR/conditions.json``."""
+    import pandas as pd
+
+    from lorank.report.conditions import write_condition_figures
+    from lorank.report.findings_rules import study_runs
+    from lorank.study.store import collect_rows
+
+    if results is None:
+        results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
+    views = [v for v in (view if view is not None else findings_view(plan, study_dir),
+                         findings_test_view(plan, study_dir)) if v is not None]
+    line = getattr(plan.spec.verdicts, "recover_line", 0.90)
+    drawn = write_condition_figures(study_runs(results), reference_run(plan).run_id, views,
+                                    Path(study_dir) / "report", recover_line=line)
+    atomic_write_json(Path(study_dir) / CONDITIONS_FILE, drawn)
+    captions = {"1": "Finding 1: the reference condition's quality across training (dev curve per seed; every saved "
+                     "checkpoint's mean with its 95% CI on dev and, scored once training had finished, on test)",
+                "2": "Finding 2: each rank's mean nDCG@10 at the final checkpoint, its seeds (grey dots) and 95% CI "
+                     "(queries and seeds resampled), dev and test side by side; dashed: BM25",
+                "3": "Finding 3: MHA-only, MLP-only and all projections, as for finding 2",
+                "5": "Finding 5: the share of the full adapter's gain over BM25 that MLP-only keeps, with its 95% CI "
+                     "and the declared line"}
+    for n, png in drawn["figures"].items():
+        sec.images.append((captions[n], Path(png)))
+    rows = [[c["label"], c["role"], c["sets"], str(c["n_seeds"]), fmt(c["mean"]),
+             f"[{fmt(c['ci95'][0], 3)}, {fmt(c['ci95'][1], 3)}]", fmt(c["sd"]), fmt(c["spread"]),
+             ", ".join(f"{k} {fmt(v, 3)}" for k, v in c["seed_means"].items())] for c in drawn["conditions"]]
+    if rows:
+        sec.tables.append(("The seed spread of every condition at its final checkpoint: the mean over seeds, its "
+                           "95% CI (queries and seeds resampled), the seeds' SD and range, each seed's mean",
+                           ["condition", "role", "sets", "seeds", "nDCG@10", "95% CI", "SD", "range", "per seed"],
+                           rows))
 
 
 def write_findings(study_dir: str | Path, markdown: str | Path | None = None) -> tuple[list[dict[str, Any]], str]:
