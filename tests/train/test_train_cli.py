@@ -406,3 +406,21 @@ def test_interruptions_exit_with_the_shell_convention():
     assert code_of(KeyboardInterrupt()) == 130
     from lorank.errors import ConfigError
     assert code_of(ConfigError("bad")) == 2
+
+
+@pytest.mark.parametrize("verb", [["rerank", "--adapter", "x", "--eval", "dl19"], ["ablate", "--adapter", "x"],
+                                  ["features", "--adapter", "x"]])
+@pytest.mark.parametrize("depth", ["-1", "0"])
+def test_a_depth_below_one_is_refused_before_anything_runs(verb, depth):
+    """--depth -1 used to print 'scoring -43 pairs' and score all but the last candidate of each query; --depth 0
+    wrote BM25's order with made-up scores tagged lorank."""
+    res = CliRunner().invoke(app, verb + ["--depth", depth])
+    assert res.exit_code == 2 and "--depth" in res.output and "greater than or equal to 1" in res.output, res.output
+
+
+def test_the_scorer_refuses_a_depth_below_one():
+    from lorank.errors import ConfigError
+    from lorank.inference.engine import Scorer
+
+    with pytest.raises(ConfigError, match="depth must be a whole number of candidates >= 1, got 0"):
+        Scorer.rerank(None, {}, {}, {}, depth=0)

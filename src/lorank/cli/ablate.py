@@ -14,7 +14,7 @@ def ablate_cmd(
     sweep: list[str] = typer.Option(["components"], "--sweep", help="components, projections, layers-leave-one-out, "
                                     "layers-keep-one, layer-windows, rank-truncation, scale (repeatable)."),
     eval_set: str = typer.Option("dl19", "--eval", help="A named set (dl19, dl20) or a TREC-DL-style folder."),
-    depth: int = typer.Option(100, "--depth", help="Rerank this many candidates per query."),
+    depth: int = typer.Option(100, "--depth", min=1, help="Rerank this many candidates per query."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/ablations)."),
     window: int = typer.Option(11, "--window", help="Window width for layer-windows."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute every layer (the naive sweep)."),

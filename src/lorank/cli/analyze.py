@@ -106,7 +106,7 @@ def probe_cmd(
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels (probe labels)"),
     data: DataOption = None,
     max_queries: int = typer.Option(20, "--max-queries", help="Queries to sample (0: all eligible)."),
-    depth: int = typer.Option(30, "--depth", help="Judged pairs among each query's top K candidates."),
+    depth: int = typer.Option(30, "--depth", min=1, help="Judged pairs among each query's top K candidates."),
     rel_threshold: int = typer.Option(2, "--rel-threshold", help="Grade at or above which a pair is relevant."),
     folds: int = typer.Option(5, "--folds", help="GroupKFold folds (split by query)."),
     c: str = typer.Option("0.001,0.01,0.1,1", "--C", help="Inverse L2 strength; several (comma-separated) are "
@@ -153,7 +153,7 @@ def patch_cmd(
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels (for nDCG@10)"),
     data: DataOption = None,
     max_queries: int = typer.Option(15, "--max-queries", help="Queries to sample (0: all eligible)."),
-    depth: int = typer.Option(20, "--depth", help="Rerank each query's top K candidates."),
+    depth: int = typer.Option(20, "--depth", min=1, help="Rerank each query's top K candidates."),
     site: list[str] = typer.Option(["layer"], "--site", help="layer, attn or mlp (repeatable)."),
     layers: str = typer.Option("all", "--layers", help="Layers to patch: all, 0-29, 0,4,8 ..."),
     block_layers: Optional[str] = typer.Option(None, "--block-layers", help="Other layers for attn / mlp sites "

@@ -24,7 +24,7 @@ def features_cmd(
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels (fills the grade column)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data folder for named sets."),
     group: Optional[list[str]] = typer.Option(None, "--groups", "-g", help=_GROUPS_HELP),
-    depth: int = typer.Option(100, "--depth", help="Candidates per query."),
+    depth: int = typer.Option(100, "--depth", min=1, help="Candidates per query."),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N judged queries."),
     batch_tokens: int = typer.Option(8192, "--batch-tokens", help="Padded tokens per forward batch."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle-based adapter (unsafe)."),

