@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from lorank.train.checkpoints import complete_checkpoints
+from lorank.layout.checkpoints import complete_checkpoints
 from lorank.train.trainer import NonFiniteLossError
 from tests.reliability.conftest import adapter_tensors, assert_bit_identical, one_thread, train_here, write_config
 

@@ -15,6 +15,8 @@ import torch
 
 from lorank.data.sources import load_eval_data  # noqa: F401  (re-exported; it lives with the readers)
 from lorank.errors import ConfigError, DataError
+from lorank.layout.adapter import PEFT_CONFIG, export_meta_file, peft_config_file
+from lorank.layout.checkpoints import latest_checkpoint, marker_file
 
 #: ``progress(label, total) -> tick(n)``: the CLI passes a rich progress bar factory
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -70,8 +72,6 @@ class AdapterFiles:
 
 def resolve_adapter_dir(adapter: str | Path) -> Path:
     """A run dir -> its last complete checkpoint; a checkpoint dir -> itself (clear errors otherwise)."""
-    from lorank.adapters import latest_checkpoint
-
     p = Path(adapter)
     if not p.exists():
         raise ConfigError(f"adapter not found: {p}")
@@ -101,9 +101,9 @@ def _infer_arch(leaves: set[str]) -> Any:
 
 
 def _read_meta(ckpt: Path, fallback: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    # lorank's checkpoint marker (lorank.train.callbacks.COMPLETE_MARKER) read directly: importing the
-    # trainer module for one constant costs seconds; anything else goes through read_checkpoint_meta
-    for f in (ckpt / "lorank_checkpoint.json", ckpt / "lorank_meta.json"):
+    # lorank's checkpoint marker or an exported adapter's metadata read directly; anything else goes through
+    # read_checkpoint_meta
+    for f in (marker_file(ckpt), export_meta_file(ckpt)):
         if f.is_file():
             return json.loads(f.read_text(encoding="utf-8"))
     try:
@@ -117,9 +117,9 @@ def read_adapter(adapter: str | Path, allow_pickle: bool = False) -> AdapterFile
     from lorank.adapters import read_adapter_state, read_checkpoint_meta
 
     ckpt = resolve_adapter_dir(adapter)
-    cfg_file = ckpt / "adapter_config.json"
+    cfg_file = peft_config_file(ckpt)
     if not cfg_file.is_file():
-        raise ConfigError(f"{ckpt}: no adapter_config.json")
+        raise ConfigError(f"{ckpt}: no {PEFT_CONFIG}")
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     if cfg.get("peft_type", "LORA") != "LORA":
         raise ConfigError(f"{ckpt}: peft_type {cfg.get('peft_type')!r} is not LoRA")
@@ -152,7 +152,7 @@ def read_adapter(adapter: str | Path, allow_pickle: bool = False) -> AdapterFile
         alpha = float(_pattern_value(cfg.get("alpha_pattern", {}), name, alpha_default))
         r_cfg = int(_pattern_value(cfg.get("rank_pattern", {}), name, r_default))
         if r_cfg != r:
-            raise ConfigError(f"{ckpt}: {name} has rank {r} in the weights but {r_cfg} in adapter_config.json")
+            raise ConfigError(f"{ckpt}: {name} has rank {r} in the weights but {r_cfg} in {PEFT_CONFIG}")
         scaling = alpha / math.sqrt(r) if rslora else alpha / r
         modules[(layer, proj)] = LoraModule(name, layer, proj, spec.component_of(proj), p["A"].float(),
                                             p["B"].float(), scaling, bool(cfg.get("fan_in_fan_out", False)),

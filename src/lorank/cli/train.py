@@ -1,7 +1,7 @@
 """``lorank train``, ``mine``, ``teacher``, ``export-adapter`` and ``snapshot``: training data, training, the
 exported adapter and a run's resume state (:func:`lorank.train.run.train`, :func:`lorank.mine.mine`,
 :func:`lorank.teacher.teacher_jsonl`, :func:`lorank.export.export_adapter`,
-:func:`lorank.train.snapshot.snapshot_run`)."""
+:func:`lorank.layout.snapshot.snapshot_run`, :func:`lorank.study.snapshot_study`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -205,8 +205,9 @@ def snapshot_cmd(
 ) -> None:
     """Keep a run's last complete checkpoint (+ config and logs), or a study's results and resume state, where a new
     machine finds it; or restore it."""
-    from lorank.study.snapshot import is_study_dir, snapshot_study
-    from lorank.train.snapshot import snapshot_run
+    from lorank.layout.snapshot import snapshot_run
+    from lorank.layout.study import is_study_dir
+    from lorank.study import snapshot_study
 
     with guard():
         snap = snapshot_study(run, out, force=force) if is_study_dir(run) else snapshot_run(run, out, force=force)
