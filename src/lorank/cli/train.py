@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from lorank.cli.common import console, guard, progress
+from lorank.layout.run import METRICS, TREC_DIR
 
 
 def _overrides(items: list[str] | None) -> dict:
@@ -140,8 +141,8 @@ def export_adapter_cmd(
                                        "(how and where it was trained, what it is good for)."),
     command: list[str] = typer.Option([], "--command", help="NAME=COMMAND that made it, e.g. "
                                       "'train=lorank train configs/x.yaml' (repeatable)."),
-    evaluations: Optional[Path] = typer.Option(None, "--evaluations", help="The folder whose metrics.jsonl and "
-                                               "runs_trec/ hold this step's evaluations (default: the checkpoint's "
+    evaluations: Optional[Path] = typer.Option(None, "--evaluations", help=f"The folder whose {METRICS} and "
+                                               f"{TREC_DIR}/ hold this step's evaluations (default: the checkpoint's "
                                                "run folder), e.g. RUN/eval-top100."),
 ) -> None:
     """Export a checkpoint as a self-contained reference adapter (weights, config, metrics vs the first stage, README)."""
