@@ -61,7 +61,7 @@ def _comparisons(compare, qrels: dict, runs: dict, references: list[str]) -> dic
 
 
 def last_step(run_dir: Path) -> int:
-    from lorank.train.checkpoints import complete_checkpoints, step_of
+    from lorank.layout.checkpoints import complete_checkpoints, step_of
 
     ckpts = complete_checkpoints(run_dir)
     if not ckpts:

@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     from lorank.data.trec import load_run
     from lorank.reranker import Reranker
     from lorank.evaluation.trec_io import normalise_run
-    from lorank.train.checkpoint_eval import CheckpointEvaluator, eval_label, read_metrics
+    from lorank.data.sources import eval_label
+    from lorank.layout.run import read_metrics
+    from lorank.train.checkpoint_eval import CheckpointEvaluator
 
     prec = a.precision or ("fp32" if a.against_precision == "bf16" else "bf16")
     sets = a.sets.split(",")

@@ -126,7 +126,8 @@ def mine_command(data: list[dict]) -> str:
 def headline(eval_dir: Path, step: int, sets: list[str]) -> dict:
     """The shipped checkpoint's evaluation at the headline depth (its own folder, ``--headline-depth``): figures
     per set, and paired t-tests vs BM25 at that depth."""
-    from lorank.train.checkpoint_eval import eval_label, read_metrics
+    from lorank.data.sources import eval_label
+    from lorank.layout.run import read_metrics
 
     rows = [r for r in read_metrics(eval_dir) if r["step"] == step]
     return {"step": step, "depth": rows[0]["depth"] if rows else None,
@@ -142,7 +143,9 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     from lorank.data.roles import DEV, role_of
     from lorank.precision import cpu_bf16_capability
     from lorank.evaluation import evaluate
-    from lorank.train.checkpoint_eval import eval_label, plot_checkpoint_curve, read_metrics
+    from lorank.data.sources import eval_label
+    from lorank.layout.run import read_metrics
+    from lorank.train.checkpoint_eval import plot_checkpoint_curve
 
     if role_of(sets[0]) != DEV:  # the best checkpoint is chosen on it
         raise SystemExit(f"--sets: {sets[0]} is a {role_of(sets[0])} set of the evaluation protocol; the first of "
@@ -239,7 +242,7 @@ def main() -> int:
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from lorank.atomic import atomic_write_json
-    from lorank.train.checkpoints import complete_checkpoints
+    from lorank.layout.checkpoints import complete_checkpoints
 
     sets = [s for s in a.sets.split(",") if s]
     folders = {}

@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from lorank.errors import ConfigError, DataError
+from lorank.layout.adapter import (EXPORT_METRICS, export_meta_file, export_metrics_file, peft_config_file,
+                                   training_config_file, weights_file)
+from lorank.layout.checkpoints import latest_checkpoint, step_of
+from lorank.layout.run import (METRICS, TREC_CHECKPOINT, TREC_DIR, config_file, metrics_file, read_metrics,
+                               trec_run_file)
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -51,10 +56,9 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
     ``config.json``, else the adapter's own ``training_config.json``."""
     from safetensors.torch import save_file
 
-    from lorank.adapters import latest_checkpoint, read_adapter_state, read_checkpoint_meta
+    from lorank.adapters import read_adapter_state, read_checkpoint_meta
     from lorank.atomic import atomic_dir, atomic_write_json, atomic_write_text
     from lorank.data.sources import eval_label
-    from lorank.train.checkpoint_eval import read_metrics
 
     ckpt = latest_checkpoint(checkpoint)
     out = Path(out)
@@ -62,16 +66,16 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
         raise ConfigError(f"{out} exists: choose another folder or pass overwrite=True (--overwrite)")
     meta = read_checkpoint_meta(ckpt)
     step = meta.get("step")
-    if step is None and ckpt.name.startswith("checkpoint-"):
-        step = int(ckpt.name.rsplit("-", 1)[-1])
+    if step is None:
+        step = step_of(ckpt)
     run_dir = Path(evaluations) if evaluations is not None else ckpt.parent
-    if evaluations is not None and not (run_dir / "metrics.jsonl").is_file():
-        raise ConfigError(f"{run_dir}: no metrics.jsonl (the evaluations folder holds metrics.jsonl and runs_trec/)")
-    cfg_file = next((f for f in (ckpt.parent / "config.json", ckpt / "training_config.json") if f.is_file()), None)
+    if evaluations is not None and not metrics_file(run_dir).is_file():
+        raise ConfigError(f"{run_dir}: no {METRICS} (the evaluations folder holds {METRICS} and {TREC_DIR}/)")
+    cfg_file = next((f for f in (config_file(ckpt.parent), training_config_file(ckpt)) if f.is_file()), None)
     run_cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file is not None else None
     rows = [r for r in read_metrics(run_dir) if r.get("step") == step]
     if evaluations is not None and not rows:
-        raise ConfigError(f"{run_dir / 'metrics.jsonl'} has no evaluation of step {step}")
+        raise ConfigError(f"{metrics_file(run_dir)} has no evaluation of step {step}")
     state = _state_for_export(read_adapter_state(ckpt), dtype)
     keep = {k: meta[k] for k in ("base_model", "input", "lora", "head_init", "pad_token_id") if k in meta}
     keep.update({"dtype": "auto", "weights_dtype": dtype, "exported_from": str(ckpt), "step": step,
@@ -79,12 +83,12 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
     eval_sets = ((run_cfg or {}).get("config") or {}).get("eval", {}).get("sets") or []
     vs = vs_first_stage(run_dir, step, rows, data_root, {eval_label(s): s for s in eval_sets}) if rows else {}
     with atomic_dir(out) as tmp:
-        save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        shutil.copy2(ckpt / "adapter_config.json", tmp / "adapter_config.json")
-        atomic_write_json(tmp / "lorank_meta.json", keep)
+        save_file(state, str(weights_file(tmp)), metadata={"format": "pt"})
+        shutil.copy2(peft_config_file(ckpt), peft_config_file(tmp))
+        atomic_write_json(export_meta_file(tmp), keep)
         if run_cfg is not None:
-            atomic_write_json(tmp / "training_config.json", run_cfg)
-        atomic_write_json(tmp / "metrics.json", {"step": step, "evaluations": rows, "vs_first_stage": vs,
+            atomic_write_json(training_config_file(tmp), run_cfg)
+        atomic_write_json(export_metrics_file(tmp), {"step": step, "evaluations": rows, "vs_first_stage": vs,
                                                  **(extra_metrics or {}), "commands": commands or {},
                                                  **({"note": note} if note else {})})
         atomic_write_text(tmp / "README.md", _readme(keep, rows, commands or {}, dtype, vs, note))
@@ -109,7 +113,7 @@ def vs_first_stage(run_dir: Path, step: Any, rows: list[dict[str, Any]], data_ro
     sources = sources or {}
     out: dict[str, Any] = {}
     for label in dict.fromkeys(r["eval_set"] for r in rows):
-        f = run_dir / "runs_trec" / f"checkpoint-{step}.{label}.run"
+        f = trec_run_file(run_dir, TREC_CHECKPOINT, step, label)
         if not f.is_file():
             out[label] = {"skipped": f"no reranked run {f} (written by the checkpoint evaluation with write_runs)"}
             continue
@@ -159,9 +163,9 @@ def record_evaluations(adapter: str | Path, runs: dict[str, str | Path], data_ro
     from lorank.evaluation import evaluate
 
     adapter = Path(adapter)
-    f = adapter / "metrics.json"
+    f = export_metrics_file(adapter)
     if not f.is_file():
-        raise ConfigError(f"{adapter}: no metrics.json (not an exported adapter: lorank export-adapter writes one)")
+        raise ConfigError(f"{adapter}: no {EXPORT_METRICS} (not an exported adapter: lorank export-adapter writes one)")
     metrics = json.loads(f.read_text(encoding="utf-8"))
     evals = metrics.setdefault("evaluations", [])
     vs = metrics.setdefault("vs_first_stage", {})

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from lorank.errors import ConfigError
+from lorank.layout.adapter import export_metrics_file
 
 _BLOCK = re.compile(r"(<!-- lorank:(?P<kind>[a-z-]+) (?P<key>\S+) -->\n)(?P<body>.*?)(<!-- /lorank:(?P=kind) -->)", re.S)
 
@@ -36,7 +37,7 @@ def findings_block(source: Path) -> str:
 def adapter_block(source: Path) -> str:
     from lorank.export import metrics_table
 
-    f = source / "metrics.json"
+    f = export_metrics_file(source)
     if not f.is_file():
         raise ConfigError(f"{f} does not exist: not an exported adapter")
     return metrics_table(json.loads(f.read_text(encoding="utf-8"))) + "\n"

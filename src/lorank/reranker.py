@@ -43,7 +43,8 @@ class Reranker:
         :func:`lorank.models.device.resolve_device`, a GPU where there is one)."""
         from peft import PeftModel
 
-        from lorank.adapters import adapter_file, latest_checkpoint, read_checkpoint_meta
+        from lorank.adapters import adapter_file, read_checkpoint_meta
+        from lorank.layout.checkpoints import latest_checkpoint
         from lorank.models.device import resolve_device
         from lorank.models.loading import load_reranker
 

@@ -110,7 +110,8 @@ def test_bucketed_scoring_gives_the_same_scores():
 
 
 def test_deferred_nonfinite_check_stops_before_a_save(tmp_path):
-    from lorank.train.trainer import NonFiniteGuard, NonFiniteLossError
+    from lorank.train.callbacks import NonFiniteGuard
+    from lorank.train.trainer import NonFiniteLossError
 
     tok, model, batch, tr = _setup(tmp_path, False)
     tr.loss_fn = lambda s, t=None, temperature=1.0: s.sum() * float("nan")

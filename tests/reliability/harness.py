@@ -75,7 +75,7 @@ def last_logged_step(run: Path) -> int:
 
 
 def _checkpoints(run: Path) -> tuple[list[str], list[str]]:
-    from lorank.train.checkpoints import checkpoint_problem, step_of
+    from lorank.layout.checkpoints import checkpoint_problem, step_of
 
     dirs = sorted((d for d in run.glob("checkpoint-*") if d.is_dir() and step_of(d) is not None), key=step_of)
     return [d.name for d in dirs], [d.name for d in dirs if checkpoint_problem(d) is not None]

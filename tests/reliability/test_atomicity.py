@@ -21,7 +21,7 @@ import pytest
 from lorank import atomic
 from lorank.atomic import Fault, InjectedFault, inject_fault
 from lorank.errors import ConfigError
-from lorank.train.checkpoints import read_marker
+from lorank.layout.checkpoints import read_marker
 from tests.reliability.conftest import adapter_tensors, assert_bit_identical, subprocess_env, train_here, write_config
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "lorank"
@@ -40,7 +40,7 @@ def test_fault_spec_parsing():
 def _writers():
     """Every kind of lorank result file, written through its real writer."""
     from lorank.evaluation import write_run
-    from lorank.train.checkpoint_eval import append_metrics
+    from lorank.layout.run import append_metrics
 
     run = {f"q{q}": {f"d{d}": float(d) for d in range(40)} for q in range(5)}
     blob = bytes(range(256)) * 20
@@ -199,7 +199,7 @@ def test_read_jsonl_reads_valid_rows_unchanged(tmp_path, caplog):
 def test_metrics_readers_share_the_policy(tmp_path, caplog):
     """read_metrics (and append_metrics, which rewrites the file) no longer drop a damaged line quietly."""
     from lorank.errors import DataError
-    from lorank.train.checkpoint_eval import append_metrics, read_metrics
+    from lorank.layout.run import append_metrics, read_metrics
 
     assert read_metrics(tmp_path / "none") == []
     f = tmp_path / "metrics.jsonl"
@@ -273,8 +273,9 @@ BREAKS = ["no marker", "marker temp file only", "corrupt marker", "truncated saf
 
 @pytest.mark.parametrize("how", BREAKS)
 def test_half_written_checkpoint_is_ignored_with_a_warning(run_copy, how, caplog):
-    from lorank.adapters import latest_checkpoint, read_adapter_state
-    from lorank.train.checkpoints import checkpoint_problem, complete_checkpoints
+    from lorank.adapters import read_adapter_state
+    from lorank.layout.checkpoints import latest_checkpoint
+    from lorank.layout.checkpoints import checkpoint_problem, complete_checkpoints
 
     assert [c.name for c in complete_checkpoints(run_copy)] == ["checkpoint-2", "checkpoint-4"]
     _break(run_copy / "checkpoint-4", how)
@@ -329,7 +330,7 @@ def test_marker_records_every_file_size_and_the_counters(trained_run):
 def test_fault_while_writing_the_marker_leaves_an_ignored_checkpoint(tiny, tmp_path):
     """The marker is the last write of a checkpoint: a fault there must not produce a complete-looking one."""
     from lorank.train.callbacks import SaveError
-    from lorank.train.checkpoints import complete_checkpoints
+    from lorank.layout.checkpoints import complete_checkpoints
 
     cfg = write_config(tmp_path / "c.yaml", tiny, tmp_path / "run", max_steps=4, every=2, eval_sets=False)
     with inject_fault("checkpoint-4/lorank_checkpoint.json", 30), pytest.raises(SaveError, match="checkpoint-4"):
@@ -345,9 +346,9 @@ _RAW_WRITE = re.compile(r"\.write_text\(|\.write_bytes\(|(?<!atomic_)open\([^)]*
 _ALLOWED = {
     # written into a fresh temp folder that is renamed into place as a whole
     ("models/source.py", '(tmp / "lorank_source.txt").write_text'),
-    ("export.py", 'save_file(state, str(tmp / "adapter_model.safetensors")'),
-    ("study/snapshot.py", "(dest / COMPLETE_MARKER).write_text"),  # dest: inside the snapshot's temp folder
-    ("study/snapshot.py", "dest.write_bytes("),
+    ("export.py", 'save_file(state, str(weights_file(tmp))'),
+    ("layout/snapshot.py", "(dest / COMPLETE_MARKER).write_text"),  # dest: inside the snapshot's temp folder
+    ("layout/snapshot.py", "dest.write_bytes("),
     # a temp name, then os.replace
     ("ablate/resume.py", "np.savez(tmp,"),
     # a human-readable log of a study step's subprocess output (not a result; read only for its tail)
@@ -394,7 +395,7 @@ def test_a_checkpoint_overwritten_in_place_is_incomplete_until_its_new_marker(ru
     mid-overwrite must not leave old-marker + half-new files looking complete (same sizes!)."""
     import transformers
 
-    from lorank.train.checkpoints import checkpoint_problem
+    from lorank.layout.checkpoints import checkpoint_problem
     from lorank.train.trainer import RerankTrainer
 
     ck = run_copy / "checkpoint-4"

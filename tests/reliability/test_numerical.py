@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from lorank.train.checkpoints import complete_checkpoints
+from lorank.layout.checkpoints import complete_checkpoints
 from lorank.train.trainer import NonFiniteLossError
 from tests.reliability.conftest import adapter_tensors, assert_bit_identical, one_thread, train_here, write_config
 
@@ -17,9 +17,9 @@ from tests.reliability.conftest import adapter_tensors, assert_bit_identical, on
 @pytest.fixture
 def poison(monkeypatch):
     """Make the training loss NaN (or inf) on the given 1-based loss calls (= training steps here)."""
-    import lorank.train.losses as losses
+    import lorank.train.run as run  # train() builds its loss with run.get_loss (lorank.train.losses')
 
-    real = losses.get_loss
+    real = run.get_loss
     state = {"calls": 0, "bad": set(), "value": math.nan}
 
     def get_loss(name):
@@ -34,7 +34,7 @@ def poison(monkeypatch):
 
         return poisoned
 
-    monkeypatch.setattr(losses, "get_loss", get_loss)
+    monkeypatch.setattr(run, "get_loss", get_loss)
 
     def arm(steps, value=math.nan):
         state.update(calls=0, bad=set(steps), value=value)

@@ -22,7 +22,7 @@ import torch
 
 from lorank.atomic import inject_fault
 from lorank.train.callbacks import SaveError
-from lorank.train.checkpoints import complete_checkpoints
+from lorank.layout.checkpoints import complete_checkpoints
 from tests.reliability.conftest import adapter_tensors, assert_bit_identical, one_thread, train_here, write_config
 
 

@@ -85,7 +85,7 @@ def test_study_runs_every_step_and_writes_the_layout(tiny):
 
 def test_metrics_reader_skips_a_torn_last_line_loudly_and_refuses_damage(tmp_path, caplog):
     from lorank.errors import DataError
-    from lorank.train.checkpoint_eval import read_metrics  # the store reads metrics.jsonl with it
+    from lorank.layout.run import read_metrics  # the store reads metrics.jsonl with it
 
     f = tmp_path / "metrics.jsonl"
     f.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "ndcg')
@@ -265,7 +265,8 @@ def test_presets_validate_with_dry_run(monkeypatch):
 
 
 def test_an_interrupted_ablation_step_keeps_its_partial_work_and_a_stale_one_does_not(tiny, tmp_path):
-    from lorank.study.executor import MARKER, PARTIAL
+    from lorank.layout.study import STEP_MARKER
+    from lorank.study.executor import PARTIAL
 
     root, spec, out, res, *_ = tiny
     study = tmp_path / "study"
@@ -274,11 +275,11 @@ def test_an_interrupted_ablation_step_keeps_its_partial_work_and_a_stale_one_doe
     step = next(s for s in again.plan.steps if s.kind == "ablate")
     d = study / step.out_dir
     for hash_, kept in ((step.hash, True), ("0" * 12, False)):
-        (d / MARKER).unlink()  # the step did not finish...
+        (d / STEP_MARKER).unlink()  # the step did not finish...
         (d / PARTIAL).write_text(json.dumps({"step_id": step.step_id, "hash": hash_}))
         (d / "sentinel").write_text("work of the interrupted call")
         status = {k: v.status for k, v in run_study(spec, study, report=False).outcomes.items()}
-        assert status[step.step_id] == "ok" and (d / MARKER).is_file() and not (d / PARTIAL).exists()
+        assert status[step.step_id] == "ok" and (d / STEP_MARKER).is_file() and not (d / PARTIAL).exists()
         assert (d / "sentinel").exists() == kept  # ...of this hash: kept (its sweeps go on); of another: cleared
         (d / "sentinel").unlink(missing_ok=True)
 
@@ -289,6 +290,7 @@ def test_a_step_stopped_by_sigterm_is_recorded_as_interrupted_naming_the_signal(
     import signal
 
     import lorank.study.executor as executor
+    from lorank.layout.study import STEP_MARKER
     from lorank.report import build_report
 
     root, spec, out, *_ = tiny
@@ -296,7 +298,7 @@ def test_a_step_stopped_by_sigterm_is_recorded_as_interrupted_naming_the_signal(
     shutil.copytree(out, study)
     plan = run_study(spec, study, report=False).plan  # the spec as it now reads (an earlier test may change it)
     step = next(s for s in plan.steps if s.kind == "ablate")
-    (study / step.out_dir / executor.MARKER).unlink()
+    (study / step.out_dir / STEP_MARKER).unlink()
 
     def stopped(*a, **k):
         raise executor.StepInterrupted(signal.SIGTERM)

@@ -10,7 +10,7 @@ import yaml
 
 from lorank.errors import DataError
 from lorank.study import run_study, snapshot_study
-from lorank.train.checkpoints import complete_checkpoints
+from lorank.layout.checkpoints import complete_checkpoints
 from tests.tinydata import make_trec_dir, save_tiny_model
 
 

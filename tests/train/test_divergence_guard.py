@@ -90,7 +90,7 @@ def test_default_guard_leaves_the_run_identity_unchanged():
 
 def test_a_run_whose_loss_climbs_back_stops_unsaved_with_a_clear_error(tmp_path, monkeypatch):
     import lorank.train.run as run_mod
-    from lorank.train.checkpoints import complete_checkpoints
+    from lorank.layout.checkpoints import complete_checkpoints
 
     class Scripted(TrainingDivergedStop):  # the trainer's real losses replaced: 4 (untrained), 1, then a collapse at step 8
         def on_log(self, args, state, control, logs=None, **kw):

@@ -87,7 +87,8 @@ def test_only_test_sets_and_no_dev_set_still_score_the_final_model(tiny):
 def test_the_curve_draws_a_test_row_as_one_marker_not_a_line(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    from lorank.train.checkpoint_eval import append_metrics, plot_checkpoint_curve
+    from lorank.layout.run import append_metrics
+    from lorank.train.checkpoint_eval import plot_checkpoint_curve
 
     for step, s, role, v in ((2, "dl19", "dev", 0.5), (4, "dl19", "dev", 0.6), (4, "trec-dl-2022", "test", 0.4),
                              (2, "trec-dl-2022", "test", 0.3)):

@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lorank.errors import ConfigError, DataError
+from lorank.layout.adapter import PEFT_CONFIG, export_meta_file, peft_config_file
+from lorank.layout.checkpoints import latest_checkpoint, marker_file
 from lorank.lora.factors import LoraModule, read_factors
 
 #: ``progress(label, total) -> tick(n)``: the CLI passes a rich progress bar factory
@@ -42,8 +44,6 @@ class AdapterFiles:
 
 def resolve_adapter_dir(adapter: str | Path) -> Path:
     """A run dir -> its last complete checkpoint; a checkpoint dir -> itself (clear errors otherwise)."""
-    from lorank.adapters import latest_checkpoint
-
     p = Path(adapter)
     if not p.exists():
         raise ConfigError(f"adapter not found: {p}")
@@ -51,9 +51,9 @@ def resolve_adapter_dir(adapter: str | Path) -> Path:
 
 
 def _read_meta(ckpt: Path, fallback: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    # lorank's checkpoint marker (lorank.train.callbacks.COMPLETE_MARKER) read directly: importing the
-    # trainer module for one constant costs seconds; anything else goes through read_checkpoint_meta
-    for f in (ckpt / "lorank_checkpoint.json", ckpt / "lorank_meta.json"):
+    # lorank's checkpoint marker or an exported adapter's metadata read directly; anything else goes through
+    # read_checkpoint_meta
+    for f in (marker_file(ckpt), export_meta_file(ckpt)):
         if f.is_file():
             return json.loads(f.read_text(encoding="utf-8"))
     try:
@@ -67,9 +67,9 @@ def read_adapter(adapter: str | Path, allow_pickle: bool = False) -> AdapterFile
     from lorank.adapters import read_adapter_state, read_checkpoint_meta
 
     ckpt = resolve_adapter_dir(adapter)
-    cfg_file = ckpt / "adapter_config.json"
+    cfg_file = peft_config_file(ckpt)
     if not cfg_file.is_file():
-        raise ConfigError(f"{ckpt}: no adapter_config.json")
+        raise ConfigError(f"{ckpt}: no {PEFT_CONFIG}")
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     if cfg.get("peft_type", "LORA") != "LORA":
         raise ConfigError(f"{ckpt}: peft_type {cfg.get('peft_type')!r} is not LoRA")

@@ -1,7 +1,7 @@
 """``lorank train``, ``mine``, ``teacher``, ``export-adapter`` and ``snapshot``: training data, training, the
 exported adapter and a run's resume state (:func:`lorank.train.run.train`, :func:`lorank.mine.mine`,
 :func:`lorank.teacher.teacher_jsonl`, :func:`lorank.export.export_adapter`,
-:func:`lorank.train.snapshot.snapshot_run`)."""
+:func:`lorank.layout.snapshot.snapshot_run`, :func:`lorank.study.snapshot_study`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from lorank.cli.common import console, guard, progress
+from lorank.layout.run import METRICS, TREC_DIR
 
 
 def _overrides(items: list[str] | None) -> dict:
@@ -140,8 +141,8 @@ def export_adapter_cmd(
                                        "(how and where it was trained, what it is good for)."),
     command: list[str] = typer.Option([], "--command", help="NAME=COMMAND that made it, e.g. "
                                       "'train=lorank train configs/x.yaml' (repeatable)."),
-    evaluations: Optional[Path] = typer.Option(None, "--evaluations", help="The folder whose metrics.jsonl and "
-                                               "runs_trec/ hold this step's evaluations (default: the checkpoint's "
+    evaluations: Optional[Path] = typer.Option(None, "--evaluations", help=f"The folder whose {METRICS} and "
+                                               f"{TREC_DIR}/ hold this step's evaluations (default: the checkpoint's "
                                                "run folder), e.g. RUN/eval-top100."),
 ) -> None:
     """Export a checkpoint as a self-contained reference adapter (weights, config, metrics vs the first stage, README)."""
@@ -205,8 +206,9 @@ def snapshot_cmd(
 ) -> None:
     """Keep a run's last complete checkpoint (+ config and logs), or a study's results and resume state, where a new
     machine finds it; or restore it."""
-    from lorank.study.snapshot import is_study_dir, snapshot_study
-    from lorank.train.snapshot import snapshot_run
+    from lorank.layout.snapshot import snapshot_run
+    from lorank.layout.study import is_study_dir
+    from lorank.study import snapshot_study
 
     with guard():
         snap = snapshot_study(run, out, force=force) if is_study_dir(run) else snapshot_run(run, out, force=force)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from lorank.atomic import atomic_write_text
+from lorank.layout.run import config_file
+from lorank.layout.study import run_dir
 from lorank.report.context import ReportContext, load_context
 from lorank.report.dissection_sections import ablation_sections, analysis_section
 from lorank.report.findings_section import findings_section, findings_view
@@ -62,7 +64,7 @@ def configs_section(ctx: ReportContext) -> Section:
     cf = Section("Configs and software")
     versions = {}
     for r in ctx.plan.runs:
-        cfg = read_json(ctx.study_dir / "runs" / r.run_id / "config.json")
+        cfg = read_json(config_file(run_dir(ctx.study_dir, r.run_id)))
         if cfg.get("versions"):
             versions = cfg["versions"]
             break

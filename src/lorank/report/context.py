@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorank.layout.study import SPEC, spec_file as study_spec_file
 from lorank.report.page import read_json
 
 
@@ -44,9 +45,9 @@ def load_context(study_dir: str | Path) -> ReportContext:
     from lorank.data.sources import eval_label
 
     study_dir = Path(study_dir)
-    spec_file = study_dir / "study.yaml"
+    spec_file = study_spec_file(study_dir)
     if not spec_file.is_file():
-        raise ConfigError(f"{study_dir} is not a study directory (no study.yaml); run `lorank study SPEC.yaml -o DIR`")
+        raise ConfigError(f"{study_dir} is not a study directory (no {SPEC}); run `lorank study SPEC.yaml -o DIR`")
     spec = load_spec(spec_file)
     plan = build_plan(spec, spec_file, check_data=False)
     out = study_dir / "report"

@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lorank.layout.run import TREC_CHECKPOINT, TREC_CURVE, trec_runs
+from lorank.layout.study import run_dir
 from lorank.report.findings import MEASURE, PerQuery
 
 log = logging.getLogger("lorank.report")
@@ -23,10 +25,6 @@ def _read(path: Path) -> dict[str, dict[str, float]]:
     from lorank.data import load_run
 
     return {q: {e.docid: float(e.score) for e in entries} for q, entries in load_run(path).items()}
-
-
-def _step(path: Path) -> int:
-    return int(path.name.split(".")[0].split("-")[-1])
 
 
 def ablation_subject(plan: Any, reference: Any) -> str:
@@ -61,10 +59,10 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, su
         return PerQuery(label, {}, ablations_of=subject, role=role)
     pq = PerQuery(label, per_query(rs.qrels, rs.run), ablations_of=subject, role=role)
     for r in plan.runs:
-        for kind, into in (("checkpoint", pq.checkpoints), ("curve", pq.curve)):
-            files = sorted((study_dir / "runs" / r.run_id / "runs_trec").glob(f"{kind}-*.{label}.run"), key=_step)
+        for kind, into in ((TREC_CHECKPOINT, pq.checkpoints), (TREC_CURVE, pq.curve)):
+            files = trec_runs(run_dir(study_dir, r.run_id), kind, label)
             if files:
-                into[r.run_id] = {_step(f): per_query(rs.qrels, _read(f)) for f in files}
+                into[r.run_id] = {step: per_query(rs.qrels, _read(f)) for step, f in files.items()}
     for step, d, data in finished_ablations(plan, study_dir, subject):
         if eval_label(step.payload["eval"]) != label:
             continue

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lorank.atomic import atomic_write_json, atomic_write_text
+from lorank.layout.study import SPEC, spec_file as study_spec_file
 from lorank.report.context import reference_run
 from lorank.report.findings import evaluate_findings, figures_text, findings_markdown, p_text, pooled
 from lorank.report.findings_model import PerQuery
@@ -176,9 +177,9 @@ def write_findings(study_dir: str | Path, markdown: str | Path | None = None) ->
     from lorank.study.spec import load_spec
 
     study_dir = Path(study_dir)
-    spec_file = study_dir / "study.yaml"
+    spec_file = study_spec_file(study_dir)
     if not spec_file.is_file():
-        raise ConfigError(f"{study_dir} is not a study directory (no study.yaml); run `lorank study SPEC.yaml -o DIR`")
+        raise ConfigError(f"{study_dir} is not a study directory (no {SPEC}); run `lorank study SPEC.yaml -o DIR`")
     plan = build_plan(load_spec(spec_file), spec_file, check_data=False)
     findings = study_findings(plan, study_dir)
     save_findings(study_dir, findings)

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lorank.layout.run import TREC_CHECKPOINT, trec_runs
+from lorank.layout.study import run_dir
 from lorank.report.figures import bar_table, checkpoint_curves
 from lorank.report.context import ReportContext
 from lorank.report.page import SIG, Section, fmt
@@ -131,7 +133,7 @@ def final_comparisons(ctx: ReportContext) -> dict[str, dict[str, Any]]:
     qrels: dict[str, dict[str, int]] = {}
     bm25: dict[str, dict[str, float]] = {}
     runs: dict[str, dict[str, dict[str, float]]] = {}
-    files = {r.run_id: _final_run_files(ctx.study_dir / "runs" / r.run_id, sets) for r in plan.runs}
+    files = {r.run_id: _final_run_files(run_dir(ctx.study_dir, r.run_id), sets) for r in plan.runs}
     for es in sets:
         rs = resolve_eval_set(ctx.set_names[es], plan.spec.data_root).subset(mq)
         qrels.update({key(es, q): dict(v) for q, v in rs.qrels.items()})
@@ -280,10 +282,9 @@ def _read_run(path: Path) -> dict[str, dict[str, float]]:
     return {q: {e.docid: float(e.score) for e in entries} for q, entries in run.items()}
 
 
-def _final_run_files(run_dir: Path, sets: list[str]) -> dict[str, Path] | None:
+def _final_run_files(run: Path, sets: list[str]) -> dict[str, Path] | None:
     """The TREC runs of the last checkpoint evaluated on every one of `sets` (None: no such checkpoint)."""
-    by_set = {es: {int(p.name.split(".")[0].split("-")[-1]): p for p in (run_dir / "runs_trec").glob(
-        f"checkpoint-*.{es}.run")} for es in sets}
+    by_set = {es: trec_runs(run, TREC_CHECKPOINT, es) for es in sets}
     common = set.intersection(*(set(d) for d in by_set.values())) if by_set else set()
     return {es: by_set[es][max(common)] for es in sets} if common else None
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lorank.layout.snapshot as snapshots
 from lorank.errors import ConfigError
+from lorank.layout.study import spec_file
 from lorank.study.plan import Plan, Step, build_plan
-from lorank.study.snapshot import snapshot_study
 from lorank.study.spec import RunSpec, StudySpec, expand, load_spec
 from lorank.study.store import load_results
 
@@ -79,11 +80,22 @@ def prepare(spec_path: str | Path, out: str | Path, data_root: str | Path | None
     text = spec_path.read_text(encoding="utf-8")
     if data_root is not None:
         text += f"\n# set by --data\ndata_root: {str(data_root)!r}\n" if "data_root:" not in text else ""
-    old = out / "study.yaml"
+    old = spec_file(out)
     if old.is_file() and old.read_text(encoding="utf-8") != text:
         shutil.copyfile(old, out / "study.previous.yaml")
     atomic_write_text(old, text)
     return plan, out
+
+
+def snapshot_study(study_dir: str | Path, out: str | Path, force: bool = False) -> snapshots.StudySnapshot:
+    """What ``study_dir`` needs to go on, copied to ``out`` (:func:`lorank.layout.snapshot.snapshot_study`): a
+    finished run keeps its last checkpoint's adapter while a step its plan has not finished yet reads it."""
+    return snapshots.snapshot_study(study_dir, out, needed_runs=_runs_needed, force=force)
+
+
+def _runs_needed(study_dir: Path, finished: dict[str, Any]) -> set[str]:
+    spec_path = spec_file(study_dir)
+    return build_plan(load_spec(spec_path), spec_path).runs_needed(finished)
 
 
 def run_study(spec_path: str | Path, out: str | Path, data_root: str | Path | None = None, dry_run: bool = False,

@@ -23,9 +23,10 @@ from typing import Any, Iterator
 
 from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.errors import DataError
+from lorank.layout.run import train_log_file
+from lorank.layout.study import STEP_MARKER
 from lorank.study.plan import Plan, Step
 
-MARKER = ".lorank-step.json"
 PARTIAL = ".lorank-partial.json"  # an ablation step in progress: its hash (what a re-run may go on from)
 STATE = "study_state.json"
 
@@ -40,7 +41,7 @@ class StepOutcome:
 
 
 def marker_ok(study_dir: Path, step: Step) -> bool:
-    m = study_dir / step.out_dir / MARKER
+    m = study_dir / step.out_dir / STEP_MARKER
     if not m.is_file():
         return False
     try:
@@ -87,7 +88,7 @@ def _tail(path: Path, n: int = 15) -> str:
 
 
 def _train_progress(study_dir: Path, step: Step) -> int:
-    f = study_dir / step.out_dir / "train_log.jsonl"
+    f = train_log_file(study_dir / step.out_dir)
     try:
         with f.open("rb") as fh:
             return sum(1 for _ in fh)
@@ -143,7 +144,7 @@ def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOu
     if result_file.is_file():
         result = json.loads(result_file.read_text(encoding="utf-8"))
     (out / PARTIAL).unlink(missing_ok=True)
-    atomic_write_json(out / MARKER, {"step_id": step.step_id, "hash": step.hash, "status": "ok",
+    atomic_write_json(out / STEP_MARKER, {"step_id": step.step_id, "hash": step.hash, "status": "ok",
                                      "wall_s": round(wall, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                      "result": result})
     return StepOutcome(step.step_id, "ok", wall, result=result)

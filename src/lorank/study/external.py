@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorank.adapters import adapter_file, read_checkpoint_meta
+from lorank.layout.adapter import export_meta_file, peft_config_file, training_config_file
+from lorank.layout.checkpoints import is_checkpoint_name, latest_checkpoint, step_of
+from lorank.layout.run import config_file
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: where a relative adapter folder is looked up after the working directory: the repository (src layout)
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -70,9 +75,7 @@ class ExternalAdapter:
     @property
     def step(self) -> int | None:
         s = self.meta.get("step")
-        if s is None and self.path.name.startswith("checkpoint-"):
-            s = int(self.path.name.rsplit("-", 1)[-1])
-        return s
+        return step_of(self.path) if s is None else s
 
     def trained_on(self) -> str:
         """The training data, from its training config ('?' when the folder does not say)."""
@@ -138,7 +141,6 @@ def _where(folder: str, base: Path | None) -> list[Path]:
 def resolve_adapter(name: str, folder: str, base: Path | None = None) -> ExternalAdapter:
     """The adapter `name` of a spec, loaded far enough to name and hash it. A relative folder is looked up
     under the working directory, then under `base` (the repository root). Raises ConfigError naming the problem."""
-    from lorank.adapters import adapter_file, latest_checkpoint, read_checkpoint_meta
     from lorank.errors import ConfigError
 
     where = f"adapters.{name}"
@@ -155,10 +157,10 @@ def resolve_adapter(name: str, folder: str, base: Path | None = None) -> Externa
         meta = read_checkpoint_meta(ckpt)
     except ConfigError as e:
         raise ConfigError(f"{where}: {found} is not a usable adapter folder: " + "; ".join(e.problems)) from None
-    parts = [weights, ckpt / "adapter_config.json"] + [f for f in (ckpt / "lorank_meta.json",) if f.is_file()]
+    parts = [weights, peft_config_file(ckpt)] + [f for f in (export_meta_file(ckpt),) if f.is_file()]
     training: dict[str, Any] = {}
-    run_cfg = ckpt.parent / "config.json" if ckpt.name.startswith("checkpoint-") else None  # a run's checkpoint
-    for f in (ckpt / "training_config.json", run_cfg):
+    run_cfg = config_file(ckpt.parent) if is_checkpoint_name(ckpt) else None  # a run's checkpoint
+    for f in (training_config_file(ckpt), run_cfg):
         if f is not None and f.is_file():
             training = json.loads(f.read_text(encoding="utf-8"))
             break

@@ -8,12 +8,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from lorank.errors import ConfigError
-from lorank.study.cost import AVG_TOKENS, cpu_flops
-from lorank.study.external import ExternalAdapter, PendingAdapter, resolve_adapters
-from lorank.study.spec import ANALYSES, AXES, RunSpec, StudySpec, config_hash, expand
+from lorank.layout.study import run_out_dir, train_step_id
+from lorank.lora.spec import LoraSpec
+from lorank.models.arch import arch_for
+from lorank.study.cost import (AVG_TOKENS, ablation_estimate, analysis_estimate, cpu_flops, cpu_precision, model_rates,
+                               sweep_size, train_estimate)
+from lorank.study.external import REPO_ROOT, ExternalAdapter, PendingAdapter, resolve_adapters
+from lorank.study.spec import ANALYSES, AXES, RunSpec, StudySpec, condition_of, config_hash, expand
 
 log = logging.getLogger("lorank.study")
 
@@ -57,6 +61,17 @@ class Plan:
 
     def run(self, run_id: str) -> RunSpec:
         return next(r for r in self.runs if r.run_id == run_id)
+
+    def runs_needed(self, finished: Collection[str]) -> set[str]:
+        """The run ids whose adapter a step not finished yet reads (an analysis's run and its counterpart), besides
+        the runs' own training steps."""
+        by_id = {s.step_id: s for s in self.steps}
+        needed = set()
+        for step in self.steps:
+            if step.kind == "train" or step.step_id in finished:
+                continue
+            needed.update(by_id[n].run_id for n in step.needs if n in by_id and by_id[n].kind == "train")
+        return needed
 
 
 def _device() -> str:
@@ -174,190 +189,239 @@ def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
 
 def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bool = True,
                device: str | None = None) -> Plan:
-    from lorank.ablate.sweeps import SWEEPS
-    from lorank.study.cost import sweep_size
-    from lorank.lora.spec import LoraSpec
-    from lorank.models.arch import arch_for
+    """The study's steps in order (train, then ablate, then analyze), each with its hash and estimated cost; every
+    problem in the spec is collected on the way and raised at once (a ConfigError)."""
+    planner = _Planner(spec, source, device or _device())
+    planner.price_models()
+    steps = planner.train_steps()
+    planner.add_adapters()
+    steps += planner.ablation_steps()
+    steps += planner.analysis_steps()
+    planner.check_report()
+    data_problems = _data_problems(spec, planner.runs) if check_data else []
+    if planner.problems:
+        raise ConfigError(list(dict.fromkeys(planner.problems + data_problems)), source)
+    return Plan(spec, planner.runs, steps, planner.device, planner.notes, data_problems, planner.adapters,
+                planner.pending)
 
-    problems: list[str] = []
-    runs = expand(spec, source, problems)
-    notes: list[str] = []
-    device = device or _device()
-    if device not in RATES:
-        raise ConfigError(f"unknown device {device!r} for cost estimates (known: {', '.join(RATES)})")
-    from lorank.study.cost import ablation_estimate, analysis_estimate, cpu_precision, model_rates, train_estimate
 
-    precision, why = cpu_precision(spec.train.get("dtype", "auto")) if device == "cpu" else ("", "")
+#: what a step works on: a run of the grid, an external adapter, or one whose folder does not exist yet
+Subject = RunSpec | ExternalAdapter | PendingAdapter
 
-    # models: family, projections and layers checked against the config where it is known offline
-    sizes: dict[str, int | None] = {}
-    rates: dict[str, Any] = {}
-    for model in spec.models:
-        cfg = model_config(model)
-        if cfg is None:
-            sizes[model] = None
-            notes.append(f"{model}: config not available offline; LoRA targets are checked when training starts")
-            continue
-        sizes[model] = count_params(cfg)
-        rates[model] = model_rates(device, model, sizes[model], RATES[device], precision, why)
-        if rates[model].note:
-            notes.append(f"cost basis: {rates[model].note}")
-        try:
-            arch = arch_for(cfg)
-        except ConfigError as e:
-            problems.extend(e.problems)
-            continue
-        for r in runs:
-            if r.model != model:
+
+class _Planner:
+    """The state :func:`build_plan` builds up: the grid's runs, the problems and notes found so far, each model's
+    size and rates (for the estimates), the external adapters, the train steps (whose hashes analyses follow)."""
+
+    def __init__(self, spec: StudySpec, source: str | Path | None, device: str):
+        self.spec, self.source, self.device = spec, source, device
+        self.problems: list[str] = []
+        self.runs = expand(spec, source, self.problems)
+        self.notes: list[str] = []
+        if device not in RATES:
+            raise ConfigError(f"unknown device {device!r} for cost estimates (known: {', '.join(RATES)})")
+        self.precision, self.why = cpu_precision(spec.train.get("dtype", "auto")) if device == "cpu" else ("", "")
+        self.sizes: dict[str, int | None] = {}
+        self.rates: dict[str, Any] = {}
+        self.adapters: dict[str, ExternalAdapter] = {}
+        self.pending: dict[str, PendingAdapter] = {}
+        self.trains: dict[str, Step] = {}
+
+    def price_models(self) -> None:
+        """Each model's size and rates; its family, projections and layers checked against the config where it is
+        known offline (every run's LoRA spec validated against it)."""
+        for model in self.spec.models:
+            cfg = model_config(model)
+            if cfg is None:
+                self.sizes[model] = None
+                self.notes.append(f"{model}: config not available offline; LoRA targets are checked when training "
+                                  "starts")
                 continue
-            ls = LoraSpec.from_dict(r.train_config["lora"])
-            for p in ls.validate(arch, cfg.num_hidden_layers):
-                problems.append(f"run {r.run_id}: {p}")
+            self.sizes[model] = count_params(cfg)
+            self.rates[model] = self._rates(model)
+            if self.rates[model].note:
+                self.notes.append(f"cost basis: {self.rates[model].note}")
+            try:
+                arch = arch_for(cfg)
+            except ConfigError as e:
+                self.problems.extend(e.problems)
+                continue
+            for r in self.runs:
+                if r.model == model:
+                    ls = LoraSpec.from_dict(r.train_config["lora"])
+                    self.problems.extend(f"run {r.run_id}: {p}" for p in ls.validate(arch, cfg.num_hidden_layers))
 
-    def select(selector: dict[str, Any], where: str) -> list[RunSpec]:
+    def _rates(self, model: str) -> Any:
+        return model_rates(self.device, model, self.sizes[model], RATES[self.device], self.precision, self.why)
+
+    def train_steps(self) -> list[Step]:
+        steps = []
+        for r in self.runs:
+            tc = r.train_config
+            n = self.sizes.get(r.model)
+            est = train_estimate(tc, n, self.rates[r.model]) if n else 0.0
+            s = Step(train_step_id(r.run_id), "train", r.run_id, {"config": tc}, run_out_dir(r.run_id), r.config_hash,
+                     estimate_s=est)
+            steps.append(s)
+            self.trains[r.run_id] = s
+        return steps
+
+    def add_adapters(self) -> None:
+        """The spec's external adapters (a folder not there yet: pending), and the sizes of their base models."""
+        self.adapters = resolve_adapters(self.spec.adapters, REPO_ROOT, self.problems, self.pending, self.spec.models)
+        for p in self.pending.values():
+            self.notes.append(p.reason())
+        for ext in [*self.adapters.values(), *self.pending.values()]:  # cost estimates for its base model, when known
+            if ext.model not in self.sizes:
+                cfg = model_config(ext.model)
+                self.sizes[ext.model] = count_params(cfg) if cfg is not None else None
+                if self.sizes[ext.model]:
+                    self.rates[ext.model] = self._rates(ext.model)
+
+    def select(self, selector: dict[str, Any], where: str) -> list[RunSpec]:
         bad = [k for k in selector if k not in (*AXES, "model")]
         if bad:
-            problems.append(f"{where}: unknown selector key(s) {', '.join(bad)} (use model or a grid axis)")
+            self.problems.append(f"{where}: unknown selector key(s) {', '.join(bad)} (use model or a grid axis)")
             return []
-        hit = [r for r in runs if r.matches(selector)]
+        hit = [r for r in self.runs if r.matches(selector)]
         if not hit:
-            problems.append(f"{where}: the selector {selector} matches no run of the grid")
+            self.problems.append(f"{where}: the selector {selector} matches no run of the grid")
         return hit
 
-    steps: list[Step] = []
-    train_steps: dict[str, Step] = {}
-    for r in runs:
-        tc = r.train_config
-        n = sizes.get(r.model)
-        est = train_estimate(tc, n, rates[r.model]) if n else 0.0
-        s = Step(f"train/{r.run_id}", "train", r.run_id, {"config": tc}, f"runs/{r.run_id}", r.config_hash,
-                 estimate_s=est)
-        steps.append(s)
-        train_steps[r.run_id] = s
-
-    from lorank.study.external import REPO_ROOT
-
-    pending: dict[str, PendingAdapter] = {}
-    adapters = resolve_adapters(spec.adapters, REPO_ROOT, problems, pending, spec.models)
-    for p in pending.values():
-        notes.append(p.reason())
-    for ext in [*adapters.values(), *pending.values()]:  # cost estimates for an adapter's base model, when known
-        if ext.model not in sizes:
-            cfg = model_config(ext.model)
-            sizes[ext.model] = count_params(cfg) if cfg is not None else None
-            if sizes[ext.model]:
-                rates[ext.model] = model_rates(device, ext.model, sizes[ext.model], RATES[device], precision, why)
-
-    Subject = RunSpec | ExternalAdapter | PendingAdapter
-
-    def subjects(step: Any, where: str) -> list[Subject]:
+    def subjects(self, step: Any, where: str) -> list[Subject]:
         """The runs a step's selector matches, or its external adapter (a problem when it names both or an
         unknown one)."""
         if step.adapter is None:
-            return select(step.runs or {}, f"{where}.runs")
+            return self.select(step.runs or {}, f"{where}.runs")
         if step.runs is not None:
-            problems.append(f"{where}: give either runs (a selector of the study's runs) or adapter (a name from "
-                            f"adapters), not both")
+            self.problems.append(f"{where}: give either runs (a selector of the study's runs) or adapter (a name from "
+                                 f"adapters), not both")
             return []
-        if step.adapter not in spec.adapters:
-            problems.append(f"{where}.adapter: unknown adapter {step.adapter!r} (adapters: "
-                            + (", ".join(spec.adapters) or "none given") + ")")
+        if step.adapter not in self.spec.adapters:
+            self.problems.append(f"{where}.adapter: unknown adapter {step.adapter!r} (adapters: "
+                                 + (", ".join(self.spec.adapters) or "none given") + ")")
             return []
-        ext = adapters.get(step.adapter) or pending.get(step.adapter)
+        ext = self.adapters.get(step.adapter) or self.pending.get(step.adapter)
         return [ext] if ext is not None else []  # an unusable folder is already a problem
 
-    def identity(subj: Subject) -> dict[str, Any]:
-        """What a step's hash follows besides its settings: the run's config, or the adapter's contents."""
-        return {"train": subj.config_hash} if isinstance(subj, RunSpec) else {"adapter": subj.config_hash}
+    def _n_layers(self, model: str) -> int:
+        return model_config(model).num_hidden_layers if self.sizes.get(model) else 30
 
-    def placement(subj: Subject) -> tuple[str, list[str], dict[str, Any]]:
-        """(folder part of step ids and out dirs, steps it needs, payload additions)."""
-        if isinstance(subj, RunSpec):
-            return subj.run_id, [f"train/{subj.run_id}"], {}
-        return subj.slug, [], {"adapter_path": str(subj.path)}
+    def ablation_steps(self) -> list[Step]:
+        """One ablate step per (ablation, subject), after its run's training."""
+        from lorank.ablate.sweeps import SWEEPS  # lazy: torch (the masks), not needed to read a plan
 
-    def waits(subj: Subject) -> str:
-        return subj.reason() if isinstance(subj, PendingAdapter) else ""
+        steps = []
+        for i, a in enumerate(self.spec.ablations):
+            bad = [sw for sw in a.sweeps if sw not in SWEEPS]
+            if bad:
+                self.problems.append(f"ablations[{i}].sweeps: unknown sweep(s) {', '.join(bad)} (known: "
+                                     f"{', '.join(SWEEPS)})")
+            for r in self.subjects(a, f"ablations[{i}]"):
+                payload = a.model_dump()
+                payload.pop("runs")
+                payload.pop("adapter")
+                if self.spec.data_root:
+                    payload["data_root"] = self.spec.data_root
+                h = config_hash({**_identity(r), **payload})
+                folder, needs, extra = _placement(r)
+                n = self.sizes.get(r.model)
+                n_layers = self._n_layers(r.model)
+                configs = sum(sweep_size(sw, n_layers, a.window, r.axes) for sw in a.sweeps if sw in SWEEPS)
+                est = ablation_estimate(configs, a.eval, a.max_queries, a.depth, n, self.rates[r.model]) if n else 0.0
+                steps.append(Step(f"ablate/{folder}/{i}", "ablate", r.run_id, {**payload, **extra},
+                                  f"ablations/{folder}/{i}", h, needs, est, _waits(r)))
+        return steps
 
-    for i, a in enumerate(spec.ablations):
-        bad = [sw for sw in a.sweeps if sw not in SWEEPS]
-        if bad:
-            problems.append(f"ablations[{i}].sweeps: unknown sweep(s) {', '.join(bad)} (known: {', '.join(SWEEPS)})")
-        for r in subjects(a, f"ablations[{i}]"):
-            payload = a.model_dump()
-            payload.pop("runs")
-            payload.pop("adapter")
-            if spec.data_root:
-                payload["data_root"] = spec.data_root
-            h = config_hash({**identity(r), **payload})
-            folder, needs, extra = placement(r)
-            n = sizes.get(r.model)
-            n_layers = (model_config(r.model).num_hidden_layers if n else 30)
-            configs = sum(sweep_size(sw, n_layers, a.window, r.axes) for sw in a.sweeps if sw in SWEEPS)
-            est = ablation_estimate(configs, a.eval, a.max_queries, a.depth, n, rates[r.model]) if n else 0.0
-            steps.append(Step(f"ablate/{folder}/{i}", "ablate", r.run_id, {**payload, **extra},
-                              f"ablations/{folder}/{i}", h, needs, est, waits(r)))
+    def analysis_steps(self) -> list[Step]:
+        """One analyze step per (analysis, subject), after the trainings it reads (its run's, its counterpart's)."""
+        steps = []
+        for i, a in enumerate(self.spec.analyses):
+            if a.kind not in ANALYSES:  # pragma: no cover - pydantic checks the literal
+                self.problems.append(f"analyses[{i}].kind: unknown {a.kind!r}")
+            if a.against:
+                self.select(a.against, f"analyses[{i}].against")
+            if a.kind == "compare" and a.adapter is not None and not a.against:
+                self.problems.append(f"analyses[{i}]: compare on the external adapter {a.adapter!r} needs `against` (a "
+                                     "selector of one study run): an adapter folder holds one state, not first and "
+                                     "last checkpoints")
+                continue
+            for r in self.subjects(a, f"analyses[{i}]"):
+                other = self._counterpart(a, r, i) if a.against else None
+                if other is not _SKIP:
+                    steps.append(self._analysis_step(a, i, r, other))
+        return steps
 
-    for i, a in enumerate(spec.analyses):
-        if a.kind not in ANALYSES:  # pragma: no cover - pydantic checks the literal
-            problems.append(f"analyses[{i}].kind: unknown {a.kind!r}")
-        if a.against:
-            select(a.against, f"analyses[{i}].against")
-        if a.kind == "compare" and a.adapter is not None and not a.against:
-            problems.append(f"analyses[{i}]: compare on the external adapter {a.adapter!r} needs `against` (a "
-                            "selector of one study run): an adapter folder holds one state, not first and last "
-                            "checkpoints")
-            continue
-        for r in subjects(a, f"analyses[{i}]"):
-            other = None
-            if a.against:  # the counterpart within the same model, unless the selector names a model
-                sel = a.against if "model" in a.against else {**a.against, "model": r.model}
-                others = [o for o in runs if o.matches(sel)]
-                if len(others) > 1 and "seed" not in sel:  # seeds in the grid: the counterpart of the same seed
-                    others = [o for o in others if o.axes.get("seed") == r.axes.get("seed")] or others
-                if len(others) != 1:
-                    problems.append(f"analyses[{i}].against: {sel} must match exactly one run, matched "
-                                    + (", ".join(o.run_id for o in others) or "none"))
-                    continue
-                other = others[0].run_id
-                if other == r.run_id:
-                    continue
-            payload = {"kind": a.kind, "options": a.options, "against": other}
-            if spec.data_root:
-                payload["data_root"] = spec.data_root
-            h = config_hash({**identity(r), "other": train_steps[other].hash if other else None, **payload})
-            folder, needs, extra = placement(r)
-            tail = folder + (f"~{other}" if other else "") + f"/{i}"
-            needs = needs + ([f"train/{other}"] if other else [])
-            n = sizes.get(r.model) or 0
-            n_layers = model_config(r.model).num_hidden_layers if n else 30
-            est = analysis_estimate(a.kind, a.options, n, n_layers, rates[r.model]) if n else 0.0
-            if a.kind == "ltr":  # one forward per pair of both feature tables, then seconds of LightGBM
-                from lorank.ltr.pipeline import check_options, estimate_pairs
+    def _counterpart(self, a: Any, r: Subject, i: int) -> Any:
+        """The run ``against`` selects for ``r``: within the same model unless the selector names one, and of the
+        same seed when the grid has seeds; :data:`_SKIP` when there is none to compare with (a problem when the
+        selector does not match exactly one run)."""
+        sel = a.against if "model" in a.against else {**a.against, "model": r.model}
+        others = [o for o in self.runs if o.matches(sel)]
+        if len(others) > 1 and "seed" not in sel:  # seeds in the grid: the counterpart of the same seed
+            others = [o for o in others if o.axes.get("seed") == r.axes.get("seed")] or others
+        if len(others) != 1:
+            self.problems.append(f"analyses[{i}].against: {sel} must match exactly one run, matched "
+                                 + (", ".join(o.run_id for o in others) or "none"))
+            return _SKIP
+        other = others[0].run_id
+        return _SKIP if other == r.run_id else other
 
-                problems.extend(f"analyses[{i}].{p}" for p in check_options(a.options))
-                est = estimate_pairs(a.options) * AVG_TOKENS * 2 * n / rates[r.model].score + 60 if n else 0.0
-            steps.append(Step(f"analyze/{a.kind}/{tail}", "analyze", r.run_id, {**payload, **extra},
-                              f"analyses/{a.kind}/{tail}", h, needs, est, waits(r)))
+    def _analysis_step(self, a: Any, i: int, r: Subject, other: str | None) -> Step:
+        payload = {"kind": a.kind, "options": a.options, "against": other}
+        if self.spec.data_root:
+            payload["data_root"] = self.spec.data_root
+        h = config_hash({**_identity(r), "other": self.trains[other].hash if other else None, **payload})
+        folder, needs, extra = _placement(r)
+        tail = folder + (f"~{other}" if other else "") + f"/{i}"
+        needs = needs + ([train_step_id(other)] if other else [])
+        n = self.sizes.get(r.model) or 0
+        n_layers = self._n_layers(r.model)
+        est = analysis_estimate(a.kind, a.options, n, n_layers, self.rates[r.model]) if n else 0.0
+        if a.kind == "ltr":  # one forward per pair of both feature tables, then seconds of LightGBM
+            from lorank.ltr.pipeline import check_options, estimate_pairs  # lazy: numpy and the LTR stack
 
-    if spec.seeds is not None:
-        from lorank.study.spec import condition_of
+            self.problems.extend(f"analyses[{i}].{p}" for p in check_options(a.options))
+            est = estimate_pairs(a.options) * AVG_TOKENS * 2 * n / self.rates[r.model].score + 60 if n else 0.0
+        return Step(f"analyze/{a.kind}/{tail}", "analyze", r.run_id, {**payload, **extra},
+                    f"analyses/{a.kind}/{tail}", h, needs, est, _waits(r))
 
-        conditions = {(r.model, condition_of(r)) for r in runs}
-        notes.append(f"seeds {', '.join(map(str, spec.seeds))}: {len(runs)} runs of {len(conditions)} conditions "
-                     "(a grid block with its own seed axis keeps it)")
-    if spec.report.reference and not any(r.matches(spec.report.reference) for r in runs):
-        notes.append(f"report.reference {spec.report.reference} matches no run: the first run with components=all "
-                     "is the reference")
-    evaluated = {x for r in runs for x in r.train_config.get("eval", {}).get("sets", [])}
-    for x in spec.report.findings_sets:
-        if x not in evaluated:
-            problems.append(f"report.findings_sets: {x!r} is not in train.eval.sets ({', '.join(sorted(evaluated)) or 'none'}):"
-                            " the findings pool the sets the checkpoints are evaluated on")
-    data_problems = _data_problems(spec, runs) if check_data else []
-    if problems:
-        raise ConfigError(list(dict.fromkeys(problems + data_problems)), source)
-    return Plan(spec, runs, steps, device, notes, data_problems, adapters, pending)
+    def check_report(self) -> None:
+        """Notes on the seeds and the report's reference run; the findings' sets must be evaluated ones."""
+        spec, runs = self.spec, self.runs
+        if spec.seeds is not None:
+            conditions = {(r.model, condition_of(r)) for r in runs}
+            self.notes.append(f"seeds {', '.join(map(str, spec.seeds))}: {len(runs)} runs of {len(conditions)} "
+                              "conditions (a grid block with its own seed axis keeps it)")
+        if spec.report.reference and not any(r.matches(spec.report.reference) for r in runs):
+            self.notes.append(f"report.reference {spec.report.reference} matches no run: the first run with "
+                              "components=all is the reference")
+        evaluated = {x for r in runs for x in r.train_config.get("eval", {}).get("sets", [])}
+        for x in spec.report.findings_sets:
+            if x not in evaluated:
+                self.problems.append(f"report.findings_sets: {x!r} is not in train.eval.sets "
+                                     f"({', '.join(sorted(evaluated)) or 'none'}): the findings pool the sets the "
+                                     "checkpoints are evaluated on")
+
+
+#: :meth:`_Planner._counterpart`'s answer when an analysis has no step for a subject
+_SKIP = object()
+
+
+def _identity(subj: Subject) -> dict[str, Any]:
+    """What a step's hash follows besides its settings: the run's config, or the adapter's contents."""
+    return {"train": subj.config_hash} if isinstance(subj, RunSpec) else {"adapter": subj.config_hash}
+
+
+def _placement(subj: Subject) -> tuple[str, list[str], dict[str, Any]]:
+    """(folder part of step ids and out dirs, steps it needs, payload additions)."""
+    if isinstance(subj, RunSpec):
+        return subj.run_id, [train_step_id(subj.run_id)], {}
+    return subj.slug, [], {"adapter_path": str(subj.path)}
+
+
+def _waits(subj: Subject) -> str:
+    return subj.reason() if isinstance(subj, PendingAdapter) else ""
 
 
 def plan_hash(plan: Plan) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lorank.atomic import atomic_write_bytes, atomic_write_text
+from lorank.layout.run import read_curve, read_metrics
+from lorank.layout.study import run_dir
 from lorank.study.plan import Plan
 
 MEASURES = ("ndcg_cut_10", "recip_rank_10", "recall_100", "map")
@@ -40,14 +42,12 @@ def _axes(run: Any) -> dict[str, Any]:
 
 
 def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
-    from lorank.train.checkpoint_eval import read_curve, read_metrics
-
     from lorank.data.roles import role_of
 
     study_dir = Path(study_dir)
     rows: list[dict[str, Any]] = []
     for run in plan.runs:
-        rdir = study_dir / "runs" / run.run_id
+        rdir = run_dir(study_dir, run.run_id)
         metrics = read_metrics(rdir)  # a torn last line skipped with a warning, any other bad line an error
         last = max((m["step"] for m in metrics), default=None)
         tests = run.train_config.get("eval", {}).get("test_sets", [])

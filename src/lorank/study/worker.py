@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lorank.layout.checkpoints import complete_checkpoints
+from lorank.layout.study import run_dir as study_run_dir
 from lorank.subject import resolve_subject
 
 
@@ -19,7 +21,7 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
     study = Path(step["study_dir"])
     out = study / step["out_dir"]
     # an external adapter's folder (lorank.study.external), else the study's own run
-    run_dir = Path(payload["adapter_path"]) if payload.get("adapter_path") else study / "runs" / step["run_id"]
+    run_dir = Path(payload["adapter_path"]) if payload.get("adapter_path") else study_run_dir(study, step["run_id"])
     if kind == "train":
         from lorank.train.config import TrainConfig
         from lorank.train.run import train
@@ -48,12 +50,10 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
             options.setdefault("data_root", payload["data_root"])
         adapter: Any = run_dir
         if payload.get("against"):
-            options["other"] = study / "runs" / payload["against"]
+            options["other"] = study_run_dir(study, payload["against"])
         elif payload["kind"] == "compare" and payload.get("adapter_path"):  # the plan refuses this already
             raise ValueError(f"compare on the external adapter {run_dir} needs `against` (one study run)")
         elif payload["kind"] == "compare":  # no counterpart run: the run's first checkpoint vs its last
-            from lorank.train.run import complete_checkpoints
-
             ckpts = complete_checkpoints(run_dir)
             if len(ckpts) < 2:
                 raise ValueError(f"compare without `against` needs 2+ checkpoints in {run_dir}, found {len(ckpts)}")

@@ -1,8 +1,10 @@
-"""Trainer callbacks: JSONL log, rich progress, checkpoint metadata + checks, checkpoint evaluation."""
+"""Trainer callbacks: the checkpoint schedule, JSONL log, rich progress, checkpoint metadata + checks, checkpoint
+evaluation, Ctrl-C, the divergence and non-finite-loss guards, the dataset's epoch."""
 from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -14,7 +16,9 @@ from transformers import TrainerCallback
 
 from lorank.atomic import append_line, atomic_write_text, atomic_write_json, read_jsonl
 from lorank.errors import LorankError
-from lorank.train.checkpoints import COMPLETE_MARKER, discard_incomplete, fsync_files, save_failure_message
+from lorank.layout.adapter import WEIGHTS, weights_file
+from lorank.layout.checkpoints import (checkpoint_dir, discard_incomplete, fsync_files, marker_file,
+                                      save_failure_message)
 
 log = logging.getLogger("lorank.train")
 
@@ -94,7 +98,7 @@ class RichProgress(TrainerCallback):
 class CheckpointMeta(TrainerCallback):
     """After each save: check the adapter is not empty (ZeRO-3 trap), fsync every file, and write
     lorank's metadata marker last (with each file's size and the trainer's counters), so a checkpoint
-    without a matching marker is known to be incomplete (see ``lorank.train.checkpoints``)."""
+    without a matching marker is known to be incomplete (see ``lorank.layout.checkpoints``)."""
 
     def __init__(self, meta: dict[str, Any], trainer_ref: Callable[[], Any] | None = None,
                  scheduled: Callable[[int, int], bool] | None = None):
@@ -105,7 +109,7 @@ class CheckpointMeta(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if not state.is_world_process_zero:
             return
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        ckpt = checkpoint_dir(args.output_dir, state.global_step)
         tr = self.trainer_ref() if self.trainer_ref else None
         counters = ({"tokens_seen": tr.tokens_seen, "padded_tokens_seen": tr.padded_tokens_seen,
                      "skipped_batches": tr.skipped_batches} if tr is not None else {})
@@ -113,7 +117,7 @@ class CheckpointMeta(TrainerCallback):
         try:
             check_adapter_nonempty(ckpt)
             files = fsync_files(ckpt)
-            atomic_write_json(ckpt / COMPLETE_MARKER, {**self.meta, "step": state.global_step, "scheduled": scheduled,
+            atomic_write_json(marker_file(ckpt), {**self.meta, "step": state.global_step, "scheduled": scheduled,
                                                        "counters": counters, "files": files})
         except OSError as e:
             raise SaveError(save_failure_message(ckpt, e, discard_incomplete(ckpt))) from e
@@ -169,9 +173,9 @@ def check_adapter_nonempty(ckpt: Path) -> int:
 
     from lorank.errors import LorankError
 
-    f = ckpt / "adapter_model.safetensors"
+    f = weights_file(ckpt)
     if not f.is_file():
-        raise LorankError(f"{ckpt}: no adapter_model.safetensors was saved")
+        raise LorankError(f"{ckpt}: no {WEIGHTS} was saved")
     with safe_open(str(f), "pt") as fh:
         keys = list(fh.keys())
         n = sum(_prod(fh.get_slice(k).get_shape()) for k in keys)
@@ -202,7 +206,7 @@ class EvalOnSave(TrainerCallback):
         if self.scheduled is not None and not self.scheduled(state.global_step, state.max_steps):
             return
         if state.is_world_process_zero and model is not None:
-            self.evaluate_fn(model, state.global_step, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            self.evaluate_fn(model, state.global_step, checkpoint_dir(args.output_dir, state.global_step))
 
 
 class TrainingDivergedStop(TrainerCallback):
@@ -264,4 +268,55 @@ class TrainingDivergedStop(TrainerCallback):
                       100 * self.climb)
             control.should_save = False
             control.should_training_stop = True
+        return control
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Reads the trainer's deferred non-finite-loss flag (:meth:`RerankTrainer.check_finite`) at the steps
+    where the host waits anyway: before a log or a save (the save comes after ``on_step_end``), and at the
+    end of training. Added last, so it sees the ``should_save`` set by the checkpoint schedule."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if (control.should_save or control.should_log or control.should_training_stop
+                or state.global_step >= state.max_steps):
+            self.trainer.check_finite()
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.trainer.check_finite()
+
+
+class DatasetEpoch(TrainerCallback):
+    """Tell the training dataset its epoch at the start of every epoch.
+
+    accelerate forwards ``set_epoch`` to the dataset only when no sampler in the chain takes it; after a
+    mid-epoch resume the dataloader is rebuilt around a ``SkipBatchSampler``, whose inner sampler does take
+    it, so the dataset kept epoch 0 and a run resumed in epoch >= 1 drew other negatives than the
+    uninterrupted run. Setting it here makes the resumed run bit-identical."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        ds = self.trainer.train_dataset
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(math.floor((state.epoch or 0) + 1e-6))
+
+
+class CheckpointSchedule(TrainerCallback):
+    """Save at an explicit list of steps (e.g. 10,25,50,100,200) and at the last step."""
+
+    def __init__(self, steps: list[int] | None, every: int | None):
+        self.steps = set(steps or [])
+        self.every = every
+
+    def is_scheduled(self, step: int, max_steps: int) -> bool:
+        return step in self.steps or bool(self.every and step % self.every == 0) or step >= max_steps
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        if self.is_scheduled(state.global_step, state.max_steps):
+            control.should_save = True
         return control

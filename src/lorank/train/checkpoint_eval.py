@@ -6,26 +6,23 @@ score_test`), and nothing here chooses by a test row."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from lorank.atomic import atomic_write_text, read_jsonl
 from lorank.config import EvalSpec
 from lorank.data.roles import TEST, role_of
 from lorank.data.sources import eval_label
 from lorank.errors import ConfigError
+from lorank.layout.run import (TREC_CHECKPOINT, append_metrics, metrics_file, plot_file, read_curve, read_metrics,
+                               trec_run_file)
 from lorank.lora.merge import merge_by_default, merged_lora
 from lorank.plotting import METRIC_LABELS, pyplot, save_figure
 from lorank.inference.engine import Scorer
 from lorank.inference.runs import interpolate_runs, rerank_to_run
 
 log = logging.getLogger("lorank.train")
-METRICS_FILE = "metrics.jsonl"
-#: the dense, cheap curve of the model in training (eval.curve: lorank.train.curve), apart from the checkpoints'
-CURVE_FILE = "curve.jsonl"
 
 
 class CheckpointEvaluator:
@@ -95,7 +92,7 @@ class CheckpointEvaluator:
                 have = depths[(step, name)]
                 if have is not None and have != self.spec.depth:
                     raise ConfigError(
-                        f"{self.out_dir / METRICS_FILE}: checkpoint-{step} on {name} is already evaluated at depth "
+                        f"{metrics_file(self.out_dir)}: checkpoint-{step} on {name} is already evaluated at depth "
                         f"{have}, not {self.spec.depth}; its metrics row and TREC run would be mixed up with this "
                         "one's: evaluate this depth into another folder")
                 continue
@@ -111,7 +108,7 @@ class CheckpointEvaluator:
                    "pairs": n_pairs, "depth": self.spec.depth, "score_wall_s": round(wall, 2),
                    "pairs_per_s": round(n_pairs / wall, 2), "precision": precision, "lora_merged": merged}
             if self.spec.write_runs:
-                write_run(self.out_dir / "runs_trec" / f"checkpoint-{step}.{name}.run", run, tag=f"lorank-{step}")
+                write_run(trec_run_file(self.out_dir, TREC_CHECKPOINT, step, name), run, tag=f"lorank-{step}")
             append_metrics(self.out_dir, row)
             for alpha in self.spec.interpolate:
                 fused = rerank_to_run(interpolate_runs(scores, rs.run, alpha), rs.run, self.spec.depth)
@@ -122,27 +119,6 @@ class CheckpointEvaluator:
                      row.get("recip_rank_10", float("nan")))
             rows.append(row)
         return rows
-
-
-def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
-    """The rows of ``out_dir/metrics.jsonl`` (none when it does not exist yet), read by
-    :func:`lorank.atomic.read_jsonl`: a torn last line is skipped with a warning, any other bad line
-    raises ``DataError``."""
-    return read_jsonl(Path(out_dir) / METRICS_FILE, missing_ok=True)[0]
-
-
-def read_curve(out_dir: Path) -> list[dict[str, Any]]:
-    """The rows of ``out_dir/curve.jsonl`` (lorank.train.curve; none when the run has no curve), read as
-    :func:`read_metrics` reads metrics.jsonl."""
-    return read_jsonl(Path(out_dir) / CURVE_FILE, missing_ok=True)[0]
-
-
-def append_metrics(out_dir: Path, row: dict[str, Any]) -> None:
-    """Rewrite the JSONL atomically with the new row added (one row per (step, eval set))."""
-    rows = [r for r in read_metrics(out_dir) if (r["step"], r["eval_set"]) != (row["step"], row["eval_set"])]
-    rows.append(row)
-    rows.sort(key=lambda r: (r["eval_set"], r["step"]))
-    atomic_write_text(Path(out_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: dict[str, dict[str, float]] | None = None,
@@ -182,4 +158,4 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return save_figure(fig, Path(out_dir) / "checkpoints.png")
+    return save_figure(fig, plot_file(out_dir))

@@ -11,33 +11,25 @@ and studies add its rows to results.csv with ``source: curve``.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from lorank.atomic import atomic_write_text
 from lorank.config import EvalSpec
 from lorank.errors import ConfigError
-from lorank.train.checkpoint_eval import CURVE_FILE, CheckpointEvaluator, read_curve
+from lorank.layout.run import TREC_CURVE, append_curve, curve_file, read_curve, trec_run_file
+from lorank.train.checkpoint_eval import CheckpointEvaluator
 
 log = logging.getLogger("lorank.train")
 CURVE_FIELDS = ("step", "eval_set", "role", "depth", "ndcg_cut_10", "recip_rank_10", "pairs", "score_wall_s")
-__all__ = ["CURVE_FILE", "CURVE_FIELDS", "CurveEvaluator", "CurveOnStep", "curve_steps", "read_curve"]
+__all__ = ["CURVE_FIELDS", "CurveEvaluator", "CurveOnStep", "curve_steps"]
 
 
 def curve_steps(max_steps: int, every: int) -> list[int]:
     """The steps a run of ``max_steps`` scores its curve at: every ``every`` steps and the last."""
     return sorted(set(range(every, max_steps + 1, every)) | ({max_steps} if max_steps > 0 else set()))
-
-
-def _append_curve(out_dir: Path, row: dict[str, Any]) -> None:
-    rows = [r for r in read_curve(out_dir) if (r["step"], r["eval_set"]) != (row["step"], row["eval_set"])]
-    rows.append(row)
-    rows.sort(key=lambda r: (r["eval_set"], r["step"]))
-    atomic_write_text(Path(out_dir) / CURVE_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 class CurveEvaluator(CheckpointEvaluator):
@@ -67,19 +59,19 @@ class CurveEvaluator(CheckpointEvaluator):
         for name, rs in self.sets.items():
             if (step, name) in depths:  # written before a resume: the same weights, scored already
                 if depths[(step, name)] not in (None, self.spec.depth):
-                    raise ConfigError(f"{self.out_dir / CURVE_FILE}: step {step} on {name} is already scored at depth "
+                    raise ConfigError(f"{curve_file(self.out_dir)}: step {step} on {name} is already scored at depth "
                                       f"{depths[(step, name)]}, not {self.spec.depth}: score this depth into another "
                                       "folder")
                 continue
             run, scores, precision, merged, wall = self.rerank_set(model, rs)
             res = evaluate(rs.qrels, run, rel_threshold=self.spec.rel_threshold)
-            write_run(self.out_dir / "runs_trec" / f"curve-{step}.{name}.run", run, tag=f"lorank-curve-{step}")
+            write_run(trec_run_file(self.out_dir, TREC_CURVE, step, name), run, tag=f"lorank-curve-{step}")
             self.total_s += wall
             row = {"step": step, "eval_set": name, "role": "dev", "depth": self.spec.depth,
                    **{k: round(float(v), 6) for k, v in res.aggregate.items()},
                    "pairs": sum(len(v) for v in scores.values()), "score_wall_s": round(wall, 2),
                    "precision": precision, "lora_merged": merged}
-            _append_curve(self.out_dir, row)  # after its run file: a row means both are there
+            append_curve(self.out_dir, row)  # after its run file: a row means both are there
             log.info("curve step %d %s (top-%d): nDCG@10 %.4f", step, name, self.spec.depth,
                      row.get("ndcg_cut_10", float("nan")))
             rows.append(row)

@@ -1,9 +1,15 @@
-"""``lorank.train(config)``: the Python twin of ``lorank train CONFIG.yaml``."""
+"""``lorank.train(config)``: the Python twin of ``lorank train CONFIG.yaml``.
+
+:func:`train` reads as its steps: decide the precision, prepare the output folder, build the training pools, put
+LoRA on the base model, refuse a checkpoint trained under another config, record the run's config, set up the
+trainer and its callbacks, train (or resume), evaluate what is still to evaluate, write the summary.
+"""
 from __future__ import annotations
 
-
+import errno
 import json
 import logging
+import math
 import os
 import platform
 import signal
@@ -12,17 +18,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import peft
 import torch
+import transformers
+from transformers import TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from lorank import __version__
+from lorank.adapters import load_adapter_weights
 from lorank.allocator import active_allocator
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError, LorankError
+from lorank.layout.checkpoints import checkpoint_dirs, complete_checkpoints, is_checkpoint_name, read_marker, step_of
+from lorank.layout.run import PREVIOUS_OUTPUTS, config_file, read_metrics, summary_file, train_log_file
+from lorank.lora.spec import LoraSpec, apply_lora
+from lorank.models.attention import apply_attention_backend
+from lorank.models.inputs import InputFormat, PairEncoder
+from lorank.models.loading import load_reranker
+from lorank.models.packed import install_packed_forward, packed_support
+from lorank.precision import decide
+from lorank.train.callbacks import (CheckpointMeta, CheckpointSchedule, EvalOnSave, GracefulStop, JsonlLog,
+                                   RichProgress, SaveError, TrainingDivergedStop)
+from lorank.train.checkpoint_eval import CheckpointEvaluator, plot_checkpoint_curve
+from lorank.train.collator import GroupCollator, pad_multiple_for
+from lorank.train.config import TrainConfig
+from lorank.train.curve import CurveEvaluator, CurveOnStep
+from lorank.train.data_sources import build_pools
+from lorank.train.groups import GroupDataset
+from lorank.train.losses import get_loss
 from lorank.lora.dropout import use_fast_dropout
 from lorank.lora.sites import disable_input_cast, target_counts
-from lorank.train.callbacks import (CheckpointMeta, EvalOnSave, GracefulStop, JsonlLog, RichProgress, SaveError,
-                                   TrainingDivergedStop)
-from lorank.train.checkpoints import COMPLETE_MARKER, complete_checkpoints, read_marker, step_of  # noqa: F401
-from lorank.train.config import TrainConfig
+from lorank.train.trainer import RerankTrainer, enable_checkpointing
 
 log = logging.getLogger("lorank.train")
 
@@ -66,13 +92,54 @@ class TrainingInterrupted(LorankError):
             return 130
 
 
+@dataclass
+class _Model:
+    """The model as this call trains it, and the choices made on the way (config.json records them)."""
+    loaded: Any  # lorank.models.loading.LoadedModel: the base with its score head, its tokenizer, source and arch
+    spec: LoraSpec
+    model: Any  # the PEFT model
+    dtype: str
+    precision_reason: str
+    checkpointing: str  # none / full / selective
+    use_cuda: bool
+    forward: str  # packed / hf
+    forward_reason: str
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.loaded.tokenizer.pad_token_id)
+
+
+@dataclass
+class _Session:
+    """This call's trainer, what the end of training reads back from its callbacks (the stop signal, the divergence
+    guard, the evaluators), and the execution choices the summary records."""
+    trainer: RerankTrainer
+    stop: GracefulStop
+    guard: TrainingDivergedStop | None
+    evaluator: CheckpointEvaluator | None
+    curve: CurveEvaluator | None
+    attention: Any
+    optim: str
+    allocator: str
+
+
+@dataclass
+class _Call:
+    """This call's share of the run: the checkpoint it resumed from, and what it trained and spent."""
+    resume_from: str | None
+    done_step: int  # the step of that checkpoint (0 from scratch)
+    tokens0: int  # the tokens seen before this call: its rate counts its own
+    wall: float = 0.0
+    eval_s: float = 0.0  # dev and curve scoring, which is not training time
+
+    @property
+    def train_s(self) -> float:
+        return max(self.wall - self.eval_s, 1e-9)
+
+
 def software_versions() -> dict[str, str]:
-    import peft
-    import transformers
-
-    import lorank
-
-    return {"lorank": lorank.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+    return {"lorank": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "python": platform.python_version()}
 
 
@@ -84,35 +151,64 @@ def set_threads() -> None:
 
 def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bool = True,
           overrides: dict[str, Any] | None = None) -> TrainResult:
-    from transformers import TrainingArguments
-
-    from lorank.lora.spec import apply_lora
-    from lorank.models.inputs import InputFormat, PairEncoder
-    from lorank.models.loading import load_reranker
-    from lorank.train.checkpoint_eval import CheckpointEvaluator, plot_checkpoint_curve, read_metrics
-    from lorank.train.collator import GroupCollator
-    from lorank.train.data_sources import build_pools
-    from lorank.train.groups import GroupDataset
-    from lorank.train.losses import get_loss
-    from lorank.train.collator import pad_multiple_for
-    from lorank.models.attention import apply_attention_backend
-    from lorank.train.trainer import CheckpointSchedule, RerankTrainer, enable_checkpointing
-
+    """Train the LoRA reranker ``config`` describes into its ``output_dir``. ``resume``: go on from the last complete
+    checkpoint there (else the old run's outputs are set aside). Raises :class:`TrainingDiverged` or
+    :class:`TrainingInterrupted` (each with the result) when training stopped early."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config, overrides)
-    from lorank.precision import decide
-
-    # the one precision decision ($LORANK_BF16, else the hardware) unless the config names a dtype
-    dtype = decide(None).name if cfg.dtype == "auto" else cfg.dtype
-    precision_reason = decide(None).reason if cfg.dtype == "auto" else "set in the config"
+    dtype, precision_reason = _precision(cfg)
     set_threads()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        set_aside_previous(out)
+    out = _prepare_output_dir(cfg, resume)
     # mining guards every set this run evaluates on, beside the protocol's (lorank.mine.protocol)
     pools, stats = build_pools(cfg.data, cfg.data_root, evaluated=[*cfg.eval.sets, *cfg.eval.test_sets],
                                test_sets=cfg.eval.test_sets)
     fmt = InputFormat(**cfg.input.model_dump())
+    m = _model_to_train(cfg, dtype, precision_reason)
+    identity = {**resume_identity(cfg), "forward": m.forward}
+    if resume:  # before anything is written into the run folder: its config.json must stay the old run's if refused
+        _check_last_checkpoint(out, identity)
+    if m.forward == "packed":
+        install_packed_forward(m.model)
+    encoder = PairEncoder(m.loaded.tokenizer, fmt)
+    dataset = GroupDataset(pools, cfg.group_size, cfg.seed, cfg.unit)
+    atomic_write_json(config_file(out), _resolved_config(cfg, m, stats))
+    s = _session(cfg, m, out, dataset, encoder, _checkpoint_meta(cfg, m, identity), progress)
+    resume_from = _resume_point(out, resume, s.trainer)
+    call = _Call(resume_from, step_of(Path(resume_from)) if resume_from else 0, s.trainer.tokens_seen)
+    t0 = time.perf_counter()
+    _fit(s, cfg, out, call)
+    steps = max(s.trainer.state.global_step, call.done_step)
+    call.wall = time.perf_counter() - t0
+    ckpts = complete_checkpoints(out)
+    _evaluate_after_training(s, cfg, m.model, ckpts, steps)
+    plot = (plot_checkpoint_curve(out, title=f"{cfg.model} LoRA {m.spec.short_name()}",
+                                  baselines=s.evaluator.first_stage()) if s.evaluator else None)
+    call.eval_s = _eval_seconds(s, cfg)
+    res = _result(s, call, out, steps, ckpts, plot)
+    atomic_write_json(summary_file(out), _summary(res, s, cfg, m, stats, call))
+    _raise_if_stopped(res, s, cfg, out)
+    return res
+
+
+def _precision(cfg: TrainConfig) -> tuple[str, str]:
+    """The dtype to train in and why: the config's, else the one precision decision ($LORANK_BF16, else the
+    hardware: lorank.precision)."""
+    if cfg.dtype != "auto":
+        return cfg.dtype, "set in the config"
+    decision = decide(None)
+    return decision.name, decision.reason
+
+
+def _prepare_output_dir(cfg: TrainConfig, resume: bool) -> Path:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        set_aside_previous(out)
+    return out
+
+
+def _model_to_train(cfg: TrainConfig, dtype: str, precision_reason: str) -> _Model:
+    """The base model with its score head and LoRA, trainable parameters in fp32, and the execution choices made:
+    fast dropout, the LoRA input cast, activation checkpointing, the training forward."""
     loaded = load_reranker(cfg.model, dtype=dtype, head_init=cfg.head_init,
                            trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
     spec = cfg.lora
@@ -127,43 +223,82 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     checkpointing = enable_checkpointing(model, cfg.gradient_checkpointing)  # none / full / selective
     use_cuda = torch.cuda.is_available()
     forward, forward_reason = choose_forward(cfg, model, checkpointing, use_cuda)
-    identity = {**resume_identity(cfg), "forward": forward}
-    if resume:  # before anything is written into the run folder: its config.json must stay the old run's if refused
-        done = complete_checkpoints(out)
-        if done:
-            check_resumable(done[-1], identity)
-    if forward == "packed":
-        from lorank.models.packed import install_packed_forward
+    return _Model(loaded, spec, model, dtype, precision_reason, checkpointing, use_cuda, forward, forward_reason)
 
-        install_packed_forward(model)
-    encoder = PairEncoder(loaded.tokenizer, fmt)
-    pad_id = int(loaded.tokenizer.pad_token_id)
-    dataset = GroupDataset(pools, cfg.group_size, cfg.seed, cfg.unit)
-    resolved = {"config": cfg.model_dump(), "model_path": loaded.path, "model_source": loaded.source.describe(),
-                "arch": loaded.arch.family, "pad_token_id": pad_id, "lora_targets": target_counts(model),
-                "pools": stats.__dict__, "versions": software_versions(),
-                # the LoRA scale as trained: PEFT's lora_alpha is the policy's number at this rank
-                "lora_alpha": {"policy": spec.alpha_policy, "given": spec.alpha, "alpha_rank": spec.alpha_rank,
-                               "effective": spec.effective_alpha(), "scaling": spec.effective_alpha() / spec.rank},
-                "precision": {"dtype": dtype, "reason": precision_reason},
-                "execution": {"forward": forward, "forward_reason": forward_reason,
-                              "gradient_checkpointing": checkpointing, "grad_cache": cfg.grad_cache,
-                              "memory_gb": _memory_gb()}}
-    atomic_write_json(out / "config.json", resolved)
-    meta = {"base_model": cfg.model, "model_path": loaded.path, "input": cfg.input.model_dump(),
-            "lora": {**spec.to_dict(), "effective_alpha": spec.effective_alpha()}, "dtype": dtype,
-            "head_init": cfg.head_init, "pad_token_id": pad_id,
+
+def _check_last_checkpoint(out: Path, identity: dict[str, Any]) -> None:
+    """Refuse to resume the run's last complete checkpoint under a config that changes its trajectory."""
+    done = complete_checkpoints(out)
+    if done:
+        check_resumable(done[-1], identity)
+
+
+def _resolved_config(cfg: TrainConfig, m: _Model, stats: Any) -> dict[str, Any]:
+    """What the run's config.json records: the config, the model as loaded, the pools, the versions, the LoRA scale,
+    the precision and the execution choices."""
+    spec = m.spec
+    return {"config": cfg.model_dump(), "model_path": m.loaded.path, "model_source": m.loaded.source.describe(),
+            "arch": m.loaded.arch.family, "pad_token_id": m.pad_id, "lora_targets": target_counts(m.model),
+            "pools": stats.__dict__, "versions": software_versions(),
+            # the LoRA scale as trained: PEFT's lora_alpha is the policy's number at this rank
+            "lora_alpha": {"policy": spec.alpha_policy, "given": spec.alpha, "alpha_rank": spec.alpha_rank,
+                           "effective": spec.effective_alpha(), "scaling": spec.effective_alpha() / spec.rank},
+            "precision": {"dtype": m.dtype, "reason": m.precision_reason},
+            "execution": {"forward": m.forward, "forward_reason": m.forward_reason,
+                          "gradient_checkpointing": m.checkpointing, "grad_cache": cfg.grad_cache,
+                          "memory_gb": _memory_gb()}}
+
+
+def _checkpoint_meta(cfg: TrainConfig, m: _Model, identity: dict[str, Any]) -> dict[str, Any]:
+    """What every checkpoint's marker records beside its files and counters: what loading and resuming it need."""
+    return {"base_model": cfg.model, "model_path": m.loaded.path, "input": cfg.input.model_dump(),
+            "lora": {**m.spec.to_dict(), "effective_alpha": m.spec.effective_alpha()}, "dtype": m.dtype,
+            "head_init": cfg.head_init, "pad_token_id": m.pad_id,
             "resume_identity": identity}
 
-    attention = apply_attention_backend(cfg.attention_backend, "cuda" if use_cuda else "cpu",
-                                        torch.bfloat16 if dtype == "bf16" else torch.float32)
-    optim = cfg.resolved_optim(use_cuda)
+
+def _session(cfg: TrainConfig, m: _Model, out: Path, dataset: GroupDataset, encoder: PairEncoder,
+             meta: dict[str, Any], progress: bool) -> _Session:
+    """The attention kernel, the HF arguments and optimizer, the callbacks (checkpoint schedule, Ctrl-C, the marker,
+    the JSONL log, progress, the divergence guard, the evaluators) and the trainer over them."""
+    attention = apply_attention_backend(cfg.attention_backend, "cuda" if m.use_cuda else "cpu",
+                                        torch.bfloat16 if m.dtype == "bf16" else torch.float32)
+    optim = cfg.resolved_optim(m.use_cuda)
+    args = _training_args(cfg, out, m, optim)
+    optimizers = _optimizers(cfg, m.model, optim)
+    trainer_box: list[RerankTrainer] = []
     save_every = cfg.checkpoints.every if cfg.checkpoints.every and not cfg.checkpoints.steps else None
-    args = TrainingArguments(
+    schedule = CheckpointSchedule(cfg.checkpoints.steps, save_every)
+    stop = GracefulStop()
+    callbacks: list[Any] = [schedule, stop, CheckpointMeta(meta, lambda: trainer_box[0], schedule.is_scheduled),
+                            JsonlLog(train_log_file(out), lambda: trainer_box[0]),
+                            RichProgress(lambda: trainer_box[0], enabled=progress)]
+    guard = (TrainingDivergedStop(**cfg.divergence_guard.model_dump()) if cfg.divergence_guard is not None else None)
+    if guard is not None:
+        callbacks.append(guard)
+    evaluator, curve, eval_callbacks = _evaluators(cfg, out, encoder, m.pad_id, schedule.is_scheduled)
+    trainer = RerankTrainer(model=m.model, args=args, train_dataset=dataset,
+                            data_collator=GroupCollator(encoder, m.pad_id, cfg.resolved_chunk_tokens(m.use_cuda),
+                                                        pad_multiple_for("cuda" if m.use_cuda else "cpu"),
+                                                        cfg.resolved_shape_buckets(m.use_cuda),
+                                                        packed=m.forward == "packed"),
+                            loss_fn=get_loss(cfg.loss), temperature=cfg.temperature,
+                            skip_nonfinite=cfg.skip_nonfinite, grad_cache=cfg.grad_cache,
+                            callbacks=callbacks + eval_callbacks, optimizers=optimizers)
+    trainer_box.append(trainer)
+    for cb in (PrinterCallback, ProgressCallback):  # lorank's own progress and JSONL log replace them
+        trainer.remove_callback(cb)
+    return _Session(trainer, stop, guard, evaluator, curve, attention, optim, _allocator(m.use_cuda))
+
+
+def _training_args(cfg: TrainConfig, out: Path, m: _Model, optim: str) -> TrainingArguments:
+    """HF's arguments; lorank's schedule decides the saves (``save_steps`` only keeps HF from saving on its own)."""
+    use_cuda = m.use_cuda
+    return TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_queries,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio if cfg.warmup_ratio < 1 else int(cfg.warmup_ratio),
         weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed,
-        data_seed=cfg.seed, bf16=dtype == "bf16", use_cpu=not use_cuda, save_strategy="steps",
+        data_seed=cfg.seed, bf16=m.dtype == "bf16", use_cpu=not use_cuda, save_strategy="steps",
         save_steps=10**9, logging_steps=cfg.resolved_log_every(use_cuda), report_to=cfg.report_to, optim=optim,
         torch_compile=cfg.compile,  # off by default: unmeasured; shapes recompile unless bucketed
         logging_nan_inf_filter=not use_cuda,  # its per-step isnan() is a host sync; RerankTrainer guards the loss
@@ -171,49 +306,43 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         dataloader_num_workers=cfg.dataloader_workers, ddp_find_unused_parameters=False,
         disable_tqdm=True, lr_scheduler_type="linear", save_total_limit=None,
     )
-    optimizers = (None, None)
-    if cfg.head_lr is not None:
-        head = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
-        lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
-        optimizers = (torch.optim.AdamW([{"params": lora, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
-                                        lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                        fused=optim == "adamw_torch_fused"), None)
-    trainer_box: list[RerankTrainer] = []
-    schedule = CheckpointSchedule(cfg.checkpoints.steps, save_every)
-    stop = GracefulStop()
-    callbacks: list[Any] = [schedule, stop, CheckpointMeta(meta, lambda: trainer_box[0], schedule.is_scheduled),
-                            JsonlLog(out / "train_log.jsonl", lambda: trainer_box[0]),
-                            RichProgress(lambda: trainer_box[0], enabled=progress)]
-    guard = (TrainingDivergedStop(**cfg.divergence_guard.model_dump()) if cfg.divergence_guard is not None else None)
-    if guard is not None:
-        callbacks.append(guard)
-    evaluator = None
+
+
+def _optimizers(cfg: TrainConfig, model: Any, optim: str) -> tuple[Any, Any]:
+    """(None, None): HF builds the optimizer; with ``head_lr``, an AdamW with the score head's own learning rate."""
+    if cfg.head_lr is None:
+        return None, None
+    head = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    return (torch.optim.AdamW([{"params": lora, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
+                              lr=cfg.lr, weight_decay=cfg.weight_decay, fused=optim == "adamw_torch_fused"), None)
+
+
+def _evaluators(cfg: TrainConfig, out: Path, encoder: PairEncoder, pad_id: int, scheduled: Any
+                ) -> tuple[CheckpointEvaluator | None, CurveEvaluator | None, list[Any]]:
+    """The checkpoints' evaluator (dev sets at each scheduled checkpoint, test sets once trained), the dense curve's,
+    and the callbacks that call them during training."""
+    evaluator, curve, callbacks = None, None, []
     if cfg.eval.sets or cfg.eval.test_sets:
         evaluator = CheckpointEvaluator(encoder, pad_id, cfg.eval, out, cfg.data_root)
         if cfg.eval.during_training and cfg.eval.sets:
-            callbacks.append(EvalOnSave(evaluator, schedule.is_scheduled))
-    curve = None
+            callbacks.append(EvalOnSave(evaluator, scheduled))
     if cfg.eval.curve is not None:  # the dense cheap curve of the model in memory (curve.jsonl), not checkpoints
-        from lorank.train.curve import CurveEvaluator, CurveOnStep
-
         curve = CurveEvaluator(encoder, pad_id, cfg.eval, out, cfg.data_root)
         callbacks.append(CurveOnStep(curve))
-    trainer = RerankTrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=GroupCollator(encoder, pad_id, cfg.resolved_chunk_tokens(use_cuda),
-                                                        pad_multiple_for("cuda" if use_cuda else "cpu"),
-                                                        cfg.resolved_shape_buckets(use_cuda), packed=forward == "packed"),
-                            loss_fn=get_loss(cfg.loss), temperature=cfg.temperature,
-                            skip_nonfinite=cfg.skip_nonfinite, grad_cache=cfg.grad_cache, callbacks=callbacks,
-                            optimizers=optimizers)
-    trainer_box.append(trainer)
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    return evaluator, curve, callbacks
 
-    for cb in (PrinterCallback, ProgressCallback):  # lorank's own progress and JSONL log replace them
-        trainer.remove_callback(cb)
+
+def _allocator(use_cuda: bool) -> str:
     allocator = active_allocator()
     if allocator == "glibc" and not use_cuda:
         log.warning("training on glibc's malloc, which fragments and slows a long CPU run as it ages (~1.3x here: "
                     "lorank.allocator); the lorank command preloads tcmalloc when libtcmalloc-minimal4 is installed")
+    return allocator
+
+
+def _resume_point(out: Path, resume: bool, trainer: RerankTrainer) -> str | None:
+    """The last complete checkpoint to resume from (None: from scratch), with the trainer's counters put back."""
     last = complete_checkpoints(out)
     resume_from = str(last[-1]) if (resume and last) else None
     if resume_from:
@@ -222,55 +351,76 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
         trainer.tokens_seen = int(counters.get("tokens_seen", 0))
         trainer.padded_tokens_seen = int(counters.get("padded_tokens_seen", 0))
         trainer.skipped_batches = int(counters.get("skipped_batches", 0))
-    tokens0 = trainer.tokens_seen  # restored from the checkpoint on a resume: this call's rate counts its own tokens
-    t0 = time.perf_counter()
-    done_step = step_of(Path(resume_from)) if resume_from else 0
-    planned = _planned_steps(trainer, cfg)
-    if resume_from and done_step >= planned:
+    return resume_from
+
+
+def _fit(s: _Session, cfg: TrainConfig, out: Path, call: _Call) -> None:
+    """Train up to the planned step, under the Ctrl-C / SIGTERM handlers; nothing when resumed from the last."""
+    planned = _planned_steps(s.trainer, cfg)
+    if call.resume_from and call.done_step >= planned:
         # HF would run one step past the end when resumed from the final checkpoint: nothing left to train
-        log.info("%s is the final checkpoint (%d of %d steps): nothing left to train", resume_from, done_step, planned)
-    else:
-        try:
-            with stop:
-                trainer.train(resume_from_checkpoint=resume_from)
-        except OSError as e:  # writing an evaluation run / metrics / log failed (checkpoint saves raise SaveError)
-            raise SaveError(_write_failure_message(out, e)) from e
-    steps = max(trainer.state.global_step, done_step)
-    wall = time.perf_counter() - t0
-    ckpts = complete_checkpoints(out)
-    if evaluator is not None and stop.signum is None:  # evaluate checkpoints not yet evaluated (after-training mode, or resumed runs)
-        _evaluate_missing(evaluator, model, ckpts)
-    finished = stop.signum is None and not (guard is not None and guard.tripped is not None)
-    if evaluator is not None and evaluator.test_sets and finished and ckpts and step_of(ckpts[-1]) >= steps:
-        _evaluate_on_test(evaluator, model, ckpts, cfg.eval.test_steps)  # once, on frozen weights; skipped when done
-    plot = (plot_checkpoint_curve(out, title=f"{cfg.model} LoRA {spec.short_name()}", baselines=evaluator.first_stage())
-            if evaluator else None)
-    eval_s = evaluator.total_s if (evaluator and cfg.eval.during_training) else 0.0
-    eval_s += curve.total_s if curve is not None else 0.0  # curve points are scored during training too
-    train_s = max(wall - eval_s, 1e-9)
-    res = TrainResult(out, steps, wall, trainer.tokens_seen, trainer.padded_tokens_seen,
-                      (trainer.tokens_seen - tokens0) / train_s, ckpts, read_metrics(out), plot, trainer.skipped_batches,
-                      stop.signal_name or None)
-    atomic_write_json(out / "train_summary.json", {
+        log.info("%s is the final checkpoint (%d of %d steps): nothing left to train", call.resume_from,
+                 call.done_step, planned)
+        return
+    try:
+        with s.stop:
+            s.trainer.train(resume_from_checkpoint=call.resume_from)
+    except OSError as e:  # writing an evaluation run / metrics / log failed (checkpoint saves raise SaveError)
+        raise SaveError(_write_failure_message(out, e)) from e
+
+
+def _evaluate_after_training(s: _Session, cfg: TrainConfig, model: Any, ckpts: list[Path], steps: int) -> None:
+    """The checkpoints not evaluated yet (after-training mode, or resumed runs), then the test sets once, when
+    training finished."""
+    ev = s.evaluator
+    if ev is not None and s.stop.signum is None:
+        _evaluate_missing(ev, model, ckpts)
+    finished = s.stop.signum is None and not (s.guard is not None and s.guard.tripped is not None)
+    if ev is not None and ev.test_sets and finished and ckpts and step_of(ckpts[-1]) >= steps:
+        _evaluate_on_test(ev, model, ckpts, cfg.eval.test_steps)  # once, on frozen weights; skipped when done
+
+
+def _eval_seconds(s: _Session, cfg: TrainConfig) -> float:
+    """The scoring time spent inside the training loop: checkpoint evaluations during training, curve points."""
+    eval_s = s.evaluator.total_s if (s.evaluator and cfg.eval.during_training) else 0.0
+    return eval_s + (s.curve.total_s if s.curve is not None else 0.0)  # curve points are scored during training too
+
+
+def _result(s: _Session, call: _Call, out: Path, steps: int, ckpts: list[Path], plot: Path | None) -> TrainResult:
+    tr = s.trainer
+    return TrainResult(out, steps, call.wall, tr.tokens_seen, tr.padded_tokens_seen,
+                       (tr.tokens_seen - call.tokens0) / call.train_s, ckpts, read_metrics(out), plot,
+                       tr.skipped_batches, s.stop.signal_name or None)
+
+
+def _summary(res: TrainResult, s: _Session, cfg: TrainConfig, m: _Model, stats: Any, call: _Call) -> dict[str, Any]:
+    """train_summary.json: the run's totals and this call's rates, the scoring time, the execution choices."""
+    ev, wall, eval_s, cuda = s.evaluator, call.wall, call.eval_s, m.use_cuda
+    return {
         "steps": res.steps, "wall_s": round(wall, 2), "eval_in_training_s": round(eval_s, 2),
-        "train_s": round(train_s, 2), "tokens": res.tokens, "padded_tokens": res.padded_tokens,
+        "train_s": round(call.train_s, 2), "tokens": res.tokens, "padded_tokens": res.padded_tokens,
         "tokens_per_s": round(res.tokens_per_s, 1), "skipped_batches": res.skipped_batches,
         # steps and tokens are the run's totals; wall_s, train_s and tokens_per_s are this call's, which on a
         # resume is only what it trained since its checkpoint (the earlier calls' rates are in train_log.jsonl)
-        "steps_this_call": res.steps - done_step, "tokens_this_call": trainer.tokens_seen - tokens0,
+        "steps_this_call": res.steps - call.done_step, "tokens_this_call": s.trainer.tokens_seen - call.tokens0,
         "eval_share": round(eval_s / wall, 4) if wall > 0 else 0.0,
-        **({"curve_s": round(curve.total_s, 2)} if curve is not None else {}),
-        **({"test_eval_s": round(evaluator.test_s, 2)} if evaluator is not None and evaluator.test_sets else {}),
+        **({"curve_s": round(s.curve.total_s, 2)} if s.curve is not None else {}),
+        **({"test_eval_s": round(ev.test_s, 2)} if ev is not None and ev.test_sets else {}),
         **({"protocol": stats.protocol} if stats.protocol else {}),  # per msmarco source: sets guarded, dropped
-        "execution": {"device": "cuda" if use_cuda else "cpu", "attention_backend": attention,
-                      "shape_buckets": cfg.resolved_shape_buckets(use_cuda),
-                      "chunk_tokens": cfg.resolved_chunk_tokens(use_cuda), "optim": optim,
-                      "log_every": cfg.resolved_log_every(use_cuda), "compile": cfg.compile, "forward": forward,
-                      "allocator": allocator},
-        "checkpoints": [c.name for c in ckpts], "resumed_from": resume_from, "interrupted": res.interrupted,
-        "diverged": guard.tripped if guard is not None else None})
-    if guard is not None and guard.tripped is not None:
-        t = guard.tripped
+        "execution": {"device": "cuda" if cuda else "cpu", "attention_backend": s.attention,
+                      "shape_buckets": cfg.resolved_shape_buckets(cuda),
+                      "chunk_tokens": cfg.resolved_chunk_tokens(cuda), "optim": s.optim,
+                      "log_every": cfg.resolved_log_every(cuda), "compile": cfg.compile, "forward": m.forward,
+                      "allocator": s.allocator},
+        "checkpoints": [c.name for c in res.checkpoints], "resumed_from": call.resume_from,
+        "interrupted": res.interrupted, "diverged": s.guard.tripped if s.guard is not None else None}
+
+
+def _raise_if_stopped(res: TrainResult, s: _Session, cfg: TrainConfig, out: Path) -> None:
+    """TrainingDiverged when the divergence guard stopped training, TrainingInterrupted on Ctrl-C / SIGTERM."""
+    ckpts = res.checkpoints
+    if s.guard is not None and s.guard.tripped is not None:
+        t = s.guard.tripped
         raise TrainingDiverged(
             f"{out}: training stopped at step {t['step']}: the mean loss of steps {t['window']} ({t['mean_loss']}) has "
             f"climbed back {t['climbed']:.0%} of the way from the lowest {cfg.divergence_guard.window}-step mean "
@@ -279,23 +429,18 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
             f"{int(t['window'].split('-')[0]) - 1} were trained while the loss rose ({[c.name for c in ckpts][-3:]} are the "
             "last). Lower lr (and head_lr) and train again into a new output_dir; divergence_guard: null turns "
             "this check off.", res)
-    if stop.signum is not None:
+    if s.stop.signum is not None:
         last = ckpts[-1] if ckpts else None
-        saved = (f"{last} is saved" if last is not None and int(last.name.rsplit("-", 1)[-1]) == res.steps
+        saved = (f"{last} is saved" if last is not None and step_of(last) == res.steps
                  else f"the last complete checkpoint is {last}" if last else "no checkpoint was saved")
         raise TrainingInterrupted(f"training interrupted by {res.interrupted} at step {res.steps}/"
-                                  f"{trainer.state.max_steps}: {saved}; run the same command to resume.", res)
-    return res
-
-
-PREVIOUS_OUTPUTS = ("metrics.jsonl", "runs_trec", "train_log.jsonl", "train_summary.json", "checkpoints.png",
-                    "curve.jsonl")
+                                  f"{s.trainer.state.max_steps}: {saved}; run the same command to resume.", res)
 
 
 def set_aside_previous(out: Path) -> Path | None:
     """A fresh start (``--no-resume``) in a folder that holds a run: move that run's checkpoints and results
     into ``previous-<time>/`` rather than mixing them with (or overwriting them by) the new run's."""
-    old = [p for p in out.glob("checkpoint-*") if p.is_dir()] + [out / n for n in PREVIOUS_OUTPUTS if (out / n).exists()]
+    old = checkpoint_dirs(out) + [out / n for n in PREVIOUS_OUTPUTS if (out / n).exists()]
     if not old:
         return None
     dest = out / time.strftime("previous-%Y%m%d-%H%M%S")
@@ -307,7 +452,7 @@ def set_aside_previous(out: Path) -> Path | None:
     for p in old:
         os.replace(p, dest / p.name)
     log.warning("starting afresh: the previous run's %d checkpoints and results were moved to %s",
-                sum(p.name.startswith("checkpoint-") for p in old), dest)
+                sum(is_checkpoint_name(p) for p in old), dest)
     return dest
 
 
@@ -324,8 +469,6 @@ def resume_identity(cfg: TrainConfig) -> dict[str, Any]:
 
 def choose_forward(cfg: TrainConfig, model: Any, checkpointing: str, cuda: bool) -> tuple[str, str]:
     """The training forward (``packed`` or ``hf``, :mod:`lorank.models.packed`) and why."""
-    from lorank.models.packed import packed_support
-
     if cfg.forward == "hf":
         return "hf", "set in the config"
     blockers = [why for why in (packed_support(model),
@@ -369,8 +512,6 @@ def check_resumable(ckpt: Path, current: dict[str, Any]) -> None:
 
 def _planned_steps(trainer: Any, cfg: TrainConfig) -> int:
     """The optimizer steps this run is to make (``max_steps``, or the epochs' worth), as HF computes it."""
-    import math
-
     if hasattr(trainer, "set_initial_training_values"):
         return int(trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1])
     # a transformers version without it: the same arithmetic, single process
@@ -381,8 +522,6 @@ def _planned_steps(trainer: Any, cfg: TrainConfig) -> int:
 
 
 def _write_failure_message(out: Path, e: OSError) -> str:
-    import errno
-
     why = "the disk is full" if e.errno == errno.ENOSPC else f"{type(e).__name__}: {e}"
     done = complete_checkpoints(out, warn=False)
     safe = (f"the checkpoints are intact (last complete: {done[-1].name}); free space and run the same command "
@@ -392,17 +531,15 @@ def _write_failure_message(out: Path, e: OSError) -> str:
 
 
 def _evaluate_missing(evaluator: Any, model: Any, ckpts: list[Path]) -> None:
-    from lorank.adapters import load_adapter_weights
-
     done = evaluator.done_steps()
     todo = [c for c in ckpts if read_marker(c).get("scheduled", True)  # not the checkpoints saved on Ctrl-C
-            and any((int(c.name.split("-")[-1]), s) not in done for s in evaluator.sets)]
+            and any((step_of(c), s) not in done for s in evaluator.sets)]
     if not todo:
         return
     current = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
     for c in todo:
         load_adapter_weights(model, c)
-        evaluator(model, int(c.name.split("-")[-1]), c)
+        evaluator(model, step_of(c), c)
     model.load_state_dict(current, strict=False)
 
 
@@ -410,8 +547,6 @@ def _evaluate_on_test(evaluator: Any, model: Any, ckpts: list[Path], test_steps:
     """Score the test sets (``eval.test_sets``) once per chosen checkpoint, after training has finished: the final one
     (``test_steps: final``) or the saved steps listed, each on its own weights (loaded: a run resumed from its final
     checkpoint trained nothing in this call), unless that is already done; the model's weights are put back."""
-    from lorank.adapters import load_adapter_weights
-
     by_step = {step_of(c): c for c in ckpts}
     wanted = [step_of(ckpts[-1])] if test_steps == "final" else sorted(set(test_steps) | {step_of(ckpts[-1])})
     missing = [s for s in wanted if s not in by_step]
@@ -426,3 +561,4 @@ def _evaluate_on_test(evaluator: Any, model: Any, ckpts: list[Path], test_steps:
         load_adapter_weights(model, by_step[step])
         evaluator.score_test(model, step)
     model.load_state_dict(current, strict=False)
+

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
 from lorank.batching import causal_mask_arg, chunk_logits  # noqa: F401
 from lorank.errors import LorankError
+from lorank.layout.checkpoints import checkpoint_dir, discard_incomplete, marker_file, save_failure_message
+from lorank.train.callbacks import DatasetEpoch, NonFiniteGuard, SaveError
 
 log = logging.getLogger("lorank.train")
 
@@ -129,20 +129,15 @@ class RerankTrainer(Trainer):
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         """HF's save, with a failure (full disk, I/O error) turned into a clear error; the half-written
         folder is removed (it would be ignored anyway: it has no completeness marker)."""
-        ckpt = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-        from lorank.train.checkpoints import COMPLETE_MARKER
-
-        if (ckpt / COMPLETE_MARKER).exists():  # overwritten in place: incomplete until the new marker is written
+        ckpt = checkpoint_dir(self._get_output_dir(trial=trial), self.state.global_step)
+        if marker_file(ckpt).exists():  # overwritten in place: incomplete until the new marker is written
             log.warning("overwriting %s", ckpt)
-            (ckpt / COMPLETE_MARKER).unlink()
+            marker_file(ckpt).unlink()
         try:
             super()._save_checkpoint(model, trial)
         except LorankError:
             raise
         except Exception as e:  # a full disk shows as OSError, SafetensorError or torch's RuntimeError
-            from lorank.train.callbacks import SaveError
-            from lorank.train.checkpoints import discard_incomplete, save_failure_message
-
             raise SaveError(save_failure_message(ckpt, e, discard_incomplete(ckpt))) from e
 
     def _prepare_input(self, data: Any) -> Any:
@@ -240,54 +235,3 @@ def _set_rng_state(state: tuple[Any, list[Any]], devices: list[torch.device]) ->
     torch.set_rng_state(state[0])
     for d, st in zip(devices, state[1]):
         torch.cuda.set_rng_state(st, d)
-
-
-class NonFiniteGuard(TrainerCallback):
-    """Reads the trainer's deferred non-finite-loss flag (:meth:`RerankTrainer.check_finite`) at the steps
-    where the host waits anyway: before a log or a save (the save comes after ``on_step_end``), and at the
-    end of training. Added last, so it sees the ``should_save`` set by the checkpoint schedule."""
-
-    def __init__(self, trainer: Any):
-        self.trainer = trainer
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-        if (control.should_save or control.should_log or control.should_training_stop
-                or state.global_step >= state.max_steps):
-            self.trainer.check_finite()
-        return control
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        self.trainer.check_finite()
-
-
-class DatasetEpoch(TrainerCallback):
-    """Tell the training dataset its epoch at the start of every epoch.
-
-    accelerate forwards ``set_epoch`` to the dataset only when no sampler in the chain takes it; after a
-    mid-epoch resume the dataloader is rebuilt around a ``SkipBatchSampler``, whose inner sampler does take
-    it, so the dataset kept epoch 0 and a run resumed in epoch >= 1 drew other negatives than the
-    uninterrupted run. Setting it here makes the resumed run bit-identical."""
-
-    def __init__(self, trainer: Any):
-        self.trainer = trainer
-
-    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        ds = self.trainer.train_dataset
-        if hasattr(ds, "set_epoch"):
-            ds.set_epoch(math.floor((state.epoch or 0) + 1e-6))
-
-
-class CheckpointSchedule(TrainerCallback):
-    """Save at an explicit list of steps (e.g. 10,25,50,100,200) and at the last step."""
-
-    def __init__(self, steps: list[int] | None, every: int | None):
-        self.steps = set(steps or [])
-        self.every = every
-
-    def is_scheduled(self, step: int, max_steps: int) -> bool:
-        return step in self.steps or bool(self.every and step % self.every == 0) or step >= max_steps
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-        if self.is_scheduled(state.global_step, state.max_steps):
-            control.should_save = True
-        return control

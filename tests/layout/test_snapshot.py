@@ -6,12 +6,13 @@ import json
 import pytest
 
 from lorank.errors import DataError
-from lorank.train.snapshot import snapshot_run
+from lorank.layout.snapshot import snapshot_run
 
 
 def _fake_run(root, steps, half_written=None):
     """A run folder whose checkpoints carry lorank's completeness marker (as the trainer writes them)."""
-    from lorank.train.checkpoints import ADAPTER_FILE, COMPLETE_MARKER
+    from lorank.layout.adapter import WEIGHTS
+    from lorank.layout.checkpoints import COMPLETE_MARKER
 
     root.mkdir(parents=True)
     (root / "config.json").write_text(json.dumps({"config": {"seed": 42}}))
@@ -22,7 +23,7 @@ def _fake_run(root, steps, half_written=None):
         d = root / f"checkpoint-{s}"
         d.mkdir()
         header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
-        (d / ADAPTER_FILE).write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+        (d / WEIGHTS).write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
         (d / "optimizer.pt").write_bytes(bytes(100 + s))
         if s != half_written:
             files = {f.name: f.stat().st_size for f in d.iterdir()}
@@ -31,7 +32,7 @@ def _fake_run(root, steps, half_written=None):
 
 
 def test_a_snapshot_holds_the_last_complete_checkpoint_and_the_run_files_and_restores(tmp_path):
-    from lorank.train.checkpoints import complete_checkpoints
+    from lorank.layout.checkpoints import complete_checkpoints
 
     run = _fake_run(tmp_path / "runs" / "x", [50, 100], half_written=150)
     assert [c.name for c in complete_checkpoints(run)] == ["checkpoint-50", "checkpoint-100"]

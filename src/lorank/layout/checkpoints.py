@@ -1,12 +1,12 @@
-"""Which checkpoints are complete, and what to do with the ones that are not.
+"""The ``checkpoint-N/`` folders of a run: their names, which are complete, the latest complete one, and what to do
+with the ones that are not.
 
-HF ``Trainer`` writes ``checkpoint-N/`` file by file, in place. lorank makes the folder atomic in
-effect: after every file is written and fsynced, it writes ``lorank_checkpoint.json`` (atomically,
-last) listing each file with its size. A checkpoint counts as complete only if that marker is there
-and readable, every listed file has its recorded size, and ``adapter_model.safetensors`` is
-structurally whole (header parses, tensors end where the file ends). Anything else is a half-written
-checkpoint (a crash, a kill, a full disk, a lost page cache): it is ignored with a warning, never
-resumed from or loaded.
+HF ``Trainer`` writes ``checkpoint-N/`` file by file, in place. lorank makes the folder atomic in effect: after every
+file is written and fsynced, it writes ``lorank_checkpoint.json`` (atomically, last) listing each file with its size.
+A checkpoint counts as complete only if that marker is there and readable, every listed file has its recorded size,
+and ``adapter_model.safetensors`` is structurally whole (header parses, tensors end where the file ends). Anything
+else is a half-written checkpoint (a crash, a kill, a full disk, a lost page cache): it is ignored with a warning,
+never resumed from or loaded.
 """
 from __future__ import annotations
 
@@ -15,44 +15,38 @@ import json
 import logging
 import os
 import shutil
-import struct
 from pathlib import Path
 from typing import Any
 
+from lorank.errors import ConfigError
+from lorank.layout.adapter import PEFT_CONFIG, WEIGHTS, safetensors_problem
+from lorank.layout.run import read_run_config
+
 log = logging.getLogger("lorank.train")
+PREFIX = "checkpoint-"
+#: the completeness marker: lorank's metadata of the checkpoint, written last (with every file's size)
 COMPLETE_MARKER = "lorank_checkpoint.json"
-ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    """Where a run's checkpoint of ``step`` is (or will be) saved."""
+    return Path(run_dir) / f"{PREFIX}{step}"
 
 
 def step_of(d: Path) -> int | None:
+    """The step of a ``checkpoint-N`` folder; None for any other name."""
     tail = d.name.rsplit("-", 1)[-1]
-    return int(tail) if d.name.startswith("checkpoint-") and tail.isdigit() else None
+    return int(tail) if d.name.startswith(PREFIX) and tail.isdigit() else None
 
 
-def safetensors_problem(f: Path) -> str | None:
-    """None if ``f`` is a structurally whole safetensors file, else what is wrong (cheap: header only)."""
-    try:
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                return f"{f.name} is truncated ({size} bytes)"
-            (n,) = struct.unpack("<Q", head)
-            if n > size - 8 or n > 100 * 2**20:
-                return f"{f.name} is truncated (header of {n} bytes, file of {size})"
-            header = json.loads(fh.read(n))
-    except (OSError, ValueError) as e:
-        return f"{f.name} is unreadable ({e})"
-    if not isinstance(header, dict):
-        return f"{f.name} has a malformed header"
-    ends = [v["data_offsets"][1] for k, v in header.items()
-            if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("data_offsets"), list)
-            and len(v["data_offsets"]) == 2]
-    if len(ends) != len([k for k in header if k != "__metadata__"]):
-        return f"{f.name} has a malformed header"
-    if 8 + n + max(ends, default=0) != size:
-        return f"{f.name} is truncated ({size} bytes, the header promises {8 + n + max(ends, default=0)})"
-    return None
+def is_checkpoint_name(d: Path) -> bool:
+    """A folder named like a checkpoint (``checkpoint-...``), complete or not."""
+    return d.name.startswith(PREFIX)
+
+
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """Every ``checkpoint-*`` folder of a run, complete or not, in the order the file system lists them."""
+    return [d for d in Path(run_dir).glob(f"{PREFIX}*") if d.is_dir()]
 
 
 def checkpoint_problem(d: str | Path) -> str | None:
@@ -75,16 +69,16 @@ def checkpoint_problem(d: str | Path) -> str | None:
                 return f"{name} is missing"
             if f.stat().st_size != size:
                 return f"{name} has {f.stat().st_size} bytes, {size} were written"
-    adapter = d / ADAPTER_FILE
+    adapter = d / WEIGHTS
     if not adapter.is_file():
-        return f"no {ADAPTER_FILE}"
+        return f"no {WEIGHTS}"
     return safetensors_problem(adapter)
 
 
 def complete_checkpoints(out_dir: str | Path, warn: bool = True) -> list[Path]:
     """The complete checkpoints of a run, by step; half-written ones are ignored with a warning."""
     out = []
-    for d in Path(out_dir).glob("checkpoint-*"):
+    for d in Path(out_dir).glob(f"{PREFIX}*"):
         if not d.is_dir() or step_of(d) is None:
             continue
         problem = checkpoint_problem(d)
@@ -93,6 +87,32 @@ def complete_checkpoints(out_dir: str | Path, warn: bool = True) -> list[Path]:
         elif warn:
             log.warning("ignoring incomplete checkpoint %s: %s", d, problem)
     return sorted(out, key=lambda d: step_of(d))
+
+
+def _in_lorank_run(ckpt: Path) -> bool:
+    """A checkpoint-N folder inside a lorank training run (whose saves end with the completeness marker)."""
+    if not ckpt.name.startswith(PREFIX):
+        return False
+    d = read_run_config(ckpt.parent)
+    return isinstance(d, dict) and "lora_targets" in d and "config" in d
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """A run dir -> its last complete checkpoint (half-written ones are skipped with a warning); a
+    checkpoint dir -> itself, unless it is a lorank training checkpoint whose save did not finish."""
+    run_dir = Path(run_dir)
+    if (run_dir / PEFT_CONFIG).is_file():
+        if (run_dir / COMPLETE_MARKER).exists() or _in_lorank_run(run_dir):
+            problem = checkpoint_problem(run_dir)
+            if problem:
+                raise ConfigError(f"{run_dir} is an incomplete checkpoint: {problem}. Use the run folder "
+                                  "to load its last complete checkpoint.")
+        return run_dir
+
+    ck = complete_checkpoints(run_dir)
+    if not ck:
+        raise ConfigError(f"{run_dir}: no complete checkpoint found")
+    return ck[-1]
 
 
 def fsync_files(d: Path) -> dict[str, int]:
@@ -109,7 +129,12 @@ def fsync_files(d: Path) -> dict[str, int]:
     return sizes
 
 
+def marker_file(d: str | Path) -> Path:
+    return Path(d) / COMPLETE_MARKER
+
+
 def read_marker(d: Path) -> dict[str, Any]:
+    """The checkpoint's marker as a dict ({} when it is missing or unreadable)."""
     try:
         meta = json.loads((Path(d) / COMPLETE_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -1,0 +1,124 @@
+"""A training run's folder (``lorank train``'s ``output_dir``, a study's ``runs/<id>/``): the name of every file in
+it, and its rows of metrics.
+
+::
+
+    config.json          the resolved config (what a resume checks, a report and an export read)
+    train_log.jsonl      a row per logging step
+    metrics.jsonl        a row per (checkpoint step, evaluation set)
+    curve.jsonl          a row per (step, set) of the dense curve of the model in training (eval.curve)
+    train_summary.json   the totals of the last call
+    checkpoints.png      the evaluations by step
+    runs_trec/           the reranked TREC runs: checkpoint-N.<set>.run, curve-N.<set>.run
+    checkpoint-N/        the checkpoints (lorank.layout.checkpoints)
+
+The JSONL row files are read with :func:`lorank.atomic.read_jsonl` (a torn last line is skipped with a warning, any
+other bad line raises ``DataError``) and rewritten whole, atomically, one row per (step, set).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lorank.atomic import atomic_write_text, read_jsonl
+
+CONFIG = "config.json"
+TRAIN_LOG = "train_log.jsonl"
+METRICS = "metrics.jsonl"
+CURVE = "curve.jsonl"
+SUMMARY = "train_summary.json"
+PLOT = "checkpoints.png"
+TREC_DIR = "runs_trec"
+#: the kinds of reranked TREC runs in runs_trec/: a checkpoint's evaluation, a point of the dense curve
+TREC_CHECKPOINT, TREC_CURVE = "checkpoint", "curve"
+
+#: the run's own files a resume or a report reads (a snapshot copies each when present), and its folders
+RUN_FILES = (CONFIG, TRAIN_LOG, METRICS, SUMMARY, CURVE)
+RUN_DIRS = (TREC_DIR,)
+#: what a fresh start (``--no-resume``) in a used folder sets aside with the old checkpoints
+PREVIOUS_OUTPUTS = (METRICS, TREC_DIR, TRAIN_LOG, SUMMARY, PLOT, CURVE)
+
+
+def config_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CONFIG
+
+
+def train_log_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / TRAIN_LOG
+
+
+def metrics_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / METRICS
+
+
+def curve_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CURVE
+
+
+def summary_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / SUMMARY
+
+
+def plot_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / PLOT
+
+
+def read_run_config(run_dir: str | Path) -> Any:
+    """The run's resolved config (``config.json``); None when it is missing or unreadable."""
+    f = config_file(run_dir)
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def trec_run_file(run_dir: str | Path, kind: str, step: int, label: str) -> Path:
+    """The reranked TREC run of a checkpoint (``kind`` :data:`TREC_CHECKPOINT`) or a curve point
+    (:data:`TREC_CURVE`) of ``step`` on the evaluation set labelled ``label``."""
+    return Path(run_dir) / TREC_DIR / f"{kind}-{step}.{label}.run"
+
+
+def trec_run_step(f: Path) -> int:
+    """The step of a TREC run file of runs_trec/ (``checkpoint-N.<set>.run``, ``curve-N.<set>.run``)."""
+    return int(f.name.split(".")[0].split("-")[-1])
+
+
+def trec_runs(run_dir: str | Path, kind: str, label: str) -> dict[int, Path]:
+    """step -> the run's TREC run of that ``kind`` on the set ``label``, by step."""
+    files = sorted((Path(run_dir) / TREC_DIR).glob(f"{kind}-*.{label}.run"), key=trec_run_step)
+    return {trec_run_step(f): f for f in files}
+
+
+def _read_rows(f: Path) -> list[dict[str, Any]]:
+    return read_jsonl(f, missing_ok=True)[0]
+
+
+def _write_row(f: Path, rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """Rewrite ``f`` atomically with ``row`` in place of the one of its (step, eval set), sorted by set and step."""
+    rows = [r for r in rows if (r["step"], r["eval_set"]) != (row["step"], row["eval_set"])]
+    rows.append(row)
+    rows.sort(key=lambda r: (r["eval_set"], r["step"]))
+    atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``run_dir/metrics.jsonl`` (none when it does not exist yet)."""
+    return _read_rows(metrics_file(run_dir))
+
+
+def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
+    """Rewrite ``metrics.jsonl`` atomically with the new row added (one row per (step, eval set))."""
+    _write_row(metrics_file(run_dir), read_metrics(run_dir), row)
+
+
+def read_curve(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``run_dir/curve.jsonl`` (none when the run has no curve)."""
+    return _read_rows(curve_file(run_dir))
+
+
+def append_curve(run_dir: str | Path, row: dict[str, Any]) -> None:
+    """Rewrite ``curve.jsonl`` atomically with the new row added (one row per (step, eval set))."""
+    _write_row(curve_file(run_dir), read_curve(run_dir), row)

@@ -1,0 +1,57 @@
+"""A study's folder (``lorank study SPEC --out DIR``): the names the executor, the report and the snapshot share.
+
+::
+
+    study.yaml           the spec it runs (a copy of the one given)
+    runs/<run id>/       each training run's folder (lorank.layout.run)
+    <step out dir>/.lorank-step.json
+                         the marker of a finished step: its id, hash and status, written last
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lorank.errors import DataError
+
+SPEC = "study.yaml"
+RUNS_DIR = "runs"
+#: a step's marker, written last into its folder once it has succeeded
+STEP_MARKER = ".lorank-step.json"
+
+
+def spec_file(study_dir: str | Path) -> Path:
+    return Path(study_dir) / SPEC
+
+
+def is_study_dir(p: str | Path) -> bool:
+    return spec_file(p).is_file()
+
+
+def run_out_dir(run_id: str) -> str:
+    """A training run's folder, relative to the study's (a step's ``out_dir``)."""
+    return f"{RUNS_DIR}/{run_id}"
+
+
+def run_dir(study_dir: str | Path, run_id: str) -> Path:
+    """A training run's folder in the study."""
+    return Path(study_dir) / RUNS_DIR / run_id
+
+
+def finished_steps(study_dir: Path) -> dict[str, dict[str, Any]]:
+    """step id -> marker, for every finished step under the study folder."""
+    out = {}
+    for m in Path(study_dir).rglob(STEP_MARKER):
+        try:
+            data = json.loads(m.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(m, None, f"unreadable step marker ({e})") from e
+        if data.get("status") == "ok" and data.get("step_id"):
+            out[data["step_id"]] = data
+    return out
+
+
+def train_step_id(run_id: str) -> str:
+    """The id of the step that trains the study's run ``run_id`` (its marker lies in the run's folder)."""
+    return f"train/{run_id}"
