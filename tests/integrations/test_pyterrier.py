@@ -2,7 +2,7 @@
 
 The real test runs ``pt.Experiment`` on a DL19 slice (the first 8 judged queries, BM25 top 20, read with
 PyTerrier's own ``pt.io``) with the shipped reference adapter, and checks that it reproduces what lorank's own
-API (``Reranker.rerank`` + ``lorank.score.evaluate``, i.e. ``lorank rerank --depth 20``) gives on the same
+API (``Reranker.rerank`` + ``lorank.evaluation.evaluate``, i.e. ``lorank rerank --depth 20``) gives on the same
 candidates: every score, and nDCG@10 per query and on average, to 1e-6. It runs with sockets refused (no network)
 and checks that no JVM was started: PyTerrier's pure-Python core is all it needs, so there is no Java skip.
 The cheap tests check the frame conventions, the errors, and that lorank works without PyTerrier; they skip with
@@ -148,7 +148,7 @@ def test_pt_experiment_on_dl19_reproduces_lorank_rerank(no_network, tmp_path):
     pt = _pt()
     from lorank.data import resolve_eval_set
     from lorank.integrations.pyterrier import LorankReranker, PassageStore
-    from lorank.score import evaluate
+    from lorank.evaluation import evaluate
 
     dl19 = SHARED / "trec-dl-2019"
     rs = resolve_eval_set("dl19").subset(N_QUERIES)  # the first 8 judged queries (by qid)
