@@ -3,9 +3,9 @@ and pairs, in one run.
 
     .venv/bin/python benchmarks/ablation_sweep_cost.py --adapter runs/e1 --eval dl19 --queries 5 --depth 20
     .venv/bin/python benchmarks/ablation_sweep_cost.py --adapter adapters/smollm2-135m-msmarco12k-r8 --modes cached,merged \
-        --out benchmarks/results/ablation_sweep_merge.json
+        --out results/ablation_sweep_merge.json
 
-Writes benchmarks/results/ablation_sweep_cost.json with layers, naive_s, cached_s, cost_fraction
+Writes results/ablation_sweep_cost.json with layers, naive_s, cached_s, cost_fraction
 (= cached_s / naive_s), the layer-forward counts, and the largest score difference between the two; with the
 ``merged`` mode also merged_s, merged_speedup (cached_s / merged_s) and how far the merged scores are from the
 cached ones (largest difference, lowest Spearman over configurations: merging rounds the deltas into bf16 weights).
@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=5, help="first N queries (sorted ids) of the eval set")
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--modes", default="naive,cached", help="comma-separated: naive, cached, merged")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ablation_sweep_cost.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "ablation_sweep_cost.json")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     import numpy as np

@@ -1,6 +1,6 @@
 """Dissect the SmolLM2-135M r=8 adapter trained on DL20 (runs/e1): weights, checkpoint similarity,
-layer-wise probes and activation patching on DL19. Writes benchmarks/results/analysis_smollm2.json
-(the summary) and every step's JSON / CSV / PNG under benchmarks/results/analysis_smollm2/.
+layer-wise probes and activation patching on DL19. Writes results/analysis_smollm2.json
+(the summary) and every step's JSON / CSV / PNG under results/analysis_smollm2/.
 
 Steps can run in separate invocations (the summary is rebuilt from the step files each time):
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "results"
 FEATURES = ROOT / "runs" / "e1" / "analysis_cache" / "patch_features.npz"  # ~20 MB: kept out of git
 
 

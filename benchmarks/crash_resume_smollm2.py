@@ -6,7 +6,7 @@ clean run's, and so are the checkpoint metrics (DL19, a few queries) and per-ste
 
     flock /tmp/lorank-heavy.lock nice -n 5 .venv/bin/python benchmarks/crash_resume_smollm2.py
 
-Writes benchmarks/results/crash_resume_smollm2.json. About 5 minutes on 2 cores.
+Writes results/crash_resume_smollm2.json. About 5 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default=None, help="data root (default: $LORANK_DATA or ../shared/data)")
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "crash_resume_smollm2.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "crash_resume_smollm2.json")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     harness.MAX_STEPS, harness.EVERY = MAX_STEPS, EVERY

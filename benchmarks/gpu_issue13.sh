@@ -12,12 +12,12 @@
 #   bash benchmarks/gpu_issue13.sh                          # on the GPU machine (run from the repo root)
 #   SMOKE=1 bash benchmarks/gpu_issue13.sh                  # CPU smoke: tiny shapes, 1+1 steps, seconds
 #   STAGES=small,merge SMOKE=1 bash benchmarks/gpu_issue13.sh   # a subset (what the test suite runs)
-# Env: OUT (default benchmarks/results), PYTHON (default python), BUDGET_S (default 530), STAGES
+# Env: OUT (default results), PYTHON (default python), BUDGET_S (default 530), STAGES
 # (default small,big,profile,cudnn,profile8b,merge).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-OUT_ROOT=${OUT:-benchmarks/results}
+OUT_ROOT=${OUT:-results}
 DIR="$OUT_ROOT/gpu_issue13"
 mkdir -p "$DIR"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"

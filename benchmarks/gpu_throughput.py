@@ -46,7 +46,7 @@ embedding, no 1-output head), d = hidden size, L = layers, T = the sequence's le
 - MFU = model FLOPs / step time / peak; HFU adds the recomputed forward of gradient checkpointing (or
   grad_cache's extra forward). Peak: 989 TFLOP/s dense bf16 for H100/H200 SXM (``--peak-tflops`` to override).
 
-Writes a JSON (``--out``; default ``benchmarks/results/gpu_throughput_<gpu>.json``) with one row per shape.
+Writes a JSON (``--out``; default ``results/gpu_throughput_<gpu>.json``) with one row per shape.
 """
 from __future__ import annotations
 
@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "peft": peft.__version__, "cuda": torch.version.cuda,
                                       "python": platform.python_version(),
                                       "flash_attn": bool(importlib.util.find_spec("flash_attn"))}}
-    path = a.out or ROOT / "benchmarks" / "results" / (
+    path = a.out or ROOT / "results" / (
         "gpu_throughput_" + (torch.cuda.get_device_name().split()[-1].lower() if cuda else "cpu-smoke") + ".json")
     from lorank.atomic import atomic_write_json
 

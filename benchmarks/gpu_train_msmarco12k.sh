@@ -12,7 +12,7 @@
 # SMOKE=1 runs 2 steps on 2 queries on the CPU, to check the script itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-benchmarks/results/gpu_train_msmarco12k}"
+OUT="${OUT:-results/gpu_train_msmarco12k}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 TRAIN_S="${TRAIN_S:-420}"

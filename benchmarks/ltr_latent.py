@@ -1,7 +1,7 @@
 """Latent LoRA features in a learning-to-rank model (issue 17): LambdaMART on BM25 + the reranker's score + the
 r-dimensional LoRA activations A x of the adapted projections, trained on DL20, tested on DL19.
 
-Writes benchmarks/results/ltr_latent.json (the rows: BM25, the reranker alone, LTR(bm25+score),
+Writes results/ltr_latent.json (the rows: BM25, the reranker alone, LTR(bm25+score),
 LTR(bm25+mlp), LTR(all), with nDCG@10 / MRR@10 and Holm-corrected paired t-tests against BM25 and against
 the reranker; gain importance by group, layer and projection) and ltr_latent.png (importance by layer).
 The feature tables and TREC runs go to --work (default runs/ltr_latent/, kept out of git: ~1 GB of
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "results"
 
 
 def _repo_relative(p: str | Path) -> str:

@@ -9,7 +9,7 @@ results go to the run's ``metrics.jsonl`` / ``runs_trec/`` as ``lorank train`` w
 compared per query with the first (paired t-test, Holm per measure) and with BM25, on each set and on the sets
 pooled (``pooled``: DL19 + DL20 = 97 queries, query ids prefixed by the set). The training loss is summarised per
 50-step window (mean, and the share of steps below 0.01: how often a group is already solved). Writes
-``benchmarks/results/negative_window.json``; top-level keys of an existing ``--out`` that this script does not
+``results/negative_window.json``; top-level keys of an existing ``--out`` that this script does not
 write (notes such as ``pilots``) are kept.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_msmarco12k import evaluate_checkpoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "negative_window.json"
+OUT = ROOT / "results" / "negative_window.json"
 MEASURES = ("ndcg_cut_10", "recip_rank_10")
 
 

@@ -5,7 +5,7 @@ set's own positives and the DL20 pool (DL19 queries refused, DL19-pool passages 
     .venv/bin/python benchmarks/negative_window_teacher.py --queries 300     # ~1 min on 2 cores
 
 A high share means confusable negatives (hard, or unjudged positives); a share near 0 means the group is easy.
-Writes ``benchmarks/results/negative_window_teacher.json``.
+Writes ``results/negative_window_teacher.json``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "negative_window_teacher.json"
+OUT = Path(__file__).resolve().parents[1] / "results" / "negative_window_teacher.json"
 BANDS = {"1-9": (1, 9), "10-30": (10, 30), "31-100": (31, 100), "1-30": (1, 30), "10-100": (10, 100)}
 
 

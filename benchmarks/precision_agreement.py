@@ -7,12 +7,12 @@ fp32 evaluations. This measures how far apart they are: nDCG@10 / MRR@10 of each
 Spearman correlation of the two score lists per query.
 
     .venv/bin/python benchmarks/precision_agreement.py \\
-        --adapter resume/msmarco12k-reference-curve/checkpoint-4000 --step 4000 --depth 50 \\
+        --adapter results/resume/msmarco12k-reference-curve/checkpoint-4000 --step 4000 --depth 50 \\
         --against runs/msmarco12k-reference/runs_trec --against-precision fp32
 
 scores the checkpoint in the precision this CPU does not use for ``--against`` (``--precision``, default: the other
 one) into ``--work`` (resumable: the checkpoint evaluator's metrics.jsonl), with LoRA merged as the curve's
-evaluations are, then writes benchmarks/results/precision_agreement.json.
+evaluations are, then writes results/precision_agreement.json.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "precision_agreement.json"
+OUT = ROOT / "results" / "precision_agreement.json"
 
 
 def agreement(qrels: dict, a: dict, b: dict, name_a: str, name_b: str) -> dict:

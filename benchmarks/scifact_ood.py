@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/scifact_ood.py --depth 20 --adapter adapters/smollm2-135m-msmarco12k-r8
 
 The two runs go to --work (runs/scifact/; a run that exists is not made again, so an interrupted call goes on with
-what is missing). Writes benchmarks/results/scifact_ood.json: nDCG@10 and MRR@10 (binary at grade >= 1, BEIR's
+what is missing). Writes results/scifact_ood.json: nDCG@10 and MRR@10 (binary at grade >= 1, BEIR's
 qrels) of BM25 and of the reranked run, the paired t-test (Holm per measure), how many pairs the 196-token input
 truncates, the scoring rate and the commands.
 """
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "scifact_ood.json"
+OUT = ROOT / "results" / "scifact_ood.json"
 LORANK = ".venv/bin/lorank"  # run from the repository root, as the other benchmarks
 
 

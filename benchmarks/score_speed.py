@@ -29,7 +29,7 @@ the largest score difference to ``lorank`` (fp32), whether every query's ranking
 nDCG@10 / MRR@10 of each (reranked top-``depth``). Figures: pairs/s, real tokens/s, computed tokens per
 real token (padding, and the prefix computed once), peak RSS, CPU use, ratio to ``crossencoder``.
 
-Writes benchmarks/results/score_speed.json and score_speed.png.
+Writes results/score_speed.json and score_speed.png.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "score_speed.json"
+OUT = ROOT / "results" / "score_speed.json"
 CONFIGS = ("plain", "plain-fp32", "crossencoder", "lorank", "lorank-merged", "lorank-prefix", "lorank-prefix-merged")
 DEFAULT = "plain,crossencoder,lorank,lorank-prefix,lorank-prefix-merged"
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train_dl20_dl19.py                      # train + evaluate (~35 min on 2 cores)
     .venv/bin/python benchmarks/train_dl20_dl19.py --from-run runs/e1   # only collect a finished run's figures
 
-Writes benchmarks/results/train_dl20_dl19.json (model, lora, steps, wall_s, tokens_per_s, command,
+Writes results/train_dl20_dl19.json (model, lora, steps, wall_s, tokens_per_s, command,
 checkpoints [{step, ndcg_cut_10, recip_rank_10}], best_dev_ndcg_cut_10: the best DL19 checkpoint, a dev figure) and
 copies the checkpoint curve next to it.
 """
@@ -48,7 +48,7 @@ def collect(run_dir: Path, command: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--from-run", type=Path, help="collect the figures of a finished run instead of training")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_dl20_dl19.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "train_dl20_dl19.json")
     ap.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))

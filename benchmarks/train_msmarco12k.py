@@ -4,12 +4,12 @@
     .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-cpu       # evaluate + collect (resumable)
     .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-cpu --steps 200   # only some checkpoints
     .venv/bin/python benchmarks/train_msmarco12k.py --run runs/msmarco12k-reference --depth 50 \
-        --adapter 2000=resume/msmarco12k-reference-curve/checkpoint-2000 --headline-step 5996 --headline-depth 100
+        --adapter 2000=results/resume/msmarco12k-reference-curve/checkpoint-2000 --headline-step 5996 --headline-depth 100
         # the curve at top-50 (checkpoints kept as exported adapters across machines), the shipped step at top-100
 
 Checkpoints are evaluated in the order given (default: the last first, then the rest from late to early), each
 (step, set) once: results go to the run's ``metrics.jsonl`` and ``runs_trec/`` as ``lorank train`` writes them,
-so an interrupted call resumes. Writes ``benchmarks/results/train_msmarco12k.json`` (every checkpoint's DL19/DL20
+so an interrupted call resumes. Writes ``results/train_msmarco12k.json`` (every checkpoint's DL19/DL20
 nDCG@10 and MRR@10, ``best_dev_ndcg_cut_10`` on DL19 (the first of --sets: a dev set, the checkpoint chosen on
 it; a test set is refused there, and test rows never choose), paired t-tests vs BM25 per query (Holm), tokens/s,
 device, config, commands, the variants tried) and the checkpoint curve PNG beside it.
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "train_msmarco12k.json"
+OUT = ROOT / "results" / "train_msmarco12k.json"
 
 
 def evaluate_checkpoints(run_dir: Path, steps: list[int], sets: list[str], depth: int,
@@ -233,7 +233,7 @@ def main() -> int:
                          "(e.g. a resume with --set max_steps=...); repeatable")
     ap.add_argument("--adapter", action="append", default=[], metavar="STEP=DIR",
                     help="evaluate this folder as checkpoint STEP (an exported adapter kept from an earlier machine, "
-                         "e.g. resume/msmarco12k-reference-curve/checkpoint-2000); repeatable")
+                         "e.g. results/resume/msmarco12k-reference-curve/checkpoint-2000); repeatable")
     ap.add_argument("--headline-step", type=int, help="the shipped checkpoint: also evaluated at --headline-depth, "
                     "into RUN/eval-top{depth}/; its DL19 nDCG@10 is best_dev_ndcg_cut_10")
     ap.add_argument("--headline-depth", type=int, default=100)

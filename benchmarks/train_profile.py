@@ -1,7 +1,7 @@
 """Where a lorank training step's time goes: ``torch.profiler`` (CPU activities) over real ``lorank.train`` steps.
 
     flock /tmp/lorank-heavy.lock nice -n 5 .venv/bin/python benchmarks/train_profile.py --steps 4 --warmup 2
-    LORANK_BF16=0 .venv/bin/python benchmarks/train_profile.py --out benchmarks/results/train_profile_fp32.json
+    LORANK_BF16=0 .venv/bin/python benchmarks/train_profile.py --out results/train_profile_fp32.json
 
 The run is ``benchmarks/train_speed.py``'s ``lorank-2x8`` configuration (SmolLM2-135M, LoRA r=8 alpha=64 dropout
 0.1 on all 7 projections, 2 queries x G=8 fixed DL20 groups, AdamW), trained by ``lorank.train`` itself; the
@@ -110,7 +110,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_profile.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "train_profile.json")
     a = ap.parse_args()
 
     import logging

@@ -40,7 +40,7 @@ Recomputation (gradient checkpointing, grad_cache) is not useful work. The peak 
 measured fp32 matmul rate of this CPU (``peak``: 1024^3 matmul and a 2048x576x1536 linear's forward
 ``x @ W^T`` and activation-gradient ``g @ W``, fp32 and bf16, measured before and after the configurations).
 
-Writes benchmarks/results/train_speed.json and train_speed.png.
+Writes results/train_speed.json and train_speed.png.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "train_speed.json"
+OUT = ROOT / "results" / "train_speed.json"
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 #: lorank configurations: (group size, queries per step, TrainConfig overrides)

@@ -158,7 +158,7 @@ def test_the_readme_tables_are_generated_from_committed_files():
 
     text = README.read_text(encoding="utf-8")
     found = blocks(text)
-    assert ("findings", "benchmarks/results/study_smollm2_cpu") in found
+    assert ("findings", "results/study_smollm2_cpu") in found
     assert ("adapter-table", "adapters/smollm2-135m-msmarco12k-r8") in found
     assert render_blocks(text, ROOT) == text, "README's generated tables differ from their files: run lorank readme"
     card = ROOT / "adapters" / "smollm2-135m-msmarco12k-r8" / "README.md"

@@ -2,7 +2,7 @@
 two markers, and is rewritten from that file, never typed.
 
 ```
-<!-- lorank:findings benchmarks/results/study_smollm2_cpu -->
+<!-- lorank:findings results/study_smollm2_cpu -->
 | # | the paper's claim | ...       (lorank.report.findings.findings_markdown of that folder's findings.json)
 <!-- /lorank:findings -->
 <!-- lorank:adapter-table adapters/smollm2-135m-msmarco12k-r8 -->

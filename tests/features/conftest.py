@@ -1,11 +1,9 @@
-"""Tiny adapters and TREC folders for the feature / LTR tests (one torch thread: see tests/analyze/conftest.py)."""
+"""One torch thread for the feature tests' tiny models (see tests/analyze/conftest.py); the LTR tests' tiny
+adapters and TREC folders are in tests/ltr/conftest.py."""
 from __future__ import annotations
 
 import pytest
 import torch
-
-from tests.analyze.conftest import save_adapter
-from tests.tinydata import make_trec_dir, save_tiny_model
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -14,14 +12,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session")
-def tiny_ltr(tmp_path_factory):
-    """A tiny model, one adapter (all projections, r=4), a training and a test TREC folder."""
-    root = tmp_path_factory.mktemp("ltr")
-    model = save_tiny_model(root / "model")
-    adapter = save_adapter(model, root / "run" / "checkpoint-1", seed=3)
-    train = make_trec_dir(root / "train", n_queries=10, n_cands=10, seed=1)
-    test = make_trec_dir(root / "test", n_queries=6, n_cands=10, seed=2)
-    return {"root": root, "model": model, "adapter": adapter, "train": train, "test": test}

@@ -15,7 +15,7 @@ from lorank.study.spec import config_hash, expand, load_spec
 from lorank.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDIES = [ROOT / "benchmarks" / "results" / name for name in ("study_smollm2_cpu", "study_smollm2_cpu_seeds")]
+STUDIES = [ROOT / "results" / name for name in ("study_smollm2_cpu", "study_smollm2_cpu_seeds")]
 COMMITTED_RUNS = sorted(p.parent for s in STUDIES for p in (s / "runs").glob("*/config.json"))
 BASE = json.loads((STUDIES[0] / "runs" / "smollm2-135m-r8-all-s42-dfa28c" / "config.json").read_text())["config"]
 

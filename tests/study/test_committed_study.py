@@ -1,4 +1,4 @@
-"""The committed CPU study (benchmarks/results/study_smollm2_cpu, issue 24) agrees with itself: its findings.json
+"""The committed CPU study (results/study_smollm2_cpu, issue 24) agrees with itself: its findings.json
 is what `lorank findings` computes from the committed runs, and results.csv holds every run of the grid.
 
 A snapshot once carried a results.csv and report from before the grid finished (rank 1 at step 250 only, no ranks
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-STUDY = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "study_smollm2_cpu"
+STUDY = Path(__file__).resolve().parents[2] / "results" / "study_smollm2_cpu"
 
 
 def test_results_csv_holds_the_whole_grid():

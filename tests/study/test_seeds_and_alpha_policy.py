@@ -13,7 +13,7 @@ from lorank.errors import ConfigError
 from lorank.study.spec import StudySpec, condition_of, expand, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "benchmarks" / "results" / "study_smollm2_cpu"
+COMMITTED = ROOT / "results" / "study_smollm2_cpu"
 #: studies/demo.yaml's run ids before seeds and alpha policies existed
 DEMO_IDS = ["smollm2-135m-r1-all-s42-ab13e9", "smollm2-135m-r8-all-s42-6ed82d"]
 

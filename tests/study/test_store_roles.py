@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lorank.study.spec import config_hash, expand, load_spec
 
-STUDY = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "study_smollm2_cpu"
+STUDY = Path(__file__).resolve().parents[2] / "results" / "study_smollm2_cpu"
 
 
 def test_the_committed_study_expands_to_its_run_ids_and_hashes():

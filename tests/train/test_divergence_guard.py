@@ -10,8 +10,8 @@ from lorank.train.config import DivergenceGuard, TrainConfig
 from tests.tinydata import make_trec_dir, save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN1_LOG = ROOT / "benchmarks" / "results" / "reference_run1_train_log.jsonl"
-RUN2_LOG = ROOT / "benchmarks" / "results" / "reference_run2_guard_trip_log.jsonl"
+RUN1_LOG = ROOT / "results" / "reference_run1_train_log.jsonl"
+RUN2_LOG = ROOT / "results" / "reference_run2_guard_trip_log.jsonl"
 
 
 def _feed(guard, rows, start=0):

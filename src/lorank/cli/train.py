@@ -199,7 +199,7 @@ def readme_cmd(
 def snapshot_cmd(
     run: Path = typer.Argument(..., help="A run folder (runs/X) or a study folder (studies_out/X), or a snapshot "
                                "of one to restore."),
-    out: Path = typer.Option(..., "--out", help="Where the snapshot goes, e.g. resume/X (to commit), or runs/X "
+    out: Path = typer.Option(..., "--out", help="Where the snapshot goes, e.g. results/resume/X (to commit), or runs/X "
                              "(to restore one; then `lorank train` or `lorank study` goes on from it)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT even if it holds a later checkpoint (a run) or "
                                "finished steps the source has not (a study)."),

@@ -6,7 +6,7 @@ commit); the same call restores it.
 - ``snapshot_run(run, out)`` copies the run's last *complete* checkpoint (adapter, optimizer, scheduler, RNG state:
   what HF needs to resume the exact trajectory) with its run files (``config.json``, the training and evaluation
   logs, ``runs_trec/``: :data:`lorank.layout.run.RUN_FILES`) into ``out``, and nothing older: one checkpoint (~30 MB
-  at 135M, r=8) instead of every 50 steps. ``snapshot_run("resume/X", "runs/X")`` restores it and ``lorank train``
+  at 135M, r=8) instead of every 50 steps. ``snapshot_run("results/resume/X", "runs/X")`` restores it and ``lorank train``
   resumes from it. It is refused where it would replace a later checkpoint than the one it brings (``force`` to
   override): restoring an old snapshot over a run that has trained on must not throw that training away.
 - ``snapshot_study(study_dir, out, needed_runs)`` copies every file and folder of the study outside ``runs/`` (the

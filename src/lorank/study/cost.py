@@ -175,7 +175,7 @@ def window_count(n_layers: int, window: int) -> int:
 
 def sweep_size(sweep: str, n_layers: int, window: int, axes: dict[str, Any]) -> float:
     """Full-evaluation equivalents of one sweep: its configurations plus the two every sweep scores (full, LoRA
-    off); cached layer sweeps cost about 0.55 of L + 2 evaluations (benchmarks/results/ablation_sweep_cost.json:
+    off); cached layer sweeps cost about 0.55 of L + 2 evaluations (results/ablation_sweep_cost.json:
     0.537 of 32 on 30 layers). Unknown components or rank (an adapter not there yet) count as all 7 projections
     and rank 8."""
     comp = axes.get("components")

@@ -14,7 +14,7 @@ from lorank.train.losses import LOSSES, NEEDS_TEACHER
 
 class DivergenceGuard(Strict):
     """Stop a run whose loss climbs back (the scorer collapsing to a constant, as lr 1e-3 did on the 135M
-    reference run at step ~720: benchmarks/results/reference_progress.json): when the mean loss of the last
+    reference run at step ~720: results/reference_progress.json): when the mean loss of the last
     ``window`` steps has climbed back more than ``climb`` of the way from the lowest such mean to the first one
     (the untrained scorer's), once ``after`` steps are trained. A fraction of the way back, not a ratio to the
     lowest mean: per-step losses are heavy-tailed (one hard group scores 5-8 where most score under 0.5), so a

@@ -7,7 +7,7 @@ import torch
 
 from lorank.ablate.engine import score_configs
 from lorank.ablate.sweeps import BASE, build_sweep
-from tests.test_ablate_masks import _trained
+from tests.ablate.test_ablate_masks import _trained
 
 SEQS = [list(range(5, 5 + n)) for n in (4, 9, 7, 12, 3, 15, 6, 11)]
 

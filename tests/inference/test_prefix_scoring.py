@@ -1,3 +1,4 @@
+"""Prefix-cached scoring (lorank.inference.prefix) gives the plain engine's scores, under one precision decision."""
 import numpy as np
 import pytest
 

@@ -1,3 +1,5 @@
+"""`lorank evaluate` (lorank.cli.evaluate) on real and small files: metrics, significance, per-query rows, clean
+errors."""
 import json
 from pathlib import Path
 

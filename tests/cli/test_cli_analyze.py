@@ -1,9 +1,12 @@
+"""The analysis verbs of the CLI (lorank.cli.analyze) on the tiny saved adapters of tests/analyze/conftest.py."""
 import json
 
 import pytest
 from typer.testing import CliRunner
 
 from lorank.cli.analyze import analyze_app
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args):

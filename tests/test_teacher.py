@@ -1,3 +1,4 @@
+"""The dense teacher (lorank.teacher): its hard-negative JSONL, the embedding cache, progress logging."""
 import json
 
 from lorank.teacher import BiEncoder, teacher_jsonl

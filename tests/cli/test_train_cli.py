@@ -1,3 +1,5 @@
+"""The training and scoring verbs of the CLI on a tiny run: `lorank train`, `rerank`, `ablate`, `export-adapter`,
+resume, bad configs; the checkpoint read back by plain PEFT and by the Reranker API."""
 import json
 
 import pytest

@@ -1,3 +1,5 @@
+"""Ablation masks and sweeps (lorank.ablate) on tiny random LoRA models: masking everything or nothing, layer
+masks, cached and merged sweeps against naive scoring, DoRA refusals, low-rank truncation."""
 import numpy as np
 import pytest
 import torch

@@ -1,0 +1,1 @@
+"""Tests of lorank.ablate: masks, sweeps, resume, figures."""

@@ -1,0 +1,1 @@
+"""Tests of the CLI verbs (lorank.cli): train, evaluate, the analysis verbs."""

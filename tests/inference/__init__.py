@@ -1,0 +1,1 @@
+"""Tests of lorank.inference: the forward engine (prefix scoring)."""
