@@ -1,12 +1,8 @@
-"""benchmarks/train_msmarco12k.py: a run built by several ``lorank train`` calls (resumes) is timed over all of them."""
+"""lorank.train.after_training (used by benchmarks/train_msmarco12k.py): a run built by several ``lorank train`` calls
+(resumes) is timed over all of them; the standalone mine command names the window the run mined with."""
 import json
 
-from tests.benchmark_module import load_benchmark
-
-
-
-def _bench():
-    return load_benchmark("train_msmarco12k")
+from lorank.train.after_training import mine_window, training_calls
 
 
 def test_training_calls_split_where_elapsed_restarts(tmp_path):
@@ -17,7 +13,7 @@ def test_training_calls_split_where_elapsed_restarts(tmp_path):
             (5, 470, 5.0)]
     (tmp_path / "train_log.jsonl").write_text("".join(
         json.dumps({"step": s, "tokens": t, "elapsed_s": e}) + "\n" for s, t, e in rows))
-    calls = _bench().training_calls(tmp_path)
+    calls = training_calls(tmp_path)
     assert [c["steps"] for c in calls] == ["1-3", "3-4", "5-5"]
     assert [c["s"] for c in calls] == [30.0, 25.0, 5.0]
     assert [c["tokens"] for c in calls] == [300, 220, 50]  # call 2 restarted from step 2's count and redid step 3
@@ -29,12 +25,11 @@ def test_training_calls_of_an_uninterrupted_run_sum_to_its_tokens(tmp_path):
     (tmp_path / "train_log.jsonl").write_text("".join(
         json.dumps({"step": s, "tokens": t, "elapsed_s": e}) + "\n" for s, t, e in rows)
         + json.dumps({"step": 3, "train_runtime": 30.5, "tokens": 330, "elapsed_s": 30.5}) + "\n")  # the final summary row
-    (call,) = _bench().training_calls(tmp_path)
+    (call,) = training_calls(tmp_path)
     assert call == {"steps": "1-3", "s": 30.5, "tokens": 330, "tokens_per_s": 10.8}
 
 
 def test_mine_command_names_the_window_the_run_mined_with():
-    mine_window = _bench().mine_window
     assert mine_window([{"kind": "trec", "path": "dl20"}, {"kind": "msmarco", "mine": {"window": "1-30"}}]) == "1-30"
     assert mine_window([{"kind": "msmarco", "mine": {"window": "10-100"}}]) == "10-100"
     assert mine_window([{"kind": "msmarco", "negatives": "mined.jsonl"}]) == "10-100"
