@@ -273,6 +273,20 @@ def hf_cache(tmp_path_factory):
     return root
 
 
+def test_a_real_download_in_the_hf_cache_stays_its_main(tmp_path):
+    from lorank.models.source import place_in_hf_cache
+
+    repo = tmp_path / "hub" / ("models--" + HUB_ID.replace("/", "--"))
+    real = repo / "snapshots" / ("a" * 40)
+    real.mkdir(parents=True)
+    (real / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    _, snap = place_in_hf_cache(root=tmp_path / "hub")
+    assert (repo / "refs" / "main").read_text() == "a" * 40  # the Hub's own weights stay the default
+    assert (repo / "refs" / "lorank-gguf").read_text() == snap.name and (snap / "lorank_source.txt").is_file()
+
+
 def test_plain_peft_with_the_card_snippet_reproduces_lorank(hf_cache, tmp_path):
     """The exported adapter (hub-style config) loaded with plain transformers + PEFT, its base found offline under
     the hub id, scored by the card's own snippet: the same tokens as lorank, the same scores as lorank's fp32."""
@@ -305,5 +319,5 @@ def test_the_merged_folder_scores_like_lorank_with_plain_transformers(hf_cache, 
     a, b = np.array(plain["scores"] + plain["long"]), np.array(ours["scores"] + ours["long"])
     print("merged bf16 weights, fp32 compute:", a.round(4).tolist(), "\nlorank bf16:", b.round(4).tolist(),
           "\nmax |diff|:", float(np.abs(a - b).max()))
-    assert np.abs(a - b).max() < 0.1 * max(1.0, float(np.abs(b).max()) / 4)  # bf16 rounding of the weights
+    assert np.abs(a - b).max() < 0.1  # bf16: the merged weights rounded, lorank's autocast (0.042 measured)
     assert list(np.argsort(a[:4])) == list(np.argsort(b[:4]))

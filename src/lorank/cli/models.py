@@ -25,7 +25,10 @@ def models_cmd(
         placed = place_in_hf_cache() if hf_cache else None
         info = describe_default()
     if placed:
-        info["hf_cache"] = f"{placed[1]} (from_pretrained({placed[0]!r}) loads it offline)"
+        hub_id, snap = placed
+        main = (snap.parent.parent / "refs" / "main").read_text().strip() == snap.name
+        info["hf_cache"] = f"{snap} (from_pretrained({hub_id!r}" + ("" if main else ", revision='lorank-gguf'") \
+            + ") loads it offline" + ("" if main else "; a download of the Hub model is the cache's main") + ")"
     t = Table(title="lorank default model", show_header=False)
     t.add_column("field")
     t.add_column("value", overflow="fold")
