@@ -1,13 +1,17 @@
-"""Loading trained adapters safely: safetensors only, unless pickle is explicitly allowed."""
+"""Loading trained adapters safely: safetensors only, unless pickle is explicitly allowed; their
+``adapter_config.json`` checked (a broken one is named, with its line); whether an adapter fits a base model's shape
+(checked before PEFT loads it); and an adapter's identity (the content hash a study's steps on it follow)."""
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from lorank.errors import ConfigError, LorankError
-from lorank.layout.adapter import (WEIGHTS, WEIGHTS_STEM, export_meta_file, peft_config_file, safetensors_problem,
-                                   weights_file)
+from lorank.layout.adapter import (PEFT_CONFIG, WEIGHTS, WEIGHTS_STEM, export_meta_file, peft_config_file,
+                                   safetensors_problem, weights_file)
 from lorank.layout.checkpoints import marker_file
 from lorank.layout.run import config_file
 
@@ -22,8 +26,11 @@ def adapter_file(ckpt: str | Path, allow_pickle: bool = False) -> Path:
     """The adapter's weights file: ``adapter_model.safetensors``, structurally checked (a truncated file is
     refused); a pickle file (``.bin``/``.pt``...) only with ``allow_pickle``."""
     ckpt = Path(ckpt)
+    if not ckpt.exists():
+        raise ConfigError(f"{ckpt}: no such folder (an adapter folder holds {PEFT_CONFIG} and {WEIGHTS}): check "
+                          "the path")
     if not ckpt.is_dir():
-        raise ConfigError(f"adapter directory not found: {ckpt}")
+        raise ConfigError(f"{ckpt} is a file: an adapter is a folder (with {PEFT_CONFIG} and {WEIGHTS})")
     st = weights_file(ckpt)
     if st.is_file():
         problem = safetensors_problem(st)
@@ -84,3 +91,119 @@ def read_checkpoint_meta(ckpt: str | Path) -> dict[str, Any]:
         d = json.loads(cfg.read_text(encoding="utf-8"))
         return {"base_model": d.get("base_model_name_or_path"), "input": {}, "lora": {}}
     raise ConfigError(f"{ckpt}: not an adapter directory (no {cfg.name})")
+
+
+#: the ``adapter_config.json`` fields lorank and PEFT need, with what each must be
+_PEFT_FIELDS = {"peft_type": "the string \"LORA\"", "r": "a positive integer (the LoRA rank)",
+                "lora_alpha": "a number", "target_modules": "a list of module names or a regular expression"}
+
+
+def read_peft_config(ckpt: str | Path) -> dict[str, Any]:
+    """An adapter folder's ``adapter_config.json``, checked: valid JSON (else the file, line and column), an object,
+    and the fields a LoRA adapter needs (each bad one named). Raises ConfigError saying what to do."""
+    f = peft_config_file(ckpt)
+    fix = "restore it from where the adapter came from, or re-export the adapter (lorank export-adapter)"
+    if not f.is_file():
+        raise ConfigError(f"{Path(ckpt)}: no {PEFT_CONFIG}: not an adapter folder (PEFT writes {PEFT_CONFIG} "
+                          f"beside {WEIGHTS})")
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{f}: not UTF-8 text (byte {e.start}); {fix}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{f}, line {e.lineno}, column {e.colno}: not valid JSON ({e.msg}); {fix}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{f}: a JSON object is expected, found {type(d).__name__}; {fix}")
+    ok = {"peft_type": lambda v: v == "LORA",
+          "r": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+          "lora_alpha": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "target_modules": lambda v: isinstance(v, str) or (isinstance(v, list) and v
+                                                             and all(isinstance(x, str) for x in v))}
+    problems = [f"{f}: field {k!r} " + (f"is missing: it must be {want}" if k not in d
+                                        else f"is {d[k]!r}: it must be {want}")
+                for k, want in _PEFT_FIELDS.items() if k not in d or not ok[k](d[k])]
+    if problems:
+        raise ConfigError(problems + [f"fix: {fix}"])
+    return d
+
+
+def adapter_shape(ckpt: str | Path) -> dict[str, int | None]:
+    """The base shape an adapter was trained on, read from its weights' header (no tensor is loaded):
+    ``hidden`` (the score head's input, else a q_proj's LoRA A input) and ``layers`` (1 + the deepest layer index)."""
+    from safetensors import safe_open
+
+    f = weights_file(ckpt)
+    if not f.is_file() or safetensors_problem(f):  # a pickle adapter (allowed by the caller): PEFT checks it
+        return {"hidden": None, "layers": None}
+    hidden = q_hidden = None
+    deepest = -1
+    with safe_open(str(f), "pt") as fh:
+        for k in fh.keys():
+            m = re.search(r"\.layers\.(\d+)\.", k)
+            if m:
+                deepest = max(deepest, int(m.group(1)))
+            shape = fh.get_slice(k).get_shape()
+            if re.search(r"(^|\.)(score|classifier)(\.modules_to_save\.[^.]+)?\.weight$", k) and len(shape) == 2:
+                hidden = int(shape[1])
+            elif "q_proj.lora_A" in k and len(shape) == 2:
+                q_hidden = int(shape[1])
+    return {"hidden": hidden or q_hidden, "layers": deepest + 1 if deepest >= 0 else None}
+
+
+def check_adapter_fits(ckpt: str | Path, config: Any, base: str) -> None:
+    """Refuse, with the two shapes, an adapter trained on a base of another shape than ``config``'s (instead of
+    PEFT's 'size mismatch' traceback)."""
+    shape = adapter_shape(ckpt)
+    hidden, layers = getattr(config, "hidden_size", None), getattr(config, "num_hidden_layers", None)
+    fix = (f"load it on the base model it was trained on (the base_model of {Path(ckpt) / 'lorank_meta.json'} or "
+           f"base_model_name_or_path of {peft_config_file(ckpt)})")
+    if shape["hidden"] and hidden and shape["hidden"] != hidden:
+        raise ConfigError(f"{ckpt}: this adapter was trained on a base of hidden size {shape['hidden']}, the model "
+                          f"({base}) has {hidden}: {fix}")
+    if shape["layers"] and layers and shape["layers"] > layers:
+        raise ConfigError(f"{ckpt}: this adapter adapts {shape['layers']} layers, the model ({base}) has {layers}: "
+                          f"{fix}")
+
+
+def _sha256(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+#: the key of ``lorank_meta.json`` that records an identity kept across a re-export
+IDENTITY = "identity"
+
+
+def content_hash(ckpt: str | Path) -> str:
+    """The SHA-256 of what an exported adapter computes with: its weights, ``adapter_config.json`` and lorank's
+    metadata (canonical JSON, without the recorded identity). Its README and metrics are not part of it."""
+    ckpt = Path(ckpt)
+    h = hashlib.sha256(_sha256([adapter_file(ckpt), peft_config_file(ckpt)]).encode())
+    meta_f = export_meta_file(ckpt)
+    if meta_f.is_file():
+        meta = json.loads(meta_f.read_text(encoding="utf-8"))
+        meta.pop(IDENTITY, None)
+        h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def adapter_identity(ckpt: str | Path) -> str:
+    """An adapter folder's identity, which the hashes of a study's steps on it follow: the SHA-256 of its weights
+    file, ``adapter_config.json`` and ``lorank_meta.json`` (16 hex digits), so a copied folder keeps it and a
+    retrained one gets a new one. A re-export that kept the weights' tensors (e.g. to make the base portable or the
+    README a model card) records the identity of the folder it came from with the :func:`content_hash` of what it
+    wrote (``lorank_meta.json``'s ``identity``): while the content still matches, that identity is the folder's,
+    so the studies that dissected the adapter stay valid; any edit of its weights, config or metadata drops it."""
+    ckpt = Path(ckpt)
+    meta_f = export_meta_file(ckpt)
+    meta = json.loads(meta_f.read_text(encoding="utf-8")) if meta_f.is_file() else {}
+    rec = meta.get(IDENTITY) if isinstance(meta, dict) else None
+    if isinstance(rec, dict) and isinstance(rec.get("hash"), str) and rec.get("content") == content_hash(ckpt):
+        return rec["hash"]
+    parts = [adapter_file(ckpt), peft_config_file(ckpt)] + ([meta_f] if meta_f.is_file() else [])
+    return _sha256(parts)[:16]

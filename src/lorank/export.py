@@ -2,23 +2,28 @@
 
 The folder holds what a user needs to rerank with and dissect a real reranker without training one:
 
-- ``adapter_model.safetensors`` + ``adapter_config.json``: the PEFT adapter (LoRA and the score head), LoRA
+- ``adapter_model.safetensors`` + ``adapter_config.json``: the PEFT adapter (LoRA and the score head; the base
+  named by its hub id, so PEFT finds it on another machine), LoRA
   weights in bf16 by default (half the size; the score head stays fp32), loadable by
   ``lorank rerank --adapter DIR`` and ``lorank.Reranker.from_adapter(DIR)``;
-- ``lorank_meta.json``: base model, input template, LoRA spec, head init, pad id (what loading needs);
+- ``lorank_meta.json``: base model (lorank's name, hub id, GGUF source), input template, LoRA spec, head init, pad
+  id (what loading needs);
 - ``training_config.json``: the run's fully resolved config (recipe, data, versions, precision);
 - ``metrics.json``: the checkpoint's evaluations (``metrics.jsonl`` rows of its step) and, for every evaluation
   set that resolves by name and whose reranked TREC run the checkpoint evaluation wrote, the first stage's figures
   and paired t-tests (Holm) of the reranked run against it (``vs_first_stage``; a set that cannot be compared is
   listed with the reason, not left out);
-- ``README.md``: what it is, how it was made, how to use it.
+- ``README.md``: a Hub model card (:mod:`lorank.model_card`): what it is, its figures, the exact input encoding
+  with a transformers + PEFT snippet that reproduces lorank's scores without lorank, its limits.
+
+With ``--merged`` (:func:`export_merged`) the folder is instead a plain transformers model: the LoRA merged into
+the base, loadable by ``AutoModelForSequenceClassification.from_pretrained``.
 
 The folder is written to a temporary sibling and renamed into place, so it is complete or absent.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,54 +53,169 @@ def _state_for_export(state: dict[str, Any], dtype: str) -> dict[str, Any]:
 def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16", name: str | None = None,
                    commands: dict[str, str] | None = None, extra_metrics: dict[str, Any] | None = None,
                    overwrite: bool = False, note: str | None = None, data_root: str | Path | None = None,
-                   evaluations: str | Path | None = None) -> Path:
+                   evaluations: str | Path | None = None, card_extra: str | None = None) -> Path:
     """Write ``out`` from a lorank checkpoint (or run folder: its last complete checkpoint), or from an exported
-    adapter (to re-export it with other evaluations). ``evaluations``: the folder whose ``metrics.jsonl`` and
-    ``runs_trec/`` hold this step's evaluations (default: the checkpoint's run folder), e.g. ``RUN/eval-top100``
-    written by ``benchmarks/train_msmarco12k.py --headline-step``. The training config is the run folder's
-    ``config.json``, else the adapter's own ``training_config.json``."""
+    adapter (to re-export it with other evaluations, or in today's portable form). ``evaluations``: the folder whose
+    ``metrics.jsonl`` and ``runs_trec/`` hold this step's evaluations (default: the checkpoint's run folder), e.g.
+    ``RUN/eval-top100`` written by ``benchmarks/train_msmarco12k.py --headline-step``; an exported adapter re-exported
+    without it keeps its ``metrics.json`` as it is. The training config is the run folder's ``config.json``, else the
+    adapter's own ``training_config.json``. ``card_extra``: Markdown sections appended to the model card.
+
+    ``adapter_config.json`` names the base by its hub id (``base_model_name_or_path``), ``lorank_meta.json`` keeps
+    lorank's name for it and its GGUF source. A re-export of an exported adapter that keeps its weights' tensors
+    keeps its identity (:func:`lorank.adapters.adapter_identity`), so the studies that dissected it stay valid."""
     from safetensors.torch import save_file
 
-    from lorank.adapters import read_adapter_state, read_checkpoint_meta
+    from lorank.adapters import (IDENTITY, adapter_identity, content_hash, read_adapter_state,
+                                 read_checkpoint_meta, read_peft_config)
     from lorank.atomic import atomic_dir, atomic_write_json, atomic_write_text
-    from lorank.data.sources import eval_label
 
     ckpt = latest_checkpoint(checkpoint)
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists: choose another folder or pass overwrite=True (--overwrite)")
     meta = read_checkpoint_meta(ckpt)
-    step = meta.get("step")
-    if step is None:
-        step = step_of(ckpt)
-    run_dir = Path(evaluations) if evaluations is not None else ckpt.parent
-    if evaluations is not None and not metrics_file(run_dir).is_file():
-        raise ConfigError(f"{run_dir}: no {METRICS} (the evaluations folder holds {METRICS} and {TREC_DIR}/)")
-    cfg_file = next((f for f in (config_file(ckpt.parent), training_config_file(ckpt)) if f.is_file()), None)
-    run_cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file is not None else None
-    rows = [r for r in read_metrics(run_dir) if r.get("step") == step]
-    if evaluations is not None and not rows:
-        raise ConfigError(f"{metrics_file(run_dir)} has no evaluation of step {step}")
-    state = _state_for_export(read_adapter_state(ckpt), dtype)
-    keep = {k: meta[k] for k in ("base_model", "input", "lora", "head_init", "pad_token_id") if k in meta}
-    keep.update({"dtype": "auto", "weights_dtype": dtype, "exported_from": str(ckpt), "step": step,
-                 "name": name or out.name})
-    eval_sets = ((run_cfg or {}).get("config") or {}).get("eval", {}).get("sets") or []
-    vs = vs_first_stage(run_dir, step, rows, data_root, {eval_label(s): s for s in eval_sets}) if rows else {}
+    peft_cfg = read_peft_config(ckpt)
+    exported = export_meta_file(ckpt).is_file()  # the source is itself an exported adapter
+    src_state = read_adapter_state(ckpt)
+    state = _state_for_export(src_state, dtype)
+    keep = _export_meta(meta, ckpt, name or out.name, dtype, exported)
+    metrics, run_cfg = _export_metrics(ckpt, keep["step"], evaluations, data_root, exported, commands, note,
+                                       extra_metrics)
+    # the re-export keeps the identity of the folder it came from when the model computes the same: same tensors
+    same = exported and set(state) == set(src_state) and all(
+        state[k].dtype == src_state[k].dtype and bool((state[k] == src_state[k]).all()) for k in state)
+    identity = adapter_identity(ckpt) if same else None
     with atomic_dir(out) as tmp:
         save_file(state, str(weights_file(tmp)), metadata={"format": "pt"})
-        shutil.copy2(peft_config_file(ckpt), peft_config_file(tmp))
+        atomic_write_text(peft_config_file(tmp), json.dumps(portable_peft_config(peft_cfg, keep), indent=2,
+                                                            sort_keys=True))
         atomic_write_json(export_meta_file(tmp), keep)
+        if identity is not None:
+            keep[IDENTITY] = {"hash": identity, "content": content_hash(tmp),
+                              "why": "re-exported with the same weights (portable base, model card): the studies "
+                                     "that dissected the adapter follow this identity"}
+            atomic_write_json(export_meta_file(tmp), keep)
         if run_cfg is not None:
             atomic_write_json(training_config_file(tmp), run_cfg)
-        atomic_write_json(export_metrics_file(tmp), {"step": step, "evaluations": rows, "vs_first_stage": vs,
-                                                 **(extra_metrics or {}), "commands": commands or {},
-                                                 **({"note": note} if note else {})})
-        atomic_write_text(tmp / "README.md", _readme(keep, rows, commands or {}, dtype, vs, note))
+        atomic_write_json(export_metrics_file(tmp), metrics)
+        atomic_write_text(tmp / "README.md", _card(keep, metrics, run_cfg, dtype, card_extra))
         size = sum(f.stat().st_size for f in tmp.iterdir())
         if size > MAX_BYTES:
             raise ConfigError(f"the exported adapter is {size / 2**20:.1f} MiB, over the {MAX_BYTES // 2**20} MiB meant "
                               "for a shipped reference adapter (export in bf16, or a lower rank)")
+    return out
+
+
+def _export_meta(meta: dict[str, Any], ckpt: Path, name: str, dtype: str, exported: bool) -> dict[str, Any]:
+    """lorank_meta.json of the export: what loading needs, the base's hub id and GGUF source, the provenance (a
+    re-export keeps where the adapter was first exported from, and its step)."""
+    from lorank.models.source import gguf_source, hub_id_for
+
+    keep = {k: meta[k] for k in ("base_model", "input", "lora", "head_init", "pad_token_id") if k in meta}
+    base = meta.get("base_model")
+    hub_id = hub_id_for(base) if base else None
+    if hub_id:
+        keep["base_model_hub_id"] = hub_id
+    source = gguf_source(base) if base else None
+    if source:
+        keep["base_model_source"] = source
+    step = meta.get("step")
+    if step is None:
+        step = step_of(ckpt)
+    keep.update({"dtype": "auto", "weights_dtype": dtype,
+                 "exported_from": str(meta["exported_from"]) if exported and meta.get("exported_from") else str(ckpt),
+                 "step": step, "name": name})
+    return keep
+
+
+def portable_peft_config(cfg: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """``adapter_config.json`` as another machine can use it: the base named by its hub id (not a path into this
+    machine's cache; a local folder's path is kept, there being no other name), ``modules_to_save`` without
+    duplicates."""
+    out = dict(cfg)
+    base = meta.get("base_model_hub_id")
+    if base is None and meta.get("base_model") and not Path(str(meta["base_model"])).is_absolute():
+        base = meta["base_model"]
+    if base:
+        out["base_model_name_or_path"] = base
+    if isinstance(out.get("modules_to_save"), list):
+        out["modules_to_save"] = list(dict.fromkeys(out["modules_to_save"]))
+    return out
+
+
+def _export_metrics(ckpt: Path, step: Any, evaluations: str | Path | None, data_root: str | Path | None,
+                    exported: bool, commands: dict[str, str] | None, note: str | None,
+                    extra_metrics: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(metrics.json, the run's resolved config) of an export: the step's evaluations with the first stage's figures
+    and tests; an exported adapter re-exported without ``evaluations`` keeps its metrics.json."""
+    from lorank.data.sources import eval_label
+
+    cfg_file = next((f for f in (config_file(ckpt.parent), training_config_file(ckpt)) if f.is_file()), None)
+    run_cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file is not None else None
+    if exported and evaluations is None and export_metrics_file(ckpt).is_file():
+        metrics = json.loads(export_metrics_file(ckpt).read_text(encoding="utf-8"))
+        if commands:
+            metrics.setdefault("commands", {}).update(commands)
+        if note:
+            metrics["note"] = note
+        return {**metrics, **(extra_metrics or {})}, run_cfg
+    run_dir = Path(evaluations) if evaluations is not None else ckpt.parent
+    if evaluations is not None and not metrics_file(run_dir).is_file():
+        raise ConfigError(f"{run_dir}: no {METRICS} (the evaluations folder holds {METRICS} and {TREC_DIR}/)")
+    rows = [r for r in read_metrics(run_dir) if r.get("step") == step]
+    if evaluations is not None and not rows:
+        raise ConfigError(f"{metrics_file(run_dir)} has no evaluation of step {step}")
+    eval_sets = ((run_cfg or {}).get("config") or {}).get("eval", {}).get("sets") or []
+    vs = vs_first_stage(run_dir, step, rows, data_root, {eval_label(s): s for s in eval_sets}) if rows else {}
+    return {"step": step, "evaluations": rows, "vs_first_stage": vs, **(extra_metrics or {}),
+            "commands": commands or {}, **({"note": note} if note else {})}, run_cfg
+
+
+def _card(meta: dict[str, Any], metrics: dict[str, Any], run_cfg: dict[str, Any] | None, dtype: str,
+          extra: str | None, merged: bool = False) -> str:
+    from lorank.model_card import model_card
+
+    table = metrics_table(metrics) if metrics.get("evaluations") else None
+    return model_card(meta, table, run_cfg, metrics.get("commands") or {}, dtype, metrics.get("note"), merged, extra)
+
+
+def export_merged(source: str | Path, out: str | Path, dtype: str = "bf16", overwrite: bool = False,
+                  card_extra: str | None = None) -> Path:
+    """Write ``out`` as a plain transformers model folder: the adapter's LoRA merged into its base, the score head,
+    the tokenizer with lorank's pad token, ``config.pad_token_id`` set, lorank's metadata and metrics, and a model
+    card. ``AutoModelForSequenceClassification.from_pretrained(out)`` scores like lorank (encoding as the card
+    says); ``dtype``: the saved weights' (bf16: half the size)."""
+    import torch
+
+    from lorank.adapters import read_checkpoint_meta
+    from lorank.atomic import atomic_dir, atomic_write_json, atomic_write_text
+    from lorank.reranker import Reranker
+
+    if dtype not in ("bf16", "fp32"):
+        raise ConfigError(f"export dtype must be bf16 or fp32, got {dtype!r}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists: choose another folder or pass overwrite=True (--overwrite)")
+    ckpt = latest_checkpoint(source)
+    meta = read_checkpoint_meta(ckpt)
+    keep = _export_meta(meta, ckpt, out.name, dtype, export_meta_file(ckpt).is_file())
+    keep["merged"] = True
+    metrics, run_cfg = _export_metrics(ckpt, keep["step"], None, None, export_meta_file(ckpt).is_file(), None,
+                                       None, None)
+    rr = Reranker.from_adapter(ckpt, dtype="fp32", device="cpu")
+    model = rr.model.merge_and_unload()
+    if dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    model.config.pad_token_id = int(rr.tokenizer.pad_token_id)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        rr.tokenizer.save_pretrained(tmp)
+        atomic_write_json(export_meta_file(tmp), keep)
+        if run_cfg is not None:
+            atomic_write_json(training_config_file(tmp), run_cfg)
+        atomic_write_json(export_metrics_file(tmp), metrics)
+        atomic_write_text(tmp / "README.md", _card(keep, metrics, run_cfg, dtype, card_extra, merged=True))
     return out
 
 
@@ -221,26 +341,4 @@ def metrics_table(metrics: dict[str, Any]) -> str:
                  f"{r.get('recip_rank_10', float('nan')):.3f}", f"{fs['recip_rank_10']:.3f}" if fs else "-",
                  fmt_p(mr.get("p_adjusted")) if mr else "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _readme(meta: dict[str, Any], rows: list[dict[str, Any]], commands: dict[str, str], dtype: str,
-            vs: dict[str, Any] | None = None, note: str | None = None) -> str:
-    lora = meta.get("lora", {})
-    lines = [f"# {meta['name']}", "",
-             f"A lorank reranker: `{meta.get('base_model')}` with a LoRA adapter (rank {lora.get('rank')}, alpha "
-             f"{lora.get('alpha')}, components {lora.get('components')}, layers {lora.get('layers')}) and a 1-output "
-             f"score head, exported from `{meta['exported_from']}` (step {meta.get('step')}); LoRA weights in {dtype}.",
-             "", "```bash", f"lorank rerank --adapter {'adapters/' + meta['name']} --eval dl19 --out dl19.run",
-             "```", "", "```python", "import lorank",
-             f"rr = lorank.Reranker.from_adapter('adapters/{meta['name']}')",
-             "rr.score('what is a flea', ['Fleas are small insects ...', 'A river ...'])", "```", ""]
-    if note:
-        lines += [note.strip(), ""]
-    if rows:  # a generated block: `lorank readme README.md` rewrites it from metrics.json (e.g. after a test scoring)
-        lines += ["<!-- lorank:adapter-table . -->", metrics_table({"evaluations": rows, "vs_first_stage": vs or {}}),
-                  "<!-- /lorank:adapter-table -->", ""]
-    if commands:
-        lines += ["How it was made:", ""] + [f"- {k}: `{v}`" for k, v in commands.items()] + [""]
-    lines += ["`training_config.json` holds the run's resolved config, `metrics.json` the evaluations.", ""]
     return "\n".join(lines)

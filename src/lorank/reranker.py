@@ -43,13 +43,14 @@ class Reranker:
         :func:`lorank.models.device.resolve_device`, a GPU where there is one)."""
         from peft import PeftModel
 
-        from lorank.adapters import adapter_file, read_checkpoint_meta
+        from lorank.adapters import adapter_file, check_adapter_fits, read_checkpoint_meta, read_peft_config
         from lorank.layout.checkpoints import latest_checkpoint
         from lorank.models.device import resolve_device
         from lorank.models.loading import load_reranker
 
         ckpt = latest_checkpoint(adapter_dir)
         adapter_file(ckpt, allow_pickle)  # refuses pickle unless allowed
+        read_peft_config(ckpt)  # a broken adapter_config.json is named, with its line, before PEFT reads it
         meta = read_checkpoint_meta(ckpt)
         base = meta.get("model_path") or meta.get("base_model")
         if base and not Path(str(base)).exists():
@@ -61,6 +62,7 @@ class Reranker:
 
         dev = resolve_device(device)
         lm = load_reranker(base, dtype=weights_dtype_name(dtype, dev), trust_remote_code=trust_remote_code)
+        check_adapter_fits(ckpt, lm.model.config, lm.source.describe())  # not PEFT's 'size mismatch' traceback
         model = PeftModel.from_pretrained(lm.model, str(ckpt), use_safetensors=not allow_pickle).to(dev)
         fmt = InputFormat(**meta.get("input", {}))
         return cls(model, lm.tokenizer, fmt, meta=dict(meta, checkpoint=str(ckpt)), **kw)

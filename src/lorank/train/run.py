@@ -157,12 +157,12 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config, overrides)
     dtype, precision_reason = _precision(cfg)
     set_threads()
-    out = _prepare_output_dir(cfg, resume)
     # mining guards every set this run evaluates on, beside the protocol's (lorank.mine.protocol)
     pools, stats = build_pools(cfg.data, cfg.data_root, evaluated=[*cfg.eval.sets, *cfg.eval.test_sets],
                                test_sets=cfg.eval.test_sets)
     fmt = InputFormat(**cfg.input.model_dump())
     m = _model_to_train(cfg, dtype, precision_reason)
+    out = _prepare_output_dir(cfg, resume)  # after the data and the model load: a bad path leaves no empty folder
     identity = {**resume_identity(cfg), "forward": m.forward}
     if resume:  # before anything is written into the run folder: its config.json must stay the old run's if refused
         _check_last_checkpoint(out, identity)
