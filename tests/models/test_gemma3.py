@@ -21,11 +21,11 @@ from lorank.train.losses import get_loss
 from lorank.train.trainer import RerankTrainer
 
 
-def _model(spec: LoraSpec, seed: int = 0, **overrides):
+def _model(spec: LoraSpec, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
     """A tiny random Gemma 3 with LoRA; its norms (zeros at init: ``1 + w`` = 1) and LoRA B made non-trivial."""
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
-    model = apply_lora(random_reranker("tiny-gemma3", pad_token_id=tok.pad_token_id, **overrides), spec)
+    model = apply_lora(random_reranker("tiny-gemma3", pad_token_id=tok.pad_token_id, dtype=dtype, **overrides), spec)
     for n, p in model.named_parameters():
         if "lora_B" in n or "norm" in n:
             torch.nn.init.normal_(p, std=0.2)
@@ -41,12 +41,13 @@ def _batch(tok, packed: bool, chunk_tokens: int = 60, repeat: int = 1):
         [g for g in GroupDataset(pools, 4)])
 
 
-def _step(model, batch, tmp_path):
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+def _step(model, batch, tmp_path, bf16: bool = False):
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], bf16=bf16)
     tr = RerankTrainer(model=model, args=args, loss_fn=get_loss("contrastive"), data_collator=lambda x: x)
     tr.current_gradient_accumulation_steps = 1
     model.zero_grad(set_to_none=True)
-    loss = tr.training_step(model, batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as HF's accelerate wraps the forward
+        loss = tr.training_step(model, batch)
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
@@ -87,6 +88,24 @@ def test_packed_gemma3_step_gives_the_hf_steps_loss_and_lora_gradients(tmp_path,
     for n in g1:
         scale = g1[n].abs().max().item() + 1e-8
         assert (g1[n] - g2[n]).abs().max().item() / scale < 1e-4, n
+
+
+def test_packed_gemma3_bf16_is_as_close_to_fp32_as_the_hf_bf16_path(tmp_path):
+    """bf16 (what auto picks on a CPU with AVX512-BF16) rounds differently in the two paths: the packed one must not be
+    further from the fp32 gradients than the HF one is (with a margin)."""
+    spec = SPECS["all"]
+    ref, tok = _model(spec)
+    _, g32 = _step(ref, _batch(tok, packed=False), tmp_path)
+    hf, _ = _model(spec, dtype=torch.bfloat16)
+    _, g_hf = _step(hf, _batch(tok, packed=False), tmp_path, bf16=True)
+    pk, _ = _model(spec, dtype=torch.bfloat16)
+    install_packed_forward(pk)
+    _, g_pk = _step(pk, _batch(tok, packed=True), tmp_path, bf16=True)
+
+    def err(g):
+        return max((g[n] - g32[n]).norm().item() / (g32[n].norm().item() + 1e-8) for n in g32)
+
+    assert err(g_pk) < max(2 * err(g_hf), 0.02), (err(g_pk), err(g_hf))
 
 
 def test_packed_gemma3_scores_equal_the_hf_scores_in_eval():
