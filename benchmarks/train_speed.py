@@ -27,6 +27,12 @@ lorank-1x16-ckpt):
   ``-1x16`` = G=16 with 1 query (the same 16 pairs per step as the baselines' 2 x 8), ``-ckpt`` = gradient
   checkpointing, ``-selective`` = selective checkpointing, ``-nn-dropout`` = PEFT's nn.Dropout.
 
+- ``gemma-2x8`` / ``gemma-2x8-hf``: ``lorank-2x8`` on Gemma 3 270M (``model: gemma3-270m``; issue 43) with the
+  packed forward (auto) and with ``forward: hf``, in the same run; the headline's ``gemma`` gives their ratio:
+
+    nice -n 5 .venv/bin/python benchmarks/train_speed.py --configs gemma-2x8,gemma-2x8-hf,lorank-2x8 \
+        --out benchmarks/results/train_speed_gemma.json
+
 Figures per configuration: real (non-pad) tokens/s and pairs/s over the measured steps, padded tokens,
 peak RSS, CPU use (process CPU seconds / wall seconds / threads: < 0.9 means other jobs took cores),
 ratio to ``plain``, and MFU.
@@ -34,7 +40,8 @@ ratio to ``plain``, and MFU.
 MFU (model FLOPs utilisation) = useful FLOPs per second / the CPU's peak. Useful FLOPs per real token
 of a training step, frozen base + LoRA (padding counts as waste): 4*N + 6*L*d*T + 6*N_lora, with
 N = 106.2M (the blocks' linear weights), L = 30 layers, d = 576, T = the token-weighted mean sequence
-length (causal attention), N_lora = 2.44M: the forward is 2*N + 2*L*d*T, the backward computes only
+length (causal attention), N_lora = 2.44M (Gemma 3 270M: N = 100.3M, L = 18, d = 4 heads x 256 = 1024,
+N_lora = 1.90M; ``SHAPES``): the forward is 2*N + 2*L*d*T, the backward computes only
 activation gradients for the frozen linears (1x forward) and 2x for attention, LoRA adds its 6*N_lora.
 Recomputation (gradient checkpointing, grad_cache) is not useful work. The peak is the fastest
 measured fp32 matmul rate of this CPU (``peak``: 1024^3 matmul and a 2048x576x1536 linear's forward
@@ -70,6 +77,9 @@ LORANK: dict[str, tuple[int, int, dict[str, Any]]] = {
     "lorank-1x16-selective": (16, 1, {"gradient_checkpointing": "selective"}),
     "lorank-1x16-gradcache": (16, 1, {"grad_cache": True, "chunk_tokens": 512}),
     "lorank-2x16-ckpt": (16, 2, {"gradient_checkpointing": True}),
+    # Gemma 3 270M (issue 43): the packed forward (auto picks it on a CPU) and the HF forward, in the same run
+    "gemma-2x8": (8, 2, {"model": "gemma3-270m"}),
+    "gemma-2x8-hf": (8, 2, {"model": "gemma3-270m", "forward": "hf"}),
 }
 BASELINES = ("plain", "plain-fp32", "tevatron", "tevatron-fp32")
 DEFAULT = "plain,plain-fp32,tevatron-fp32,lorank-2x8,lorank-1x16-ckpt"
@@ -78,10 +88,15 @@ DEFAULT = "plain,plain-fp32,tevatron-fp32,lorank-2x8,lorank-1x16-ckpt"
 BF16 = ("plain", "tevatron")
 
 N_LIN, N_LORA, LAYERS, HIDDEN = 106_168_320, 2_442_240, 30, 576
+#: per model: (block linear weights, LoRA r=8 weights on all 7 projections, layers, attention width = heads x
+#: head_dim). Gemma 3 270M: per layer q/o 640x1024, k/v 640x256, gate/up/down 640x2048 (its 168M embedding
+#: parameters are a lookup, no matmul)
+SHAPES = {"smollm2-135m": (N_LIN, N_LORA, LAYERS, HIDDEN), "gemma3-270m": (100_270_080, 1_898_496, 18, 1024)}
 
 
-def train_flops_per_token(mean_len: float) -> float:
-    return 4 * N_LIN + 6 * LAYERS * HIDDEN * mean_len + 6 * N_LORA
+def train_flops_per_token(mean_len: float, model: str = "smollm2-135m") -> float:
+    n_lin, n_lora, layers, width = SHAPES[model]
+    return 4 * n_lin + 6 * layers * width * mean_len + 6 * n_lora
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -296,7 +311,7 @@ def worker_lorank(a: argparse.Namespace, name: str) -> dict[str, Any]:
     from lorank.models.loading import resolve_dtype_name
 
     return {"rows": rows, "group_size": g, "queries_per_step": bq, "dtype": resolve_dtype_name("auto"),
-            "lora_dropout": cfg["lora"]["dropout"], "overrides": overrides, "padding": "length-sorted chunks (DP)",
+            "model": cfg["model"], "lora_dropout": cfg["lora"]["dropout"], "overrides": overrides, "padding": "length-sorted chunks (DP)",
             "steps_done": res.steps, "train_summary_tokens_per_s": summary.get("tokens_per_s"),
             "forward": (summary.get("execution") or {}).get("forward", "hf"),
             "torch_threads": torch.get_num_threads()}
@@ -344,10 +359,10 @@ def summarise(name: str, res: dict[str, Any], warmup: int, peaks: list[dict[str,
     wall = sum(r["wall_s"] for r in rows)
     tok = sum(r["tokens"] for r in rows)
     mean_len = sum(r["sq_tokens"] for r in rows) / tok
-    flops = train_flops_per_token(mean_len) * tok
+    flops = train_flops_per_token(mean_len, res.get("model", "smollm2-135m")) * tok
     threads = res.get("torch_threads", 2)
     return {
-        "config": name, "group_size": res["group_size"], "queries_per_step": res["queries_per_step"],
+        "config": name, "model": res.get("model", "smollm2-135m"), "group_size": res["group_size"], "queries_per_step": res["queries_per_step"],
         "dtype": res["dtype"], "lora_dropout": res.get("lora_dropout"), "padding": res.get("padding"),
         "overrides": res.get("overrides"), "steps_measured": len(rows),
         "tokens_per_s": round(tok / wall, 1), "pairs_per_s": round(sum(r["pairs"] for r in rows) / wall, 2),
@@ -431,6 +446,11 @@ def headline(table: list[dict[str, Any]]) -> dict[str, Any]:
                       ("lorank_g16", "lorank-1x16-ckpt")):
         if name in rows:
             out[key] = pick(name)
+    if "gemma-2x8" in rows and "gemma-2x8-hf" in rows:  # issue 43: Gemma's packed forward against its HF one
+        out["gemma"] = {"packed": pick("gemma-2x8"), "hf": pick("gemma-2x8-hf"),
+                        "forward": rows["gemma-2x8"].get("forward"),
+                        "speedup_packed_vs_hf": round(rows["gemma-2x8"]["tokens_per_s"]
+                                                      / rows["gemma-2x8-hf"]["tokens_per_s"], 2)}
     if "lorank" in out:
         for key, base in (("speedup", "baseline"), ("speedup_vs_fp32", "baseline_fp32"),
                           ("speedup_vs_tevatron", "baseline_tevatron")):

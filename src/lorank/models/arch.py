@@ -97,7 +97,9 @@ _LLAMA_ALIASES = {
 
 LLAMA_LIKE = ArchSpec(
     family="llama",
-    model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2"),
+    # Gemma 3's text model (gemma3_text) names its blocks as Llama does: MHA q/k/v/o, MLP gate/up/down (its extra
+    # q/k norms and four norms per layer are not LoRA targets)
+    model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2"),
     mha=("q_proj", "k_proj", "v_proj", "o_proj"),
     mlp=("gate_proj", "up_proj", "down_proj"),
     layer_pattern=r"\.layers\.(\d+)\.",

@@ -17,6 +17,13 @@ _TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_att
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
     "tiny-llama": ("llama", dict(_TINY, tie_word_embeddings=True)),
     "tiny-mistral": ("mistral", dict(_TINY, sliding_window=None)),
+    # Gemma 3: 1 KV head, head_dim != hidden / heads, query_pre_attn_scalar != head_dim, a sliding layer with its own
+    # rotary base beside a full one (the window is never reached at these lengths), GELU-tanh
+    "tiny-gemma3": ("gemma3_text", dict(_TINY, num_key_value_heads=1, head_dim=24, query_pre_attn_scalar=20,
+                                        sliding_window=128, layer_types=["sliding_attention"] * 3 + ["full_attention"],
+                                        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                                                         "full_attention": {"rope_type": "default", "rope_theta": 1e4}},
+                                        pad_token_id=1, bos_token_id=0, eos_token_id=2)),
     "tiny-gpt-neox": ("gpt_neox", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
                                         num_attention_heads=4, vocab_size=320, max_position_embeddings=256,
                                         rotary_pct=0.25, use_parallel_residual=True)),
@@ -34,6 +41,11 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
                                    num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                                    max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
                                    tie_word_embeddings=True)),
+    # the real Gemma 3 270M text config (as the GGUF converts): benchmark shape (issue 43)
+    "gemma3-270m": ("gemma3_text", dict(hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+                                        num_attention_heads=4, num_key_value_heads=1, head_dim=256,
+                                        query_pre_attn_scalar=256, vocab_size=262144, sliding_window=512,
+                                        max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True)),
     "smollm2-135m-shape": ("llama", dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                          num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                                          max_position_embeddings=8192, tie_word_embeddings=True)),

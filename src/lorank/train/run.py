@@ -35,7 +35,7 @@ from lorank.lora.spec import LoraSpec, apply_lora
 from lorank.models.attention import apply_attention_backend
 from lorank.models.inputs import InputFormat, PairEncoder
 from lorank.models.loading import load_reranker
-from lorank.models.packed import install_packed_forward, packed_support
+from lorank.models.packed import install_packed_forward, packed_support, window_limit
 from lorank.precision import decide
 from lorank.train.callbacks import (CheckpointMeta, CheckpointSchedule, EvalOnSave, GracefulStop, JsonlLog,
                                    RichProgress, SaveError, TrainingDivergedStop)
@@ -471,7 +471,10 @@ def choose_forward(cfg: TrainConfig, model: Any, checkpointing: str, cuda: bool)
     """The training forward (``packed`` or ``hf``, :mod:`lorank.models.packed`) and why."""
     if cfg.forward == "hf":
         return "hf", "set in the config"
+    window = window_limit(model.config)
     blockers = [why for why in (packed_support(model),
+                                f"input.max_len {cfg.input.max_len} > the sliding window ({window} tokens), which the "
+                                "packed forward does not apply" if window and cfg.input.max_len > window else None,
                                 f"gradient_checkpointing: {checkpointing}" if checkpointing != "none" else None,
                                 "grad_cache: true" if cfg.grad_cache else None,
                                 "compile: true" if cfg.compile else None) if why]
