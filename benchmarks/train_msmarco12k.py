@@ -32,7 +32,7 @@ def evaluate_checkpoints(run_dir: Path, steps: list[int], sets: list[str], depth
                          folders: dict[int, Path] | None = None, out_dir: Path | None = None) -> None:
     """Evaluate each step's checkpoint (``run_dir/checkpoint-N``, or ``folders[N]``: e.g. an exported adapter kept
     from an earlier machine) on ``sets`` at ``depth``; rows and TREC runs go to ``out_dir`` (default ``run_dir``)."""
-    from lorank.config import EvalSpec
+    from lorank.train.config import EvalSpec
     from lorank.reranker import Reranker
     from lorank.train.checkpoint_eval import CheckpointEvaluator
 
@@ -104,7 +104,7 @@ def training_calls(run_dir: Path) -> list[dict]:
 def mine_window(data: list[dict]) -> str:
     """The BM25 window the run's (first) mining source used, as ``lorank mine --window`` takes it (``MineSpec``'s
     default where no source mined on the fly)."""
-    from lorank.config import MineSpec
+    from lorank.train.config import MineSpec
 
     spec = next((d["mine"] for d in data if isinstance(d, dict) and isinstance(d.get("mine"), dict)), {})
     return MineSpec.model_validate(spec).window
@@ -114,7 +114,7 @@ def mine_command(data: list[dict]) -> str:
     """The ``lorank mine`` command that mines what the run's (first) mining source mined on the fly: its
     collections, window and excluded sets (a run whose config mined over an evaluation pool, as the legacy
     ``[self, dl20]`` did, is recorded as it was; ``lorank mine`` now refuses that pool)."""
-    from lorank.config import MineSpec
+    from lorank.train.config import MineSpec
 
     spec = next((d["mine"] for d in data if isinstance(d, dict) and isinstance(d.get("mine"), dict)), {})
     m = MineSpec.model_validate(spec)

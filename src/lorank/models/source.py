@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorank.atomic import atomic_dir
 from lorank.errors import ModelNotFoundError
 
 log = logging.getLogger("lorank.models")
@@ -116,7 +117,6 @@ def materialize(src: ModelSource) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a HF folder in %s (once)", src.describe(), target)
-    from lorank.atomic import atomic_dir
 
     with atomic_dir(target) as tmp:
         tok = AutoTokenizer.from_pretrained(src.location, gguf_file=src.gguf_file)

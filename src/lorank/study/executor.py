@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lorank.atomic import atomic_write_json, atomic_write_text
+from lorank.errors import ConfigError
 from lorank.errors import DataError
 from lorank.layout.run import train_log_file
 from lorank.layout.study import STEP_MARKER
@@ -61,8 +62,6 @@ def _inside(root: Path, rel: str) -> Path:
         return Path(safe_join(root, rel))
     p = (root / rel).resolve()
     if not p.is_relative_to(root.resolve()):
-        from lorank.errors import ConfigError
-
         raise ConfigError(f"refusing to write outside the study directory: {rel}")
     return root / rel
 
