@@ -23,8 +23,7 @@ import torch
 
 from lorank.ablate import ablated, Mask
 from lorank.analyze.common import ProgressFactory, encode_pairs, select_pairs, select_queries
-from lorank.atomic import atomic_open
-from lorank.atomic import atomic_write_json
+from lorank.atomic import atomic_open, atomic_write_json
 from lorank.batching import length_chunks, pad_chunk
 from lorank.errors import ConfigError, DataError
 from lorank.inference.forward_context import autocast_ctx

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from lorank.analyze.common import AdapterFiles, read_adapter
-from lorank.analyze.weights import grid, heatmap
-from lorank.analyze.weights import module_stats
+from lorank.analyze.weights import grid, heatmap, module_stats
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError
 from lorank.lora.factors import LoraModule, low_rank_svd

@@ -8,8 +8,7 @@ from typing import Any, Callable, Sequence
 from lorank.errors import ConfigError
 from lorank.features.extract import extract_features
 from lorank.features.groups import parse_groups
-from lorank.ltr.run import DEFAULT_ROWS
-from lorank.ltr.run import ltr, parse_rows
+from lorank.ltr.run import DEFAULT_ROWS, ltr, parse_rows
 from lorank.reranker import Reranker
 from lorank.subject import resolve_subject
 

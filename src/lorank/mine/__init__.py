@@ -20,8 +20,7 @@ from lorank.data import load_collection
 from lorank.data.msmarco import load_msmarco_train
 from lorank.data.records import Passage
 from lorank.data.sources import EVAL_SETS, resolve_eval_set
-from lorank.errors import ConfigError
-from lorank.errors import DataError
+from lorank.errors import ConfigError, DataError
 from lorank.mine.negatives import (MinedQuery, MineStats, check_no_eval_queries, merge_collections, mine_queries,
                                    summary_path, write_mined)
 from lorank.mine.protocol import check_mining_collections, guarded_eval_sets, load_guard, protocol_violations

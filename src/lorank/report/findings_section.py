@@ -15,11 +15,9 @@ from lorank.report.markdown_blocks import blocks, update_file
 from lorank.mine.protocol import protocol_violations
 from lorank.report.conditions import write_condition_figures
 from lorank.report.context import reference_run
-from lorank.report.findings import _sets
-from lorank.report.findings import evaluate_findings, figures_text, findings_markdown, p_text, pooled
+from lorank.report.findings import _sets, evaluate_findings, figures_text, findings_markdown, p_text, pooled
 from lorank.report.findings_data import load_per_query
-from lorank.report.findings_model import PerQuery
-from lorank.report.findings_model import VerdictRules
+from lorank.report.findings_model import PerQuery, VerdictRules
 from lorank.report.findings_rules import study_runs
 from lorank.report.page import Section, fmt
 from lorank.study.plan import build_plan

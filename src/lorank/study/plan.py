@@ -13,8 +13,7 @@ from typing import Any, Collection
 from lorank.ablate.sweeps import SWEEPS
 from lorank.data.msmarco import resolve_msmarco_dir
 from lorank.data.sources import _roots, EVAL_SETS
-from lorank.errors import ConfigError
-from lorank.errors import DataError
+from lorank.errors import ConfigError, DataError
 from lorank.layout.study import run_out_dir, train_step_id
 from lorank.lora.spec import LoraSpec
 from lorank.ltr.pipeline import check_options, estimate_pairs
