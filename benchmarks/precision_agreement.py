@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from lorank.atomic import atomic_write_json
-    from lorank.config import EvalSpec
+    from lorank.train.config import EvalSpec
     from lorank.data import resolve_eval_set
     from lorank.data.trec import load_run
     from lorank.reranker import Reranker

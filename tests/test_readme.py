@@ -154,7 +154,7 @@ def test_every_link_points_at_a_file():
 def test_the_readme_tables_are_generated_from_committed_files():
     """The findings and the reference adapter's table sit between <!-- lorank:KIND SOURCE --> markers and are what
     `lorank readme README.md` writes from findings.json / metrics.json: no figure in them is typed by hand."""
-    from lorank.markdown_blocks import blocks, render_blocks
+    from lorank.report.markdown_blocks import blocks, render_blocks
 
     text = README.read_text(encoding="utf-8")
     found = blocks(text)

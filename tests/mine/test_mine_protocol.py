@@ -74,7 +74,7 @@ def test_mining_over_an_evaluation_pool_is_refused_where_mining_happens(tmp_path
 
 
 def test_a_training_run_mining_over_dl20_is_refused_but_its_config_still_validates(tmp_path):
-    from lorank.config import TrainData
+    from lorank.train.config import TrainData
     from lorank.train.config import TrainConfig
     from lorank.train.data_sources import build_pools
 
@@ -151,7 +151,7 @@ def test_training_passages_in_an_evaluation_pool_are_dropped_by_id_or_text_and_c
 
 
 def test_a_training_source_reports_what_the_guard_dropped_mined_or_from_a_negatives_file(tmp_path):
-    from lorank.config import TrainData
+    from lorank.train.config import TrainData
     from lorank.mine import mine
     from lorank.train.data_sources import build_pools
 
@@ -177,7 +177,7 @@ def test_a_training_source_reports_what_the_guard_dropped_mined_or_from_a_negati
 def test_the_teacher_never_encodes_an_evaluation_passage(tmp_path, monkeypatch):
     """The teacher miner encodes (and caches: cache=True) the whole pool, less the evaluation passages; with BM25
     the teacher scores only the kept positives and negatives. (lorank teacher, teacher_jsonl, writes no cache.)"""
-    import lorank.teacher
+    import lorank.mine
 
     seen: list[str] = []
 
@@ -186,7 +186,7 @@ def test_the_teacher_never_encodes_an_evaluation_passage(tmp_path, monkeypatch):
             seen.extend(texts)
             return super().encode(texts)
 
-    monkeypatch.setattr(lorank.teacher, "BiEncoder", lambda *_a, **_k: Recording())
+    monkeypatch.setattr(lorank.mine, "BiEncoder", lambda *_a, **_k: Recording())  # where mine looks it up
     d = make_msmarco_dir(tmp_path / "train")
     root = make_protocol_root(tmp_path / "data", d, dl20_pids=["1011"], dl22_splade_texts_of=["1010"])
     texts = dict(line.split("\t", 1) for line in (d / "collection.tsv").read_text().splitlines())

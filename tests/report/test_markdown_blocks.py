@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from lorank.cli import app
 from lorank.errors import ConfigError
-from lorank.markdown_blocks import blocks, render_blocks, update_file
+from lorank.report.markdown_blocks import blocks, render_blocks, update_file
 from tests.report.test_verdicts import REF, rank_study
 
 

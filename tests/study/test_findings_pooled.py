@@ -80,7 +80,7 @@ def test_the_report_draws_the_pooled_checkpoint_curve_and_names_what_it_leaves_o
     query; a checkpoint evaluated on one set only is left out of it and named."""
     from types import SimpleNamespace
 
-    import lorank.report.figures as figures
+    import lorank.report.trained_sections as sections
     from lorank.report.page import Section
     from lorank.report.trained_sections import _pooled_curve
 
@@ -96,7 +96,7 @@ def test_the_report_draws_the_pooled_checkpoint_curve_and_names_what_it_leaves_o
         out.write_bytes(b"png")
         return out
 
-    monkeypatch.setattr(figures, "pooled_curves", fake)
+    monkeypatch.setattr(sections, "pooled_curves", fake)  # where the report section looks it up
     runs = [SimpleNamespace(run_id=r, label=r, model="m") for r in ("r8-all", "r8-mha")]
     ctx = SimpleNamespace(plan=SimpleNamespace(runs=runs, spec=SimpleNamespace(models=["m"])), out=tmp_path)
     ev = Section("Checkpoint evolution", "")

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from lorank.config import EvalSpec
+from lorank.train.config import EvalSpec
 from lorank.errors import ConfigError
 from lorank.train.config import TrainConfig
 from tests.benchmark_module import load_benchmark

@@ -8,13 +8,12 @@ import types
 from typing import Any
 
 from lorank.ablate.masks import Ablation, Mask, ablated
+from lorank.ablate.run import ablate as _ablate
 
 __all__ = ["Ablation", "Mask", "ablated", "ablate"]
 
 
 def ablate(*args: Any, **kwargs: Any) -> Any:
-    from lorank.ablate.run import ablate as _ablate
-
     return _ablate(*args, **kwargs)
 
 

@@ -11,6 +11,7 @@ import torch
 
 from lorank.ablate.cache import LayerOutputCache
 from lorank.ablate.masks import Ablation, Mask
+from lorank.ablate.resume import fingerprint, SweepState
 from lorank.batching import length_chunks, pad_chunk
 from lorank.lora.merge import LoraMerger, merge_blocker, merge_by_default
 from lorank.lora.sites import lora_sites
@@ -91,8 +92,6 @@ def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: S
     done, before = 0, {"layer_calls": 0.0, "naive": 0.0, "wall_s": 0.0}
     saver = None
     if state is not None:
-        from lorank.ablate.resume import SweepState, fingerprint
-
         names = sorted(out)
 
         def key(merged: bool) -> str:

@@ -8,6 +8,10 @@ from typing import Any, Callable, Sequence
 from lorank.ablate.engine import score_configs
 from lorank.ablate.sweeps import BASE, build_sweep
 from lorank.atomic import atomic_write_json
+from lorank.data.roles import role_of
+from lorank.data.sources import eval_label
+from lorank.evaluation import compare, write_run
+from lorank.inference.runs import rerank_to_run
 from lorank.plotting import METRIC_LABELS, label_bars, pyplot, save_figure
 from lorank.subject import Subject
 
@@ -27,9 +31,6 @@ def ablate(subject: Subject, sweeps: Sequence[str] = ("components",), depth: int
     goes on where it stopped (:mod:`lorank.ablate.resume`); the folder is removed when every sweep is written.
     ``merge_lora``: score with LoRA merged into the weights (None: on CPUs; :func:`lorank.ablate.engine.score_configs`);
     each sweep records ``merged``."""
-    from lorank.evaluation import compare, write_run
-    from lorank.inference.runs import rerank_to_run
-
     rr = subject.reranker
     rs = subject.candidates.subset(max_queries)
     eval_set = subject.name
@@ -103,9 +104,6 @@ def comparison_table(cmp: Any, order: list[str], groups: dict[str, str]) -> list
 
 def where_text(eval_set: str, queries: int, depth: int | None) -> str:
     """What a sweep was scored on, with the set's role, for its figure's title: "DL19 (dev), 43 queries x top-50"."""
-    from lorank.data.roles import role_of
-    from lorank.data.sources import eval_label
-
     label = eval_label(eval_set)
     return f"{label.upper() if label.startswith('dl') else label} ({role_of(label)}), {queries} queries x top-{depth}"
 

@@ -12,10 +12,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from lorank.adapters import read_adapter_state, read_checkpoint_meta
+from lorank.atomic import atomic_open
 from lorank.errors import ConfigError, DataError
 from lorank.layout.adapter import PEFT_CONFIG, export_meta_file, peft_config_file
 from lorank.layout.checkpoints import latest_checkpoint, marker_file
 from lorank.lora.factors import LoraModule, read_factors
+from lorank.models.source import materialize, resolve_model
 
 #: ``progress(label, total) -> tick(n)``: the CLI passes a rich progress bar factory
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -64,8 +67,6 @@ def _read_meta(ckpt: Path, fallback: Callable[[Path], dict[str, Any]]) -> dict[s
 
 def read_adapter(adapter: str | Path, allow_pickle: bool = False) -> AdapterFiles:
     """The LoRA factors of every module of an adapter (safetensors unless pickle is allowed), no model."""
-    from lorank.adapters import read_adapter_state, read_checkpoint_meta
-
     ckpt = resolve_adapter_dir(adapter)
     cfg_file = peft_config_file(ckpt)
     if not cfg_file.is_file():
@@ -82,8 +83,6 @@ def read_adapter(adapter: str | Path, allow_pickle: bool = False) -> AdapterFile
 # ------------------------------------------------------------------------------------------- base weights
 def base_model_path(adapter: AdapterFiles, base: str | Path | None = None) -> str:
     """Where the frozen base weights are: ``base`` if given, else the checkpoint's metadata."""
-    from lorank.models.source import materialize, resolve_model
-
     cand = base or adapter.meta.get("model_path") or adapter.meta.get("base_model") \
         or adapter.config.get("base_model_name_or_path")
     if cand and not base and not Path(str(cand)).exists():
@@ -196,8 +195,6 @@ def encode_pairs(encoder: Any, rs: Any, pairs: PairSet) -> PairSet:
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> Path:
     import csv
-
-    from lorank.atomic import atomic_open
 
     with atomic_open(path, "w") as fh:
         w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")

@@ -21,9 +21,18 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from lorank.ablate import ablated, Mask
+from lorank.ablate.cache import LayerOutputCache
 from lorank.analyze.common import ProgressFactory, encode_pairs, select_pairs, select_queries
+from lorank.analyze.probes import _last_token_hooks, save_features
 from lorank.atomic import atomic_write_json
+from lorank.batching import length_chunks, pad_chunk
 from lorank.errors import ConfigError
+from lorank.evaluation import evaluate
+from lorank.inference.forward_context import autocast_ctx
+from lorank.inference.runs import rerank_to_run
+from lorank.lora.spec import parse_layers
+from lorank.models.arch import arch_for, decoder_layers
 from lorank.plotting import pyplot, save_figure
 from lorank.subject import Subject
 
@@ -41,8 +50,6 @@ class Site:
 
 
 def _block(model: Any, layer: int, kind: str) -> Any:
-    from lorank.models.arch import arch_for, decoder_layers
-
     arch = arch_for(model.config)
     return getattr(decoder_layers(model)[layer], arch.attn_block if kind == "attn" else arch.mlp_block)
 
@@ -95,13 +102,6 @@ def patch_scores(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: di
     whose fine-tuned activations are written into the base model's forward). With ``features``, the
     two unpatched passes also keep every layer's last-token state, as :func:`extract_features` does
     (probes on the same pairs at no extra forward cost)."""
-    from lorank.ablate import Mask, ablated
-    from lorank.ablate.cache import LayerOutputCache
-    from lorank.analyze.probes import _last_token_hooks
-    from lorank.models.arch import decoder_layers
-    from lorank.batching import length_chunks, pad_chunk
-    from lorank.inference.forward_context import autocast_ctx
-
     L = len(decoder_layers(model))
     for name, sites in configs.items():
         if name in ("base", "finetuned"):
@@ -199,11 +199,6 @@ def patch(subject: Subject, out_dir: str | Path | None = None, max_queries: int 
     mlp; ``layers``: a layer set (``all``, ``0-29``, ``0,5,10``; default all); ``block_layers``: another set for
     attn / mlp sites. ``features_out``: also save the judged pairs' last-token states of the base and fine-tuned
     passes in the format of :func:`lorank.analyze.probes.probe` (``features_in=``): probes on the same pairs, free."""
-    from lorank.lora.spec import parse_layers
-    from lorank.models.arch import decoder_layers
-    from lorank.evaluation import evaluate
-    from lorank.inference.runs import rerank_to_run
-
     rs = subject.judged()
     rr = subject.reranker
     L = len(decoder_layers(rr.model))
@@ -216,8 +211,6 @@ def patch(subject: Subject, out_dir: str | Path | None = None, max_queries: int 
     ps = patch_scores(rr.model, pairs.seqs, int(rr.tokenizer.pad_token_id), configs, batch_tokens,
                       rr.scorer.bf16, features_out is not None, tick)
     if features_out is not None and ps.features is not None:
-        from lorank.analyze.probes import save_features
-
         judged = [i for i, g in enumerate(pairs.grades) if g is not None]
         save_features(features_out, {s: (ps.features[s][judged], ps.scores[s][judged]) for s in ("base", "finetuned")},
                       np.array([int(pairs.grades[i] >= rel_threshold) for i in judged]),

@@ -21,9 +21,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from lorank.ablate import ablated, Mask
 from lorank.analyze.common import ProgressFactory, encode_pairs, select_pairs, select_queries
-from lorank.atomic import atomic_write_json
+from lorank.atomic import atomic_open, atomic_write_json
+from lorank.batching import length_chunks, pad_chunk
 from lorank.errors import ConfigError, DataError
+from lorank.inference.forward_context import autocast_ctx
+from lorank.models.arch import backbone, decoder_layers
 from lorank.plotting import pyplot, save_figure
 from lorank.subject import Subject
 
@@ -31,8 +35,6 @@ from lorank.subject import Subject
 @contextlib.contextmanager
 def _last_token_hooks(model: Any, store: list[list[torch.Tensor]], last: dict[str, torch.Tensor]) -> Iterator[None]:
     """Hooks on the embeddings and every decoder layer that keep only the last non-pad token's vector."""
-    from lorank.models.arch import backbone, decoder_layers
-
     mods = [backbone(model).get_input_embeddings()] + list(decoder_layers(model))
     hooks = []
     for i, mod in enumerate(mods):
@@ -52,10 +54,6 @@ def extract_features(model: Any, seqs: Sequence[list[int]], pad_id: int, batch_t
                      bf16: bool = False, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(X, scores)``: X is (n, L + 1, d) float32 with X[:, 0] the embeddings and X[:, l + 1] the
     output of decoder layer l, all at each sequence's last non-pad token; scores are the model's."""
-    from lorank.models.arch import decoder_layers
-    from lorank.batching import length_chunks, pad_chunk
-    from lorank.inference.forward_context import autocast_ctx
-
     n_pos = len(decoder_layers(model)) + 1
     dev = next(model.parameters()).device
     X: np.ndarray | None = None
@@ -203,8 +201,6 @@ def save_features(path: str | Path, feats: dict[str, tuple[np.ndarray, np.ndarra
     """The extracted features (and labels, pair keys, scores) as one .npz, written atomically."""
     import json
 
-    from lorank.atomic import atomic_open
-
     with atomic_open(path, "wb") as fh:
         np.savez(fh, X_base=feats["base"][0], X_finetuned=feats["finetuned"][0], s_base=feats["base"][1],
                  s_finetuned=feats["finetuned"][1], y=y, qids=np.array([k[0] for k in keys]),
@@ -243,8 +239,6 @@ def probe(subject: Subject | None, out_dir: str | Path | None = None, max_querie
         depth, rel_threshold = meta["depth"], meta["rel_threshold"]
         out_default = Path(features_in).parent
     else:
-        from lorank.ablate import Mask, ablated
-
         if subject is None:
             raise ConfigError("probe needs a subject (lorank.subject.resolve_subject) or saved features (features_in)")
         rs = subject.judged()

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from lorank.analyze.common import AdapterFiles, read_adapter
-from lorank.analyze.weights import grid, heatmap
+from lorank.analyze.weights import grid, heatmap, module_stats
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError
 from lorank.lora.factors import LoraModule, low_rank_svd
+from lorank.models.arch import arch_for, known_model_types
 from lorank.plotting import pyplot, save_figure
 
 SIDES = ("right", "left")
@@ -59,8 +60,6 @@ def delta_cosine(a: LoraModule, b: LoraModule) -> float:
 
 def parse_module(spec: str, af: AdapterFiles) -> tuple[int, str]:
     """``L12.q_proj`` / ``12.q_proj`` / ``12.attn.q`` -> (12, 'q_proj')."""
-    from lorank.models.arch import arch_for, known_model_types
-
     m = re.fullmatch(r"\s*L?(\d+)[.:/ ](.+?)\s*", spec)
     if not m:
         raise ConfigError(f"bad module {spec!r}: use LAYER.PROJECTION, e.g. L12.q_proj or 12.attn.q")
@@ -95,8 +94,6 @@ def compare_adapters(a: str | Path, b: str | Path, out_dir: str | Path | None = 
     """Module-by-module subspace similarity of adapters ``a`` and ``b``; writes ``{name}.json`` and
     ``{name}_heatmaps.png`` + ``{name}_grid.png`` (the full phi(i, j) grid of one module: ``module``,
     default the module with the largest delta in ``a``) into ``out_dir`` (default A/analysis)."""
-    from lorank.analyze.weights import module_stats
-
     if side not in SIDES:
         raise ConfigError(f"unknown side {side!r}: use 'right' (input space, A) or 'left' (output space, B)")
     fa, fb = read_adapter(a, allow_pickle), read_adapter(b, allow_pickle)

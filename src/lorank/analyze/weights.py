@@ -18,6 +18,7 @@ from lorank.analyze.common import (AdapterFiles, BaseWeights, base_model_path, e
 from lorank.atomic import atomic_write_json
 from lorank.errors import LorankError
 from lorank.lora.factors import low_rank_svd
+from lorank.models.arch import MHA
 from lorank.plotting import pyplot, save_figure
 
 CSV_COLUMNS = ("module", "layer", "projection", "component", "rank", "scaling", "fro", "spectral", "rel_fro",
@@ -134,8 +135,6 @@ def plot_heatmaps(rows: list[dict[str, Any]], af: AdapterFiles, out: Path, title
 
 
 def _mha(af: AdapterFiles) -> set[str]:
-    from lorank.models.arch import MHA
-
     return {m.projection for m in af.modules.values() if m.component == MHA}
 
 

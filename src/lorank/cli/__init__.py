@@ -18,6 +18,7 @@ import sys
 
 import typer
 
+from lorank.allocator import reexec_with_allocator
 from lorank.cli import ablate, evaluate, ltr, models, rerank, study, train
 from lorank.cli.analyze import analyze_app
 from lorank.cli.common import console, err_console, fail, guard  # noqa: F401  (re-exported)
@@ -41,8 +42,6 @@ app.add_typer(analyze_app, name="analyze")
 
 def main() -> None:  # pragma: no cover - entry point
     try:
-        from lorank.allocator import reexec_with_allocator
-
         reexec_with_allocator()  # the verbs that train run on tcmalloc where installed (lorank.allocator)
         app()
     except LorankError as e:

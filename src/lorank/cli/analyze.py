@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lorank.cli.common import cli_subject, console, err_console, fmt, guard, progress_factory
+from lorank.errors import ConfigError
 
 analyze_app = typer.Typer(help="Dissect trained adapters: weight statistics, subspace similarity, "
                                "layer-wise probes, activation patching.",
@@ -15,8 +16,6 @@ analyze_app = typer.Typer(help="Dissect trained adapters: weight statistics, sub
 
 
 def _floats(text: str, opt: str) -> list[float]:
-    from lorank.errors import ConfigError
-
     try:
         vals = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -79,7 +78,6 @@ def compare_cmd(
 ) -> None:
     """Normalised subspace similarity phi(i, j) of two adapters or checkpoints, per layer and projection."""
     from lorank.analyze import compare_adapters
-    from lorank.errors import ConfigError
 
     with guard():
         if len(adapter) != 2:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from lorank.cli.common import cli_subject, console, guard, progress
+from lorank.data import load_run
 
 
 def rerank_cmd(
@@ -48,7 +49,6 @@ def rerank_cmd(
         qs, ps, r, qr = rs.queries, rs.passages, rs.run, rs.qrels
         n = sum(min(len(v), depth) for v in r.values())
         if processes > 1:
-            from lorank.data import load_run
             from lorank.inference.shard import ScorerSpec, sharded_rerank
 
             if allow_pickle:

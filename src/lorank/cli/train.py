@@ -10,6 +10,8 @@ from typing import Optional
 import typer
 
 from lorank.cli.common import console, guard, progress
+from lorank.data import resolve_eval_set
+from lorank.errors import ConfigError
 from lorank.layout.run import METRICS, TREC_DIR
 
 
@@ -19,8 +21,6 @@ def _overrides(items: list[str] | None) -> dict:
     out = {}
     for it in items or []:
         if "=" not in it:
-            from lorank.errors import ConfigError
-
             raise ConfigError(f"--set expects KEY=VALUE, got {it!r}")
         k, v = it.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
@@ -79,9 +79,7 @@ def teacher_cmd(
     rel_threshold: int = typer.Option(2, "--rel-threshold", help="Grade at or above which a candidate is a positive."),
 ) -> None:
     """Score a candidate run with a bi-encoder teacher, for distillation (loss: distill_kl / contrastive_distill)."""
-    from lorank.data import resolve_eval_set
     from lorank.data.roles import TEST, role_of
-    from lorank.errors import ConfigError
     from lorank.teacher import BiEncoder, teacher_jsonl
 
     with guard():
@@ -188,7 +186,6 @@ def evaluate_adapter_cmd(
 ) -> None:
     """Record a frozen adapter's evaluations in its metrics.json, each with its role (DL22 = test, reported only;
     DL19/DL20 = dev), the first stage's figures, paired t-tests and 95% CIs."""
-    from lorank.errors import ConfigError
     from lorank.export import metrics_table, record_evaluations
 
     with guard():
@@ -205,7 +202,7 @@ def readme_cmd(
 ) -> None:
     """Rewrite the generated tables of a Markdown file (findings from a study's findings.json, an adapter's table
     from its metrics.json) between their <!-- lorank:KIND SOURCE --> markers."""
-    from lorank.markdown_blocks import update_file
+    from lorank.report.markdown_blocks import update_file
 
     with guard():
         found = update_file(markdown)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorank.data.records import Passage
+from lorank.data.sources import _roots
 from lorank.data.trec import load_qrels
 from lorank.data.tsv import load_collection, load_queries
 from lorank.errors import DataError
@@ -54,7 +55,6 @@ def resolve_msmarco_dir(name_or_path: str | Path, data_root: str | Path | None =
     p = Path(name_or_path)
     if p.is_dir():
         return p
-    from lorank.data.sources import _roots
 
     tried = []
     for place, root in _roots(data_root):

@@ -10,7 +10,7 @@ A figure reported without its role is not a result. The roles:
   ``eval.test_sets``. A test set is scored once, on a frozen model (the final checkpoint of a finished training run,
   an exported adapter, a finished study), and nothing may be chosen on it: a number on the test set may not change
   what is trained or shipped afterwards. Training therefore never scores it on intermediate checkpoints
-  (:class:`lorank.config.EvalSpec` refuses a test set in ``eval.sets``).
+  (:class:`lorank.train.config.EvalSpec` refuses a test set in ``eval.sets``).
 - **out of domain** (:data:`OOD`): SciFact / BEIR (BM25 first stage from ``lorank retrieve --beir``).
 - **train**: MS MARCO train (``msmarco-train-12k``, ``msmarco-train-sample``). No evaluation set's queries, qrels or
   passages may enter training data, a mining pool or a teacher cache: mining over an evaluation pool is refused
@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Iterable
+
+from lorank.data.sources import EVAL_SETS
 
 DEV = "dev"
 TEST = "test"
@@ -43,8 +45,6 @@ def set_key(label_or_name: str) -> str:
     """The set a name, label or folder path stands for, as the folder name under the data root when it is a named
     set (``dl19`` -> ``trec-dl-2019``), else the folder's (or the label's) own name, lower case. A metrics label's
     suffixes (``dl19+bm25@0.5`` fusion rows, ``[:10q]`` subsets) are dropped."""
-    from lorank.data.sources import EVAL_SETS
-
     s = str(label_or_name).strip()
     s = Path(s).name if ("/" in s or "\\" in s) else s
     s = re.sub(r"\[:\d+q\]$", "", s.split("+")[0]).strip().lower()

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from lorank.data.trec import load_qrels, load_run
+from lorank.data.tsv import load_collection, load_queries
 from lorank.errors import ConfigError, DataError
 from lorank.data.irds import load_ir_dataset
 from lorank.data.rerankset import RerankSet, load_trec_dl_dir
@@ -128,9 +130,6 @@ def load_eval_data(eval_set: Any = None, queries: str | Path | None = None, run:
     """A :class:`RerankSet` from a name/folder (``dl19``), an existing RerankSet, or the four files; ``qrels``
     replaces the set's own judgements. ``require_qrels``: a set without judgements is an error (analyses that
     score against relevance); ``lorank features`` reads unjudged candidate runs too."""
-    from lorank.data.trec import load_qrels, load_run
-    from lorank.data.tsv import load_collection, load_queries
-
     if isinstance(eval_set, RerankSet):
         rs = eval_set
     elif eval_set:

@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from lorank.atomic import atomic_write_json
+from lorank.data import load_qrels, load_run
+from lorank.errors import ConfigError
 from lorank.evaluation.metrics import (
     DEFAULT_MEASURES,
     Comparison,
@@ -43,8 +46,6 @@ def run_names(paths: Sequence[str | Path]) -> list[str]:
     (`trec-dl-2019/bm25.run`) where file names clash."""
     parts = [Path(p).parts for p in paths]
     if len({tuple(p) for p in parts}) != len(parts):
-        from lorank.errors import ConfigError
-
         raise ConfigError(f"the same run file is given twice: {[str(p) for p in paths]}")
     for n in range(1, max(len(p) for p in parts) + 1):
         names = [str(Path(*p[-n:])) for p in parts]
@@ -68,14 +69,9 @@ def evaluate_files(
     baseline unless `baseline` names another. With one run there are no comparisons.
     With `json_out`, the result (`ComparisonResult.to_dict`) is written there atomically.
     """
-    from lorank.atomic import atomic_write_json
-    from lorank.data import load_qrels, load_run
-
     if isinstance(run_paths, (str, Path)):
         run_paths = [run_paths]
     if not run_paths:
-        from lorank.errors import ConfigError
-
         raise ConfigError("no run file given")
     qrels = load_qrels(qrels_path)
     names = run_names(run_paths)

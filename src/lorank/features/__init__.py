@@ -8,6 +8,7 @@ import sys
 import types
 from typing import Any
 
+from lorank.features.extract import extract_features as _f
 from lorank.features.groups import DEFAULT_GROUPS, GRAMMAR, parse_groups, select_columns
 from lorank.features.table import read_meta, read_table, write_table
 
@@ -16,8 +17,6 @@ __all__ = ["DEFAULT_GROUPS", "GRAMMAR", "extract_features", "parse_groups", "rea
 
 
 def extract_features(*args: Any, **kwargs: Any) -> Any:
-    from lorank.features.extract import extract_features as _f
-
     return _f(*args, **kwargs)
 
 

@@ -10,7 +10,10 @@ import numpy as np
 from lorank.errors import ConfigError, DataError
 from lorank.features.groups import (BM25_COLUMNS, DEFAULT_GROUPS, SCORE_COLUMN, latent_column, latent_targets,
                                     parse_groups)
+from lorank.features.latent import extract_latent
 from lorank.features.table import GRADE_COLUMN, write_table
+from lorank.lora.sites import LATENT_ACTIVATION, latent_modules
+from lorank.models.arch import arch_for
 from lorank.subject import Subject
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -61,14 +64,10 @@ def extract_features(subject: Subject, out: str | Path = "features.parquet",
     if rs.qrels:
         meta["judged_pairs"] = int((~cols[GRADE_COLUMN].isna()).sum())
     if needs_model:
-        from lorank.models.arch import arch_for
-
         if not subject.has_model:
             raise ConfigError(f"groups {', '.join(sorted(kinds - {'bm25'}))} need a model: give an adapter")
         rr = subject.reranker
         arch = arch_for(rr.model.config)
-        from lorank.features.latent import extract_latent
-        from lorank.lora.sites import LATENT_ACTIVATION, latent_modules
 
         available = latent_modules(rr.model) if kinds & {"mlp", "mha", "lora"} else {}
         targets = latent_targets(parsed, arch, available)

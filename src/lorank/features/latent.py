@@ -18,7 +18,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from lorank.batching import chunk_logits, length_chunks, pad_chunk, pad_multiple_for
 from lorank.errors import ConfigError
+from lorank.inference.forward_context import autocast_ctx, is_oom, ScoringMemoryError
 from lorank.lora.sites import latent_modules
 
 log = logging.getLogger("lorank.features")
@@ -45,9 +47,6 @@ def extract_latent(model: Any, seqs: Sequence[list[int]], pad_id: int, targets: 
                    progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict[tuple[int, str], np.ndarray]]:
     """``(scores, {(layer, projection): (n, r) float32 A x at the last non-pad token})`` in input order,
     scores and activations from one forward pass per batch."""
-    from lorank.batching import chunk_logits, length_chunks, pad_chunk, pad_multiple_for
-    from lorank.inference.forward_context import ScoringMemoryError, autocast_ctx, is_oom
-
     mods_all = latent_modules(model) if targets else {}
     missing = [k for k in targets if k not in mods_all]
     if missing:

@@ -15,8 +15,11 @@ import torch
 
 from lorank.errors import ConfigError
 from lorank.batching import chunk_logits, length_chunks, pad_chunk, pad_multiple_for, shape_buckets_for
+from lorank.inference.prefix import PrefixScorer
+from lorank.models import attention
 from lorank.models.inputs import PairEncoder
 from lorank.inference.forward_context import ScoringMemoryError, autocast_ctx, is_oom  # noqa: F401  (re-exported)
+from lorank.precision import decide, model_precision
 
 log = logging.getLogger("lorank.inference")
 
@@ -38,7 +41,6 @@ class Scorer:
         self.encoder = encoder
         self.pad_id = pad_id
         self.batch_tokens = batch_tokens
-        from lorank.precision import decide
 
         #: the one precision decision (lorank.precision), shared with the prefix-cached path
         self.precision_decision = decide(bf16, next(model.parameters()).device)
@@ -61,8 +63,6 @@ class Scorer:
         """Once, on CUDA: choose the SDPA kernels (``auto``: flash, never cuDNN's per-shape plans), unless
         this process chose them already."""
         if self.attention is None and self.attention_backend and self.device.type == "cuda":
-            from lorank.models import attention
-
             # a choice made already in this process (lorank train's config, the benchmark) stays
             self.attention = attention.applied_backend() or attention.apply_attention_backend(
                 self.attention_backend, self.device, torch.bfloat16 if self.bf16 else torch.float32)
@@ -74,8 +74,6 @@ class Scorer:
     @property
     def precision(self) -> str:
         """What the forward computes in (``bf16`` for bf16 weights or bf16 autocast, else ``fp32``)."""
-        from lorank.precision import model_precision
-
         return model_precision(self.model, self.bf16)
 
     def describe(self) -> dict[str, Any]:
@@ -141,8 +139,6 @@ class Scorer:
         return self.score_ids(seqs, progress)
 
     def _score_prefixed(self, pairs: Sequence[tuple[str, ...]], progress: Callable[[int], None] | None) -> np.ndarray:
-        from lorank.inference.prefix import PrefixScorer
-
         self._merge()
         if self._prefix_scorer is None:
             self._prefix_scorer = PrefixScorer(self.model, self.encoder, self.pad_id, self.batch_tokens,

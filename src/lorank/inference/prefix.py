@@ -16,6 +16,7 @@ from lorank.batching import length_chunks, pad_chunk
 from lorank.models.arch import backbone
 from lorank.models.inputs import PairEncoder
 from lorank.inference.forward_context import autocast_ctx, is_oom
+from lorank.precision import decide
 
 
 def head_module(model: Any) -> Any:
@@ -34,7 +35,6 @@ class PrefixScorer:
         self.encoder = encoder
         self.pad_id = pad_id
         self.batch_tokens = batch_tokens
-        from lorank.precision import decide
 
         self.bf16 = decide(bf16, next(model.parameters()).device).bf16  # the same decision as the plain Scorer
         self.body = backbone(model)

@@ -35,6 +35,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 from lorank.atomic import atomic_write_json
 from lorank.errors import LorankError
+from lorank.evaluation.trec_io import write_run
+from lorank.inference.engine import Scorer
+from lorank.inference.runs import rerank_to_run
+from lorank.models.device import resolve_device
+from lorank.precision import use_bf16
+from lorank.reranker import Reranker
 
 log = logging.getLogger("lorank.inference")
 
@@ -136,9 +142,6 @@ def merge_parts(out: str | Path, run: Mapping[str, Sequence[Any]], depth: int, w
 
     ``alive`` (optional) is asked while waiting; when it returns False the wait stops with an error
     (a worker died). Parts are deleted after the run is written unless ``keep_parts``."""
-    from lorank.evaluation.trec_io import write_run
-    from lorank.inference.runs import rerank_to_run
-
     key = job_key(run, depth, world_size)
     paths = [part_path(out, r, world_size) for r in range(world_size)]
     scores: dict[str, dict[str, float]] = {}
@@ -192,9 +195,6 @@ class ScorerSpec:
     device: str | None = None  # None/auto/cuda: worker r on cuda:r mod count where there are GPUs; cpu: the CPU
 
     def build(self, device: Any = None) -> Any:
-        from lorank.reranker import Reranker
-        from lorank.inference.engine import Scorer
-
         kw: dict[str, Any] = {"batch_tokens": self.batch_tokens, "bf16": self.bf16, "device": device}
         if self.adapter:
             rr = Reranker.from_adapter(self.adapter, dtype=self.dtype, **kw)
@@ -219,8 +219,6 @@ def _worker(rank: int, world_size: int, threads: int, factory: Any, queries: Any
 
 def _worker_device(want: str | None, rank: int) -> str:
     """Worker ``rank``'s device: one GPU per worker (cuda:rank mod count) unless a GPU index is pinned."""
-    from lorank.models.device import resolve_device
-
     return str(resolve_device(want, rank))
 
 
@@ -240,10 +238,7 @@ def sharded_rerank(factory: ScorerSpec | Callable[[], Any], queries: Mapping[str
     if isinstance(factory, ScorerSpec) and factory.bf16 is None:
         import dataclasses
 
-        from lorank.precision import use_bf16
-
         # decided once here, not in each worker: every shard computes in the same precision
-        from lorank.models.device import resolve_device
 
         factory = dataclasses.replace(factory, bf16=use_bf16(None, resolve_device(factory.device).type))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

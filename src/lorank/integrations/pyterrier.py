@@ -21,6 +21,10 @@ from typing import Any, Iterator, Mapping
 
 import pandas as pd
 
+from lorank.cli.common import progress
+
+from lorank.reranker import Reranker
+
 INSTALL = "pip install 'lorank[pyterrier]'"
 
 try:
@@ -51,8 +55,6 @@ class LorankReranker(pt.Transformer):
     def __init__(self, reranker: Any, *, text_field: str = "text", title_field: str = "title",
                  verbose: bool = False, merge_lora: bool = True, **load_kw: Any):
         if isinstance(reranker, (str, Path)):
-            from lorank.reranker import Reranker
-
             self.adapter: str | None = str(reranker)
             reranker = Reranker.from_adapter(reranker, **load_kw)
             reranker.scorer.merge_lora = merge_lora
@@ -128,7 +130,6 @@ class LorankReranker(pt.Transformer):
 
         if not self.verbose:
             return contextlib.nullcontext(None)
-        from lorank.cli.common import progress
 
         return progress("rerank", total)
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from lorank.ltr.run import DEFAULT_ROWS
+from lorank.errors import ConfigError
+from lorank.features.extract import extract_features
+from lorank.features.groups import parse_groups
+from lorank.ltr.run import DEFAULT_ROWS, ltr, parse_rows
+from lorank.reranker import Reranker
 from lorank.subject import resolve_subject
 
 STUDY_GROUPS = ("bm25", "score", "lora")
@@ -25,11 +29,6 @@ def ltr_study_step(adapter: str | Path, out_dir: str | Path, train: str = "dl20"
     ``reuse_features``: a feature table already in ``out_dir`` made with the same adapter, set, groups, depth and
     query cap is used as it is (the extraction is most of the cost: ~9 min a set at depth 100 on 2 CPU cores); one
     made with other settings is an error, not silently reused."""
-    from lorank.errors import ConfigError
-    from lorank.features.extract import extract_features
-    from lorank.ltr.run import ltr
-    from lorank.reranker import Reranker
-
     if features_format not in ("parquet", "csv"):
         raise ConfigError(f"features_format must be parquet or csv, got {features_format!r}")
     out = Path(out_dir)
@@ -54,8 +53,6 @@ def _reusable(f: Path, adapter: str | Path, name: str, groups: Sequence[str], de
     import json
     import logging
 
-    from lorank.errors import ConfigError
-
     meta_f = f.with_name(f.name + ".meta.json")
     if not (f.is_file() and meta_f.is_file()):
         return False
@@ -73,10 +70,6 @@ def check_options(options: dict[str, Any]) -> list[str]:
     """Problems of a study's ``{kind: ltr, options: {...}}`` found before any work starts (unknown options,
     bad feature groups or rows)."""
     import inspect
-
-    from lorank.errors import ConfigError
-    from lorank.features.groups import parse_groups
-    from lorank.ltr.run import parse_rows
 
     params = list(inspect.signature(ltr_study_step).parameters)[2:]
     problems = [f"unknown option {k!r} for analysis 'ltr' (known: {', '.join(params)})"

@@ -10,9 +10,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lorank.atomic import atomic_write_json
+from lorank.data import load_qrels, resolve_eval_set
 from lorank.errors import ConfigError, DataError
+from lorank.evaluation import compare, write_run
 from lorank.features.groups import BM25_COLUMNS, GRAMMAR, SCORE_COLUMN, parse_groups, select_columns
 from lorank.features.table import GRADE_COLUMN, read_meta, read_table
+from lorank.ltr.importance import aggregate_gain
+from lorank.ltr.model import DEFAULT_GRID, fit_ranker
+from lorank.ltr.plot import plot_importance
+from lorank.ltr.split import split_rows
+from lorank.models.arch import arch_for
 
 #: the comparison rows of the study: the first stage, the reranker alone, and three LambdaMART feature sets
 DEFAULT_ROWS = ("bm25", "reranker", "bm25+score", "bm25+mlp", "all")
@@ -53,8 +60,6 @@ def parse_rows(rows: Sequence[str]) -> list[Row]:
 
 def load_qrels_from(spec: Any, data_root: Any = None) -> dict[str, dict[str, int]]:
     """Qrels from a file, or from a named set / TREC-DL folder."""
-    from lorank.data import load_qrels, resolve_eval_set
-
     p = Path(str(spec))
     if p.is_file():
         return load_qrels(p)
@@ -89,8 +94,6 @@ def _labels(df: Any, path: Path, qrels: dict[str, dict[str, int]] | None) -> tup
 
 def _arch(family: str | None) -> Any:
     """The architecture map entry of a feature table's model family (None when unknown)."""
-    from lorank.models.arch import arch_for
-
     if not family:
         return None
     try:
@@ -119,11 +122,6 @@ def ltr(train: str | Path, test: str | Path, out_dir: str | Path, rows: Sequence
     table, evaluate every row as a TREC run (nDCG@10, MRR@10 at ``rel_threshold``) with paired t-tests (Holm)
     against BM25 and against the reranker, and report gain importance by group, layer and projection.
     Writes ``ltr.json``, ``runs/*.run`` and ``ltr_importance.png`` into ``out_dir``; returns the JSON."""
-    from lorank.ltr.importance import aggregate_gain
-    from lorank.ltr.model import DEFAULT_GRID, fit_ranker
-    from lorank.ltr.split import split_rows
-    from lorank.evaluation import compare, write_run
-
     t0 = time.perf_counter()
     train, test, out = Path(train), Path(test), Path(out_dir)
     parsed = parse_rows(rows)
@@ -221,8 +219,6 @@ def ltr(train: str | Path, test: str | Path, out_dir: str | Path, rows: Sequence
         "seconds": None, "files": {},
     }
     if plots:
-        from lorank.ltr.plot import plot_importance
-
         png = plot_importance(result, out / "ltr_importance.png")
         if png is not None:
             result["files"]["plot"] = str(png)

@@ -16,12 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from lorank.data import load_collection
+from lorank.data.msmarco import load_msmarco_train
 from lorank.data.records import Passage
-from lorank.errors import DataError
+from lorank.data.sources import EVAL_SETS, resolve_eval_set
+from lorank.errors import ConfigError, DataError
 from lorank.mine.negatives import (MinedQuery, MineStats, check_no_eval_queries, merge_collections, mine_queries,
                                    summary_path, write_mined)
 from lorank.mine.protocol import check_mining_collections, guarded_eval_sets, load_guard, protocol_violations
 from lorank.mine.window import RankWindow
+from lorank.teacher import BiEncoder
 
 __all__ = ["MineResult", "MineStats", "MinedQuery", "RankWindow", "check_mining_collections", "guarded_eval_sets",
            "load_collection_spec", "mine", "mine_train_set", "protocol_violations", "summary_path"]
@@ -40,9 +44,6 @@ def load_collection_spec(spec: str, train: Any, data_root: str | Path | None = N
     """``self``: the training set's own collection (``train``, a loaded MsMarcoTrainSet); a folder holding
     ``collection.tsv``; or a ``collection.tsv`` file. An evaluation set's pool (``dl20``) is refused before this is
     called (:func:`lorank.mine.protocol.check_mining_collections`)."""
-    from lorank.data import load_collection
-    from lorank.data.sources import EVAL_SETS, resolve_eval_set
-
     if spec == "self":
         return train.passages
     p = Path(spec)
@@ -72,13 +73,9 @@ def mine_train_set(train: str | Path, collections: Sequence[str] = ("self",), wi
     (``collections_field`` names the option in the message); the guarded sets are ``exclude_eval`` + ``evaluated``
     (the sets the training run evaluates on; ``test_sets`` among them) + the protocol's dev and test sets
     (``protocol_sets``; off only for data outside the protocol, e.g. ``lorank mine --no-exclude-eval``)."""
-    from lorank.data.msmarco import load_msmarco_train
-
     check_mining_collections(collections, evaluated, test_sets, collections_field)
     win = RankWindow.parse(window)
     if teacher_filter and not teacher:
-        from lorank.errors import ConfigError
-
         raise ConfigError("teacher_filter needs teacher scores: add --teacher")
     stats = MineStats()
     t0 = time.perf_counter()
@@ -95,8 +92,6 @@ def mine_train_set(train: str | Path, collections: Sequence[str] = ("self",), wi
     stats.seconds["load"] = round(time.perf_counter() - t0, 2)
     bi = None
     if teacher:
-        from lorank.teacher import BiEncoder
-
         bi = BiEncoder(teacher_dir)
     stats.settings = {"train": str(train), "collections": list(collections), "window": str(win),
                       "exclude_eval": list(exclude_eval), "max_negatives": max_negatives, "teacher": teacher,

@@ -25,9 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from lorank.atomic import atomic_open, atomic_write_json
 from lorank.data.records import Passage
 from lorank.errors import ConfigError, DataError
 from lorank.mine.window import RankWindow
+from lorank.retrieve.bm25 import bm25_retrieve
+from lorank.retrieve.dense import dense_retrieve
 
 log = logging.getLogger("lorank.mine")
 MINERS = ("bm25", "teacher")
@@ -136,8 +139,6 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
     teacher's embeddings in the lorank cache (``BiEncoder.encode(..., cache=True)``). ``eval_pool`` /
     ``eval_texts``: the passage ids / normalised texts of the evaluation pools: such a passage is neither a
     negative nor a positive, and the teacher never encodes it."""
-    from lorank.retrieve.bm25 import bm25_retrieve
-
     if miner not in MINERS:
         raise ConfigError(f"unknown miner {miner!r}: use one of {', '.join(MINERS)}")
     if miner == "teacher" and teacher is None:
@@ -167,20 +168,10 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
         run = bm25_retrieve(corpus, {q: queries[q] for q in qids}, k=window.last, **(bm25 or {}))
         stats.seconds["bm25"] = round(time.perf_counter() - t0, 2)
     mined: list[MinedQuery] = []
+    excluded = in_pool | eval_pool
     for qid in qids:
         pos_ids = clean[qid]
-        pos_set = set(positives[qid])  # every judged positive, kept or not, is no negative
-        negs: list[tuple[str, int]] = []
-        for e in run.get(qid, []):
-            if e.rank not in window:
-                continue
-            stats.candidates_in_window += 1
-            if e.docid in pos_set:
-                stats.dropped_positive += 1
-            elif e.docid in in_pool or e.docid in eval_pool:
-                stats.dropped_eval_pool += 1
-            else:
-                negs.append((e.docid, e.rank))
+        negs = _window_negatives(run.get(qid, []), window, set(positives[qid]), excluded, stats)
         mined.append(MinedQuery(qid, queries[qid], [corpus[d] for d in pos_ids], [corpus[d] for d, _ in negs],
                                 [r for _, r in negs]))
         if progress:
@@ -189,6 +180,31 @@ def mine_queries(queries: dict[str, str], positives: dict[str, list[str]], corpu
         t0 = time.perf_counter()
         _teacher_scores(mined, teacher, teacher_scale, cache, embeddings)
         stats.seconds["teacher"] = stats.seconds.get("teacher", 0.0) + round(time.perf_counter() - t0, 2)
+    return _filter_and_cap(mined, teacher_filter, max_negatives, stats)
+
+
+def _window_negatives(entries: list[Any], window: RankWindow, pos_set: set[str], excluded: set[str],
+                      stats: MineStats) -> list[tuple[str, int]]:
+    """(docid, rank) of one query's candidates in the rank window that are neither a judged positive (kept or
+    not, ``pos_set``) nor an evaluation-pool passage (``excluded``); each drop counted in ``stats``."""
+    negs: list[tuple[str, int]] = []
+    for e in entries:
+        if e.rank not in window:
+            continue
+        stats.candidates_in_window += 1
+        if e.docid in pos_set:
+            stats.dropped_positive += 1
+        elif e.docid in excluded:
+            stats.dropped_eval_pool += 1
+        else:
+            negs.append((e.docid, e.rank))
+    return negs
+
+
+def _filter_and_cap(mined: list[MinedQuery], teacher_filter: bool, max_negatives: int | None,
+                    stats: MineStats) -> list[MinedQuery]:
+    """The mined queries after the teacher filter (no negative the teacher scores above the best positive) and
+    the cap of ``max_negatives``; a query left without negatives is dropped. Counted in ``stats``."""
     out = []
     for m in mined:
         if teacher_filter and m.positive_scores is not None:
@@ -237,8 +253,6 @@ def _pool_embeddings(corpus: dict[str, Passage], queries: dict[str, str], teache
 
 
 def _dense_run(emb: PoolEmbeddings, k: int) -> dict[str, Any]:
-    from lorank.retrieve.dense import dense_retrieve
-
     return dense_retrieve(emb.doc_ids, emb.doc_emb, emb.query_ids, emb.query_emb, k=k, tag="teacher")
 
 
@@ -268,8 +282,6 @@ def _teacher_scores(mined: list[MinedQuery], teacher: Any, scale: float, cache: 
 
 def write_mined(mined: Sequence[MinedQuery], out: str | Path, stats: MineStats) -> Path:
     """The JSONL (atomically) and ``<out>.summary.json`` beside it."""
-    from lorank.atomic import atomic_open, atomic_write_json
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(out, "w") as fh:

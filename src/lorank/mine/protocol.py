@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from lorank.data.roles import TEST, protocol_eval_sets, role_of, set_key
+from lorank.data.sources import EVAL_SETS, resolve_eval_set
 from lorank.errors import ConfigError, DataError
 
 log = logging.getLogger("lorank.mine")
@@ -36,8 +37,6 @@ def pool_role(spec: str, evaluated: Iterable[str] = (), test_sets: Iterable[str]
     or None when it is not one: a named set (``dl20``), a folder (or its ``collection.tsv``) named like one
     (``trec-dl-2020``), a set the config evaluates on (``evaluated``), or a folder with a first-stage ``*.run``
     (a reranking set's candidates)."""
-    from lorank.data.sources import EVAL_SETS
-
     spec = str(spec).strip()
     if spec == "self" or not spec:
         return None
@@ -107,8 +106,6 @@ def load_guard(names: Sequence[str], data_root: str | Path | None = None,
     """Load the guarded sets. A set in ``required`` (the ones the config or the command names) that cannot be
     found is an error; a protocol set that is not here (no data root, no ir_datasets) is skipped, warned about and
     listed in ``not_found``."""
-    from lorank.data.sources import resolve_eval_set
-
     required_keys = {set_key(r) for r in (names if required is None else required)}
     g = EvalGuard()
     for name in names:

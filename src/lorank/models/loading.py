@@ -14,6 +14,7 @@ import torch
 from lorank.errors import ConfigError, ModelNotFoundError
 from lorank.models.arch import ArchSpec, arch_for, backbone
 from lorank.models.source import ModelSource, materialize, resolve_model
+from lorank.precision import bf16_pays as _pays, resolve_dtype_name as _resolve
 
 log = logging.getLogger("lorank.models")
 
@@ -59,15 +60,11 @@ def load_tokenizer(name: str | None = None, trust_remote_code: bool = False) -> 
 
 def bf16_pays() -> bool:
     """Whether bf16 pays on this machine's default device: see :mod:`lorank.precision`."""
-    from lorank.precision import bf16_pays as _pays
-
     return _pays()
 
 
 def resolve_dtype_name(name: str | None) -> str:
     """``auto`` -> ``bf16`` or ``fp32`` by the one precision decision (:func:`lorank.precision.decide`)."""
-    from lorank.precision import resolve_dtype_name as _resolve
-
     return _resolve(name)
 
 

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorank.atomic import atomic_dir
 from lorank.errors import ModelNotFoundError
 from lorank.models.gguf_chunks import CHUNKED, GEMMA3_270M, assemble, assembled_path, chunk_paths
 
@@ -132,7 +133,6 @@ def materialize(src: ModelSource) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a HF folder in %s (once)", src.describe(), target)
-    from lorank.atomic import atomic_dir
 
     with atomic_dir(target) as tmp:
         tok = AutoTokenizer.from_pretrained(src.location, gguf_file=src.gguf_file)

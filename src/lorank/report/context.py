@@ -6,8 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorank.data.sources import eval_label
+from lorank.errors import ConfigError
 from lorank.layout.study import SPEC, spec_file as study_spec_file
 from lorank.report.page import read_json
+from lorank.study.plan import build_plan
+from lorank.study.spec import load_spec
+from lorank.study.store import first_stage_rows, write_results
 
 
 @dataclass
@@ -38,12 +43,6 @@ def reference_run(plan: Any) -> Any:
 
 def load_context(study_dir: str | Path) -> ReportContext:
     """Read a study directory for its report; writes ``results.csv`` / ``results.parquet`` on the way."""
-    from lorank.errors import ConfigError
-    from lorank.study.plan import build_plan
-    from lorank.study.spec import load_spec
-    from lorank.study.store import first_stage_rows, write_results
-    from lorank.data.sources import eval_label
-
     study_dir = Path(study_dir)
     spec_file = study_spec_file(study_dir)
     if not study_dir.exists():

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import shutil
 
+from lorank.ablate.run import plot_sweep, where_text
+from lorank.data.sources import eval_label
 from lorank.report.context import ReportContext
 from lorank.report.page import SIG, Section, fmt, safe_name
 from lorank.report.pooled_ablations import PooledSweep
 from lorank.evaluation.stats import fmt_p
+from lorank.report.subjects import dissects_note, subject_text
+from lorank.study.store import finished_ablations
 
 HEAD = ["configuration", "nDCG@10", "Δ vs full", "% recovered", "MRR@10", "p (Holm)"]
 
@@ -23,11 +27,6 @@ def _body(rows: list[dict]) -> list[list[str]]:
 def ablation_sections(ctx: ReportContext, components: Section, pooled: list[PooledSweep]) -> list[Section]:
     """Adds the components sweep to `components` (the "MHA vs MLP" section); returns the layer, projection and
     rank/scale sections. `pooled`: the sweeps pooled over eval sets (:func:`lorank.report.pooled_ablations.pooled_sweeps`)."""
-    from lorank.ablate.run import plot_sweep, where_text
-    from lorank.data.sources import eval_label
-    from lorank.report.subjects import dissects_note, subject_text
-    from lorank.study.store import finished_ablations
-
     plan, out = ctx.plan, ctx.out
     ab_sections = {"components": components,
                    "layers": Section("Layer importance", "Inference-time ablations over layers of the reference "
@@ -75,8 +74,6 @@ def ablation_sections(ctx: ReportContext, components: Section, pooled: list[Pool
 
 def analysis_section(ctx: ReportContext) -> Section:
     """The PNGs of every analysis step but ltr (which has its own section, :mod:`lorank.report.ltr_section`)."""
-    from lorank.report.subjects import dissects_note, subject_text
-
     plan = ctx.plan
     an = Section("Adapter analysis", "Weight statistics, subspace similarity, layer-wise probes, activation "
                  "patching (lorank.analyze).")

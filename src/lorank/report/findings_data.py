@@ -8,22 +8,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lorank.ablate.run import run_file_stem
+from lorank.data import load_run, resolve_eval_set
+from lorank.data.sources import eval_label
+from lorank.evaluation import evaluate
 from lorank.layout.run import TREC_CHECKPOINT, TREC_CURVE, trec_runs
 from lorank.layout.study import run_dir
 from lorank.report.findings import MEASURE, PerQuery
+from lorank.study.store import finished_ablations
 
 log = logging.getLogger("lorank.report")
 
 
 def per_query(qrels: dict[str, dict[str, int]], run: Any) -> dict[str, float]:
-    from lorank.evaluation import evaluate
-
     return dict(evaluate(qrels, run, rel_threshold=2, measures=[MEASURE]).per_query[MEASURE])
 
 
 def _read(path: Path) -> dict[str, dict[str, float]]:
-    from lorank.data import load_run
-
     return {q: {e.docid: float(e.score) for e in entries} for q, entries in load_run(path).items()}
 
 
@@ -44,11 +45,6 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, su
 
     `set_name` is the main eval set as the spec names it (dl19, or a folder); its label names the files. The dense
     curve's points (``runs_trec/curve-N.<set>.run``) are read beside the checkpoints'. `role`: the set's role."""
-    from lorank.ablate.run import run_file_stem
-    from lorank.data import resolve_eval_set
-    from lorank.data.sources import eval_label
-    from lorank.study.store import finished_ablations
-
     study_dir = Path(study_dir)
     subject = subject or ablation_subject(plan, reference)
     label = eval_label(set_name)

@@ -9,11 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from lorank.atomic import atomic_write_json, atomic_write_text
+from lorank.errors import ConfigError
 from lorank.layout.study import SPEC, spec_file as study_spec_file
+from lorank.report.markdown_blocks import blocks, update_file
+from lorank.mine.protocol import protocol_violations
+from lorank.report.conditions import write_condition_figures
 from lorank.report.context import reference_run
-from lorank.report.findings import evaluate_findings, figures_text, findings_markdown, p_text, pooled
-from lorank.report.findings_model import PerQuery
+from lorank.report.findings import _sets, evaluate_findings, figures_text, findings_markdown, p_text, pooled
+from lorank.report.findings_data import load_per_query
+from lorank.report.findings_model import PerQuery, VerdictRules
+from lorank.report.findings_rules import study_runs
 from lorank.report.page import Section, fmt
+from lorank.study.plan import build_plan
+from lorank.study.spec import load_spec
+from lorank.study.store import collect_rows
 
 TITLE = "Findings vs the paper"
 FINDINGS_FILE = "findings.json"  # at the study folder's top level
@@ -41,8 +50,6 @@ def test_sets(plan: Any) -> list[str]:
 def findings_view(plan: Any, study_dir: Path) -> PerQuery | None:
     """The dev view the findings are tested on: the first evaluation set of the training runs, or the queries of
     ``report.findings_sets`` pooled (None: the runs evaluate on no set)."""
-    from lorank.report.findings_data import load_per_query
-
     sets = [s for r in plan.runs for s in r.train_config.get("eval", {}).get("sets", [])]
     if not sets:
         return None
@@ -52,8 +59,6 @@ def findings_view(plan: Any, study_dir: Path) -> PerQuery | None:
 
 def findings_test_view(plan: Any, study_dir: Path) -> PerQuery | None:
     """The test view: the study's test sets pooled (None: the study has none)."""
-    from lorank.report.findings_data import load_per_query
-
     chosen = test_sets(plan)
     if not chosen:
         return None
@@ -62,8 +67,6 @@ def findings_test_view(plan: Any, study_dir: Path) -> PerQuery | None:
 
 def protocol_notes(plan: Any) -> list[str]:
     """What the study's runs did against the evaluation protocol (an evaluation pool mined for negatives, ...)."""
-    from lorank.mine.protocol import protocol_violations
-
     notes: list[str] = []
     for r in plan.runs:
         notes += [f"{r.run_id}: {v}" if len(plan.runs) == 1 else f"the training runs: {v}"
@@ -80,10 +83,6 @@ def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQue
     """The five findings for a study directory ([] when no checkpoint is evaluated on any set), on
     :func:`findings_view` (or `view`, that view already read)."""
     import pandas as pd
-
-    from lorank.study.store import collect_rows
-
-    from lorank.report.findings_model import VerdictRules
 
     pq = view if view is not None else findings_view(plan, study_dir)
     if pq is None:
@@ -105,7 +104,6 @@ def findings_section(plan: Any, study_dir: Path, results: Any = None, view: PerQ
     """A :class:`lorank.report.page.Section`; writes ``STUDY_DIR/findings.json``."""
     findings = study_findings(plan, study_dir, results, view)
     save_findings(study_dir, findings)
-    from lorank.report.findings import _sets
 
     sec = Section(TITLE, "The paper's five findings (Mistral-7B, Llama-3.1-8B, Pythia-6.9B on MS MARCO, TREC DL19) "
                   "tested on this study's numbers (the rules: docs/protocol.md in the repository): a verdict is decided on the test sets (reported only, never used to choose) and the "
@@ -138,10 +136,6 @@ def _conditions_part(sec: Section, plan: Any, study_dir: Path, results: Any, vie
     table, into the report folder and ``STUDY_DIR/conditions.json``."""
     import pandas as pd
 
-    from lorank.report.conditions import write_condition_figures
-    from lorank.report.findings_rules import study_runs
-    from lorank.study.store import collect_rows
-
     if results is None:
         results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
     views = [v for v in (view if view is not None else findings_view(plan, study_dir),
@@ -172,10 +166,6 @@ def _conditions_part(sec: Section, plan: Any, study_dir: Path, results: Any, vie
 def write_findings(study_dir: str | Path, markdown: str | Path | None = None) -> tuple[list[dict[str, Any]], str]:
     """Compute the findings of a study directory, write ``STUDY_DIR/findings.json`` (and `markdown` when given);
     returns (findings, the Markdown table)."""
-    from lorank.errors import ConfigError
-    from lorank.study.plan import build_plan
-    from lorank.study.spec import load_spec
-
     study_dir = Path(study_dir)
     spec_file = study_spec_file(study_dir)
     if not study_dir.exists():
@@ -195,8 +185,6 @@ def write_findings(study_dir: str | Path, markdown: str | Path | None = None) ->
 def _write_markdown(path: Path, study_dir: Path, md: str) -> None:
     """A Markdown file with a generated findings block of this study (``<!-- lorank:findings DIR -->``, DIR relative
     to the file's folder) gets that block rewritten from findings.json; any other file is written with the table."""
-    from lorank.markdown_blocks import blocks, update_file
-
     if path.is_file():
         mine = [(k, key) for k, key in blocks(path.read_text(encoding="utf-8"))
                 if k == "findings" and (path.resolve().parent / key).resolve() == Path(study_dir).resolve()]

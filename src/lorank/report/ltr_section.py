@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from lorank.report.page import SIG, Section, fmt, safe_name
+from lorank.report.subjects import dissects_note, subject_text
 
 
 def ltr_section(plan: Any, study_dir: Path, out: Path) -> Section | None:
     """A :class:`lorank.report.page.Section` for every finished ltr step (None when the study has none)."""
-    from lorank.report.subjects import dissects_note, subject_text
-
     steps = [s for s in plan.steps if s.kind == "analyze" and s.payload.get("kind") == "ltr"]
     if not steps:
         return None

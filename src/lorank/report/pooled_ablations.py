@@ -9,6 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorank.ablate.run import comparison_table, MEASURES, run_file_stem
+
+from lorank.data import load_run, resolve_eval_set
+
+from lorank.data.roles import role_of
+
+from lorank.data.sources import eval_label
+
+from lorank.evaluation import compare
+
+from lorank.study.store import finished_ablations
+
 log = logging.getLogger("lorank.report")
 
 
@@ -24,8 +36,6 @@ class PooledSweep:
 
     @property
     def where(self) -> str:
-        from lorank.data.roles import role_of
-
         sets = " + ".join(s.upper() if s.startswith("dl") else s for s in self.sets)
         depth = "/".join(str(d) for d in self.depths)
         roles = "/".join(dict.fromkeys(role_of(s) for s in self.sets))
@@ -33,20 +43,12 @@ class PooledSweep:
 
 
 def _read_run(path: Path) -> dict[str, dict[str, float]]:
-    from lorank.data import load_run
-
     return {q: {e.docid: float(e.score) for e in entries} for q, entries in load_run(path).items()}
 
 
 def pooled_sweeps(plan: Any, study_dir: str | Path) -> list[PooledSweep]:
     """Every (subject, sweep) ablated on two or more eval sets, pooled. A configuration whose TREC run is missing
     on some set is left out of the pooled table and named in ``left_out`` (a warning too)."""
-    from lorank.ablate.run import MEASURES, comparison_table, run_file_stem
-    from lorank.data import resolve_eval_set
-    from lorank.data.sources import eval_label
-    from lorank.evaluation import compare
-    from lorank.study.store import finished_ablations
-
     found: dict[tuple[str, str], list[tuple[Any, Path, dict[str, Any]]]] = {}
     for step, d, data in finished_ablations(plan, study_dir):
         for sweep, entry in data.get("sweeps", {}).items():

@@ -7,11 +7,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lorank.data import load_run, resolve_eval_set
+from lorank.data.roles import role_of
+from lorank.evaluation import compare, evaluate
 from lorank.layout.run import TREC_CHECKPOINT, trec_runs
 from lorank.layout.study import run_dir
-from lorank.report.figures import bar_table, checkpoint_curves
+from lorank.report.figures import bar_table, checkpoint_curves, pooled_curves
 from lorank.report.context import ReportContext
+from lorank.report.findings_data import ablation_subject
+from lorank.report.findings_model import mean_of
 from lorank.report.page import SIG, Section, fmt
+from lorank.report.subjects import subject_text
+from lorank.study.spec import _slug
+from lorank.study.store import finished_ablations
 
 
 def overview_section(ctx: ReportContext) -> Section:
@@ -39,8 +47,6 @@ def overview_section(ctx: ReportContext) -> Section:
                           ["step", "detail"], [[k, v["detail"].splitlines()[0] if v["detail"] else ""]
                                                for k, v in stopped.items()]))
     if ctx.first_stage_rows:
-        from lorank.data.roles import role_of
-
         ov.tables.append(("First stage (BM25) on the evaluated queries, with each set's role (dev: may choose; test: "
                           "reported only)", ["eval set", "role", "queries", "nDCG@10", "MRR@10"],
                           [[r["eval_set"], r.get("role") or role_of(r["eval_set"]), r["config"],
@@ -52,8 +58,6 @@ def checkpoint_section(ctx: ReportContext, view: Any = None) -> Section:
     """Per eval set: each run's checkpoints. With `view` (the findings' per-query numbers,
     :class:`lorank.report.findings_model.PerQuery`) pooled over several sets, also the pooled curve that finding 1
     is tested on."""
-    from lorank.study.spec import _slug
-
     plan, df = ctx.plan, ctx.results
     ev = Section("Checkpoint evolution", "nDCG@10 and MRR@10 of every checkpoint (last point = final adapter) of the "
                  "study's own training runs.")
@@ -69,8 +73,6 @@ def checkpoint_section(ctx: ReportContext, view: Any = None) -> Section:
                     curves[_short(r, plan)] = [(int(a), float(b), float(c)) for a, b, c in
                                                zip(sub["step"], sub["ndcg_cut_10"], sub["recip_rank_10"])]
             if curves:
-                from lorank.data.roles import role_of
-
                 role = role_of(es)
                 png = checkpoint_curves(curves, ctx.first_stage.get(es),
                                                 f"{_slug(model)}: checkpoints on {es} ({role})",
@@ -86,9 +88,6 @@ def checkpoint_section(ctx: ReportContext, view: Any = None) -> Section:
 def _pooled_curve(ctx: ReportContext, view: Any, ev: Section) -> None:
     """nDCG@10 by checkpoint over the pooled queries (a step counts only where every pooled query has its value:
     a checkpoint evaluated on some of the sets is left out and named)."""
-    from lorank.report.figures import pooled_curves
-    from lorank.report.findings_model import mean_of
-
     label = "+".join(view.labels)
     everyone = set(view.bm25)
     curves: dict[str, list[tuple[int, float]]] = {}
@@ -117,9 +116,6 @@ def final_comparisons(ctx: ReportContext) -> dict[str, dict[str, Any]]:
     pooled where the spec's ``report.findings_sets`` says so, as the findings test them), with the paired test vs
     the reference. Several sets: each run's last checkpoint evaluated on all of them, their queries together. The
     pooled first stage goes into ``ctx.first_stage[ctx.compare_label]``."""
-    from lorank.data import resolve_eval_set
-    from lorank.evaluation import compare, evaluate
-
     sets = [s for s in ctx.compare_sets if s in ctx.set_names]
     if not sets:
         return {}
@@ -192,9 +188,6 @@ def side_by_side_section(ctx: ReportContext, finals: dict[str, dict[str, Any]], 
     sec = Section("Retrained vs inference-time", "The same restriction two ways: an adapter trained with the "
                   "restricted LoRA spec, and the full reference adapter with everything else switched off at "
                   "inference time. Agreement means the ablation is a cheap proxy for retraining.")
-    from lorank.report.findings_data import ablation_subject
-    from lorank.report.subjects import subject_text
-    from lorank.study.store import finished_ablations
 
     subject = ablation_subject(plan, ref)  # the reference run, or the external adapter the study dissects
     ablated: dict[str, dict[str, Any]] = {}
@@ -276,8 +269,6 @@ def _inference_name(run: Any, ref: Any) -> str | None:
 
 
 def _read_run(path: Path) -> dict[str, dict[str, float]]:
-    from lorank.data import load_run
-
     run = load_run(path)
     return {q: {e.docid: float(e.score) for e in entries} for q, entries in run.items()}
 

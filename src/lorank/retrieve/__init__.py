@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lorank.data import load_beir
 from lorank.data.records import RunEntry
+from lorank.evaluation.trec_io import write_run
 from lorank.retrieve.bm25 import bm25_retrieve, make_stemmer, pystemmer_available
 
 __all__ = ["bm25_retrieve", "make_stemmer", "pystemmer_available", "retrieve_beir"]
@@ -25,9 +27,6 @@ def retrieve_beir(
     Only queries that have judgements in `qrels/<split>.tsv` are searched (all queries when
     the split has no qrels). With `out`, the run is written there in TREC format, atomically.
     """
-    from lorank.data import load_beir
-    from lorank.evaluation.trec_io import write_run
-
     ds = load_beir(dir, split=split)
     queries = dict(ds.queries)
     if ds.qrels:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorank.atomic import atomic_write_text
 import lorank.layout.snapshot as snapshots
 from lorank.errors import ConfigError
 from lorank.layout.study import spec_file
+from lorank.study.executor import execute, marker_ok
 from lorank.study.plan import Plan, Step, build_plan
 from lorank.study.spec import RunSpec, StudySpec, expand, load_spec
 from lorank.study.store import load_results
@@ -66,8 +68,6 @@ class StudyResult:
 
 def prepare(spec_path: str | Path, out: str | Path, data_root: str | Path | None = None) -> tuple[Plan, Path]:
     """Validate the spec fully (every problem at once) and lay out the study directory."""
-    from lorank.atomic import atomic_write_text
-
     spec_path = find_spec(spec_path)
     spec = load_spec(spec_path)
     if data_root is not None:
@@ -104,8 +104,6 @@ def run_study(spec_path: str | Path, out: str | Path, data_root: str | Path | No
     """Run (or, with dry_run, only plan) a study; resumable: finished steps are skipped."""
     from rich.console import Console
 
-    from lorank.study.executor import execute
-
     console = console or Console()
     if dry_run:
         spec_path = find_spec(spec_path)
@@ -124,6 +122,8 @@ def run_study(spec_path: str | Path, out: str | Path, data_root: str | Path | No
                       + "; ".join(dict.fromkeys(s.pending for s in waiting)))
     page = None
     if report:
+        # lazy, and the one upward import left (tests/test_structure.py): report/ reads a study, so a top-level
+        # import here would be a circle; the CLI and the demo are to call build_report themselves (issue 42)
         from lorank.report import build_report
 
         page = build_report(out)
@@ -133,8 +133,6 @@ def run_study(spec_path: str | Path, out: str | Path, data_root: str | Path | No
 
 def print_plan(plan: Plan, out: Path, console: Any, brief: bool = False) -> None:
     from rich.table import Table
-
-    from lorank.study.executor import marker_ok
 
     total = plan.estimate_s
     console.print(f"[bold]study {plan.spec.name}[/]: {len(plan.runs)} runs, {len(plan.steps)} steps, "

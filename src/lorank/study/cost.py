@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lorank.precision import decide
+
 AVG_TOKENS = 100  # a DL query + passage in the default template, in tokens (measured: 90-110; MS MARCO train ~104)
 #: judged queries of the named evaluation sets (the default of `max_queries`); another set is counted as 43
 SET_QUERIES = {"dl19": 43, "trec-dl-2019": 43, "dl20": 54, "trec-dl-2020": 54, "dl22": 76, "trec-dl-2022": 76,
@@ -73,8 +75,6 @@ def cpu_flops(precision: str) -> tuple[float, float]:
 
 def cpu_precision(dtype: str | None) -> tuple[str, str]:
     """(bf16 | fp32, why) for a training config's `dtype` on this CPU (`auto`: lorank.precision's decision)."""
-    from lorank.precision import decide
-
     if dtype in (None, "auto"):
         d = decide(None, "cpu")
         return d.name, d.reason

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.errors import DataError
 from lorank.layout.run import train_log_file
+from lorank.safety import safe_join
 from lorank.layout.study import STEP_MARKER
 from lorank.study.plan import Plan, Step
 
@@ -53,18 +54,7 @@ def marker_ok(study_dir: Path, step: Step) -> bool:
 
 def _inside(root: Path, rel: str) -> Path:
     """`root/rel`, refusing any path that would land outside the study directory."""
-    try:
-        from lorank.safety import safe_join
-    except ImportError:  # pragma: no cover
-        safe_join = None
-    if safe_join is not None:
-        return Path(safe_join(root, rel))
-    p = (root / rel).resolve()
-    if not p.is_relative_to(root.resolve()):
-        from lorank.errors import ConfigError
-
-        raise ConfigError(f"refusing to write outside the study directory: {rel}")
-    return root / rel
+    return Path(safe_join(root, rel))
 
 
 def _resumable(out: Path, step: Step) -> bool:

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from lorank.adapters import adapter_file, adapter_identity, read_checkpoint_meta, read_peft_config
+from lorank.errors import ConfigError
 from lorank.layout.adapter import training_config_file
 from lorank.layout.checkpoints import is_checkpoint_name, latest_checkpoint, step_of
 from lorank.layout.run import config_file
+from lorank.lora.spec import effective_alpha
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: where a relative adapter folder is looked up after the working directory: the repository (src layout)
@@ -60,9 +62,6 @@ class ExternalAdapter:
         if lora.get("effective_alpha") is not None:  # the alpha PEFT trained with, as a study run's axes carry it
             axes["alpha"] = lora["effective_alpha"]
         elif lora.get("alpha") is not None and lora.get("rank"):
-            from lorank.errors import ConfigError
-            from lorank.lora.spec import effective_alpha
-
             try:
                 axes["alpha"] = effective_alpha(lora["alpha"], int(lora["rank"]), axes["alpha_policy"],
                                                 int(lora.get("alpha_rank") or 8))
@@ -130,8 +129,6 @@ def _where(folder: str, base: Path | None) -> list[Path]:
 def resolve_adapter(name: str, folder: str, base: Path | None = None) -> ExternalAdapter:
     """The adapter `name` of a spec, loaded far enough to name and hash it. A relative folder is looked up
     under the working directory, then under `base` (the repository root). Raises ConfigError naming the problem."""
-    from lorank.errors import ConfigError
-
     where = f"adapters.{name}"
     if not NAME.match(name):
         raise ConfigError(f"{where}: the name must be letters, digits, '.', '_' or '-' (it names folders)")
@@ -163,8 +160,6 @@ def resolve_adapters(adapters: dict[str, str], base: Path | None, problems: list
     """Every adapter of a spec; a problem per adapter that cannot be used (appended to `problems`). With a
     `pending` dict, an adapter whose folder does not exist goes there instead of being a problem (its base model
     assumed to be the study's, when `models` has exactly one)."""
-    from lorank.errors import ConfigError
-
     out = {}
     for name, folder in adapters.items():
         cands = _where(folder, base)

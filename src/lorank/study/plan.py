@@ -10,10 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection
 
-from lorank.errors import ConfigError
+from lorank.ablate.sweeps import SWEEPS
+from lorank.data.msmarco import resolve_msmarco_dir
+from lorank.data.sources import _roots, EVAL_SETS
+from lorank.errors import ConfigError, DataError
 from lorank.layout.study import run_out_dir, train_step_id
 from lorank.lora.spec import LoraSpec
+from lorank.ltr.pipeline import check_options, estimate_pairs
 from lorank.models.arch import arch_for
+from lorank.models.random_init import config_for
 from lorank.study.cost import (AVG_TOKENS, ablation_estimate, analysis_estimate, cpu_flops, cpu_precision, model_rates,
                                sweep_size, train_estimate)
 from lorank.study.external import REPO_ROOT, ExternalAdapter, PendingAdapter, resolve_adapters
@@ -94,8 +99,6 @@ def model_config(model: str) -> Any | None:
     """The HF config of a model without loading (or downloading) its weights, when it can be known offline:
     a local folder's config.json, the embedded default, or a known public shape (Llama-3.1-8B, Mistral-7B,
     Pythia-6.9B). None otherwise (validated at training time)."""
-    from lorank.models.random_init import config_for
-
     p = Path(model)
     if p.is_dir() and (p / "config.json").is_file():
         from transformers import AutoConfig
@@ -127,8 +130,6 @@ def count_params(cfg: Any) -> int:
 
 
 def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
-    from lorank.data.sources import EVAL_SETS, _roots
-
     problems = []
 
     def named_set_ok(name: str) -> bool:
@@ -162,8 +163,6 @@ def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
                     problems.append(f"train.data[{i}]: TREC set {d['path']!r} not found (looked in --data, "
                                     "$LORANK_DATA, ../shared/data, ir_datasets)")
             elif d["kind"] == "msmarco":  # a folder, by path or by name under the data root
-                from lorank.data.msmarco import resolve_msmarco_dir
-                from lorank.errors import DataError
 
                 try:
                     resolve_msmarco_dir(d["path"], spec.data_root)
@@ -309,8 +308,6 @@ class _Planner:
 
     def ablation_steps(self) -> list[Step]:
         """One ablate step per (ablation, subject), after its run's training."""
-        from lorank.ablate.sweeps import SWEEPS  # lazy: torch (the masks), not needed to read a plan
-
         steps = []
         for i, a in enumerate(self.spec.ablations):
             bad = [sw for sw in a.sweeps if sw not in SWEEPS]
@@ -379,7 +376,6 @@ class _Planner:
         n_layers = self._n_layers(r.model)
         est = analysis_estimate(a.kind, a.options, n, n_layers, self.rates[r.model]) if n else 0.0
         if a.kind == "ltr":  # one forward per pair of both feature tables, then seconds of LightGBM
-            from lorank.ltr.pipeline import check_options, estimate_pairs  # lazy: numpy and the LTR stack
 
             self.problems.extend(f"analyses[{i}].{p}" for p in check_options(a.options))
             est = estimate_pairs(a.options) * AVG_TOKENS * 2 * n / self.rates[r.model].score + 60 if n else 0.0

@@ -35,9 +35,11 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from lorank.config import EvalSpec, Strict, format_validation_error, read_yaml
+from lorank.config import Strict, format_validation_error, read_yaml
 from lorank.data.sources import expand_data_path
 from lorank.errors import ConfigError
+from lorank.lora.spec import ALPHA_POLICY_LABELS, parse_alpha
+from lorank.train.config import TrainConfig
 
 AXES = ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "alpha_policy", "seed")
 ANALYSES = ("weights", "compare", "probe", "patch", "ltr")
@@ -155,7 +157,6 @@ class RunSpec:
                 if str(v) != have and _slug(str(v)) != _slug(have):
                     return False
             elif k == "alpha" and isinstance(v, str):  # "8r": the alpha it gives at this run's rank
-                from lorank.lora.spec import parse_alpha
 
                 try:
                     if have is None or abs(parse_alpha(v, int(self.axes.get("rank") or 1)) - float(have)) > 1e-9:
@@ -206,8 +207,6 @@ def _axis_slug(axes: dict[str, Any], defaults: dict[str, Any]) -> str:
     if axes.get("variant", "lora") != "lora":
         parts.append(str(axes["variant"]))
     if axes.get("alpha_policy", "fixed") != "fixed":
-        from lorank.lora.spec import ALPHA_POLICY_LABELS
-
         parts.append(ALPHA_POLICY_LABELS.get(str(axes["alpha_policy"]), str(axes["alpha_policy"])))
     if axes.get("alpha") != defaults.get("alpha"):
         parts.append(f"a{axes['alpha']}")
@@ -230,8 +229,6 @@ def load_spec(path: str | Path) -> StudySpec:
 def expand(spec: StudySpec, source: str | Path | None = None, problems: list[str] | None = None) -> list[RunSpec]:
     """The grid as a list of runs (deduplicated, in spec order). Raises ConfigError listing every problem, or,
     when a `problems` list is given, appends to it and returns the valid runs."""
-    from lorank.train.config import TrainConfig
-
     collect = problems is not None
     problems = problems if problems is not None else []
     banned = {"model", "lora", "output_dir"} & set(spec.train)

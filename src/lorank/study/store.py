@@ -14,8 +14,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lorank.atomic import atomic_write_bytes, atomic_write_text
+from lorank.data import resolve_eval_set
+from lorank.data.roles import role_of
+from lorank.data.sources import eval_label
+from lorank.evaluation import evaluate
 from lorank.layout.run import read_curve, read_metrics
 from lorank.layout.study import run_dir
+from lorank.study.external import adapter_axes
 from lorank.study.plan import Plan
 
 MEASURES = ("ndcg_cut_10", "recip_rank_10", "recall_100", "map")
@@ -42,8 +47,6 @@ def _axes(run: Any) -> dict[str, Any]:
 
 
 def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
-    from lorank.data.roles import role_of
-
     study_dir = Path(study_dir)
     rows: list[dict[str, Any]] = []
     for run in plan.runs:
@@ -61,7 +64,6 @@ def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
                          **{k: c.get(k) for k in MEASURES}})
         rows += _ablation_rows(plan, study_dir, run.run_id, _axes(run), last)
     for ext in plan.adapters.values():  # external adapters: run_id adapter:<name>, columns from their metadata
-        from lorank.study.external import adapter_axes
 
         rows += _ablation_rows(plan, study_dir, ext.run_id, adapter_axes(ext), ext.step)
     return rows
@@ -81,9 +83,6 @@ def finished_ablations(plan: Plan, study_dir: str | Path, run_id: str | None = N
 
 def _ablation_rows(plan: Plan, study_dir: Path, run_id: str, axes: dict[str, Any], step_no: Any) -> list[dict[str, Any]]:
     """The rows of every finished ablation step on `run_id` (a study run or adapter:<name>)."""
-    from lorank.data.roles import role_of
-    from lorank.data.sources import eval_label
-
     rows = []
     for _, _, data in finished_ablations(plan, study_dir, run_id):
         for sweep, entry in data.get("sweeps", {}).items():
@@ -96,11 +95,6 @@ def _ablation_rows(plan: Plan, study_dir: Path, run_id: str, axes: dict[str, Any
 
 def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
     """The first-stage (BM25) metrics of each eval set the study uses, on the same query subsets."""
-    from lorank.data import resolve_eval_set
-    from lorank.evaluation import evaluate
-
-    from lorank.data.roles import role_of
-
     seen: set[tuple[str, Any]] = set()
     rows = []
     specs = [(s, r.train_config.get("eval", {}).get("max_queries")) for r in plan.runs
@@ -115,7 +109,6 @@ def first_stage_rows(plan: Plan) -> list[dict[str, Any]]:
             log.warning("first stage of %s not evaluated: the set has no qrels", name)
             continue
         agg = evaluate(rs.qrels, rs.run, rel_threshold=2).aggregate
-        from lorank.data.sources import eval_label
 
         rows.append({"source": "first-stage", "run_id": "bm25", "model": "BM25", "eval_set": eval_label(name),
                      "config": f"first {mq} queries" if mq else "all queries", "max_queries": mq,

@@ -11,9 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lorank.ablate.run import ablate
+from lorank.analyze import run_analysis
+from lorank.atomic import atomic_write_json
 from lorank.layout.checkpoints import complete_checkpoints
 from lorank.layout.study import run_dir as study_run_dir
+from lorank.progress import ProgressLines
 from lorank.subject import resolve_subject
+from lorank.train.config import TrainConfig
+from lorank.train.run import train
 
 
 def run_step(step: dict[str, Any]) -> dict[str, Any]:
@@ -23,17 +29,11 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
     # an external adapter's folder (lorank.study.external), else the study's own run
     run_dir = Path(payload["adapter_path"]) if payload.get("adapter_path") else study_run_dir(study, step["run_id"])
     if kind == "train":
-        from lorank.train.config import TrainConfig
-        from lorank.train.run import train
-
         cfg = TrainConfig.from_dict({**payload["config"], "output_dir": str(out)})
         res = train(cfg, progress=False)
         last = [r for r in res.metrics if r["step"] == res.steps]
         return {"steps": res.steps, "tokens_per_s": round(res.tokens_per_s, 1), "final": last}
     if kind == "ablate":
-        from lorank.ablate.run import ablate
-        from lorank.progress import ProgressLines
-
         subject = resolve_subject(run_dir, payload["eval"], data_root=payload.get("data_root"))
         res = ablate(subject, payload["sweeps"], payload["depth"], out, use_cache=payload.get("use_cache", True),
                      window=payload.get("window", 11), max_queries=payload.get("max_queries"),
@@ -43,8 +43,6 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
         return {"sweeps": {k: {"wall_s": v["wall_s"], "cost_fraction": v["cost_fraction"]}
                            for k, v in res["sweeps"].items()}}
     if kind == "analyze":
-        from lorank.analyze import run_analysis
-
         options = dict(payload.get("options") or {})
         if payload.get("data_root") and payload["kind"] in ("probe", "patch", "ltr"):
             options.setdefault("data_root", payload["data_root"])
@@ -88,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     interruptible()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     step = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    from lorank.atomic import atomic_write_json
 
     result = run_step(step)
     atomic_write_json(argv[1] if len(argv) > 1 else Path(argv[0]).with_suffix(".result.json"), result)

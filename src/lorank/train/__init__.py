@@ -9,10 +9,10 @@ import sys
 import types
 from typing import Any
 
+from lorank.train.run import train as _train
+
 
 def train(*args: Any, **kwargs: Any) -> Any:
-    from lorank.train.run import train as _train
-
     return _train(*args, **kwargs)
 
 

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from lorank.config import EvalSpec, MineSpec
+from lorank.train.config import EvalSpec, MineSpec
 from lorank.data.sources import eval_label
 from lorank.export import vs_first_stage
 from lorank.layout.checkpoints import checkpoint_dir

@@ -171,8 +171,6 @@ class GracefulStop(TrainerCallback):
 def check_adapter_nonempty(ckpt: Path) -> int:
     from safetensors import safe_open
 
-    from lorank.errors import LorankError
-
     f = weights_file(ckpt)
     if not f.is_file():
         raise LorankError(f"{ckpt}: no {WEIGHTS} was saved")

@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lorank.config import EvalSpec
+from lorank.train.config import EvalSpec
+from lorank.data import resolve_eval_set
 from lorank.data.roles import TEST, role_of
 from lorank.data.sources import eval_label
 from lorank.errors import ConfigError
+from lorank.evaluation import evaluate, write_run
 from lorank.layout.run import (TREC_CHECKPOINT, append_metrics, metrics_file, plot_file, read_curve, read_metrics,
                                trec_run_file)
 from lorank.lora.merge import merge_by_default, merged_lora
@@ -33,8 +35,6 @@ class CheckpointEvaluator:
 
     def __init__(self, encoder: Any, pad_id: int, spec: EvalSpec, out_dir: Path, data_root: str | None = None,
                  merge_lora: bool | None = None):
-        from lorank.data import resolve_eval_set
-
         self.encoder = encoder
         self.merge_lora = merge_lora if merge_lora is not None else spec.merge_lora
         self.pad_id = pad_id
@@ -49,8 +49,6 @@ class CheckpointEvaluator:
 
     def first_stage(self) -> dict[str, dict[str, float]]:
         """Metrics of each eval set's first-stage run (the dashed baseline in the curve)."""
-        from lorank.evaluation import evaluate
-
         return {name: dict(evaluate(rs.qrels, rs.run, rel_threshold=self.spec.rel_threshold).aggregate)
                 for name, rs in self.sets.items() if rs.qrels}
 
@@ -82,8 +80,6 @@ class CheckpointEvaluator:
         return run, scores, scorer.precision, bool(n_merged), time.perf_counter() - t0
 
     def _score(self, model: Any, step: int, sets: dict[str, Any], test: bool) -> list[dict[str, Any]]:
-        from lorank.evaluation import evaluate, write_run
-
         rows = []
         depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_metrics(self.out_dir)}  # the done ones
         for name, rs in sets.items():

@@ -17,8 +17,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from lorank.config import EvalSpec
+from lorank.train.config import EvalSpec
 from lorank.errors import ConfigError
+from lorank.evaluation import evaluate, write_run
 from lorank.layout.run import TREC_CURVE, append_curve, curve_file, read_curve, trec_run_file
 from lorank.train.checkpoint_eval import CheckpointEvaluator
 
@@ -52,8 +53,6 @@ class CurveEvaluator(CheckpointEvaluator):
         return {(r["step"], r["eval_set"]) for r in read_curve(self.out_dir)}
 
     def __call__(self, model: Any, step: int, ckpt_dir: Path | None = None) -> list[dict[str, Any]]:
-        from lorank.evaluation import evaluate, write_run
-
         rows = []
         depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_curve(self.out_dir)}
         for name, rs in self.sets.items():

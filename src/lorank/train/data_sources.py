@@ -4,8 +4,16 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from lorank.config import TrainData
+from lorank import data as D
+from lorank.train.config import TrainData
+from lorank.data import iter_hardneg
+from lorank.data.msmarco import load_msmarco_train
 from lorank.data.records import TrainingExample
+from lorank.data.roles import role_of, TEST
+from lorank.errors import ConfigError, DataError
+from lorank.mine import mine_train_set
+from lorank.mine.negatives import check_no_eval_queries
+from lorank.mine.protocol import guarded_eval_sets, load_guard
 from lorank.train.groups import PoolStats, QueryPool, pools_from_examples, pools_from_qrels, pools_from_triples
 
 log = logging.getLogger("lorank.train")
@@ -15,23 +23,16 @@ def build_pools(sources: list[TrainData], data_root: str | None = None, evaluate
                 test_sets: Sequence[str] = ()) -> tuple[list[QueryPool], PoolStats]:
     """``evaluated``: every set the run evaluates on (``eval.sets`` + ``eval.test_sets``), guarded by a ``kind:
     msmarco`` source beside the protocol's sets (:mod:`lorank.mine.protocol`); a test set is never trained on."""
-    from lorank import data as D
-    from lorank.data.roles import TEST, role_of
-
     stats = PoolStats()
     pools: list[QueryPool] = []
     for src in sources:
         if src.kind == "trec":
             if role_of(src.path, test_sets) == TEST:
-                from lorank.errors import ConfigError
-
                 raise ConfigError(f"data: {src.path} is a test set of the evaluation protocol: its queries and qrels "
                                   "may not enter training data (train on msmarco-train-12k; DL20 only for a smoke "
                                   "check evaluated on DL19)")
             rs = D.resolve_eval_set(src.path, data_root)
             if rs.qrels is None:
-                from lorank.errors import DataError
-
                 raise DataError(src.path, None, "a 'trec' training source needs qrels")
             pools += pools_from_qrels(rs.queries, rs.passages, rs.run, rs.qrels, src.threshold(),
                                       src.max_negative_grade, src.unjudged_negatives, src.judged_negatives,
@@ -53,9 +54,6 @@ def msmarco_pools(src: TrainData, data_root: str | None, stats: PoolStats, evalu
     """An MS MARCO folder's queries and positives, with negatives from a ``lorank mine`` file (matched by
     query id; the file's positives must be among the folder's) or mined now (``mine:``). Either way the evaluation
     sets are guarded (:mod:`lorank.mine.protocol`): ``mine.exclude_eval`` + ``evaluated`` + the protocol's sets."""
-    from lorank.data.msmarco import load_msmarco_train
-    from lorank.mine import mine_train_set
-
     if src.mine is not None:
         m = src.mine
         mined, mstats = mine_train_set(src.path, m.collections, m.window, m.exclude_eval, m.max_negatives, m.teacher,
@@ -74,15 +72,12 @@ def msmarco_pools(src: TrainData, data_root: str | None, stats: PoolStats, evalu
         examples = [TrainingExample(q.query, q.positives, q.negatives, q.qid, q.positive_scores, q.negative_scores)
                     for q in mined]
         return pools_from_examples(examples, stats)
-    from lorank.data import iter_hardneg
 
     ts = load_msmarco_train(src.path, data_root, rel_threshold=src.threshold(), max_queries=src.max_queries)
     stats.skipped_no_positive += ts.counts["queries_without_qrels"] + ts.counts["queries_positive_text_missing"]
     by_qid = {}
     for ex in iter_hardneg(src.negatives):
         if ex.qid is None:
-            from lorank.errors import DataError
-
             raise DataError(src.negatives, None, "a negatives file for kind 'msmarco' needs query_id on every line "
                                                  "(write it with `lorank mine`)")
         by_qid[ex.qid] = ex
@@ -95,8 +90,6 @@ def msmarco_pools(src: TrainData, data_root: str | None, stats: PoolStats, evalu
             continue
         if ex.positive_scores is not None:  # teacher scores: kept when they belong to these very positives
             if [p.pid for p in ex.positives] != pos_ids:
-                from lorank.errors import DataError
-
                 raise DataError(src.negatives, None, f"query {qid}: the mined positives {[p.pid for p in ex.positives]} "
                                                      f"are not {src.path}'s {pos_ids}; mine again from this folder")
             ex = TrainingExample(ts.queries[qid], list(ex.positives), ex.negatives, qid,
@@ -120,9 +113,6 @@ def _guard_file(src: TrainData, data_root: str | None, ts: Any, evaluated: Seque
                 stats: PoolStats) -> tuple[Any, dict[str, Any]]:
     """The guard of a negatives file (``negatives:``): the protocol's sets + ``evaluated``; a training query that
     is an evaluation query is refused, as when mining."""
-    from lorank.mine.negatives import check_no_eval_queries
-    from lorank.mine.protocol import guarded_eval_sets, load_guard
-
     guard = load_guard(guarded_eval_sets((), evaluated), data_root, required=evaluated)
     check_no_eval_queries({q: ts.queries[q] for q in ts.positives}, guard.sets)
     counts = {"guarded_eval_sets": list(guard.sets), "guarded_eval_sets_not_found": guard.not_found,

@@ -19,15 +19,16 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from lorank.atomic import atomic_write_text
 from lorank.errors import ConfigError
+from lorank.export import metrics_table
 from lorank.layout.adapter import export_metrics_file
+from lorank.report.findings import findings_markdown
 
 _BLOCK = re.compile(r"(<!-- lorank:(?P<kind>[a-z-]+) (?P<key>\S+) -->\n)(?P<body>.*?)(<!-- /lorank:(?P=kind) -->)", re.S)
 
 
 def findings_block(source: Path) -> str:
-    from lorank.report.findings import findings_markdown
-
     f = source / "findings.json"
     if not f.is_file():
         raise ConfigError(f"{f} does not exist: run `lorank findings {source}` first")
@@ -35,8 +36,6 @@ def findings_block(source: Path) -> str:
 
 
 def adapter_block(source: Path) -> str:
-    from lorank.export import metrics_table
-
     f = export_metrics_file(source)
     if not f.is_file():
         raise ConfigError(f"{f} does not exist: not an exported adapter")
@@ -67,8 +66,6 @@ def blocks(text: str) -> list[tuple[str, str]]:
 
 def update_file(path: str | Path, root: str | Path | None = None, only: tuple[str, str] | None = None) -> list[tuple[str, str]]:
     """Rewrite the generated blocks of the Markdown file `path` in place (atomically); returns the blocks found."""
-    from lorank.atomic import atomic_write_text
-
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     found = blocks(text)
