@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from lorank.train.after_training import evaluate_checkpoints  # noqa: E402
+from lorank.after_training import evaluate_checkpoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "negative_window.json"

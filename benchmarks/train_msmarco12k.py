@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from lorank.train.after_training import (evaluate_checkpoints, headline, mine_command,  # noqa: E402
+from lorank.after_training import (evaluate_checkpoints, headline, mine_command,  # noqa: E402
                                          significance, training_calls)
 
 OUT = ROOT / "results" / "train_msmarco12k.json"

@@ -26,7 +26,7 @@ STAGES: list[tuple[str, ...]] = [
     ("mine",),  # hard negatives: BM25 window, teacher filter
     ("inference", "reranker", "subject"),  # the scoring engine, the Reranker API, the dissected subject
     ("train",),  # training, and scoring its checkpoints through inference/
-    ("export",),  # a trained adapter exported with its frozen test figures
+    ("export", "model_card", "after_training"),  # an exported adapter, its figures and Hub card; a finished run reviewed
     ("ablate", "features"),  # dissection: masks over LoRA deltas; latent features
     ("ltr",),  # LambdaMART on the feature tables
     ("analyze",),  # weights, similarity, probes (over ablate's sites), patching; run_analysis dispatches to ltr

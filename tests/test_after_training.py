@@ -1,8 +1,8 @@
-"""lorank.train.after_training (used by benchmarks/train_msmarco12k.py): a run built by several ``lorank train`` calls
+"""lorank.after_training (used by benchmarks/train_msmarco12k.py): a run built by several ``lorank train`` calls
 (resumes) is timed over all of them; the standalone mine command names the window the run mined with."""
 import json
 
-from lorank.train.after_training import mine_window, training_calls
+from lorank.after_training import mine_window, training_calls
 
 
 def test_training_calls_split_where_elapsed_restarts(tmp_path):
