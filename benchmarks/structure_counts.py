@@ -1,4 +1,4 @@
-"""Measure the structure figures of issue 42 on a checkout: ``python benchmarks/structure_counts.py PATH [--json]``.
+"""Measure the structure figures of issue 42 on a checkout: ``python benchmarks/structure_counts.py PATH`` (JSON on stdout).
 
 Counted over ``PATH/src/lorank/**/*.py`` with Python's ``ast`` (code, not comments, except where said):
 - run layout: files whose text names ``runs_trec``, ``"config.json"`` (the quoted string), the checkpoint

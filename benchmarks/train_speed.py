@@ -31,7 +31,7 @@ lorank-1x16-ckpt):
   packed forward (auto) and with ``forward: hf``, in the same run; the headline's ``gemma`` gives their ratio:
 
     nice -n 5 .venv/bin/python benchmarks/train_speed.py --configs gemma-2x8,gemma-2x8-hf,lorank-2x8 \
-        --out benchmarks/results/train_speed_gemma.json
+        --out results/train_speed_gemma.json
 
 Figures per configuration: real (non-pad) tokens/s and pairs/s over the measured steps, padded tokens,
 peak RSS, CPU use (process CPU seconds / wall seconds / threads: < 0.9 means other jobs took cores),

@@ -30,7 +30,7 @@ from lorank.errors import ConfigError, DataError, LorankError
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER = ROOT / "adapters" / "smollm2-135m-msmarco12k-r8"
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-STUDY = ROOT / "benchmarks" / "results" / "study_smollm2_cpu"
+STUDY = ROOT / "results" / "study_smollm2_cpu"
 #: the adapter's identity before the re-export (the content hash of its first export's files)
 IDENTITY = "2174246ddaa850cc"
 #: the sha256 of the weights file the first export wrote: the re-export kept its bytes

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lorank.errors import ConfigError, LorankError
+from lorank.lora.factors import is_lora_a_key
 from lorank.layout.adapter import (PEFT_CONFIG, WEIGHTS, WEIGHTS_STEM, export_meta_file, peft_config_file,
                                    safetensors_problem, weights_file)
 from lorank.layout.checkpoints import marker_file
@@ -145,7 +146,7 @@ def adapter_shape(ckpt: str | Path) -> dict[str, int | None]:
             shape = fh.get_slice(k).get_shape()
             if re.search(r"(^|\.)(score|classifier)(\.modules_to_save\.[^.]+)?\.weight$", k) and len(shape) == 2:
                 hidden = int(shape[1])
-            elif "q_proj.lora_A" in k and len(shape) == 2:
+            elif is_lora_a_key(k) and len(shape) == 2:
                 q_hidden = int(shape[1])
     return {"hidden": hidden or q_hidden, "layers": deepest + 1 if deepest >= 0 else None}
 

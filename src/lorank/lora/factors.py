@@ -174,3 +174,9 @@ def read_factors(state: dict[str, torch.Tensor], config: dict[str, Any],
     if not modules:
         raise ConfigError(f"{where}: no LoRA module maps onto a {spec.family} layer/projection")
     return modules, spec
+
+
+def is_lora_a_key(key: str, projection: str = "q_proj") -> bool:
+    """Whether a state-dict key is the LoRA A factor of ``projection`` (its input width is the base's hidden size
+    for q_proj): how an adapter's weights file is read for its base's shape without loading it."""
+    return f"{projection}.lora_A" in key
