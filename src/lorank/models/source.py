@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorank.atomic import atomic_dir
+from lorank.atomic import atomic_dir, atomic_write_text
 from lorank.errors import ModelNotFoundError
 from lorank.models.gguf_chunks import CHUNKED, GEMMA3_270M, assemble, assembled_path, chunk_paths
 
@@ -259,12 +259,12 @@ def place_in_hf_cache(src: ModelSource | None = None, root: str | Path | None = 
         tmp.rename(snap)
     refs = repo / "refs"
     refs.mkdir(parents=True, exist_ok=True)
-    (refs / HF_REF).write_text(rev)  # no newline: huggingface_hub reads the file as the commit id
+    atomic_write_text(refs / HF_REF, rev)  # no newline: huggingface_hub reads the file as the commit id
     main = refs / "main"
     current = main.read_text().strip() if main.is_file() else None
     if current is None or current == rev or not (repo / "snapshots" / current).is_dir() \
             or (repo / "snapshots" / current / "lorank_source.txt").is_file():
-        main.write_text(rev)
+        atomic_write_text(main, rev)
     return hub_id, snap
 
 
