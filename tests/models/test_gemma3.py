@@ -4,7 +4,6 @@ import importlib.util
 
 import pytest
 import torch
-from transformers import TrainingArguments
 
 from lorank.errors import ConfigError, ModelNotFoundError
 from lorank.lora import LoraSpec, apply_lora
@@ -14,11 +13,7 @@ from lorank.models.inputs import PairEncoder
 from lorank.models.packed import install_packed_forward, packed_support, window_limit
 from lorank.models.random_init import random_reranker, tiny_tokenizer
 from lorank.models.source import ALIASES, resolve_model
-from lorank.data.records import Passage
-from lorank.train.collator import GroupCollator
-from lorank.train.groups import GroupDataset, QueryPool
-from lorank.train.losses import get_loss
-from lorank.train.trainer import RerankTrainer
+from tests.models.test_packed_forward import _batch, _step  # the same batch and HF-Trainer step
 
 
 def _model(spec: LoraSpec, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
@@ -32,23 +27,6 @@ def _model(spec: LoraSpec, seed: int = 0, dtype: torch.dtype = torch.float32, **
         if p.requires_grad:
             p.data = p.data.float()
     return model, tok
-
-
-def _batch(tok, packed: bool, chunk_tokens: int = 60, repeat: int = 1):
-    pools = [QueryPool(f"q{i}", f"flea cycle {i}", [Passage("p", "flea cycle year " * (i + 2) * repeat)],
-                       [Passage(f"n{j}", "bread oven host " * (j + 1) * repeat) for j in range(7)]) for i in range(3)]
-    return GroupCollator(PairEncoder(tok), tok.pad_token_id, chunk_tokens=chunk_tokens, packed=packed)(
-        [g for g in GroupDataset(pools, 4)])
-
-
-def _step(model, batch, tmp_path, bf16: bool = False):
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], bf16=bf16)
-    tr = RerankTrainer(model=model, args=args, loss_fn=get_loss("contrastive"), data_collator=lambda x: x)
-    tr.current_gradient_accumulation_steps = 1
-    model.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as HF's accelerate wraps the forward
-        loss = tr.training_step(model, batch)
-    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def test_the_architecture_map_covers_gemma3_text():

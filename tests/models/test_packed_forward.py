@@ -31,9 +31,10 @@ def _model(shape: str, spec: LoraSpec, dtype: torch.dtype = torch.float32, seed:
     return model, tok
 
 
-def _batch(tok, packed: bool, chunk_tokens: int = 60):
-    pools = [QueryPool(f"q{i}", f"flea cycle {i}", [Passage("p", "flea cycle year " * (i + 2))],
-                       [Passage(f"n{j}", "bread oven host " * (j + 1)) for j in range(7)]) for i in range(3)]
+def _batch(tok, packed: bool, chunk_tokens: int = 60, repeat: int = 1):
+    """Three queries' groups of 4 (1 positive + 3 of 7 negatives); `repeat` lengthens every passage."""
+    pools = [QueryPool(f"q{i}", f"flea cycle {i}", [Passage("p", "flea cycle year " * (i + 2) * repeat)],
+                       [Passage(f"n{j}", "bread oven host " * (j + 1) * repeat) for j in range(7)]) for i in range(3)]
     return GroupCollator(PairEncoder(tok), tok.pad_token_id, chunk_tokens=chunk_tokens, packed=packed)(
         [g for g in GroupDataset(pools, 4)])
 
