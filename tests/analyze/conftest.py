@@ -1,6 +1,7 @@
 """Tiny saved adapters (random-init backbones, LoRA B given nonzero random values) and a tiny TREC set."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -37,14 +38,23 @@ def save_adapter(model_dir: Path, out: Path, seed: int, rank: int = 4, alpha: fl
     return out
 
 
-@pytest.fixture(scope="package", autouse=True)
-def one_thread():
+@contextlib.contextmanager
+def one_torch_thread():
     """Tiny models gain nothing from threads, and on a shared 2-core machine a busy neighbour makes
     torch's second thread spin (measured: a 64x128 linear at 8 ms with 2 threads vs 0.07 ms with 1)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def one_thread():
+    """One torch thread for every test of the package that imports this fixture (:func:`one_torch_thread`)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

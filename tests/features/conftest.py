@@ -2,13 +2,6 @@
 adapters and TREC folders are in tests/ltr/conftest.py."""
 from __future__ import annotations
 
-import pytest
-import torch
+from tests.analyze.conftest import one_thread  # noqa: F401  (autouse, package scope)
 
 
-@pytest.fixture(scope="package", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -2,18 +2,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from tests.analyze.conftest import save_adapter
+from tests.analyze.conftest import one_thread, save_adapter  # noqa: F401  (one_thread: autouse, package scope)
 from tests.tinydata import make_trec_dir, save_tiny_model
 
 
-@pytest.fixture(scope="package", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
