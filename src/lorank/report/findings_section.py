@@ -78,10 +78,14 @@ def protocol_notes(plan: Any) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQuery | None = None
-                   ) -> list[dict[str, Any]]:
+_READ = object()  # a view argument not given: read it from the study folder
+
+
+def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQuery | None = None,
+                   test_view: Any = _READ) -> list[dict[str, Any]]:
     """The five findings for a study directory ([] when no checkpoint is evaluated on any set), on
-    :func:`findings_view` (or `view`, that view already read)."""
+    :func:`findings_view` (or `view`, that view already read) and :func:`findings_test_view` (or `test_view`,
+    already read: None when the study has no test set)."""
     import pandas as pd
 
     pq = view if view is not None else findings_view(plan, study_dir)
@@ -90,8 +94,9 @@ def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQue
     if results is None:
         results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
     rules = VerdictRules.from_dict(plan.spec.verdicts)
-    out = evaluate_findings(results, pq, reference_run(plan).run_id, test=findings_test_view(plan, study_dir),
-                            rules=rules)
+    if test_view is _READ:
+        test_view = findings_test_view(plan, study_dir)
+    out = evaluate_findings(results, pq, reference_run(plan).run_id, test=test_view, rules=rules)
     notes = protocol_notes(plan)
     for f in out:
         f["verdict_rules"] = rules.to_dict()
@@ -101,8 +106,16 @@ def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQue
 
 
 def findings_section(plan: Any, study_dir: Path, results: Any = None, view: PerQuery | None = None) -> Section:
-    """A :class:`lorank.report.page.Section`; writes ``STUDY_DIR/findings.json``."""
-    findings = study_findings(plan, study_dir, results, view)
+    """A :class:`lorank.report.page.Section`; writes ``STUDY_DIR/findings.json`` (and, through the conditions'
+    figures, ``conditions.json``). The dev and test views are read once, for the findings and the figures."""
+    import pandas as pd
+
+    if results is None:
+        results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
+    if view is None:
+        view = findings_view(plan, study_dir)
+    test_view = findings_test_view(plan, study_dir)
+    findings = study_findings(plan, study_dir, results, view, test_view)
     save_findings(study_dir, findings)
 
     sec = Section(TITLE, "The paper's five findings (Mistral-7B, Llama-3.1-8B, Pythia-6.9B on MS MARCO, TREC DL19) "
@@ -127,20 +140,14 @@ def findings_section(plan: Any, study_dir: Path, results: Any = None, view: PerQ
                        [[str(f["finding"]), f["claim"], f"{f['verdict']} ({_sets(f, 'test') or 'no test set'})",
                          f"{f.get('verdict_dev', '-')} ({_sets(f, 'dev')})", figures_text(f), p_text(f), f["rule"]]
                         for f in findings]))
-    _conditions_part(sec, plan, study_dir, results, view)
+    _conditions_part(sec, plan, study_dir, results, [v for v in (view, test_view) if v is not None])
     return sec
 
 
-def _conditions_part(sec: Section, plan: Any, study_dir: Path, results: Any, view: PerQuery | None) -> None:
+def _conditions_part(sec: Section, plan: Any, study_dir: Path, results: Any, views: list[PerQuery]) -> None:
     """The conditions drawn per finding (seeds as dots, 95% CIs, dev and test side by side) and the seed-spread
-    table, into the report folder and ``STUDY_DIR/conditions.json``."""
-    import pandas as pd
-
-    if results is None:
-        results = pd.DataFrame(collect_rows(plan, Path(study_dir)))
-    views = [v for v in (view if view is not None else findings_view(plan, study_dir),
-                         findings_test_view(plan, study_dir)) if v is not None]
-    line = getattr(plan.spec.verdicts, "recover_line", 0.90)
+    table, into the report folder and ``STUDY_DIR/conditions.json``; `views`: dev first, then test."""
+    line = VerdictRules.from_dict(plan.spec.verdicts).recover_line
     drawn = write_condition_figures(study_runs(results), reference_run(plan).run_id, views,
                                     Path(study_dir) / "report", recover_line=line)
     atomic_write_json(Path(study_dir) / CONDITIONS_FILE, drawn)
