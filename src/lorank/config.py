@@ -38,12 +38,13 @@ def format_validation_error(e: ValidationError, cls: type[BaseModel] | None = No
     """One line per problem: the field's dotted path, the problem, the YAML line of `source` where the field is
     written (when it can be found there), and for an unknown field the known field it most looks like."""
     out = []
+    tree = _yaml_tree(source) if source is not None else None  # composed once for every problem's line
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "<root>"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field" + _did_you_mean(cls, err["loc"])
-        line = yaml_line(source, err["loc"]) if source is not None else None
+        line = yaml_line(tree, err["loc"])
         out.append(f"{loc}: {msg}" + (f" (line {line})" if line else ""))
     return out
 
@@ -90,15 +91,21 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return []
 
 
-def yaml_line(source: str | Path, loc: tuple) -> int | None:
-    """The 1-based line of `source` (a YAML file) where the field at `loc` is written, or None if the path does not
-    lead to it exactly (the data may have been built from the file rather than read as is)."""
+def _yaml_tree(source: str | Path) -> yaml.Node | None:
+    """The composed node tree of `source` when it is a readable YAML file (None otherwise)."""
     path = Path(source)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         return None
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
+        return yaml.compose(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, OSError, RecursionError):
+        return None
+
+
+def yaml_line(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line where the field at `loc` is written in a YAML file's node tree (:func:`_yaml_tree`), or None
+    if the path does not lead to it exactly (the data may have been built from the file rather than read as is)."""
+    if node is None:
         return None
     line = None
     for step in loc:
