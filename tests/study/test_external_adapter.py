@@ -1,5 +1,6 @@
 """A study that dissects an adapter it did not train (``adapters:`` + ``adapter:`` in a step), on a tiny
-random-init model: validation, the steps, their rows in results.csv, resume, the report; and the demo's switch."""
+random-init model: validation, the steps, their rows in results.csv, resume, the report (the demo, which
+dissects the shipped reference adapter this way: tests/test_demo.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -139,28 +140,6 @@ def test_validation_of_adapter_steps(ext, tmp_path):
     plan = build_plan(load_spec(ok), ok, check_data=False)
     cmp = next(s for s in plan.steps if s.kind == "analyze")
     assert cmp.step_id.startswith("analyze/compare/adapter-ref~") and cmp.needs == [f"train/{plan.runs[0].run_id}"]
-
-
-def test_the_demo_dissects_the_reference_adapter_only_when_it_exists(tmp_path):
-    from lorank import demo
-    from lorank.study import find_spec
-
-    assert demo.find_reference_adapter([tmp_path]) is None
-    assert demo.demo_spec("demo", tmp_path, None) == find_spec("demo")  # the preset as is: its own r=8 run
-    folder = tmp_path / demo.REFERENCE_ADAPTER
-    folder.mkdir(parents=True)
-    assert demo.find_reference_adapter([tmp_path / "elsewhere", tmp_path]) == folder
-    f = demo.demo_spec("demo", tmp_path, str(folder))
-    switched = load_spec(f)
-    assert switched.adapters == {"reference": str(folder)}
-    assert switched.ablations and all(a.adapter == "reference" and a.runs is None for a in switched.ablations)
-    assert switched.analyses and all(a.adapter == "reference" for a in switched.analyses)
-    original = load_spec(find_spec("demo"))
-    assert switched.grid == original.grid and switched.train == original.train
-    assert [a.sweeps for a in switched.ablations] == [a.sweeps for a in original.ablations]
-    # a compare analysis without `against` keeps its runs (it needs a run's checkpoints)
-    spec = demo.dissect_adapter({"analyses": [{"kind": "compare", "runs": {"rank": 8}}]}, "x")
-    assert spec["analyses"] == [{"kind": "compare", "runs": {"rank": 8}}]
 
 
 def test_a_missing_adapter_folder_makes_its_steps_pending_not_the_study_fail(ext, tmp_path):
