@@ -1,7 +1,8 @@
 """lorank: train, evaluate and dissect LoRA-fine-tuned LLM rerankers.
 
 Python twins of the CLI verbs: ``lorank.train``, ``lorank.Reranker``, ``lorank.evaluate``,
-``lorank.retrieve_beir``, ``lorank.ablate``, ``lorank.features``, ``lorank.ltr``; the dissection verbs (``ablate``,
+``lorank.retrieve_beir``, ``lorank.ablate``, ``lorank.features``, ``lorank.ltr``, ``lorank.run_study`` then
+``lorank.build_report`` (``lorank study``), ``lorank.load_results``; the dissection verbs (``ablate``,
 ``features``, ``lorank.analyze.probe`` / ``patch``) take a subject from ``lorank.resolve_subject(adapter, eval_set)``.
 Heavy modules (torch, transformers) load on first use.
 """
@@ -30,6 +31,9 @@ _LAZY = {
     "EvalResult": ("lorank.evaluation", "EvalResult"),
     "retrieve_beir": ("lorank.retrieve", "retrieve_beir"),
     "bm25_retrieve": ("lorank.retrieve", "bm25_retrieve"),
+    "run_study": ("lorank.study", "run_study"),
+    "load_results": ("lorank.study", "load_results"),
+    "build_report": ("lorank.report", "build_report"),
 }
 
 

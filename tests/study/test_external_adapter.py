@@ -1,5 +1,6 @@
 """A study that dissects an adapter it did not train (``adapters:`` + ``adapter:`` in a step), on a tiny
-random-init model: validation, the steps, their rows in results.csv, resume, the report; and the demo's switch."""
+random-init model: validation, the steps, their rows in results.csv, resume, the report (the demo, which
+dissects the shipped reference adapter this way: tests/test_demo.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_steps_on_the_external_adapter_run_and_land_in_results(ext):
 
 def test_a_rerun_skips_the_adapter_steps_and_a_changed_adapter_redoes_them(ext, tmp_path):
     root, spec, out, res, model, data, adapter = ext
-    again = run_study(spec, out, report=False)
+    again = run_study(spec, out)
     assert {o.status for o in again.outcomes.values()} == {"cached"}
     # the hash follows the adapter's contents, not its folder's path: a copy elsewhere is the same adapter
     import shutil
@@ -141,28 +142,6 @@ def test_validation_of_adapter_steps(ext, tmp_path):
     assert cmp.step_id.startswith("analyze/compare/adapter-ref~") and cmp.needs == [f"train/{plan.runs[0].run_id}"]
 
 
-def test_the_demo_dissects_the_reference_adapter_only_when_it_exists(tmp_path):
-    from lorank import demo
-    from lorank.study import find_spec
-
-    assert demo.find_reference_adapter([tmp_path]) is None
-    assert demo.demo_spec("demo", tmp_path, None) == find_spec("demo")  # the preset as is: its own r=8 run
-    folder = tmp_path / demo.REFERENCE_ADAPTER
-    folder.mkdir(parents=True)
-    assert demo.find_reference_adapter([tmp_path / "elsewhere", tmp_path]) == folder
-    f = demo.demo_spec("demo", tmp_path, str(folder))
-    switched = load_spec(f)
-    assert switched.adapters == {"reference": str(folder)}
-    assert switched.ablations and all(a.adapter == "reference" and a.runs is None for a in switched.ablations)
-    assert switched.analyses and all(a.adapter == "reference" for a in switched.analyses)
-    original = load_spec(find_spec("demo"))
-    assert switched.grid == original.grid and switched.train == original.train
-    assert [a.sweeps for a in switched.ablations] == [a.sweeps for a in original.ablations]
-    # a compare analysis without `against` keeps its runs (it needs a run's checkpoints)
-    spec = demo.dissect_adapter({"analyses": [{"kind": "compare", "runs": {"rank": 8}}]}, "x")
-    assert spec["analyses"] == [{"kind": "compare", "runs": {"rank": 8}}]
-
-
 def test_a_missing_adapter_folder_makes_its_steps_pending_not_the_study_fail(ext, tmp_path):
     root, spec, out, res, model, data, adapter = ext
     later = tmp_path / "adapters" / "not-yet"
@@ -174,7 +153,7 @@ def test_a_missing_adapter_folder_makes_its_steps_pending_not_the_study_fail(ext
     assert any("adapter 'ref'" in n and "pending" in n for n in plan.notes)
     assert not plan.steps[0].pending and "ref" in plan.pending_adapters and not plan.adapters
     study = tmp_path / "out"
-    first = run_study(f, study, report=False)
+    first = run_study(f, study)
     assert not first.failed and sorted(first.pending) == sorted(s.step_id for s in pending)
     assert first.outcomes[plan.steps[0].step_id].status == "ok"
     import json

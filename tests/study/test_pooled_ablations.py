@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorank.report import build_report
 from lorank.study import build_plan, load_spec, run_study
 from tests.study.test_external_adapter import _export_tiny_adapter
 from tests.tinydata import make_trec_dir, save_tiny_model
@@ -38,6 +39,7 @@ def two_sets(tmp_path_factory):
     (out / "report" / "ablation_adapter_ref_components.png").write_bytes(b"an older report's figure")
     res = run_study(f, out)
     assert not res.failed, res.outcomes
+    build_report(out)
     return f, out, a, b
 
 

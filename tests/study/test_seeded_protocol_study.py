@@ -7,6 +7,7 @@ import json
 
 import yaml
 
+from lorank.report import build_report
 from lorank.study import load_results, run_study
 from tests.tinydata import make_trec_dir, save_tiny_model
 
@@ -30,6 +31,7 @@ def test_a_seeded_study_with_a_test_set_gives_findings_with_roles_and_seeds(tmp_
     f.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
     run_study(f, out)
+    build_report(out)
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert len(runs) == 6 and sum("-s1-" in r for r in runs) == 3 and sum("-s2-" in r for r in runs) == 3
     for r in runs:

@@ -14,8 +14,16 @@ from lorank.study.spec import StudySpec, condition_of, expand, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "results" / "study_smollm2_cpu"
-#: studies/demo.yaml's run ids before seeds and alpha policies existed
+#: the run ids of the demo's grid (studies/demo.yaml until issue 45) before seeds and alpha policies existed
 DEMO_IDS = ["smollm2-135m-r1-all-s42-ab13e9", "smollm2-135m-r8-all-s42-6ed82d"]
+#: that grid's spec, as it was
+OLD_DEMO = {"name": "demo", "models": ["smollm2-135m"],
+            "train": {"head_init": "yes_no", "data": [{"kind": "trec", "path": "dl20", "rel_threshold": 2,
+                                                       "max_negative_grade": 0, "depth": 100}],
+                      "group_size": 8, "batch_queries": 1, "lr": 3.0e-4, "head_lr": 1.0e-3, "warmup_ratio": 0.1,
+                      "max_steps": 20, "checkpoints": {"steps": "10,20"},
+                      "eval": {"sets": ["dl19"], "depth": 10, "max_queries": 8}},
+            "lora": {"rank": 8, "alpha": 64, "dropout": 0.0, "components": "all"}, "grid": [{"rank": [1, 8]}]}
 
 
 def _spec(**extra) -> StudySpec:
@@ -28,7 +36,7 @@ def _spec(**extra) -> StudySpec:
 def test_existing_studies_keep_their_run_ids():
     runs = expand(load_spec(COMMITTED / "study.yaml"))
     assert sorted(r.run_id for r in runs) == sorted(p.name for p in (COMMITTED / "runs").iterdir() if p.is_dir())
-    assert [r.run_id for r in expand(load_spec(ROOT / "studies" / "demo.yaml"))] == DEMO_IDS
+    assert [r.run_id for r in expand(StudySpec.model_validate(OLD_DEMO))] == DEMO_IDS
     assert all(r.axes["alpha_policy"] == "fixed" and r.axes["alpha"] == 64 for r in runs)
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from lorank.errors import ConfigError
+from lorank.report import build_report
 from lorank.study import build_plan, expand, load_results, load_spec, run_study
 from tests.tinydata import make_trec_dir, save_tiny_model
 
@@ -103,7 +104,7 @@ def test_rerun_skips_finished_steps(tiny):
 
     root, spec, out, res, *_ = tiny
     console = Console(record=True, width=200, force_terminal=False)
-    again = run_study(spec, out, report=False, console=console)
+    again = run_study(spec, out, console=console)
     assert {o.status for o in again.outcomes.values()} == {"cached"}
     # the bar of a finished study once still said "~773 min left" (its estimate when nothing had run)
     bar = [line for line in console.export_text().splitlines() if line.lstrip().startswith("study")][-1]
@@ -119,14 +120,14 @@ def test_a_run_with_only_keeps_the_state_of_the_other_steps(tiny):
 
     root, spec, out, res, *_ = tiny
     first = json.loads((out / "study_state.json").read_text())["steps"]
-    run_study(spec, out, report=False, only=["ablate/"])
+    run_study(spec, out, only=["ablate/"])
     state = json.loads((out / "study_state.json").read_text())
     assert list(state["steps"]) == list(first) and state["status"] == "done"
     assert {v["status"] for k, v in state["steps"].items() if k.startswith("ablate/")} == {"cached"}
     assert all(state["steps"][k] == v for k, v in first.items() if not k.startswith("ablate/"))
     (out / "study_state.json").write_text("{not json")
     with pytest.raises(DataError, match=r"study_state\.json.*unreadable study state"):
-        run_study(spec, out, report=False, only=["ablate/"])
+        run_study(spec, out, only=["ablate/"])
     (out / "study_state.json").write_text(json.dumps({"status": "done", "steps": first}))
 
 
@@ -136,7 +137,7 @@ def test_a_changed_ablation_reruns_only_that_step(tiny):
     s["ablations"][0]["sweeps"] = ["components"]
     spec3 = root / "spec3.yaml"
     spec3.write_text(yaml.safe_dump(s))
-    again = run_study(spec3, out, report=False)
+    again = run_study(spec3, out)
     status = {k.split("/")[0]: v.status for k, v in again.outcomes.items()}
     assert status["train"] == "cached" and status["ablate"] == "ok" and status["analyze"] == "cached"
     assert (out / "study.previous.yaml").is_file()
@@ -214,7 +215,8 @@ def test_a_failing_run_is_recorded_and_the_rest_goes_on(tmp_path):
     s["train"]["checkpoints"] = {"steps": "1"}
     s["train"]["max_steps"] = 1
     spec.write_text(yaml.safe_dump(s))
-    res = run_study(spec, tmp_path / "out", report=True)
+    res = run_study(spec, tmp_path / "out")
+    build_report(tmp_path / "out")
     st = {k: v.status for k, v in res.outcomes.items()}
     bad = [k for k in st if "no-such-model" in k]
     assert all(st[k] in ("failed", "skipped") for k in bad) and any(st[k] == "failed" for k in bad)
@@ -271,14 +273,14 @@ def test_an_interrupted_ablation_step_keeps_its_partial_work_and_a_stale_one_doe
     root, spec, out, res, *_ = tiny
     study = tmp_path / "study"
     shutil.copytree(out, study)
-    again = run_study(spec, study, report=False)  # the study as the spec now says (an earlier test may change it)
+    again = run_study(spec, study)  # the study as the spec now says (an earlier test may change it)
     step = next(s for s in again.plan.steps if s.kind == "ablate")
     d = study / step.out_dir
     for hash_, kept in ((step.hash, True), ("0" * 12, False)):
         (d / STEP_MARKER).unlink()  # the step did not finish...
         (d / PARTIAL).write_text(json.dumps({"step_id": step.step_id, "hash": hash_}))
         (d / "sentinel").write_text("work of the interrupted call")
-        status = {k: v.status for k, v in run_study(spec, study, report=False).outcomes.items()}
+        status = {k: v.status for k, v in run_study(spec, study).outcomes.items()}
         assert status[step.step_id] == "ok" and (d / STEP_MARKER).is_file() and not (d / PARTIAL).exists()
         assert (d / "sentinel").exists() == kept  # ...of this hash: kept (its sweeps go on); of another: cleared
         (d / "sentinel").unlink(missing_ok=True)
@@ -296,7 +298,7 @@ def test_a_step_stopped_by_sigterm_is_recorded_as_interrupted_naming_the_signal(
     root, spec, out, *_ = tiny
     study = tmp_path / "study"
     shutil.copytree(out, study)
-    plan = run_study(spec, study, report=False).plan  # the spec as it now reads (an earlier test may change it)
+    plan = run_study(spec, study).plan  # the spec as it now reads (an earlier test may change it)
     step = next(s for s in plan.steps if s.kind == "ablate")
     (study / step.out_dir / STEP_MARKER).unlink()
 
@@ -305,7 +307,7 @@ def test_a_step_stopped_by_sigterm_is_recorded_as_interrupted_naming_the_signal(
 
     monkeypatch.setattr(executor, "run_step_process", stopped)
     with pytest.raises(KeyboardInterrupt):
-        run_study(spec, study, report=False, only=[step.step_id])
+        run_study(spec, study, only=[step.step_id])
     state = json.loads((study / "study_state.json").read_text())
     assert state["status"] == "interrupted"
     rec = state["steps"][step.step_id]

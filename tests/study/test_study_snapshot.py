@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
     f = root / "spec.yaml"
     f.write_text(yaml.safe_dump(spec))
     out = root / "study"
-    res = run_study(f, out, only=["train/"], report=False)
+    res = run_study(f, out, only=["train/"])
     assert {o.status for o in res.outcomes.values()} == {"ok"}
     (out / "logs" / "big.log").write_text("".join(f"line {i}\n" for i in range(60_000)))  # ~600 KB
     return root, f, out, res
@@ -67,7 +67,7 @@ def test_restored_snapshot_goes_on_and_later_drops_the_adapters(trained, tmp_pat
     snapshot_study(out, tmp_path / "snap")
     restored = tmp_path / "restored"
     snapshot_study(tmp_path / "snap", restored)  # the same call restores it
-    again = run_study(spec, restored, report=False)
+    again = run_study(spec, restored)
     status = {k: v.status for k, v in again.outcomes.items()}
     assert {v for k, v in status.items() if k.startswith("train/")} == {"cached"}
     assert [v for k, v in status.items() if k.startswith("analyze/")] == ["ok"]

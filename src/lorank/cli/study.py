@@ -1,4 +1,4 @@
-"""``lorank study``, ``report``, ``findings`` and ``demo``: a whole study and its report (:func:`lorank.study.run_study`,
+"""``lorank study``, ``report``, ``findings`` and ``demo``: a whole study and its report (:func:`lorank.study.run_study` then
 :func:`lorank.report.build_report`, :func:`lorank.report.findings_section.write_findings`,
 :func:`lorank.demo.run_demo`)."""
 from __future__ import annotations
@@ -22,13 +22,16 @@ def study_cmd(
                                          "(default: this machine's)."),
 ) -> None:
     """Run a whole study (grid of LoRA runs, ablations, analyses, report); resumable: re-run to continue."""
+    from lorank.report import build_report
     from lorank.study import find_spec, load_spec, run_study
 
     with guard():
         if out is None:
             out = Path("studies_out") / load_spec(find_spec(spec)).name
-        res = run_study(spec, out, data, dry_run=dry_run, report=not no_report, only=only, console=console,
-                        device=device)
+        res = run_study(spec, out, data, dry_run=dry_run, only=only, console=console, device=device)
+        if not (dry_run or no_report):
+            res.report = build_report(res.study_dir)
+            console.print(f"report: {res.report}")
     if dry_run and res.plan.data_problems:
         n = len(res.plan.data_problems)
         err_console.print(f"[bold red]error:[/] the plan is priced above, but a real run here would stop: {n} data "
@@ -67,7 +70,9 @@ def demo_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Data folder (else $LORANK_DATA, ../shared/data, ir_datasets)."),
     spec: str = typer.Option("demo", "--spec", help="The study to run (default: the demo preset, studies/demo.yaml)."),
 ) -> None:
-    """The main job: a CPU-sized study on the embedded default model, with its report (see studies/demo.yaml)."""
+    """The main job: the shipped reference reranker against BM25 and dissected on a DL19 slice, the committed CPU
+    study's findings and a smoke check of training, in one report that opens with what to take away
+    (studies/demo.yaml)."""
     from lorank.demo import run_demo
 
     with guard():

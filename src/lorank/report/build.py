@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lorank.atomic import atomic_write_text
 from lorank.layout.run import config_file
@@ -29,20 +29,34 @@ from lorank.report.trained_sections import (checkpoint_section, components_secti
                                             overview_section, rank_section, side_by_side_section)
 
 
-def build_report(study_dir: str | Path, console: Any = None) -> Path:
-    """Write STUDY_DIR/report/{index.html, tables.md, *.png}; returns the HTML path."""
+def build_report(study_dir: str | Path, console: Any = None, opening: Sequence[Section] = (),
+                 findings: Section | None = None, compare_runs: bool = True) -> Path:
+    """Write STUDY_DIR/report/{index.html, tables.md, *.png}; returns the HTML path.
+
+    ``opening``: sections shown first (what a reader should take away: ``lorank demo``'s). ``findings``: a section
+    shown in place of the study's own findings, which are then neither computed nor written (the demo shows the
+    committed study's). ``compare_runs=False``: the study's training runs are smoke checks, not conditions: their
+    checkpoint curves come after the dissection, labelled so, and the sections that compare runs (rank, MHA vs MLP
+    trained, retrained vs inference-time) and the dissection sections without a sweep are left out."""
     ctx = load_context(study_dir)
     view = findings_view(ctx.plan, ctx.study_dir)  # the per-query numbers the findings test, read once
-    sections = [overview_section(ctx), checkpoint_section(ctx, view)]
-    finals = final_comparisons(ctx)  # final checkpoints vs the reference (per-query paired tests)
-    rank, cp = rank_section(ctx, finals), components_section(ctx, finals)
+    curves = checkpoint_section(ctx, view, smoke=not compare_runs)
+    sections = [*opening, overview_section(ctx, smoke=not compare_runs)] + ([curves] if compare_runs else [])
+    finals = final_comparisons(ctx) if compare_runs else {}  # final checkpoints vs the reference (paired tests)
+    cp = components_section(ctx, finals, trained=compare_runs)
     pooled = pooled_sweeps(ctx.plan, ctx.study_dir)  # each ablation sweep over the eval sets together, once
-    sections += [rank, cp, *ablation_sections(ctx, cp, pooled)]  # the components sweep goes into cp
-    sections += [side_by_side_section(ctx, finals, pooled), analysis_section(ctx)]
+    dissection = ablation_sections(ctx, cp, pooled)  # the components sweep goes into cp
+    if compare_runs:
+        sections += [rank_section(ctx, finals), cp, *dissection, side_by_side_section(ctx, finals, pooled)]
+    else:
+        sections += [s for s in (cp, *dissection) if s.tables or s.images]
+    sections.append(analysis_section(ctx))
     lt = ltr_section(ctx.plan, ctx.study_dir, ctx.out)
     if lt is not None:
         sections.append(lt)
-    sections += [findings_section(ctx.plan, ctx.study_dir, ctx.results, view), configs_section(ctx)]
+    sections += ([] if compare_runs else [curves]) + [
+        findings if findings is not None else findings_section(ctx.plan, ctx.study_dir, ctx.results, view),
+        configs_section(ctx)]
     atomic_write_text(ctx.out / "tables.md", render_markdown(ctx.spec.name, sections))
     page = ctx.out / "index.html"
     atomic_write_text(page, render_html(ctx.spec.name, sections))

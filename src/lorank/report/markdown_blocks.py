@@ -8,6 +8,9 @@ two markers, and is rewritten from that file, never typed.
 <!-- lorank:adapter-table adapters/smollm2-135m-msmarco12k-r8 -->
 | set | role | ...                    (lorank.export.metrics_table of that adapter's metrics.json)
 <!-- /lorank:adapter-table -->
+<!-- lorank:demo-timing ../results/demo_timing.json -->
+| precision | how | wall | ...        (demo_timing_block: lorank demo's measured times, and the AVX2 fp32 estimate)
+<!-- /lorank:demo-timing -->
 ```
 
 :func:`render_blocks` rewrites every block of a text from its source (``lorank readme README.md``); the README test
@@ -42,7 +45,52 @@ def adapter_block(source: Path) -> str:
     return metrics_table(json.loads(f.read_text(encoding="utf-8"))) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"findings": findings_block, "adapter-table": adapter_block}
+def _kinds(summary: dict) -> dict[str, float]:
+    """A demo_summary.json's step times summed by kind (train / ablate / analyze), and the rest of its wall time."""
+    out: dict[str, float] = {}
+    for step, sec in (summary.get("steps_s") or {}).items():
+        out[step.split("/")[0]] = out.get(step.split("/")[0], 0.0) + float(sec)
+    out["rest"] = float(summary.get("wall_s", 0.0)) - sum(out.values())
+    return out
+
+
+def demo_timing_block(source: Path) -> str:
+    """``lorank demo``'s measured wall times (benchmarks/demo_timing.py's JSON) by step kind, and its estimate for an
+    AVX2-only CPU in fp32: each measured bf16 step kind times the planner's fp32-on-AVX2 / bf16 ratio for that kind
+    (``plan_estimates_s``), the rest (process starts, BM25, figures, report) as measured."""
+    if not source.is_file():
+        raise ConfigError(f"{source} does not exist: run benchmarks/demo_timing.py first")
+    data = json.loads(source.read_text(encoding="utf-8"))
+
+    def m(x: float) -> str:
+        return f"{x / 60:.1f} min" if x >= 90 else f"{x:.0f} s"
+
+    head = ("| precision | how | wall | training (smoke check) | ablation | weights | the rest |\n"
+            "|---|---|---|---|---|---|---|\n")
+    rows = []
+    for prec, how in (("bf16", "measured"), ("fp32", "measured, `LORANK_BF16=0`")):
+        e = data.get(prec)
+        if not e or e.get("returncode") != 0:
+            continue
+        k = _kinds(e["summary"])
+        note = f"; {e['note']}" if e.get("note") else ""
+        where = f"{e['cpu']}, {e['cores']} cores, {e['date']}, load {e['load_before'][0]} before{note}"
+        rows.append(f"| {prec} | {how}: {where} "
+                    f"| **{m(e['wall_s'])}** | {m(k.get('train', 0))} | {m(k.get('ablate', 0))} | "
+                    f"{m(k.get('analyze', 0))} | {m(k['rest'] + e['wall_s'] - e['summary']['wall_s'])} |")
+    est, bf = data.get("plan_estimates_s") or {}, data.get("bf16")
+    if bf and est.get("bf16") and est.get("fp32_avx2"):
+        k = _kinds(bf["summary"])
+        scaled = {kind: k.get(kind, 0.0) * est["fp32_avx2"][kind] / est["bf16"][kind] for kind in est["bf16"]}
+        rest = k["rest"] + bf["wall_s"] - bf["summary"]["wall_s"]
+        rows.append(f"| fp32 | estimated for an AVX2-only CPU: the bf16 steps x the planner's fp32-on-AVX2 / bf16 "
+                    f"ratio | **{m(sum(scaled.values()) + rest)}** | {m(scaled.get('train', 0))} | "
+                    f"{m(scaled.get('ablate', 0))} | {m(scaled.get('analyze', 0))} | {m(rest)} |")
+    return head + "\n".join(rows) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {"findings": findings_block, "adapter-table": adapter_block,
+                                               "demo-timing": demo_timing_block}
 
 
 def render_blocks(text: str, root: Path, only: tuple[str, str] | None = None) -> str:

@@ -22,7 +22,9 @@ from lorank.study.spec import _slug
 from lorank.study.store import finished_ablations
 
 
-def overview_section(ctx: ReportContext) -> Section:
+def overview_section(ctx: ReportContext, smoke: bool = False) -> Section:
+    """The study in one paragraph (steps done, failed, pending) and its first stage. ``smoke``: its training runs
+    are smoke checks, so no run is named as the tables' reference."""
     spec, plan = ctx.spec, ctx.plan
     ov = Section("Study")
     steps = ctx.state.get("steps", {})
@@ -36,8 +38,10 @@ def overview_section(ctx: ReportContext) -> Section:
                + (f", {len(stopped)} interrupted (resumable)" if stopped else "")
                + (f", {len(waiting)} pending: " + html.escape("; ".join(dict.fromkeys(w.pending for w in waiting)))
                   if waiting else "")
-               + f"); reference run (the 'full adapter'): <code>{ctx.ref.run_id}</code>; main eval set: "
-               f"{ctx.main_set}; final checkpoints compared on {ctx.compare_label}. Report generated {time.strftime('%Y-%m-%d %H:%M')}.")
+               + ("); the training runs are smoke checks" if smoke else
+                  f"); reference run (the 'full adapter'): <code>{ctx.ref.run_id}</code>; main eval set: "
+                  f"{ctx.main_set}; final checkpoints compared on {ctx.compare_label}")
+               + f". Report generated {time.strftime('%Y-%m-%d %H:%M')}.")
     if failed:
         ov.tables.append(("Failed or skipped steps", ["step", "status", "detail"],
                           [[k, v["status"], v["detail"].splitlines()[0] if v["detail"] else ""]
@@ -54,13 +58,18 @@ def overview_section(ctx: ReportContext) -> Section:
     return ov
 
 
-def checkpoint_section(ctx: ReportContext, view: Any = None) -> Section:
+def checkpoint_section(ctx: ReportContext, view: Any = None, smoke: bool = False) -> Section:
     """Per eval set: each run's checkpoints. With `view` (the findings' per-query numbers,
     :class:`lorank.report.findings_model.PerQuery`) pooled over several sets, also the pooled curve that finding 1
-    is tested on."""
+    is tested on. ``smoke``: the runs are smoke checks of training (the demo's), titled and labelled so."""
     plan, df = ctx.plan, ctx.results
     ev = Section("Checkpoint evolution", "nDCG@10 and MRR@10 of every checkpoint (last point = final adapter) of the "
                  "study's own training runs.")
+    if smoke:
+        ev = Section("Smoke check of training", "The study's own training runs are a smoke check: they show that "
+                     "training, its checkpoints and their evaluation run end to end, not what training reaches (too "
+                     "few steps and queries for that; nothing here is compared or dissected). nDCG@10 and MRR@10 of "
+                     "every checkpoint.")
     ck = df[df["source"] == "checkpoint"] if len(df) else df
     for model in ctx.spec.models:
         for es in ctx.eval_sets:
@@ -167,8 +176,12 @@ def rank_section(ctx: ReportContext, finals: dict[str, dict[str, Any]]) -> Secti
     return rk
 
 
-def components_section(ctx: ReportContext, finals: dict[str, dict[str, Any]]) -> Section:
-    """Trained MHA / MLP / all runs; :mod:`lorank.report.dissection_sections` adds the components ablation."""
+def components_section(ctx: ReportContext, finals: dict[str, dict[str, Any]], trained: bool = True) -> Section:
+    """Trained MHA / MLP / all runs; :mod:`lorank.report.dissection_sections` adds the components ablation.
+    ``trained=False``: the ablation alone (the study's runs are not conditions to compare)."""
+    if not trained:
+        return Section("MHA vs MLP", "Each component's LoRA deltas kept alone at inference time in the dissected "
+                       "adapter, the others switched off (% recovered = (ablated - LoRA off) / (full - LoRA off)).")
     cp = Section("MHA vs MLP", "Trained separately (top) and switched off at inference time in the reference "
                  "adapter (bottom: % recovered = (ablated - LoRA off) / (full - LoRA off)).")
     rows = _trained_table(ctx, finals, cp, "components", "LoRA on",

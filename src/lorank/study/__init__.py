@@ -1,7 +1,8 @@
 """Studies: one YAML spec -> a grid of training runs, ablations and analyses -> a report.
 
-Python twins of the CLI: ``lorank.study.run_study(spec, out)`` (``lorank study``),
-``lorank.study.load_results(dir)``, ``lorank.report.build_report(dir)`` (``lorank report``),
+Python twins of the CLI: ``lorank.study.run_study(spec, out)`` then ``lorank.report.build_report(out)``
+(``lorank study``; the report is built a stage above, by the caller), ``lorank.study.load_results(dir)``,
+``lorank.report.build_report(dir)`` (``lorank report``),
 ``lorank.study.snapshot_study(dir, out)`` (``lorank snapshot STUDY_DIR``).
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ from lorank.errors import ConfigError
 from lorank.layout.study import spec_file
 from lorank.study.executor import execute, marker_ok
 from lorank.study.plan import Plan, Step, build_plan
+from lorank.study.store import load_results, write_results
 from lorank.study.spec import RunSpec, StudySpec, expand, load_spec
-from lorank.study.store import load_results
 
 PRESETS_ENV = "LORANK_STUDIES"
 
@@ -54,7 +55,8 @@ class StudyResult:
     study_dir: Path
     plan: Plan
     outcomes: dict[str, Any]
-    report: Path | None
+    #: the report page, where the caller built one (``lorank study`` and the demo call build_report themselves)
+    report: Path | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -99,9 +101,10 @@ def _runs_needed(study_dir: Path, finished: dict[str, Any]) -> set[str]:
 
 
 def run_study(spec_path: str | Path, out: str | Path, data_root: str | Path | None = None, dry_run: bool = False,
-              report: bool = True, only: list[str] | None = None, console: Any = None,
-              device: str | None = None) -> StudyResult:
-    """Run (or, with dry_run, only plan) a study; resumable: finished steps are skipped."""
+              only: list[str] | None = None, console: Any = None, device: str | None = None) -> StudyResult:
+    """Run (or, with dry_run, only plan) a study; resumable: finished steps are skipped. Ends by writing the results
+    table (results.csv / .parquet: :func:`lorank.study.load_results`). The report is not built
+    here (report/ reads a study, a stage above): ``lorank.report.build_report(result.study_dir)``."""
     from rich.console import Console
 
     console = console or Console()
@@ -112,7 +115,7 @@ def run_study(spec_path: str | Path, out: str | Path, data_root: str | Path | No
             spec = spec.model_copy(update={"data_root": str(data_root)})
         plan = build_plan(spec, spec_path, device=device)
         print_plan(plan, Path(out), console)
-        return StudyResult(Path(out), plan, {}, None)
+        return StudyResult(Path(out), plan, {})
     plan, out = prepare(spec_path, out, data_root)
     print_plan(plan, out, console, brief=True)
     outcomes = execute(plan, out, console, only)
@@ -120,15 +123,8 @@ def run_study(spec_path: str | Path, out: str | Path, data_root: str | Path | No
     if waiting:
         console.print(f"[yellow]{len(waiting)} step(s) pending[/] ({', '.join(s.step_id for s in waiting)}): "
                       + "; ".join(dict.fromkeys(s.pending for s in waiting)))
-    page = None
-    if report:
-        # lazy, and the one upward import left (tests/test_structure.py): report/ reads a study, so a top-level
-        # import here would be a circle; the CLI and the demo are to call build_report themselves (issue 42)
-        from lorank.report import build_report
-
-        page = build_report(out)
-        console.print(f"report: {page}")
-    return StudyResult(out, plan, outcomes, page)
+    write_results(plan, out, include_first_stage=False)  # results.csv / .parquet, as the report writes them
+    return StudyResult(out, plan, outcomes)
 
 
 def print_plan(plan: Plan, out: Path, console: Any, brief: bool = False) -> None:
