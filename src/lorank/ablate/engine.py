@@ -82,26 +82,14 @@ def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: S
     chunks = length_chunks([len(s) for s in seqs], batch_tokens)
     sites = lora_sites(model)
     mods = [st.module for st in sites]
-    merge = merge_by_default(dev) if merge_lora is None else merge_lora
-    if merge and merge_blocker(mods):
-        if merge_lora:
-            raise ValueError(merge_blocker(mods))
-        merge = False
+    merge = _merge_choice(dev, mods, merge_lora)
     t0 = time.perf_counter()
     naive = 0
     done, before = 0, {"layer_calls": 0.0, "naive": 0.0, "wall_s": 0.0}
     saver = None
     if state is not None:
-        names = sorted(out)
-
-        def key(merged: bool) -> str:
-            return fingerprint(model, seqs, names, batch_tokens, bf16, use_cache, merged=merged)
-
-        if merge_lora is None and not merge_blocker(mods):
-            stored = SweepState(state, "", names, len(seqs)).stored_key()
-            if stored is not None and stored == key(not merge):
-                merge = not merge  # a sweep begun the other way goes on that way: one sweep, one numerics
-        saver = SweepState(state, key(merge), names, len(seqs), every_s=save_every_s)
+        saver, merge = _sweep_state(model, seqs, sorted(out), batch_tokens, bf16, use_cache, mods, merge, merge_lora,
+                                    state, save_every_s)
         loaded = saver.load()
         if loaded is not None:
             done, out, before = loaded
@@ -121,31 +109,8 @@ def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: S
                     continue
                 ids, mask = pad_chunk([seqs[i] for i in idx], pad_id)
                 ids, mask = ids.to(dev), mask.to(dev)
-                if merger is not None:
-                    merger.merge()  # the full model, every delta in
-                with cache.record():
-                    full = model(input_ids=ids, attention_mask=mask).logits.float().reshape(-1).cpu().numpy()
-                out["full"][idx] = full
-                naive += n_layers
-                for c in configs:
-                    if c.name == "full":
-                        continue
-                    naive += n_layers
-                    start = starts[c.name]
-                    if start >= n_layers and all(m.op != "truncate" for m in c.masks):
-                        out[c.name][idx] = full  # the masks change nothing
-                        continue
-                    ab = Ablation(model, c.masks).apply()
-                    try:
-                        cached = use_cache and 0 < start < n_layers
-                        if merger is not None:  # the layers this forward computes, as this configuration has them
-                            merger.merge(from_layer[start if cached else 0])
-                        ctx = cache.replay_below(start) if cached else _counting(cache)
-                        with ctx:
-                            s = model(input_ids=ids, attention_mask=mask).logits.float().reshape(-1).cpu().numpy()
-                    finally:
-                        ab.remove()
-                    out[c.name][idx] = s
+                naive += _score_chunk(model, ids, mask, idx, configs, starts, cache, merger, from_layer, use_cache,
+                                      out)
                 cache.clear()
                 if progress:
                     progress(len(idx))
@@ -158,6 +123,76 @@ def score_configs(model: Any, seqs: Sequence[list[int]], pad_id: int, configs: S
     if saver is not None:
         saver.save(len(chunks), out, c, force=True)
     return SweepScores(out, c["wall_s"], int(c["layer_calls"]), int(c["naive"]), merged=merge)
+
+
+def _merge_choice(dev: Any, mods: list[Any], merge_lora: bool | None) -> bool:
+    """Whether to score with LoRA merged into the weights: ``merge_lora`` when given, else the device's default;
+    never for adapters that cannot be merged (DoRA), which is an error only when merging was asked for."""
+    merge = merge_by_default(dev) if merge_lora is None else merge_lora
+    if merge and merge_blocker(mods):
+        if merge_lora:
+            raise ValueError(merge_blocker(mods))
+        merge = False
+    return merge
+
+
+def _sweep_state(model: Any, seqs: Sequence[list[int]], names: list[str], batch_tokens: int, bf16: bool,
+                 use_cache: bool, mods: list[Any], merge: bool, merge_lora: bool | None, state: str | Path,
+                 save_every_s: float) -> tuple[SweepState, bool]:
+    """The sweep's state file under the fingerprint of its settings and weights, and whether to merge: with
+    ``merge_lora`` unset, a stored state begun the other way (merged or not) decides, so the sweep goes on as it
+    began."""
+
+    def key(merged: bool) -> str:
+        return fingerprint(model, seqs, names, batch_tokens, bf16, use_cache, merged=merged)
+
+    if merge_lora is None and not merge_blocker(mods):
+        stored = SweepState(state, "", names, len(seqs)).stored_key()
+        if stored is not None and stored == key(not merge):
+            merge = not merge  # a sweep begun the other way goes on that way: one sweep, one numerics
+    return SweepState(state, key(merge), names, len(seqs), every_s=save_every_s), merge
+
+
+def _score_chunk(model: Any, ids: torch.Tensor, mask: torch.Tensor, idx: Any, configs: Sequence[Config],
+                 starts: dict[str, int], cache: LayerOutputCache, merger: LoraMerger | None,
+                 from_layer: dict[int, list[Any]], use_cache: bool, out: dict[str, np.ndarray]) -> int:
+    """Score one chunk under every configuration into ``out[name][idx]``: the full model first (recording every
+    layer's output for the cache), then each ablation; returns the layer calls a naive sweep would make."""
+    n_layers = len(cache.layers)
+    if merger is not None:
+        merger.merge()  # the full model, every delta in
+    with cache.record():
+        full = model(input_ids=ids, attention_mask=mask).logits.float().reshape(-1).cpu().numpy()
+    out["full"][idx] = full
+    naive = n_layers
+    for c in configs:
+        if c.name == "full":
+            continue
+        naive += n_layers
+        start = starts[c.name]
+        if start >= n_layers and all(m.op != "truncate" for m in c.masks):
+            out[c.name][idx] = full  # the masks change nothing
+            continue
+        out[c.name][idx] = _score_ablated(model, ids, mask, c.masks, start, cache, merger, from_layer, use_cache)
+    return naive
+
+
+def _score_ablated(model: Any, ids: torch.Tensor, mask: torch.Tensor, masks: list[Mask], start: int,
+                   cache: LayerOutputCache, merger: LoraMerger | None, from_layer: dict[int, list[Any]],
+                   use_cache: bool) -> np.ndarray:
+    """One configuration's scores of a chunk: its masks applied (and, merged, its deltas merged into the layers
+    the forward computes), the layers below ``start`` replayed from the cache when they may be."""
+    n_layers = len(cache.layers)
+    ab = Ablation(model, masks).apply()
+    try:
+        cached = use_cache and 0 < start < n_layers
+        if merger is not None:  # the layers this forward computes, as this configuration has them
+            merger.merge(from_layer[start if cached else 0])
+        ctx = cache.replay_below(start) if cached else _counting(cache)
+        with ctx:
+            return model(input_ids=ids, attention_mask=mask).logits.float().reshape(-1).cpu().numpy()
+    finally:
+        ab.remove()
 
 
 class _counting:
