@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -221,6 +222,97 @@ def load_features(path: str | Path) -> tuple[dict[str, tuple[np.ndarray, np.ndar
         return feats, z["y"], keys, json.loads(str(z["meta"]))
 
 
+@dataclass
+class _ProbeInput:
+    """What the probes fit on: both model states' features and scores, the labels and pair keys, and where they
+    come from (the adapter, the set, its queries and the pair selection), with the default output folder."""
+    feats: dict[str, tuple[np.ndarray, np.ndarray]]  # state (base / finetuned) -> (X, the model's scores)
+    y: np.ndarray
+    keys: list[tuple[str, str]]
+    adapter: Any
+    eval_set: Any
+    qids: list[str]
+    depth: int
+    rel_threshold: int
+    out_default: Path
+
+
+def _saved_input(features_in: str | Path) -> _ProbeInput:
+    """The features saved by an earlier probe (``features_out``), with the selection they were extracted with."""
+    feats, y, keys, meta = load_features(features_in)
+    return _ProbeInput(feats, y, keys, meta["adapter"], meta["eval_set"], meta["qids"], meta["depth"],
+                       meta["rel_threshold"], Path(features_in).parent)
+
+
+def _extracted_input(subject: Subject | None, max_queries: int | None, depth: int, rel_threshold: int, seed: int,
+                     batch_tokens: int, features_out: str | Path | None,
+                     progress: ProgressFactory | None) -> _ProbeInput:
+    """Select the subject's judged pairs and extract their features with LoRA off (base) and on (fine-tuned);
+    saved to ``features_out`` when given."""
+    if subject is None:
+        raise ConfigError("probe needs a subject (lorank.subject.resolve_subject) or saved features (features_in)")
+    rs = subject.judged()
+    rr = subject.reranker
+    qids = select_queries(rs, depth, max_queries, seed, rel_threshold, need_both=True)
+    pairs = encode_pairs(rr.encoder, rs, select_pairs(rs, qids, depth, judged_only=True))
+    y = np.array([int(g >= rel_threshold) for g in pairs.grades])
+    keys = pairs.keys
+    pad = int(rr.tokenizer.pad_token_id)
+    feats = {}
+    for state in ("base", "finetuned"):
+        tick = progress(f"features ({state})", len(pairs.seqs)) if progress else None
+        ctx = ablated(rr.model, Mask("off")) if state == "base" else contextlib.nullcontext()
+        with ctx:
+            feats[state] = extract_features(rr.model, pairs.seqs, pad, batch_tokens, rr.scorer.bf16, tick)
+    ckpt, set_name = subject.checkpoint, rs.name
+    out_default = Path(rr.meta.get("checkpoint", ".")) / "analysis"
+    if features_out is not None:
+        save_features(features_out, feats, y, keys, {"adapter": ckpt, "eval_set": set_name, "qids": qids,
+                                                     "depth": depth, "rel_threshold": rel_threshold})
+    return _ProbeInput(feats, y, keys, ckpt, set_name, qids, depth, rel_threshold, out_default)
+
+
+def _layer_rows(per_state: dict[str, list[dict[str, Any]]], positions: list[Any]) -> list[dict[str, Any]]:
+    """One row per position with both states' probe metrics side by side (``base_*``, ``finetuned_*``)."""
+    layers = []
+    for p in range(len(positions)):
+        b, f = per_state["base"][p], per_state["finetuned"][p]
+        layers.append({"layer": positions[p], **{f"base_{k}": b[k] for k in METRICS},
+                       **{f"finetuned_{k}": f[k] for k in METRICS}})
+    return layers
+
+
+#: the metric the summary ranks layers by
+SUMMARY_KEY = "auc_per_query"
+
+
+def _best_layer(layers: list[dict[str, Any]], state: str) -> dict[str, Any]:
+    """The layer with the best within-query AUC of a state (NaN never best), with that AUC and its pooled AUC."""
+    key = SUMMARY_KEY
+    r = max(layers, key=lambda r: -1 if r[f"{state}_{key}"] != r[f"{state}_{key}"] else r[f"{state}_{key}"])
+    return {"layer": r["layer"], key: r[f"{state}_{key}"], "auc": r[f"{state}_auc"]}
+
+
+def _first_layer_reaching(layers: list[dict[str, Any]], state: str, frac: float = 0.9) -> Any:
+    """The first layer whose within-query AUC reaches ``frac`` of the way from chance (0.5) to the state's best."""
+    key = SUMMARY_KEY
+    top = _best_layer(layers, state)[key]
+    thr = 0.5 + frac * (top - 0.5)
+    return next((r["layer"] for r in layers if r[f"{state}_{key}"] >= thr), None)
+
+
+def _probe_method(C: float | Sequence[float], n_splits: int, n_queries: int) -> dict[str, Any]:
+    """The ``probe`` entry of ``probe.json``: the classifier, its C and how it is chosen, the folds, the metrics."""
+    return {"model": "logistic regression (L2) on standardised features",
+            "C": list(C) if not isinstance(C, (int, float)) else C,
+            "C_selection": "nested: inner 3-fold GroupKFold, best mean within-query AUC"
+            if not isinstance(C, (int, float)) and len(list(C)) > 1 else "fixed",
+            "cv": f"GroupKFold by query, {min(n_splits, n_queries)} folds", "token": "last non-pad",
+            "layer_index": "emb = embedding output; l = output of decoder layer l (0-based)",
+            "metrics": "auc_per_query = mean over queries of the within-query AUC of the out-of-fold "
+                       "probe scores; auc = AUC pooled over all pairs"}
+
+
 def probe(subject: Subject | None, out_dir: str | Path | None = None, max_queries: int | None = 20, depth: int = 30,
           rel_threshold: int = 2, n_splits: int = 5, C: float | Sequence[float] = DEFAULT_CS, seed: int = 0,
           batch_tokens: int = 8192, features_out: str | Path | None = None, features_in: str | Path | None = None,
@@ -234,73 +326,29 @@ def probe(subject: Subject | None, out_dir: str | Path | None = None, max_querie
     instead of running the model (no subject needed: it may be None)."""
     t0 = time.perf_counter()
     if features_in is not None:
-        feats, y, keys, meta = load_features(features_in)
-        ckpt, set_name, qids = meta["adapter"], meta["eval_set"], meta["qids"]
-        depth, rel_threshold = meta["depth"], meta["rel_threshold"]
-        out_default = Path(features_in).parent
+        inp = _saved_input(features_in)
     else:
-        if subject is None:
-            raise ConfigError("probe needs a subject (lorank.subject.resolve_subject) or saved features (features_in)")
-        rs = subject.judged()
-        rr = subject.reranker
-        qids = select_queries(rs, depth, max_queries, seed, rel_threshold, need_both=True)
-        pairs = encode_pairs(rr.encoder, rs, select_pairs(rs, qids, depth, judged_only=True))
-        y = np.array([int(g >= rel_threshold) for g in pairs.grades])
-        keys = pairs.keys
-        pad = int(rr.tokenizer.pad_token_id)
-        feats = {}
-        for state in ("base", "finetuned"):
-            tick = progress(f"features ({state})", len(pairs.seqs)) if progress else None
-            ctx = ablated(rr.model, Mask("off")) if state == "base" else contextlib.nullcontext()
-            with ctx:
-                feats[state] = extract_features(rr.model, pairs.seqs, pad, batch_tokens, rr.scorer.bf16, tick)
-        ckpt, set_name = subject.checkpoint, rs.name
-        out_default = Path(rr.meta.get("checkpoint", ".")) / "analysis"
-        if features_out is not None:
-            save_features(features_out, feats, y, keys, {"adapter": ckpt, "eval_set": set_name, "qids": qids,
-                                                         "depth": depth, "rel_threshold": rel_threshold})
+        inp = _extracted_input(subject, max_queries, depth, rel_threshold, seed, batch_tokens, features_out, progress)
     forward_s = time.perf_counter() - t0
-    groups = np.array([q for q, _ in keys])
+    feats, y = inp.feats, inp.y
+    groups = np.array([q for q, _ in inp.keys])
     n_pos = feats["base"][0].shape[1]
     positions = ["emb"] + list(range(n_pos - 1))
     tick = progress("probe fits", 2 * n_pos) if progress else None
     t1 = time.perf_counter()
     per_state = {s: fit_probes(feats[s][0], y, groups, n_splits, C, seed, positions, tick) for s in feats}
-    layers = []
-    for p in range(n_pos):
-        b, f = per_state["base"][p], per_state["finetuned"][p]
-        layers.append({"layer": positions[p], **{f"base_{k}": b[k] for k in METRICS},
-                       **{f"finetuned_{k}": f[k] for k in METRICS}})
-    score_auc = {s: _auc(y, feats[s][1]) for s in feats}
-    score_auc_pq = {s: per_query_auc(y, feats[s][1], groups) for s in feats}
-    key = "auc_per_query"
-
-    def best(state: str) -> dict[str, Any]:
-        r = max(layers, key=lambda r: -1 if r[f"{state}_{key}"] != r[f"{state}_{key}"] else r[f"{state}_{key}"])
-        return {"layer": r["layer"], key: r[f"{state}_{key}"], "auc": r[f"{state}_auc"]}
-
-    def first_reaching(state: str, frac: float = 0.9) -> Any:
-        top = best(state)[key]
-        thr = 0.5 + frac * (top - 0.5)
-        return next((r["layer"] for r in layers if r[f"{state}_{key}"] >= thr), None)
-
-    out = Path(out_dir) if out_dir is not None else out_default
+    layers = _layer_rows(per_state, positions)
+    out = Path(out_dir) if out_dir is not None else inp.out_default
     result: dict[str, Any] = {
-        "kind": "probe", "adapter": ckpt, "eval_set": set_name,
-        "queries": len(qids), "qids": qids, "depth": depth, "pairs": len(y), "positives": int(y.sum()),
-        "rel_threshold": rel_threshold, "majority_accuracy": float(max(y.mean(), 1 - y.mean())),
-        "probe": {"model": "logistic regression (L2) on standardised features",
-                  "C": list(C) if not isinstance(C, (int, float)) else C,
-                  "C_selection": "nested: inner 3-fold GroupKFold, best mean within-query AUC"
-                  if not isinstance(C, (int, float)) and len(list(C)) > 1 else "fixed",
-                  "cv": f"GroupKFold by query, {min(n_splits, len(qids))} folds", "token": "last non-pad",
-                  "layer_index": "emb = embedding output; l = output of decoder layer l (0-based)",
-                  "metrics": "auc_per_query = mean over queries of the within-query AUC of the out-of-fold "
-                             "probe scores; auc = AUC pooled over all pairs"},
-        "score_auc": score_auc, "score_auc_per_query": score_auc_pq,
-        "summary": {"best_base": best("base"), "best_finetuned": best("finetuned"),
-                    "first_layer_90pct_base": first_reaching("base"),
-                    "first_layer_90pct_finetuned": first_reaching("finetuned")},
+        "kind": "probe", "adapter": inp.adapter, "eval_set": inp.eval_set,
+        "queries": len(inp.qids), "qids": inp.qids, "depth": inp.depth, "pairs": len(y), "positives": int(y.sum()),
+        "rel_threshold": inp.rel_threshold, "majority_accuracy": float(max(y.mean(), 1 - y.mean())),
+        "probe": _probe_method(C, n_splits, len(inp.qids)),
+        "score_auc": {s: _auc(y, feats[s][1]) for s in feats},
+        "score_auc_per_query": {s: per_query_auc(y, feats[s][1], groups) for s in feats},
+        "summary": {"best_base": _best_layer(layers, "base"), "best_finetuned": _best_layer(layers, "finetuned"),
+                    "first_layer_90pct_base": _first_layer_reaching(layers, "base"),
+                    "first_layer_90pct_finetuned": _first_layer_reaching(layers, "finetuned")},
         "layers": layers, "forward_s": round(forward_s, 2), "fit_s": round(time.perf_counter() - t1, 2),
         "features": str(features_in or features_out) if (features_in or features_out) else None,
     }
