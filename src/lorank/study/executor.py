@@ -185,6 +185,87 @@ def _read_state(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _earlier_outcomes(plan: Plan, state_file: Path, todo: list[Step]) -> dict[str, Any]:
+    """What earlier runs recorded of the plan's steps this run does not do (a run with --only keeps them: the report
+    counts them)."""
+    todo_ids = {s.step_id for s in todo}
+    return {k: v for k, v in _read_state(state_file).get("steps", {}).items()
+            if k not in todo_ids and k in {s.step_id for s in plan.steps}}
+
+
+def _save_state(state_file: Path, plan: Plan, earlier: dict[str, Any], outcomes: dict[str, StepOutcome],
+                status: str) -> None:
+    """Write the study's state: its status and every step's record (this run's outcomes over the earlier ones), in
+    the plan's order."""
+    steps = {**earlier, **{k: {"status": v.status, "wall_s": round(v.wall_s, 2), "detail": v.detail}
+                           for k, v in outcomes.items()}}
+    atomic_write_json(state_file, {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                   "steps": {s.step_id: steps[s.step_id] for s in plan.steps
+                                             if s.step_id in steps}})
+
+
+@dataclass
+class _Pace:
+    """The seconds the steps run so far took against their estimates: what scales the estimate of what is left."""
+    spent: float = 0.0
+    spent_est: float = 0.0
+
+    def eta(self, remaining_est: float) -> str:
+        """The time left, as the progress bar shows it."""
+        ratio = self.spent / self.spent_est if self.spent_est > 0 else 1.0
+        sec = remaining_est * ratio
+        return f"~{sec / 60:.0f} min left" if sec >= 60 else f"~{sec:.0f} s left"
+
+
+def _not_run(study_dir: Path, step: Step, outcomes: dict[str, StepOutcome], console: Any) -> StepOutcome | None:
+    """The outcome of a step that is not run, said on the console: skipped (a step it needs failed or was skipped),
+    pending (its external adapter is not there yet) or cached (its outputs exist with its hash); None: run it."""
+    failed_needs = [n for n in step.needs if n in outcomes and outcomes[n].status in ("failed", "skipped")]
+    if failed_needs:
+        console.print(f"[yellow]skip[/] {step.step_id}: needs {', '.join(failed_needs)}")
+        return StepOutcome(step.step_id, "skipped", detail=f"needs {', '.join(failed_needs)}")
+    if step.pending:
+        console.print(f"[yellow]pending[/] {step.step_id}: {step.pending}")
+        return StepOutcome(step.step_id, "pending", detail=step.pending)
+    if marker_ok(study_dir, step):
+        return StepOutcome(step.step_id, "cached", detail="outputs exist with this hash")
+    return None
+
+
+def _run_shown(study_dir: Path, step: Step, progress: Any, outcomes: dict[str, StepOutcome], save_state: Any,
+               console: Any) -> StepOutcome:
+    """Run one step under its own progress bar (a training step's follows its log); a step stopped by a signal is
+    recorded as interrupted and the interrupt goes on up."""
+    total = None
+    if step.kind == "train":
+        ms = step.payload["config"].get("max_steps", -1)
+        total = ms if ms and ms > 0 else None
+    task = progress.add_task(f"  {step.step_id}", total=total, eta=f"est. {step.estimate_s:.0f} s")
+
+    def poll() -> None:
+        if step.kind == "train":
+            progress.update(task, completed=_train_progress(study_dir, step))
+
+    save_state("running")
+    try:
+        out = run_step_process(study_dir, step, poll)
+    except KeyboardInterrupt as e:
+        outcomes[step.step_id] = StepOutcome(step.step_id, "interrupted", detail=interruption(e))
+        save_state("interrupted")
+        console.print("[yellow]interrupted[/]: re-run the same command to resume where it stopped")
+        raise
+    outcomes[step.step_id] = out
+    progress.update(task, completed=total or 1, total=total or 1, eta=f"{out.wall_s:.0f} s")
+    return out
+
+
+def _final_status(outcomes: dict[str, StepOutcome]) -> str:
+    """The study's status once every step had its turn."""
+    statuses = {o.status for o in outcomes.values()}
+    return ("done-with-failures" if statuses & {"failed", "skipped"} else
+            "done-with-pending" if "pending" in statuses else "done")
+
+
 def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | None = None) -> dict[str, StepOutcome]:
     """Run every step not already done; returns the outcome of each step."""
     from rich.console import Console
@@ -195,81 +276,36 @@ def execute(plan: Plan, study_dir: Path, console: Any = None, only: list[str] | 
     outcomes: dict[str, StepOutcome] = {}
     state_file = study_dir / STATE
     todo = [s for s in plan.steps if not only or any(s.step_id.startswith(o) for o in only)]
-    spent = 0.0
-    spent_est = 0.0
-
-    # a run with --only keeps what earlier runs recorded of the other steps (the report counts them)
-    todo_ids = {s.step_id for s in todo}
-    earlier = {k: v for k, v in _read_state(state_file).get("steps", {}).items()
-               if k not in todo_ids and k in {s.step_id for s in plan.steps}}
+    pace = _Pace()
+    earlier = _earlier_outcomes(plan, state_file, todo)
 
     def save_state(status: str) -> None:
-        steps = {**earlier, **{k: {"status": v.status, "wall_s": round(v.wall_s, 2), "detail": v.detail}
-                               for k, v in outcomes.items()}}
-        atomic_write_json(state_file, {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                       "steps": {s.step_id: steps[s.step_id] for s in plan.steps
-                                                 if s.step_id in steps}})
-
-    def eta(remaining_est: float) -> str:
-        ratio = spent / spent_est if spent_est > 0 else 1.0
-        sec = remaining_est * ratio
-        return f"~{sec / 60:.0f} min left" if sec >= 60 else f"~{sec:.0f} s left"
+        _save_state(state_file, plan, earlier, outcomes, status)
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[eta]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        overall = progress.add_task("study", total=len(todo), eta=eta(sum(s.estimate_s for s in todo)))
+        overall = progress.add_task("study", total=len(todo), eta=pace.eta(sum(s.estimate_s for s in todo)))
         for i, step in enumerate(todo):
             remaining = sum(s.estimate_s for s in todo[i:])
-            progress.update(overall, eta=eta(remaining))  # cached, pending and skipped steps count too
-            failed_needs = [n for n in step.needs if n in outcomes and outcomes[n].status in ("failed", "skipped")]
-            if failed_needs:
-                outcomes[step.step_id] = StepOutcome(step.step_id, "skipped", detail=f"needs {', '.join(failed_needs)}")
-                console.print(f"[yellow]skip[/] {step.step_id}: needs {', '.join(failed_needs)}")
+            progress.update(overall, eta=pace.eta(remaining))  # cached, pending and skipped steps count too
+            settled = _not_run(study_dir, step, outcomes, console)
+            if settled is not None:
+                outcomes[step.step_id] = settled
                 progress.advance(overall)
-                save_state("running")
+                if settled.status != "cached":
+                    save_state("running")
                 continue
-            if step.pending:
-                outcomes[step.step_id] = StepOutcome(step.step_id, "pending", detail=step.pending)
-                console.print(f"[yellow]pending[/] {step.step_id}: {step.pending}")
-                progress.advance(overall)
-                save_state("running")
-                continue
-            if marker_ok(study_dir, step):
-                outcomes[step.step_id] = StepOutcome(step.step_id, "cached", detail="outputs exist with this hash")
-                progress.advance(overall)
-                continue
-            total = None
-            if step.kind == "train":
-                ms = step.payload["config"].get("max_steps", -1)
-                total = ms if ms and ms > 0 else None
-            task = progress.add_task(f"  {step.step_id}", total=total, eta=f"est. {step.estimate_s:.0f} s")
-
-            def poll(step: Step = step, task: Any = task) -> None:
-                if step.kind == "train":
-                    progress.update(task, completed=_train_progress(study_dir, step))
-
-            save_state("running")
-            try:
-                out = run_step_process(study_dir, step, poll)
-            except KeyboardInterrupt as e:
-                outcomes[step.step_id] = StepOutcome(step.step_id, "interrupted", detail=interruption(e))
-                save_state("interrupted")
-                console.print("[yellow]interrupted[/]: re-run the same command to resume where it stopped")
-                raise
-            outcomes[step.step_id] = out
-            spent += out.wall_s
-            spent_est += step.estimate_s
-            progress.update(task, completed=total or 1, total=total or 1, eta=f"{out.wall_s:.0f} s")
+            out = _run_shown(study_dir, step, progress, outcomes, save_state, console)
+            pace.spent += out.wall_s
+            pace.spent_est += step.estimate_s
             progress.advance(overall)
             if out.status == "failed":
                 console.print(f"[red]failed[/] {step.step_id}: {out.detail}")
             else:
                 console.print(f"[green]done[/] {step.step_id} in {out.wall_s:.0f} s{_headline(out.result)}")
         progress.update(overall, eta="done")  # each step's start updates the estimate; none is left now
-        statuses = {o.status for o in outcomes.values()}
-        save_state("done-with-failures" if statuses & {"failed", "skipped"} else
-                   "done-with-pending" if "pending" in statuses else "done")
+        save_state(_final_status(outcomes))
     failures = {k: v for k, v in outcomes.items() if v.status == "failed"}
     if failures:
         atomic_write_text(study_dir / "failures.txt", "".join(f"{k}\n{v.detail}\n\n" for k, v in failures.items()))
