@@ -43,13 +43,8 @@ UPWARD_EXCEPTIONS: dict[tuple[str, str], str] = {
 
 #: functions over MAX_LINES, each with the reason it is not split (yet)
 LONG_FUNCTIONS: dict[str, str] = {
-    "lorank.ltr.run:ltr": "one pass of fit, tune and evaluate per feature row set; left as is for the merge of "
-    "issue 42 wave 2 (time), to split into its steps",
-    "lorank.ablate.engine:score_configs": "the cached sweep loop; its state (cache, window, progress) is shared "
-    "across the loop's steps; to split with care for the byte-identical ablation results",
-    "lorank.analyze.probes:probe": "reads features or extracts them, then fits per layer; to split into its steps",
-    "lorank.study.executor:execute": "the executor's loop with its signal and resume handling; to split with "
-    "care while a study runs from an older worktree",
+    # none: the last four (ltr.run:ltr, ablate.engine:score_configs, analyze.probes:probe, study.executor:execute)
+    # were split into their steps (issue 42)
 }
 MAX_LINES = 80
 
