@@ -33,7 +33,6 @@ def test_order_explicit_then_env_then_hardware(monkeypatch):
 
 
 def test_training_dtype_and_scorer_follow_the_same_decision(monkeypatch):
-    from lorank.models.inputs import PairEncoder
     from lorank.models.loading import resolve_dtype_name
     from lorank.models.random_init import random_reranker, tiny_tokenizer
     from lorank.reranker import Reranker

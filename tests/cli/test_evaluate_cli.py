@@ -1,7 +1,6 @@
 """`lorank evaluate` (lorank.cli.evaluate) on real and small files: metrics, significance, per-query rows, clean
 errors."""
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner

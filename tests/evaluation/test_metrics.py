@@ -1,7 +1,6 @@
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 

@@ -4,7 +4,6 @@ too, draws one ablation figure per set with the set in its name and title (the s
 first's), and removes PNGs an older report left behind."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml

@@ -172,12 +172,12 @@ def _data_problems(spec: StudySpec, runs: list[RunSpec]) -> list[str]:
             elif not Path(d["path"]).is_file():
                 problems.append(f"train.data[{i}]: file not found: {d['path']}")
         ev = r.train_config.get("eval", {})
-        for field, name in [("sets", n) for n in ev.get("sets", [])] + [("test_sets", n) for n in
-                                                                        ev.get("test_sets", [])]:
+        for key, name in [("sets", n) for n in ev.get("sets", [])] + [("test_sets", n) for n in
+                                                                      ev.get("test_sets", [])]:
             if f"eval:{name}" not in checked:
                 checked.add(f"eval:{name}")
                 if not named_set_ok(name):
-                    problems.append(f"train.eval.{field}: evaluation set {name!r} not found")
+                    problems.append(f"train.eval.{key}: evaluation set {name!r} not found")
     for i, a in enumerate(spec.ablations):
         if f"eval:{a.eval}" not in checked:
             checked.add(f"eval:{a.eval}")
