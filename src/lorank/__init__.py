@@ -2,8 +2,9 @@
 
 Python twins of the CLI verbs: ``lorank.train``, ``lorank.Reranker`` (``lorank.ICRReranker`` for ``lorank rerank
 --method icr``), ``lorank.evaluate``, ``lorank.retrieve_beir``, ``lorank.ablate``, ``lorank.features``,
-``lorank.ltr``, ``lorank.run_study`` then ``lorank.build_report`` (``lorank study``), ``lorank.load_results``; the dissection verbs (``ablate``,
-``features``, ``lorank.analyze.probe`` / ``patch``) take a subject from ``lorank.resolve_subject(adapter, eval_set)``.
+``lorank.ltr``, ``lorank.run_study`` then ``lorank.build_report`` (``lorank study``), ``lorank.load_results``; the
+dissection verbs (``ablate``, ``features``, ``lorank.analyze.probe`` / ``patch``) take a subject from
+``lorank.resolve_subject(adapter, eval_set)``.
 Heavy modules (torch, transformers) load on first use.
 """
 from __future__ import annotations

@@ -78,11 +78,13 @@ def _plot_heads(heads: list[list[float]], measure: str, title: str, path: Path) 
 def icr_profile(candidates: RerankSet, out_dir: str | Path | None = None, *, reranker: ICRReranker | None = None,
                 model: str | None = None, depth: int = 100, max_queries: int | None = None, heads: bool = False,
                 measure: str = "ndcg_cut_10", rel_threshold: int = 2, name: str = "icr_profile",
-                progress: Callable[[int], None] | None = None, **icr_options: Any) -> dict[str, Any]:
+                progress: Callable[[int], None] | None = None, record: dict[str, Any] | None = None,
+                **icr_options: Any) -> dict[str, Any]:
     """ICR's per-layer (and per-head) profile on judged ``candidates``: ``reranker`` (an :class:`ICRReranker`), else
     one built from ``model`` (default: the embedded SmolLM2-135M) and ``icr_options`` (``window``, ``stride``,
-    ``max_tokens``, ``prompt``, ``device``...). ``max_queries``: the first judged queries only. Writes
-    ``{name}.json``, ``{name}.png`` (and ``{name}_heads.png``) into ``out_dir`` when given; returns the JSON."""
+    ``max_tokens``, ``prompt``, ``device``...). ``max_queries``: the first judged queries only; ``record``: more keys
+    for the JSON (a command, the set's role). Writes ``{name}.json``, ``{name}.png`` (and ``{name}_heads.png``) into
+    ``out_dir`` when given; returns the JSON."""
     if not candidates.qrels:
         raise DataError(candidates.name, None, "the ICR profile needs relevance judgements (qrels)")
     rs = candidates.subset(max_queries)
@@ -102,6 +104,7 @@ def icr_profile(candidates: RerankSet, out_dir: str | Path | None = None, *, rer
         "windows_per_query": {"mean": float(np.mean([r.windows for r in results.values()])),
                               "max": int(max(r.windows for r in results.values()))},
         "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(len(results), 1), 3),
+        **(record or {}),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
