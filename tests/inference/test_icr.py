@@ -198,3 +198,9 @@ def test_bad_input_is_refused_with_a_clear_error(tok, model):
 def test_documents_are_cut_by_words_and_titled_as_the_paper():
     assert doc_text("a b c d", "T", max_words=2) == "T\na b"
     assert doc_text(" a b ", "", max_words=None) == "a b"
+
+
+def test_the_reranker_is_lorank_icrreranker():
+    import lorank
+
+    assert lorank.ICRReranker is ICRReranker
