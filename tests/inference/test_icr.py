@@ -204,3 +204,17 @@ def test_the_reranker_is_lorank_icrreranker():
     import lorank
 
     assert lorank.ICRReranker is ICRReranker
+
+
+def test_a_run_names_the_query_whose_candidates_do_not_fit_or_whose_text_is_missing(tok, model):
+    from lorank.data.records import Passage, RunEntry
+
+    passages = {f"d{i}": Passage(f"d{i}", t) for i, t in enumerate(PASSAGES)}
+    run = {"q1": [RunEntry("q1", f"d{i}", i + 1, float(7 - i)) for i in range(7)]}
+    with pytest.raises(ConfigError, match="query 'q1': ICR cannot fit 2"):
+        ICRReranker(model, tok, max_tokens=40).score_run({"q1": "flea"}, passages, run)
+    with pytest.raises(DataError, match="query 'q1' has candidates but no text"):
+        ICRReranker(model, tok).score_run({}, passages, run)
+    out = ICRReranker(model, tok, window=4, stride=2, bf16=False).rerank({"q1": "flea"}, passages, run, depth=5)
+    assert set(out["q1"]) == set(passages)  # 5 reranked, 2 below them in first-stage order
+    assert min(out["q1"][d] for d in ("d0", "d1", "d2", "d3", "d4")) > out["q1"]["d5"] > out["q1"]["d6"]

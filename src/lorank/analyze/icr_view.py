@@ -103,6 +103,8 @@ def icr_profile(candidates: RerankSet, out_dir: str | Path | None = None, *, rer
         "best_layer": int(np.argmax(layers)) if layers else None,
         "windows_per_query": {"mean": float(np.mean([r.windows for r in results.values()])),
                               "max": int(max(r.windows for r in results.values()))},
+        "window_size": {"min": int(min(r.window_size for r in results.values())),
+                        "max": int(max(r.window_size for r in results.values()))},
         "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(len(results), 1), 3),
         **(record or {}),
     }

@@ -169,10 +169,13 @@ class ICRReranker:
         out = {}
         for qid in sorted(run):
             cands = run[qid][:depth]
-            if qid not in queries:
-                raise DataError(None, None, f"query {qid!r} has candidates but no text")
-            out[qid] = self.score(queries[qid], [(passages[e.docid].title, passages[e.docid].text) for e in cands],
-                                  [e.docid for e in cands])
+            if not str(queries.get(qid, "")).strip():
+                raise DataError(None, None, f"query {qid!r} has candidates but no text: ICR needs the query")
+            try:
+                out[qid] = self.score(queries[qid], [(passages[e.docid].title, passages[e.docid].text) for e in cands],
+                                      [e.docid for e in cands])
+            except ConfigError as e:
+                raise ConfigError(f"query {qid!r}: {e}") from None
             if progress:
                 progress(len(cands))
         return out
