@@ -1,9 +1,10 @@
 """lorank: train, evaluate and dissect LoRA-fine-tuned LLM rerankers.
 
-Python twins of the CLI verbs: ``lorank.train``, ``lorank.Reranker``, ``lorank.evaluate``,
-``lorank.retrieve_beir``, ``lorank.ablate``, ``lorank.features``, ``lorank.ltr``, ``lorank.run_study`` then
-``lorank.build_report`` (``lorank study``), ``lorank.load_results``; the dissection verbs (``ablate``,
-``features``, ``lorank.analyze.probe`` / ``patch``) take a subject from ``lorank.resolve_subject(adapter, eval_set)``.
+Python twins of the CLI verbs: ``lorank.train``, ``lorank.Reranker`` (``lorank.ICRReranker`` for ``lorank rerank
+--method icr``), ``lorank.evaluate``, ``lorank.retrieve_beir``, ``lorank.ablate``, ``lorank.features``,
+``lorank.ltr``, ``lorank.run_study`` then ``lorank.build_report`` (``lorank study``), ``lorank.load_results``; the
+dissection verbs (``ablate``, ``features``, ``lorank.analyze.probe`` / ``patch``) take a subject from
+``lorank.resolve_subject(adapter, eval_set)``.
 Heavy modules (torch, transformers) load on first use.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ _LAZY = {
     "ltr": ("lorank.ltr", "ltr"),
     "TrainConfig": ("lorank.train.config", "TrainConfig"),
     "Reranker": ("lorank.reranker", "Reranker"),
+    "ICRReranker": ("lorank.inference.icr", "ICRReranker"),
     "Subject": ("lorank.subject", "Subject"),
     "resolve_subject": ("lorank.subject", "resolve_subject"),
     "LoraSpec": ("lorank.lora.spec", "LoraSpec"),

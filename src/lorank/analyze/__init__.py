@@ -4,6 +4,8 @@
 - :func:`compare_adapters` — Grassmann subspace similarity of two adapters or checkpoints, per module.
 - :func:`probe` — per-layer linear probes (base vs fine-tuned), GroupKFold by query.
 - :func:`patch` — activation patching of layer / attention / MLP outputs into the LoRA-off model.
+- :func:`icr_profile` — the "before LoRA" view: each layer's (and head's) ranking quality under in-context
+  reranking of the base model (:mod:`lorank.inference.icr`).
 - :func:`run_analysis` — one entry point for study specs: ``run_analysis(kind, adapter, out_dir, **options)``.
 
 ``probe`` and ``patch`` take a :class:`lorank.subject.Subject` (the reranker and its judged candidates:
@@ -25,7 +27,7 @@ SUBJECT_OPTIONS = ("eval_set", "queries", "run", "collection", "qrels", "data_ro
 #: a probe / patch step's evaluation set when its options name none
 DEFAULT_EVAL_SET = "dl19"
 
-__all__ = ["KINDS", "compare_adapters", "patch", "probe", "run_analysis", "weight_stats"]
+__all__ = ["KINDS", "compare_adapters", "icr_profile", "patch", "probe", "run_analysis", "weight_stats"]
 
 
 def weight_stats(adapter: str | Path, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
@@ -50,6 +52,12 @@ def patch(subject: Subject, out_dir: str | Path | None = None, **options: Any) -
     from lorank.analyze.patching import patch as _f
 
     return _f(subject, out_dir, **options)
+
+
+def icr_profile(candidates: Any, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    from lorank.analyze.icr_view import icr_profile as _f
+
+    return _f(candidates, out_dir, **options)
 
 
 def run_analysis(kind: str, adapter: Any, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:

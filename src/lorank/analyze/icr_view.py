@@ -1,0 +1,118 @@
+"""The "before LoRA" view: how well each layer (and head) of the base model ranks on its own under in-context
+reranking (ICR, :mod:`lorank.inference.icr`).
+
+For each judged query, ICR scores the top ``depth`` candidates once; the score of a candidate is a sum over layers
+and heads, so each layer's (or head's) share ranks the candidates by itself, merged across windows as the ICR score
+is. ``icr_profile`` evaluates each of those rankings (nDCG@10 by default) and writes ``{name}.json`` and
+``{name}.png`` (a line per layer, with the full ICR score and the first stage as references), plus
+``{name}_heads.png`` (a layer x head map) with ``heads=True``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from lorank.atomic import atomic_write_json
+from lorank.data.rerankset import RerankSet
+from lorank.errors import DataError
+from lorank.evaluation import evaluate
+from lorank.inference.icr import ICRReranker, ICRResult
+from lorank.plotting import METRIC_LABELS, pyplot, save_figure
+
+
+def _value(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], measure: str, thr: int) -> float:
+    return float(evaluate(qrels, run, rel_threshold=thr, measures=[measure]).aggregate[measure])
+
+
+def profile_values(results: dict[str, ICRResult], qrels: dict[str, dict[str, int]], measure: str = "ndcg_cut_10",
+                   rel_threshold: int = 2, heads: bool = False) -> dict[str, Any]:
+    """The measure of the ICR ranking, of each layer's and (``heads``) each head's, over the judged queries of
+    ``results``."""
+    judged = {q: qrels[q] for q in results if qrels.get(q)}
+    if not judged:
+        raise DataError(None, None, "none of the ICR-scored queries has relevance judgements")
+    res = [results[q] for q in judged]
+    layers, n_heads = next((r.layer_head.shape[1:] for r in res if r.layer_head.size), (0, 0))
+
+    def of(fn: Callable[[ICRResult], Any]) -> float:
+        return _value(judged, {q: r.run(fn(r)) for q, r in zip(judged, res)}, measure, rel_threshold)
+
+    out: dict[str, Any] = {"icr": of(lambda r: r.scores),
+                           "layers": [of(lambda r, l=l: r.layer(l)) for l in range(layers)]}
+    if heads:
+        out["heads"] = [[of(lambda r, l=l, h=h: r.head(l, h)) for h in range(n_heads)] for l in range(layers)]
+    return out
+
+
+def _plot(values: dict[str, Any], first_stage: float, measure: str, title: str, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    layers = values["layers"]
+    ax.plot(range(len(layers)), layers, marker="o", ms=3, label="one layer's ICR score (its heads summed)")
+    ax.axhline(values["icr"], color="crimson", lw=1.2, label=f"ICR, all layers ({values['icr']:.3f})")
+    ax.axhline(first_stage, color="gray", ls="--", lw=1.0, label=f"first stage ({first_stage:.3f})")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(METRIC_LABELS.get(measure, measure))
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _plot_heads(heads: list[list[float]], measure: str, title: str, path: Path) -> Path:
+    plt = pyplot()
+    grid = np.asarray(heads)
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * grid.shape[1] + 2), max(3, 0.2 * grid.shape[0] + 1.5)))
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower")
+    fig.colorbar(im, ax=ax, label=METRIC_LABELS.get(measure, measure))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def icr_profile(candidates: RerankSet, out_dir: str | Path | None = None, *, reranker: ICRReranker | None = None,
+                model: str | None = None, depth: int = 100, max_queries: int | None = None, heads: bool = False,
+                measure: str = "ndcg_cut_10", rel_threshold: int = 2, name: str = "icr_profile",
+                progress: Callable[[int], None] | None = None, record: dict[str, Any] | None = None,
+                **icr_options: Any) -> dict[str, Any]:
+    """ICR's per-layer (and per-head) profile on judged ``candidates``: ``reranker`` (an :class:`ICRReranker`), else
+    one built from ``model`` (default: the embedded SmolLM2-135M) and ``icr_options`` (``window``, ``stride``,
+    ``max_tokens``, ``prompt``, ``device``...). ``max_queries``: the first judged queries only; ``record``: more keys
+    for the JSON (a command, the set's role). Writes ``{name}.json``, ``{name}.png`` (and ``{name}_heads.png``) into
+    ``out_dir`` when given; returns the JSON."""
+    if not candidates.qrels:
+        raise DataError(candidates.name, None, "the ICR profile needs relevance judgements (qrels)")
+    rs = candidates.subset(max_queries)
+    judged = {q: rs.run[q] for q in rs.qids if rs.qrels.get(q)}
+    rr = reranker or ICRReranker.from_pretrained(model, **icr_options)
+    t0 = time.perf_counter()
+    results = rr.score_run(rs.queries, rs.passages, judged, depth=depth, progress=progress)
+    seconds = time.perf_counter() - t0
+    values = profile_values(results, rs.qrels, measure, rel_threshold, heads)
+    first = _value(rs.qrels, {q: {e.docid: float(-i) for i, e in enumerate(v[:depth])} for q, v in judged.items()},
+                   measure, rel_threshold)
+    layers = values["layers"]
+    out: dict[str, Any] = {
+        "set": rs.name, "queries": len(results), "depth": depth, "measure": measure, "rel_threshold": rel_threshold,
+        "model": rr.meta.get("model"), "settings": rr.settings, "first_stage": first, **values,
+        "best_layer": int(np.argmax(layers)) if layers else None,
+        "windows_per_query": {"mean": float(np.mean([r.windows for r in results.values()])),
+                              "max": int(max(r.windows for r in results.values()))},
+        "window_size": {"min": int(min(r.window_size for r in results.values())),
+                        "max": int(max(r.window_size for r in results.values()))},
+        "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(len(results), 1), 3),
+        **(record or {}),
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        title = f"ICR per layer on {rs.name} ({len(results)} queries, top {depth}), {out['model']}"
+        out["figures"] = [_plot(values, first, measure, title, out_dir / f"{name}.png").name]
+        if heads:
+            out["figures"].append(_plot_heads(values["heads"], measure, title, out_dir / f"{name}_heads.png").name)
+        atomic_write_json(out_dir / f"{name}.json", out)
+    return out

@@ -1,0 +1,48 @@
+"""The ICR per-layer profile (lorank.analyze.icr_profile) and its benchmark script, end to end on a tiny model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lorank.data import load_eval_data
+from lorank.data.rerankset import RerankSet
+from lorank.errors import DataError
+from lorank.inference.icr import ICRReranker
+from tests.benchmark_module import load_benchmark
+from tests.tinydata import make_trec_dir, save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("icr_view")
+    return save_tiny_model(root / "model"), make_trec_dir(root / "trec-tiny", n_queries=3, n_cands=6)
+
+
+def test_the_profile_ranks_by_each_layer_and_head_and_writes_json_and_pngs(tiny_set, tmp_path):
+    from lorank.analyze import icr_profile
+
+    model, data = tiny_set
+    rs = load_eval_data(str(data))
+    rr = ICRReranker.from_pretrained(str(model), device="cpu", window=4, stride=2)
+    res = icr_profile(rs, tmp_path, reranker=rr, depth=5, heads=True, name="p", record={"role": "dev"})
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved == json.loads(json.dumps(res)) and saved["role"] == "dev"
+    assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "p_heads.png").stat().st_size > 0
+    assert len(saved["layers"]) == 4 and np.asarray(saved["heads"]).shape == (4, 4)
+    assert all(0 <= v <= 1 for v in saved["layers"] + [saved["icr"], saved["first_stage"]])
+    assert saved["queries"] == 3 and saved["windows_per_query"]["max"] == 2  # 5 candidates, windows of 4 by 2
+    assert saved["settings"]["window"] == 4 and saved["best_layer"] in range(4)
+    with pytest.raises(DataError, match="needs relevance judgements"):
+        icr_profile(RerankSet("unjudged", rs.queries, rs.passages, rs.run, None), reranker=rr)
+
+
+def test_the_benchmark_script_writes_each_set_with_its_command_and_role(tiny_set, tmp_path):
+    model, data = tiny_set
+    out = load_benchmark("icr_profile").main(["--sets", str(data), "--model", str(model), "--depth", "4",
+                                              "--max-queries", "2", "--out-dir", str(tmp_path), "--device", "cpu"])
+    saved = json.loads((tmp_path / "icr_trec-tiny.json").read_text())
+    assert saved["role"] == "dev" and saved["command"].startswith("python benchmarks/icr_profile.py --sets")
+    assert saved["queries"] == 2 and out["trec-tiny"]["icr"] == saved["icr"]
+    assert (tmp_path / "icr_trec-tiny.png").exists() and not (tmp_path / "icr_trec-tiny_heads.png").exists()
