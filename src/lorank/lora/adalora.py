@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from lorank.errors import ConfigError
+from lorank.lora.factors import infer_arch
 from lorank.models.arch import arch_for
 
 
@@ -79,10 +81,37 @@ def rank_allocation(model: Any) -> dict[tuple[int, str], dict[str, int]]:
     return out
 
 
-def allocation_from_config(config: dict[str, Any]) -> dict[str, int]:
-    """``{module name: kept rank}`` from a saved AdaLoRA ``adapter_config.json``'s ``rank_pattern`` (empty if the
-    budget was never allocated)."""
-    return {k: int(sum(bool(x) for x in v)) for k, v in (config.get("rank_pattern") or {}).items()}
+def allocation_from_adapter(config: dict[str, Any], state: dict[str, torch.Tensor],
+                            where: Any) -> tuple[dict[tuple[int, str], dict[str, int]], str]:
+    """``({(layer, projection): {"rank": kept, "init_r": started with}}, family)`` of a saved AdaLoRA adapter (its
+    ``adapter_config.json`` and weights): from the ``rank_pattern`` PEFT saved when set, else from the nonzero
+    ``lora_E`` values. ``where`` names the adapter in errors."""
+    if config.get("peft_type") != "ADALORA":
+        raise ConfigError(f"{where}: not an AdaLoRA adapter (peft_type {config.get('peft_type')!r})")
+    e_values = {_stem(k): t.reshape(-1) for k, t in state.items() if ".lora_E" in k}
+    if not e_values:
+        raise ConfigError(f"{where}: the adapter holds no AdaLoRA singular values (lora_E)")
+    pattern = {_stem(k): v for k, v in (config.get("rank_pattern") or {}).items()}
+    spec = infer_arch({name.rsplit(".", 1)[-1] for name in e_values})
+    out: dict[tuple[int, str], dict[str, int]] = {}
+    for name, e in e_values.items():
+        parsed = spec.parse("." + name)
+        if parsed is None:
+            continue
+        if name in pattern:  # PEFT saves the factors resized to the kept rank: the mask has the initial one
+            kept, init = int(sum(bool(x) for x in pattern[name])), len(pattern[name])
+        else:
+            kept, init = int((e != 0).sum()), int(e.numel())
+        out[parsed] = {"rank": kept, "init_r": init}
+    if not out:
+        raise ConfigError(f"{where}: no AdaLoRA module maps onto a {spec.family} layer/projection")
+    return out, spec.family
+
+
+def _stem(key: str) -> str:
+    """A module's name from a saved key (``base_model.model.<module>.lora_E[.<adapter>]``)."""
+    key = key.split("base_model.model.", 1)[-1]
+    return re.sub(r"\.lora_E(\.[^.]+)?$", "", key)
 
 
 def _pattern_key(pattern: dict[str, Any], module: str, adapter: str) -> str | None:
