@@ -88,11 +88,12 @@ MESSAGES = [
     ({"components": "ffn"}, ["lora.components: Input should be 'all', 'mha' or 'mlp'"]),
     ({"layers": "7-3"}, ["lora.layers: Value error, empty layer range '7-3' in '7-3' (end before start)"]),
     ({"layers": "a"}, ["lora.layers: Value error, bad layer set 'a': 'a' is not a layer, a range like 5-15, or 'all'"]),
-    ({"variant": "qlora"}, ["lora.variant: Input should be 'lora', 'dora' or 'rslora'"]),
+    # issue 44 added dylora and adalora (and their blocks): the lists of choices and fields grew, nothing else
+    ({"variant": "qlora"}, ["lora.variant: Input should be 'lora', 'dora', 'rslora', 'dylora' or 'adalora'"]),
     ({"alpha_policy": "bogus"}, ["lora.alpha_policy: Input should be 'fixed', 'scale' or 'rslora'"]),
     ({"alpha_rank": 0}, ["lora.alpha_rank: Input should be greater than or equal to 1"]),
-    ({"bogus": 1}, ["lora.bogus: unknown field; known fields here: alpha, alpha_policy, alpha_rank, components, "
-                    "dropout, layers, projections, rank, variant"]),
+    ({"bogus": 1}, ["lora.bogus: unknown field; known fields here: adalora, alpha, alpha_policy, alpha_rank, "
+                    "components, dropout, dylora, layers, projections, rank, variant"]),
     ({"projections": 3}, ["lora.projections.list[str]: Input should be a valid list",
                           "lora.projections.str: Input should be a valid string"]),
 ]
@@ -122,4 +123,52 @@ def test_from_dict_names_unknown_fields():
     with pytest.raises(ConfigError) as e:
         LoraSpec.from_dict({"rank": 1, "foo": 2})
     assert e.value.problems == ["unknown lora field(s): foo (known: rank, alpha, dropout, components, projections, "
-                                "layers, variant, alpha_policy, alpha_rank)"]
+                                "layers, variant, alpha_policy, alpha_rank, dylora, adalora)"]
+
+
+# issue 44: the variants' blocks stay out of every other config; their runs are named by the variant
+VARIANTS = [
+    ({"rank": 32, "variant": "dylora"}, "r32-all-dylora", {"mode": "full"}),
+    ({"rank": 32, "variant": "dylora", "dylora": {"mode": "frozen"}}, "r32-all-dylora-frozen", {"mode": "frozen"}),
+    ({"rank": 12, "variant": "adalora", "adalora": {"target_r": 4, "tinit": 5, "tfinal": 5}}, "r12-all-adalora-t4",
+     {"target_r": 4, "tinit": 5, "tfinal": 5, "deltaT": 1, "beta1": 0.85, "beta2": 0.85, "orth_reg_weight": 0.5}),
+]
+
+
+@pytest.mark.parametrize("lora,short,block", VARIANTS)
+def test_a_variant_names_its_runs_and_records_its_block(lora, short, block):
+    cfg = TrainConfig.from_dict({**BASE, "max_steps": 100, "lora": lora})
+    assert cfg.lora.short_name() == short
+    name = lora["variant"]
+    assert cfg.model_dump()["lora"][name] == block == cfg.identity()["lora"][name] == cfg.lora.to_dict()[name]
+    assert LoraSpec.from_dict(cfg.model_dump()["lora"]) == cfg.lora
+    assert _identity_hash(cfg) != _identity_hash(TrainConfig.from_dict({**BASE, "max_steps": 100,
+                                                                        "lora": {"rank": lora["rank"]}}))
+
+
+VARIANT_MESSAGES = [
+    ({"dylora": {"mode": "full"}}, ["lora: Value error, the dylora: block is for variant: dylora, not 'lora'"]),
+    ({"variant": "dylora", "dylora": {"mode": "nested"}}, ["lora.dylora.mode: Input should be 'full' or 'frozen'"]),
+    ({"variant": "dylora", "dylora": {"b": 1}}, ["lora.dylora.b: unknown field; known fields here: mode"]),
+    ({"variant": "adalora", "rank": 2, "adalora": {"target_r": 4}},
+     ["lora: Value error, adalora.target_r (4) must not exceed rank (2), the rank every module starts at"]),
+    ({"variant": "adalora", "adalora": {"beta1": 1.0}}, ["lora.adalora.beta1: Input should be less than 1"]),
+    ({"variant": "adalora", "adalora": {"deltaT": 0}}, ["lora.adalora.deltaT: Input should be greater than or equal to 1"]),
+]
+
+
+@pytest.mark.parametrize("lora,problems", VARIANT_MESSAGES)
+def test_a_bad_variant_block_is_named(lora, problems):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({**BASE, "max_steps": 100, "lora": lora})
+    assert e.value.problems == problems
+
+
+def test_adalora_needs_a_schedule_that_fits_max_steps():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({**BASE, "max_steps": -1, "lora": {"variant": "adalora"}})
+    assert "set max_steps" in " ".join(e.value.problems)
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({**BASE, "max_steps": 50, "lora": {"variant": "adalora",
+                                                               "adalora": {"tinit": 30, "tfinal": 20}}})
+    assert "lora.adalora.tinit: 30 must be below max_steps - tfinal (50 - 20 = 30)" in e.value.problems[0]

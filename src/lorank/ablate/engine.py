@@ -170,7 +170,7 @@ def _score_chunk(model: Any, ids: torch.Tensor, mask: torch.Tensor, idx: Any, co
             continue
         naive += n_layers
         start = starts[c.name]
-        if start >= n_layers and all(m.op != "truncate" for m in c.masks):
+        if start >= n_layers and all(m.op not in ("truncate", "prefix") for m in c.masks):
             out[c.name][idx] = full  # the masks change nothing
             continue
         out[c.name][idx] = _score_ablated(model, ids, mask, c.masks, start, cache, merger, from_layer, use_cache)

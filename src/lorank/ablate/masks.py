@@ -2,7 +2,8 @@
 
 A :class:`Mask` selects LoRA modules (by component, projection or alias, and layer set) and says
 what to do with their delta B·A: switch it ``off``, ``keep`` only the selection (everything else
-off), ``scale`` it, or ``truncate`` it to its top-k singular directions.
+off), ``scale`` it, ``truncate`` it to its top-k singular directions, or keep its ``prefix``: the first k rows of A
+and columns of B at the scale alpha/k (a DyLoRA adapter at rank k: :func:`lorank.lora.dylora.prefix_factors`).
 
 - Switching off uses each ``LoraLayer``'s own enable flag (:func:`lorank.lora.sites.set_delta_enabled`), never
   ``disable_adapter()`` (which would also swap the trained score head back to its untrained original) and never a
@@ -19,18 +20,21 @@ from typing import Any, Iterator
 import torch
 
 from lorank.errors import ConfigError
+from lorank.lora.dylora import prefix_factors
 from lorank.lora.factors import delta_svd, factors, is_dora
 from lorank.lora.sites import (DeltaState, LoraSite, adapter_names, delta_state, lora_sites, restore_delta_state,
                                scale_delta, set_delta_enabled)
 from lorank.lora.spec import parse_layers
 from lorank.models.arch import arch_for
 
-OPS = ("off", "keep", "scale", "truncate")
+OPS = ("off", "keep", "scale", "truncate", "prefix")
+#: the ops that change the factors (and need ``rank``)
+RANK_OPS = ("truncate", "prefix")
 
 
 @dataclass
 class Mask:
-    """What to ablate. Empty selectors select everything. ``op``: off | keep | scale | truncate."""
+    """What to ablate. Empty selectors select everything. ``op``: off | keep | scale | truncate | prefix."""
 
     op: str = "off"
     components: list[str] | None = None
@@ -45,6 +49,8 @@ class Mask:
             raise ConfigError(f"unknown ablation op {self.op!r} (use one of {', '.join(OPS)})")
         if self.op == "truncate" and (self.rank is None or self.rank < 0):
             raise ConfigError("op 'truncate' needs rank >= 0")
+        if self.op == "prefix" and (self.rank is None or self.rank < 1):
+            raise ConfigError("op 'prefix' needs rank >= 1")
 
     def selects(self, model: Any) -> list[LoraSite]:
         arch = arch_for(model.config)
@@ -75,7 +81,7 @@ class Mask:
         if self.layers not in (None, "all"):
             sel.append(f"L{self.layers}")
         what = ",".join(sel) or "all"
-        extra = f"x{self.factor:g}" if self.op == "scale" else (f"k={self.rank}" if self.op == "truncate" else "")
+        extra = f"x{self.factor:g}" if self.op == "scale" else (f"k={self.rank}" if self.op in RANK_OPS else "")
         return f"{self.op}({what}){extra}"
 
 
@@ -120,6 +126,8 @@ class Ablation:
                     scale_delta(s.module, mask.factor)
                 elif op == "truncate":
                     self._truncate(s.module, int(mask.rank or 0))
+                elif op == "prefix":
+                    self._prefix(s.module, int(mask.rank or 0))
         self.applied = True
         return self
 
@@ -141,6 +149,21 @@ class Ablation:
             newB[:, :k] = (U[:, :k] * S[:k]).to(B.dtype)
             newA[:k, :] = Vh[:k, :].to(A.dtype)
             A.data, B.data = newA, newB
+
+    def _prefix(self, mod: Any, k: int) -> None:
+        """The first ``k`` rows of A / columns of B, the scale times r/k (alpha/k): a DyLoRA adapter at rank k."""
+        if is_dora(mod):
+            raise ConfigError("prefix truncation of DoRA adapters is not supported")
+        self._save(mod)  # the scaling, put back by remove()
+        for a in adapter_names(mod):
+            A, B = factors(mod, a)
+            key = id(mod)
+            if key not in self.saved.weights:
+                self.saved.weights[key] = (A.data, B.data)
+            if k >= A.shape[0]:
+                continue
+            A.data, B.data, factor = prefix_factors(A.data, B.data, k)
+            mod.scaling[a] = mod.scaling[a] * factor
 
     def remove(self) -> None:
         for key, s in self.sites.items():

@@ -9,7 +9,7 @@ from lorank.errors import ConfigError
 from lorank.lora.sites import adapter_ranks, lora_sites
 
 SWEEPS = ("components", "projections", "layers-leave-one-out", "layers-keep-one", "layer-windows",
-          "rank-truncation", "scale")
+          "rank-truncation", "rank-prefix", "scale")
 
 BASE = Config("none", [Mask("off")], "reference")  # every LoRA delta off, trained head kept
 
@@ -41,11 +41,18 @@ def build_sweep(name: str, model: Any, window: int = 11, stride: int | None = No
             cfgs.append(Config("only L5-15", [Mask("keep", layers="5-15")], name))  # the study's window
         return cfgs
     if name == "rank-truncation":
-        ks, k = [], 1
-        while k < rank:
-            ks.append(k)
-            k *= 2
-        return [Config(f"rank {k}", [Mask("truncate", rank=k)], name) for k in ks]
+        return [Config(f"rank {k}", [Mask("truncate", rank=k)], name) for k in _powers_below(rank)]
+    if name == "rank-prefix":  # DyLoRA's ranks: the first k components at alpha/k (the full rank is "full")
+        return [Config(f"prefix {k}", [Mask("prefix", rank=k)], name) for k in _powers_below(rank)]
     if name == "scale":
         return [Config(f"x{f:g}", [Mask("scale", factor=f)], name) for f in scales if f != 1.0]
     raise ConfigError(f"unknown sweep {name!r} (known: {', '.join(SWEEPS)})")
+
+
+def _powers_below(rank: int) -> list[int]:
+    """1, 2, 4, ... below ``rank``: the ranks a truncation sweep scores (``rank`` itself is the full model)."""
+    ks, k = [], 1
+    while k < rank:
+        ks.append(k)
+        k *= 2
+    return ks

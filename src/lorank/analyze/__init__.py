@@ -6,6 +6,7 @@
 - :func:`patch` — activation patching of layer / attention / MLP outputs into the LoRA-off model.
 - :func:`icr_profile` — the "before LoRA" view: each layer's (and head's) ranking quality under in-context
   reranking of the base model (:mod:`lorank.inference.icr`).
+- :func:`adalora_allocation` — the rank each (layer, projection) of an AdaLoRA adapter kept (JSON + heatmap).
 - :func:`run_analysis` — one entry point for study specs: ``run_analysis(kind, adapter, out_dir, **options)``.
 
 ``probe`` and ``patch`` take a :class:`lorank.subject.Subject` (the reranker and its judged candidates:
@@ -27,7 +28,7 @@ SUBJECT_OPTIONS = ("eval_set", "queries", "run", "collection", "qrels", "data_ro
 #: a probe / patch step's evaluation set when its options name none
 DEFAULT_EVAL_SET = "dl19"
 
-__all__ = ["KINDS", "compare_adapters", "icr_profile", "patch", "probe", "run_analysis", "weight_stats"]
+__all__ = ["KINDS", "adalora_allocation", "compare_adapters", "icr_profile", "patch", "probe", "run_analysis", "weight_stats"]
 
 
 def weight_stats(adapter: str | Path, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
@@ -58,6 +59,12 @@ def icr_profile(candidates: Any, out_dir: str | Path | None = None, **options: A
     from lorank.analyze.icr_view import icr_profile as _f
 
     return _f(candidates, out_dir, **options)
+
+
+def adalora_allocation(adapter: str | Path, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    from lorank.analyze.adalora_view import adalora_allocation as _f
+
+    return _f(adapter, out_dir, **options)
 
 
 def run_analysis(kind: str, adapter: Any, out_dir: str | Path | None = None, **options: Any) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from lorank.cli.common import cli_subject, console, guard, progress_factory
 def ablate_cmd(
     adapter: Path = typer.Option(..., "--adapter", help="A lorank run dir (last checkpoint) or checkpoint dir."),
     sweep: list[str] = typer.Option(["components"], "--sweep", help="components, projections, layers-leave-one-out, "
-                                    "layers-keep-one, layer-windows, rank-truncation, scale (repeatable)."),
+                                    "layers-keep-one, layer-windows, rank-truncation, rank-prefix (DyLoRA's "
+                                    "ranks), scale (repeatable)."),
     eval_set: str = typer.Option("dl19", "--eval", help="A named set (dl19, dl20) or a TREC-DL-style folder."),
     depth: int = typer.Option(100, "--depth", min=1, help="Rerank this many candidates per query."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/ablations)."),

@@ -116,7 +116,8 @@ def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
     return default
 
 
-def _infer_arch(leaves: set[str]) -> ArchSpec:
+def infer_arch(leaves: set[str]) -> ArchSpec:
+    """The family whose projections most of these module leaves (``q_proj``, ...) are: an adapter file's base."""
     best, best_n = None, 0
     for spec in {arch_for(mt).family: arch_for(mt) for mt in known_model_types()}.values():
         n = len(leaves & set(spec.projections))
@@ -150,7 +151,7 @@ def read_factors(state: dict[str, torch.Tensor], config: dict[str, Any],
     parts = _state_parts(state)
     if not parts:
         raise ConfigError(f"{where}: the adapter holds no LoRA weights (lora_A / lora_B)")
-    spec = _infer_arch({n.rsplit(".", 1)[-1] for n in parts})
+    spec = infer_arch({n.rsplit(".", 1)[-1] for n in parts})
     r_default, alpha_default = int(config.get("r", 8)), float(config.get("lora_alpha", 8))
     rslora = bool(config.get("use_rslora"))
     modules: dict[tuple[int, str], LoraModule] = {}

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from lorank.config import Strict, format_validation_error
 from lorank.errors import ConfigError
@@ -22,6 +22,45 @@ from lorank.models.arch import ArchSpec, arch_for
 ALPHA_POLICIES = ("fixed", "scale", "rslora")
 #: a non-fixed policy's part of run labels (rsscale, not rslora: that names the PEFT variant, another training)
 ALPHA_POLICY_LABELS = {"scale": "scale", "rslora": "rsscale"}
+
+
+#: the variants PEFT's LoraConfig trains (dylora is a LoRA too: its truncation is lorank.lora.dylora's)
+VARIANTS = ("lora", "dora", "rslora", "dylora", "adalora")
+#: the variants' own settings blocks inside ``lora:`` (absent from config.json and the hashes when unset)
+VARIANT_BLOCKS = ("dylora", "adalora")
+
+
+class DyLoraSettings(Strict):
+    """DyLoRA's settings (``lora.dylora``; :mod:`lorank.lora.dylora`): each step trains the first ``b`` ranks,
+    ``b`` uniform in 1..``lora.rank``, at scale alpha/b. ``mode``: ``full`` updates rows/columns 1..b of A/B,
+    ``frozen`` only row/column b (the paper's two modes)."""
+
+    mode: Literal["full", "frozen"] = "full"
+
+
+class AdaLoraSettings(Strict):
+    """AdaLoRA's budget schedule (``lora.adalora``; PEFT's ``AdaLoraConfig``, Zhang et al., ICLR 2023). The adapter
+    starts at ``lora.rank`` per module (PEFT's ``init_r``) and is pruned to an average of ``target_r``: no pruning
+    for the first ``tinit`` steps, the budget falling cubically to the target until ``total_step - tfinal`` (total
+    steps: the run's ``max_steps``), then the final allocation fixed for the last ``tfinal`` steps; the importance
+    is re-allocated every ``deltaT`` steps from sensitivities smoothed by ``beta1`` / ``beta2``.
+    ``orth_reg_weight``: the weight of the orthogonality penalty on P and Q added to the training loss."""
+
+    target_r: int = Field(8, ge=1)
+    tinit: int = Field(0, ge=0)
+    tfinal: int = Field(0, ge=0)
+    deltaT: int = Field(1, ge=1)
+    beta1: float = Field(0.85, ge=0.0, lt=1.0)
+    beta2: float = Field(0.85, ge=0.0, lt=1.0)
+    orth_reg_weight: float = Field(0.5, ge=0.0)
+
+    def check_steps(self, total_step: int) -> None:
+        """Refuse a schedule that does not fit ``total_step`` optimizer steps (PEFT needs tinit < total - tfinal)."""
+        if total_step < 1:
+            raise ConfigError("lora.adalora: AdaLoRA needs the run's number of steps: set max_steps")
+        if self.tinit >= total_step - self.tfinal:
+            raise ConfigError(f"lora.adalora: tinit ({self.tinit}) must be below max_steps - tfinal "
+                              f"({total_step} - {self.tfinal} = {total_step - self.tfinal}): no step would prune")
 
 
 def parse_layers(spec: str | int | list | tuple | None, num_layers: int) -> list[int]:
@@ -100,11 +139,37 @@ class LoraSpec(Strict):
     components: Literal["all", "mha", "mlp"] = "all"
     projections: list[str] | str | None = None
     layers: str | int | list[int] = "all"
-    variant: Literal["lora", "dora", "rslora"] = "lora"
+    variant: Literal["lora", "dora", "rslora", "dylora", "adalora"] = "lora"
     #: how alpha follows the rank (:func:`effective_alpha`): fixed = alpha as given; scale = alpha x r /
     #: alpha_rank (alpha/r held constant); rslora = alpha x sqrt(r / alpha_rank). PEFT gets the effective number
     alpha_policy: Literal["fixed", "scale", "rslora"] = "fixed"
     alpha_rank: int = Field(8, ge=1)  # the rank at which the given alpha applies
+    #: the variants' own settings (filled with their defaults for their variant, refused for another); left out of
+    #: the dump when unset, so the configs of the other variants serialise and hash as before they existed
+    dylora: DyLoraSettings | None = None
+    adalora: AdaLoraSettings | None = None
+
+    @model_validator(mode="after")
+    def _variant_blocks(self) -> "LoraSpec":
+        for name in VARIANT_BLOCKS:
+            if getattr(self, name) is not None and self.variant != name:
+                raise ValueError(f"the {name}: block is for variant: {name}, not {self.variant!r}")
+        if self.variant == "dylora" and self.dylora is None:
+            self.dylora = DyLoraSettings()
+        if self.variant == "adalora" and self.adalora is None:
+            self.adalora = AdaLoraSettings()
+        if self.adalora is not None and self.adalora.target_r > self.rank:
+            raise ValueError(f"adalora.target_r ({self.adalora.target_r}) must not exceed rank ({self.rank}), "
+                             "the rank every module starts at")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        d = handler(self)
+        for name in VARIANT_BLOCKS:
+            if d.get(name) is None:
+                d.pop(name, None)
+        return d
 
     @field_validator("layers")
     @classmethod
@@ -180,10 +245,15 @@ class LoraSpec(Strict):
         return (rf".*\.{arch.layers_attr}\.({'|'.join(map(str, layers))})\.{blocks}\."
                 rf"({'|'.join(map(re.escape, projs))})")
 
-    def to_peft(self, model_config: Any, head_modules: tuple[str, ...] = ("score",)) -> Any:
+    def to_peft(self, model_config: Any, head_modules: tuple[str, ...] = ("score",),
+                total_step: int | None = None) -> Any:
+        """The PEFT config: a ``LoraConfig`` (DyLoRA too: its adapter is a plain LoRA of rank r), or for AdaLoRA an
+        ``AdaLoraConfig`` over ``total_step`` optimizer steps (the run's ``max_steps``)."""
         from peft import LoraConfig, TaskType  # peft stays lazy: the spec is read on light paths (configs, plans)
 
         regex = self.target_regex(model_config)
+        if self.variant == "adalora":
+            return self._adalora_config(regex, head_modules, total_step)
         return LoraConfig(
             task_type=TaskType.SEQ_CLS,
             r=self.rank,
@@ -195,6 +265,18 @@ class LoraSpec(Strict):
             modules_to_save=list(head_modules),
             bias="none",
         )
+
+    def _adalora_config(self, regex: str, head_modules: tuple[str, ...], total_step: int | None) -> Any:
+        from peft import AdaLoraConfig, TaskType
+
+        ada = self.adalora or AdaLoraSettings()
+        ada.check_steps(int(total_step or 0))
+        return AdaLoraConfig(
+            task_type=TaskType.SEQ_CLS, init_r=self.rank, target_r=ada.target_r, tinit=ada.tinit,
+            tfinal=ada.tfinal, deltaT=ada.deltaT, beta1=ada.beta1, beta2=ada.beta2,
+            orth_reg_weight=ada.orth_reg_weight, total_step=int(total_step or 0),
+            lora_alpha=self.effective_alpha(), lora_dropout=float(self.dropout), target_modules=regex,
+            modules_to_save=list(head_modules), bias="none")
 
     def to_dict(self) -> dict[str, Any]:
         """The form a checkpoint's metadata records (``lora`` in ``lorank_meta.json``): as :meth:`model_dump`, with a
@@ -225,16 +307,21 @@ class LoraSpec(Strict):
             parts.append("L" + str(self.layers).replace(",", "_").replace(" ", "").strip("[]"))
         if self.variant != "lora":
             parts.append(self.variant)
+        if self.dylora is not None and self.dylora.mode != "full":
+            parts.append(self.dylora.mode)
+        if self.adalora is not None:
+            parts.append(f"t{self.adalora.target_r}")
         if self.alpha_policy != "fixed":
             parts.append(ALPHA_POLICY_LABELS.get(self.alpha_policy, self.alpha_policy))
         return "-".join(parts)
 
 
-def apply_lora(model: Any, spec: LoraSpec) -> Any:
-    """Wrap a reranker with PEFT LoRA per ``spec``. The score head is always trained."""
+def apply_lora(model: Any, spec: LoraSpec, total_step: int | None = None) -> Any:
+    """Wrap a reranker with PEFT LoRA per ``spec``. The score head is always trained. ``total_step``: the run's
+    optimizer steps, which AdaLoRA's budget schedule needs."""
     from peft import get_peft_model
 
-    peft_model = get_peft_model(model, spec.to_peft(model.config))
+    peft_model = get_peft_model(model, spec.to_peft(model.config, total_step=total_step))
     return peft_model
 
 

@@ -184,7 +184,8 @@ def sweep_size(sweep: str, n_layers: int, window: int, axes: dict[str, Any]) -> 
     layer_sweep = 0.55 * (n_layers + 2)
     return 2 + {"components": 2, "projections": 2 * n_proj, "layers-leave-one-out": layer_sweep - 2,
                 "layers-keep-one": layer_sweep - 2, "layer-windows": window_count(n_layers, window),
-                "rank-truncation": max(0, (rank - 1).bit_length()), "scale": 6}.get(sweep, 0)
+                "rank-truncation": max(0, (rank - 1).bit_length()),
+                "rank-prefix": max(0, (rank - 1).bit_length()), "scale": 6}.get(sweep, 0)
 
 
 def ablation_estimate(configs: float, eval_set: str, max_queries: int | None, depth: int, n: int,

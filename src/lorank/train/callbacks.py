@@ -1,5 +1,6 @@
 """Trainer callbacks: the checkpoint schedule, JSONL log, rich progress, checkpoint metadata + checks, checkpoint
-evaluation, Ctrl-C, the divergence and non-finite-loss guards, the dataset's epoch."""
+evaluation, Ctrl-C, the divergence and non-finite-loss guards, the dataset's epoch, and the LoRA variants' steps
+(DyLoRA's rank per step, AdaLoRA's budget)."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,8 @@ from lorank.errors import LorankError
 from lorank.layout.adapter import WEIGHTS, weights_file
 from lorank.layout.checkpoints import (checkpoint_dir, discard_incomplete, fsync_files, marker_file,
                                       save_failure_message)
+from lorank.lora.adalora import update_budget
+from lorank.lora.dylora import DyLoraTruncation, sample_rank
 
 log = logging.getLogger("lorank.train")
 
@@ -318,3 +321,33 @@ class CheckpointSchedule(TrainerCallback):
         if self.is_scheduled(state.global_step, state.max_steps):
             control.should_save = True
         return control
+
+
+class DyLoraRanks(TrainerCallback):
+    """DyLoRA: before each optimizer step (all its micro-batches), the rank ``b`` it trains at, drawn from the run's
+    seed and the step alone (:func:`lorank.lora.dylora.sample_rank`), so a resumed run draws the same ranks.
+    ``drawn`` counts the ranks of this call's steps (the summary records it)."""
+
+    def __init__(self, truncation: DyLoraTruncation, seed: int):
+        self.truncation = truncation
+        self.seed = seed
+        self.drawn: dict[int, int] = {}
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        b = sample_rank(self.seed, state.global_step + 1, self.truncation.rank)
+        self.truncation.set_rank(b)
+        self.drawn[b] = self.drawn.get(b, 0) + 1
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.truncation.set_rank(None)
+
+
+class AdaLoraBudget(TrainerCallback):
+    """AdaLoRA: PEFT's ``update_and_allocate`` after each optimizer step, before the gradients are zeroed (its
+    importance scores read them), at the step's 0-based index, as PEFT's example loop calls it."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        update_budget(self.model, state.global_step)

@@ -315,12 +315,30 @@ class TrainConfig(Strict):
             problems.append("checkpoints.every must be >= 1")
         if self.checkpoints.steps and any(s < 1 for s in self.checkpoints.steps):
             problems.append("checkpoints.steps must be positive step numbers")
+        problems += self._variant_problems()
         curve = self.eval.curve
         if curve is not None and not (curve.sets if curve.sets is not None else self.eval.sets):
             problems.append("eval.curve has no sets to score: give eval.sets (its default) or eval.curve.sets")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _variant_problems(self) -> list[str]:
+        """What the LoRA variant needs of the run: AdaLoRA's budget schedule runs over ``max_steps`` (it must fit)
+        and its penalty joins the loss of a plain step (not grad_cache's split backward)."""
+        ada = self.lora.adalora
+        if self.lora.variant != "adalora" or ada is None:
+            return []
+        if self.max_steps < 1:
+            return ["lora.adalora: AdaLoRA's budget schedule runs over the run's steps: set max_steps (>= 1)"]
+        problems = []
+        if ada.tinit >= self.max_steps - ada.tfinal:
+            problems.append(f"lora.adalora.tinit: {ada.tinit} must be below max_steps - tfinal ({self.max_steps} - "
+                            f"{ada.tfinal} = {self.max_steps - ada.tfinal}), else no step prunes")
+        if self.grad_cache:
+            problems.append("grad_cache: true is not available with lora.variant: adalora (its orthogonality "
+                            "penalty joins the loss of a plain step)")
+        return problems
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":

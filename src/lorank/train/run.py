@@ -37,8 +37,10 @@ from lorank.models.inputs import InputFormat, PairEncoder
 from lorank.models.loading import load_reranker
 from lorank.models.packed import install_packed_forward, packed_support, window_limit
 from lorank.precision import decide
-from lorank.train.callbacks import (CheckpointMeta, CheckpointSchedule, EvalOnSave, GracefulStop, JsonlLog,
-                                   RichProgress, SaveError, TrainingDivergedStop)
+from lorank.lora.adalora import orth_penalty
+from lorank.lora.dylora import DyLoraTruncation
+from lorank.train.callbacks import (AdaLoraBudget, CheckpointMeta, CheckpointSchedule, DyLoraRanks, EvalOnSave,
+                                   GracefulStop, JsonlLog, RichProgress, SaveError, TrainingDivergedStop)
 from lorank.train.checkpoint_eval import CheckpointEvaluator, plot_checkpoint_curve
 from lorank.train.collator import GroupCollator, pad_multiple_for
 from lorank.train.config import TrainConfig
@@ -122,6 +124,7 @@ class _Session:
     attention: Any
     optim: str
     allocator: str
+    dylora: DyLoraRanks | None = None  # DyLoRA's rank per step (lora.variant: dylora)
 
 
 @dataclass
@@ -212,7 +215,7 @@ def _model_to_train(cfg: TrainConfig, dtype: str, precision_reason: str) -> _Mod
     loaded = load_reranker(cfg.model, dtype=dtype, head_init=cfg.head_init,
                            trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
     spec = cfg.lora
-    model = apply_lora(loaded.model, spec)
+    model = apply_lora(loaded.model, spec, total_step=cfg.max_steps if cfg.max_steps > 0 else None)
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
@@ -277,18 +280,33 @@ def _session(cfg: TrainConfig, m: _Model, out: Path, dataset: GroupDataset, enco
     if guard is not None:
         callbacks.append(guard)
     evaluator, curve, eval_callbacks = _evaluators(cfg, out, encoder, m.pad_id, schedule.is_scheduled)
+    variant_callbacks, regulariser = _variant_steps(cfg, m.model)
+    callbacks += variant_callbacks
     trainer = RerankTrainer(model=m.model, args=args, train_dataset=dataset,
                             data_collator=GroupCollator(encoder, m.pad_id, cfg.resolved_chunk_tokens(m.use_cuda),
                                                         pad_multiple_for("cuda" if m.use_cuda else "cpu"),
                                                         cfg.resolved_shape_buckets(m.use_cuda),
                                                         packed=m.forward == "packed"),
                             loss_fn=get_loss(cfg.loss), temperature=cfg.temperature,
-                            skip_nonfinite=cfg.skip_nonfinite, grad_cache=cfg.grad_cache,
+                            skip_nonfinite=cfg.skip_nonfinite, grad_cache=cfg.grad_cache, regulariser=regulariser,
                             callbacks=callbacks + eval_callbacks, optimizers=optimizers)
     trainer_box.append(trainer)
     for cb in (PrinterCallback, ProgressCallback):  # lorank's own progress and JSONL log replace them
         trainer.remove_callback(cb)
-    return _Session(trainer, stop, guard, evaluator, curve, attention, optim, _allocator(m.use_cuda))
+    dylora = next((cb for cb in variant_callbacks if isinstance(cb, DyLoraRanks)), None)
+    return _Session(trainer, stop, guard, evaluator, curve, attention, optim, _allocator(m.use_cuda), dylora)
+
+
+def _variant_steps(cfg: TrainConfig, model: Any) -> tuple[list[Any], Any]:
+    """The LoRA variant's part of each step: DyLoRA's rank per step (its truncation installed on the model),
+    AdaLoRA's budget update after each optimizer step and its orthogonality penalty in the loss; else nothing."""
+    spec = cfg.lora
+    if spec.variant == "dylora":
+        mode = spec.dylora.mode if spec.dylora is not None else "full"
+        return [DyLoraRanks(DyLoraTruncation(model, mode), cfg.seed)], None
+    if spec.variant == "adalora":
+        return [AdaLoraBudget(model)], lambda: orth_penalty(model)
+    return [], None
 
 
 def _training_args(cfg: TrainConfig, out: Path, m: _Model, optim: str) -> TrainingArguments:
@@ -412,6 +430,7 @@ def _summary(res: TrainResult, s: _Session, cfg: TrainConfig, m: _Model, stats: 
                       "chunk_tokens": cfg.resolved_chunk_tokens(cuda), "optim": s.optim,
                       "log_every": cfg.resolved_log_every(cuda), "compile": cfg.compile, "forward": m.forward,
                       "allocator": s.allocator},
+        **({"dylora_ranks": dict(sorted(s.dylora.drawn.items()))} if s.dylora is not None else {}),
         "checkpoints": [c.name for c in res.checkpoints], "resumed_from": call.resume_from,
         "interrupted": res.interrupted, "diverged": s.guard.tripped if s.guard is not None else None}
 
@@ -471,6 +490,15 @@ def choose_forward(cfg: TrainConfig, model: Any, checkpointing: str, cuda: bool)
     """The training forward (``packed`` or ``hf``, :mod:`lorank.models.packed`) and why."""
     if cfg.forward == "hf":
         return "hf", "set in the config"
+    variant = cfg.lora.variant
+    if variant in ("dylora", "adalora"):  # before packed_support, which reads plain LoRA layers only
+        why = (f"lora.variant: {variant} (the packed forward reads each projection's full A and B; "
+               + ("DyLoRA's per-step truncation" if variant == "dylora" else "AdaLoRA's SVD layers (P, Lambda, Q)")
+               + " run in PEFT's forward)")
+        if cfg.forward == "packed":
+            raise ConfigError(f"forward: packed is not available here: {why} (use forward: auto or hf)")
+        log.info("training forward: hf, %s", why)
+        return "hf", "auto: " + why
     window = window_limit(model.config)
     blockers = [why for why in (packed_support(model),
                                 f"input.max_len {cfg.input.max_len} > the sliding window ({window} tokens), which the "

@@ -95,9 +95,12 @@ class RerankTrainer(Trainer):
     """Adds: a grouped loss, token accounting, and a guard against NaN/inf losses."""
 
     def __init__(self, *args: Any, loss_fn: Callable, temperature: float = 1.0,
-                 skip_nonfinite: bool = False, grad_cache: bool = False, **kwargs: Any):
+                 skip_nonfinite: bool = False, grad_cache: bool = False,
+                 regulariser: Callable[[], torch.Tensor] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.grad_cache = grad_cache
+        #: a term added to each training loss (AdaLoRA's orthogonality penalty: lorank.lora.adalora.orth_penalty)
+        self.regulariser = regulariser
         self.loss_fn = loss_fn
         self.temperature = temperature
         self.skip_nonfinite = skip_nonfinite
@@ -120,6 +123,8 @@ class RerankTrainer(Trainer):
         else:
             scores = forward_scores(model, inputs["chunks"]).view(inputs["n_groups"], inputs["group_size"])
         loss = self.loss_fn(scores, inputs.get("teacher"), temperature=self.temperature)
+        if self.regulariser is not None and model.training:
+            loss = loss + self.regulariser().to(loss.device, loss.dtype)
         self._count_tokens(inputs)
         if not self._finite_or_skip(loss):
             # a fresh zero with no path to the weights: no gradient reaches them (NaN * 0 would still be NaN)

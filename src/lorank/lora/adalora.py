@@ -1,0 +1,124 @@
+"""AdaLoRA (Zhang et al., ICLR 2023, arXiv:2303.10512) through PEFT's ``AdaLoraModel``: the orthogonality penalty
+that the training loss gets, the budget step after each optimizer step, and the final rank allocation read back per
+(layer, projection).
+
+PEFT adds the penalty inside ``AdaLoraModel.forward`` only when the model returns its own ``loss``; lorank's
+trainer computes a grouped ranking loss from the scores, so :func:`orth_penalty` is the same sum, added by the
+trainer. The allocation is read from PEFT's ``rank_pattern`` (module name -> a boolean mask per singular value,
+kept in the adapter's config once the budget has been allocated), else from the live ``lora_E`` values (a
+pruned singular value is zero).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from lorank.errors import ConfigError
+from lorank.lora.factors import infer_arch
+from lorank.models.arch import arch_for
+
+
+def is_adalora(model: Any) -> bool:
+    """Whether ``model`` is a PEFT model with an AdaLoRA adapter (its SVD layers keep ``lora_E``)."""
+    return any(hasattr(m, "lora_E") for m in model.modules())
+
+
+def _adalora_model(model: Any) -> Any:
+    base = getattr(model, "base_model", model)
+    if not hasattr(base, "update_and_allocate"):
+        raise ValueError("not an AdaLoRA PEFT model (no update_and_allocate)")
+    return base
+
+
+def orth_penalty(model: Any) -> torch.Tensor:
+    """``orth_reg_weight`` x the mean over AdaLoRA's P (``lora_A``) and Q (``lora_B``) of ||P P^T - I||_F and
+    ||Q^T Q - I||_F: PEFT's ``AdaLoraModel.forward`` penalty, computed the same way."""
+    base = _adalora_model(model)
+    name = base.trainable_adapter_name
+    weight = float(base.peft_config[name].orth_reg_weight)
+    total, n = None, 0
+    for pname, p in base.model.named_parameters():
+        if ("lora_A" in pname or "lora_B" in pname) and name in pname:
+            if p.shape == torch.Size([0]):
+                continue
+            cov = p @ p.T if "lora_A" in pname else p.T @ p
+            eye = torch.eye(*cov.size(), device=cov.device, dtype=cov.dtype)
+            term = torch.norm(cov - eye, p="fro")
+            total = term if total is None else total + term
+            n += 1
+    if total is None:
+        return torch.zeros(())
+    return weight * total / n
+
+
+def update_budget(model: Any, global_step: int) -> None:
+    """PEFT's ``update_and_allocate`` at ``global_step`` (0-based, the optimizer steps done before this one): call it
+    after the optimizer step and before the gradients are zeroed."""
+    _adalora_model(model).update_and_allocate(global_step)
+
+
+def rank_allocation(model: Any) -> dict[tuple[int, str], dict[str, int]]:
+    """``{(layer, projection): {"rank": kept, "init_r": started with}}`` of a live AdaLoRA model: from PEFT's
+    ``rank_pattern`` (the allocation it keeps in the adapter's config) when set, else from the nonzero ``lora_E``
+    values."""
+    base = _adalora_model(model)
+    name = base.trainable_adapter_name
+    pattern = base.peft_config[name].rank_pattern or {}
+    arch = arch_for(model.config)
+    out: dict[tuple[int, str], dict[str, int]] = {}
+    for mname, mod in model.named_modules():
+        if not hasattr(mod, "lora_E") or name not in mod.lora_E:
+            continue
+        parsed = arch.parse(mname)
+        if parsed is None:
+            continue
+        e = mod.lora_E[name].detach().reshape(-1)
+        key = _pattern_key(pattern, mname, name)
+        kept = int(sum(bool(x) for x in pattern[key])) if key else int((e != 0).sum())
+        out[parsed] = {"rank": kept, "init_r": int(e.numel())}
+    return out
+
+
+def allocation_from_adapter(config: dict[str, Any], state: dict[str, torch.Tensor],
+                            where: Any) -> tuple[dict[tuple[int, str], dict[str, int]], str]:
+    """``({(layer, projection): {"rank": kept, "init_r": started with}}, family)`` of a saved AdaLoRA adapter (its
+    ``adapter_config.json`` and weights): from the ``rank_pattern`` PEFT saved when set, else from the nonzero
+    ``lora_E`` values. ``where`` names the adapter in errors."""
+    if config.get("peft_type") != "ADALORA":
+        raise ConfigError(f"{where}: not an AdaLoRA adapter (peft_type {config.get('peft_type')!r})")
+    e_values = {_stem(k): t.reshape(-1) for k, t in state.items() if ".lora_E" in k}
+    if not e_values:
+        raise ConfigError(f"{where}: the adapter holds no AdaLoRA singular values (lora_E)")
+    pattern = {_stem(k): v for k, v in (config.get("rank_pattern") or {}).items()}
+    spec = infer_arch({name.rsplit(".", 1)[-1] for name in e_values})
+    out: dict[tuple[int, str], dict[str, int]] = {}
+    for name, e in e_values.items():
+        parsed = spec.parse("." + name)
+        if parsed is None:
+            continue
+        if name in pattern:  # PEFT saves the factors resized to the kept rank: the mask has the initial one
+            kept, init = int(sum(bool(x) for x in pattern[name])), len(pattern[name])
+        else:
+            kept, init = int((e != 0).sum()), int(e.numel())
+        out[parsed] = {"rank": kept, "init_r": init}
+    if not out:
+        raise ConfigError(f"{where}: no AdaLoRA module maps onto a {spec.family} layer/projection")
+    return out, spec.family
+
+
+def _stem(key: str) -> str:
+    """A module's name from a saved key (``base_model.model.<module>.lora_E[.<adapter>]``)."""
+    key = key.split("base_model.model.", 1)[-1]
+    return re.sub(r"\.lora_E(\.[^.]+)?$", "", key)
+
+
+def _pattern_key(pattern: dict[str, Any], module: str, adapter: str) -> str | None:
+    """The ``rank_pattern`` key of a module: PEFT names it ``<module>.lora_E[.<adapter>]``, the module named inside
+    the PEFT wrapper (no ``base_model.model.`` prefix)."""
+    for key in pattern:
+        stem = re.sub(rf"\.lora_E(\.{re.escape(adapter)})?$", "", key)
+        if module == stem or module.endswith("." + stem):
+            return key
+    return None

@@ -1,0 +1,112 @@
+"""AdaLoRA (issue 44) through PEFT on tiny random models: lorank's orthogonality penalty is PEFT's; a few steps of a
+tiny budget schedule prune the ranks, and the allocation read back (live model, saved adapter, the analysis view)
+equals PEFT's masks; a few steps through ``lorank.train`` run the budget callback and save PEFT's rank pattern."""
+import json
+
+import pytest
+import torch
+
+from lorank.analyze import adalora_allocation
+from lorank.lora import LoraSpec, apply_lora
+from lorank.lora.adalora import orth_penalty, rank_allocation, update_budget
+from lorank.models.random_init import random_reranker
+from tests.tinydata import make_trec_dir, save_tiny_model
+
+IDS = torch.randint(3, 300, (4, 9))
+STEPS = 8
+
+
+def _adalora(total=STEPS):
+    torch.manual_seed(0)
+    spec = LoraSpec(rank=6, alpha=8, dropout=0.0, variant="adalora",
+                    adalora={"target_r": 2, "tinit": 2, "tfinal": 3, "deltaT": 1, "orth_reg_weight": 0.3})
+    return apply_lora(random_reranker("tiny-llama"), spec, total_step=total)
+
+
+def test_the_orthogonality_penalty_is_pefts():
+    pm = _adalora().train()
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:
+                p.normal_(0, 0.2)
+    y = torch.randn(4)
+    with torch.no_grad():
+        with_penalty = pm(input_ids=IDS, labels=y).loss  # PEFT adds the penalty to a model's own loss
+        plain = torch.nn.functional.mse_loss(pm(input_ids=IDS).logits.squeeze(-1), y)
+        ours = orth_penalty(pm)
+    assert float(ours) > 0
+    torch.testing.assert_close(with_penalty - plain, ours, rtol=1e-5, atol=1e-6)
+
+
+def _train_steps(pm):
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-2)
+    pm.train()
+    for step in range(STEPS):
+        loss = pm(input_ids=IDS).logits.square().mean() + orth_penalty(pm)
+        loss.backward()
+        opt.step()
+        update_budget(pm, step)  # after the optimizer step, before zero_grad, as PEFT's loop
+        opt.zero_grad()
+
+
+def test_a_tiny_budget_schedule_prunes_and_the_allocation_reads_back_as_peft_holds_it(tmp_path):
+    pm = _adalora()
+    _train_steps(pm)
+    cfg = pm.peft_config["default"]
+    assert cfg.rank_pattern, "the budget was allocated"
+    alloc = rank_allocation(pm)
+    masks = {k: sum(map(bool, v)) for k, v in cfg.rank_pattern.items()}
+    n_layers = pm.config.num_hidden_layers
+    assert len(alloc) == len(masks) == 7 * n_layers  # every projection of every layer of tiny-llama
+    assert sorted(v["rank"] for v in alloc.values()) == sorted(masks.values())
+    assert sum(v["rank"] for v in alloc.values()) == 2 * len(alloc)  # the final budget: target_r per module
+    nonzero = {}
+    for name, mod in pm.named_modules():
+        if hasattr(mod, "lora_E") and "default" in mod.lora_E:
+            nonzero[name] = int((mod.lora_E["default"] != 0).sum())
+    assert sorted(nonzero.values()) == sorted(masks.values())  # PEFT's masks hold in the weights
+    pm.save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "ADALORA" and saved["rank_pattern"]
+    view = adalora_allocation(tmp_path / "ckpt", tmp_path / "view")
+    assert view["layers"] == list(range(n_layers)) and view["kept"] == sum(masks.values()) and view["init_r"] == 6
+    got = {(layer, p): view["ranks"][i][j] for i, layer in enumerate(view["layers"])
+           for j, p in enumerate(view["projections"])}
+    assert got == {k: v["rank"] for k, v in alloc.items()}
+    assert (tmp_path / "view" / "adalora_allocation.png").is_file()
+    assert json.loads((tmp_path / "view" / "adalora_allocation.json").read_text())["ranks"] == view["ranks"]
+
+
+def test_a_few_adalora_training_steps(tmp_path):
+    from lorank.adapters import read_checkpoint_meta
+    from lorank.train.config import TrainConfig
+    from lorank.train.run import train
+
+    dev, model = make_trec_dir(tmp_path / "dev"), save_tiny_model(tmp_path / "model")
+    out = tmp_path / "run"
+    cfg = TrainConfig.from_dict({
+        "model": str(model), "dtype": "fp32", "data": [{"kind": "trec", "path": str(dev)}], "group_size": 4,
+        "batch_queries": 2, "max_steps": 6, "lr": 1e-3, "seed": 7,
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "variant": "adalora",
+                 "adalora": {"target_r": 2, "tinit": 1, "tfinal": 2}},
+        "checkpoints": {"steps": "6"}, "eval": {"sets": [], "test_sets": []}, "output_dir": str(out)})
+    train(cfg, progress=False)
+    ck = out / "checkpoint-6"
+    saved = json.loads((ck / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "ADALORA" and saved["total_step"] == 6 and saved["rank_pattern"]
+    assert read_checkpoint_meta(ck)["lora"]["variant"] == "adalora"
+    assert json.loads((out / "train_summary.json").read_text())["execution"]["forward"] == "hf"
+    view = adalora_allocation(ck)
+    assert view["kept"] == 2 * view["modules"] and view["allocated"]
+
+
+def test_packed_forward_is_refused_for_the_variants(tmp_path):
+    from lorank.errors import ConfigError
+    from lorank.train.config import TrainConfig
+    from lorank.train.run import choose_forward
+
+    for lora in ({"variant": "dylora"}, {"variant": "adalora"}):
+        cfg = TrainConfig.from_dict({"model": "x", "data": [{"kind": "trec", "path": "dl20"}], "max_steps": 10,
+                                     "lora": lora, "forward": "packed"})
+        with pytest.raises(ConfigError, match=f"lora.variant: {lora['variant']}"):
+            choose_forward(cfg, None, "none", False)
