@@ -57,6 +57,7 @@ class Family:
     findings: list[dict[str, Any]]
     #: role -> sweep -> config -> {"ndcg": pooled nDCG@10, "sets": [...], "n_queries": n}
     ablations: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
+    shown: str = ""  # the folder as the tables name it (a README block: as its marker gives it)
 
     @property
     def label(self) -> str:
@@ -126,15 +127,16 @@ def n_layers_of(plan: Any, study_dir: Path, subject: str, model: str, ablations:
                       "layer windows cannot be placed on a normalised depth")
 
 
-def read_family(study_dir: str | Path) -> Family:
-    """One finished study as a :class:`Family`."""
+def read_family(study_dir: str | Path, shown: str | None = None) -> Family:
+    """One finished study as a :class:`Family`; `shown`: its folder as the tables name it (default: as given)."""
     study_dir = Path(study_dir)
     plan, findings = _study(study_dir)
     ref = reference_run(plan)
     subject = ablation_subject(plan, ref)
     ablations = pooled_ablations(plan, study_dir, subject)
     n, source = n_layers_of(plan, study_dir, subject, ref.model, ablations)
-    return Family(study_dir, plan.spec.name, ref.model, n, source, subject, findings, ablations)
+    return Family(study_dir, plan.spec.name, ref.model, n, source, subject, findings, ablations,
+                  shown or str(study_dir))
 
 
 def window_span(config: str) -> tuple[int, int] | None:
@@ -343,7 +345,7 @@ def families_table(fams: list[Family]) -> dict[str, Any]:
             {"figure": label, "cells": {lab: cells.get(lab, _cell(NOT_RUN)) for lab in labels}}
             for label, cells in rows.items()]})
     rules = {f.label: (f.findings[0].get("verdict_rules") if f.findings else None) for f in fams}
-    return {"families": [{"label": f.label, "study_dir": str(f.study_dir), "study": f.name, "model": f.model,
+    return {"families": [{"label": f.label, "study_dir": f.shown, "study": f.name, "model": f.model,
                           "n_layers": f.n_layers, "n_layers_from": f.n_layers_from, "dissected": f.subject}
                          for f in fams],
             "same_rules": len({json.dumps(r, sort_keys=True) for r in rules.values()}) <= 1, "rules": rules,

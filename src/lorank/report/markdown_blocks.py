@@ -94,16 +94,16 @@ def demo_timing_block(source: Path) -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def families_block(sources: list[Path]) -> str:
-    """The findings of several finished studies (one model family each) side by side (lorank.report.families);
-    a missing study folder is an error that names it."""
-    return families_markdown(families_table([read_family(s) for s in sources]))
+def families_block(root: Path, sources: list[str]) -> str:
+    """The findings of several finished studies (one model family each, their folders relative to `root`) side by
+    side (lorank.report.families); a missing study folder is an error that names it."""
+    return families_markdown(families_table([read_family(root / s, shown=s) for s in sources]))
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {"findings": findings_block, "adapter-table": adapter_block,
                                                "demo-timing": demo_timing_block}
-#: the kinds whose source is several paths, comma-separated
-MULTI_RENDERERS: dict[str, Callable[[list[Path]], str]] = {"families": families_block}
+#: the kinds whose source is several paths, comma-separated: rendered from (root, the paths as written)
+MULTI_RENDERERS: dict[str, Callable[[Path, list[str]], str]] = {"families": families_block}
 
 
 def render_blocks(text: str, root: Path, only: tuple[str, str] | None = None) -> str:
@@ -114,7 +114,7 @@ def render_blocks(text: str, root: Path, only: tuple[str, str] | None = None) ->
         if only is not None and (kind, key) != only:
             return m[0]
         if kind in MULTI_RENDERERS:
-            return m[1] + MULTI_RENDERERS[kind]([root / k for k in key.split(",")]) + m[5]
+            return m[1] + MULTI_RENDERERS[kind](root, key.split(",")) + m[5]
         if kind not in RENDERERS:
             raise ConfigError(f"unknown generated block 'lorank:{kind}' (known: "
                               f"{', '.join([*RENDERERS, *MULTI_RENDERERS])})")
