@@ -389,12 +389,13 @@ def plot_profiles(fams: list[Family], path: str | Path) -> Path:
             continue
         x, y = [w["centre"] for w in wins], [100 * w["share"] for w in wins]
         err = [[w["centre"] - w["start"] for w in wins], [w["end"] - w["centre"] for w in wins]]
-        ax.errorbar(x, y, xerr=err, fmt="o-", color=f"C{i}", capsize=3, lw=1.2, elinewidth=3, alpha=0.85,
+        ax.errorbar(x, y, xerr=err, fmt="o-", color=f"C{i}", capsize=3, lw=1.2, elinewidth=2, alpha=0.7,
                     label=f"{fam.model} ({fam.n_layers} layers; {role}: {'+'.join(wins[0]['sets'])}, "
                           f"n={wins[0]['n_queries']})")
         for w, xx, yy in zip(wins, x, y):
-            ax.annotate(w["config"].removeprefix("only "), (xx, yy), xytext=(0, 7), textcoords="offset points",
-                        ha="center", fontsize=7, color=f"C{i}")
+            ax.annotate(w["config"].removeprefix("only "), (xx, yy), xytext=(0, 6 if i % 2 == 0 else -6),
+                        textcoords="offset points", ha="center", va="bottom" if i % 2 == 0 else "top", fontsize=7,
+                        color=f"C{i}")  # one family's names above its points, the next one's below
     ax.axhline(100, color="grey", ls="--", lw=0.8)
     ax.text(0.005, 100, " full adapter", va="bottom", fontsize=7, color="grey")
     ax.axhline(0, color="grey", ls=":", lw=0.8)
