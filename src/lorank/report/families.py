@@ -385,12 +385,12 @@ def plot_profiles(fams: list[Family], path: str | Path) -> Path:
         role = profile_role(fam)
         wins = [w for w in (window_profile(fam, role) if role else []) if w["share"] is not None]
         if not wins:
-            ax.plot([], [], " ", label=f"{fam.model} ({fam.n_layers} layers): layer windows {NOT_RUN}")
+            ax.plot([], [], " ", label=f"{Path(fam.model).name} ({fam.n_layers} layers): layer windows {NOT_RUN}")
             continue
         x, y = [w["centre"] for w in wins], [100 * w["share"] for w in wins]
         err = [[w["centre"] - w["start"] for w in wins], [w["end"] - w["centre"] for w in wins]]
         ax.errorbar(x, y, xerr=err, fmt="o-", color=f"C{i}", capsize=3, lw=1.2, elinewidth=2, alpha=0.7,
-                    label=f"{fam.model} ({fam.n_layers} layers; {role}: {'+'.join(wins[0]['sets'])}, "
+                    label=f"{Path(fam.model).name} ({fam.n_layers} layers; {role}: {'+'.join(wins[0]['sets'])}, "
                           f"n={wins[0]['n_queries']})")
         for w, xx, yy in zip(wins, x, y):
             ax.annotate(w["config"].removeprefix("only "), (xx, yy), xytext=(0, 6 if i % 2 == 0 else -6),
@@ -404,7 +404,7 @@ def plot_profiles(fams: list[Family], path: str | Path) -> Path:
     ax.set_xlabel("depth in the model: window centre / number of layers (bar: the window's layers; 0 = input)")
     ax.set_ylabel("% of the full adapter's nDCG@10 gain kept")
     ax.set_title("LoRA kept on one layer window only, by normalised depth", fontsize=10)
-    ax.legend(fontsize=7, loc="lower center")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return save_figure(fig, path)
 
