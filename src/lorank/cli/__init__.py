@@ -8,7 +8,7 @@ function (named in each module's docstring).
 | :mod:`lorank.cli.train` | ``train``, ``teacher``, ``mine``, ``export-adapter``, ``snapshot`` |
 | :mod:`lorank.cli.rerank` | ``rerank`` |
 | :mod:`lorank.cli.ablate` | ``ablate`` |
-| :mod:`lorank.cli.study` | ``study``, ``report``, ``findings``, ``demo`` |
+| :mod:`lorank.cli.study` | ``study``, ``report``, ``findings``, ``families``, ``demo`` |
 | :mod:`lorank.cli.ltr` | ``features``, ``ltr`` |
 | :mod:`lorank.cli.analyze` | ``analyze weights / compare / probe / patch`` |
 """
@@ -35,6 +35,7 @@ for _name, _fn in (("evaluate", evaluate.evaluate_cmd), ("retrieve", evaluate.re
                    ("evaluate-adapter", train.evaluate_adapter_cmd), ("readme", train.readme_cmd),
                    ("snapshot", train.snapshot_cmd), ("ablate", ablate.ablate_cmd),
                    ("study", study.study_cmd), ("report", study.report_cmd), ("findings", study.findings_cmd),
+                   ("families", study.families_cmd),
                    ("demo", study.demo_cmd), ("features", ltr.features_cmd), ("ltr", ltr.ltr_cmd)):
     app.command(_name)(_fn)
 app.add_typer(analyze_app, name="analyze")

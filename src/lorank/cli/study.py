@@ -1,5 +1,6 @@
-"""``lorank study``, ``report``, ``findings`` and ``demo``: a whole study and its report (:func:`lorank.study.run_study` then
-:func:`lorank.report.build_report`, :func:`lorank.report.findings_section.write_findings`,
+"""``lorank study``, ``report``, ``findings``, ``families`` and ``demo``: a whole study and its report
+(:func:`lorank.study.run_study` then :func:`lorank.report.build_report`,
+:func:`lorank.report.findings_section.write_findings`, :func:`lorank.report.families.write_families`,
 :func:`lorank.demo.run_demo`)."""
 from __future__ import annotations
 
@@ -63,6 +64,24 @@ def findings_cmd(
     with guard():
         _, text = write_findings(study_dir, md)
     print(text)
+
+
+def families_cmd(
+    study_dirs: list[Path] = typer.Argument(..., help="Finished study directories, one per model family (each with "
+                                            "its findings.json, as `lorank findings` writes it)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write families.json, families.md and "
+                             "layer_window_profiles.png."),
+    md: Optional[Path] = typer.Option(None, "--md", help="Also write the Markdown tables here."),
+) -> None:
+    """Across families: each study's findings side by side, one column per family (its verdicts as its findings.json
+    gives them, the figures behind them with their role and queries), and the layer-window profiles of all
+    families on one normalised depth axis."""
+    from lorank.report.families import FIGURE, MD_FILE, write_families
+
+    with guard():
+        write_families(study_dirs, out, md)
+    print((out / MD_FILE).read_text(encoding="utf-8"))
+    console.print(f"tables: {out / MD_FILE}; figure: {out / FIGURE}")
 
 
 def demo_cmd(

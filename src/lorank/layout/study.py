@@ -3,6 +3,7 @@
 ::
 
     study.yaml           the spec it runs (a copy of the one given)
+    findings.json        the findings' verdicts (``lorank findings``), beside results.csv
     runs/<run id>/       each training run's folder (lorank.layout.run)
     <step out dir>/.lorank-step.json
                          the marker of a finished step: its id, hash and status, written last
@@ -16,6 +17,7 @@ from typing import Any
 from lorank.errors import DataError
 
 SPEC = "study.yaml"
+FINDINGS_FILE = "findings.json"  # the findings (lorank.report.findings_section), at the top level
 RUNS_DIR = "runs"
 #: a step's marker, written last into its folder once it has succeeded
 STEP_MARKER = ".lorank-step.json"

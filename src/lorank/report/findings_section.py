@@ -10,7 +10,7 @@ from typing import Any
 
 from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.errors import ConfigError
-from lorank.layout.study import SPEC, spec_file as study_spec_file
+from lorank.layout.study import FINDINGS_FILE, SPEC, spec_file as study_spec_file
 from lorank.report.markdown_blocks import blocks, update_file
 from lorank.mine.protocol import protocol_violations
 from lorank.report.conditions import write_condition_figures
@@ -25,7 +25,6 @@ from lorank.study.spec import load_spec
 from lorank.study.store import collect_rows
 
 TITLE = "Findings vs the paper"
-FINDINGS_FILE = "findings.json"  # at the study folder's top level
 CONDITIONS_FILE = "conditions.json"  # the conditions' seed spreads and CIs behind the findings' figures
 log = logging.getLogger(__name__)
 

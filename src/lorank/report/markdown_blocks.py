@@ -11,6 +11,9 @@ two markers, and is rewritten from that file, never typed.
 <!-- lorank:demo-timing ../results/demo_timing.json -->
 | precision | how | wall | ...        (demo_timing_block: lorank demo's measured times, and the AVX2 fp32 estimate)
 <!-- /lorank:demo-timing -->
+<!-- lorank:families results/study_smollm2_cpu,results/study_gemma3_cpu -->
+| | smollm2-135m | gemma3-270m |   (lorank.report.families: the findings side by side, one column per study,
+<!-- /lorank:families -->          each a model family; its sources are comma-separated)
 ```
 
 :func:`render_blocks` rewrites every block of a text from its source (``lorank readme README.md``); the README test
@@ -26,13 +29,15 @@ from lorank.atomic import atomic_write_text
 from lorank.errors import ConfigError
 from lorank.export import metrics_table
 from lorank.layout.adapter import export_metrics_file
+from lorank.layout.study import FINDINGS_FILE
+from lorank.report.families import families_markdown, families_table, read_family
 from lorank.report.findings import findings_markdown
 
 _BLOCK = re.compile(r"(<!-- lorank:(?P<kind>[a-z-]+) (?P<key>\S+) -->\n)(?P<body>.*?)(<!-- /lorank:(?P=kind) -->)", re.S)
 
 
 def findings_block(source: Path) -> str:
-    f = source / "findings.json"
+    f = source / FINDINGS_FILE
     if not f.is_file():
         raise ConfigError(f"{f} does not exist: run `lorank findings {source}` first")
     return findings_markdown(json.loads(f.read_text(encoding="utf-8")), compact=True)
@@ -89,8 +94,16 @@ def demo_timing_block(source: Path) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def families_block(root: Path, sources: list[str]) -> str:
+    """The findings of several finished studies (one model family each, their folders relative to `root`) side by
+    side (lorank.report.families); a missing study folder is an error that names it."""
+    return families_markdown(families_table([read_family(root / s, shown=s) for s in sources]))
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {"findings": findings_block, "adapter-table": adapter_block,
                                                "demo-timing": demo_timing_block}
+#: the kinds whose source is several paths, comma-separated: rendered from (root, the paths as written)
+MULTI_RENDERERS: dict[str, Callable[[Path, list[str]], str]] = {"families": families_block}
 
 
 def render_blocks(text: str, root: Path, only: tuple[str, str] | None = None) -> str:
@@ -100,8 +113,11 @@ def render_blocks(text: str, root: Path, only: tuple[str, str] | None = None) ->
         kind, key = m["kind"], m["key"]
         if only is not None and (kind, key) != only:
             return m[0]
+        if kind in MULTI_RENDERERS:
+            return m[1] + MULTI_RENDERERS[kind](root, key.split(",")) + m[5]
         if kind not in RENDERERS:
-            raise ConfigError(f"unknown generated block 'lorank:{kind}' (known: {', '.join(RENDERERS)})")
+            raise ConfigError(f"unknown generated block 'lorank:{kind}' (known: "
+                              f"{', '.join([*RENDERERS, *MULTI_RENDERERS])})")
         return m[1] + RENDERERS[kind](root / key) + m[5]
 
     return _BLOCK.sub(sub, text)
