@@ -94,14 +94,37 @@ def read_checkpoint_meta(ckpt: str | Path) -> dict[str, Any]:
     raise ConfigError(f"{ckpt}: not an adapter directory (no {cfg.name})")
 
 
-#: the ``adapter_config.json`` fields lorank and PEFT need, with what each must be
-_PEFT_FIELDS = {"peft_type": "the string \"LORA\"", "r": "a positive integer (the LoRA rank)",
-                "lora_alpha": "a number", "target_modules": "a list of module names or a regular expression"}
+#: the PEFT adapter types lorank loads: LoRA (DoRA, rsLoRA and DyLoRA save as LoRA too) and AdaLoRA
+PEFT_TYPES = ("LORA", "ADALORA")
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_targets(v: Any) -> bool:
+    return isinstance(v, str) or (isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v))
+
+
+#: the ``adapter_config.json`` fields lorank and PEFT need, per adapter type: (what each must be, its test)
+_PEFT_FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
+    "LORA": {"r": ("a positive integer (the LoRA rank)", _positive_int),
+             "lora_alpha": ("a number", _is_number),
+             "target_modules": ("a list of module names or a regular expression", _is_targets)},
+    "ADALORA": {"init_r": ("a positive integer (the rank every module started at)", _positive_int),
+                "lora_alpha": ("a number", _is_number),
+                "target_modules": ("a list of module names or a regular expression", _is_targets)},
+}
 
 
 def read_peft_config(ckpt: str | Path) -> dict[str, Any]:
     """An adapter folder's ``adapter_config.json``, checked: valid JSON (else the file, line and column), an object,
-    and the fields a LoRA adapter needs (each bad one named). Raises ConfigError saying what to do."""
+    a type lorank loads (:data:`PEFT_TYPES`) and the fields that type needs (each bad one named; an AdaLoRA
+    adapter's ``rank_pattern``: a mask of ``init_r`` booleans per module). Raises ConfigError saying what to do."""
     f = peft_config_file(ckpt)
     fix = "restore it from where the adapter came from, or re-export the adapter (lorank export-adapter)"
     if not f.is_file():
@@ -115,17 +138,55 @@ def read_peft_config(ckpt: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{f}, line {e.lineno}, column {e.colno}: not valid JSON ({e.msg}); {fix}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{f}: a JSON object is expected, found {type(d).__name__}; {fix}")
-    ok = {"peft_type": lambda v: v == "LORA",
-          "r": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-          "lora_alpha": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          "target_modules": lambda v: isinstance(v, str) or (isinstance(v, list) and v
-                                                             and all(isinstance(x, str) for x in v))}
-    problems = [f"{f}: field {k!r} " + (f"is missing: it must be {want}" if k not in d
-                                        else f"is {d[k]!r}: it must be {want}")
-                for k, want in _PEFT_FIELDS.items() if k not in d or not ok[k](d[k])]
+    kind = d.get("peft_type")
+    want_type = " or ".join(f'the string "{t}"' for t in PEFT_TYPES)
+    problems = [] if kind in PEFT_TYPES else [
+        f"{f}: field 'peft_type' " + (f"is missing: it must be {want_type}" if "peft_type" not in d
+                                      else f"is {kind!r}: it must be {want_type}")]
+    fields = _PEFT_FIELDS.get(kind, _PEFT_FIELDS["LORA"])
+    problems += [f"{f}: field {k!r} " + (f"is missing: it must be {want}" if k not in d
+                                         else f"is {d[k]!r}: it must be {want}")
+                 for k, (want, ok) in fields.items() if k not in d or not ok(d[k])]
+    if kind == "ADALORA" and not problems:
+        problems += _rank_pattern_problems(f, d.get("rank_pattern"), d["init_r"])
     if problems:
         raise ConfigError(problems + [f"fix: {fix}"])
     return d
+
+
+def _rank_pattern_problems(f: Path, pattern: Any, init_r: int) -> list[str]:
+    """What is wrong with an AdaLoRA ``rank_pattern`` (null before the budget was first allocated, else
+    ``{module: [init_r booleans]}``, the singular values each module kept)."""
+    if pattern is None:
+        return []
+    if not isinstance(pattern, dict):
+        return [f"{f}: field 'rank_pattern' is {type(pattern).__name__}: it must be null or an object "
+                "(module -> the kept singular values, a list of booleans)"]
+    return [f"{f}: rank_pattern[{k!r}] must be a list of {init_r} booleans (init_r), found {v!r:.80}"
+            for k, v in pattern.items()
+            if not (isinstance(v, list) and len(v) == init_r and all(isinstance(x, bool) for x in v))]
+
+
+def adalora_rank_problems(ckpt: str | Path, config: dict[str, Any]) -> list[str]:
+    """An AdaLoRA adapter whose saved factors do not have the ranks its ``rank_pattern`` kept (PEFT resizes the
+    modules by the pattern before it loads the weights): one line per module, read from the weights' header."""
+    from safetensors import safe_open
+
+    f = weights_file(ckpt)
+    if config.get("peft_type") != "ADALORA" or not f.is_file() or safetensors_problem(f):
+        return []
+    kept = {re.sub(r"\.lora_E(\.[^.]+)?$", "", k): sum(v) for k, v in (config.get("rank_pattern") or {}).items()}
+    problems = []
+    with safe_open(str(f), "pt") as fh:
+        for k in fh.keys():
+            m = re.match(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_E(\.[^.]+)?$", k)
+            if not m:
+                continue
+            rank, want = int(fh.get_slice(k).get_shape()[0]), kept.get(m.group("module"), config.get("init_r"))
+            if rank != want:
+                problems.append(f"{ckpt}: {m.group('module')} holds {rank} singular values, its rank_pattern in "
+                                f"{PEFT_CONFIG} keeps {want}: the weights and the config are from different saves")
+    return problems
 
 
 def adapter_shape(ckpt: str | Path) -> dict[str, int | None]:
@@ -164,6 +225,9 @@ def check_adapter_fits(ckpt: str | Path, config: Any, base: str) -> None:
     if shape["layers"] and layers and shape["layers"] > layers:
         raise ConfigError(f"{ckpt}: this adapter adapts {shape['layers']} layers, the model ({base}) has {layers}: "
                           f"{fix}")
+    problems = adalora_rank_problems(ckpt, read_peft_config(ckpt)) if peft_config_file(ckpt).is_file() else []
+    if problems:
+        raise ConfigError(problems)
 
 
 def _sha256(files: list[Path]) -> str:

@@ -1,6 +1,7 @@
 """``Reranker``: a trained (or base) reranker that scores passages for a query."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,13 +42,14 @@ class Reranker:
     @classmethod
     def from_adapter(cls, adapter_dir: str | Path, allow_pickle: bool = False, dtype: str | None = None,
                      trust_remote_code: bool = False, device: Any = None, **kw: Any) -> "Reranker":
-        """Load a lorank run dir or checkpoint dir (PEFT adapter + score head) onto ``device`` (default:
-        :func:`lorank.models.device.resolve_device`, a GPU where there is one)."""
+        """Load a lorank run dir or checkpoint dir (PEFT adapter + score head: a LoRA, or an AdaLoRA adapter saved
+        at the ranks it kept) onto ``device`` (default: :func:`lorank.models.device.resolve_device`, a GPU where
+        there is one)."""
         from peft import PeftModel
 
         ckpt = latest_checkpoint(adapter_dir)
         adapter_file(ckpt, allow_pickle)  # refuses pickle unless allowed
-        read_peft_config(ckpt)  # a broken adapter_config.json is named, with its line, before PEFT reads it
+        peft_cfg = read_peft_config(ckpt)  # a broken adapter_config.json is named, with its line, before PEFT reads it
         meta = read_checkpoint_meta(ckpt)
         base = meta.get("model_path") or meta.get("base_model")
         if base and not Path(str(base)).exists():
@@ -59,7 +61,11 @@ class Reranker:
         dev = resolve_device(device)
         lm = load_reranker(base, dtype=weights_dtype_name(dtype, dev), trust_remote_code=trust_remote_code)
         check_adapter_fits(ckpt, lm.model.config, lm.source.describe())  # not PEFT's 'size mismatch' traceback
-        model = PeftModel.from_pretrained(lm.model, str(ckpt), use_safetensors=not allow_pickle).to(dev)
+        with warnings.catch_warnings():
+            if peft_cfg["peft_type"] == "ADALORA":  # PEFT resizes AdaLoRA's modules by its rank_pattern (the kept
+                # singular values), then warns that the pattern's keys are not LoRA's per-module ranks
+                warnings.filterwarnings("ignore", message="The following rank_pattern keys did not match")
+            model = PeftModel.from_pretrained(lm.model, str(ckpt), use_safetensors=not allow_pickle).to(dev)
         fmt = InputFormat(**meta.get("input", {}))
         return cls(model, lm.tokenizer, fmt, meta=dict(meta, checkpoint=str(ckpt)), **kw)
 

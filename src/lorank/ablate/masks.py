@@ -22,8 +22,8 @@ import torch
 from lorank.errors import ConfigError
 from lorank.lora.dylora import prefix_factors
 from lorank.lora.factors import delta_svd, factors, is_dora
-from lorank.lora.sites import (DeltaState, LoraSite, adapter_names, delta_state, lora_sites, restore_delta_state,
-                               scale_delta, set_delta_enabled)
+from lorank.lora.sites import (DeltaState, LoraSite, adapter_names, delta_state, lora_sites, refuse_adalora,
+                               restore_delta_state, scale_delta, set_delta_enabled)
 from lorank.lora.spec import parse_layers
 from lorank.models.arch import arch_for
 
@@ -107,6 +107,17 @@ class Ablation:
             self.saved.states[key] = delta_state(mod)
 
     def apply(self) -> "Ablation":
+        """Apply the masks; a mask that cannot be applied (DoRA scaled, AdaLoRA truncated) puts back what the ones
+        before it changed, then raises."""
+        try:
+            self._apply()
+        except BaseException:
+            self.remove()
+            raise
+        self.applied = True
+        return self
+
+    def _apply(self) -> None:
         for mask in self.masks:
             chosen = {id(s.module) for s in mask.selects(self.model)}
             if mask.op == "keep":
@@ -128,12 +139,11 @@ class Ablation:
                     self._truncate(s.module, int(mask.rank or 0))
                 elif op == "prefix":
                     self._prefix(s.module, int(mask.rank or 0))
-        self.applied = True
-        return self
 
     def _truncate(self, mod: Any, k: int) -> None:
         if is_dora(mod):
             raise ConfigError("rank truncation of DoRA adapters is not supported")
+        refuse_adalora(mod, "rank truncation (op 'truncate', sweep rank-truncation)")
         for a in adapter_names(mod):
             A, B = factors(mod, a)  # A: (r, in), B: (out, r)
             key = id(mod)
@@ -154,6 +164,7 @@ class Ablation:
         """The first ``k`` rows of A / columns of B, the scale times r/k (alpha/k): a DyLoRA adapter at rank k."""
         if is_dora(mod):
             raise ConfigError("prefix truncation of DoRA adapters is not supported")
+        refuse_adalora(mod, "prefix truncation (op 'prefix', sweep rank-prefix)")
         self._save(mod)  # the scaling, put back by remove()
         for a in adapter_names(mod):
             A, B = factors(mod, a)

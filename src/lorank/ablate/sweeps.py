@@ -6,7 +6,7 @@ from typing import Any
 from lorank.ablate.engine import Config
 from lorank.ablate.masks import Mask
 from lorank.errors import ConfigError
-from lorank.lora.sites import adapter_ranks, lora_sites
+from lorank.lora.sites import adapter_ranks, lora_sites, refuse_adalora
 
 SWEEPS = ("components", "projections", "layers-leave-one-out", "layers-keep-one", "layer-windows",
           "rank-truncation", "rank-prefix", "scale")
@@ -40,6 +40,9 @@ def build_sweep(name: str, model: Any, window: int = 11, stride: int | None = No
         if 15 <= layers[-1] and all(c.name != "only L5-15" for c in cfgs):
             cfgs.append(Config("only L5-15", [Mask("keep", layers="5-15")], name))  # the study's window
         return cfgs
+    if name in ("rank-truncation", "rank-prefix"):  # factor surgery: refused up front on AdaLoRA's three factors
+        for site in sites:
+            refuse_adalora(site.module, f"the {name} sweep")
     if name == "rank-truncation":
         return [Config(f"rank {k}", [Mask("truncate", rank=k)], name) for k in _powers_below(rank)]
     if name == "rank-prefix":  # DyLoRA's ranks: the first k components at alpha/k (the full rank is "full")

@@ -12,12 +12,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from lorank.adapters import read_adapter_state, read_checkpoint_meta
+from lorank.adapters import PEFT_TYPES, read_adapter_state, read_checkpoint_meta
 from lorank.atomic import atomic_open
 from lorank.errors import ConfigError, DataError
 from lorank.layout.adapter import PEFT_CONFIG, export_meta_file, peft_config_file
 from lorank.layout.checkpoints import latest_checkpoint, marker_file
 from lorank.lora.factors import LoraModule, read_factors
+from lorank.lora.spec import VARIANTS
 from lorank.models.source import materialize, resolve_model
 
 #: ``progress(label, total) -> tick(n)``: the CLI passes a rich progress bar factory
@@ -37,6 +38,13 @@ class AdapterFiles:
 
     @property
     def variant(self) -> str:
+        """The LoRA variant: lorank's metadata (``lora.variant``: DyLoRA saves as a plain LoRA), else the PEFT
+        config's (``ADALORA``, ``use_dora``, ``use_rslora``)."""
+        recorded = (self.meta.get("lora") or {}).get("variant") if isinstance(self.meta, dict) else None
+        if recorded in VARIANTS:
+            return recorded
+        if self.config.get("peft_type") == "ADALORA":
+            return "adalora"
         if self.config.get("use_dora"):
             return "dora"
         return "rslora" if self.config.get("use_rslora") else "lora"
@@ -72,8 +80,8 @@ def read_adapter(adapter: str | Path, allow_pickle: bool = False) -> AdapterFile
     if not cfg_file.is_file():
         raise ConfigError(f"{ckpt}: no {PEFT_CONFIG}")
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    if cfg.get("peft_type", "LORA") != "LORA":
-        raise ConfigError(f"{ckpt}: peft_type {cfg.get('peft_type')!r} is not LoRA")
+    if cfg.get("peft_type", "LORA") not in PEFT_TYPES:
+        raise ConfigError(f"{ckpt}: peft_type {cfg.get('peft_type')!r} is not LoRA or AdaLoRA")
     modules, spec = read_factors(read_adapter_state(ckpt, allow_pickle), cfg, ckpt)
     meta = _read_meta(ckpt, read_checkpoint_meta)
     n_layers = max(k[0] for k in modules) + 1

@@ -100,8 +100,12 @@ def compare_adapters(a: str | Path, b: str | Path, out_dir: str | Path | None = 
     if fa.family != fb.family:
         raise ConfigError(f"cannot compare a {fa.family} adapter with a {fb.family} one")
     common = sorted(set(fa.modules) & set(fb.modules))
+    # an AdaLoRA module pruned to rank 0 has no subspace to compare: left out and listed
+    empty = [k for k in common if fa.modules[k].rank == 0 or fb.modules[k].rank == 0]
+    common = [k for k in common if k not in empty]
     if not common:
-        raise ConfigError(f"{fa.path} and {fb.path} share no LoRA module")
+        raise ConfigError(f"{fa.path} and {fb.path} share no LoRA module" + (
+            f" of rank > 0 ({len(empty)} shared modules were pruned to rank 0)" if empty else ""))
     order = {p: i for i, p in enumerate(fa.projections)}
     common.sort(key=lambda k: (k[0], order.get(k[1], 99)))
     rows = [module_similarity(fa.modules[k], fb.modules[k], side) for k in common]
@@ -109,6 +113,8 @@ def compare_adapters(a: str | Path, b: str | Path, out_dir: str | Path | None = 
         chosen = parse_module(module, fa)
         if chosen not in fb.modules:
             raise ConfigError(f"{fb.path} has no LoRA module {module}")
+        if chosen in empty:
+            raise ConfigError(f"{module} is pruned to rank 0 in one of the adapters (AdaLoRA): no subspace to show")
     else:
         norms = {(r["layer"], r["projection"]): r["fro"] for r in module_stats(fa)}
         chosen = max(common, key=lambda k: norms[k])
@@ -134,6 +140,8 @@ def compare_adapters(a: str | Path, b: str | Path, out_dir: str | Path | None = 
                                             for i in range(1, sel["rank_a"] + 1)]},
         "modules": [{k: v for k, v in r.items() if k != "grid"} for r in rows],
     }
+    if empty:
+        result["summary"]["rank_zero_skipped"] = [f"L{layer}.{proj}" for layer, proj in empty]
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": str(out / f"{name}.json")}
     if plots:

@@ -1,8 +1,8 @@
 """Per-module statistics of a LoRA adapter, from its files alone (no forward pass).
 
 For every LoRA module (layer x projection) with ``delta = s * B @ A`` (``s = alpha / r``, or
-``alpha / sqrt(r)`` for rsLoRA): the Frobenius and spectral norms of the delta, its norm relative to
-the frozen base weight (optional: reads only the base tensors it needs), its singular values (from QR
+``alpha / sqrt(r)`` for rsLoRA; AdaLoRA: ``B (E * A) * alpha / init_r``, :func:`lorank.lora.factors.read_factors`):
+the Frobenius and spectral norms of the delta, its norm relative to the frozen base weight (optional: reads only the base tensors it needs), its singular values (from QR
 factors of B and A, never the full matrix), its effective rank (Roy & Vetterli 2007) and stable rank.
 """
 from __future__ import annotations
@@ -20,6 +20,11 @@ from lorank.errors import LorankError
 from lorank.lora.factors import low_rank_svd
 from lorank.models.arch import MHA
 from lorank.plotting import pyplot, save_figure
+
+#: how each variant's delta is scaled, as the view records it (DyLoRA out of training: its full rank at alpha/r)
+_SCALING_RULES = {"rslora": "alpha/sqrt(r)",
+                  "adalora": "alpha/init_r (PEFT's ranknum); the delta is B (E*A): the kept singular values folded "
+                             "into A"}
 
 CSV_COLUMNS = ("module", "layer", "projection", "component", "rank", "scaling", "fro", "spectral", "rel_fro",
                "base_fro", "effective_rank", "stable_rank", "dora_fro")
@@ -195,7 +200,7 @@ def weight_stats(adapter: str | Path, out_dir: str | Path | None = None, base: s
     result: dict[str, Any] = {
         "kind": "weights", "adapter": str(af.path), "family": af.family, "variant": af.variant,
         "base": base_path, "base_note": base_note, "num_layers": af.num_layers,
-        "scaling_rule": "alpha/sqrt(r)" if af.variant == "rslora" else "alpha/r",
+        "scaling_rule": _SCALING_RULES.get(af.variant, "alpha/r"),
         "summary": summarize(rows, top_k), "modules": rows,
     }
     if af.variant == "dora":

@@ -1,5 +1,6 @@
 """LoRA's A/B factors and its delta ``scaling * B @ A``: read from a live PEFT layer or from an adapter's saved
-state, and the delta's thin SVD from the factors (never the full matrix).
+state (an AdaLoRA adapter's too, its singular values folded into A), and the delta's thin SVD from the factors (never
+the full matrix).
 
 ``A`` is ``(r, in)`` and ``B`` is ``(out, r)``, as PEFT keeps them.
 """
@@ -13,17 +14,20 @@ from typing import Any
 import torch
 
 from lorank.errors import ConfigError
-from lorank.lora.sites import adapter_names
+from lorank.lora.sites import adapter_names, refuse_adalora
 from lorank.models.arch import ArchSpec, arch_for, known_model_types
 
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>A|B)(?:\.[^.]+)?\.weight$")
+_ADALORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>A|B|E)(?:\.[^.]+)?$")  # parameters: no .weight
 _MAG_KEY = re.compile(r"^(?P<module>.+)\.lora_magnitude_vector(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_PREFIX = "base_model.model."
 
 
 # ------------------------------------------------------------------------------------------------ live layers
 def factors(mod: Any, adapter: str) -> tuple[torch.nn.Parameter, torch.nn.Parameter]:
-    """``(A, B)``: the weight parameters of one adapter of a LoRA layer (assigning their ``.data`` changes it)."""
+    """``(A, B)``: the weight parameters of one adapter of a LoRA layer (assigning their ``.data`` changes it).
+    An AdaLoRA layer is refused (its delta has a third factor, E)."""
+    refuse_adalora(mod, "an operation on the A/B factors (rank truncation, rank prefix)")
     return mod.lora_A[adapter].weight, mod.lora_B[adapter].weight
 
 
@@ -148,6 +152,8 @@ def read_factors(state: dict[str, torch.Tensor], config: dict[str, Any],
     """Every LoRA module of an adapter's saved state (``adapter_model.safetensors``) with its PEFT config
     (``adapter_config.json``), keyed by (layer, projection), and the family it maps onto. ``where`` names the
     adapter in errors."""
+    if config.get("peft_type") == "ADALORA":
+        return read_adalora_factors(state, config, where)
     parts = _state_parts(state)
     if not parts:
         raise ConfigError(f"{where}: the adapter holds no LoRA weights (lora_A / lora_B)")
@@ -174,6 +180,44 @@ def read_factors(state: dict[str, torch.Tensor], config: dict[str, Any],
                                             p.get("m"))
     if not modules:
         raise ConfigError(f"{where}: no LoRA module maps onto a {spec.family} layer/projection")
+    return modules, spec
+
+
+def read_adalora_factors(state: dict[str, torch.Tensor], config: dict[str, Any],
+                         where: Any) -> tuple[dict[tuple[int, str], LoraModule], ArchSpec]:
+    """:func:`read_factors` of a saved AdaLoRA adapter: its delta ``B (E * A) * alpha / ranknum`` as a LoRA module
+    with ``A = E * A`` (E, the kept singular values, folded into the rows of A) and ``scaling = alpha /
+    (ranknum + 1e-5)``, PEFT's forward: ``ranknum`` is ``init_r`` (PEFT keeps the initial rank as the divisor after
+    pruning). A module pruned to rank 0 is kept, with zero-size factors (its delta is zero)."""
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for k, t in state.items():
+        m = _ADALORA_KEY.match(k)
+        if m:
+            parts.setdefault(m.group("module"), {})[m.group("which")] = t
+    if not parts:
+        raise ConfigError(f"{where}: the AdaLoRA adapter holds no factors (lora_A / lora_E / lora_B)")
+    spec = infer_arch({n.rsplit(".", 1)[-1] for n in parts})
+    alpha = float(config.get("lora_alpha") or 0)
+    init_r = int(config["init_r"])
+    scaling = (alpha if alpha > 0 else float(init_r)) / (init_r + 1e-5)
+    modules: dict[tuple[int, str], LoraModule] = {}
+    for full, p in parts.items():
+        missing = [w for w in "AEB" if w not in p]
+        if missing:
+            raise ConfigError(f"{where}: AdaLoRA module {full} lacks lora_{', lora_'.join(missing)}")
+        if not p["A"].shape[0] == p["E"].shape[0] == p["B"].shape[1]:
+            raise ConfigError(f"{where}: AdaLoRA module {full}: lora_A, lora_E and lora_B disagree on the rank "
+                              f"({p['A'].shape[0]}, {p['E'].shape[0]}, {p['B'].shape[1]})")
+        name = full[len(_PEFT_PREFIX):] if full.startswith(_PEFT_PREFIX) else full
+        parsed = spec.parse("." + name)
+        if parsed is None:
+            continue
+        layer, proj = parsed
+        A = p["E"].float().reshape(-1, 1) * p["A"].float()
+        modules[(layer, proj)] = LoraModule(name, layer, proj, spec.component_of(proj), A, p["B"].float(), scaling,
+                                            bool(config.get("fan_in_fan_out", False)))
+    if not modules:
+        raise ConfigError(f"{where}: no AdaLoRA module maps onto a {spec.family} layer/projection")
     return modules, spec
 
 

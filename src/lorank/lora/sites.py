@@ -34,20 +34,44 @@ def is_lora_layer(mod: Any) -> bool:
     return hasattr(mod, "base_layer") and isinstance(lora_a, torch.nn.ModuleDict) and len(lora_a) > 0
 
 
+def is_adalora_layer(mod: Any) -> bool:
+    """A PEFT AdaLoRA layer (``SVDLinear``) with at least one adapter: its factors ``lora_A`` (P), ``lora_E``
+    (the singular values) and ``lora_B`` (Q) are parameters, not modules; its delta is
+    ``B (E * A) * scaling / ranknum``."""
+    lora_e = getattr(mod, "lora_E", None)
+    return hasattr(mod, "base_layer") and isinstance(lora_e, torch.nn.ParameterDict) and len(lora_e) > 0
+
+
+def is_delta_layer(mod: Any) -> bool:
+    """A layer whose delta the dissection switches off, keeps or scales: a LoRA or an AdaLoRA layer."""
+    return is_lora_layer(mod) or is_adalora_layer(mod)
+
+
+def refuse_adalora(mod: Any, what: str) -> None:
+    """Refuse, naming ``what``, an operation on a layer's LoRA factors that AdaLoRA's three-factor delta does not
+    support (the delta's on/off and scale work on both)."""
+    if is_adalora_layer(mod):
+        raise ConfigError(f"{what} is not supported for AdaLoRA adapters (their delta is B (E * A) / ranknum, "
+                          "three factors, not LoRA's B A); switching deltas off, keeping or scaling them is "
+                          "(sweeps components, projections, layers-*, scale), and lorank analyze adalora shows the "
+                          "ranks each module kept")
+
+
 def adapter_names(mod: Any) -> list[str]:
     """The active adapters of a LoRA layer (PEFT's ``active_adapters``)."""
     return list(getattr(mod, "active_adapters", []))
 
 
 def lora_layers(model: Any) -> list[Any]:
-    """Every PEFT LoRA layer of ``model``, in module order (whether the map knows its projection or not)."""
+    """Every PEFT LoRA layer of ``model``, in module order (whether the map knows its projection or not); AdaLoRA
+    layers are not among them (:func:`is_adalora_layer`)."""
     return [m for m in model.modules() if is_lora_layer(m)]
 
 
 def _sites(model: Any) -> Iterator[LoraSite]:
     arch = arch_for(model.config)
     for name, mod in model.named_modules():
-        if not is_lora_layer(mod):
+        if not is_delta_layer(mod):
             continue
         parsed = arch.parse(name)
         if parsed is None:
@@ -57,7 +81,8 @@ def _sites(model: Any) -> Iterator[LoraSite]:
 
 
 def lora_sites(model: Any) -> list[LoraSite]:
-    """Every LoRA-wrapped projection of a PEFT model, with its layer, projection and component."""
+    """Every LoRA-wrapped projection of a PEFT model (LoRA or AdaLoRA), with its layer, projection and
+    component."""
     sites = list(_sites(model))
     if not sites:
         raise ConfigError("the model has no LoRA modules to ablate (is it a PEFT model with a LoRA adapter?)")
@@ -69,6 +94,7 @@ def latent_modules(model: Any) -> dict[tuple[int, str], Any]:
     is ``A x`` (:data:`LATENT_ACTIVATION`). A merged layer never computes it, so it is refused."""
     out: dict[tuple[int, str], Any] = {}
     for s in _sites(model):
+        refuse_adalora(s.module, "latent LoRA features (A x)")
         lora_a = s.module.lora_A
         if getattr(s.module, "merged", False):
             raise ConfigError(f"{s.name}: the LoRA delta is merged into the base weight, so A x is never computed; "
