@@ -24,12 +24,13 @@ def _merged_deltas(model_dir, ckpt):
 
 
 @pytest.mark.parametrize("shape,variant", [("tiny-llama", "lora"), ("tiny-llama", "rslora"),
-                                           ("tiny-gpt-neox", "lora")])
+                                           ("tiny-gpt-neox", "lora"), ("tiny-llama", "dylora")])
 def test_norms_and_spectra_match_merged_weights(tmp_path, shape, variant):
     model = save_tiny_model(tmp_path / "model", shape=shape)
     ckpt = save_adapter(model, tmp_path / "ck", seed=3, rank=4, alpha=8, variant=variant)
     res = weight_stats(ckpt, tmp_path / "out", plots=False, base_weights=True)
     ref = _merged_deltas(model, ckpt)
+    assert res["variant"] == variant  # DyLoRA saves as a plain LoRA: lorank's metadata names it
     rows = {r["module"]: r for r in res["modules"]}
     assert set(rows) == set(ref) and len(rows) == 4 * (7 if shape == "tiny-llama" else 4)
     expect_scaling = 8 / 2 if variant == "rslora" else 8 / 4
