@@ -110,3 +110,29 @@ def test_run_analysis_dispatches_by_kind(tiny, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown option\(s\) for analysis 'probe': colour \(known: eval_set, "
                                           r"queries, run, collection, qrels, data_root, allow_pickle, reranker, max_queries"):
         run_analysis("probe", tiny["a"], tmp_path, colour="red")
+
+
+def test_adalora_command_on_a_trained_run(tiny, tmp_path):
+    """``lorank analyze adalora`` end to end: a few AdaLoRA steps through lorank.train, then the verb on the run
+    folder (its last checkpoint): the table, the JSON and the heatmap; a plain LoRA adapter is refused by name."""
+    from lorank.train.config import TrainConfig
+    from lorank.train.run import train
+
+    out = tmp_path / "run"
+    cfg = TrainConfig.from_dict({
+        "model": str(tiny["model"]), "dtype": "fp32", "data": [{"kind": "trec", "path": str(tiny["data"])}],
+        "group_size": 4, "batch_queries": 2, "max_steps": 6, "lr": 1e-3, "seed": 7,
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "variant": "adalora",
+                 "adalora": {"target_r": 2, "tinit": 1, "tfinal": 2}},
+        "checkpoints": {"steps": "6"}, "eval": {"sets": [], "test_sets": []}, "output_dir": str(out)})
+    train(cfg, progress=False)
+    res = invoke("adalora", "--adapter", out, "--out", tmp_path / "view")
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    view = json.loads((tmp_path / "view" / "adalora_allocation.json").read_text())
+    assert view["adapter"] == str(out / "checkpoint-6") and view["allocated"]
+    assert view["kept"] == 2 * view["modules"] == 2 * 28
+    assert f"{view['kept']} ranks kept over 28 modules (init_r 4, target_r 2: budget 56); allocated" in res.text
+    assert (tmp_path / "view" / "adalora_allocation.png").stat().st_size > 5_000
+    res = invoke("adalora", "--adapter", tiny["a"], "--out", tmp_path / "no")
+    assert res.exit_code == 2 and "not an AdaLoRA adapter (peft_type 'LORA')" in res.text
+    assert "Traceback" not in res.text

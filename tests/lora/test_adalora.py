@@ -98,6 +98,11 @@ def test_a_few_adalora_training_steps(tmp_path):
     assert json.loads((out / "train_summary.json").read_text())["execution"]["forward"] == "hf"
     view = adalora_allocation(ck)
     assert view["kept"] == 2 * view["modules"] and view["allocated"]
+    from lorank.reranker import Reranker
+
+    rr = Reranker.from_adapter(out, bf16=False)  # the run's last checkpoint, through its lorank metadata
+    assert rr.meta["lora"]["variant"] == "adalora" and rr.meta["checkpoint"] == str(ck)
+    assert rr.score("a query", ["a passage", "another passage"]).shape == (2,)
 
 
 def test_packed_forward_is_refused_for_the_variants(tmp_path):

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lorank.adapters import read_adapter_state
+from lorank.analyze.common import resolve_adapter_dir
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError
 from lorank.layout.adapter import peft_config_file
@@ -24,8 +25,9 @@ def adalora_allocation(adapter: str | Path, out_dir: str | Path | None = None,
                        allow_pickle: bool = False) -> dict[str, Any]:
     """The rank each (layer, projection) of an AdaLoRA adapter kept: ``{"layers", "projections", "ranks"`` (layers
     x projections, None where not wrapped), ``"init_r"``, ``"target_r"``, ``"kept"`` / ``"budget"`` (totals)``}``,
-    written as ``adalora_allocation.json`` + ``.png`` into ``out_dir`` (default: ``ADAPTER/analysis``)."""
-    adapter = Path(adapter)
+    written as ``adalora_allocation.json`` + ``.png`` into ``out_dir`` (default: ``CHECKPOINT/analysis``).
+    ``adapter``: a checkpoint folder, or a run folder (its last complete checkpoint)."""
+    adapter = resolve_adapter_dir(adapter)  # a run folder: its last complete checkpoint
     cfg_file = peft_config_file(adapter)
     if not cfg_file.is_file():
         raise ConfigError(f"{adapter}: no {cfg_file.name}: not an adapter folder")

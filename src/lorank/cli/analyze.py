@@ -1,5 +1,5 @@
-"""``lorank analyze weights / compare / probe / patch``: adapter weight statistics, subspace similarity, layer-wise
-probes and activation patching (a typer sub-app over :mod:`lorank.analyze`)."""
+"""``lorank analyze weights / compare / probe / patch / adalora``: adapter weight statistics, subspace similarity,
+layer-wise probes, activation patching and AdaLoRA's rank allocation (a typer sub-app over :mod:`lorank.analyze`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,7 @@ from lorank.cli.common import cli_subject, console, err_console, fmt, guard, pro
 from lorank.errors import ConfigError
 
 analyze_app = typer.Typer(help="Dissect trained adapters: weight statistics, subspace similarity, "
-                               "layer-wise probes, activation patching.",
+                               "layer-wise probes, activation patching, AdaLoRA's rank allocation.",
                           no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -187,5 +187,33 @@ def patch_cmd(
         console.print(f"{k}: {v}", highlight=False, soft_wrap=True)
 
 
-for _name, _fn in (("weights", weights_cmd), ("compare", compare_cmd), ("probe", probe_cmd), ("patch", patch_cmd)):
+def adalora_cmd(
+    adapter: AdapterOption,
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/analysis)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle-based adapter (unsafe)."),
+) -> None:
+    """AdaLoRA's rank allocation: the rank each layer and projection kept (from the files alone)."""
+    from rich.table import Table
+
+    from lorank.analyze import adalora_allocation
+
+    with guard():
+        res = adalora_allocation(adapter, out, allow_pickle=allow_pickle)
+    state = "allocated" if res["allocated"] else "not allocated yet (no rank_pattern: every module at init_r)"
+    t = Table(title=f"{res['adapter']}: {res['kept']} ranks kept over {res['modules']} modules (init_r "
+                    f"{res['init_r']}, target_r {res['target_r']}: budget {res['budget']}); {state}")
+    t.add_column("layer", justify="right")
+    for p in res["projections"]:
+        t.add_column(p, justify="right")
+    t.add_column("total", justify="right")
+    for layer, row in zip(res["layers"], res["ranks"]):
+        t.add_row(str(layer), *("-" if v is None else str(v) for v in row), str(res["by_layer"][str(layer)]))
+    t.add_row("total", *(str(res["by_projection"][p]) for p in res["projections"]), str(res["kept"]))
+    console.print(t)
+    console.print(f"json: {Path(res['plot']).with_suffix('.json')}\nplot: {res['plot']}", highlight=False,
+                  soft_wrap=True)
+
+
+for _name, _fn in (("weights", weights_cmd), ("compare", compare_cmd), ("probe", probe_cmd), ("patch", patch_cmd),
+                   ("adalora", adalora_cmd)):
     analyze_app.command(_name)(_fn)
