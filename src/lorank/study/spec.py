@@ -38,7 +38,7 @@ from pydantic import Field, ValidationError
 from lorank.config import Strict, format_validation_error, read_yaml
 from lorank.data.sources import expand_data_path
 from lorank.errors import ConfigError
-from lorank.lora.spec import ALPHA_POLICY_LABELS, parse_alpha
+from lorank.lora.spec import ALPHA_POLICY_LABELS, VARIANT_BLOCKS, parse_alpha
 from lorank.train.config import TrainConfig
 
 AXES = ("rank", "alpha", "dropout", "components", "projections", "layers", "variant", "alpha_policy", "seed")
@@ -54,7 +54,8 @@ class GridBlock(Strict):
     components: list[Literal["all", "mha", "mlp"]] | None = None
     projections: list[list[str] | str | None] | None = None
     layers: list[str | int | list[int]] | None = None
-    variant: list[Literal["lora", "dora", "rslora"]] | None = None
+    #: dylora / adalora take their settings from the spec's `lora:` section (lora.dylora, lora.adalora)
+    variant: list[Literal["lora", "dora", "rslora", "dylora", "adalora"]] | None = None
     #: how alpha follows the rank (lorank.lora.spec.effective_alpha); the run's axes carry the effective alpha
     alpha_policy: list[Literal["fixed", "scale", "rslora"]] | None = None
     #: a block's own seeds; a block without them trains every seed of the spec's `seeds` (else train.seed)
@@ -247,9 +248,12 @@ def expand(spec: StudySpec, source: str | Path | None = None, problems: list[str
                 axes_lists["seed"] = list(spec.seeds)
             names = list(axes_lists)
             for values in itertools.product(*(axes_lists[a] for a in names)) if names else [()]:
-                axes = {**{k: v for k, v in lora_defaults.items()}, "seed": seed_default, **dict(zip(names, values))}
+                axes = {**{k: v for k, v in lora_defaults.items() if k not in VARIANT_BLOCKS}, "seed": seed_default,
+                        **dict(zip(names, values))}
                 lora = {k: axes[k] for k in ("rank", "alpha", "dropout", "components", "projections", "layers",
                                              "variant", "alpha_policy", "alpha_rank") if k in axes}
+                if axes.get("variant") in VARIANT_BLOCKS and axes["variant"] in lora_defaults:
+                    lora[axes["variant"]] = lora_defaults[axes["variant"]]  # its own block, for its runs only
                 train = {k: v for k, v in spec.train.items() if k not in banned}
                 if isinstance(train.get("data"), list):  # ${VAR} in data paths: expanded (LORANK_DATA: the data root)
                     train["data"] = [dict(d, path=expand_data_path(d["path"], spec.data_root))
