@@ -1,6 +1,7 @@
 """Loading trained adapters safely: safetensors only, unless pickle is explicitly allowed; their
-``adapter_config.json`` checked (a broken one is named, with its line); whether an adapter fits a base model's shape
-(checked before PEFT loads it); and an adapter's identity (the content hash a study's steps on it follow)."""
+``adapter_config.json`` checked (a broken one is named, with its line; LoRA and AdaLoRA); whether an adapter fits a
+base model's shape and, for AdaLoRA, its saved ranks its rank pattern (checked before PEFT loads it); and an adapter's
+identity (the content hash a study's steps on it follow)."""
 from __future__ import annotations
 
 import hashlib
