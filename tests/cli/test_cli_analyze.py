@@ -131,7 +131,8 @@ def test_adalora_command_on_a_trained_run(tiny, tmp_path):
     view = json.loads((tmp_path / "view" / "adalora_allocation.json").read_text())
     assert view["adapter"] == str(out / "checkpoint-6") and view["allocated"]
     assert view["kept"] == 2 * view["modules"] == 2 * 28
-    assert f"{view['kept']} ranks kept over 28 modules (init_r 4, target_r 2: budget 56); allocated" in res.text
+    assert (f"{view['kept']} ranks kept over 28 modules (init_r 4, target_r 2: budget 56); allocated"
+            in res.text)
     assert (tmp_path / "view" / "adalora_allocation.png").stat().st_size > 5_000
     res = invoke("adalora", "--adapter", tiny["a"], "--out", tmp_path / "no")
     assert res.exit_code == 2 and "not an AdaLoRA adapter (peft_type 'LORA')" in res.text

@@ -2,8 +2,9 @@
 
 For every LoRA module (layer x projection) with ``delta = s * B @ A`` (``s = alpha / r``, or
 ``alpha / sqrt(r)`` for rsLoRA; AdaLoRA: ``B (E * A) * alpha / init_r``, :func:`lorank.lora.factors.read_factors`):
-the Frobenius and spectral norms of the delta, its norm relative to the frozen base weight (optional: reads only the base tensors it needs), its singular values (from QR
-factors of B and A, never the full matrix), its effective rank (Roy & Vetterli 2007) and stable rank.
+the Frobenius and spectral norms of the delta, its norm relative to the frozen base weight (optional: reads only
+the base tensors it needs), its singular values (from QR factors of B and A, never the full matrix), its effective
+rank (Roy & Vetterli 2007) and stable rank.
 """
 from __future__ import annotations
 
