@@ -11,7 +11,9 @@ What is random, and what the CIs resample. The importance side comes from per-qu
 query under each ablation configuration (``ablations/<subject>/<i>/runs/<sweep>/<config>.run``), pooled over the
 chosen role's sets (queries keyed ``set:qid``). A correlation's 95% CI is a percentile bootstrap over those queries:
 each draw resamples the queries (one draw for every configuration: paired), recomputes every unit's importance from
-the resampled means, then Spearman's rho against the view's side. The view's side (an AdaLoRA allocation, an ICR
+the resampled means, then Spearman's rho against the view's side (a percentile interval; since each resample adds
+the queries' noise to the importances once more, it leans toward 0, and a point estimate near +-1, e.g. a view that
+orders the units exactly as the observed importances do, can lie above it). The view's side (an AdaLoRA allocation, an ICR
 profile's per-layer nDCG@10, which holds no per-query values) is one fixed object and is held fixed. Units (layers,
 windows, projections) are not independent draws (neighbouring layers share their inputs), so the rho's own p-value
 is not reported as a test; the query bootstrap is the interval. ``n_units`` is the number of units correlated.
@@ -50,7 +52,8 @@ LOO, WINDOWS, PROJECTIONS, TRUNCATION, PREFIX = (
     "layers-leave-one-out", "layer-windows", "projections", "rank-truncation", "rank-prefix")
 BOOTSTRAP_NOTE = ("95% CI: percentile bootstrap over the queries (paired across configurations): each draw "
                   "recomputes every unit's importance from the resampled per-query nDCG@10, then rho; the view's side "
-                  "is one fixed object, held fixed")
+                  "is one fixed object, held fixed. A resampled importance carries the queries' noise once more, so "
+                  "the resampled rhos lean toward 0: the interval can sit below a point estimate near +-1")
 UNITS_NOTE = ("units (layers, windows, projections) are not independent draws: rho describes one adapter's profile; "
               "its interval is the query bootstrap, and no p-value over units is reported")
 PerQuery = dict[str, float]  # "set:qid" -> nDCG@10
@@ -182,7 +185,7 @@ def correlate(x: list[float], configs: dict[str, PerQuery], importance: Callable
     return {"rho": None if math.isnan(rho) else round(rho, 4),
             "ci95": [None if math.isnan(v) else round(v, 4) for v in (lo, hi)], "n_units": int(xv.size),
             "n_queries": len(qids), "n_boot": n_boot, "n_boot_defined": int(np.isfinite(rhos).sum()),
-            "importance": [round(float(v), 4) for v in point]}
+            "importance": [round(float(v), 6) for v in point]}
 
 
 def _rho_text(c: dict[str, Any]) -> str:
