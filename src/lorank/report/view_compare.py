@@ -551,12 +551,12 @@ def _plot_icr(res: dict[str, Any], path: Path) -> Path:
                  color=f"C{i}", label=f"{name}: ICR on {p['set']} [{p['role']}, n={p['queries']}]")
         bottom.plot([u["depth"] for u in layers["units"]], [u["y"] for u in layers["units"]], "s-", ms=3,
                     color=f"C{i}", label=f"{name}: {s['subject']} [{s['where']}]; {_rho_text(layers)}")
-    top.set_ylabel("nDCG@10 of one layer's ICR score")
+    top.set_ylabel("ICR nDCG@10\n(one layer's score alone)")
     top.legend(fontsize=7, loc="best")
     top.set_title("ICR per layer (the base model) vs the trained adapter's leave-one-layer-out drop\n"
                   "rho: Spearman over layers, 95% CI: query bootstrap of the drops", fontsize=9)
     bottom.axhline(0, color="grey", lw=0.6, ls=":")
-    bottom.set_ylabel("nDCG@10 drop without the layer's LoRA")
+    bottom.set_ylabel("nDCG@10 drop\nwithout the layer's LoRA")
     bottom.set_xlabel("depth: (layer + 0.5) / number of layers (0 = input)")
     bottom.set_xlim(0, 1)
     bottom.legend(fontsize=7, loc="best")
