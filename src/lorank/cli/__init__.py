@@ -10,7 +10,7 @@ function (named in each module's docstring).
 | :mod:`lorank.cli.ablate` | ``ablate`` |
 | :mod:`lorank.cli.study` | ``study``, ``report``, ``findings``, ``families``, ``demo`` |
 | :mod:`lorank.cli.ltr` | ``features``, ``ltr`` |
-| :mod:`lorank.cli.analyze` | ``analyze weights / compare / probe / patch`` |
+| :mod:`lorank.cli.analyze` | ``analyze weights / compare / probe / patch``, ``analyze compare-views adalora / dylora / icr`` |
 """
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """``lorank analyze weights / compare / probe / patch / adalora``: adapter weight statistics, subspace similarity,
-layer-wise probes, activation patching and AdaLoRA's rank allocation (a typer sub-app over :mod:`lorank.analyze`)."""
+layer-wise probes, activation patching and AdaLoRA's rank allocation (a typer sub-app over :mod:`lorank.analyze`);
+``lorank analyze compare-views adalora / dylora / icr``: the seed papers' views against a study's trained adapters
+(over :mod:`lorank.report.view_compare`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -214,6 +216,93 @@ def adalora_cmd(
                   soft_wrap=True)
 
 
+compare_views_app = typer.Typer(help="The seed papers' views against a finished study's trained adapters: AdaLoRA's "
+                                     "allocation, DyLoRA's rank curve, ICR's per-layer profile (JSON + PNG).",
+                                no_args_is_help=True, pretty_exceptions_enable=False)
+StudyOption = Annotated[Path, typer.Option("--study", help="A finished study folder (e.g. results/study_smollm2_cpu).")]
+CompareOutOption = Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON and the PNG.")]
+BootOption = Annotated[int, typer.Option("--boot", min=100, help="Bootstrap resamples of the queries.")]
+
+
+def _command() -> str:
+    import shlex
+    import sys
+
+    return "lorank " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _print_correlations(corrs: list[dict], where: str) -> None:
+    for c in corrs:
+        rho, ci = c["rho"], c["ci95"]
+        text = "undefined" if rho is None else f"{rho:+.3f}  95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        console.print(f"  {c['name']}: rho {text}  (n={c['n_units']} units, {c['n_queries']} queries; {where})",
+                      highlight=False)
+
+
+def compare_adalora_cmd(
+    allocation: Path = typer.Option(..., "--allocation", help="adalora_allocation.json (lorank.analyze."
+                                                               "adalora_allocation)."),
+    study: StudyOption = ...,
+    out: CompareOutOption = ...,
+    role: Optional[str] = typer.Option(None, "--role", help="dev or test: whose ablations (default: test if "
+                                                            "ablated there, else dev)."),
+    boot: BootOption = 2000,
+) -> None:
+    """AdaLoRA's rank allocation against the study's ablation importance (per layer, layer window, projection)."""
+    from lorank.report.view_compare import compare_adalora
+
+    with guard():
+        res = compare_adalora(allocation, study, out, role=role, n_boot=boot, command=_command())
+    _print_correlations(res["correlations"], res["study"]["where"])
+    console.print(f"figure: {res['figure']}", highlight=False, soft_wrap=True)
+
+
+def compare_dylora_cmd(
+    sweep: list[Path] = typer.Option(..., "--sweep", help="ablations.json of `lorank ablate --sweep rank-prefix` or "
+                                                          "its folder; repeat once per set."),
+    study: StudyOption = ...,
+    out: CompareOutOption = ...,
+    full_rank: Optional[int] = typer.Option(None, "--full-rank", help="The DyLoRA adapter's rank (default: its "
+                                                                      "adapter_config.json)."),
+    boot: BootOption = 2000,
+) -> None:
+    """DyLoRA's rank prefixes vs the study's trained ranks vs its dissected adapter's rank truncation."""
+    from lorank.report.view_compare import compare_dylora
+
+    with guard():
+        res = compare_dylora(sweep, study, out, full_rank=full_rank, n_boot=boot, command=_command())
+    for p in res["points"]:
+        console.print(f"  {p['series']}: rank {p['rank']} nDCG@10 {p['ndcg']:.4f} [{p['ci95'][0]:.4f}, "
+                      f"{p['ci95'][1]:.4f}] ({p['role']}: {'+'.join(p['sets'])}, n={p['n_queries']})", highlight=False)
+    for n in res["notes"]:
+        err_console.print(f"[yellow]note:[/] {n}", highlight=False)
+    console.print(f"figure: {res['figure']}", highlight=False, soft_wrap=True)
+
+
+def compare_icr_cmd(
+    profile: list[Path] = typer.Option(..., "--profile", help="icr_profile.json (lorank.analyze.icr_profile); "
+                                                              "repeat, paired in order with --study."),
+    study: list[Path] = typer.Option(..., "--study", help="The finished study of the same model; one per --profile."),
+    out: CompareOutOption = ...,
+    eval_set: Optional[list[str]] = typer.Option(None, "--set", help="The adapter's ablations on these sets "
+                                                                     "(default: the profile's set)."),
+    boot: BootOption = 2000,
+) -> None:
+    """ICR's per-layer profile against the trained adapter's layer importance, on a normalised depth axis."""
+    from lorank.report.view_compare import compare_icr
+
+    with guard():
+        if len(profile) != len(study):
+            raise ConfigError(f"give one --study per --profile (got {len(profile)} profiles, {len(study)} studies)")
+        res = compare_icr(list(zip(profile, study)), out, sets=eval_set or None, n_boot=boot, command=_command())
+    for p in res["pairs"]:
+        _print_correlations(p["correlations"], f"ICR on {p['set']}; adapter {p['study']['where']}")
+    console.print(f"figure: {res['figure']}", highlight=False, soft_wrap=True)
+
+
 for _name, _fn in (("weights", weights_cmd), ("compare", compare_cmd), ("probe", probe_cmd), ("patch", patch_cmd),
                    ("adalora", adalora_cmd)):
     analyze_app.command(_name)(_fn)
+for _name, _fn in (("adalora", compare_adalora_cmd), ("dylora", compare_dylora_cmd), ("icr", compare_icr_cmd)):
+    compare_views_app.command(_name)(_fn)
+analyze_app.add_typer(compare_views_app, name="compare-views")
