@@ -37,7 +37,7 @@ def lorank_commands(pages: tuple[Path, ...] = (README,)) -> list[list[str]]:
     for lang, body in [b for page in pages for b in code_blocks(page.read_text(encoding="utf-8"))]:
         if lang not in ("bash", "sh", "shell", "console"):
             continue
-        for line in body.splitlines():
+        for line in re.sub(r"\\\n\s*", " ", body).splitlines():  # a continued line is one command
             for part in re.split(r"&&|;", line.split("  #")[0]):
                 words = shlex.split(part, comments=True)
                 if words and words[0] in (".venv/bin/lorank", "lorank") and words[1:] not in out:
