@@ -6,6 +6,12 @@ and heads, so each layer's (or head's) share ranks the candidates by itself, mer
 is. ``icr_profile`` evaluates each of those rankings (nDCG@10 by default) and writes ``{name}.json`` and
 ``{name}.png`` (a line per layer, with the full ICR score and the first stage as references), plus
 ``{name}_heads.png`` (a layer x head map) with ``heads=True``.
+
+The JSON keeps each query's value too, under ``per_query`` (so that a comparison can resample the queries,
+:func:`lorank.report.view_compare.compare_icr`): ``qids`` (the ICR-scored judged queries, sorted), and in that order
+``icr`` (the all-layer score), ``layers`` (one list per layer) and, with ``heads=True`` only, ``heads`` (layer x head x
+query); ``first_stage`` is a ``{qid: value}`` over the queries the first-stage figure averages (every judged query of
+the set; one without candidates counts 0). Each list's mean (``math.fsum`` / n) is the figure beside it.
 """
 from __future__ import annotations
 
@@ -23,27 +29,37 @@ from lorank.inference.icr import ICRReranker, ICRResult
 from lorank.plotting import METRIC_LABELS, pyplot, save_figure
 
 
-def _value(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], measure: str, thr: int) -> float:
-    return float(evaluate(qrels, run, rel_threshold=thr, measures=[measure]).aggregate[measure])
+def _value(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], measure: str, thr: int
+           ) -> tuple[float, dict[str, float]]:
+    """(the measure over the judged queries of `qrels`, its value per query)."""
+    r = evaluate(qrels, run, rel_threshold=thr, measures=[measure])
+    return float(r.aggregate[measure]), {q: float(v) for q, v in r.per_query[measure].items()}
 
 
 def profile_values(results: dict[str, ICRResult], qrels: dict[str, dict[str, int]], measure: str = "ndcg_cut_10",
                    rel_threshold: int = 2, heads: bool = False) -> dict[str, Any]:
     """The measure of the ICR ranking, of each layer's and (``heads``) each head's, over the judged queries of
-    ``results``."""
+    ``results``; under ``per_query``, each query's value (``qids``, sorted, and one list per ranking in that order;
+    per head only with ``heads``)."""
     judged = {q: qrels[q] for q in results if qrels.get(q)}
     if not judged:
         raise DataError(None, None, "none of the ICR-scored queries has relevance judgements")
     res = [results[q] for q in judged]
     layers, n_heads = next((r.layer_head.shape[1:] for r in res if r.layer_head.size), (0, 0))
+    qids = sorted(judged)
 
-    def of(fn: Callable[[ICRResult], Any]) -> float:
-        return _value(judged, {q: r.run(fn(r)) for q, r in zip(judged, res)}, measure, rel_threshold)
+    def of(fn: Callable[[ICRResult], Any]) -> tuple[float, list[float]]:
+        value, pq = _value(judged, {q: r.run(fn(r)) for q, r in zip(judged, res)}, measure, rel_threshold)
+        return value, [pq[q] for q in qids]
 
-    out: dict[str, Any] = {"icr": of(lambda r: r.scores),
-                           "layers": [of(lambda r, l=l: r.layer(l)) for l in range(layers)]}
+    icr, by_layer = of(lambda r: r.scores), [of(lambda r, l=l: r.layer(l)) for l in range(layers)]
+    out: dict[str, Any] = {"icr": icr[0], "layers": [v for v, _ in by_layer]}
+    per_query: dict[str, Any] = {"qids": qids, "icr": icr[1], "layers": [p for _, p in by_layer]}
     if heads:
-        out["heads"] = [[of(lambda r, l=l, h=h: r.head(l, h)) for h in range(n_heads)] for l in range(layers)]
+        by_head = [[of(lambda r, l=l, h=h: r.head(l, h)) for h in range(n_heads)] for l in range(layers)]
+        out["heads"] = [[v for v, _ in row] for row in by_head]
+        per_query["heads"] = [[p for _, p in row] for row in by_head]
+    out["per_query"] = per_query
     return out
 
 
@@ -94,8 +110,9 @@ def icr_profile(candidates: RerankSet, out_dir: str | Path | None = None, *, rer
     results = rr.score_run(rs.queries, rs.passages, judged, depth=depth, progress=progress)
     seconds = time.perf_counter() - t0
     values = profile_values(results, rs.qrels, measure, rel_threshold, heads)
-    first = _value(rs.qrels, {q: {e.docid: float(-i) for i, e in enumerate(v[:depth])} for q, v in judged.items()},
-                   measure, rel_threshold)
+    first, first_pq = _value(rs.qrels, {q: {e.docid: float(-i) for i, e in enumerate(v[:depth])}
+                                        for q, v in judged.items()}, measure, rel_threshold)
+    per_query = {**values.pop("per_query"), "first_stage": first_pq}
     layers = values["layers"]
     out: dict[str, Any] = {
         "set": rs.name, "queries": len(results), "depth": depth, "measure": measure, "rel_threshold": rel_threshold,
@@ -106,7 +123,7 @@ def icr_profile(candidates: RerankSet, out_dir: str | Path | None = None, *, rer
         "window_size": {"min": int(min(r.window_size for r in results.values())),
                         "max": int(max(r.window_size for r in results.values()))},
         "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(len(results), 1), 3),
-        **(record or {}),
+        **(record or {}), "per_query": per_query,
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
