@@ -13,8 +13,10 @@ chosen role's sets (queries keyed ``set:qid``). A correlation's 95% CI is a perc
 each draw resamples the queries (one draw for every configuration: paired), recomputes every unit's importance from
 the resampled means, then Spearman's rho against the view's side (a percentile interval; since each resample adds
 the queries' noise to the importances once more, it leans toward 0, and a point estimate near +-1, e.g. a view that
-orders the units exactly as the observed importances do, can lie above it). The view's side (an AdaLoRA allocation, an ICR
-profile's per-layer nDCG@10, which holds no per-query values) is one fixed object and is held fixed. Units (layers,
+orders the units exactly as the observed importances do, can lie above it). An AdaLoRA allocation (one trained
+adapter) is one fixed object and is held fixed; an ICR profile's per-layer nDCG@10 is resampled with the same query
+draw (paired by set:qid) when the profile keeps per-query values (queries on one side only are left out of both and
+counted), and held fixed when it does not (an older profile; the JSON says which). Units (layers,
 windows, projections) are not independent draws (neighbouring layers share their inputs), so the rho's own p-value
 is not reported as a test; the query bootstrap is the interval. ``n_units`` is the number of units correlated.
 
@@ -54,6 +56,13 @@ BOOTSTRAP_NOTE = ("95% CI: percentile bootstrap over the queries (paired across 
                   "recomputes every unit's importance from the resampled per-query nDCG@10, then rho; the view's side "
                   "is one fixed object, held fixed. A resampled importance carries the queries' noise once more, so "
                   "the resampled rhos lean toward 0: the interval can sit below a point estimate near +-1")
+ICR_BOOTSTRAP_NOTE = (
+    "95% CI: percentile bootstrap over the queries (queries keyed set:qid): each draw resamples the queries once, "
+    "recomputes every layer's (window's) importance from the resampled per-query nDCG@10 and, where the profile keeps "
+    "per-query values (each pair's icr_side), every layer's ICR nDCG@10 from the same draw (paired; queries on one "
+    "side only are left out of both and counted), then rho. A profile without per-query values (an older "
+    "icr_profile.json) is held fixed. Each resample adds the queries' noise once more, so the resampled rhos lean "
+    "toward 0: the interval can sit below a point estimate near +-1")
 UNITS_NOTE = ("units (layers, windows, projections) are not independent draws: rho describes one adapter's profile; "
               "its interval is the query bootstrap, and no p-value over units is reported")
 PerQuery = dict[str, float]  # "set:qid" -> nDCG@10
@@ -155,7 +164,14 @@ def _rank_rows(a: np.ndarray) -> np.ndarray:
 
 
 def _rho_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho of the fixed vector x with each row of y (NaN where a row is constant)."""
+    """Spearman's rho of x with each row of y (NaN where a row is constant): x a fixed vector, or a matrix of as many
+    rows as y (row i with row i: both sides resampled)."""
+    if x.ndim == 2:
+        rx, ry = _rank_rows(x), _rank_rows(y)
+        rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+        den = np.sqrt((rx ** 2).sum(axis=1) * (ry ** 2).sum(axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, (rx * ry).sum(axis=1) / np.where(den > 0, den, 1.0), np.nan)
     rx, ry = _rank_rows(x), _rank_rows(y)
     rx, ry = rx - rx.mean(), ry - ry.mean(axis=1, keepdims=True)
     den = np.sqrt((rx ** 2).sum() * (ry ** 2).sum(axis=1))
@@ -163,29 +179,58 @@ def _rho_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (ry @ rx) / np.where(den > 0, den, 1.0), np.nan)
 
 
-def correlate(x: list[float], configs: dict[str, PerQuery], importance: Callable[[dict[str, np.ndarray]], np.ndarray],
-              key: str, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+@dataclass
+class Resampled:
+    """A view's side with per-query values, resampled with the adapter's side: `configs` (name -> "set:qid" ->
+    value) and `of`, which maps name -> mean(s) (scalars or arrays of draws) to one value per unit."""
+
+    configs: dict[str, PerQuery]
+    of: Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def _common(configs: dict[str, PerQuery]) -> set[str]:
+    return set.intersection(*(set(v) for v in configs.values()))
+
+
+def correlate(x: list[float] | Resampled, configs: dict[str, PerQuery],
+              importance: Callable[[dict[str, np.ndarray]], np.ndarray], key: str, n_boot: int = N_BOOT,
+              seed: int = 0) -> dict[str, Any]:
     """rho(x, importance(means)) over units, and its 95% CI from `n_boot` query resamples. `configs`: every
     configuration the importance needs (config -> per-query values); `importance` maps config -> mean(s) (scalars
-    or arrays of draws) to one value per unit, in the order of `x`."""
-    qids = sorted(set.intersection(*(set(v) for v in configs.values())))
+    or arrays of draws) to one value per unit, in the order of `x`. `x`: the view's values, held fixed, or a
+    :class:`Resampled` side, drawn with the same queries as the adapter's (paired by "set:qid"; the queries of one
+    side only are left out of both and counted: ``queries_view_only``, ``queries_adapter_only``); its point values
+    (over the paired queries) are returned as ``x``."""
+    adapter = _common(configs)
+    view = _common(x.configs) if isinstance(x, Resampled) else adapter
+    qids = sorted(adapter & view)
     if len(qids) < 2:
-        raise ConfigError(f"{key}: fewer than two queries common to every configuration")
+        raise ConfigError(f"{key}: fewer than two queries common to every configuration"
+                          + (" and the view's per-query values" if isinstance(x, Resampled) else ""))
     names = list(configs)
+    xnames = list(x.configs) if isinstance(x, Resampled) else []
     point = np.asarray(importance({n: np.mean([configs[n][q] for q in qids]) for n in names}), dtype=float)
-    xv = np.asarray(x, dtype=float)
+    xv = (np.asarray(x.of({n: np.mean([x.configs[n][q] for q in qids]) for n in xnames}), dtype=float)
+          if isinstance(x, Resampled) else np.asarray(x, dtype=float))
     if xv.shape != point.shape:
         raise ConfigError(f"{key}: {xv.size} units on the view's side, {point.size} on the adapter's")
     r = sps.spearmanr(xv, point)
     rho = float(r.statistic) if np.isfinite(r.statistic) else math.nan
-    draws = boot_means([{"run": configs[n]} for n in names], qids, n_boot, key, seed)
+    draws = boot_means([{"run": configs[n]} for n in names] + [{"run": x.configs[n]} for n in xnames], qids,
+                       n_boot, key, seed)  # one query draw for both sides: paired
     imp = np.asarray(importance({n: draws[:, j] for j, n in enumerate(names)}), dtype=float).T  # n_boot x units
-    rhos = _rho_rows(xv, imp)
+    xd = (np.asarray(x.of({n: draws[:, len(names) + j] for j, n in enumerate(xnames)}), dtype=float).T
+          if isinstance(x, Resampled) else xv)
+    rhos = _rho_rows(xd, imp)
     lo, hi = percentile_ci(rhos)
-    return {"rho": None if math.isnan(rho) else round(rho, 4),
-            "ci95": [None if math.isnan(v) else round(v, 4) for v in (lo, hi)], "n_units": int(xv.size),
-            "n_queries": len(qids), "n_boot": n_boot, "n_boot_defined": int(np.isfinite(rhos).sum()),
-            "importance": [round(float(v), 6) for v in point]}
+    out = {"rho": None if math.isnan(rho) else round(rho, 4),
+           "ci95": [None if math.isnan(v) else round(v, 4) for v in (lo, hi)], "n_units": int(xv.size),
+           "n_queries": len(qids), "n_boot": n_boot, "n_boot_defined": int(np.isfinite(rhos).sum()),
+           "importance": [round(float(v), 6) for v in point]}
+    if isinstance(x, Resampled):
+        out.update(view_side="resampled with the queries", queries_view_only=len(view - adapter),
+                   queries_adapter_only=len(adapter - view), x=[float(v) for v in xv])
+    return out
 
 
 def _rho_text(c: dict[str, Any]) -> str:
@@ -218,36 +263,55 @@ def layer_depth(layer: int, n_layers: int) -> float:
     return round((layer + 0.5) / n_layers, 4)
 
 
-def loo_correlation(view: StudyView, values: dict[int, float], key: str, n_boot: int, seed: int) -> dict[str, Any]:
+def loo_correlation(view: StudyView, values: dict[int, float], key: str, n_boot: int, seed: int,
+                    per_query: dict[int, PerQuery] | None = None) -> dict[str, Any]:
     """rho between a per-layer value of the view (layer -> value) and each layer's leave-one-layer-out drop (full -
-    without L{l}: how much nDCG@10 the adapter loses without that layer's LoRA)."""
+    without L{l}: how much nDCG@10 the adapter loses without that layer's LoRA). With `per_query` (layer -> "set:qid"
+    -> value) the view's side is resampled with the same queries (:class:`Resampled`), and each unit's ``x`` is its
+    value over the paired queries."""
     rows = sweep_of(view, LOO)
     layers = [layer for layer in loo_layers(view) if layer in values]
     missing = sorted(set(values) - set(loo_layers(view)))
     if len(layers) < 3:
         raise ConfigError(f"{key}: fewer than three layers in both the view and the leave-one-layer-out sweep")
     configs = {"full": rows["full"], **{f"without L{i}": rows[f"without L{i}"] for i in layers}}
-    c = correlate([values[i] for i in layers], configs,
-                  lambda m: np.array([m["full"] - m[f"without L{i}"] for i in layers]), key, n_boot, seed)
+    x: list[float] | Resampled = [values[i] for i in layers]
+    if per_query is not None:
+        x = Resampled({f"L{i}": per_query[i] for i in layers}, lambda m: np.array([m[f"L{i}"] for i in layers]))
+    c = correlate(x, configs, lambda m: np.array([m["full"] - m[f"without L{i}"] for i in layers]), key, n_boot, seed)
+    xs = c.pop("x", [values[i] for i in layers])
     n = view.family.n_layers
-    c["units"] = [{"unit": f"L{i}", "layer": i, "depth": layer_depth(i, n), "x": values[i], "y": y}
-                  for i, y in zip(layers, c.pop("importance"))]
+    c["units"] = [{"unit": f"L{i}", "layer": i, "depth": layer_depth(i, n), "x": xx, "y": y}
+                  for i, xx, y in zip(layers, xs, c.pop("importance"))]
     if missing:
         c["not_in_sweep"] = [f"L{i}" for i in missing]
     return c
 
 
+def _window_x(per_layer: dict[int, Any], span: tuple[int, int], how: str) -> Any:
+    """The view's per-layer values (scalars or arrays of draws) aggregated over a window's layers (a layer the view
+    lacks counts 0)."""
+    vals = np.broadcast_arrays(*[np.asarray(per_layer.get(i, 0.0), dtype=float) for i in range(span[0], span[1] + 1)])
+    return (np.sum if how == "sum" else np.mean)(np.stack(vals), axis=0)
+
+
 def window_correlation(view: StudyView, per_layer: dict[int, float], how: str, key: str, n_boot: int,
-                       seed: int) -> dict[str, Any]:
+                       seed: int, per_query: dict[int, PerQuery] | None = None) -> dict[str, Any]:
     """rho between the view's per-layer value aggregated over each "only window" configuration's layers (`how`:
-    sum or mean) and that window's nDCG@10 (LoRA kept on those layers only)."""
+    sum or mean) and that window's nDCG@10 (LoRA kept on those layers only). `per_query`: as
+    :func:`loo_correlation`'s."""
     rows = sweep_of(view, WINDOWS)
     wins = sorted(((c, span) for c in rows if (span := window_span(c))), key=lambda t: t[1])
     agg = np.sum if how == "sum" else np.mean
     xs = [float(agg([per_layer.get(i, 0.0) for i in range(lo, hi + 1)])) for _, (lo, hi) in wins]
-    c = correlate(xs, {w: rows[w] for w, _ in wins}, lambda m: np.array([m[w] for w, _ in wins]), key, n_boot, seed)
+    x: list[float] | Resampled = xs
+    if per_query is not None:
+        x = Resampled({f"L{i}": v for i, v in per_query.items()}, lambda m: np.array(
+            [_window_x({i: m[f"L{i}"] for i in per_query}, span, how) for _, span in wins]))
+    c = correlate(x, {w: rows[w] for w, _ in wins}, lambda m: np.array([m[w] for w, _ in wins]), key, n_boot, seed)
+    xs = c.pop("x", xs)
     c["units"] = [{"unit": w.removeprefix("only "), "layers": list(span), **depth(*span, view.family.n_layers),
-                   "x": x, "y": y} for (w, span), x, y in zip(wins, xs, c.pop("importance"))]
+                   "x": xx, "y": y} for (w, span), xx, y in zip(wins, xs, c.pop("importance"))]
     return c
 
 
@@ -516,11 +580,32 @@ def _profile(path: str | Path) -> dict[str, Any]:
     return p
 
 
+def icr_per_query(prof: dict[str, Any], view: StudyView) -> tuple[dict[int, PerQuery] | None, dict[str, Any]]:
+    """The profile's per-layer values per query, keyed as the adapter's ("set:qid", the set by the study's label for
+    it), or None when the profile has none (an older icr_profile.json) or its set is not among the adapter's; and a
+    record of which (``icr_side``)."""
+    pq = prof.get("per_query")
+    if not isinstance(pq, dict) or not pq.get("qids") or len(pq.get("layers") or []) != len(prof["layers"]):
+        return None, {"resampled": False, "why": "the profile holds no per-query values (an icr_profile.json from "
+                                                 "before they were kept): the ICR side is held fixed"}
+    label = next((s for s in view.sets if set_key(s) == set_key(prof["set"])), None)
+    if label is None:
+        return None, {"resampled": False, "why": f"the profile's set ({prof['set']}) is not among the adapter's "
+                                                 f"({'+'.join(view.sets)}): no query to pair; the ICR side is held "
+                                                 "fixed"}
+    qids = [f"{label}:{q}" for q in pq["qids"]]
+    return ({i: dict(zip(qids, map(float, row))) for i, row in enumerate(pq["layers"])},
+            {"resampled": True, "profile_queries": len(qids), "why": "per-query values in the profile: each draw "
+             "resamples the ICR side with the adapter's queries (paired by set:qid; see each correlation's "
+             "n_queries, queries_view_only, queries_adapter_only)"})
+
+
 def icr_pair(profile: str | Path, study: str | Path, sets: list[str] | None, n_boot: int, seed: int
              ) -> dict[str, Any]:
     """One (ICR profile, study) pair: its per-layer ICR nDCG@10 against the adapter's leave-one-layer-out drops (per
     layer) and, averaged over each window's layers, against the layer windows' nDCG@10; the adapter side on the
-    profile's set (or `sets`)."""
+    profile's set (or `sets`). The ICR side is resampled with the adapter's queries when the profile has per-query
+    values on one of the adapter's sets (:func:`icr_per_query`), else held fixed."""
     prof = _profile(profile)
     view = read_study(study, sets=sets or [prof["set"]])
     n = view.family.n_layers
@@ -528,17 +613,19 @@ def icr_pair(profile: str | Path, study: str | Path, sets: list[str] | None, n_b
         raise ConfigError(f"{profile}: {len(prof['layers'])} layers, but {view.family.model} (the study "
                           f"{view.family.study_dir}) has {n}: not the same model")
     per_layer = {i: float(v) for i, v in enumerate(prof["layers"])}
+    pq, side = icr_per_query(prof, view)
     key = f"icr/{view.family.name}/{prof['set']}"
     return {"profile": str(profile), "model": prof.get("model"), "set": prof["set"],
             "role": prof.get("role") or role_of(prof["set"]), "queries": prof.get("queries"),
             "icr_all_layers": prof.get("icr"), "first_stage": prof.get("first_stage"), "study": _study_record(view),
+            "icr_side": side,
             "icr_by_depth": [{"layer": i, "depth": layer_depth(i, n), "icr_ndcg": v} for i, v in per_layer.items()],
             "correlations": [
                 {"name": "per layer", "x": "ICR nDCG@10 of the layer alone", "y": "leave-one-layer-out drop in "
-                 "nDCG@10 (full - without L)", **loo_correlation(view, per_layer, key + "/layers", n_boot, seed)},
+                 "nDCG@10 (full - without L)", **loo_correlation(view, per_layer, key + "/layers", n_boot, seed, pq)},
                 {"name": "per layer window", "x": "ICR nDCG@10 averaged over the window's layers",
                  "y": "nDCG@10 with LoRA on the window only",
-                 **window_correlation(view, per_layer, "mean", key + "/windows", n_boot, seed)}]}
+                 **window_correlation(view, per_layer, "mean", key + "/windows", n_boot, seed, pq)}]}
 
 
 def _plot_icr(res: dict[str, Any], path: Path) -> Path:
@@ -570,8 +657,8 @@ def compare_icr(pairs: list[tuple[str | Path, str | Path]], out: str | Path, *, 
     family, or per set) on one normalised depth axis; writes ``OUT/icr_vs_layers.json`` and ``.png``."""
     if not pairs:
         raise ConfigError("no (ICR profile, study) pair given")
-    res = {"kind": "view_compare_icr", "command": command, "measure": MEASURE, "bootstrap": BOOTSTRAP_NOTE + (
-        "; the ICR profile holds no per-query values, so its side is fixed"), "units_note": UNITS_NOTE,
+    res = {"kind": "view_compare_icr", "command": command, "measure": MEASURE, "bootstrap": ICR_BOOTSTRAP_NOTE,
+           "units_note": UNITS_NOTE,
            "depth": "layer l of an n-layer model at (l + 0.5) / n", "pairs": [
                icr_pair(p, s, sets, n_boot, seed) for p, s in pairs]}
     return _write(res, Path(out), "icr_vs_layers", _plot_icr)
