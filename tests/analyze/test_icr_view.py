@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -34,6 +35,14 @@ def test_the_profile_ranks_by_each_layer_and_head_and_writes_json_and_pngs(tiny_
     assert all(0 <= v <= 1 for v in saved["layers"] + [saved["icr"], saved["first_stage"]])
     assert saved["queries"] == 3 and saved["windows_per_query"]["max"] == 2  # 5 candidates, windows of 4 by 2
     assert saved["settings"]["window"] == 4 and saved["best_layer"] in range(4)
+    pq = saved["per_query"]  # each query's value; each list's mean is the figure beside it
+    n = len(pq["qids"])
+    assert n == 3 and pq["qids"] == sorted(pq["qids"]) and math.fsum(pq["icr"]) / n == saved["icr"]
+    assert [math.fsum(v) / n for v in pq["layers"]] == saved["layers"]
+    assert np.asarray(pq["heads"]).shape == (4, 4, 3)
+    assert [[math.fsum(v) / n for v in row] for row in pq["heads"]] == saved["heads"]
+    assert sorted(pq["first_stage"]) == pq["qids"]
+    assert math.fsum(pq["first_stage"].values()) / len(pq["first_stage"]) == saved["first_stage"]
     with pytest.raises(DataError, match="needs relevance judgements"):
         icr_profile(RerankSet("unjudged", rs.queries, rs.passages, rs.run, None), reranker=rr)
 
@@ -45,4 +54,5 @@ def test_the_benchmark_script_writes_each_set_with_its_command_and_role(tiny_set
     saved = json.loads((tmp_path / "icr_trec-tiny.json").read_text())
     assert saved["role"] == "dev" and saved["command"].startswith("python benchmarks/icr_profile.py --sets")
     assert saved["queries"] == 2 and out["trec-tiny"]["icr"] == saved["icr"]
+    assert len(saved["per_query"]["qids"]) == 2 and "heads" not in saved["per_query"]  # per head: with --heads only
     assert (tmp_path / "icr_trec-tiny.png").exists() and not (tmp_path / "icr_trec-tiny_heads.png").exists()
