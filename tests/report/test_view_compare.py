@@ -201,8 +201,82 @@ def test_icr_pairs_layers_by_index_and_places_them_by_each_models_depth(tmp_path
     shifted = compare_icr([(_profile(tmp_path, np.roll(drops, 1), "roll.json"), SMOL)], tmp_path / "o2", n_boot=BOOT)
     assert shifted["pairs"][0]["correlations"][0]["rho"] < 0.5
     assert (tmp_path / "out" / "icr_vs_layers.png").read_bytes()[:4] == b"\x89PNG"
+    for p in res["pairs"]:  # an older profile, without per-query values: held fixed, and the JSON says so
+        assert p["icr_side"]["resampled"] is False and "held fixed" in p["icr_side"]["why"]
+        assert all("view_side" not in c for c in p["correlations"])
+    assert "held fixed" in res["bootstrap"]
     with pytest.raises(ConfigError, match="30 layers, but gemma3-270m .* has 18"):
         compare_icr([(_profile(tmp_path, drops, "wrong.json"), gemma_like)], tmp_path / "o3", n_boot=BOOT)
+
+
+def _dl19(view) -> dict[str, dict[str, float]]:
+    """The adapter's per-query leave-one-layer-out values on DL19 (qid -> nDCG@10), per configuration."""
+    rows = view.ablations["layers-leave-one-out"]
+    return {c: {q.removeprefix("dl19:"): v for q, v in pq.items() if q.startswith("dl19:")} for c, pq in rows.items()}
+
+
+def _pq_profile(tmp: Path, name: str, per_layer: list[dict[str, float]], qids: list[str]) -> Path:
+    """A profile with per-query values: layer l's value of query q is per_layer[l][q]; its figures their means."""
+    rows = [[per_layer[i][q] for q in qids] for i in range(len(per_layer))]
+    f = tmp / name
+    f.write_text(json.dumps({"set": "trec-dl-2019", "queries": len(qids), "model": "m", "icr": 0.5,
+                             "first_stage": 0.48, "layers": [float(np.mean(r)) for r in rows],
+                             "per_query": {"qids": qids, "icr": [0.5] * len(qids), "layers": rows}}))
+    return f
+
+
+def _without_per_query(f: Path) -> Path:
+    old = json.loads(f.read_text())
+    del old["per_query"]
+    out = f.with_name("old_" + f.name)
+    out.write_text(json.dumps(old))
+    return out
+
+
+def test_icr_per_query_profile_is_resampled_with_the_adapters_query_draw(tmp_path, view):
+    dl19 = _dl19(view)
+    qids = sorted(dl19["full"])
+    drops = [{q: dl19["full"][q] - dl19[f"without L{i}"][q] for q in qids} for i in range(30)]
+    # the ICR side per query is the adapter's own drop: with one draw for both sides, every draw's rho is ~1
+    same = compare_icr([(_pq_profile(tmp_path, "same.json", drops, qids), SMOL)], tmp_path / "o1",
+                       n_boot=BOOT)["pairs"][0]
+    fixed = compare_icr([(_without_per_query(tmp_path / "same.json"), SMOL)], tmp_path / "o2", n_boot=BOOT)["pairs"][0]
+    assert same["icr_side"]["resampled"] is True and same["icr_side"]["profile_queries"] == 43
+    s, f = same["correlations"][0], fixed["correlations"][0]
+    assert (s["view_side"], s["n_queries"], s["queries_view_only"], s["queries_adapter_only"]) == (
+        "resampled with the queries", 43, 0, 0)
+    assert s["rho"] > 0.99 and f["rho"] > 0.99
+    assert s["ci95"][0] > 0.98  # paired draws: the two sides move together
+    assert f["ci95"][0] < 0.9  # the same profile held fixed: the drops' resampling noise alone pulls rho down
+    assert [u["x"] for u in s["units"]] == pytest.approx([np.mean(list(d.values())) for d in drops], abs=1e-12)
+    # a noisy ICR side: resampling it too widens the interval beyond holding it fixed
+    rng = np.random.default_rng(3)
+    noisy = [{q: 0.4 + 0.01 * i + rng.normal(0, 0.3) for q in qids} for i in range(30)]
+    p = _pq_profile(tmp_path, "noisy.json", noisy, qids)
+    both = compare_icr([(p, SMOL)], tmp_path / "o3", n_boot=BOOT)["pairs"][0]["correlations"]
+    held = compare_icr([(_without_per_query(p), SMOL)], tmp_path / "o4", n_boot=BOOT)["pairs"][0]["correlations"]
+    for b, h in zip(both, held):
+        assert b["view_side"] == "resampled with the queries" and "view_side" not in h
+        assert [u["x"] for u in b["units"]] == pytest.approx([u["x"] for u in h["units"]], abs=1e-9)
+        assert b["rho"] == h["rho"]  # the same point estimates
+        assert b["ci95"][1] - b["ci95"][0] >= h["ci95"][1] - h["ci95"][0], b["name"]
+    assert both[0]["ci95"][1] - both[0]["ci95"][0] > held[0]["ci95"][1] - held[0]["ci95"][0]  # 30 layers (5 windows:
+    # a rho over 5 units takes few values, so their interval may not move)
+    assert "same draw" in json.loads((tmp_path / "o3" / "icr_vs_layers.json").read_text())["bootstrap"]
+
+
+def test_icr_queries_on_one_side_only_are_counted(tmp_path, view):
+    dl19 = _dl19(view)
+    qids = sorted(dl19["full"])
+    kept = qids[3:] + ["x1", "x2"]  # 3 of the adapter's queries missing, 2 the adapter lacks
+    per_layer = [{q: 0.3 + 0.01 * i + (0.05 if q.startswith("x") else 0.0) for q in kept} for i in range(30)]
+    res = compare_icr([(_pq_profile(tmp_path, "part.json", per_layer, kept), SMOL)], tmp_path / "o", n_boot=BOOT)
+    for c in res["pairs"][0]["correlations"]:
+        assert (c["n_queries"], c["queries_view_only"], c["queries_adapter_only"]) == (40, 2, 3), c["name"]
+    # on a set the adapter's ablations did not run on (--set dl20): nothing to pair, held fixed and said so
+    other = compare_icr([(tmp_path / "part.json", SMOL)], tmp_path / "o2", sets=["dl20"], n_boot=BOOT)["pairs"][0]
+    assert other["icr_side"]["resampled"] is False and "not among the adapter's" in other["icr_side"]["why"]
+    assert other["correlations"][0]["n_queries"] == 54
 
 
 def test_icr_profile_of_a_set_the_study_did_not_ablate_is_named(tmp_path):
