@@ -115,3 +115,37 @@ def test_packed_forward_is_refused_for_the_variants(tmp_path):
                                      "lora": lora, "forward": "packed"})
         with pytest.raises(ConfigError, match=f"lora.variant: {lora['variant']}"):
             choose_forward(cfg, None, "none", False)
+
+
+def test_an_adalora_run_resumed_from_a_checkpoint_goes_on_as_the_uninterrupted_one(tmp_path):
+    """PEFT saves the adapter resized to the kept ranks, which did not load back into the full-size training modules
+    (a size mismatch on resume); the checkpoint's adalora_state.safetensors resumes it exactly, importance and all."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from lorank.lora.adalora import TRAINING_STATE
+    from lorank.train.config import TrainConfig
+    from lorank.train.run import train
+
+    dev, model = make_trec_dir(tmp_path / "dev"), save_tiny_model(tmp_path / "model")
+
+    def cfg(out):
+        return TrainConfig.from_dict({
+            "model": str(model), "dtype": "fp32", "data": [{"kind": "trec", "path": str(dev)}], "group_size": 4,
+            "batch_queries": 2, "max_steps": 8, "lr": 1e-3, "seed": 7,
+            "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "variant": "adalora",
+                     "adalora": {"target_r": 2, "tinit": 1, "tfinal": 3}},
+            "checkpoints": {"steps": "3,6,8"}, "eval": {"sets": [], "test_sets": []}, "output_dir": str(out)})
+
+    train(cfg(tmp_path / "a"), progress=False)
+    assert json.loads((tmp_path / "a" / "checkpoint-3" / "adapter_config.json").read_text())["rank_pattern"]
+    for at in (3, 6):  # inside the budget phase (resized adapter, live importance) and in the final phase
+        b = tmp_path / f"b{at}"
+        shutil.copytree(tmp_path / "a" / f"checkpoint-{at}", b / f"checkpoint-{at}")
+        train(cfg(b), progress=False)
+        for name in ("adapter_model.safetensors", TRAINING_STATE):
+            want, got = (load_file(r / "checkpoint-8" / name) for r in (tmp_path / "a", b))
+            assert want.keys() == got.keys()
+            for k in want:
+                torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=f"{name} {k} resumed at {at}")

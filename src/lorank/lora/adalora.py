@@ -10,7 +10,9 @@ pruned singular value is zero).
 """
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,6 +59,55 @@ def update_budget(model: Any, global_step: int) -> None:
     """PEFT's ``update_and_allocate`` at ``global_step`` (0-based, the optimizer steps done before this one): call it
     after the optimizer step and before the gradients are zeroed."""
     _adalora_model(model).update_and_allocate(global_step)
+
+
+#: a training checkpoint's full AdaLoRA state, for resuming: PEFT saves the adapter resized to the kept ranks, which
+#: neither loads back into the full-size training modules nor keeps the pruned triplets' P, Q or the importance scores
+TRAINING_STATE = "adalora_state.safetensors"
+_IPT = ("ipt", "exp_avg_ipt", "exp_avg_unc")
+
+
+def save_training_state(model: Any, ckpt: str | Path) -> None:
+    """Write ``ckpt/adalora_state.safetensors``: every trainable parameter at its full (training) size, the rank
+    allocator's importance averages and the live ``rank_pattern``, all that :func:`load_training_state` needs for a
+    resumed run to go on as the uninterrupted one."""
+    from safetensors.torch import save_file
+
+    base = _adalora_model(model)
+    alloc = base.rankallocator
+    tensors = {f"param/{n}": p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    for kind in _IPT:
+        tensors.update({f"{kind}/{n}": t.detach().contiguous().cpu() for n, t in getattr(alloc, kind).items()})
+    pattern = base.peft_config[base.trainable_adapter_name].rank_pattern
+    save_file(tensors, str(Path(ckpt) / TRAINING_STATE), metadata={"rank_pattern": json.dumps(pattern)})
+
+
+def load_training_state(model: Any, ckpt: str | Path) -> None:
+    """Put back what :func:`save_training_state` wrote into ``ckpt``: the parameters (in place), the importance
+    averages and the live ``rank_pattern``. A checkpoint without the file cannot be resumed (ConfigError)."""
+    from safetensors import safe_open
+
+    path = Path(ckpt) / TRAINING_STATE
+    if not path.is_file():
+        raise ConfigError(f"{ckpt}: no {TRAINING_STATE}; an AdaLoRA checkpoint saved without it cannot be resumed "
+                          "(PEFT saved its adapter resized to the kept ranks); train from scratch with --no-resume")
+    base = _adalora_model(model)
+    params = dict(model.named_parameters())
+    device = next(iter(params.values())).device
+    alloc = base.rankallocator
+    for kind in _IPT:
+        setattr(alloc, kind, {})
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            kind, name = key.split("/", 1)
+            t = f.get_tensor(key)
+            if kind == "param":
+                with torch.no_grad():
+                    params[name].copy_(t)
+            else:
+                getattr(alloc, kind)[name] = t.to(device)  # named inside AdaLoraModel
+        pattern = json.loads(f.metadata()["rank_pattern"])
+    base.peft_config[base.trainable_adapter_name].rank_pattern = pattern
 
 
 def rank_allocation(model: Any) -> dict[tuple[int, str], dict[str, int]]:

@@ -11,6 +11,7 @@ from transformers import Trainer
 from lorank.batching import causal_mask_arg, chunk_logits  # noqa: F401
 from lorank.errors import LorankError
 from lorank.layout.checkpoints import checkpoint_dir, discard_incomplete, marker_file, save_failure_message
+from lorank.lora.adalora import is_adalora, load_training_state, save_training_state
 from lorank.train.callbacks import DatasetEpoch, NonFiniteGuard, SaveError
 
 log = logging.getLogger("lorank.train")
@@ -140,10 +141,20 @@ class RerankTrainer(Trainer):
             marker_file(ckpt).unlink()
         try:
             super()._save_checkpoint(model, trial)
+            if is_adalora(self.model):  # PEFT's adapter is resized to the kept ranks: not resumable on its own
+                save_training_state(self.model, ckpt)
         except LorankError:
             raise
         except Exception as e:  # a full disk shows as OSError, SafetensorError or torch's RuntimeError
             raise SaveError(save_failure_message(ckpt, e, discard_incomplete(ckpt))) from e
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """HF's, except for AdaLoRA: its full-size training state (:func:`lorank.lora.adalora.load_training_state`),
+        as PEFT's resized adapter does not load into the training modules."""
+        if is_adalora(self.model):
+            load_training_state(self.model, resume_from_checkpoint)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _prepare_input(self, data: Any) -> Any:
         """HF's, with pinned host tensors (the DataLoader pins batches on CUDA) copied ``non_blocking``: a
