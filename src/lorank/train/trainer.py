@@ -141,7 +141,7 @@ class RerankTrainer(Trainer):
             marker_file(ckpt).unlink()
         try:
             super()._save_checkpoint(model, trial)
-            if is_adalora(self.model):  # PEFT's adapter is resized to the kept ranks: not resumable on its own
+            if is_adalora(self.model) and self.args.should_save:  # PEFT's adapter is resized to the kept ranks
                 save_training_state(self.model, ckpt)
         except LorankError:
             raise
