@@ -149,3 +149,11 @@ def test_an_adalora_run_resumed_from_a_checkpoint_goes_on_as_the_uninterrupted_o
             assert want.keys() == got.keys()
             for k in want:
                 torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=f"{name} {k} resumed at {at}")
+
+
+@pytest.mark.parametrize("beta", ["beta1", "beta2"])
+def test_a_smoothing_beta_of_0_is_refused_by_the_spec_not_by_pefts_assert(beta):
+    from pydantic import ValidationError
+
+    with pytest.raises((ValidationError, ValueError), match=beta):
+        LoraSpec(rank=4, variant="adalora", adalora={"target_r": 2, beta: 0.0})

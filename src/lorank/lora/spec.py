@@ -50,8 +50,8 @@ class AdaLoraSettings(Strict):
     tinit: int = Field(0, ge=0)
     tfinal: int = Field(0, ge=0)
     deltaT: int = Field(1, ge=1)
-    beta1: float = Field(0.85, ge=0.0, lt=1.0)
-    beta2: float = Field(0.85, ge=0.0, lt=1.0)
+    beta1: float = Field(0.85, gt=0.0, lt=1.0)  # PEFT asserts 0 < beta < 1
+    beta2: float = Field(0.85, gt=0.0, lt=1.0)
     orth_reg_weight: float = Field(0.5, ge=0.0)
 
     def check_steps(self, total_step: int) -> None:
