@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorank.errors import ConfigError, LorankError
+from lorank.lora.adalora import is_adalora, load_into_training_model
 from lorank.lora.factors import is_lora_a_key
 from lorank.layout.adapter import (PEFT_CONFIG, WEIGHTS, WEIGHTS_STEM, export_meta_file, peft_config_file,
                                    safetensors_problem, weights_file)
@@ -69,6 +70,9 @@ def load_adapter_weights(peft_model: Any, ckpt: str | Path, allow_pickle: bool =
     from peft import set_peft_model_state_dict
 
     state = read_adapter_state(ckpt, allow_pickle)
+    if is_adalora(peft_model):  # saved resized to its kept ranks: loaded at the live model's full size
+        load_into_training_model(peft_model, state, read_peft_config(ckpt))
+        return
     res = set_peft_model_state_dict(peft_model, state)
     unexpected = getattr(res, "unexpected_keys", []) or []
     if unexpected:

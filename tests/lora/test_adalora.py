@@ -157,3 +157,40 @@ def test_a_smoothing_beta_of_0_is_refused_by_the_spec_not_by_pefts_assert(beta):
 
     with pytest.raises((ValidationError, ValueError), match=beta):
         LoraSpec(rank=4, variant="adalora", adalora={"target_r": 2, beta: 0.0})
+
+
+def test_an_adalora_run_scores_its_test_sets_on_each_saved_checkpoint_as_that_checkpoint_loads(tmp_path, monkeypatch):
+    """eval.test_sets after training load each chosen checkpoint into the live (full-size) model: PEFT's loader
+    resized the live modules to the checkpoint's rank pattern, and putting the model's weights back then failed
+    (a size mismatch at the end of every AdaLoRA run with a test set). Each test run equals what a fresh load of that
+    checkpoint (Reranker.from_adapter) writes, for a checkpoint inside the budget phase and the final one."""
+    from lorank.data import load_run
+    from lorank.reranker import Reranker
+    from lorank.train.config import TrainConfig
+    from lorank.train.run import train
+
+    monkeypatch.setenv("LORANK_BF16", "0")
+    dev, held = make_trec_dir(tmp_path / "dev"), make_trec_dir(tmp_path / "held", seed=1, first_qid=500)
+    model, out = save_tiny_model(tmp_path / "model"), tmp_path / "run"
+    cfg = TrainConfig.from_dict({
+        "model": str(model), "dtype": "fp32", "data": [{"kind": "trec", "path": str(dev)}], "group_size": 4,
+        "batch_queries": 2, "max_steps": 8, "lr": 1e-2, "seed": 7,
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "variant": "adalora",
+                 "adalora": {"target_r": 2, "tinit": 1, "tfinal": 3, "deltaT": 2}},
+        "checkpoints": {"steps": "3,8"}, "output_dir": str(out),
+        "eval": {"sets": [], "test_sets": [str(held)], "depth": 12, "test_steps": [3, 8]}})
+    train(cfg, progress=False)
+    from lorank.data import resolve_eval_set
+
+    rs = resolve_eval_set(str(held))
+    for step in (3, 8):
+        ck = out / f"checkpoint-{step}"
+        assert json.loads((ck / "adapter_config.json").read_text())["rank_pattern"]
+        written = {q: {e.docid: e.score for e in es} for q, es in load_run(out / "runs_trec" / f"{ck.name}.held.run")
+                   .items()}
+        fresh = Reranker.from_adapter(ck, bf16=False).rerank(rs.queries, rs.passages, rs.run, depth=12)
+        assert written.keys() == fresh.keys()
+        for q in fresh:
+            assert written[q].keys() == fresh[q].keys()
+            for d in fresh[q]:
+                assert abs(written[q][d] - fresh[q][d]) < 1e-4, (step, q, d)

@@ -159,6 +159,43 @@ def allocation_from_adapter(config: dict[str, Any], state: dict[str, torch.Tenso
     return out, spec.family
 
 
+def load_into_training_model(model: Any, state: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """Load a saved AdaLoRA adapter (``state``, its ``adapter_config.json`` as ``config``) into a live AdaLoRA model
+    at its full training size, which stays as it is: each module's kept triplets go back to the indices its saved
+    ``rank_pattern`` kept, the pruned ones get a zero singular value, so the model computes the saved adapter's delta.
+    (PEFT's own loader resizes the live modules to the pattern first, after which the training model's full-size
+    weights no longer fit them.)"""
+    from peft import set_peft_model_state_dict
+
+    pattern = {_stem(k): v for k, v in (config.get("rank_pattern") or {}).items()}
+    full = dict(state)
+    for key, t in state.items():
+        m = re.search(r"\.(lora_[ABE])(\.[^.]+)?$", key)
+        mask = pattern.get(_factor_stem(key)) if m else None
+        if mask is None:
+            continue
+        idx = torch.tensor([i for i, kept in enumerate(mask) if kept], dtype=torch.long)
+        if m.group(1) == "lora_B":
+            out = t.new_zeros(t.shape[0], len(mask))
+            out[:, idx] = t
+        else:
+            out = t.new_zeros((len(mask),) + tuple(t.shape[1:]))
+            out[idx] = t
+        full[key] = out
+    base = _adalora_model(model)
+    live = base.peft_config[base.trainable_adapter_name]
+    kept, live.rank_pattern = live.rank_pattern, None  # else PEFT resizes the live modules to it before loading
+    try:
+        set_peft_model_state_dict(model, full)
+    finally:
+        live.rank_pattern = kept
+
+
+def _factor_stem(key: str) -> str:
+    """A module's name from a saved AdaLoRA factor key (``base_model.model.<module>.lora_A|B|E[.<adapter>]``)."""
+    return re.sub(r"\.lora_[ABE](\.[^.]+)?$", "", key.split("base_model.model.", 1)[-1])
+
+
 def _stem(key: str) -> str:
     """A module's name from a saved key (``base_model.model.<module>.lora_E[.<adapter>]``)."""
     key = key.split("base_model.model.", 1)[-1]
