@@ -168,3 +168,19 @@ def test_a_study_without_findings_is_named(tmp_path):
         read_family(d)
     with pytest.raises(ConfigError, match="is not a study directory"):
         read_family(tmp_path)
+
+
+def test_two_studies_of_one_model_are_told_apart_by_their_study(tmp_path):
+    """A seeded re-run beside its single-seed study (one model, two studies): the columns and the figure's legend
+    name each study, not the model twice."""
+    from lorank.report.families import families_markdown
+
+    d = tmp_path / "rerun"
+    d.mkdir()
+    spec = yaml.safe_load((SMOL / "study.yaml").read_text())
+    spec.update(name="paper-smollm2-cpu-rerun")
+    (d / "study.yaml").write_text(yaml.safe_dump(spec))
+    shutil.copy(SMOL / "findings.json", d / "findings.json")
+    shutil.copytree(SMOL / "ablations", d / "ablations")
+    md = families_markdown(families_table([read_family(SMOL), read_family(d)]))
+    assert "| | smollm2-135m (paper-smollm2-cpu) | smollm2-135m (paper-smollm2-cpu-rerun) |" in md

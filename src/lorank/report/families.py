@@ -359,6 +359,13 @@ def _text(cell: dict[str, Any]) -> str:
     return t.replace("|", "\\|").replace("\n", " ")
 
 
+def column_names(fams: list[dict[str, Any]]) -> list[str]:
+    """Each column's heading: the model, or the model and its study where one model has several studies (e.g. a
+    single-seed study beside its seeded re-run)."""
+    models = [f["model"] for f in fams]
+    return [m if models.count(m) == 1 else f"{m} ({f['study']})" for m, f in zip(models, fams)]
+
+
 def families_markdown(table: dict[str, Any]) -> str:
     """The side-by-side tables as Markdown: the families, then one table per finding."""
     fams = table["families"]
@@ -370,7 +377,7 @@ def families_markdown(table: dict[str, Any]) -> str:
                       "`families.json` lists them): the verdicts do not compare one to one."]
     for f in table["findings"]:
         lines += ["", f"**Finding {f['finding']}**: {f['claim']}", "",
-                  "| | " + " | ".join(x["model"] for x in fams) + " |", "|---" * (len(fams) + 1) + "|"]
+                  "| | " + " | ".join(column_names(fams)) + " |", "|---" * (len(fams) + 1) + "|"]
         lines += [f"| {r['figure']} | " + " | ".join(_text(r["cells"][x["label"]]) for x in fams) + " |"
                   for r in f["rows"]]
     return "\n".join(lines) + "\n"
@@ -381,16 +388,17 @@ def plot_profiles(fams: list[Family], path: str | Path) -> Path:
     extent), as the share of the full adapter's gain over LoRA off that the window keeps; one axis."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.6))
-    for i, fam in enumerate(fams):
+    names = column_names([{"model": Path(f.model).name, "study": f.name} for f in fams])
+    for i, (fam, name) in enumerate(zip(fams, names)):
         role = profile_role(fam)
         wins = [w for w in (window_profile(fam, role) if role else []) if w["share"] is not None]
         if not wins:
-            ax.plot([], [], " ", label=f"{Path(fam.model).name} ({fam.n_layers} layers): layer windows {NOT_RUN}")
+            ax.plot([], [], " ", label=f"{name} ({fam.n_layers} layers): layer windows {NOT_RUN}")
             continue
         x, y = [w["centre"] for w in wins], [100 * w["share"] for w in wins]
         err = [[w["centre"] - w["start"] for w in wins], [w["end"] - w["centre"] for w in wins]]
         ax.errorbar(x, y, xerr=err, fmt="o-", color=f"C{i}", capsize=3, lw=1.2, elinewidth=2, alpha=0.7,
-                    label=f"{Path(fam.model).name} ({fam.n_layers} layers; {role}: {'+'.join(wins[0]['sets'])}, "
+                    label=f"{name} ({fam.n_layers} layers; {role}: {'+'.join(wins[0]['sets'])}, "
                           f"n={wins[0]['n_queries']})")
         for w, xx, yy in zip(wins, x, y):
             ax.annotate(w["config"].removeprefix("only "), (xx, yy), xytext=(0, 6 if i % 2 == 0 else -6),
