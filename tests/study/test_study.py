@@ -254,7 +254,9 @@ def test_bad_yaml_types_are_config_errors(tmp_path):
 def test_presets_validate_with_dry_run(monkeypatch):
     from lorank.study import find_spec
 
-    for name in ("demo", "paper-cpu", "paper-7b", "paper-smollm2", "paper-smollm2-cpu"):
+    presets = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
+    assert {"demo", "paper-cpu", "paper-7b", "paper-smollm2-cpu-seeds", "views-smollm2-cpu"} <= set(presets)
+    for name in presets:  # every preset shipped, so a new one cannot land unplanned
         spec = load_spec(find_spec(name))
         plan = build_plan(spec, name, check_data=name != "paper-7b", device="cuda" if name == "paper-7b" else "cpu")
         assert plan.steps and plan.estimate_s > 0
