@@ -70,6 +70,9 @@ def test_study_runs_every_step_and_writes_the_layout(tiny):
     assert (out / "study.yaml").is_file()
     state = json.loads((out / "study_state.json").read_text())
     assert state["status"] == "done"
+    # each step ran records its CPU seconds beside its wall time (a paused or shared machine stretches only the wall)
+    train = [v for k, v in state["steps"].items() if k.startswith("train/")]
+    assert train and all(v["cpu_s"] > 0 for v in train)
     df = load_results(out)
     ck = df[df["source"] == "checkpoint"]
     assert set(ck["step"]) == {1, 2} and len(ck) == 6

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,15 @@ class StepOutcome:
     wall_s: float = 0.0
     detail: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    #: CPU seconds (user + system) of the step's process, all its threads: unlike wall_s, not stretched when the
+    #: machine is shared or the study is paused (SIGSTOP)
+    cpu_s: float = 0.0
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of this process's waited-for children so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def marker_ok(study_dir: Path, step: Step) -> bool:
@@ -103,7 +113,7 @@ def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOu
                             "out_dir": step.out_dir, "study_dir": str(study_dir.resolve())})
     log = _log_path(study_dir, step)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu_s()
     with log.open("a", encoding="utf-8") as fh:
         fh.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {step.step_id} (hash {step.hash})\n")
         fh.flush()
@@ -125,19 +135,19 @@ def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOu
                 proc.kill()
                 proc.wait()
             raise
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _children_cpu_s() - cpu0
     if proc.returncode != 0:
         sig = f" (killed by signal {-proc.returncode})" if proc.returncode < 0 else ""
         return StepOutcome(step.step_id, "failed", wall, f"exit code {proc.returncode}{sig}; log {log}\n"
-                           + _tail(log))
+                           + _tail(log), cpu_s=cpu)
     result = {}
     if result_file.is_file():
         result = json.loads(result_file.read_text(encoding="utf-8"))
     (out / PARTIAL).unlink(missing_ok=True)
     atomic_write_json(out / STEP_MARKER, {"step_id": step.step_id, "hash": step.hash, "status": "ok",
-                                     "wall_s": round(wall, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                     "result": result})
-    return StepOutcome(step.step_id, "ok", wall, result=result)
+                                     "wall_s": round(wall, 2), "cpu_s": round(cpu, 1),
+                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "result": result})
+    return StepOutcome(step.step_id, "ok", wall, result=result, cpu_s=cpu)
 
 
 class StepInterrupted(KeyboardInterrupt):
@@ -197,7 +207,8 @@ def _save_state(state_file: Path, plan: Plan, earlier: dict[str, Any], outcomes:
                 status: str) -> None:
     """Write the study's state: its status and every step's record (this run's outcomes over the earlier ones), in
     the plan's order."""
-    steps = {**earlier, **{k: {"status": v.status, "wall_s": round(v.wall_s, 2), "detail": v.detail}
+    steps = {**earlier, **{k: {"status": v.status, "wall_s": round(v.wall_s, 2), "detail": v.detail,
+                               **({"cpu_s": round(v.cpu_s, 1)} if v.cpu_s else {})}
                            for k, v in outcomes.items()}}
     atomic_write_json(state_file, {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                    "steps": {s.step_id: steps[s.step_id] for s in plan.steps
