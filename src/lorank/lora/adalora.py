@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from lorank.atomic import atomic_write_bytes
 from lorank.errors import ConfigError
 from lorank.lora.factors import infer_arch
 from lorank.models.arch import arch_for
@@ -71,7 +72,7 @@ def save_training_state(model: Any, ckpt: str | Path) -> None:
     """Write ``ckpt/adalora_state.safetensors``: every trainable parameter at its full (training) size, the rank
     allocator's importance averages and the live ``rank_pattern``, all that :func:`load_training_state` needs for a
     resumed run to go on as the uninterrupted one."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     base = _adalora_model(model)
     alloc = base.rankallocator
@@ -79,7 +80,7 @@ def save_training_state(model: Any, ckpt: str | Path) -> None:
     for kind in _IPT:
         tensors.update({f"{kind}/{n}": t.detach().contiguous().cpu() for n, t in getattr(alloc, kind).items()})
     pattern = base.peft_config[base.trainable_adapter_name].rank_pattern
-    save_file(tensors, str(Path(ckpt) / TRAINING_STATE), metadata={"rank_pattern": json.dumps(pattern)})
+    atomic_write_bytes(Path(ckpt) / TRAINING_STATE, save(tensors, metadata={"rank_pattern": json.dumps(pattern)}))
 
 
 def load_training_state(model: Any, ckpt: str | Path) -> None:
