@@ -130,7 +130,11 @@ def n_layers_of(plan: Any, study_dir: Path, subject: str, model: str, ablations:
 def read_family(study_dir: str | Path, shown: str | None = None) -> Family:
     """One finished study as a :class:`Family`; `shown`: its folder as the tables name it (default: as given)."""
     study_dir = Path(study_dir)
-    plan, findings = _study(study_dir)
+    return family_of(study_dir, *_study(study_dir), shown=shown)
+
+
+def family_of(study_dir: Path, plan: Any, findings: list[dict[str, Any]], shown: str | None = None) -> Family:
+    """The :class:`Family` of a study already read (its plan and findings, :func:`_study`)."""
     ref = reference_run(plan)
     subject = ablation_subject(plan, ref)
     ablations = pooled_ablations(plan, study_dir, subject)

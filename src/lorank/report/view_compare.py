@@ -44,9 +44,8 @@ from lorank.layout.adapter import peft_config_file
 from lorank.layout.run import TREC_CHECKPOINT, trec_runs
 from lorank.layout.study import run_dir
 from lorank.plotting import pyplot, save_figure
-from lorank.report.context import reference_run
-from lorank.report.families import Family, _study, depth, n_layers_of, pooled_ablations, window_span
-from lorank.report.findings_data import ablation_subject, per_query
+from lorank.report.families import Family, _study, depth, family_of, window_span
+from lorank.report.findings_data import per_query
 from lorank.study.store import finished_ablations
 
 MEASURE, N_BOOT = "ndcg_cut_10", 2000
@@ -122,11 +121,8 @@ def read_study(study_dir: str | Path, role: str | None = None, sets: list[str] |
     (default: test when its ablations ran on a test set, else dev), or on `sets` only (names or labels)."""
     study_dir = Path(study_dir)
     plan, findings = _study(study_dir)
-    ref = reference_run(plan)
-    subject = ablation_subject(plan, ref)
-    pooled = pooled_ablations(plan, study_dir, subject)
-    n, source = n_layers_of(plan, study_dir, subject, ref.model, pooled)
-    fam = Family(study_dir, plan.spec.name, ref.model, n, source, subject, findings, pooled, str(study_dir))
+    fam = family_of(study_dir, plan, findings)
+    subject = fam.subject
     role = _role(plan, study_dir, subject, role, sets)
     keys = {set_key(s) for s in sets} if sets else None
     out: dict[str, dict[str, PerQuery]] = {}
