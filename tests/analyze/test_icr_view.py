@@ -56,3 +56,16 @@ def test_the_benchmark_script_writes_each_set_with_its_command_and_role(tiny_set
     assert saved["queries"] == 2 and out["trec-tiny"]["icr"] == saved["icr"]
     assert len(saved["per_query"]["qids"]) == 2 and "heads" not in saved["per_query"]  # per head: with --heads only
     assert (tmp_path / "icr_trec-tiny.png").exists() and not (tmp_path / "icr_trec-tiny_heads.png").exists()
+
+
+def test_the_script_prints_progress_and_replot_redraws_from_the_json_alone(tiny_set, tmp_path, capsys):
+    model, data = tiny_set
+    script = load_benchmark("icr_profile")
+    script.main(["--sets", str(data), "--model", str(model), "--depth", "4", "--max-queries", "2",
+                 "--out-dir", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert "icr trec-tiny: 2 judged queries, 8 candidates" in err  # then a ProgressLines line every 30 s
+    png, before = tmp_path / "icr_trec-tiny.png", (tmp_path / "icr_trec-tiny.json").read_bytes()
+    png.unlink()
+    script.main(["--sets", str(data), "--out-dir", str(tmp_path), "--replot"])  # no model needed
+    assert png.exists() and (tmp_path / "icr_trec-tiny.json").read_bytes() == before

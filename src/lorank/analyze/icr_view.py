@@ -65,7 +65,7 @@ def profile_values(results: dict[str, ICRResult], qrels: dict[str, dict[str, int
 
 def _plot(values: dict[str, Any], first_stage: float, measure: str, title: str, path: Path) -> Path:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
     layers = values["layers"]
     ax.plot(range(len(layers)), layers, marker="o", ms=3, label="one layer's ICR score (its heads summed)")
     ax.axhline(values["icr"], color="crimson", lw=1.2, label=f"ICR, all layers ({values['icr']:.3f})")
@@ -73,9 +73,16 @@ def _plot(values: dict[str, Any], first_stage: float, measure: str, title: str, 
     ax.set_xlabel("layer")
     ax.set_ylabel(METRIC_LABELS.get(measure, measure))
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    # below the axes: inside them, "best" still covered a layer's point (layer 7 of SmolLM2 on DL19)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3, frameon=False)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _model_label(model: Any) -> str:
+    """A model's short name for a title: a path's file (or folder) name, a hub id as it is."""
+    text = str(model or "model")
+    return Path(text).name if ("/" in text and Path(text).is_absolute()) or text.endswith(".gguf") else text
 
 
 def _plot_heads(heads: list[list[float]], measure: str, title: str, path: Path) -> Path:
@@ -89,6 +96,26 @@ def _plot_heads(heads: list[list[float]], measure: str, title: str, path: Path) 
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _figures(out: dict[str, Any], out_dir: Path, name: str) -> list[str]:
+    role = f", {out['role']}" if out.get("role") else ""  # dev / test, from the record
+    title = (f"ICR per layer on {out['set']}{role} ({out['queries']} queries, top {out['depth']}), "
+             f"{_model_label(out['model'])}")
+    figures = [_plot(out, out["first_stage"], out["measure"], title, out_dir / f"{name}.png").name]
+    if out.get("heads"):
+        figures.append(_plot_heads(out["heads"], out["measure"], title, out_dir / f"{name}_heads.png").name)
+    return figures
+
+
+def replot_profile(path: str | Path) -> list[Path]:
+    """Redraw the figures of a written profile (``{name}.json``) from its values, beside it; the JSON is not
+    changed (its ``figures`` names stay the same)."""
+    import json
+
+    path = Path(path)
+    out = json.loads(path.read_text())
+    return [path.parent / f for f in _figures(out, path.parent, path.stem)]
 
 
 def icr_profile(candidates: RerankSet, out_dir: str | Path | None = None, *, reranker: ICRReranker | None = None,
@@ -127,9 +154,6 @@ def icr_profile(candidates: RerankSet, out_dir: str | Path | None = None, *, rer
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
-        title = f"ICR per layer on {rs.name} ({len(results)} queries, top {depth}), {out['model']}"
-        out["figures"] = [_plot(values, first, measure, title, out_dir / f"{name}.png").name]
-        if heads:
-            out["figures"].append(_plot_heads(values["heads"], measure, title, out_dir / f"{name}_heads.png").name)
+        out["figures"] = _figures(out, out_dir, name)
         atomic_write_json(out_dir / f"{name}.json", out)
     return out
