@@ -126,3 +126,11 @@ def test_window_count_matches_the_sweep_itself():
                     LoraSpec(rank=2, alpha=4, dropout=0.0))
     for w in (6, 10, 11, 12, 30):
         assert window_count(30, w) == len(build_sweep("layer-windows", pm, window=w)), w
+
+
+def test_gemma3_270m_is_priced_offline_from_its_known_shape():
+    """Without its packages converted, the plan still knows Gemma 3 270M's shape (18 layers, ~100M body
+    parameters: its 168M-parameter embedding table costs no FLOPs), so a Gemma study's dry-run prices every step."""
+    cfg = model_config("gemma3-270m")
+    assert cfg is not None and cfg.model_type == "gemma3_text" and cfg.num_hidden_layers == 18
+    assert 0.9 * N < count_params(cfg) < 1.1 * N  # close to SmolLM2-135M's body, as the issue says

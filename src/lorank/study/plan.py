@@ -92,13 +92,14 @@ def _device() -> str:
 
 
 _SHAPE_HINTS = (("llama-3.1-8b", "llama-3.1-8b"), ("llama-3-8b", "llama-3.1-8b"), ("mistral-7b", "mistral-7b"),
-                ("pythia-6.9b", "pythia-6.9b"), ("smollm2-135m", "smollm2-135m-shape"), ("default", "smollm2-135m-shape"))
+                ("pythia-6.9b", "pythia-6.9b"), ("gemma3-270m", "gemma3-270m"),
+                ("smollm2-135m", "smollm2-135m-shape"), ("default", "smollm2-135m-shape"))
 
 
 def model_config(model: str) -> Any | None:
     """The HF config of a model without loading (or downloading) its weights, when it can be known offline:
     a local folder's config.json, the embedded default, or a known public shape (Llama-3.1-8B, Mistral-7B,
-    Pythia-6.9B). None otherwise (validated at training time)."""
+    Pythia-6.9B, Gemma 3 270M). None otherwise (validated at training time)."""
     p = Path(model)
     if p.is_dir() and (p / "config.json").is_file():
         from transformers import AutoConfig
