@@ -27,6 +27,12 @@ lorank-1x16-ckpt):
   ``-1x16`` = G=16 with 1 query (the same 16 pairs per step as the baselines' 2 x 8), ``-ckpt`` = gradient
   checkpointing, ``-selective`` = selective checkpointing, ``-nn-dropout`` = PEFT's nn.Dropout.
 
+- ``lorank-2x8-hf``, ``dylora-r32``, ``adalora-12to8``: SmolLM2 with the HF forward, DyLoRA r=32 and AdaLoRA 12 -> 8
+  (issue 44: both variants train with the HF forward), against ``lorank-2x8`` in the same run (headline ``variants``):
+
+    nice -n 5 .venv/bin/python benchmarks/train_speed.py --configs lorank-2x8,lorank-2x8-hf,dylora-r32,adalora-12to8 \
+        --out results/train_speed_variants.json
+
 - ``gemma-2x8`` / ``gemma-2x8-hf``: ``lorank-2x8`` on Gemma 3 270M (``model: gemma3-270m``; issue 43) with the
   packed forward (auto) and with ``forward: hf``, in the same run; the headline's ``gemma`` gives their ratio:
 
@@ -80,6 +86,13 @@ LORANK: dict[str, tuple[int, int, dict[str, Any]]] = {
     # Gemma 3 270M (issue 43): the packed forward (auto picks it on a CPU) and the HF forward, in the same run
     "gemma-2x8": (8, 2, {"model": "gemma3-270m"}),
     "gemma-2x8-hf": (8, 2, {"model": "gemma3-270m", "forward": "hf"}),
+    # the seeds' other methods (issue 44) train with the HF forward (the packed one reads plain LoRA layers only):
+    # SmolLM2's HF forward, DyLoRA r=32 and AdaLoRA 12 -> 8 (its schedule shrunk to fit a few steps), against
+    # lorank-2x8 in the same run; the headline's ``variants`` gives their ratios (the study's cost model uses them)
+    "lorank-2x8-hf": (8, 2, {"forward": "hf"}),
+    "dylora-r32": (8, 2, {"lora.rank": 32, "lora.variant": "dylora", "lora.dylora": {"mode": "full"}}),
+    "adalora-12to8": (8, 2, {"lora.rank": 12, "lora.variant": "adalora",
+                             "lora.adalora": {"target_r": 8, "tinit": 1, "tfinal": 1, "deltaT": 1}}),
 }
 BASELINES = ("plain", "plain-fp32", "tevatron", "tevatron-fp32")
 DEFAULT = "plain,plain-fp32,tevatron-fp32,lorank-2x8,lorank-1x16-ckpt"
@@ -451,6 +464,11 @@ def headline(table: list[dict[str, Any]]) -> dict[str, Any]:
                         "forward": rows["gemma-2x8"].get("forward"),
                         "speedup_packed_vs_hf": round(rows["gemma-2x8"]["tokens_per_s"]
                                                       / rows["gemma-2x8-hf"]["tokens_per_s"], 2)}
+    variants = {n: rows[n]["tokens_per_s"] for n in ("lorank-2x8-hf", "dylora-r32", "adalora-12to8") if n in rows}
+    if variants and "lorank-2x8" in rows:  # issue 44: the HF-forward variants against the packed forward
+        base = rows["lorank-2x8"]["tokens_per_s"]
+        out["variants"] = {"packed_tokens_per_s": base, "tokens_per_s": variants,
+                           "slowdown_vs_packed": {n: round(base / v, 2) for n, v in variants.items()}}
     if "lorank" in out:
         for key, base in (("speedup", "baseline"), ("speedup_vs_fp32", "baseline_fp32"),
                           ("speedup_vs_tevatron", "baseline_tevatron")):
