@@ -35,11 +35,16 @@ def make_trec_dir(root: Path, n_queries: int = 6, n_cands: int = 12, seed: int =
     return root
 
 
-def save_tiny_model(root: Path, shape: str = "tiny-llama") -> Path:
+def save_tiny_model(root: Path, shape: str = "tiny-llama", bos: bool = False, **overrides) -> Path:
+    """A random-init model of `shape` (:data:`lorank.models.random_init.SHAPES`; `overrides`: config fields, e.g.
+    ``num_hidden_layers=6``) and the tiny tokenizer (`bos`: one that puts ``<bos>`` first, as Gemma's does), saved
+    to `root` as a local model folder."""
     from lorank.models.random_init import random_reranker, tiny_tokenizer
 
-    tok = tiny_tokenizer()
-    model = random_reranker(shape, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    tok = tiny_tokenizer(bos=bos)
+    if bos:
+        overrides.setdefault("bos_token_id", tok.bos_token_id)
+    model = random_reranker(shape, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **overrides)
     model.save_pretrained(root)
     tok.save_pretrained(root)
     return root

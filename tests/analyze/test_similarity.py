@@ -77,6 +77,21 @@ def test_compare_errors(tiny, tmp_path):
     assert res["grid_module"]["projection"] == "v_proj" and res["grid_module"]["layer"] == 1
 
 
+def test_adapters_of_two_models_are_refused_by_their_shapes(tiny, tmp_path):
+    """A tiny Gemma 3's adapter beside a tiny Llama's: one hidden size (64) and Llama-style projection names, so the
+    family check passes, but q_proj writes 4 heads x 24 (96) in Gemma, 64 in the Llama: a clear error, not torch's
+    "mat1 and mat2 shapes cannot be multiplied" from the delta cosine, on either side."""
+    from lorank.errors import ConfigError
+    from tests.analyze.conftest import save_adapter
+    from tests.tinydata import save_tiny_model
+
+    gemma = save_adapter(save_tiny_model(tmp_path / "gemma", "tiny-gemma3"), tmp_path / "g" / "checkpoint-1", seed=3)
+    for side in ("right", "left"):
+        with pytest.raises(ConfigError, match=r"layers\.0\.self_attn\.q_proj: the two adapters' deltas differ in "
+                                              r"shape \(96x64 vs 64x64\): adapters of different models"):
+            compare_adapters(gemma, tiny["a"], tmp_path / side, side=side, plots=False)
+
+
 @pytest.mark.parametrize("ra, rb", [(1, 32), (8, 8), (32, 1)])
 def test_the_grid_plot_keeps_its_labels_inside_the_figure(tmp_path, monkeypatch, ra, rb):
     # A rank-1 adapter against a rank-32 one gives a one-row grid; its axis labels once fell off the PNG.

@@ -51,6 +51,26 @@ def test_shared_query_prefix_is_identical_across_candidates():
     assert a[: len(q)] == b[: len(q)] == q
 
 
+def test_a_tokenizer_that_puts_bos_first_keeps_it_once_at_the_head_of_each_input(tmp_path):
+    """Gemma's tokenizer (as Llama 3's) puts <bos> before every text: tiny_tokenizer(bos=True) does so too, saved and
+    reloaded, and the encoder keeps it once, first, in the query prefix every candidate shares; the default tiny
+    tokenizer adds nothing (as SmolLM2's)."""
+    from transformers import AutoTokenizer
+
+    plain, tok = tiny_tokenizer(), tiny_tokenizer(bos=True)
+    assert plain.bos_token_id is None and PairEncoder(plain).bos == []
+    assert plain("flea cycle").input_ids == plain("flea cycle", add_special_tokens=False).input_ids
+    tok.save_pretrained(tmp_path)
+    for t in (tok, AutoTokenizer.from_pretrained(tmp_path)):
+        enc = PairEncoder(t)
+        ids = enc.encode("flea cycle", "one passage")
+        assert enc.bos == [t.bos_token_id] == [3] and t.convert_ids_to_tokens(3) == "<bos>"
+        assert ids[0] == 3 and ids.count(3) == 1 and ids[-1] == t.eos_token_id
+        q = enc.query_ids("flea cycle")
+        assert ids[: len(q)] == enc.encode("flea cycle", "another passage")[: len(q)] == q
+        assert t.decode(ids[1:-1]) == "query: flea cycle document: one passage"
+
+
 def test_pad_token_is_pinned_distinct_from_eos():
     tok = tiny_tokenizer()
     tok.pad_token = tok.eos_token

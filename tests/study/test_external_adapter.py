@@ -13,8 +13,9 @@ from lorank.study import build_plan, load_results, load_spec, run_study
 from tests.tinydata import make_trec_dir, save_tiny_model
 
 
-def _export_tiny_adapter(root: Path, model: Path, data: Path) -> Path:
-    """Train 1 step of a rank-2 adapter and export it as an adapter folder (lorank export-adapter)."""
+def _export_tiny_adapter(root: Path, model: Path, data: Path, **train_fields) -> Path:
+    """Train 1 step of a rank-2 adapter and export it as an adapter folder (lorank export-adapter);
+    `train_fields`: more TrainConfig fields (e.g. ``head_init="yes_no"``)."""
     from lorank.export import export_adapter
     from lorank.train.config import TrainConfig
     from lorank.train.run import train
@@ -22,7 +23,7 @@ def _export_tiny_adapter(root: Path, model: Path, data: Path) -> Path:
     cfg = TrainConfig.from_dict({"model": str(model), "dtype": "fp32", "data": [{"kind": "trec", "path": str(data)}],
                                  "group_size": 4, "batch_queries": 1, "max_steps": 1, "lr": 1e-3,
                                  "lora": {"rank": 2, "alpha": 4, "dropout": 0.0}, "checkpoints": {"steps": "1"},
-                                 "output_dir": str(root / "ext-run")})
+                                 "output_dir": str(root / "ext-run"), **train_fields})
     train(cfg, progress=False)
     return export_adapter(root / "ext-run", root / "adapters" / "tiny-ref", name="tiny-ref")
 

@@ -72,10 +72,20 @@ def parse_module(spec: str, af: AdapterFiles) -> tuple[int, str]:
     return key
 
 
+def delta_shape(mod: LoraModule) -> tuple[int, int]:
+    """(out, in) of a module's delta ``B @ A``: the shape of the weight it adapts."""
+    return int(mod.B.shape[0]), int(mod.A.shape[1])
+
+
 def module_similarity(a: LoraModule, b: LoraModule, side: str) -> dict[str, Any]:
+    # both sides, whatever `side`: delta_cosine reads both factors (a Gemma 3 and a Llama of one hidden size share
+    # q_proj's input size, not its output size); compare_adapters' family check tells only projection naming schemes
+    # apart, and Gemma 3 names its projections as Llama does
+    if delta_shape(a) != delta_shape(b):
+        (oa, ia), (ob, ib) = delta_shape(a), delta_shape(b)
+        raise ConfigError(f"{a.name}: the two adapters' deltas differ in shape ({oa}x{ia} vs {ob}x{ib}): adapters "
+                          "of different models cannot be compared")
     Ua, Ub = subspace(a, side), subspace(b, side)
-    if Ua.shape[0] != Ub.shape[0]:
-        raise ConfigError(f"{a.name}: the two adapters' {side} spaces differ in size ({Ua.shape[0]} vs {Ub.shape[0]})")
     g = phi_grid(Ua, Ub)
     d = int(Ua.shape[0])
     ra, rb = g.shape

@@ -83,20 +83,26 @@ _CORPUS = (
 )
 
 
-def tiny_tokenizer(vocab_size: int = 320) -> Any:
+def tiny_tokenizer(vocab_size: int = 320, bos: bool = False) -> Any:
     """A byte-level BPE tokenizer trained in milliseconds on a fixed text: deterministic, offline.
 
-    Special tokens: ``<pad>`` = 1, ``</s>`` (EOS) = 2, ``<unk>`` = 0.
+    Special tokens: ``<pad>`` = 1, ``</s>`` (EOS) = 2, ``<unk>`` = 0. ``bos``: also ``<bos>`` = 3, put before
+    every text it encodes with special tokens, as Gemma's and Llama 3's tokenizers do (SmolLM2's adds none).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<pad>", "</s>"],
+    special = ["<unk>", "<pad>", "</s>"] + (["<bos>"] if bos else [])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tk.train_from_iterator([_CORPUS] * 4 + [" yes no" * 8], trainer=trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    if bos:
+        tk.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B",
+                                                          special_tokens=[("<bos>", special.index("<bos>"))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="</s>",
+                                  **({"bos_token": "<bos>"} if bos else {}))
     tok.padding_side = "right"
     return tok
