@@ -491,7 +491,7 @@ def run_baseline(shape: str, a: argparse.Namespace) -> dict[str, Any]:
                     "mfu": round(fpt * tok / wall / peak, 4) if peak else None,
                     "finite": bool(all(math.isfinite(x) for x in scores))}
     print(json.dumps({f"{shape}/baseline": row["score"]}), flush=True)
-    del model
+    model = None  # frees it (not `del`: score_all's closure reads the name, which pyflakes then takes as undefined)
     if cuda:
         torch.cuda.empty_cache()
     return row
