@@ -123,7 +123,8 @@ def slice_vs_bm25(plan: Any, study_dir: Path) -> dict[str, Any] | None:
 
 def dissection(plan: Any, study_dir: Path) -> dict[str, Any]:
     """sweep -> what it was scored on and its rows (ablations.json's: nDCG@10, % recovered, Holm p vs the full
-    adapter), for every finished ablation step on the reference adapter."""
+    adapter), for every finished ablation step on the reference adapter; the layer-windows sweep's also holds the
+    target window its study declared (``verdicts.target_window``), when it declared one."""
 
     out: dict[str, Any] = {}
     for step, _, data in finished_ablations(plan, study_dir, f"adapter:{ADAPTER_NAME}"):
@@ -132,6 +133,8 @@ def dissection(plan: Any, study_dir: Path) -> dict[str, Any]:
             out[sweep] = {"where": where_text(label, data.get("queries", 0), data.get("depth")),
                           "queries": data.get("queries"), "depth": data.get("depth"), "step": step.step_id,
                           "rows": entry["rows"]}
+            if sweep == "layer-windows" and "target_window" in step.payload:  # a declared one (verdicts:)
+                out[sweep]["target_window"] = step.payload["target_window"]
     return out
 
 

@@ -202,6 +202,21 @@ def test_ablate_cli_cached_sweep_equals_naive_and_costs_less(tiny_run, tmp_path)
     assert (tmp_path / "cached" / "layers-leave-one-out.png").stat().st_size > 5000
 
 
+def test_ablate_cli_scores_the_target_window_it_is_given(tiny_run, tmp_path):
+    import json as _json
+
+    root, _ = tiny_run
+    args = ["ablate", "--adapter", str(root / "run"), "--eval", str(root / "data"), "--depth", "4", "--sweep",
+            "layer-windows", "--window", "2"]
+    res = CliRunner().invoke(app, args + ["--target-window", "3-1"])
+    assert res.exit_code == 2 and "--target-window: '3-1': the window ends (layer 1) before it starts" in res.output
+    res = CliRunner().invoke(app, args + ["--target-window", "0-2", "--out", str(tmp_path / "ab")])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    rows = _json.loads((tmp_path / "ab" / "ablations.json").read_text())["sweeps"]["layer-windows"]["rows"]
+    # the tiny model's 4 layers in windows of 2, then the target window of 3 layers
+    assert [r["config"] for r in rows] == ["full", "none", "only L0-1", "only L1-2", "only L2-3", "only L0-2"]
+
+
 def test_export_adapter_is_small_self_contained_and_scores_like_the_checkpoint(tiny_run, tmp_path):
     import numpy as np
 

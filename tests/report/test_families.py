@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from lorank.cli import app
 from lorank.errors import ConfigError
-from lorank.report.families import (FIGURE, JSON_FILE, MD_FILE, NOT_RUN, depth, families_table, read_family,
-                                    window_profile, write_families)
+from lorank.report.families import (FIGURE, JSON_FILE, MD_FILE, NOT_RUN, depth, families_markdown, families_table,
+                                    read_family, window_profile, write_families)
 from lorank.report.markdown_blocks import render_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +100,32 @@ def test_a_sweep_a_family_did_not_run_is_not_run(gemma_like):
     assert f4["leave-one-layer-out: largest drop"][smol]["text"].startswith("without L")
     assert f4["the paper's L5-15"][gemma]["text"] == NOT_RUN  # an 18-layer model's windows of 7 do not hold it
     assert f4["best layer window (depth: centre / layers)"][gemma]["text"].startswith("L6-12: ")
+
+
+def test_a_family_that_declares_its_window_shows_it_in_the_papers_row(gemma_like, tmp_path):
+    """The 18-layer family declares finding 4's window at SmolLM2's L5-15 depth (verdicts.target_window 3-9): its
+    L3-9 fills the row of the paper's L5-15, and a window declared per family is not a verdict rule that differs."""
+    d = tmp_path / "declared"
+    shutil.copytree(gemma_like, d)
+    spec = yaml.safe_load((d / "study.yaml").read_text())
+    spec["verdicts"] = {**spec.get("verdicts", {}), "target_window": "3-9"}
+    (d / "study.yaml").write_text(yaml.safe_dump(spec))
+    findings = json.loads((d / "findings.json").read_text())
+    for f in findings:
+        f["verdict_rules"]["target_window"] = [3, 9]  # as lorank findings records a declared window
+    (d / "findings.json").write_text(json.dumps(findings))
+    smol, gemma = read_family(SMOL), read_family(d)
+    assert (smol.target_window, gemma.target_window) == ((5, 15), (3, 9))
+    table = families_table([smol, gemma])
+    assert table["same_rules"]
+    assert [f["target_window"] for f in table["families"]] == [
+        {"layers": [5, 15], **depth(5, 15, 30)}, {"layers": [3, 9], **depth(3, 9, 18)}]
+    row = {r["figure"]: r["cells"] for r in table["findings"][3]["rows"]}["the paper's L5-15"]
+    assert row[smol.label]["text"].startswith("L5-15: ") and row[gemma.label]["text"].startswith("declared here: L3-9: ")
+    md = families_markdown(table)
+    assert ("Finding 4's window, declared per family (`verdicts.target_window`; the paper's layers 5-15 of 32): "
+            "smollm2-135m L5-15 of 30 layers (depth 0.17-0.53); gemma3-270m L3-9 of 18 layers (depth 0.17-0.56).") in md
+    assert "Finding 4's window" not in families_markdown(families_table([smol, read_family(gemma_like)]))
 
 
 def test_the_cli_writes_tables_json_and_a_figure_with_both_families(gemma_like, tmp_path):

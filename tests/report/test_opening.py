@@ -87,6 +87,18 @@ def test_the_dissection_takeaways_follow_the_sweeps_tests():
     assert "has not run" in components_text(fig) and "has not run" in windows_text(fig)
 
 
+def test_the_windows_takeaway_names_a_declared_target_window():
+    fig = figures()
+    assert "The paper's layers 5-15 are not the best window of this model's 21 layers." in windows_text(fig)
+    rows = fig["dissection"]["layer-windows"]["rows"]
+    rows[3]["config"] = "only L3-13"  # the study's declared window (verdicts.target_window), as dissection() gives it
+    fig["dissection"]["layer-windows"]["target_window"] = [3, 13]
+    win = windows_text(fig)
+    assert "The paper's layers 5-15 (declared here: L3-13) are not the best window of this model's 21 layers." in win
+    rows[3]["ndcg_cut_10"] = 0.7  # the declared window is the best: nothing to say about it
+    assert "paper's layers" not in windows_text(fig)
+
+
 def test_the_committed_studies_are_read_not_recomputed_and_a_running_one_says_so():
     fig = figures()
     done, running = committed_text(fig)

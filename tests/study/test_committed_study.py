@@ -47,3 +47,16 @@ def test_findings_json_is_what_the_committed_runs_give(shared_data):
         for name, t in f["p_values"].items():
             assert 0 <= t["p"] <= t["p_adj"] <= 1 and t["n_queries"] == 97 and t["role"] == "dev", name
             assert t["ci95"][0] <= t["ci95"][1], name
+
+
+def test_every_finished_step_is_still_cached_under_the_plan_of_today():
+    """The committed study declares no target window (finding 4 reads the paper's L5-15): its steps keep the hashes
+    they ran under, so a resumed study would run none of them again."""
+    from lorank.study.executor import marker_ok
+    from lorank.study.plan import build_plan
+    from lorank.study.spec import load_spec
+
+    plan = build_plan(load_spec(STUDY / "study.yaml"), STUDY / "study.yaml", check_data=False)
+    assert len([s for s in plan.steps if s.kind == "ablate"]) == 6
+    assert [s.step_id for s in plan.steps if not marker_ok(STUDY, s)] == []
+    assert not any("target_window" in s.payload for s in plan.steps)

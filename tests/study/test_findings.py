@@ -192,6 +192,61 @@ def test_finding_5_recovered_fraction_and_finding_4_layers_against_the_claim():
     assert f[4]["evidence"]["projections_verdict"] == HOLDS
 
 
+def eighteen_layer_study(best: tuple[int, int]) -> tuple[pd.DataFrame, PerQuery]:
+    """The happy study dissected on an 18-layer model: the layer-windows sweep at window 7 (L0-6, L3-9, L6-12,
+    L9-15, L11-17) with the window `best` far above the others, leave-one-out over 18 layers."""
+    df, pq = happy_study()
+    none, full = pq.ablations["none"], pq.ablations["full"]
+    pq.ablations = {k: v for k, v in pq.ablations.items() if not k.startswith(("only L", "without L"))}
+    for a, b in ((0, 6), (3, 9), (6, 12), (9, 15), (11, 17)):
+        pq.ablations[f"only L{a}-{b}"] = shifted(none, 0.12 if (a, b) == best else 0.03, seed=20 + a)
+    for layer in range(18):
+        pq.ablations[f"without L{layer}"] = shifted(full, -0.02 if best[0] <= layer <= best[1] else 0.0,
+                                                    seed=100 + layer)
+    return df, pq
+
+
+def test_finding_4_is_decided_on_the_window_the_study_declares():
+    """Gemma 3 270M has 18 layers: the paper's 5-15 of 32 (5-15 of SmolLM2's 30) sits at L3-9, declared as
+    verdicts.target_window; its windows are tested against L3-9, and the default rules still look for L5-15."""
+    from lorank.report.findings_model import RULES, VerdictRules
+
+    df, pq = eighteen_layer_study(best=(3, 9))
+    rules = VerdictRules(target_window="3-9")
+    f4 = by_n(decide(df, pq, rules=rules))[4]
+    assert f4["verdict"] == HOLDS, f4["reason"]
+    ev = f4["evidence"]
+    assert ev["top_window"] == "only L3-9" and ev["layers_verdict"] == HOLDS
+    assert "L3-9 is the best equal-width window and significantly above every window disjoint from it" in f4["reason"]
+    windows = {k: v for k, v in f4["p_values"].items() if k.startswith("L")}
+    assert sorted(windows) == ["L3-9 vs L0-6", "L3-9 vs L11-17", "L3-9 vs L6-12", "L3-9 vs L9-15"]
+    assert all(v["a"] == "only L3-9" and v["significant"] and v["delta"] > 0.05 for v in windows.values())
+    assert ev["leave_one_out_mean_drop"]["layers 3-9"] > ev["leave_one_out_mean_drop"]["other layers"] + 0.01
+    assert f4["rule"].startswith("only L3-9 (declared for the paper's layers 5-15) top among equal-width windows")
+    # the paper's rules on the same numbers: no L5-15 window among an 18-layer model's windows of 7
+    paper = by_n(decide(df, pq))[4]
+    assert paper["evidence"]["layers_verdict"] == INCONCLUSIVE and "no 'only L5-15' window" in paper["reason"]
+    assert paper["rule"] == RULES[4] and paper["rule"].startswith("only L5-15 top among equal-width windows")
+    assert "layers 5-15" in paper["evidence"]["leave_one_out_mean_drop"]
+    # a disjoint window significantly above the declared one: does not hold
+    df, pq = eighteen_layer_study(best=(11, 17))
+    f4 = by_n(decide(df, pq, rules=rules))[4]
+    assert f4["verdict"] == FAILS and "a window of equal width is significantly above L3-9" in f4["reason"]
+
+
+def test_findings_json_records_a_declared_window_and_only_a_declared_one():
+    from lorank.report.findings import summary
+    from lorank.report.findings_model import VerdictRules
+
+    assert "target_window" not in VerdictRules().to_dict()
+    assert VerdictRules.from_dict({"target_window": [3, 9]}).to_dict()["target_window"] == [3, 9]
+    df, pq = eighteen_layer_study(best=(3, 9))
+    rules = VerdictRules(target_window=(3, 9))
+    f4 = by_n(decide(df, pq, rules=rules))[4]
+    f4["verdict_rules"] = rules.to_dict()  # as lorank findings writes it
+    assert summary(f4).startswith(f"top window only L3-9 ({f4['evidence']['windows']['only L3-9']:.3f}), L3-9 ")
+
+
 def test_findings_json_schema_and_markdown_table():
     df, pq = happy_study()
     findings = json.loads(json.dumps(decide(df, pq)))  # plain JSON, no numpy types

@@ -35,6 +35,7 @@ from tests.tinydata import make_trec_dir, save_tiny_model
 SWEEPS = ["components", "projections", "layer-windows", "rank-truncation", "layers-leave-one-out"]
 GEMMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 GEMMA_LAYERS, LLAMA_LAYERS, WINDOW = 4, 6, 2
+TARGET = "1-2"  # the Gemma study's declared finding-4 window: one of its windows of 2
 ABLATION_DIR = Path("ablations") / "adapter-ref" / "0"
 
 
@@ -48,10 +49,11 @@ class Study:
     result: object
 
 
-def _run(root: Path, shape: str, sweeps: list[str], analyses: list[str], bos: bool = False, **overrides) -> Study:
+def _run(root: Path, shape: str, sweeps: list[str], analyses: list[str], bos: bool = False,
+         verdicts: dict | None = None, **overrides) -> Study:
     """A tiny saved model of `shape` (`bos`: its tokenizer puts <bos> first), a 1-step rank-2 adapter exported from
     it, and a study with a one-run grid that dissects that adapter (`sweeps`, `analyses`) and writes its report (and
-    so its findings); the yes/no head init throughout, as lorank's CPU recipes use it."""
+    so its findings, under `verdicts` when given); the yes/no head init throughout, as lorank's CPU recipes use it."""
     data = make_trec_dir(root / "data", n_queries=3, n_cands=6)
     model = save_tiny_model(root / "model", shape, bos=bos, **overrides)
     adapter = _export_tiny_adapter(root, model, data, head_init="yes_no")
@@ -70,6 +72,7 @@ def _run(root: Path, shape: str, sweeps: list[str], analyses: list[str], bos: bo
         "analyses": [{"kind": k, "adapter": "ref", **({"options": opts[k]} if k in opts else {}),
                       **({"against": {"rank": 2}} if k == "compare" else {})} for k in analyses],
         "report": {"reference": {"rank": 2, "components": "all"}},
+        **({"verdicts": verdicts} if verdicts else {}),
     }
     f = root / "spec.yaml"
     f.write_text(yaml.safe_dump(spec))
@@ -91,8 +94,9 @@ def studies(tmp_path_factory) -> tuple[Study, Study]:
 def _studies(tmp_path_factory) -> tuple[Study, Study]:
     # Gemma's shape (1 KV head, head_dim 24, 3 sliding layers and a full one), a window shorter than every input
     # (31-63 tokens) so that the sliding layers do mask, and a tokenizer that puts <bos> first, as Gemma's does
+    # finding 4's window declared for 4 layers (the paper's 5-15 is past them): verdicts.target_window
     gemma = _run(tmp_path_factory.mktemp("gemma"), "tiny-gemma3", SWEEPS, ["weights", "probe", "patch", "compare"],
-                 bos=True, sliding_window=16)
+                 bos=True, verdicts={"target_window": TARGET}, sliding_window=16)
     llama = _run(tmp_path_factory.mktemp("llama"), "tiny-llama", ["layer-windows"], [],
                  num_hidden_layers=LLAMA_LAYERS)
     return gemma, llama
@@ -162,8 +166,11 @@ def test_every_sweep_has_its_configurations_for_gemmas_layers(studies):
     assert sweeps["components"] == ref + ["mha-only", "mlp-only"]
     assert sweeps["projections"] == ref + [f"without {p}" for p in GEMMA_PROJECTIONS] + [
         f"only {p}" for p in GEMMA_PROJECTIONS]
-    # windows of 2 on 4 layers, stride 1: the last ends at the last layer; no "only L5-15" on a 4-layer model
+    # windows of 2 on 4 layers, stride 1: the last ends at the last layer; the declared L1-2 is one of them (not
+    # scored twice), and no "only L5-15" on a 4-layer model that declares another window
     assert sweeps["layer-windows"] == ref + ["only L0-1", "only L1-2", "only L2-3"]
+    (step,) = [s for s in gemma.result.plan.steps if s.kind == "ablate"]
+    assert step.payload["target_window"] == [1, 2]
     assert sweeps["rank-truncation"] == ref + ["rank 1"]
     assert sweeps["layers-leave-one-out"] == ref + [f"without L{i}" for i in range(GEMMA_LAYERS)]
 
@@ -228,6 +235,18 @@ def test_results_table_and_report_hold_the_gemma_rows(studies):
     assert (gemma.out / "findings.json").is_file()
 
 
+def test_finding_4_is_decided_on_the_declared_window(studies):
+    gemma, llama = studies
+    f4 = json.loads((gemma.out / "findings.json").read_text())[3]
+    assert f4["verdict_rules"]["target_window"] == [1, 2]
+    assert f4["rule"].startswith("only L1-2 (declared for the paper's layers 5-15) top among equal-width windows")
+    assert {k for k in f4["p_values"] if k.startswith("L")} == {"L1-2 vs L0-1", "L1-2 vs L2-3"}
+    assert set(f4["evidence"]["leave_one_out_mean_drop"]) == {"layers 1-2", "other layers"}
+    paper = json.loads((llama.out / "findings.json").read_text())[3]  # declares none: the paper's L5-15, past 6 layers
+    why = paper["evidence"].get("reason_ignoring_gate", paper["reason"])  # a 1-step adapter need not beat BM25
+    assert "target_window" not in paper["verdict_rules"] and "no 'only L5-15' window" in why
+
+
 def test_the_families_table_places_each_familys_windows_by_its_own_depth(studies, tmp_path):
     gemma, llama = studies
     table = write_families([gemma.out, llama.out], tmp_path / "fam")
@@ -246,4 +265,8 @@ def test_the_families_table_places_each_familys_windows_by_its_own_depth(studies
     drop = re.fullmatch(r"without L(\d+) [-+]\d\.\d{4} \(depth (\d\.\d\d)\)", f4[fams["tiny-gemma3"]["label"]]["text"])
     assert drop and drop[2] == f"{(int(drop[1]) + 0.5) / GEMMA_LAYERS:.2f}", drop  # over its own 4 layers
     assert f4[fams["tiny-llama"]["label"]]["text"] == "not run"
+    # the row of the paper's L5-15 holds the window each study declared: Gemma's L1-2, none of Llama's 6 layers
+    paper = {r["figure"]: r["cells"] for r in table["findings"][3]["rows"]}["the paper's L5-15"]
+    assert paper[fams["tiny-gemma3"]["label"]]["text"].startswith("declared here: L1-2: ")
+    assert paper[fams["tiny-llama"]["label"]]["text"] == "not run" and table["same_rules"]
     assert (tmp_path / "fam" / "layer_window_profiles.png").stat().st_size > 10_000

@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 
 from lorank.ablate.engine import score_configs
 from lorank.ablate.sweeps import BASE, build_sweep
+from lorank.ablate.windows import PAPER_WINDOW, Window
 from lorank.atomic import atomic_write_json
 from lorank.data.roles import role_of
 from lorank.data.sources import eval_label
@@ -23,14 +24,15 @@ def ablate(subject: Subject, sweeps: Sequence[str] = ("components",), depth: int
            out_dir: str | Path | None = None, use_cache: bool = True, window: int = 11, batch_tokens: int = 8192,
            write_runs: bool = True, max_queries: int | None = None,
            progress: Callable[[str, int], Callable[[int], None]] | None = None, resume: bool = True,
-           merge_lora: bool | None = None) -> dict[str, Any]:
+           merge_lora: bool | None = None, target_window: Window = PAPER_WINDOW) -> dict[str, Any]:
     """Score each sweep's configurations of ``subject``'s adapter (:func:`lorank.subject.resolve_subject`) over its
     candidates' top ``depth`` (the first ``max_queries`` judged queries when given); a table, TREC runs and a PNG
     per sweep in ``out_dir`` (default: the checkpoint's ``ablations/``) and ``ablations.json``. ``resume``: each
     sweep keeps its finished chunks in ``out_dir/.partial/`` while it runs, so the same call after an interruption
     goes on where it stopped (:mod:`lorank.ablate.resume`); the folder is removed when every sweep is written.
     ``merge_lora``: score with LoRA merged into the weights (None: on CPUs; :func:`lorank.ablate.engine.score_configs`);
-    each sweep records ``merged``."""
+    each sweep records ``merged``. ``target_window``: the window the layer-windows sweep scores beside its regular
+    ones (finding 4's, a study's ``verdicts.target_window``)."""
     rr = subject.reranker
     rs = subject.candidates.subset(max_queries)
     eval_set = subject.name
@@ -44,7 +46,7 @@ def ablate(subject: Subject, sweeps: Sequence[str] = ("components",), depth: int
     result: dict[str, Any] = {"adapter": rr.meta.get("checkpoint"), "eval_set": eval_set, "depth": depth,
                               "queries": len(rs.run), "pairs": len(seqs), "sweeps": {}}
     for sweep in sweeps:
-        configs = [BASE] + build_sweep(sweep, rr.model, window=window)
+        configs = [BASE] + build_sweep(sweep, rr.model, window=window, target=target_window)
         tick = progress(sweep, len(seqs)) if progress else None
         state = out_dir / PARTIAL / f"{run_file_stem(sweep)}.npz" if resume else None
         sc = score_configs(rr.model, seqs, int(rr.tokenizer.pad_token_id), configs, batch_tokens=batch_tokens,

@@ -5,6 +5,7 @@ from typing import Any
 
 from lorank.ablate.engine import Config
 from lorank.ablate.masks import Mask
+from lorank.ablate.windows import PAPER_WINDOW, Window, layer_windows, window_config
 from lorank.errors import ConfigError
 from lorank.lora.sites import adapter_ranks, lora_sites, refuse_adalora
 
@@ -15,7 +16,11 @@ BASE = Config("none", [Mask("off")], "reference")  # every LoRA delta off, train
 
 
 def build_sweep(name: str, model: Any, window: int = 11, stride: int | None = None,
-                scales: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)) -> list[Config]:
+                scales: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
+                target: Window = PAPER_WINDOW) -> list[Config]:
+    """The configurations of sweep `name` on `model`'s LoRA sites. ``layer-windows``: windows of `window` layers
+    every `stride` (:func:`lorank.ablate.windows.layer_windows`), plus the `target` window finding 4 tests (the
+    study's ``verdicts.target_window``) when it is not one of them."""
     sites = lora_sites(model)
     layers = sorted({s.layer for s in sites})
     projs = [p for p in dict.fromkeys(s.projection for s in sites)]
@@ -31,15 +36,8 @@ def build_sweep(name: str, model: Any, window: int = 11, stride: int | None = No
     if name == "layers-keep-one":
         return [Config(f"only L{layer}", [Mask("keep", layers=[layer])], name) for layer in layers]
     if name == "layer-windows":
-        w = min(window, len(layers))
-        step = stride or max(1, w // 2)
-        starts = list(range(layers[0], layers[-1] - w + 2, step))
-        if starts[-1] != layers[-1] - w + 1:
-            starts.append(layers[-1] - w + 1)
-        cfgs = [Config(f"only L{s}-{s + w - 1}", [Mask("keep", layers=f"{s}-{s + w - 1}")], name) for s in starts]
-        if 15 <= layers[-1] and all(c.name != "only L5-15" for c in cfgs):
-            cfgs.append(Config("only L5-15", [Mask("keep", layers="5-15")], name))  # the study's window
-        return cfgs
+        return [Config(window_config(w), [Mask("keep", layers=f"{w[0]}-{w[1]}")], name)
+                for w in layer_windows(layers, window, stride, target)]
     if name in ("rank-truncation", "rank-prefix"):  # factor surgery: refused up front on AdaLoRA's three factors
         for site in sites:
             refuse_adalora(site.module, f"the {name} sweep")

@@ -18,6 +18,9 @@ def ablate_cmd(
     depth: int = typer.Option(100, "--depth", min=1, help="Rerank this many candidates per query."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: CHECKPOINT/ablations)."),
     window: int = typer.Option(11, "--window", help="Window width for layer-windows."),
+    target_window: str = typer.Option(
+        "5-15", "--target-window", help="The window layer-windows scores beside its regular ones (finding 4's, e.g. "
+                                        "3-9; default the paper's 5-15), when the adapter reaches its last layer."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute every layer (the naive sweep)."),
     merge_lora: Optional[bool] = typer.Option(None, "--merge-lora/--no-merge-lora",
                                               help="Score each configuration with its LoRA merged into the weights "
@@ -31,11 +34,13 @@ def ablate_cmd(
     from rich.table import Table
 
     from lorank.ablate.run import ablate
+    from lorank.ablate.windows import parse_window
 
     with guard(), progress_factory() as pf:
+        target = parse_window(target_window, "--target-window")
         subject = cli_subject(adapter, eval_set, data=data, allow_pickle=allow_pickle)
         res = ablate(subject, sweep, depth, out, use_cache=not no_cache, window=window, progress=pf,
-                     max_queries=max_queries, merge_lora=merge_lora)
+                     max_queries=max_queries, merge_lora=merge_lora, target_window=target)
     for name, entry in res["sweeps"].items():
         t = Table(title=f"{name} ({entry['wall_s']:.0f} s, cost {entry['cost_fraction']:.2f} of naive"
                         + ("; LoRA merged" if entry.get("merged") else "") + ")")

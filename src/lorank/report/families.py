@@ -3,8 +3,10 @@ side by side, one column per family (``lorank families STUDY_DIR [STUDY_DIR ...]
 
 Nothing is decided here. Each family's verdicts are its study's ``findings.json``, as ``lorank findings`` wrote it
 under the rules that study declared (:mod:`lorank.report.findings`); a note says when the studies declare different
-rules. Beside each verdict sit the figures it rests on or that the issue asks to compare, each with its role (dev or
-test), its sets and its number of queries:
+rules. Finding 4's layer window is declared per family (``verdicts.target_window``: 5-15 of 30 layers spans about
+the depth of 3-9 of 18), so it is not counted as a rule that differs: the table names each family's.
+Beside each verdict sit the figures it rests on or that the issue asks to compare, each with its role (dev or test),
+its sets and its number of queries:
 
 - the verdict-side figures of the findings themselves (the checkpoint curve's first and last point, the ranks' final
   nDCG@10, MHA/MLP trained separately, the recovered fraction of trained MLP-only): from ``findings.json``, on the
@@ -25,6 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lorank.ablate.windows import PAPER_WINDOW, Window, config_window, paper_window_text, window_config, window_label
 from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.data.roles import role_of
 from lorank.data.sources import eval_label
@@ -35,6 +38,7 @@ from lorank.plotting import pyplot, save_figure
 from lorank.report.context import reference_run
 from lorank.report.findings import CLAIMS, _sets
 from lorank.report.findings_data import ablation_subject
+from lorank.report.findings_model import VerdictRules
 from lorank.study.plan import build_plan, model_config
 from lorank.study.spec import load_spec
 from lorank.study.store import finished_ablations
@@ -42,6 +46,8 @@ from lorank.study.store import finished_ablations
 NOT_RUN = "not run"
 JSON_FILE, MD_FILE, FIGURE = "families.json", "families.md", "layer_window_profiles.png"
 UP_GATE, DOWN = ("up_proj", "gate_proj"), "down_proj"  # the projections finding 4 compares (Llama / Gemma names)
+#: the row of finding 4's window: the paper's L5-15, or the window a family's study declares for it
+PAPER_ROW = f"the paper's {window_label(PAPER_WINDOW)}"
 
 
 @dataclass
@@ -62,6 +68,11 @@ class Family:
     @property
     def label(self) -> str:
         return f"{self.model} ({self.n_layers} layers; {self.name})"
+
+    @property
+    def target_window(self) -> Window:
+        """Finding 4's window, as the study's findings.json was decided under (the paper's 5-15 unless declared)."""
+        return VerdictRules.from_dict(self.findings[0].get("verdict_rules") if self.findings else None).target_window
 
 
 def _study(study_dir: Path) -> tuple[Any, list[dict[str, Any]]]:
@@ -143,15 +154,6 @@ def family_of(study_dir: Path, plan: Any, findings: list[dict[str, Any]], shown:
                   shown or str(study_dir))
 
 
-def window_span(config: str) -> tuple[int, int] | None:
-    """(first, last) layer of a layer-window configuration ('only L10-20' -> (10, 20)); None for any other."""
-    try:
-        lo, hi = config.removeprefix("only L").split("-")
-        return int(lo), int(hi)
-    except ValueError:
-        return None
-
-
 def depth(lo: int, hi: int, n_layers: int) -> dict[str, float]:
     """The window L{lo}-{hi} of an n_layers model on the normalised depth axis: its centre and its extent."""
     return {"centre": round((lo + hi + 1) / 2 / n_layers, 4), "start": round(lo / n_layers, 4),
@@ -169,7 +171,7 @@ def window_profile(fam: Family, role: str) -> list[dict[str, Any]]:
     full, none = rows.get("full"), rows.get("none")
     out = []
     for config, r in rows.items():
-        span = window_span(config)
+        span = config_window(config)
         if span is None:
             continue
         out.append({"config": config, "layers": list(span), **depth(*span, fam.n_layers), "ndcg": r["ndcg"],
@@ -273,13 +275,14 @@ def _layers(fam: Family) -> list[tuple[str, dict[str, Any]]]:
     role = profile_role(fam)
     wins = window_profile(fam, role) if role else []
     if not wins:
-        out = [("best layer window (depth: centre / layers)", _cell(NOT_RUN)), ("the paper's L5-15", _cell(NOT_RUN))]
+        out = [("best layer window (depth: centre / layers)", _cell(NOT_RUN)), (PAPER_ROW, _cell(NOT_RUN))]
     else:
         best = max(wins, key=lambda w: w["ndcg"])
-        paper = next((w for w in wins if w["config"] == "only L5-15"), None)
+        paper = next((w for w in wins if w["config"] == window_config(fam.target_window)), None)
+        declared = "" if fam.target_window == PAPER_WINDOW else "declared here: "
         out = [("best layer window (depth: centre / layers)", _cell(_window_text(best), role, best["sets"],
                                                                     best["n_queries"])),
-               ("the paper's L5-15", _cell(_window_text(paper), role, paper["sets"], paper["n_queries"])
+               (PAPER_ROW, _cell(declared + _window_text(paper), role, paper["sets"], paper["n_queries"])
                 if paper else _cell(NOT_RUN))]
     sw = _sweep(fam, "layers-leave-one-out")
     if sw is None:
@@ -349,10 +352,14 @@ def families_table(fams: list[Family]) -> dict[str, Any]:
             {"figure": label, "cells": {lab: cells.get(lab, _cell(NOT_RUN)) for lab in labels}}
             for label, cells in rows.items()]})
     rules = {f.label: (f.findings[0].get("verdict_rules") if f.findings else None) for f in fams}
+    # finding 4's window is declared per family (the same depth on models of different depths): not a rule that
+    # differs
+    shared = [{k: v for k, v in r.items() if k != "target_window"} if r else r for r in rules.values()]
     return {"families": [{"label": f.label, "study_dir": f.shown, "study": f.name, "model": f.model,
-                          "n_layers": f.n_layers, "n_layers_from": f.n_layers_from, "dissected": f.subject}
+                          "n_layers": f.n_layers, "n_layers_from": f.n_layers_from, "dissected": f.subject,
+                          "target_window": {"layers": list(f.target_window), **depth(*f.target_window, f.n_layers)}}
                          for f in fams],
-            "same_rules": len({json.dumps(r, sort_keys=True) for r in rules.values()}) <= 1, "rules": rules,
+            "same_rules": len({json.dumps(r, sort_keys=True) for r in shared}) <= 1, "rules": rules,
             "findings": findings}
 
 
@@ -379,6 +386,13 @@ def families_markdown(table: dict[str, Any]) -> str:
     if not table["same_rules"]:
         lines += ["", "**The studies declare different verdict rules** (each verdict is under its own study's; "
                       "`families.json` lists them): the verdicts do not compare one to one."]
+    windows = [tuple(f["target_window"]["layers"]) for f in fams]
+    if any(w != PAPER_WINDOW for w in windows):
+        lines += ["", f"Finding 4's window, declared per family (`verdicts.target_window`; "
+                      f"{paper_window_text(PAPER_WINDOW)} of 32): " + "; ".join(
+                          f"{name} {window_label(w)} of {f['n_layers']} layers (depth {f['target_window']['start']:.2f}"
+                          f"-{f['target_window']['end']:.2f})" for name, w, f in zip(column_names(fams), windows, fams))
+                  + "."]
     for f in table["findings"]:
         lines += ["", f"**Finding {f['finding']}**: {f['claim']}", "",
                   "| | " + " | ".join(column_names(fams)) + " |", "|---" * (len(fams) + 1) + "|"]

@@ -39,9 +39,10 @@ How a verdict is reached (the rules a study declares under ``verdicts:`` before 
    mlp > base, mha > mlp, all > mha, all > mlp (trained runs: base BM25; else the reference adapter's inference-time
    ablation, base LoRA off). Holds: all five significant as claimed; does not hold: any significantly the other
    way; else inconclusive, with the effect each test could have detected at 80% power.
-4. **Layers 5-15 contribute most; up and gate matter more than down.** (a) "only L5-15" against every other window
-   of its width: holds when it is the top window and significantly above every window disjoint from it; fails when
-   another window is significantly above it. (b) only up/gate > only down, or without up/gate < without down, both
+4. **Layers 5-15 contribute most; up and gate matter more than down.** (a) "only L5-15" (or the window the study
+   declares for it, ``target_window`` [5-15]: the same depth on a model of other than 32 layers) against every other
+   window of its width: holds when it is the top window and significantly above every window disjoint from it; fails
+   when another window is significantly above it. (b) only up/gate > only down, or without up/gate < without down, both
    of a pair significant. Holds when (a) and (b) hold, fails when either fails.
 5. **MLP-only updates recover up to 98%.** The recovered fraction (MLP-only - base) / (full - base), trained (base
    BM25) or inference-time (base LoRA off, whose own gain must be significant). A source holds only by a one-sided
@@ -55,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from lorank.ablate.windows import window_config, window_label
 from lorank.report.findings_model import (ALPHA, CLAIMS, DEFAULT_RULES, FAILS, HOLDS, INCONCLUSIVE, MEASURE, RULES,
                                           VERDICTS, PerQuery, Test, VerdictRules, pooled)
 from lorank.report.findings_rules import (Ctx, finding_1, finding_2, finding_3, finding_4, finding_5, final_side,
@@ -254,10 +256,10 @@ def summary(f: dict[str, Any]) -> str:
                 f"{base} {_num(ev.get(base))}; significant as claimed: " + (", ".join(
                     k for k in sig if tests[k].get("delta", 0) > 0 and not k.startswith("gate")) or "none"))
     if n == 4 and "windows" in ev:
-        w = ev["windows"]
-        return (f"top window {ev.get('top_window', '-')} ({_num(w.get(ev.get('top_window')))}), L5-15 "
-                f"{_num(w.get('only L5-15'))}; layers {ev.get('layers_verdict')}, up/gate vs down "
-                f"{ev.get('projections_verdict')}")
+        w, target = ev["windows"], VerdictRules.from_dict(f.get("verdict_rules")).target_window
+        return (f"top window {ev.get('top_window', '-')} ({_num(w.get(ev.get('top_window')))}), "
+                f"{window_label(target)} {_num(w.get(window_config(target)))}; layers {ev.get('layers_verdict')}, "
+                f"up/gate vs down {ev.get('projections_verdict')}")
     if n == 5:
         parts = []
         for src in ("trained", "inference-time"):

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from lorank.ablate.windows import PAPER_WINDOW, Window, parse_window, paper_window_text, window_config
 from lorank.errors import ConfigError
 from lorank.evaluation.stats import (Scores, Side, adjust, as_side, boot_means, common_queries, detectable_effect,
                                           matrix, percentile_ci, tost, ttest)
@@ -17,10 +18,18 @@ ALPHA = 0.05
 RHO_MIN = 0.5  # finding 1: Spearman rho(step, nDCG@10) for a "steady" rise
 SPREAD_MAX = 0.02  # finding 2: max - min mean nDCG@10 across ranks for "comparable"
 RECOVER_MIN = 0.90  # finding 5: fraction of the full adapter's gain recovered
-TARGET_WINDOW = (5, 15)  # finding 4
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
 MEASURE = "ndcg_cut_10"
+
+
+def finding_4_rule(window: Window = PAPER_WINDOW) -> str:
+    """Finding 4's rule, naming the window it is decided on (``verdicts.target_window``)."""
+    target = window_config(window) + ("" if window == PAPER_WINDOW else
+                                      f" (declared for {paper_window_text(PAPER_WINDOW)})")
+    return (f"{target} top among equal-width windows and significantly above the non-overlapping ones; up and gate "
+            "significantly more important than down (kept alone or removed)")
+
 
 CLAIMS = {
     1: "Quality rises steadily across checkpoints (reported every 50 steps).",
@@ -36,8 +45,7 @@ RULES = {
        "significantly; the arm with alpha/r held fixed decides when it exists, else fixed alpha",
     3: "mha > base, mlp > base, mha > mlp, all > mha, all > mlp, each significant; base = BM25 for trained runs, "
        "LoRA off for inference-time ablations",
-    4: "only L5-15 top among equal-width windows and significantly above the non-overlapping ones; up and gate "
-       "significantly more important than down (kept alone or removed)",
+    4: finding_4_rule(),  # the paper's window; a study that declares another: finding_4_rule(its window)
     5: "recovered fraction (MLP-only - base) / (full - base) shown >= the declared line by a one-sided "
        "non-inferiority test, MLP-only significantly above base; does not hold when significantly below the line "
        "(trained vs BM25, or inference-time vs LoRA off)",
@@ -115,6 +123,11 @@ class VerdictRules:
     decide_on: str = "test"
     bootstrap: int = 2000
     seed: int = 0
+    #: finding 4's layer window, (first, last) (from "3-9" or [3, 9]): the paper's 5-15 unless declared
+    target_window: Window = PAPER_WINDOW
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_window", parse_window(self.target_window))
 
     @classmethod
     def from_dict(cls, d: Any) -> "VerdictRules":
@@ -128,9 +141,14 @@ class VerdictRules:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "equivalence_margin": self.equivalence_margin, "recover_line": self.recover_line,
-                "correction": self.correction, "confirmatory": list(self.confirmatory), "decide_on": self.decide_on,
-                "bootstrap": self.bootstrap, "seed": self.seed}
+        """The rules as findings.json records them; the target window only when a study declared another than the
+        paper's (the findings of a study that declares none are as before it could)."""
+        d = {"alpha": self.alpha, "equivalence_margin": self.equivalence_margin, "recover_line": self.recover_line,
+             "correction": self.correction, "confirmatory": list(self.confirmatory), "decide_on": self.decide_on,
+             "bootstrap": self.bootstrap, "seed": self.seed}
+        if self.target_window != PAPER_WINDOW:
+            d["target_window"] = list(self.target_window)
+        return d
 
 
 DEFAULT_RULES = VerdictRules()
@@ -295,9 +313,11 @@ def holm_family(tests: Iterable[Test]) -> list[Test]:
     return tests
 
 
-def result(n: int, verdict: str, reason: str, evidence: dict[str, Any], tests: list[Test]) -> dict[str, Any]:
+def result(n: int, verdict: str, reason: str, evidence: dict[str, Any], tests: list[Test],
+           rule: str | None = None) -> dict[str, Any]:
+    """One finding's entry of findings.json (``rule``: its rule text when it is not ``RULES[n]``)."""
     assert verdict in VERDICTS, verdict
-    return {"finding": n, "claim": CLAIMS[n], "verdict": verdict, "reason": reason, "rule": RULES[n],
+    return {"finding": n, "claim": CLAIMS[n], "verdict": verdict, "reason": reason, "rule": rule or RULES[n],
             "evidence": evidence, "p_values": {t.name: t.to_dict() for t in tests}, "_tests": list(tests)}
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from lorank.report.findings_model import (DEFAULT_RULES, FAILS, HOLDS, INCONCLUSIVE, RHO_MIN, TARGET_WINDOW,
-                                          PerQuery, Scores, Test, VerdictRules, holm_family, noninferior, paired,
-                                          result, rounded, side_mean, spearman)
+from lorank.ablate.windows import config_window, window_config, window_label
+from lorank.report.findings_model import (DEFAULT_RULES, FAILS, HOLDS, INCONCLUSIVE, RHO_MIN, PerQuery, Scores, Test,
+                                          VerdictRules, finding_4_rule, holm_family, noninferior, paired, result,
+                                          rounded, side_mean, spearman)
 from lorank.evaluation.stats import Side, as_side, common_queries, matrix
 
 _AXES = ("model", "rank", "components", "projections", "layers", "variant", "seed", "alpha", "dropout",
@@ -304,7 +305,6 @@ def finding_3(runs: dict[str, dict[str, Any]], pq: PerQuery, ref: str, ctx: Ctx 
     return result(3, INCONCLUSIVE, f"{fig}; not significant: {', '.join(weak)}; {_power_note(tests)}", ev, tests)
 
 
-_WINDOW = re.compile(r"^only L(\d+)-(\d+)$")
 _PROJ = re.compile(r"^(only|without) (\S+)$")
 
 
@@ -315,12 +315,13 @@ def _proj_kind(name: str) -> str | None:
 
 def finding_4(runs: dict[str, dict[str, Any]], pq: PerQuery, ref: str, ctx: Ctx = Ctx()) -> dict[str, Any]:
     ab = pq.ablations
-    windows = {(int(m[1]), int(m[2])): k for k in ab if (m := _WINDOW.match(k))}
-    target = windows.get(TARGET_WINDOW)
-    width = TARGET_WINDOW[1] - TARGET_WINDOW[0]
-    same = {w: k for w, k in windows.items() if w != TARGET_WINDOW and w[1] - w[0] == width}
-    wtests = [ctx.test(f"L5-15 vs L{a}-{b}", "only L5-15", ab[target], k, ab[k]) for (a, b), k in sorted(same.items())] \
-        if target else []
+    lo, hi = window = ctx.rules.target_window  # the paper's 5-15 unless the study declares another
+    name = window_label(window)
+    windows = {w: k for k in ab if (w := config_window(k))}
+    target = windows.get(window)
+    same = {w: k for w, k in windows.items() if w != window and w[1] - w[0] == hi - lo}
+    wtests = [ctx.test(f"{name} vs L{a}-{b}", window_config(window), ab[target], k, ab[k])
+              for (a, b), k in sorted(same.items())] if target else []
     proj: dict[tuple[str, str], str] = {}
     for k in ab:
         m = _PROJ.match(k)
@@ -340,28 +341,27 @@ def finding_4(runs: dict[str, dict[str, Any]], pq: PerQuery, ref: str, ctx: Ctx 
                           "projections": {k: rounded(side_mean(ab[k])) for k in sorted(proj.values())}}
     # (a) layers
     if not target or not wtests:
-        a_verdict, a_why = INCONCLUSIVE, ("no 'only L5-15' window" if not target else
-                                          "no other window of the same width (11 layers)")
+        a_verdict, a_why = INCONCLUSIVE, (f"no '{window_config(window)}' window" if not target else
+                                          f"no other window of the same width ({hi - lo + 1} layers)")
     else:
         top = max((k for k in windows.values() if ab[k]), key=lambda k: side_mean(ab[k]))
         ev["top_window"] = top
-        disjoint = [t for t, ((a, b), _) in zip(wtests, sorted(same.items())) if b < TARGET_WINDOW[0] or
-                    a > TARGET_WINDOW[1]]
+        disjoint = [t for t, ((a, b), _) in zip(wtests, sorted(same.items())) if b < lo or a > hi]
         must = disjoint or wtests
         if any(t.below() for t in wtests):
-            a_verdict, a_why = FAILS, "a window of equal width is significantly above L5-15"
+            a_verdict, a_why = FAILS, f"a window of equal width is significantly above {name}"
         elif top == target and (all(t.above() for t in must) if disjoint else any(t.above() for t in must)):
-            a_verdict, a_why = HOLDS, "L5-15 is the best equal-width window and significantly above " + (
+            a_verdict, a_why = HOLDS, f"{name} is the best equal-width window and significantly above " + (
                 "every window disjoint from it" if disjoint else "at least one other window")
         else:
             a_verdict, a_why = INCONCLUSIVE, (f"the best window is {top}" if top != target else
-                                              "L5-15 is best but not significantly above the windows it must beat")
+                                              f"{name} is best but not significantly above the windows it must beat")
     loo = {int(k.split("L")[1]): side_mean(ab["full"]) - side_mean(v) for k, v in ab.items()
            if k.startswith("without L") and k[9:].isdigit() and "full" in ab}
     if loo:
-        inside = [d for layer, d in loo.items() if TARGET_WINDOW[0] <= layer <= TARGET_WINDOW[1]]
-        outside = [d for layer, d in loo.items() if not TARGET_WINDOW[0] <= layer <= TARGET_WINDOW[1]]
-        ev["leave_one_out_mean_drop"] = {"layers 5-15": rounded(sum(inside) / len(inside)) if inside else None,
+        inside = [d for layer, d in loo.items() if lo <= layer <= hi]
+        outside = [d for layer, d in loo.items() if not lo <= layer <= hi]
+        ev["leave_one_out_mean_drop"] = {f"layers {lo}-{hi}": rounded(sum(inside) / len(inside)) if inside else None,
                                          "other layers": rounded(sum(outside) / len(outside)) if outside else None}
     # (b) projections
     kept = [t for t in ptests if t.name.startswith("only")]
@@ -378,7 +378,7 @@ def finding_4(runs: dict[str, dict[str, Any]], pq: PerQuery, ref: str, ctx: Ctx 
     ev.update(layers_verdict=a_verdict, projections_verdict=b_verdict)
     reason = f"layers: {a_verdict} ({a_why}); projections: {b_verdict} ({b_why})"
     verdict = HOLDS if a_verdict == b_verdict == HOLDS else FAILS if FAILS in (a_verdict, b_verdict) else INCONCLUSIVE
-    return result(4, verdict, reason, ev, tests)
+    return result(4, verdict, reason, ev, tests, rule=finding_4_rule(window))
 
 
 def finding_5(runs: dict[str, dict[str, Any]], pq: PerQuery, ref: str, ctx: Ctx = Ctx()) -> dict[str, Any]:

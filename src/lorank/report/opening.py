@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from lorank.ablate.windows import PAPER_WINDOW, config_window, paper_window_text, parse_window, window_config
 from lorank.evaluation.stats import fmt_p
 from lorank.plotting import pyplot, save_figure
 from lorank.report.findings import _sets, summary
@@ -95,8 +96,8 @@ def windows_text(fig: dict[str, Any]) -> str:
     below = [r for r in wins if r.get("significant_ndcg_cut_10") and r["delta_ndcg_cut_10"] < 0]
     best = max(wins, key=lambda r: r["ndcg_cut_10"])
     name = lambda r: html.escape(r["config"].removeprefix("only "))  # noqa: E731
-    spans = [_span(r["config"]) for r in wins]
-    widths = sorted({hi - lo + 1 for lo, hi in spans if hi >= lo})
+    spans = [s for s in (config_window(r["config"]) for r in wins) if s]
+    widths = sorted({hi - lo + 1 for lo, hi in spans})
     width = f"{widths[0]}-layer " if len(widths) == 1 else ""
     verb = "is" if len(below) == 1 else "are"
     text = (f"<b>Layer windows</b> ({html.escape(d['where'])}): of the {len(wins)} {width}windows kept alone, "
@@ -108,19 +109,12 @@ def windows_text(fig: dict[str, Any]) -> str:
             f"{name(r)} (p<sub>Holm</sub> = {fmt_p(r['p_ndcg_cut_10'])})" for r in wins if r not in below) + "."
     text += (" The share of the gain each keeps: " + ", ".join(f"{name(r)} {_rec(r)}" for r in wins)
              + f"; the best is {name(best)}.")
-    if "only L5-15" in rows and best["config"] != "only L5-15":
+    target = parse_window(d.get("target_window", PAPER_WINDOW), "the layer-windows figures' target_window")
+    if window_config(target) in rows and best["config"] != window_config(target):
         n_layers = max(hi for _, hi in spans) + 1
-        text += f" The paper's layers 5-15 are not the best window of this model's {n_layers} layers."
+        paper = paper_window_text(target)
+        text += f" {paper[0].upper()}{paper[1:]} are not the best window of this model's {n_layers} layers."
     return text
-
-
-def _span(config: str) -> tuple[int, int]:
-    """(first, last) layer of a window configuration ('only L10-20' -> (10, 20)); (0, -1) when it is not one."""
-    try:
-        lo, hi = config.removeprefix("only L").split("-")
-        return int(lo), int(hi)
-    except ValueError:
-        return 0, -1
 
 
 def committed_text(fig: dict[str, Any]) -> list[str]:

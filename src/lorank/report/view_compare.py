@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats as sps
 
 from lorank.ablate.run import run_file_stem
+from lorank.ablate.windows import config_window
 from lorank.atomic import atomic_write_json
 from lorank.data import load_run, resolve_eval_set
 from lorank.data.roles import role_of, set_key
@@ -44,7 +45,7 @@ from lorank.layout.adapter import peft_config_file
 from lorank.layout.run import TREC_CHECKPOINT, trec_runs
 from lorank.layout.study import run_dir
 from lorank.plotting import pyplot, save_figure
-from lorank.report.families import Family, _study, depth, family_of, window_span
+from lorank.report.families import Family, _study, depth, family_of
 from lorank.report.findings_data import per_query
 from lorank.study.store import finished_ablations
 
@@ -297,7 +298,7 @@ def window_correlation(view: StudyView, per_layer: dict[int, float], how: str, k
     sum or mean) and that window's nDCG@10 (LoRA kept on those layers only). `per_query`: as
     :func:`loo_correlation`'s."""
     rows = sweep_of(view, WINDOWS)
-    wins = sorted(((c, span) for c in rows if (span := window_span(c))), key=lambda t: t[1])
+    wins = sorted(((c, span) for c in rows if (span := config_window(c))), key=lambda t: t[1])
     agg = np.sum if how == "sum" else np.mean
     xs = [float(agg([per_layer.get(i, 0.0) for i in range(lo, hi + 1)])) for _, (lo, hi) in wins]
     x: list[float] | Resampled = xs

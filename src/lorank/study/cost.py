@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lorank.ablate.windows import PAPER_WINDOW, Window, layer_windows
 from lorank.precision import decide
 
 AVG_TOKENS = 100  # a DL query + passage in the default template, in tokens (measured: 90-110; MS MARCO train ~104)
@@ -162,18 +163,13 @@ def curve_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
     return curve_points(n_steps, curve.get("every", 100)) * score_s(pairs, n, rates)
 
 
-def window_count(n_layers: int, window: int) -> int:
-    """Windows of the layer-windows sweep (lorank.ablate.sweeps.build_sweep): width `window`, stride half of it,
-    the last one flush with the top layer, plus "only L5-15" when it is not one of them."""
-    w = max(1, min(window, n_layers))
-    step = max(1, w // 2)
-    starts = list(range(0, n_layers - w + 1, step))
-    if starts[-1] != n_layers - w:
-        starts.append(n_layers - w)
-    return len(starts) + (n_layers > 15 and not (w == 11 and 5 in starts))
+def window_count(n_layers: int, window: int, target: Window = PAPER_WINDOW) -> int:
+    """Windows of the layer-windows sweep (lorank.ablate.sweeps.build_sweep) on `n_layers` layers: width `window`,
+    stride half of it, the last one flush with the top layer, plus the `target` window when it is not one of them."""
+    return len(layer_windows(list(range(n_layers)), window, target=target))
 
 
-def sweep_size(sweep: str, n_layers: int, window: int, axes: dict[str, Any]) -> float:
+def sweep_size(sweep: str, n_layers: int, window: int, axes: dict[str, Any], target: Window = PAPER_WINDOW) -> float:
     """Full-evaluation equivalents of one sweep: its configurations plus the two every sweep scores (full, LoRA
     off); cached layer sweeps cost about 0.55 of L + 2 evaluations (results/ablation_sweep_cost.json:
     0.537 of 32 on 30 layers). Unknown components or rank (an adapter not there yet) count as all 7 projections
@@ -183,7 +179,7 @@ def sweep_size(sweep: str, n_layers: int, window: int, axes: dict[str, Any]) -> 
     rank = int(axes.get("rank") or 8)
     layer_sweep = 0.55 * (n_layers + 2)
     return 2 + {"components": 2, "projections": 2 * n_proj, "layers-leave-one-out": layer_sweep - 2,
-                "layers-keep-one": layer_sweep - 2, "layer-windows": window_count(n_layers, window),
+                "layers-keep-one": layer_sweep - 2, "layer-windows": window_count(n_layers, window, target),
                 "rank-truncation": max(0, (rank - 1).bit_length()),
                 "rank-prefix": max(0, (rank - 1).bit_length()), "scale": 6}.get(sweep, 0)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Collection
 
 from lorank.ablate.sweeps import SWEEPS
+from lorank.ablate.windows import PAPER_WINDOW, window_label, window_problem
 from lorank.data.msmarco import resolve_msmarco_dir
 from lorank.data.sources import _roots, EVAL_SETS
 from lorank.errors import ConfigError, DataError
@@ -195,6 +196,7 @@ def build_plan(spec: StudySpec, source: str | Path | None = None, check_data: bo
     planner.price_models()
     steps = planner.train_steps()
     planner.add_adapters()
+    planner.check_target_window()
     steps += planner.ablation_steps()
     steps += planner.analysis_steps()
     planner.check_report()
@@ -307,25 +309,53 @@ class _Planner:
     def _n_layers(self, model: str) -> int:
         return model_config(model).num_hidden_layers if self.sizes.get(model) else 30
 
+    def check_target_window(self) -> None:
+        """A declared ``verdicts.target_window`` must lie within the layers of every model whose layer count the plan
+        knows (the study's models, the external adapters' base models); the paper's 5-15 is left to finding 4 to
+        report (a tiny test model has fewer layers)."""
+        target = self.spec.verdicts.target_window
+        if target == PAPER_WINDOW:
+            return
+        models = [*self.spec.models, *(e.model for e in [*self.adapters.values(), *self.pending.values()])]
+        for model in dict.fromkeys(models):
+            problem = window_problem(target, self._n_layers(model), model) if self.sizes.get(model) else None
+            if problem:
+                self.problems.append(f"verdicts.target_window: {problem}")
+
+    def _window_payload(self, a: Any, i: int) -> dict[str, Any]:
+        """What a layer-windows step adds to its payload (and so to its hash) for a declared target window: nothing
+        for the paper's 5-15, so that the steps of a study that declares none keep their hashes."""
+        target = self.spec.verdicts.target_window
+        if target == PAPER_WINDOW or "layer-windows" not in a.sweeps:
+            return {}
+        if a.window != target[1] - target[0] + 1:
+            self.notes.append(f"ablations[{i}]: the declared verdicts.target_window {window_label(target)} is "
+                              f"{target[1] - target[0] + 1} layers wide, its layer windows {a.window}: finding 4 "
+                              "compares the target only with windows of its own width")
+        return {"target_window": list(target)}
+
     def ablation_steps(self) -> list[Step]:
         """One ablate step per (ablation, subject), after its run's training."""
         steps = []
+        target = self.spec.verdicts.target_window
         for i, a in enumerate(self.spec.ablations):
             bad = [sw for sw in a.sweeps if sw not in SWEEPS]
             if bad:
                 self.problems.append(f"ablations[{i}].sweeps: unknown sweep(s) {', '.join(bad)} (known: "
                                      f"{', '.join(SWEEPS)})")
+            window_payload = self._window_payload(a, i)
             for r in self.subjects(a, f"ablations[{i}]"):
                 payload = a.model_dump()
                 payload.pop("runs")
                 payload.pop("adapter")
                 if self.spec.data_root:
                     payload["data_root"] = self.spec.data_root
+                payload.update(window_payload)
                 h = config_hash({**_identity(r), **payload})
                 folder, needs, extra = _placement(r)
                 n = self.sizes.get(r.model)
                 n_layers = self._n_layers(r.model)
-                configs = sum(sweep_size(sw, n_layers, a.window, r.axes) for sw in a.sweeps if sw in SWEEPS)
+                configs = sum(sweep_size(sw, n_layers, a.window, r.axes, target) for sw in a.sweeps if sw in SWEEPS)
                 est = ablation_estimate(configs, a.eval, a.max_queries, a.depth, n, self.rates[r.model]) if n else 0.0
                 steps.append(Step(f"ablate/{folder}/{i}", "ablate", r.run_id, {**payload, **extra},
                                   f"ablations/{folder}/{i}", h, needs, est, _waits(r)))

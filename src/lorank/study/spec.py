@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
+from lorank.ablate.windows import PAPER_WINDOW, Window, read_window
 from lorank.config import Strict, format_validation_error, read_yaml
 from lorank.data.sources import expand_data_path
 from lorank.errors import ConfigError
@@ -118,6 +119,15 @@ class VerdictSpec(Strict):
     #: test: verdicts on the test sets' queries (dev reported beside them); pooled: dev + test queries together
     decide_on: Literal["test", "pooled"] = "test"
     bootstrap: int = Field(2000, ge=200)
+    #: finding 4: the layer window its "layers 5-15 contribute most" is tested on, "first-last" or [first, last]:
+    #: the paper's 5-15 (of 32 layers) by default; on a model of another depth the same depth fraction (e.g. 3-9 of
+    #: 18 layers for 5-15 of 30). The layer-windows sweep scores it beside its regular windows.
+    target_window: Window = PAPER_WINDOW
+
+    @field_validator("target_window", mode="before")
+    @classmethod
+    def _window(cls, v: Any) -> Window:
+        return read_window(v)
 
 
 class StudySpec(Strict):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lorank.ablate.run import ablate
+from lorank.ablate.windows import PAPER_WINDOW
 from lorank.analyze import run_analysis
 from lorank.atomic import atomic_write_json
 from lorank.layout.checkpoints import complete_checkpoints
@@ -37,6 +38,7 @@ def run_step(step: dict[str, Any]) -> dict[str, Any]:
         subject = resolve_subject(run_dir, payload["eval"], data_root=payload.get("data_root"))
         res = ablate(subject, payload["sweeps"], payload["depth"], out, use_cache=payload.get("use_cache", True),
                      window=payload.get("window", 11), max_queries=payload.get("max_queries"),
+                     target_window=tuple(payload.get("target_window", PAPER_WINDOW)),
                      # a line every 30 s in the step's log (its sequences, all configurations of the sweep)
                      progress=lambda sweep, total: ProgressLines(f"ablate {sweep} (sequences)", total,
                                                                  out=sys.stdout))
