@@ -34,10 +34,12 @@ class Reranker:
     def from_pretrained(cls, model: str | None = None, head_init: str = "yes_no", dtype: str = "auto",
                         device: Any = None, **kw: Any) -> "Reranker":
         """The base model, untrained LoRA-free (zero-shot, e.g. with a yes/no-initialised head), on ``device``
-        (default: :func:`lorank.models.device.resolve_device`, a GPU where there is one)."""
+        (default: :func:`lorank.models.device.resolve_device`, a GPU where there is one). ``meta`` records the
+        model (``model``: its source, as :class:`lorank.ICRReranker`'s does) and the head's initialisation."""
         dev = resolve_device(device)
         lm = load_reranker(model, dtype=weights_dtype_name(dtype, dev), head_init=head_init)
-        return cls(lm.model.to(dev), lm.tokenizer, **kw)
+        meta = {"model": lm.source.describe(), "head_init": head_init, **(kw.pop("meta", None) or {})}
+        return cls(lm.model.to(dev), lm.tokenizer, meta=meta, **kw)
 
     @classmethod
     def from_adapter(cls, adapter_dir: str | Path, allow_pickle: bool = False, dtype: str | None = None,
