@@ -12,6 +12,7 @@ from tests.tinydata import make_trec_dir, save_tiny_model
 ROOT = Path(__file__).resolve().parents[2]
 RUN1_LOG = ROOT / "results" / "reference_run1_train_log.jsonl"
 RUN2_LOG = ROOT / "results" / "reference_run2_guard_trip_log.jsonl"
+S44_LOG = ROOT / "results" / "seeds_s44_plateau_guard_trip_log.jsonl"
 
 
 def _feed(guard, rows, start=0):
@@ -60,6 +61,20 @@ def test_default_guard_lets_a_healthy_run_with_heavy_tailed_losses_go_on():
     assert rows[-1]["step"] == 1398
     assert _feed(g, rows) is None and g.tripped is None
     assert g.best[0] == pytest.approx(0.4711, abs=1e-4) and g.first == pytest.approx(4.3667, abs=1e-4)
+
+
+def test_default_guard_lets_the_plateau_before_the_fall_go_on():
+    # seed 44 of the seeded study (r8-all, lr 5e-4, session 25): the loss sat at ~4 for 100 steps, as seeds 42 and 43
+    # did before falling at step ~100; the 50-step mean of steps 64-113 (4.007) was 61% of the way from the lowest
+    # (3.830, only 7% under the first 4.118) back to the first, and the guard without a minimum fall stopped it
+    rows = [json.loads(line) for line in S44_LOG.read_text().splitlines() if line.strip()]
+    assert [r["step"] for r in rows] == list(range(1, 114))
+    old = TrainingDivergedStop(50, 0.6, 100, min_fall=0.0)
+    assert _feed(old, rows) is not None and old.tripped["step"] == 113
+    assert old.tripped["lowest_mean_loss"] == pytest.approx(3.8298, abs=1e-4) and old.tripped["climbed"] > 0.6
+    g = TrainingDivergedStop(**DivergenceGuard().model_dump())
+    assert _feed(g, rows) is None and g.tripped is None
+    assert (g.first - g.best[0]) / g.first < DivergenceGuard().min_fall  # the loss has not fallen yet
 
 
 def test_guard_resumed_from_the_log_history_decides_as_the_uninterrupted_run():

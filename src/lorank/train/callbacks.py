@@ -213,12 +213,13 @@ class EvalOnSave(TrainerCallback):
 class TrainingDivergedStop(TrainerCallback):
     """The :class:`~lorank.train.config.DivergenceGuard` at work: after each logged loss, the mean of the last
     ``window`` steps' losses against the first full window's mean and the lowest so far. When it has climbed back
-    more than ``climb`` of the way from that low to the first (after ``after`` steps), training stops, and a
+    more than ``climb`` of the way from that low to the first (after ``after`` steps, and once that low is at least
+    ``min_fall`` of the first below it), training stops, and a
     checkpoint the schedule asked for at that step is not saved: the collapsed model must not become the resume
     point. :attr:`tripped` then describes what was seen."""
 
-    def __init__(self, window: int, climb: float, after: int):
-        self.window, self.climb, self.after = window, climb, after
+    def __init__(self, window: int, climb: float, after: int, min_fall: float = 0.25):
+        self.window, self.climb, self.after, self.min_fall = window, climb, after, min_fall
         self.recent: deque[tuple[int, float]] = deque()  # the logged (step, loss) of the last ``window`` steps
         self.first: float | None = None  # the mean of the first full window
         self.best: tuple[float, int] | None = None  # (mean, last step of its window)
@@ -244,8 +245,8 @@ class TrainingDivergedStop(TrainerCallback):
             return False
         if self.first is None:
             self.first = mean
-        climbed = ((mean - self.best[0]) / (self.first - self.best[0])
-                   if self.best is not None and self.first > self.best[0] else 0.0)
+        fell = self.best is not None and self.first - self.best[0] >= self.min_fall * self.first
+        climbed = (mean - self.best[0]) / (self.first - self.best[0]) if fell and self.first > self.best[0] else 0.0
         if check and step > self.after and climbed > self.climb:
             self.tripped = {"step": step, "window": f"{step - self.window + 1}-{step}", "mean_loss": round(mean, 4),
                             "lowest_mean_loss": round(self.best[0], 4),

@@ -168,15 +168,20 @@ class DivergenceGuard(Strict):
     """Stop a run whose loss climbs back (the scorer collapsing to a constant, as lr 1e-3 did on the 135M
     reference run at step ~720: results/reference_progress.json): when the mean loss of the last
     ``window`` steps has climbed back more than ``climb`` of the way from the lowest such mean to the first one
-    (the untrained scorer's), once ``after`` steps are trained. A fraction of the way back, not a ratio to the
-    lowest mean: per-step losses are heavy-tailed (one hard group scores 5-8 where most score under 0.5), so a
-    ratio to a low mean trips on noise (2.5x did, at step 1398 of run 2, whose median loss had not moved).
+    (the untrained scorer's), once ``after`` steps are trained and once the loss has fallen: the lowest mean at
+    least ``min_fall`` below the first. A fraction of the way back, not a ratio to the lowest mean: per-step losses
+    are heavy-tailed (one hard group scores 5-8 where most score under 0.5), so a ratio to a low mean trips on
+    noise (2.5x did, at step 1398 of run 2, whose median loss had not moved). And only after a real fall: on the
+    plateau before the loss starts to fall, the lowest mean sits just under the first, so noise is "most of the way
+    back" (seed 44 of the seeded study tripped at step 113: lowest 3.83, first 4.12, 7% below it;
+    results/seeds_s44_plateau_guard_trip_log.jsonl); a loss that has not fallen has nothing to collapse from.
     The step it trips at is not saved as a checkpoint (those saved earlier in the rising window are, and the error
     names them); the run stops with :class:`TrainingDiverged`."""
 
     window: int = Field(50, ge=2)
     climb: float = Field(0.6, gt=0.0, lt=1.0)
     after: int = Field(100, ge=0)
+    min_fall: float = Field(0.25, ge=0.0, lt=1.0)
 
 
 class TrainConfig(Strict):
