@@ -25,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from lorank.after_training import (evaluate_checkpoints, headline, mine_command,  # noqa: E402
-                                         significance, training_calls)
+from lorank.after_training import evaluate_checkpoints, headline, mine_command, significance  # noqa: E402
+from lorank.layout.run import training_calls  # noqa: E402
 
 OUT = ROOT / "results" / "train_msmarco12k.json"
 

@@ -1,8 +1,10 @@
-"""lorank.after_training (used by benchmarks/train_msmarco12k.py): a run built by several ``lorank train`` calls
-(resumes) is timed over all of them; the standalone mine command names the window the run mined with."""
+"""A run built by several ``lorank train`` calls (resumes) is timed over all of them
+(:func:`lorank.layout.run.training_calls`, used by benchmarks/train_msmarco12k.py and a study's time table); the
+standalone mine command of lorank.after_training names the window the run mined with."""
 import json
 
-from lorank.after_training import mine_window, training_calls
+from lorank.after_training import mine_window
+from lorank.layout.run import training_calls
 
 
 def test_training_calls_split_where_elapsed_restarts(tmp_path):

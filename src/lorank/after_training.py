@@ -1,6 +1,6 @@
 """A training run looked at after the fact: its saved checkpoints (or exported adapters kept from an earlier
 machine) evaluated on evaluation sets, their paired tests against the first stage, the shipped step at its own
-depth, the ``lorank train`` calls that built the run, and the standalone ``lorank mine`` command of its mining.
+depth, and the standalone ``lorank mine`` command of its mining.
 
 Moved from benchmarks/train_msmarco12k.py (issue 42: benchmarks/ holds scripts only), which and
 benchmarks/negative_window.py call it; rows and TREC runs go where ``lorank train`` writes them (the run's
@@ -8,7 +8,6 @@ benchmarks/negative_window.py call it; rows and TREC runs go where ``lorank trai
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from lorank.train.config import EvalSpec, MineSpec
 from lorank.data.sources import eval_label
 from lorank.export import vs_first_stage
 from lorank.layout.checkpoints import checkpoint_dir
-from lorank.layout.run import read_metrics, train_log_file
+from lorank.layout.run import read_metrics
 from lorank.reranker import Reranker
 from lorank.train.checkpoint_eval import CheckpointEvaluator
 
@@ -50,40 +49,6 @@ def significance(run_dir: Path, step: int, sets: list[str]) -> dict:
     :func:`lorank.export.vs_first_stage`, the comparison an exported adapter records."""
     vs = vs_first_stage(run_dir, step, [{"eval_set": eval_label(s)} for s in sets], sources={eval_label(s): s for s in sets})
     return {label: v["tests"] for label, v in vs.items() if "tests" in v}
-
-def training_calls(run_dir: Path) -> list[dict]:
-    """One entry per ``lorank train`` call that built this run (a resume starts a new call), from train_log.jsonl:
-    the steps it trained, its wall time and the tokens it trained. ``elapsed_s`` restarts at each call, and a
-    resumed call's cumulative token count starts from the checkpoint it resumed (the last logged step before its
-    first), so steps trained twice (after an interruption past the last checkpoint) count in both calls."""
-    rows = [json.loads(line) for line in train_log_file(run_dir).read_text().splitlines() if line.strip()]
-    calls: list[dict] = []
-    seen: dict[int, int] = {}  # step -> cumulative tokens, as last logged
-    first = prev = None
-    start = 0
-
-    def close() -> None:
-        calls.append({"steps": f"{first['step']}-{prev['step']}", "s": prev["elapsed_s"],
-                      "tokens": prev["tokens"] - start})
-
-    for r in rows:
-        if "step" not in r or "tokens" not in r:
-            continue
-        if prev is not None and r["elapsed_s"] < prev["elapsed_s"]:  # the next call resumed here
-            close()
-            first = None
-        if first is None:
-            first = r
-            earlier = [s for s in seen if s < r["step"]]
-            start = seen[max(earlier)] if earlier else 0
-        seen[r["step"]] = r["tokens"]
-        prev = r
-    if prev is not None:
-        close()
-    for c in calls:
-        c["tokens_per_s"] = round(c["tokens"] / c["s"], 1) if c["s"] else None
-    return calls
-
 
 def mine_window(data: list[dict]) -> str:
     """The BM25 window the run's (first) mining source used, as ``lorank mine --window`` takes it (``MineSpec``'s

@@ -199,9 +199,10 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def append_line(path: str | Path, line: str) -> None:
+def append_line(path: str | Path, line: str, fsync: bool = False) -> None:
     """Append one line to a log with a single ``write`` (O_APPEND): a crash can cut only the last line,
-    which :func:`read_jsonl` skips with a warning."""
+    which :func:`read_jsonl` skips with a warning. ``fsync``: on the disk before this returns (a record that must
+    outlive a power cut, not a row of a log written every step)."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
     fault = active_fault(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -210,6 +211,8 @@ def append_line(path: str | Path, line: str) -> None:
             os.write(fd, data[:fault.after_bytes])
             fault.trigger(Path(path))
         os.write(fd, data)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

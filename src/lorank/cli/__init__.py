@@ -8,7 +8,7 @@ function (named in each module's docstring).
 | :mod:`lorank.cli.train` | ``train``, ``teacher``, ``mine``, ``export-adapter``, ``snapshot`` |
 | :mod:`lorank.cli.rerank` | ``rerank`` |
 | :mod:`lorank.cli.ablate` | ``ablate`` |
-| :mod:`lorank.cli.study` | ``study``, ``report``, ``findings``, ``families``, ``demo`` |
+| :mod:`lorank.cli.study` | ``study``, ``report``, ``study-time``, ``findings``, ``families``, ``demo`` |
 | :mod:`lorank.cli.ltr` | ``features``, ``ltr`` |
 | :mod:`lorank.cli.analyze` | ``analyze weights / compare / probe / patch``, ``analyze compare-views adalora / dylora / icr`` |
 """
@@ -34,7 +34,8 @@ for _name, _fn in (("evaluate", evaluate.evaluate_cmd), ("retrieve", evaluate.re
                    ("export-adapter", train.export_adapter_cmd),
                    ("evaluate-adapter", train.evaluate_adapter_cmd), ("readme", train.readme_cmd),
                    ("snapshot", train.snapshot_cmd), ("ablate", ablate.ablate_cmd),
-                   ("study", study.study_cmd), ("report", study.report_cmd), ("findings", study.findings_cmd),
+                   ("study", study.study_cmd), ("report", study.report_cmd), ("study-time", study.study_time_cmd),
+                   ("findings", study.findings_cmd),
                    ("families", study.families_cmd),
                    ("demo", study.demo_cmd), ("features", ltr.features_cmd), ("ltr", ltr.ltr_cmd)):
     app.command(_name)(_fn)

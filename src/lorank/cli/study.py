@@ -1,5 +1,5 @@
-"""``lorank study``, ``report``, ``findings``, ``families`` and ``demo``: a whole study and its report
-(:func:`lorank.study.run_study` then :func:`lorank.report.build_report`,
+"""``lorank study``, ``report``, ``study-time``, ``findings``, ``families`` and ``demo``: a whole study and its
+report (:func:`lorank.study.run_study` then :func:`lorank.report.build_report`, :func:`lorank.study.study_time`,
 :func:`lorank.report.findings_section.write_findings`, :func:`lorank.report.families.write_families`,
 :func:`lorank.demo.run_demo`)."""
 from __future__ import annotations
@@ -51,6 +51,33 @@ def report_cmd(study_dir: Path = typer.Argument(..., help="A study directory wri
     with guard():
         page = build_report(study_dir)
     console.print(f"report: {page}")
+
+
+def study_time_cmd(
+    study_dir: Path = typer.Argument(..., help="A study directory written by `lorank study` (or a snapshot of one)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the table (default: "
+                                       "STUDY_DIR/time.json)."),
+) -> None:
+    """The time the study took: each step's calls (ok, failed, interrupted) summed from its call ledger, CPU and
+    wall hours per step, per kind and in total; calls made before the ledger existed apart (wall only, from the run
+    files). Writes time.json and prints the tables."""
+    from rich.table import Table
+
+    from lorank.layout.study import time_file
+    from lorank.study import study_time
+    from lorank.study.timing import time_rows
+
+    with guard():
+        table = study_time(study_dir, out)
+    for by in ("step", "kind"):
+        header, rows = time_rows(table, by)
+        t = Table(title=f"time by {by}")
+        for c in header:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+    console.print(f"wrote {out or time_file(study_dir)}")
 
 
 def findings_cmd(

@@ -5,7 +5,7 @@ and the snapshot that keeps them across machines.
   its rows of metrics;
 - :mod:`lorank.layout.checkpoints`: the ``checkpoint-N/`` folders, the completeness marker, the latest complete one;
 - :mod:`lorank.layout.adapter`: the files of an adapter folder (a checkpoint or an exported adapter);
-- :mod:`lorank.layout.study`: a study's folder (``study.yaml``, ``runs/<id>/``, the step markers);
+- :mod:`lorank.layout.study`: a study's folder (``study.yaml``, ``runs/<id>/``, the step markers and call ledgers);
 - :mod:`lorank.layout.snapshot`: a run or a study cut down to what resuming it needs, and restored.
 
 This package sits below every stage: it imports the standard library and lorank's bottom modules

@@ -122,3 +122,42 @@ def read_curve(run_dir: str | Path) -> list[dict[str, Any]]:
 def append_curve(run_dir: str | Path, row: dict[str, Any]) -> None:
     """Rewrite ``curve.jsonl`` atomically with the new row added (one row per (step, eval set))."""
     _write_row(curve_file(run_dir), read_curve(run_dir), row)
+
+
+def training_calls(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One entry per ``lorank train`` call that built this run (a resume starts a new call), from train_log.jsonl:
+    the steps it trained, its wall time and the tokens it trained. ``elapsed_s`` restarts at each call, and a
+    resumed call's cumulative token count starts from the checkpoint it resumed (the last logged step before its
+    first), so steps trained twice (after an interruption past the last checkpoint) count in both calls.
+
+    ``s`` is the last ``elapsed_s`` of the call: the training loop's wall time (pauses included; loading before it
+    and the test sets scored after it are not in it), and of an interrupted call only up to its last row that the
+    next call kept (a resume drops the rows past the checkpoint it goes on from)."""
+    calls: list[dict[str, Any]] = []
+    seen: dict[int, int] = {}  # step -> cumulative tokens, as last logged
+    first: dict[str, Any] | None = None
+    prev: dict[str, Any] | None = None
+    start = 0
+
+    def close() -> None:
+        assert first is not None and prev is not None
+        calls.append({"steps": f"{first['step']}-{prev['step']}", "s": prev["elapsed_s"],
+                      "tokens": prev["tokens"] - start})
+
+    for r in _read_rows(train_log_file(run_dir)):
+        if not isinstance(r, dict) or any(k not in r for k in ("step", "tokens", "elapsed_s")):
+            continue
+        if prev is not None and r["elapsed_s"] < prev["elapsed_s"]:  # the next call resumed here
+            close()
+            first = None
+        if first is None:
+            first = r
+            earlier = [s for s in seen if s < r["step"]]
+            start = seen[max(earlier)] if earlier else 0
+        seen[r["step"]] = r["tokens"]
+        prev = r
+    if prev is not None:
+        close()
+    for c in calls:
+        c["tokens_per_s"] = round(c["tokens"] / c["s"], 1) if c["s"] else None
+    return calls

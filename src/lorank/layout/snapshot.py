@@ -11,7 +11,8 @@ commit); the same call restores it.
   override): restoring an old snapshot over a run that has trained on must not throw that training away.
 - ``snapshot_study(study_dir, out, needed_runs)`` copies every file and folder of the study outside ``runs/`` (the
   spec, the state, the results table, the logs cut to their last 200 KB, the ablations and analyses with their JSON,
-  TREC runs and markers, the report), and for each training run its run files and
+  TREC runs, markers and call ledgers, the report), and for each training run every file of its folder (its run
+  files, step marker and call ledger) and
   - while its training step is not done: its last complete checkpoint, whole (the exact resume, as above);
   - once done: its last checkpoint's adapter alone (no optimizer state), and only while a step still to do needs the
     run (``needed_runs``: the study's plan knows which, :func:`lorank.study.snapshot_study`); after that, no

@@ -1,5 +1,5 @@
 """What a report is about: a study directory read once (spec, plan, results table, first stage, reference
-run, evaluation sets), shared by every section builder of :mod:`lorank.report.build`."""
+run, evaluation sets, the time it took), shared by every section builder of :mod:`lorank.report.build`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +13,7 @@ from lorank.report.page import read_json
 from lorank.study.plan import build_plan
 from lorank.study.spec import load_spec
 from lorank.study.store import first_stage_rows, write_results
+from lorank.study.timing import study_time
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ReportContext:
     state: dict[str, Any]  # study_state.json
     compare_sets: list[str]  # eval labels the final checkpoints are compared on: report.findings_sets, else main_set
     compare_label: str | None  # "dl19+dl20" (pooled), or the one set's label
+    time: dict[str, Any]  # the time the study took, each step's calls summed (time.json: lorank.study.timing)
 
 
 def reference_run(plan: Any) -> Any:
@@ -42,7 +44,8 @@ def reference_run(plan: Any) -> Any:
 
 
 def load_context(study_dir: str | Path) -> ReportContext:
-    """Read a study directory for its report; writes ``results.csv`` / ``results.parquet`` on the way."""
+    """Read a study directory for its report; writes ``results.csv`` / ``results.parquet`` and ``time.json`` on
+    the way."""
     study_dir = Path(study_dir)
     spec_file = study_spec_file(study_dir)
     if not study_dir.exists():
@@ -67,4 +70,4 @@ def load_context(study_dir: str | Path) -> ReportContext:
                          ref=ref, set_names=set_names, eval_sets=eval_sets,
                          main_set=eval_sets[0] if eval_sets else None,
                          state=read_json(study_dir / "study_state.json"), compare_sets=compare,
-                         compare_label="+".join(compare) if compare else None)
+                         compare_label="+".join(compare) if compare else None, time=study_time(study_dir))

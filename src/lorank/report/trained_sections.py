@@ -20,10 +20,11 @@ from lorank.report.page import SIG, Section, fmt
 from lorank.report.subjects import subject_text
 from lorank.study.spec import _slug
 from lorank.study.store import finished_ablations
+from lorank.study.timing import time_rows
 
 
 def overview_section(ctx: ReportContext, smoke: bool = False) -> Section:
-    """The study in one paragraph (steps done, failed, pending) and its first stage. ``smoke``: its training runs
+    """The study in one paragraph (steps done, failed, pending), the time it took, and its first stage. ``smoke``: its training runs
     are smoke checks, so no run is named as the tables' reference."""
     spec, plan = ctx.spec, ctx.plan
     ov = Section("Study")
@@ -50,6 +51,10 @@ def overview_section(ctx: ReportContext, smoke: bool = False) -> Section:
         ov.tables.append(("Interrupted steps: stopped by a signal, resumed by running the study again",
                           ["step", "detail"], [[k, v["detail"].splitlines()[0] if v["detail"] else ""]
                                                for k, v in stopped.items()]))
+    header, rows = time_rows(ctx.time)
+    ov.tables.append(("Time the study took (time.json; by step: lorank study-time): CPU hours measured by each "
+                      "step's call ledger, wall hours with pauses included; calls made before the ledger existed "
+                      "apart, their wall time as the run files give it", header, rows))
     if ctx.first_stage_rows:
         ov.tables.append(("First stage (BM25) on the evaluated queries, with each set's role (dev: may choose; test: "
                           "reported only)", ["eval set", "role", "queries", "nDCG@10", "MRR@10"],

@@ -3,7 +3,8 @@
 Python twins of the CLI: ``lorank.study.run_study(spec, out)`` then ``lorank.report.build_report(out)``
 (``lorank study``; the report is built a stage above, by the caller), ``lorank.study.load_results(dir)``,
 ``lorank.report.build_report(dir)`` (``lorank report``),
-``lorank.study.snapshot_study(dir, out)`` (``lorank snapshot STUDY_DIR``).
+``lorank.study.snapshot_study(dir, out)`` (``lorank snapshot STUDY_DIR``), ``lorank.study.study_time(dir)``
+(``lorank study-time STUDY_DIR``: the time each step's calls took, :mod:`lorank.study.timing`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lorank.study.executor import execute, marker_ok
 from lorank.study.plan import Plan, Step, build_plan
 from lorank.study.store import load_results, write_results
 from lorank.study.spec import RunSpec, StudySpec, expand, load_spec
+from lorank.study.timing import study_time
 
 PRESETS_ENV = "LORANK_STUDIES"
 
@@ -173,4 +175,4 @@ def _dur(s: float) -> str:
 
 
 __all__ = ["Plan", "RunSpec", "Step", "StudyResult", "StudySpec", "build_plan", "expand", "find_spec", "load_results",
-           "load_spec", "prepare", "run_study", "snapshot_study"]
+           "load_spec", "prepare", "run_study", "snapshot_study", "study_time"]

@@ -4,7 +4,9 @@ A step is skipped when its output folder holds a completion marker with the step
 re-run with the same command continues where it stopped (a killed training run resumes from its last
 complete checkpoint; a killed ablation step from its sweeps' last saved chunks, :mod:`lorank.ablate.resume`). A failing step is recorded with the tail of its log; steps that need it are
 skipped; the rest of the study goes on. A pending step (its external adapter's folder is not there yet) is
-recorded as pending, not failed: a re-run once the folder exists runs it.
+recorded as pending, not failed: a re-run once the folder exists runs it. Every call of a step, ok, failed or
+interrupted, adds a line to the step's call ledger (:mod:`lorank.study.timing`: its wall and CPU seconds, the
+commit, the machine).
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.errors import DataError
 from lorank.layout.run import train_log_file
 from lorank.safety import safe_join
-from lorank.layout.study import STEP_MARKER
+from lorank.layout.study import CALLS, STEP_MARKER, append_call
 from lorank.study.plan import Plan, Step
+from lorank.study.timing import call_line, code_commit, now, open_ledger
 
 PARTIAL = ".lorank-partial.json"  # an ablation step in progress: its hash (what a re-run may go on from)
 STATE = "study_state.json"
@@ -96,29 +99,57 @@ def _train_progress(study_dir: Path, step: Step) -> int:
         return 0
 
 
+def _clear_outputs(out: Path) -> None:
+    """Remove a step folder's outputs, all but its call ledger (the time its earlier calls took stays counted)."""
+    for p in out.iterdir():
+        if p.name == CALLS:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _end_call(out: Path, step: Step, started: Any, t0: float, cpu0: float, status: str, exit_code: int | None,
+              facts_file: Path) -> tuple[float, float]:
+    """The call's wall and CPU seconds, once its worker was waited for; its line appended to the step's ledger."""
+    wall, cpu = time.perf_counter() - t0, _children_cpu_s() - cpu0
+    try:
+        facts = json.loads(facts_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # a worker killed before it could say
+        facts = {}
+    append_call(out, call_line(step, started, wall, cpu, status, exit_code, facts))
+    return wall, cpu
+
+
 def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOutcome:
-    """Run one step in a child process; its output goes to logs/<step>.log."""
+    """Run one step in a child process; its output goes to logs/<step>.log. Every call, however it ends, adds a
+    line to the step's call ledger (:mod:`lorank.study.timing`)."""
     out = _inside(study_dir, step.out_dir)
+    open_ledger(out, step.step_id)  # a step's first ledger line: what its folder recovers of earlier calls first
     if step.kind != "train" and out.exists() and not marker_ok(study_dir, step) and not _resumable(out, step):
-        shutil.rmtree(out)  # stale or half-written outputs of an older hash: redo from scratch
+        _clear_outputs(out)  # stale or half-written outputs of an older hash: redo from scratch
     out.mkdir(parents=True, exist_ok=True)
     if step.kind == "ablate":  # its sweeps keep their finished chunks (lorank.ablate.resume): a re-run goes on
         atomic_write_json(out / PARTIAL, {"step_id": step.step_id, "hash": step.hash})
     job_dir = study_dir / "logs" / "jobs"
     job_dir.mkdir(parents=True, exist_ok=True)
     job = job_dir / (step.step_id.replace("/", "__") + ".json")
-    result_file = job.with_suffix(".result.json")
+    result_file, facts_file = job.with_suffix(".result.json"), job.with_suffix(".call.json")
     result_file.unlink(missing_ok=True)
+    facts_file.unlink(missing_ok=True)
     atomic_write_json(job, {"kind": step.kind, "run_id": step.run_id, "payload": step.payload,
                             "out_dir": step.out_dir, "study_dir": str(study_dir.resolve())})
     log = _log_path(study_dir, step)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    t0, cpu0 = time.perf_counter(), _children_cpu_s()
+    code_commit()  # its git children run now (once), not inside the call's CPU seconds
+    started, t0, cpu0 = now(), time.perf_counter(), _children_cpu_s()
     with log.open("a", encoding="utf-8") as fh:
         fh.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {step.step_id} (hash {step.hash})\n")
         fh.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "lorank.study.worker", str(job), str(result_file)],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "lorank.study.worker", str(job), str(result_file),
+                                 str(facts_file)], stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
         try:
             with terminate_as_interrupt():
                 while proc.poll() is None:
@@ -134,8 +165,10 @@ def run_step_process(study_dir: Path, step: Step, on_poll: Any = None) -> StepOu
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 proc.kill()
                 proc.wait()
+            _end_call(out, step, started, t0, cpu0, "interrupted", proc.returncode, facts_file)
             raise
-    wall, cpu = time.perf_counter() - t0, _children_cpu_s() - cpu0
+    wall, cpu = _end_call(out, step, started, t0, cpu0, "ok" if proc.returncode == 0 else "failed", proc.returncode,
+                          facts_file)
     if proc.returncode != 0:
         sig = f" (killed by signal {-proc.returncode})" if proc.returncode < 0 else ""
         return StepOutcome(step.step_id, "failed", wall, f"exit code {proc.returncode}{sig}; log {log}\n"

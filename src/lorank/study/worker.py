@@ -83,13 +83,25 @@ def interruptible() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def call_facts() -> dict[str, Any]:
+    """What this call ran with that only its own process knows: torch's intra-op threads (None where torch was
+    never loaded)."""
+    torch = sys.modules.get("torch")
+    return {"torch_threads": torch.get_num_threads() if torch is not None else None}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``STEP.json [RESULT.json [CALL.json]]``: run the step, write its result; CALL.json gets :func:`call_facts`
+    however the call ends (ok, an error, a signal), for the executor's call ledger."""
     argv = sys.argv[1:] if argv is None else argv
     interruptible()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     step = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-
-    result = run_step(step)
+    try:
+        result = run_step(step)
+    finally:
+        if len(argv) > 2:
+            atomic_write_json(argv[2], call_facts())
     atomic_write_json(argv[1] if len(argv) > 1 else Path(argv[0]).with_suffix(".result.json"), result)
     return 0
 
