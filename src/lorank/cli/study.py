@@ -72,8 +72,8 @@ def study_time_cmd(
     for by in ("step", "kind"):
         header, rows = time_rows(table, by)
         t = Table(title=f"time by {by}")
-        for c in header:
-            t.add_column(c)
+        for i, c in enumerate(header):
+            t.add_column(c, overflow="fold" if i == 0 else "ellipsis")  # a step id folds, never cut at 80 columns
         for r in rows:
             t.add_row(*r)
         console.print(t)
