@@ -321,3 +321,51 @@ def test_the_merged_folder_scores_like_lorank_with_plain_transformers(hf_cache, 
           "\nmax |diff|:", float(np.abs(a - b).max()))
     assert np.abs(a - b).max() < 0.1  # bf16: the merged weights rounded, lorank's autocast (0.042 measured)
     assert list(np.argsort(a[:4])) == list(np.argsort(b[:4]))
+
+
+# ----------------------------------------------------------------------------------------- a base with a BOS (Gemma)
+def test_a_bos_first_base_has_its_bos_in_the_card_and_the_snippet_reproduces_lorank(tmp_path):
+    """Gemma's tokenizer puts <bos> first and lorank's encoder keeps it. The export records those ids, the card's
+    encoding says so, and its snippet, run outside lorank (the base a local folder), gives lorank's tokens and fp32
+    scores. The card used to say "no BOS" whatever the base: that snippet's ids differ (checked below)."""
+    from tests.study.test_external_adapter import _export_tiny_adapter
+    from tests.tinydata import make_trec_dir, save_tiny_model
+
+    data = make_trec_dir(tmp_path / "data", n_queries=3, n_cands=6)
+    model = save_tiny_model(tmp_path / "model", "tiny-gemma3", bos=True)
+    adapter = _export_tiny_adapter(tmp_path, model, data, head_init="yes_no")
+    meta = json.loads((adapter / "lorank_meta.json").read_text())
+    bos = meta["bos_token_ids"]
+    assert len(bos) == 1 and bos[0] != meta["pad_token_id"]
+    readme = (adapter / "README.md").read_text()
+    assert f"1. the token ids {bos} first" in readme and "(no BOS)" not in readme
+    assert yaml.safe_load(readme.split("---\n")[1])["license"] == "other"  # a local base: its terms are unknown
+    snippet = _card_snippet(readme).replace('"adapters/tiny-ref"', repr(str(adapter)))
+    assert f"q = {bos} + tok(" in snippet
+    plain = _run_outside(snippet, tmp_path / "hub")
+    ours = _lorank_side(adapter, bf16=False)
+    assert plain["ids"] == ours["ids"] and all(ids[:1] == bos for ids in ours["ids"])
+    a, b = np.array(plain["scores"] + plain["long"]), np.array(ours["scores"] + ours["long"])
+    assert np.abs(a - b).max() < 1e-4, (a, b)
+    without = _run_outside(snippet.replace(f"q = {bos} + tok(", "q = tok("), tmp_path / "hub")
+    assert without["ids"] != ours["ids"]
+
+
+def test_gemma_is_named_by_its_hub_id_and_licence():
+    from lorank.model_card import card_header
+    from lorank.models.source import LICENSES, hub_id_for
+
+    assert hub_id_for("gemma3-270m") == "google/gemma-3-270m"  # without the packages: a name lookup
+    header = yaml.safe_load("\n".join(card_header({"base_model_hub_id": "google/gemma-3-270m"}, None, False)[1:-2]))
+    assert header["base_model"] == "google/gemma-3-270m" and header["license"] == "gemma"
+    assert LICENSES[HUB_ID] == "apache-2.0"
+
+
+def test_the_hub_id_of_another_gguf_is_unknown_and_reassembles_nothing(tmp_path, monkeypatch):
+    from lorank.models.source import ModelSource, hub_id_of
+
+    monkeypatch.setenv("LORANK_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "model.gguf").write_bytes(b"GGUF")
+    assert hub_id_of(ModelSource("gguf", str(tmp_path / "own"), "model.gguf")) is None
+    assert not (tmp_path / "cache" / "gguf").exists()  # Gemma's chunks were not reassembled to answer

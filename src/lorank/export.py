@@ -43,6 +43,17 @@ from lorank.layout.run import (METRICS, TREC_CHECKPOINT, TREC_DIR, config_file, 
                                trec_run_file)
 
 MAX_BYTES = 10 * 1024 * 1024
+#: lorank_meta.json's key for the token ids the encoder puts first (absent when the tokenizer adds none)
+BOS_KEY = "bos_token_ids"
+
+
+def encoder_prefix(base: str) -> list[int]:
+    """The ids lorank's :class:`~lorank.models.inputs.PairEncoder` puts before every pair for ``base``: what its
+    tokenizer adds in front of a text (Gemma: ``<bos>``; none for SmolLM2)."""
+    from lorank.models.inputs import PairEncoder
+    from lorank.models.loading import load_tokenizer
+
+    return [int(i) for i in PairEncoder(load_tokenizer(base)).bos]
 
 
 def _state_for_export(state: dict[str, Any], dtype: str) -> dict[str, Any]:
@@ -112,12 +123,17 @@ def export_adapter(checkpoint: str | Path, out: str | Path, dtype: str = "bf16",
 
 
 def _export_meta(meta: dict[str, Any], ckpt: Path, name: str, dtype: str, exported: bool) -> dict[str, Any]:
-    """lorank_meta.json of the export: what loading needs, the base's hub id and GGUF source, the provenance (a
-    re-export keeps where the adapter was first exported from, and its step)."""
+    """lorank_meta.json of the export: what loading needs, the base's hub id and GGUF source, the ids lorank's
+    encoder puts before every pair (the base tokenizer's BOS, where it adds one: the model card's encoding needs
+    them), the provenance (a re-export keeps where the adapter was first exported from, and its step)."""
     from lorank.models.source import gguf_source, hub_id_for
 
-    keep = {k: meta[k] for k in ("base_model", "input", "lora", "head_init", "pad_token_id") if k in meta}
+    keep = {k: meta[k] for k in ("base_model", "input", "lora", "head_init", "pad_token_id", BOS_KEY) if k in meta}
     base = meta.get("base_model")
+    if BOS_KEY not in meta and base:
+        bos = encoder_prefix(base)
+        if bos:  # Gemma: [<bos>]; SmolLM2 has none, and its metadata stays as it was
+            keep[BOS_KEY] = bos
     hub_id = hub_id_for(base) if base else None
     if hub_id:
         keep["base_model_hub_id"] = hub_id

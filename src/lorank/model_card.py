@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lorank.models.source import LICENSES
+
 #: the Hub's ids of the training sets lorank knows by kind
 _DATASETS = {"msmarco": "microsoft/ms_marco"}
 
@@ -29,7 +31,7 @@ def card_header(meta: dict[str, Any], training: dict[str, Any] | None, merged: b
         lines.append("library_name: peft")
     else:
         lines.append("library_name: transformers")
-    lines += ["pipeline_tag: text-classification", "license: apache-2.0"]
+    lines += ["pipeline_tag: text-classification", f"license: {LICENSES.get(base, 'other')}"]
     lines += _yaml_list("tags", ["lorank", "reranker", "passage-reranking", "cross-encoder", "lora"]
                         + (["merged"] if merged else ["peft"]))
     if datasets:
@@ -42,15 +44,20 @@ def input_encoding(meta: dict[str, Any]) -> list[str]:
     """The exact encoding, in words."""
     fmt = {"query_template": "query: {query}", "doc_template": " document: {title} {passage}", "max_len": 196,
            "query_max_len": 32, **(meta.get("input") or {})}
+    bos = meta.get("bos_token_ids") or []
+    n = 2 if bos else 1  # the query part's item
     return [
         "## Input encoding (exact)", "",
         "A (query, passage) pair is scored as one sequence, read at its last token by the 1-output score head:", "",
-        f"1. the query part `{fmt['query_template']}`, tokenized on its own **without special tokens** (no BOS), cut "
-        f"to its first {fmt['query_max_len']} tokens;",
-        f"2. the document part `{fmt['doc_template']}` (without a title: `{fmt['doc_template'].replace(' {title}', '')}`"
-        "), tokenized on its own without special tokens, cut so that the whole sequence is at most "
-        f"{fmt['max_len']} tokens;",
-        "3. the tokenizer's EOS **id** appended (`tokenizer.eos_token_id`; not the text `</s>`, which the tokenizer "
+        *([f"1. the token ids {bos} first: what the base's tokenizer puts before a text (its BOS), once;",
+           f"2. the query part `{fmt['query_template']}`, tokenized on its own **without special tokens** (the BOS is "
+           f"step 1's), cut to its first {fmt['query_max_len']} tokens;"] if bos else
+          [f"1. the query part `{fmt['query_template']}`, tokenized on its own **without special tokens** (no BOS), "
+           f"cut to its first {fmt['query_max_len']} tokens;"]),
+        f"{n + 1}. the document part `{fmt['doc_template']}` (without a title: "
+        f"`{fmt['doc_template'].replace(' {title}', '')}`), tokenized on its own without special tokens, cut so that "
+        f"the whole sequence is at most {fmt['max_len']} tokens;",
+        f"{n + 2}. the tokenizer's EOS **id** appended (`tokenizer.eos_token_id`; not the text `</s>`, which the tokenizer "
         "splits into ordinary tokens).", "",
         f"Batches are right-padded with id {meta.get('pad_token_id', 0)} (`config.pad_token_id`): it differs from "
         "EOS, so transformers reads the score at the EOS token. Tokenizing the whole pair as one text, or writing "
@@ -63,6 +70,7 @@ def plain_snippet(meta: dict[str, Any], where: str, merged: bool) -> list[str]:
            "query_max_len": 32, **(meta.get("input") or {})}
     base = meta.get("base_model_hub_id") or meta.get("base_model")
     pad = meta.get("pad_token_id", 0)
+    bos = meta.get("bos_token_ids") or []  # the BOS lorank's encoder puts first (Gemma), or none (SmolLM2)
     load = ([f'MODEL = "{where}"', "tok = AutoTokenizer.from_pretrained(MODEL)",
              "model = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=1, dtype=torch.float32)"]
             if merged else
@@ -78,6 +86,8 @@ def plain_snippet(meta: dict[str, Any], where: str, merged: bool) -> list[str]:
         "model.eval()", "",
         "",
         "def encode(query, passage, title=''):",
+        f"    q = {bos} + tok({q_tpl!r}.format(query=query), add_special_tokens=False).input_ids[:{fmt['query_max_len']}]"
+        if bos else
         f"    q = tok({q_tpl!r}.format(query=query), add_special_tokens=False).input_ids[:{fmt['query_max_len']}]",
         f"    doc = ({d_tpl!r}.format(title=title, passage=passage) if title",
         f"           else {d_plain!r}.format(passage=passage))",
@@ -142,8 +152,8 @@ def model_card(meta: dict[str, Any], table: str | None, training: dict[str, Any]
               f"- Trained on English MS MARCO passages at {(meta.get('input') or {}).get('max_len', 196)} tokens: "
               "longer passages are cut (lorank counts and reports the cut inputs); other domains and languages are "
               "not what it was made for (see the out-of-domain check below, where present).",
-              "- A 135M-parameter model: far below large rerankers; over a strong first stage (SPLADE++) it can "
-              "lower nDCG@10 (see the table).",
+              f"- A small base model (`{hub or meta.get('base_model')}`): far below large rerankers; over a strong "
+              "first stage (SPLADE++) it can lower nDCG@10 (see the table).",
               "- Its figures hold for lorank's base weights" + (f" (the dequantized `{src['gguf_file']}`)"
                                                                  if src.get("gguf_file") else "")
               + ". The Hub's original weights of the base are not the same numbers: with them the scores differ "

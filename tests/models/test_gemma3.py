@@ -202,3 +202,26 @@ def test_the_real_gemma3_270m_converts_loads_and_scores_a_pair():
     # the yes/no head (Gemma's "▁yes" minus "▁no") already tells these two apart (measured: -0.33 vs -7.0)
     assert batched[0] > batched[1] + 1.0, batched
     assert packed_support(apply_lora(model, LoraSpec(rank=2))) is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _GEMMA_INSTALLED, reason="Gemma 3 270M is not installed: "
+                    f"{gguf_chunks.GEMMA3_270M.install_hint}")
+def test_lorank_models_places_both_families_in_the_hf_cache(tmp_path, monkeypatch):
+    """``lorank models`` lists both models and places each converted copy under its hub id, so that a Gemma
+    adapter's card snippet (``from_pretrained("google/gemma-3-270m")``) loads its base offline."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from lorank.cli import app
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    res = CliRunner().invoke(app, ["models"])
+    assert res.exit_code == 0, res.output
+    assert "lorank model smollm2-135m (the default)" in res.output and "lorank model gemma3-270m" in res.output
+    for hub_id, model_type in (("HuggingFaceTB/SmolLM2-135M-Instruct", "llama"), ("google/gemma-3-270m",
+                                                                                  "gemma3_text")):
+        repo = tmp_path / "hub" / ("models--" + hub_id.replace("/", "--"))
+        snap = repo / "snapshots" / (repo / "refs" / "main").read_text()
+        assert json.loads((snap / "config.json").read_text())["model_type"] == model_type, hub_id

