@@ -82,7 +82,7 @@ def main() -> int:
     a = ap.parse_args()
 
     from lorank.data import load_run, resolve_eval_set
-    from lorank.evaluation import compare
+    from lorank.evaluation import compare, pool_sets
     from lorank.train.checkpoint_eval import eval_label
 
     runs: dict[str, Path] = {}
@@ -108,19 +108,15 @@ def main() -> int:
         cfg = json.loads((d / "config.json").read_text())
         result["runs"][name] = {"dir": str(d), "step": steps[name], "train_data": cfg["config"]["data"],
                                 "pools": cfg.get("pools"), "loss_profile": loss_profile(d)}
-    pooled_qrels: dict = {}
-    pooled_runs: dict = {name: {} for name in ["bm25", *runs]}
+    parts = {}
     for s in sets:
         label = eval_label(s)
         rs = resolve_eval_set(s)
         trec = {name: load_run(d / "runs_trec" / f"checkpoint-{steps[name]}.{label}.run") for name, d in runs.items()}
         result["comparisons"][label] = _comparisons(compare, rs.qrels, {"bm25": rs.run, **trec}, refs)
-        for q, grades in rs.qrels.items():
-            pooled_qrels[f"{label}:{q}"] = grades
-        for name, run in {"bm25": rs.run, **trec}.items():
-            for q, entries in run.items():
-                pooled_runs[name][f"{label}:{q}"] = {e.docid: e.score for e in entries}
+        parts[label] = (rs.qrels, {"bm25": rs.run, **trec})
     if len(sets) > 1:
+        pooled_qrels, pooled_runs = pool_sets(parts)
         result["comparisons"]["pooled"] = {"sets": [eval_label(s) for s in sets],
                                            **_comparisons(compare, pooled_qrels, pooled_runs, refs)}
     from lorank.atomic import atomic_write_json

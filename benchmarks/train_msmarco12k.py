@@ -10,8 +10,9 @@
 Checkpoints are evaluated in the order given (default: the last first, then the rest from late to early), each
 (step, set) once: results go to the run's ``metrics.jsonl`` and ``runs_trec/`` as ``lorank train`` writes them,
 so an interrupted call resumes. Writes ``results/train_msmarco12k.json`` (every checkpoint's DL19/DL20
-nDCG@10 and MRR@10, ``best_dev_ndcg_cut_10`` on DL19 (the first of --sets: a dev set, the checkpoint chosen on
-it; a test set is refused there, and test rows never choose), paired t-tests vs BM25 per query (Holm), tokens/s,
+nDCG@10 and MRR@10, ``best_dev_ndcg_cut_10``: the checkpoint chosen on the dev sets of --sets pooled (DL19 + DL20,
+the protocol's dev set, each query once: ``pooled`` per checkpoint, with paired tests against BM25), or on the one
+set given (the first of --sets must be a dev set; test rows never choose), paired t-tests vs BM25 per query (Holm), tokens/s,
 device, config, commands, the variants tried) and the checkpoint curve PNG beside it.
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from lorank.after_training import evaluate_checkpoints, headline, mine_command, significance  # noqa: E402
+from lorank.after_training import (evaluate_checkpoints, headline, mine_command, pooled_vs_first_stage,  # noqa: E402
+                                   significance)
 from lorank.layout.run import training_calls  # noqa: E402
 
 OUT = ROOT / "results" / "train_msmarco12k.json"
@@ -62,12 +64,22 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     for s in sets:
         rs = resolve_eval_set(s)  # loaded once per set (queries, collection, run, qrels)
         bm25[eval_label(s)] = {k: round(float(v), 4) for k, v in evaluate(rs.qrels, rs.run).aggregate.items()}
-    dl19 = eval_label(sets[0])  # the primary dev set (--sets, DL19 by default): best_dev_ndcg_cut_10 is its figure
-    best = max((c for c in ckpts if dl19 in c), key=lambda c: c[dl19]["ndcg_cut_10"], default=None)
+    dl19 = eval_label(sets[0])  # the primary dev set (--sets, DL19 by default)
+    # several dev sets are the protocol's dev set pooled (DL19 + DL20, each query once): the checkpoint is chosen on
+    # it, and best_dev_ndcg_cut_10 is its pooled figure; one set chooses alone, as before
+    pooled_dev = len(sets) > 1 and all(role_of(s) == DEV for s in sets)
+    if pooled_dev:
+        for ck in ckpts:
+            ck["pooled"] = pooled_vs_first_stage(run_dir, ck["step"], sets)
+        best = max((c for c in ckpts if c.get("pooled")), key=lambda c: c["pooled"]["ndcg_cut_10"], default=None)
+    else:
+        best = max((c for c in ckpts if dl19 in c), key=lambda c: c[dl19]["ndcg_cut_10"], default=None)
+    if head and pooled_dev:
+        head["pooled"] = pooled_vs_first_stage(Path(head["folder"]), head["step"], sets)
     c = cfg["config"]
     device = {"kind": "cpu", "cores": __import__("os").cpu_count(), "processor": platform.processor() or platform.machine(),
               "bf16_capability": cpu_bf16_capability(), "precision": cfg.get("precision")}
-    plot = plot_checkpoint_curve(run_dir, title="SmolLM2-135M LoRA r=8, MS MARCO train (12k set)",
+    plot = plot_checkpoint_curve(run_dir, title=f"{c['model']} LoRA r={c['lora']['rank']}, MS MARCO train (12k set)",
                                  baselines={eval_label(s): bm25[eval_label(s)] for s in sets},
                                  queries_per_step=c["batch_queries"])
     vs_bm25 = {ck["step"]: significance(run_dir, ck["step"], sets) for ck in ckpts}  # paired t, Holm per measure
@@ -92,14 +104,15 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
         "checkpoints": ckpts, "bm25": bm25,
         "checkpoints_depth": sorted({r.get("depth") for r in metrics if r["eval_set"] in [eval_label(s) for s in sets]},
                                     key=str),
-        # the checkpoint chosen on the dev set (sets[0]): a dev figure, not a test result
-        "chosen_on": {"set": dl19, "role": DEV},
+        # the checkpoint chosen on the dev set (sets[0], or all of --sets pooled): a dev figure, not a test result
+        "chosen_on": ({"sets": [eval_label(s) for s in sets], "role": DEV, "pooled": True} if pooled_dev
+                      else {"set": dl19, "role": DEV}),
         "best_dev_curve_step": best["step"] if best else None,
         "vs_bm25_at_best_dev_curve_step": vs_bm25[best["step"]] if best else None,
         # the shipped checkpoint at the headline depth where one was evaluated (--headline-step), else the curve's best
         "headline": head and {**head, "training_queries_seen": head["step"] * c["batch_queries"]},
-        "best_dev_ndcg_cut_10": (head["sets"][dl19]["ndcg_cut_10"] if head and dl19 in head["sets"]
-                                 else best[dl19]["ndcg_cut_10"] if best else None),
+        "best_dev_ndcg_cut_10": (_choice_figure(head, dl19, pooled_dev) if head
+                                 else _choice_figure(best, dl19, pooled_dev) if best else None),
         "best_dev_step": head["step"] if head else best["step"] if best else None,
         "commands": {
             "mine (standalone; the config mines the same negatives on the fly)": mine_command(c["data"]),
@@ -111,6 +124,14 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
         # what the files cannot say (e.g. a run trained across machines in different precisions), as given (--note)
         "notes": notes or [],
     }
+
+
+def _choice_figure(ck: dict, label: str, pooled_dev: bool) -> float | None:
+    """nDCG@10 of a checkpoint (or the headline) on what chooses: the pooled dev set, or the one dev set."""
+    if pooled_dev:
+        return (ck.get("pooled") or {}).get("ndcg_cut_10")
+    sets = ck.get("sets", ck)
+    return sets[label]["ndcg_cut_10"] if label in sets else None
 
 
 def main() -> int:
@@ -130,7 +151,7 @@ def main() -> int:
                     help="evaluate this folder as checkpoint STEP (an exported adapter kept from an earlier machine, "
                          "e.g. results/resume/msmarco12k-reference-curve/checkpoint-2000); repeatable")
     ap.add_argument("--headline-step", type=int, help="the shipped checkpoint: also evaluated at --headline-depth, "
-                    "into RUN/eval-top{depth}/; its DL19 nDCG@10 is best_dev_ndcg_cut_10")
+                    "into RUN/eval-top{depth}/; its dev nDCG@10 (pooled over --sets) is best_dev_ndcg_cut_10")
     ap.add_argument("--headline-depth", type=int, default=100)
     ap.add_argument("--note", action="append", default=[], help="a line recorded in the JSON's notes (what the run's "
                     "files do not say, e.g. which calls trained in which precision); repeatable")

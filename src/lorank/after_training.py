@@ -50,6 +50,34 @@ def significance(run_dir: Path, step: int, sets: list[str]) -> dict:
     vs = vs_first_stage(run_dir, step, [{"eval_set": eval_label(s)} for s in sets], sources={eval_label(s): s for s in sets})
     return {label: v["tests"] for label, v in vs.items() if "tests" in v}
 
+def pooled_vs_first_stage(run_dir: Path, step: int, sets: list[str]) -> dict | None:
+    """The checkpoint on ``sets`` pooled (the protocol's dev set: DL19 + DL20 as one, each query once): its figures,
+    the first stage's, and paired t-tests (one per measure, unadjusted) with 95% bootstrap CIs, over the pooled
+    judged queries; None with fewer than two sets or when a set's reranked run is missing (not evaluated yet)."""
+    from types import SimpleNamespace
+
+    from lorank.data import load_run, resolve_eval_set
+    from lorank.evaluation import evaluate, pool_sets
+    from lorank.export import MEASURES, one_vs_first_stage
+    from lorank.layout.run import TREC_CHECKPOINT, trec_run_file
+
+    if len(sets) < 2:
+        return None
+    parts = {}
+    for s in sets:
+        f = trec_run_file(run_dir, TREC_CHECKPOINT, step, eval_label(s))
+        if not f.is_file():
+            return None
+        rs = resolve_eval_set(s)
+        parts[eval_label(s)] = (rs.qrels, {"first_stage": rs.run, "reranked": load_run(f)})
+    qrels, runs = pool_sets(parts)
+    labels = list(parts)
+    pooled = SimpleNamespace(qrels=qrels, run=runs["first_stage"], name="+".join(labels))
+    figures = evaluate(qrels, runs["reranked"], measures=list(MEASURES)).aggregate
+    return {"sets": labels, "queries": len(qrels), **{m: round(float(figures[m]), 4) for m in MEASURES},
+            **one_vs_first_stage(pooled, runs["reranked"])}
+
+
 def mine_window(data: list[dict]) -> str:
     """The BM25 window the run's (first) mining source used, as ``lorank mine --window`` takes it (``MineSpec``'s
     default where no source mined on the fly)."""

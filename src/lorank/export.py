@@ -11,7 +11,7 @@ The folder holds what a user needs to rerank with and dissect a real reranker wi
 - ``training_config.json``: the run's fully resolved config (recipe, data, versions, precision);
 - ``metrics.json``: the checkpoint's evaluations (``metrics.jsonl`` rows of its step) and, for every evaluation
   set that resolves by name and whose reranked TREC run the checkpoint evaluation wrote, the first stage's figures
-  and paired t-tests (Holm) of the reranked run against it (``vs_first_stage``; a set that cannot be compared is
+  and paired t-tests (one per measure) of the reranked run against it (``vs_first_stage``; a set that cannot be compared is
   listed with the reason, not left out);
 - ``README.md``: a Hub model card (:mod:`lorank.model_card`): what it is, its figures, the exact input encoding
   with a transformers + PEFT snippet that reproduces lorank's scores without lorank, its limits.
@@ -260,13 +260,15 @@ def vs_first_stage(run_dir: Path, step: Any, rows: list[dict[str, Any]], data_ro
         except (DataError, FileNotFoundError) as e:
             out[label] = {"skipped": f"the evaluation set {label!r} does not resolve by name: {e}"}
             continue
-        out[label] = _one_vs_first_stage(rs, load_run(f))
+        out[label] = one_vs_first_stage(rs, load_run(f))
     return out
 
 
-def _one_vs_first_stage(rs: Any, reranked: Any) -> dict[str, Any]:
-    """The first stage's figures and paired t-tests (Holm over the two measures) of `reranked` against it, with the
-    95% bootstrap CI of each difference (over queries)."""
+def one_vs_first_stage(rs: Any, reranked: Any) -> dict[str, Any]:
+    """The first stage's figures and paired t-tests of `reranked` against it, one per measure (nothing to adjust
+    within a measure; none across the two: nDCG@10 is the primary one), with the 95% bootstrap CI of each difference
+    (over queries). ``rs``: an evaluation set (``qrels``, ``run``: the first
+    stage, ``name``: the bootstrap's key), or several pooled (:func:`lorank.after_training.pooled_vs_first_stage`)."""
     cmp = compare(rs.qrels, {"first_stage": rs.run, "reranked": reranked}, baseline="first_stage",
                   measures=list(MEASURES))
     first, rr = cmp.results["first_stage"], cmp.results["reranked"]  # compare evaluated both: no second pass
@@ -318,7 +320,7 @@ def record_evaluations(adapter: str | Path, runs: dict[str, str | Path], data_ro
         if precision:
             row["precision"] = precision
         evals[:] = [r for r in evals if r["eval_set"] != label] + [row]
-        vs[label] = {**_one_vs_first_stage(rs, reranked), "role": row["role"]}
+        vs[label] = {**one_vs_first_stage(rs, reranked), "role": row["role"]}
     if command:
         metrics.setdefault("commands", {})["evaluate (test)"] = command
     atomic_write_json(f, metrics)

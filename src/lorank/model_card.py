@@ -138,7 +138,8 @@ def model_card(meta: dict[str, Any], table: str | None, training: dict[str, Any]
     if table:  # a generated block: `lorank readme README.md` rewrites it from metrics.json
         lines += ["## Evaluation", "",
                   "Dev figures chose the recipe or the checkpoint; test figures were scored once on the frozen "
-                  "adapter and chose nothing. p: paired t-test against the first stage (Holm over the two measures); "
+                  "adapter and chose nothing. p: paired t-test against the first stage, each measure on its own "
+                  "(nDCG@10 the primary one; no adjustment across the two); "
                   "delta with its 95% bootstrap CI over queries where the reranked run was kept.", "",
                   "<!-- lorank:adapter-table . -->", table, "<!-- /lorank:adapter-table -->", ""]
     lines += input_encoding(meta)

@@ -118,3 +118,32 @@ def test_the_benchmark_refuses_to_choose_a_checkpoint_on_a_test_set(tmp_path, fi
     with pytest.raises(SystemExit, match=rf"--sets: {first} is a test set of the evaluation protocol; the first of "
                                          r"--sets chooses the best checkpoint and must be a dev set"):
         _bench().collect(tmp_path / "no-run", [first, "dl19"], [], out=tmp_path / "out.json")
+
+
+def test_two_dev_sets_choose_the_checkpoint_pooled_each_query_once(tiny, tmp_path, monkeypatch):
+    """The protocol's dev set is DL19 + DL20 as one: with two dev sets the checkpoint is chosen on their pooled
+    queries (a query-weighted mean, not the mean of the two sets' means), with paired tests against BM25 over them."""
+    root, data = tiny
+    other = make_trec_dir(tmp_path / "other", n_queries=3, n_cands=6, seed=7, first_qid=500)
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run, ignore=shutil.ignore_patterns("metrics.jsonl", "runs_trec", "eval-top*"))
+    out = tmp_path / "train.json"
+    monkeypatch.setattr(sys, "argv", ["train_msmarco12k.py", "--run", str(run), "--sets", f"{data},{other}",
+                                      "--depth", "6", "--out", str(out)])
+    assert _bench().main() == 0
+    res = json.loads(out.read_text())
+    a, b = data.name, other.name
+    assert res["chosen_on"] == {"sets": [a, b], "role": "dev", "pooled": True}
+    for ck in res["checkpoints"]:
+        p = ck["pooled"]
+        assert p["sets"] == [a, b] and p["queries"] == len({ln.split()[0] for d in (data, other)
+                                                           for ln in (d / "qrels.txt").read_text().splitlines()})
+        # each query once: the pooled mean weighs the sets by their queries
+        w = {a: len({ln.split()[0] for ln in (data / "qrels.txt").read_text().splitlines()}),
+             b: len({ln.split()[0] for ln in (other / "qrels.txt").read_text().splitlines()})}
+        expect = (w[a] * ck[a]["ndcg_cut_10"] + w[b] * ck[b]["ndcg_cut_10"]) / (w[a] + w[b])
+        assert p["ndcg_cut_10"] == pytest.approx(expect, abs=1e-4)
+        assert {t["measure"] for t in p["tests"]} == {"ndcg_cut_10", "recip_rank_10"}
+        assert all(t["n_queries"] == p["queries"] for t in p["tests"]) and p["first_stage"]["ndcg_cut_10"] > 0
+    best = max(res["checkpoints"], key=lambda c: c["pooled"]["ndcg_cut_10"])
+    assert res["best_dev_step"] == best["step"] and res["best_dev_ndcg_cut_10"] == best["pooled"]["ndcg_cut_10"]

@@ -18,6 +18,7 @@ from lorank.evaluation.metrics import (
     EvalResult,
     compare,
     evaluate,
+    pool_sets,
     resolve_measure,
 )
 from lorank.evaluation.significance import holm, holm_adjust, paired_ttest
@@ -34,6 +35,7 @@ __all__ = [
     "holm",
     "holm_adjust",
     "paired_ttest",
+    "pool_sets",
     "resolve_measure",
     "run_names",
     "trec_order",

@@ -273,3 +273,24 @@ def compare(
             v, bv = results[o].aggregate[m], base.aggregate[m]
             comparisons.append(Comparison(o, baseline, m, v, bv, v - bv, p, pa, sig))
     return ComparisonResult(results, baseline, comparisons, names, alpha)
+
+
+def pool_sets(parts: Mapping[str, tuple[Mapping[str, Mapping[str, int]], Mapping[str, Mapping[str, Any]]]],
+              ) -> tuple[dict[str, Mapping[str, int]], dict[str, dict[str, Any]]]:
+    """Several evaluation sets as one (the protocol's dev set: DL19 + DL20, 97 queries): ``parts`` maps a set's label
+    to (its qrels, its runs by name); every query id becomes ``LABEL:QID``, so that two sets' queries never merge and
+    a mean over the pooled queries weighs each query once. Every part must hold the same run names."""
+    qrels: dict[str, Mapping[str, int]] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    names = None
+    for label, (part_qrels, part_runs) in parts.items():
+        if names is not None and set(part_runs) != names:
+            raise ConfigError(f"pooling: set {label!r} has runs {sorted(part_runs)}, the others {sorted(names)}")
+        names = set(part_runs)
+        for q, grades in part_qrels.items():
+            qrels[f"{label}:{q}"] = grades
+        for name, run in part_runs.items():
+            pooled = runs.setdefault(name, {})
+            for q, entries in run.items():
+                pooled[f"{label}:{q}"] = entries
+    return qrels, runs
