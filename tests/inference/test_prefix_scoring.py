@@ -11,13 +11,17 @@ from lorank.inference.prefix import PrefixScorer
 
 @pytest.mark.precision
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("shape", ["tiny-llama", "tiny-mistral", "tiny-gpt-neox"])
+@pytest.mark.parametrize("shape", ["tiny-llama", "tiny-mistral", "tiny-gpt-neox", "tiny-gemma3"])
 @pytest.mark.parametrize("peft", [False, True])
 def test_prefix_cached_scores_equal_plain_scores(shape, peft, bf16):
+    """Gemma 3: its tokenizer's <bos> heads the cached prefix, and a sliding window (16) shorter than the inputs
+    (27-87 tokens) masks in three of its four layers, across the cached prefix and the candidate."""
     import torch
 
-    tok = tiny_tokenizer()
-    model = random_reranker(shape, pad_token_id=tok.pad_token_id)
+    gemma = shape == "tiny-gemma3"
+    tok = tiny_tokenizer(bos=gemma)
+    extra = {"bos_token_id": tok.bos_token_id, "sliding_window": 16} if gemma else {}
+    model = random_reranker(shape, pad_token_id=tok.pad_token_id, **extra)
     if peft:
         model = apply_lora(model, LoraSpec(rank=2, dropout=0.0))
         with torch.no_grad():
