@@ -69,3 +69,22 @@ def test_a_seeded_study_with_a_test_set_gives_findings_with_roles_and_seeds(tmp_
         assert c["n_queries"] == (6 if c["role"] == "test" else 5)
     html = (out / "report" / "index.html").read_text()
     assert "The seed spread of every condition" in html and "finding3_conditions.png" in html
+    # a run still in training (its marker not written yet: stopped between sessions) has no final checkpoint: its
+    # last evaluated one is not counted as a seed of its condition, nor marked final in results.csv
+    import shutil
+
+    from lorank.layout.study import STEP_MARKER
+
+    part = tmp_path / "partial"
+    shutil.copytree(out, part)
+    training = next(r for r in runs if "-mha-s2-" in r)
+    (part / "runs" / training / STEP_MARKER).unlink()
+    build_report(part)
+    cond = json.loads((part / "conditions.json").read_text())
+    for c in cond["conditions"]:
+        assert c["n_seeds"] == (1 if c["label"] == "r2-mha" else 2), c
+        assert set(c["seed_means"]) == ({"s1"} if c["label"] == "r2-mha" else {"s1", "s2"})
+    df = load_results(part)
+    mine = df[(df.run_id == training) & (df.source == "checkpoint")]
+    assert len(mine) == 4 and not mine["final"].any()  # kept, never final
+    assert df[(df.run_id != training) & (df.source == "checkpoint")]["final"].sum() == 5 * 2  # dev + test each

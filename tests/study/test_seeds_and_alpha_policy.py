@@ -155,6 +155,7 @@ def test_results_csv_holds_the_curve_points_apart_from_the_checkpoints(tmp_path)
     (run,) = plan.runs
     rdir = tmp_path / "runs" / run.run_id
     rdir.mkdir(parents=True)
+    (rdir / ".lorank-step.json").write_text(json.dumps({"status": "ok", "step_id": f"train/{run.run_id}"}))  # trained
     (rdir / "metrics.jsonl").write_text(json.dumps({"step": 10, "eval_set": "dl19", "ndcg_cut_10": 0.6}) + "\n")
     (rdir / "curve.jsonl").write_text("".join(json.dumps({"step": s, "eval_set": "dl19", "role": "dev", "depth": 10,
                                                           "ndcg_cut_10": 0.5 + s / 100, "recip_rank_10": 0.7,

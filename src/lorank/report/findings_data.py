@@ -15,7 +15,7 @@ from lorank.evaluation import evaluate
 from lorank.layout.run import TREC_CHECKPOINT, TREC_CURVE, trec_runs
 from lorank.layout.study import run_dir
 from lorank.report.findings import MEASURE, PerQuery
-from lorank.study.store import finished_ablations
+from lorank.study.store import finished_ablations, finished_runs
 
 log = logging.getLogger("lorank.report")
 
@@ -44,7 +44,8 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, su
     default :func:`ablation_subject`) on the same set, and of BM25.
 
     `set_name` is the main eval set as the spec names it (dl19, or a folder); its label names the files. The dense
-    curve's points (``runs_trec/curve-N.<set>.run``) are read beside the checkpoints'. `role`: the set's role."""
+    curve's points (``runs_trec/curve-N.<set>.run``) are read beside the checkpoints'. `role`: the set's role. Only
+    the runs whose training has finished count (:func:`lorank.study.store.finished_runs`)."""
     study_dir = Path(study_dir)
     subject = subject or ablation_subject(plan, reference)
     label = eval_label(set_name)
@@ -54,7 +55,13 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, su
         log.warning("findings: %s has no qrels; no per-query metrics", set_name)
         return PerQuery(label, {}, ablations_of=subject, role=role)
     pq = PerQuery(label, per_query(rs.qrels, rs.run), ablations_of=subject, role=role)
+    finished = finished_runs(plan, study_dir)
+    training = [r.run_id for r in plan.runs if r.run_id not in finished and run_dir(study_dir, r.run_id).is_dir()]
+    if training:  # its last checkpoint so far is not its final one: a condition's seeds would mix steps
+        log.warning("findings: %d run(s) still in training left out: %s", len(training), ", ".join(training))
     for r in plan.runs:
+        if r.run_id not in finished:
+            continue
         for kind, into in ((TREC_CHECKPOINT, pq.checkpoints), (TREC_CURVE, pq.curve)):
             files = trec_runs(run_dir(study_dir, r.run_id), kind, label)
             if files:

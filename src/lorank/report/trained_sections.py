@@ -19,7 +19,7 @@ from lorank.report.findings_model import mean_of
 from lorank.report.page import SIG, Section, fmt
 from lorank.report.subjects import subject_text
 from lorank.study.spec import _slug
-from lorank.study.store import finished_ablations
+from lorank.study.store import finished_ablations, finished_runs
 from lorank.study.timing import time_rows
 
 
@@ -143,7 +143,9 @@ def final_comparisons(ctx: ReportContext) -> dict[str, dict[str, Any]]:
     qrels: dict[str, dict[str, int]] = {}
     bm25: dict[str, dict[str, float]] = {}
     runs: dict[str, dict[str, dict[str, float]]] = {}
-    files = {r.run_id: _final_run_files(run_dir(ctx.study_dir, r.run_id), sets) for r in plan.runs}
+    finished = finished_runs(plan, ctx.study_dir)  # a run still in training has no final checkpoint yet
+    files = {r.run_id: _final_run_files(run_dir(ctx.study_dir, r.run_id), sets) for r in plan.runs
+             if r.run_id in finished}
     for es in sets:
         rs = resolve_eval_set(ctx.set_names[es], plan.spec.data_root).subset(mq)
         qrels.update({key(es, q): dict(v) for q, v in rs.qrels.items()})

@@ -47,7 +47,7 @@ from lorank.layout.study import run_dir
 from lorank.plotting import pyplot, save_figure
 from lorank.report.families import Family, _study, depth, family_of
 from lorank.report.findings_data import per_query
-from lorank.study.store import finished_ablations
+from lorank.study.store import finished_ablations, finished_runs
 
 MEASURE, N_BOOT = "ndcg_cut_10", 2000
 LOO, WINDOWS, PROJECTIONS, TRUNCATION, PREFIX = (
@@ -502,9 +502,10 @@ def grid_points(view: StudyView, n_boot: int, seed: int) -> list[dict[str, Any]]
     plan, study_dir = view.plan, view.family.study_dir
     by: dict[tuple[str, int], dict[str, PerQuery]] = {}
     srcs: dict[tuple[str, int], list[str]] = {}
+    finished = finished_runs(plan, study_dir)  # a run still in training has no final checkpoint yet
     for r in plan.runs:
         a = r.axes
-        if (a.get("components") != "all" or (a.get("variant") or "lora") != "lora" or a.get("projections")
+        if r.run_id not in finished or (a.get("components") != "all" or (a.get("variant") or "lora") != "lora" or a.get("projections")
                 not in (None, "all") or str(a.get("layers", "all")) != "all"):
             continue
         mq = r.train_config.get("eval", {}).get("max_queries")

@@ -19,7 +19,7 @@ from lorank.data.roles import role_of
 from lorank.data.sources import eval_label
 from lorank.evaluation import evaluate
 from lorank.layout.run import read_curve, read_metrics
-from lorank.layout.study import run_dir
+from lorank.layout.study import finished_steps, run_dir, train_step_id
 from lorank.study.external import adapter_axes
 from lorank.study.plan import Plan
 
@@ -46,13 +46,23 @@ def _axes(run: Any) -> dict[str, Any]:
             "alpha_policy": a.get("alpha_policy") or "fixed"}  # alpha: the effective one (lorank.lora.spec)
 
 
+def finished_runs(plan: Plan, study_dir: str | Path) -> set[str]:
+    """The study's runs whose training step has finished (its marker says ok, whatever code version wrote it): only
+    their last checkpoint is a final one. A run still in training (stopped between sessions, resumed later) has
+    checkpoints evaluated along the way, and its last one so far is not its final checkpoint."""
+    done = finished_steps(Path(study_dir))
+    return {r.run_id for r in plan.runs if train_step_id(r.run_id) in done}
+
+
 def collect_rows(plan: Plan, study_dir: Path) -> list[dict[str, Any]]:
     study_dir = Path(study_dir)
     rows: list[dict[str, Any]] = []
+    finished = finished_runs(plan, study_dir)
     for run in plan.runs:
         rdir = run_dir(study_dir, run.run_id)
         metrics = read_metrics(rdir)  # a torn last line skipped with a warning, any other bad line an error
-        last = max((m["step"] for m in metrics), default=None)
+        # a run in training has no final checkpoint yet: its rows are kept, none of them final
+        last = max((m["step"] for m in metrics), default=None) if run.run_id in finished else None
         tests = run.train_config.get("eval", {}).get("test_sets", [])
         for m in metrics:
             rows.append({"source": "checkpoint", **_axes(run), "step": m["step"], "final": m["step"] == last,
