@@ -14,6 +14,9 @@ two markers, and is rewritten from that file, never typed.
 <!-- lorank:families results/study_smollm2_cpu,results/study_gemma3_cpu -->
 | | smollm2-135m | gemma3-270m |   (lorank.report.families: the findings side by side, one column per study,
 <!-- /lorank:families -->          each a model family; its sources are comma-separated)
+<!-- lorank:findings-change results/study_smollm2_cpu,results/study_smollm2_cpu_seeds -->
+| # | ... | before | after | what differs |   (lorank.report.findings_change: two studies of the same findings)
+<!-- /lorank:findings-change -->
 ```
 
 :func:`render_blocks` rewrites every block of a text from its source (``lorank readme README.md``); the README test
@@ -31,6 +34,7 @@ from lorank.export import metrics_table
 from lorank.layout.adapter import export_metrics_file
 from lorank.layout.study import FINDINGS_FILE
 from lorank.report.families import families_markdown, families_table, read_family
+from lorank.report.findings_change import findings_change, findings_change_markdown, read_findings
 from lorank.report.findings import findings_markdown
 
 _BLOCK = re.compile(r"(<!-- lorank:(?P<kind>[a-z-]+) (?P<key>\S+) -->\n)(?P<body>.*?)(<!-- /lorank:(?P=kind) -->)", re.S)
@@ -100,10 +104,21 @@ def families_block(root: Path, sources: list[str]) -> str:
     return families_markdown(families_table([read_family(root / s, shown=s) for s in sources]))
 
 
+def findings_change_block(root: Path, sources: list[str]) -> str:
+    """Two studies of the same findings (before, after; folders relative to `root`): each verdict, what it was
+    decided on, and what differs (lorank.report.findings_change)."""
+    if len(sources) != 2:
+        raise ConfigError(f"lorank:findings-change takes two study folders (before,after), got {len(sources)}: "
+                          f"{','.join(sources)}")
+    before, after = (read_findings(root / s) for s in sources)
+    return findings_change_markdown(findings_change(before, after), (Path(sources[0]).name, Path(sources[1]).name))
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {"findings": findings_block, "adapter-table": adapter_block,
                                                "demo-timing": demo_timing_block}
 #: the kinds whose source is several paths, comma-separated: rendered from (root, the paths as written)
-MULTI_RENDERERS: dict[str, Callable[[Path, list[str]], str]] = {"families": families_block}
+MULTI_RENDERERS: dict[str, Callable[[Path, list[str]], str]] = {"families": families_block,
+                                                                "findings-change": findings_change_block}
 
 
 def render_blocks(text: str, root: Path, only: tuple[str, str] | None = None) -> str:
