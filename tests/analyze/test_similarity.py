@@ -115,3 +115,28 @@ def test_the_grid_plot_keeps_its_labels_inside_the_figure(tmp_path, monkeypatch,
         ext = text.get_window_extent(renderer)
         assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1, text.get_text()
         assert ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, text.get_text()
+
+
+def test_adapters_of_two_models_of_one_shape_are_refused_by_their_bases(tiny, tmp_path):
+    """Two models can share every delta shape; the bases the adapters name (hub ids, or lorank's names for them)
+    tell them apart. A base lorank cannot name (a local folder) is not guessed at: the shapes decide alone."""
+    import json
+    import shutil
+
+    from lorank.errors import ConfigError
+
+    def based(src, name, **meta):
+        d = tmp_path / name / "checkpoint-1"
+        shutil.copytree(src, d)
+        f = d / "lorank_checkpoint.json"
+        f.write_text(json.dumps({**json.loads(f.read_text()), **meta}))
+        return d
+
+    smol = based(tiny["a"], "smol", base_model="smollm2-135m")  # lorank's name: HuggingFaceTB/SmolLM2-135M-Instruct
+    other = based(tiny["b"], "other", base_model="org/another-model")
+    same = based(tiny["b"], "same", base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    with pytest.raises(ConfigError, match=r"smol/checkpoint-1 was trained on HuggingFaceTB/SmolLM2-135M-Instruct, "
+                                          r".*other/checkpoint-1 on org/another-model: adapters of different models"):
+        compare_adapters(smol, other, tmp_path / "x", plots=False)
+    assert compare_adapters(smol, same, tmp_path / "y", plots=False)["summary"]["modules"] > 0
+    assert compare_adapters(tiny["a"], other, tmp_path / "z", plots=False)["summary"]["modules"] > 0  # a local base

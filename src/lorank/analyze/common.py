@@ -88,6 +88,20 @@ def read_adapter(adapter: str | Path, allow_pickle: bool = False) -> AdapterFile
     return AdapterFiles(ckpt, cfg, modules, spec.family, spec.projections, n_layers, meta)
 
 
+def base_hub_id(adapter: AdapterFiles) -> str | None:
+    """The Hub model an adapter was trained on, where it can tell: its exported metadata's hub id, else the hub id of
+    the base it names (a lorank name such as ``smollm2-135m``, or a hub id); None for a local folder or file."""
+    from lorank.models.source import hub_id_for
+
+    meta = adapter.meta if isinstance(adapter.meta, dict) else {}
+    if meta.get("base_model_hub_id"):
+        return str(meta["base_model_hub_id"])
+    base = meta.get("base_model") or adapter.config.get("base_model_name_or_path")
+    if not base or Path(str(base)).is_absolute() or Path(str(base)).exists():
+        return None
+    return hub_id_for(str(base))
+
+
 # ------------------------------------------------------------------------------------------- base weights
 def base_model_path(adapter: AdapterFiles, base: str | Path | None = None) -> str:
     """Where the frozen base weights are: ``base`` if given, else the checkpoint's metadata."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lorank.analyze.common import AdapterFiles, read_adapter
+from lorank.analyze.common import AdapterFiles, base_hub_id, read_adapter
 from lorank.analyze.weights import grid, heatmap, module_stats
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError
@@ -109,6 +109,10 @@ def compare_adapters(a: str | Path, b: str | Path, out_dir: str | Path | None = 
     fa, fb = read_adapter(a, allow_pickle), read_adapter(b, allow_pickle)
     if fa.family != fb.family:
         raise ConfigError(f"cannot compare a {fa.family} adapter with a {fb.family} one")
+    ha, hb = base_hub_id(fa), base_hub_id(fb)
+    if ha and hb and ha != hb:  # two models can share every delta shape: their bases' names tell them apart
+        raise ConfigError(f"{fa.path} was trained on {ha}, {fb.path} on {hb}: adapters of different models cannot be "
+                          "compared")
     common = sorted(set(fa.modules) & set(fb.modules))
     # an AdaLoRA module pruned to rank 0 has no subspace to compare: left out and listed
     empty = [k for k in common if fa.modules[k].rank == 0 or fb.modules[k].rank == 0]
