@@ -369,3 +369,18 @@ def test_the_hub_id_of_another_gguf_is_unknown_and_reassembles_nothing(tmp_path,
     (tmp_path / "own" / "model.gguf").write_bytes(b"GGUF")
     assert hub_id_of(ModelSource("gguf", str(tmp_path / "own"), "model.gguf")) is None
     assert not (tmp_path / "cache" / "gguf").exists()  # Gemma's chunks were not reassembled to answer
+
+
+def test_an_export_whose_base_cannot_be_loaded_says_why(tmp_path, monkeypatch):
+    """The card needs the base tokenizer's BOS: without the base, a clear error naming it, and no folder."""
+    from lorank.export import export_adapter
+    from tests.analyze.conftest import save_adapter
+    from tests.tinydata import save_tiny_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt = save_adapter(save_tiny_model(tmp_path / "model"), tmp_path / "run" / "checkpoint-1", seed=1)
+    meta = ckpt / "lorank_checkpoint.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "base_model": "org/no-such-model"}))
+    with pytest.raises(ConfigError, match=r"cannot load the tokenizer of the base model 'org/no-such-model'"):
+        export_adapter(ckpt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

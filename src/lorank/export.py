@@ -50,10 +50,17 @@ BOS_KEY = "bos_token_ids"
 def encoder_prefix(base: str) -> list[int]:
     """The ids lorank's :class:`~lorank.models.inputs.PairEncoder` puts before every pair for ``base``: what its
     tokenizer adds in front of a text (Gemma: ``<bos>``; none for SmolLM2)."""
+    from lorank.errors import ModelNotFoundError
     from lorank.models.inputs import PairEncoder
     from lorank.models.loading import load_tokenizer
 
-    return [int(i) for i in PairEncoder(load_tokenizer(base)).bos]
+    try:
+        tok = load_tokenizer(base)
+    except (ModelNotFoundError, OSError) as e:
+        raise ConfigError(f"cannot load the tokenizer of the base model {base!r} ({e}): the export records the token "
+                          "ids lorank puts before every pair (its BOS, if any) for the model card; install the base "
+                          "(lorank models) and export again") from e
+    return [int(i) for i in PairEncoder(tok).bos]
 
 
 def _state_for_export(state: dict[str, Any], dtype: str) -> dict[str, Any]:
