@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "train": ("lorank.train", "train"),
+    "plan_training": ("lorank.study.train_price", "plan_training"),
     "ablate": ("lorank.ablate", "ablate"),
     "features": ("lorank.features", "extract_features"),
     "ltr": ("lorank.ltr", "ltr"),

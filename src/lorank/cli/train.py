@@ -5,7 +5,7 @@ exported adapter and a run's resume state (:func:`lorank.train.run.train`, :func
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -32,6 +32,9 @@ def train_cmd(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a field, e.g. --set lr=3e-4 --set lora.rank=2."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where checkpoints and metrics go."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start afresh even if checkpoints exist."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Price the run and train nothing: its training groups and "
+                                 "optimizer steps, the steps a resume skips, and the hours of training and of its "
+                                 "evaluations at the study's cost basis (lorank.study.train_price)."),
 ) -> None:
     """Train a LoRA reranker; checkpoints are evaluated on the config's eval sets."""
     import logging
@@ -44,6 +47,11 @@ def train_cmd(
         ov = _overrides(set_)
         if output_dir is not None:
             ov["output_dir"] = str(output_dir)
+        if dry_run:
+            from lorank.study.train_price import plan_training
+
+            _print_plan(plan_training(config, ov), no_resume)
+            return
         res = train(config, resume=not no_resume, overrides=ov)
     main = is_main_process()
     end_process_group()  # under torchrun: every rank leaves together (see lorank.train.process_group)
@@ -54,6 +62,31 @@ def train_cmd(
     _print_metrics(res.metrics)
     if res.plot:
         console.print(f"checkpoint curve: {res.plot}")
+
+
+def _print_plan(plan: object, no_resume: bool) -> None:
+    """``lorank train --dry-run``'s table: the run's size, then hours by part."""
+    from rich.table import Table
+
+    p: Any = plan
+    t = Table(title=f"lorank train --dry-run: {p.model} on {p.device} in {p.precision}", show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("training groups an epoch", f"{'<= ' if not p.groups_exact else ''}{p.groups:,}")
+    t.add_row("optimizer steps", f"{'<= ' if not p.groups_exact and p.steps else ''}{p.steps:,}")
+    done = 0 if no_resume else p.steps_done
+    if done:
+        t.add_row("done (last complete checkpoint: a resume starts after it)", f"{done:,}")
+    t.add_row("training tokens (estimated)", f"{p.tokens:,.0f}")
+    for part, sec in p.seconds.items():
+        t.add_row(f"{part} (h)", f"{sec / 3600:.2f}")
+    if p.seconds:
+        t.add_row("total (h)", f"{p.total_s / 3600:.2f}")
+        if done:
+            t.add_row("left for a resume (h)", f"{p.left_s / 3600:.2f}")
+    console.print(t)
+    for n in p.notes:
+        console.print(f"  note: {n}")
 
 
 def _print_metrics(rows: list[dict]) -> None:
