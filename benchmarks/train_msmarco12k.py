@@ -79,9 +79,14 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
     c = cfg["config"]
     device = {"kind": "cpu", "cores": __import__("os").cpu_count(), "processor": platform.processor() or platform.machine(),
               "bf16_capability": cpu_bf16_capability(), "precision": cfg.get("precision")}
+    pooled_line = None
+    if pooled_dev:
+        done = {ck["step"]: ck["pooled"] for ck in ckpts if ck.get("pooled")}
+        first = next(iter(done.values()))["first_stage"] if done else {}
+        pooled_line = ("+".join(eval_label(s) for s in sets), done, first)
     plot = plot_checkpoint_curve(run_dir, title=f"{c['model']} LoRA r={c['lora']['rank']}, MS MARCO train (12k set)",
                                  baselines={eval_label(s): bm25[eval_label(s)] for s in sets},
-                                 queries_per_step=c["batch_queries"])
+                                 queries_per_step=c["batch_queries"], pooled=pooled_line)
     vs_bm25 = {ck["step"]: significance(run_dir, ck["step"], sets) for ck in ckpts}  # paired t, Holm per measure
     for ck in ckpts:  # each checkpoint: queries seen, and its p-values against BM25
         ck["training_queries_seen"] = ck["step"] * c["batch_queries"]

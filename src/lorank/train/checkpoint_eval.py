@@ -118,15 +118,18 @@ class CheckpointEvaluator:
 
 
 def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: dict[str, dict[str, float]] | None = None,
-                          queries_per_step: int | None = None) -> Path | None:
+                          queries_per_step: int | None = None,
+                          pooled: tuple[str, dict[int, dict[str, float]], dict[str, float]] | None = None) -> Path | None:
     """nDCG@10 and MRR@10 vs training step (vs training queries seen, with ``queries_per_step``), one line per dev
     set; dashed first-stage baseline. A test set's rows (role ``test``: scored once training had finished, on the
-    final checkpoint or the steps of ``eval.test_steps``) are markers at their steps, labelled test, never a line."""
+    final checkpoint or the steps of ``eval.test_steps``) are markers at their steps, labelled test, never a line.
+    ``pooled``: (label, step -> figures, the first stage's figures) of the dev sets pooled, the view that chooses the
+    checkpoint: a thick black line with its dashed first stage."""
     rows = read_metrics(out_dir)
     curve = read_curve(out_dir)  # eval.curve's points: small markers on a thin line beside the checkpoints'
     if not rows and not curve:
         return None
-    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 5.2), constrained_layout=True)
     for ax, key in zip(axes, ("ndcg_cut_10", "recip_rank_10")):
         label = METRIC_LABELS[key]
         for name in sorted({r["eval_set"] for r in rows} | {r["eval_set"] for r in curve}):
@@ -147,11 +150,19 @@ def plot_checkpoint_curve(out_dir: Path, title: str | None = None, baselines: di
                 ax.plot([p[0] * (queries_per_step or 1) for p in cpts], [p[1] for p in cpts], marker=".", ms=3,
                         lw=0.8, alpha=0.7, color=line.get_color() if line is not None else None,
                         label=f"{name} (curve, top-{cpts[-1][2]})")
+        if pooled is not None:
+            name, by_step, first = pooled
+            pts = sorted((st, f[key]) for st, f in by_step.items() if key in f)
+            if pts:
+                ax.plot([p[0] * (queries_per_step or 1) for p in pts], [p[1] for p in pts], marker="s", lw=2.2,
+                        color="black", label=f"{name} pooled (chooses the checkpoint)")
+            if key in first:
+                ax.axhline(first[key], ls="--", color="black", alpha=0.6, label=f"{name} pooled first stage")
         ax.set_xlabel(f"training queries seen ({queries_per_step} a step)" if queries_per_step else "training step")
         ax.set_ylabel(label)
         ax.set_title(label + " by checkpoint")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: never over a point
     if title:
         fig.suptitle(title)
     return save_figure(fig, plot_file(out_dir))
