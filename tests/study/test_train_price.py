@@ -72,3 +72,24 @@ def test_the_msmarco_configs_are_counted_before_mining():
     assert (plan.groups, plan.groups_exact, plan.steps, plan.steps_done) == (11992, False, 5996, 0)
     assert any("upper bound" in n for n in plan.notes) and any("cost basis" in n for n in plan.notes)
     assert plan.model == "gemma3-270m" and plan.seconds["training"] > 3600
+
+
+def test_the_hf_forward_slowdowns_are_the_committed_measurement():
+    """The cost model's factors for runs off the packed forward are results/train_speed_variants.json's."""
+    import json
+
+    from lorank.study.cost import HF_FORWARD_SLOWDOWN
+
+    measured = json.loads((ROOT / "results" / "train_speed_variants.json").read_text())["variants"]
+    names = {"hf": "lorank-2x8-hf", "dylora": "dylora-r32", "adalora": "adalora-12to8"}
+    assert {k: measured["slowdown_vs_packed"][v] for k, v in names.items()} == HF_FORWARD_SLOWDOWN
+
+
+def test_a_run_off_the_packed_forward_is_priced_slower_on_the_cpu(tiny):
+    root, data, model = tiny
+    plain = plan_training(_cfg(root, data, model, "x", max_steps=10), device="cpu")
+    hf = plan_training(_cfg(root, data, model, "x", max_steps=10, forward="hf"), device="cpu")
+    assert hf.seconds["training"] == pytest.approx(plain.seconds["training"] * 1.77)
+    gpu_plain = plan_training(_cfg(root, data, model, "x", max_steps=10), device="cuda")
+    gpu_hf = plan_training(_cfg(root, data, model, "x", max_steps=10, forward="hf"), device="cuda")
+    assert gpu_hf.seconds["training"] == gpu_plain.seconds["training"]  # the GPU rates are not the packed forward's

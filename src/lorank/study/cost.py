@@ -66,6 +66,25 @@ class Rates:
     train: float  # effective FLOP/s of training (4N FLOPs per token)
     score: float  # effective FLOP/s of scoring (2N FLOPs per token)
     note: str | None = None  # the basis, when it is not the nominal rate
+    cpu: bool = False  # measured on the CPU, with the packed training forward (what HF_FORWARD_SLOWDOWN is against)
+
+
+#: how much slower a training step is on the CPU when it runs on PEFT's forward instead of the packed one, measured
+#: against the packed plain LoRA in one run of benchmarks/train_speed.py on the 2-core AMX CPU
+#: (results/train_speed_variants.json, ``variants.slowdown_vs_packed``; tests/study/test_train_price.py holds the two
+#: equal): a plain LoRA with ``forward: hf``, DyLoRA and AdaLoRA (both always train on PEFT's forward)
+HF_FORWARD_SLOWDOWN = {"hf": 1.77, "dylora": 1.76, "adalora": 2.19}
+
+
+def forward_slowdown(tc: dict[str, Any], rates: Rates) -> float:
+    """The factor on a CPU run's training time when it cannot use the packed forward (1 on a GPU, where the rates
+    are not the packed forward's)."""
+    if not rates.cpu:
+        return 1.0
+    variant = (tc.get("lora") or {}).get("variant") or "lora"
+    if variant in ("dylora", "adalora"):
+        return HF_FORWARD_SLOWDOWN[variant]
+    return HF_FORWARD_SLOWDOWN["hf"] if tc.get("forward") == "hf" else 1.0
 
 
 def cpu_flops(precision: str) -> tuple[float, float]:
@@ -96,7 +115,7 @@ def model_rates(device: str, model: str, n_params: int | None, nominal: tuple[fl
         return Rates(*cpu_flops(prec), note=(f"{model} on cpu in {prec}" + (f" ({why})" if why else "") + ": the "
                                              f"measured {m.train_tokens_s:.0f} training tokens/s and "
                                              f"{m.score_pairs_s:g} scored pairs/s of SmolLM2-135M{scale} ({m.source}); "
-                                             + other))
+                                             + other), cpu=True)
     if device != "cuda" or not n_params or n_params >= SMALL_MODEL:
         return Rates(*nominal)
     low = model.lower()
@@ -123,15 +142,16 @@ def set_queries(name: str, max_queries: int | None) -> int:
 
 
 def train_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
-    """A training run: its tokens at the training rate, plus every checkpoint's evaluation."""
+    """A training run: its tokens at the training rate (slower on the CPU off the packed forward:
+    :func:`forward_slowdown`), plus every checkpoint's evaluation."""
     n_steps = tc["max_steps"] if tc["max_steps"] > 0 else 200
     tokens = n_steps * tc["batch_queries"] * tc["group_size"] * tc["grad_accum"] * AVG_TOKENS
     ev = tc.get("eval", {})
     ck = tc["checkpoints"]
     n_ckpt = len(ck.get("steps") or []) or max(1, n_steps // (ck.get("every") or n_steps))
     pairs = sum(set_queries(s, ev.get("max_queries")) for s in ev.get("sets", [])) * ev.get("depth", 100)
-    return (tokens * 4 * n / rates.train + n_ckpt * score_s(pairs, n, rates) + curve_estimate(tc, n, rates)
-            + test_estimate(tc, n, rates) + 15)
+    return (tokens * 4 * n / rates.train * forward_slowdown(tc, rates) + n_ckpt * score_s(pairs, n, rates)
+            + curve_estimate(tc, n, rates) + test_estimate(tc, n, rates) + 15)
 
 
 def test_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:

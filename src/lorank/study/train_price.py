@@ -102,7 +102,7 @@ def plan_training(config: TrainConfig | str | Path, overrides: dict[str, Any] | 
     tc = {**cfg.model_dump(warnings=False), "max_steps": steps}
     with_evals = cost.train_estimate(tc, n, rates)
     curve, test = cost.curve_estimate(tc, n, rates), cost.test_estimate(tc, n, rates)
-    training = plan.tokens * 4 * n / rates.train
+    training = plan.tokens * 4 * n / rates.train * cost.forward_slowdown(tc, rates)
     plan.seconds = {"training": training, "checkpoint evaluations": with_evals - training - curve - test,
                     "curve": curve, "test sets": test}
     if rates.note:
