@@ -334,15 +334,17 @@ def record_evaluations(adapter: str | Path, runs: dict[str, str | Path], data_ro
     return metrics
 
 
-def metrics_table(metrics: dict[str, Any]) -> str:
-    """An adapter's evaluations as a Markdown table, each row with its set's role (dev: chose the recipe or the
-    checkpoint; test: reported only), the first stage, and the paired t-test of the reranked run against it with the
-    95% CI of the difference. The README's table of a shipped adapter is this text (``lorank readme``)."""
+_TABLE_HEAD = ("| set | role | first stage | nDCG@10 | first stage | delta (95% CI) | p | MRR@10 (rel >= 2) | "
+               "first stage | p |")
+
+
+def metrics_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    """The cells of :func:`metrics_table`'s rows: dev sets first, then test, each with its first stage's figures and
+    the paired t-test of the reranked run against it (the 95% CI of the nDCG@10 difference where recorded)."""
     vs = metrics.get("vs_first_stage") or {}
-    lines = ["| set | role | first stage | nDCG@10 | first stage | delta (95% CI) | p | MRR@10 (rel >= 2) | "
-             "first stage | p |", "|---|---|---|---|---|---|---|---|---|---|"]
     rows = sorted(metrics.get("evaluations") or [], key=lambda r: ({"dev": 0, "test": 1}.get(
         r.get("role") or role_of(r["eval_set"]), 2), r["eval_set"]))
+    out = []
     for r in rows:
         v = vs.get(r["eval_set"], {})
         fs = v.get("first_stage", {})
@@ -350,10 +352,28 @@ def metrics_table(metrics: dict[str, Any]) -> str:
         nd, mr = tests.get("ndcg_cut_10", {}), tests.get("recip_rank_10", {})
         ci = nd.get("ci95")
         delta = (f"{nd['delta']:+.3f}" + (f" ({ci[0]:+.3f}, {ci[1]:+.3f})" if ci else "")) if "delta" in nd else "-"
-        cells = [r["eval_set"], r.get("role") or role_of(r["eval_set"]), r.get("first_stage", "bm25"),
-                 f"**{r.get('ndcg_cut_10', float('nan')):.3f}**", f"{fs['ndcg_cut_10']:.3f}" if fs else "-", delta,
-                 fmt_p(nd.get("p_adjusted")) if nd else v.get("skipped", "-"),
-                 f"{r.get('recip_rank_10', float('nan')):.3f}", f"{fs['recip_rank_10']:.3f}" if fs else "-",
-                 fmt_p(mr.get("p_adjusted")) if mr else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
+        out.append([r["eval_set"], r.get("role") or role_of(r["eval_set"]), r.get("first_stage", "bm25"),
+                    f"**{r.get('ndcg_cut_10', float('nan')):.3f}**", f"{fs['ndcg_cut_10']:.3f}" if fs else "-", delta,
+                    fmt_p(nd.get("p_adjusted")) if nd else v.get("skipped", "-"),
+                    f"{r.get('recip_rank_10', float('nan')):.3f}", f"{fs['recip_rank_10']:.3f}" if fs else "-",
+                    fmt_p(mr.get("p_adjusted")) if mr else "-"])
+    return out
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """An adapter's evaluations as a Markdown table, each row with its set's role (dev: chose the recipe or the
+    checkpoint; test: reported only), the first stage, and the paired t-test of the reranked run against it with the
+    95% CI of the difference. The README's table of a shipped adapter is this text (``lorank readme``)."""
+    lines = [_TABLE_HEAD, "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in metrics_rows(metrics)]
+    return "\n".join(lines)
+
+
+def adapters_table(adapters: list[tuple[str, dict[str, Any]]]) -> str:
+    """Several adapters' evaluations in one table (``lorank:adapters-table A,B``), a first column naming each
+    (e.g. the reference rerankers of two model families side by side); each adapter's rows as in
+    :func:`metrics_table`."""
+    lines = ["| reranker " + _TABLE_HEAD, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, metrics in adapters:
+        lines += [f"| {name} | " + " | ".join(cells) + " |" for cells in metrics_rows(metrics)]
     return "\n".join(lines)

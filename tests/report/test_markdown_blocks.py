@@ -60,3 +60,28 @@ def test_bad_blocks_are_clear_errors(tmp_path):
         update_file(md)
     res = CliRunner().invoke(app, ["readme", str(md)])
     assert res.exit_code != 0 and "unknown generated block" in res.output and "Traceback" not in res.output
+
+
+def test_several_adapters_share_one_table_each_row_named(tmp_path):
+    """``lorank:adapters-table A,B``: each adapter's rows as its own table gives them, behind a column naming it."""
+    from pathlib import Path
+
+    from lorank.export import metrics_table
+
+    shipped = Path(__file__).resolve().parents[2] / "adapters" / "smollm2-135m-msmarco12k-r8"
+    other = tmp_path / "adapters" / "other-r8"
+    other.mkdir(parents=True)
+    metrics = {"evaluations": [{"eval_set": "dl19", "role": "dev", "ndcg_cut_10": 0.5, "recip_rank_10": 0.6}]}
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "adapters" / "smollm2-135m-msmarco12k-r8").symlink_to(shipped)
+    text = ("<!-- lorank:adapters-table adapters/smollm2-135m-msmarco12k-r8,adapters/other-r8 -->\nx\n"
+            "<!-- /lorank:adapters-table -->\n")
+    out = render_blocks(text, tmp_path).splitlines()
+    assert out[1].startswith("| reranker | set | role | first stage | nDCG@10 |") and out[2].count("|---") == 11
+    own = metrics_table(json.loads((shipped / "metrics.json").read_text())).splitlines()[2:]
+    mine = [ln for ln in out if ln.startswith("| `smollm2-135m-msmarco12k-r8` |")]
+    assert [ln.replace("| `smollm2-135m-msmarco12k-r8` ", "", 1) for ln in mine] == own and len(own) == 4
+    assert [ln for ln in out if ln.startswith("| `other-r8` |")] == [
+        "| `other-r8` | dl19 | dev | bm25 | **0.500** | - | - | - | 0.600 | - | - |"]
+    with pytest.raises(ConfigError, match=r"missing/metrics\.json does not exist: not an exported adapter"):
+        render_blocks(text.replace("adapters/other-r8", "adapters/missing"), tmp_path)

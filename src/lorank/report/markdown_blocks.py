@@ -14,6 +14,9 @@ two markers, and is rewritten from that file, never typed.
 <!-- lorank:families results/study_smollm2_cpu,results/study_gemma3_cpu -->
 | | smollm2-135m | gemma3-270m |   (lorank.report.families: the findings side by side, one column per study,
 <!-- /lorank:families -->          each a model family; its sources are comma-separated)
+<!-- lorank:adapters-table adapters/smollm2-135m-msmarco12k-r8,adapters/gemma3-270m-msmarco12k-r8 -->
+| reranker | set | role | ...        (lorank.export.adapters_table: several adapters' tables as one)
+<!-- /lorank:adapters-table -->
 <!-- lorank:findings-change results/study_smollm2_cpu,results/study_smollm2_cpu_seeds -->
 | # | ... | before | after | what differs |   (lorank.report.findings_change: two studies of the same findings)
 <!-- /lorank:findings-change -->
@@ -30,7 +33,7 @@ from typing import Callable
 
 from lorank.atomic import atomic_write_text
 from lorank.errors import ConfigError
-from lorank.export import metrics_table
+from lorank.export import adapters_table, metrics_table
 from lorank.layout.adapter import export_metrics_file
 from lorank.layout.study import FINDINGS_FILE
 from lorank.report.families import families_markdown, families_table, read_family
@@ -104,6 +107,17 @@ def families_block(root: Path, sources: list[str]) -> str:
     return families_markdown(families_table([read_family(root / s, shown=s) for s in sources]))
 
 
+def adapters_block(root: Path, sources: list[str]) -> str:
+    """Several exported adapters' evaluations in one table (folders relative to `root`), each named by its folder."""
+    rows = []
+    for src in sources:
+        f = export_metrics_file(root / src)
+        if not f.is_file():
+            raise ConfigError(f"{f} does not exist: not an exported adapter")
+        rows.append((f"`{Path(src).name}`", json.loads(f.read_text(encoding="utf-8"))))
+    return adapters_table(rows) + "\n"
+
+
 def findings_change_block(root: Path, sources: list[str]) -> str:
     """Two studies of the same findings (before, after; folders relative to `root`): each verdict, what it was
     decided on, and what differs (lorank.report.findings_change)."""
@@ -118,7 +132,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {"findings": findings_block, "adap
                                                "demo-timing": demo_timing_block}
 #: the kinds whose source is several paths, comma-separated: rendered from (root, the paths as written)
 MULTI_RENDERERS: dict[str, Callable[[Path, list[str]], str]] = {"families": families_block,
-                                                                "findings-change": findings_change_block}
+                                                                "findings-change": findings_change_block,
+                                                                "adapters-table": adapters_block}
 
 
 def render_blocks(text: str, root: Path, only: tuple[str, str] | None = None) -> str:
