@@ -57,7 +57,7 @@ def pooled_vs_first_stage(run_dir: Path, step: int, sets: list[str]) -> dict | N
     from types import SimpleNamespace
 
     from lorank.data import load_run, resolve_eval_set
-    from lorank.evaluation import evaluate, pool_sets
+    from lorank.evaluation import pool_sets
     from lorank.export import MEASURES, one_vs_first_stage
     from lorank.layout.run import TREC_CHECKPOINT, trec_run_file
 
@@ -73,9 +73,9 @@ def pooled_vs_first_stage(run_dir: Path, step: int, sets: list[str]) -> dict | N
     qrels, runs = pool_sets(parts)
     labels = list(parts)
     pooled = SimpleNamespace(qrels=qrels, run=runs["first_stage"], name="+".join(labels))
-    figures = evaluate(qrels, runs["reranked"], measures=list(MEASURES)).aggregate
-    return {"sets": labels, "queries": len(qrels), **{m: round(float(figures[m]), 4) for m in MEASURES},
-            **one_vs_first_stage(pooled, runs["reranked"])}
+    vs = one_vs_first_stage(pooled, runs["reranked"])  # its tests hold the reranked run's figures ("value")
+    figures = {t["measure"]: round(float(t["value"]), 4) for t in vs["tests"]}
+    return {"sets": labels, "queries": len(qrels), **{m: figures[m] for m in MEASURES}, **vs}
 
 
 def mine_window(data: list[dict]) -> str:

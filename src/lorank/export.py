@@ -36,15 +36,13 @@ from lorank.data.sources import eval_label
 from lorank.errors import ConfigError, DataError
 from lorank.evaluation import compare, evaluate
 from lorank.evaluation.stats import boot_means, fmt_p, percentile_ci
-from lorank.layout.adapter import (EXPORT_METRICS, export_meta_file, export_metrics_file, peft_config_file,
-                                   training_config_file, weights_file)
+from lorank.layout.adapter import (BOS_KEY, EXPORT_METRICS, export_meta_file, export_metrics_file,
+                                   peft_config_file, training_config_file, weights_file)
 from lorank.layout.checkpoints import latest_checkpoint, step_of
 from lorank.layout.run import (METRICS, TREC_CHECKPOINT, TREC_DIR, config_file, metrics_file, read_metrics,
                                trec_run_file)
 
 MAX_BYTES = 10 * 1024 * 1024
-#: lorank_meta.json's key for the token ids the encoder puts first (absent when the tokenizer adds none)
-BOS_KEY = "bos_token_ids"
 
 
 def encoder_prefix(base: str) -> list[int]:

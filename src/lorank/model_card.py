@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lorank.layout.adapter import BOS_KEY
 from lorank.models.source import LICENSES
 
 #: the Hub's ids of the training sets lorank knows by kind
@@ -44,7 +45,7 @@ def input_encoding(meta: dict[str, Any]) -> list[str]:
     """The exact encoding, in words."""
     fmt = {"query_template": "query: {query}", "doc_template": " document: {title} {passage}", "max_len": 196,
            "query_max_len": 32, **(meta.get("input") or {})}
-    bos = meta.get("bos_token_ids") or []
+    bos = meta.get(BOS_KEY) or []
     n = 2 if bos else 1  # the query part's item
     return [
         "## Input encoding (exact)", "",
@@ -70,7 +71,7 @@ def plain_snippet(meta: dict[str, Any], where: str, merged: bool) -> list[str]:
            "query_max_len": 32, **(meta.get("input") or {})}
     base = meta.get("base_model_hub_id") or meta.get("base_model")
     pad = meta.get("pad_token_id", 0)
-    bos = meta.get("bos_token_ids") or []  # the BOS lorank's encoder puts first (Gemma), or none (SmolLM2)
+    bos = meta.get(BOS_KEY) or []  # the BOS lorank's encoder puts first (Gemma), or none (SmolLM2)
     load = ([f'MODEL = "{where}"', "tok = AutoTokenizer.from_pretrained(MODEL)",
              "model = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=1, dtype=torch.float32)"]
             if merged else

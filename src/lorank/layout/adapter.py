@@ -22,6 +22,8 @@ EXPORT_META = "lorank_meta.json"
 TRAINING_CONFIG = "training_config.json"
 #: an exported adapter's evaluations
 EXPORT_METRICS = "metrics.json"
+#: lorank_meta.json's key for the token ids the encoder puts before every pair (absent when the tokenizer adds none)
+BOS_KEY = "bos_token_ids"
 README = "README.md"
 
 

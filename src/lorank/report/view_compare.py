@@ -505,8 +505,9 @@ def grid_points(view: StudyView, n_boot: int, seed: int) -> list[dict[str, Any]]
     finished = finished_runs(plan, study_dir)  # a run still in training has no final checkpoint yet
     for r in plan.runs:
         a = r.axes
-        if r.run_id not in finished or (a.get("components") != "all" or (a.get("variant") or "lora") != "lora" or a.get("projections")
-                not in (None, "all") or str(a.get("layers", "all")) != "all"):
+        plain = (a.get("components") == "all" and (a.get("variant") or "lora") == "lora"
+                 and a.get("projections") in (None, "all") and str(a.get("layers", "all")) == "all")
+        if r.run_id not in finished or not plain:
             continue
         mq = r.train_config.get("eval", {}).get("max_queries")
         side: PerQuery = {}

@@ -141,17 +141,36 @@ def set_queries(name: str, max_queries: int | None) -> int:
     return min(n, max_queries) if max_queries else n
 
 
-def train_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
-    """A training run: its tokens at the training rate (slower on the CPU off the packed forward:
-    :func:`forward_slowdown`), plus every checkpoint's evaluation."""
+#: seconds a training run costs beyond its parts (process start, model load), folded into its checkpoint evaluations
+START_S = 15
+
+
+def train_tokens(tc: dict[str, Any]) -> float:
+    """A run's training tokens at the cost basis's tokens a pair (``max_steps``, else a nominal 200 steps)."""
     n_steps = tc["max_steps"] if tc["max_steps"] > 0 else 200
-    tokens = n_steps * tc["batch_queries"] * tc["group_size"] * tc["grad_accum"] * AVG_TOKENS
+    return n_steps * tc["batch_queries"] * tc["group_size"] * tc["grad_accum"] * AVG_TOKENS
+
+
+def training_s(tc: dict[str, Any], n: int, rates: Rates) -> float:
+    """A run's training alone: its tokens at the training rate (slower on the CPU off the packed forward:
+    :func:`forward_slowdown`)."""
+    return train_tokens(tc) * 4 * n / rates.train * forward_slowdown(tc, rates)
+
+
+def checkpoint_evals_s(tc: dict[str, Any], n: int, rates: Rates) -> float:
+    """Every saved checkpoint's evaluation on ``eval.sets``, plus the run's start (:data:`START_S`)."""
+    n_steps = tc["max_steps"] if tc["max_steps"] > 0 else 200
     ev = tc.get("eval", {})
     ck = tc["checkpoints"]
     n_ckpt = len(ck.get("steps") or []) or max(1, n_steps // (ck.get("every") or n_steps))
     pairs = sum(set_queries(s, ev.get("max_queries")) for s in ev.get("sets", [])) * ev.get("depth", 100)
-    return (tokens * 4 * n / rates.train * forward_slowdown(tc, rates) + n_ckpt * score_s(pairs, n, rates)
-            + curve_estimate(tc, n, rates) + test_estimate(tc, n, rates) + 15)
+    return n_ckpt * score_s(pairs, n, rates) + START_S
+
+
+def train_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
+    """A training run: its training, every checkpoint's evaluation, its curve and its test scorings."""
+    return (training_s(tc, n, rates) + checkpoint_evals_s(tc, n, rates) + curve_estimate(tc, n, rates)
+            + test_estimate(tc, n, rates))
 
 
 def test_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:

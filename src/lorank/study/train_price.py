@@ -92,19 +92,16 @@ def plan_training(config: TrainConfig | str | Path, overrides: dict[str, Any] | 
     done = max((step_of(c) or 0 for c in complete_checkpoints(out, warn=False)), default=0) if out.is_dir() else 0
     precision, why = cost.cpu_precision(cfg.dtype) if device == "cpu" else ("bf16", "cuda")
     mc = model_config(cfg.model)
-    plan = TrainPlan(cfg.model, device, precision, groups, exact, steps, min(done, steps),
-                     steps * cfg.batch_queries * cfg.group_size * cfg.grad_accum * cost.AVG_TOKENS)
+    tc = {**cfg.model_dump(warnings=False), "max_steps": steps}
+    plan = TrainPlan(cfg.model, device, precision, groups, exact, steps, min(done, steps), cost.train_tokens(tc))
     if mc is None:
         plan.notes.append(f"{cfg.model}: its config is not available offline, so the run cannot be priced")
         return plan
     n = count_params(mc)
     rates = cost.model_rates(device, cfg.model, n, RATES[device], precision, why)
-    tc = {**cfg.model_dump(warnings=False), "max_steps": steps}
-    with_evals = cost.train_estimate(tc, n, rates)
-    curve, test = cost.curve_estimate(tc, n, rates), cost.test_estimate(tc, n, rates)
-    training = plan.tokens * 4 * n / rates.train * cost.forward_slowdown(tc, rates)
-    plan.seconds = {"training": training, "checkpoint evaluations": with_evals - training - curve - test,
-                    "curve": curve, "test sets": test}
+    plan.seconds = {"training": cost.training_s(tc, n, rates),
+                    "checkpoint evaluations": cost.checkpoint_evals_s(tc, n, rates),
+                    "curve": cost.curve_estimate(tc, n, rates), "test sets": cost.test_estimate(tc, n, rates)}
     if rates.note:
         plan.notes.append(f"cost basis: {rates.note}")
     if not exact:
