@@ -206,6 +206,7 @@ def test_the_analyses_have_one_entry_per_gemma_layer(studies):
     gemma, _ = studies
     w = _analysis(gemma, "weights")
     assert w["num_layers"] == GEMMA_LAYERS
+    assert w["base_model"] == str(gemma.model)  # the model, beside "family" (the projections' naming scheme)
     assert sorted((m["layer"], m["projection"]) for m in w["modules"]) == sorted(
         (i, p) for i in range(GEMMA_LAYERS) for p in GEMMA_PROJECTIONS)
     p = _analysis(gemma, "probe")

@@ -199,7 +199,9 @@ def weight_stats(adapter: str | Path, out_dir: str | Path | None = None, base: s
             base_note = f"relative norms skipped: {e}"
     rows = module_stats(af, bw)
     result: dict[str, Any] = {
-        "kind": "weights", "adapter": str(af.path), "family": af.family, "variant": af.variant,
+        "kind": "weights", "adapter": str(af.path), "base_model": af.meta.get("base_model"),
+        # the projections' naming scheme (Gemma 3 names its blocks as Llama does), not the model family
+        "family": af.family, "variant": af.variant,
         "base": base_path, "base_note": base_note, "num_layers": af.num_layers,
         "scaling_rule": _SCALING_RULES.get(af.variant, "alpha/r"),
         "summary": summarize(rows, top_k), "modules": rows,
