@@ -249,11 +249,11 @@ def _run_outside(snippet: str, hf_cache: Path) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def _lorank_side(adapter: Path, bf16: bool) -> dict:
+def _lorank_side(adapter: Path, bf16: bool, dtype: str = "fp32") -> dict:
     from lorank.models.inputs import PairEncoder
     from lorank.reranker import Reranker
 
-    rr = Reranker.from_adapter(adapter, dtype="fp32", bf16=bf16, device="cpu")
+    rr = Reranker.from_adapter(adapter, dtype=dtype, bf16=bf16, device="cpu")
     enc = PairEncoder(rr.tokenizer, rr.encoder.fmt)
     return {"scores": rr.score(QUERY, PASSAGES).tolist(), "long": rr.score(LONG_QUERY, PASSAGES[:2]).tolist(),
             "ids": [enc.encode(QUERY, PASSAGES[0]), enc.encode(LONG_QUERY, PASSAGES[2]),
@@ -314,7 +314,7 @@ def test_the_merged_folder_scores_like_lorank_with_plain_transformers(hf_cache, 
     assert yaml.safe_load(readme.split("---\n")[1])["library_name"] == "transformers"
     snippet = _card_snippet(readme).replace('MODEL = "."', f"MODEL = {str(merged)!r}")
     plain = _run_outside(snippet, hf_cache)
-    ours = _lorank_side(ADAPTER, bf16=True)  # lorank's default scoring on a CPU: fp32 weights, bf16 autocast
+    ours = _lorank_side(ADAPTER, bf16=True, dtype="bf16")  # lorank's default on a bf16 CPU: bf16 weights
     assert plain["ids"] == ours["ids"]
     a, b = np.array(plain["scores"] + plain["long"]), np.array(ours["scores"] + ours["long"])
     print("merged bf16 weights, fp32 compute:", a.round(4).tolist(), "\nlorank bf16:", b.round(4).tolist(),

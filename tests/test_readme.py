@@ -9,6 +9,7 @@ without running the heavy ones. The command table's verbs must be verbs of the C
 must point at one."""
 from __future__ import annotations
 
+import json
 import ast
 import importlib
 import inspect
@@ -165,3 +166,17 @@ def test_the_readme_tables_are_generated_from_committed_files():
     text = card.read_text(encoding="utf-8")
     assert blocks(text) == [("adapter-table", ".")]
     assert render_blocks(text, card.parent) == text, f"{card}'s table differs from its metrics.json: lorank readme"
+
+
+def test_the_benchmarks_readme_quotes_score_dtype_as_measured():
+    """benchmarks/README.md's figures on the weights' dtype for CPU scoring are results/score_dtype.json's."""
+    d = json.loads((ROOT / "results" / "score_dtype.json").read_text())
+    text = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    f, b = d["dtypes"]["fp32"], d["dtypes"]["bf16"]
+    for quoted in (" and ".join(map(str, f["pairs_per_s"])) + " pairs/s",
+                   "bf16 weights " + " and ".join(map(str, b["pairs_per_s"])) + f" ({d['speedup_bf16_weights']}x)",
+                   f"{b['vs_in_training_evaluation']['queries_ranked_identically']} queries ranked identically",
+                   f"against {f['vs_in_training_evaluation']['queries_ranked_identically']} with fp32 weights",
+                   f"nDCG@10 {f['ndcg_cut_10']} against the run's {d['in_training_evaluation']['ndcg_cut_10']:.4f}"):
+        assert quoted in text, quoted
+    assert b["vs_in_training_evaluation"]["max_abs_diff"] == 0.0  # what made bf16 weights the default

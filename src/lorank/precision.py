@@ -119,16 +119,25 @@ def resolve_dtype_name(name: str | None, device: Any = None) -> str:
     return name
 
 
-def weights_dtype_name(name: str | None, device: Any = None) -> str:
-    """The dtype to *load* weights in for inference when ``name`` is ``auto``/None: bf16 on CUDA where the decision
-    is bf16; fp32 on CPUs, where bf16 compute comes from the scorer's autocast over fp32 weights (norms and the
-    head stay fp32). Measured on a 2-core AVX512-BF16 CPU scoring SmolLM2-135M (48 DL19 pairs, 3 repeats, a training
-    job on the same cores): fp32 weights under bf16 autocast 7.7-9.3 pairs/s, bf16 weights 8.1-10.4: the same
-    within noise; plain fp32 4.5."""
+def weights_dtype_name(name: str | None, device: Any = None, cpu_bf16_weights: bool = True) -> str:
+    """The dtype to *load* weights in for inference when ``name`` is ``auto``/None: bf16 wherever the decision is bf16
+    (the score head stays fp32: :func:`lorank.models.load_reranker`), else fp32.
+
+    On a bf16 CPU this is what training's checkpoint evaluations score with (the run's base weights are bf16), so a
+    checkpoint reranked by ``lorank rerank`` or dissected by ``lorank ablate`` gets its in-training evaluation's
+    numbers, and it is faster than fp32 weights under the scorer's bf16 autocast (which casts every weight at every
+    matmul). Measured on the 2-core AMX Xeon, the reference adapter on DL19 BM25 top-50, one process, nothing else
+    running: results/score_dtype.json (``benchmarks/score_dtype.py``). An earlier measurement, 48 pairs beside a
+    training job on the same cores, had seen no difference and made fp32 weights the CPU default until session 27.
+
+    ``cpu_bf16_weights=False`` keeps fp32 weights (bf16 from autocast) on a CPU: ICR, whose scores are the attention
+    weights themselves, keeps the precision its committed results were computed in."""
     if name not in (None, "auto"):
         return name
     d = decide(None, device)
-    return "bf16" if (d.bf16 and _device_type(device) == "cuda") else "fp32"
+    if not d.bf16:
+        return "fp32"
+    return "bf16" if (cpu_bf16_weights or _device_type(device) == "cuda") else "fp32"
 
 
 def model_precision(model: Any, autocast_bf16: bool) -> str:

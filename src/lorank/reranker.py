@@ -57,8 +57,8 @@ class Reranker:
         if base and not Path(str(base)).exists():
             base = meta.get("base_model")
         # the weights' dtype follows the one precision decision (lorank.precision) unless given: the dtype the
-        # adapter was trained in says nothing about what pays on the machine that scores with it (on a CPU the
-        # weights stay fp32 and bf16 comes from the scorer's autocast: as fast as bf16 weights there)
+        # adapter was trained in says nothing about what pays on the machine that scores with it (bf16 weights where
+        # the decision is bf16, as training's checkpoint evaluations score: lorank.precision.weights_dtype_name)
 
         dev = resolve_device(device)
         lm = load_reranker(base, dtype=weights_dtype_name(dtype, dev), trust_remote_code=trust_remote_code)

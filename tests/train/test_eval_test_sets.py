@@ -129,3 +129,36 @@ def test_test_steps_score_the_listed_saved_checkpoints_after_training_on_their_o
     assert (out2 / "runs_trec" / "checkpoint-4.held-out.run").read_text().split()[2::6] == r4.split()[2::6]
     assert "test_steps" not in _cfg(tiny, out2).identity()["eval"]
     assert cfg.identity()["eval"]["test_steps"] == [2, 4]
+
+
+@pytest.mark.precision
+def test_a_checkpoint_reranked_after_training_gets_its_in_training_scores(tiny, monkeypatch):
+    """On a bf16 machine (LORANK_BF16=1 pins it on any CPU) a checkpoint is loaded for inference with bf16 base
+    weights, as its run trained and evaluated it, so ``lorank rerank`` (LoRA merged) gives the very scores of the
+    run's own checkpoint evaluation; fp32 weights under bf16 autocast did not (results/score_dtype.json). Where the
+    decision is fp32, the weights load in fp32."""
+    import torch
+
+    from lorank.data import resolve_eval_set
+    from lorank.reranker import Reranker
+    from lorank.train.run import train
+
+    root, dev, _, _ = tiny
+    out = root / "bf16-run"
+    monkeypatch.setenv("LORANK_BF16", "1")
+    train(_cfg(tiny, out, dtype="bf16", eval={"sets": [str(dev)], "depth": 12}), progress=False)
+    own: dict[str, dict[str, float]] = {}
+    for line in (out / "runs_trec" / "checkpoint-4.dev.run").read_text().splitlines():
+        q, _, d, _, s, _ = line.split()
+        own.setdefault(q, {})[d] = float(s)
+    rs = resolve_eval_set(str(dev))
+    rr = Reranker.from_adapter(out / "checkpoint-4")
+    assert rr.model.base_model.model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert rr.model.base_model.model.score.modules_to_save.default.weight.dtype == torch.float32  # the head
+    rr.scorer.merge_lora = True
+    scores = rr.scorer.rerank(rs.queries, rs.passages, rs.run, depth=12)
+    assert sum(len(v) for v in scores.values()) == sum(min(12, len(v)) for v in rs.run.values()) > 0
+    assert all(scores[q][d] == own[q][d] for q in scores for d in scores[q])
+    monkeypatch.setenv("LORANK_BF16", "0")
+    rr32 = Reranker.from_adapter(out / "checkpoint-4")
+    assert {p.dtype for p in rr32.model.parameters()} == {torch.float32}

@@ -99,7 +99,10 @@ class ICRReranker:
         """The base model (default: the embedded SmolLM2-135M) loaded by :func:`lorank.models.load_reranker`
         onto ``device`` (default: :func:`lorank.models.device.resolve_device`)."""
         dev = resolve_device(device)
-        lm = load_reranker(model, dtype=weights_dtype_name(dtype, dev), trust_remote_code=trust_remote_code)
+        # fp32 weights on a CPU (bf16 from autocast): the attention is the score, kept in the precision ICR's
+        # committed results were computed in
+        lm = load_reranker(model, dtype=weights_dtype_name(dtype, dev, cpu_bf16_weights=False),
+                           trust_remote_code=trust_remote_code)
         return cls(lm.model.to(dev), lm.tokenizer, meta={"model": lm.source.describe()}, **kw)
 
     @property
