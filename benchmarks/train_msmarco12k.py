@@ -57,8 +57,9 @@ def collect(run_dir: Path, sets: list[str], variants: list[dict], out: Path = OU
             continue
         if r["eval_set"] in [eval_label(s) for s in sets]:
             by_step.setdefault(r["step"], {"step": r["step"]})[r["eval_set"]] = {
-                k: r.get(k) for k in ("ndcg_cut_10", "recip_rank_10", "recall_100", "map", "pairs_per_s", "precision")
-                if k != "precision" or r.get(k)}  # precision: recorded since session 14
+                k: r.get(k) for k in ("ndcg_cut_10", "recip_rank_10", "recall_100", "map", "pairs_per_s", "precision",
+                                      "weights")
+                if k not in ("precision", "weights") or r.get(k)}  # recorded since session 14 (weights: 27)
     ckpts = [by_step[s] for s in sorted(by_step)]
     bm25 = {}
     for s in sets:

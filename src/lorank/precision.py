@@ -151,3 +151,16 @@ def model_precision(model: Any, autocast_bf16: bool) -> str:
     if torch.float16 in dtypes:
         return "fp16"
     return "fp32"
+
+
+def weights_dtype(model: Any) -> str:
+    """The dtype most of ``model``'s parameters are held in (``bf16``, ``fp16``, ``fp32``): what a forward's matmuls
+    read. Recorded beside the precision, since bf16 compute over fp32 weights (autocast) and over bf16 weights give
+    different scores (results/score_dtype.json)."""
+    import torch
+
+    counts: dict[Any, int] = {}
+    for p in model.parameters():
+        counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    top = max(counts, key=counts.get) if counts else torch.float32
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(top, str(top))

@@ -151,6 +151,7 @@ def test_a_checkpoint_reranked_after_training_gets_its_in_training_scores(tiny, 
     for line in (out / "runs_trec" / "checkpoint-4.dev.run").read_text().splitlines():
         q, _, d, _, s, _ = line.split()
         own.setdefault(q, {})[d] = float(s)
+    assert {r["weights"] for r in _rows(out)} == {"bf16"}  # the rows say what the forward read
     rs = resolve_eval_set(str(dev))
     rr = Reranker.from_adapter(out / "checkpoint-4")
     assert rr.model.base_model.model.model.embed_tokens.weight.dtype == torch.bfloat16

@@ -20,6 +20,7 @@ from lorank.evaluation import evaluate, write_run
 from lorank.layout.run import (TREC_CHECKPOINT, append_metrics, metrics_file, plot_file, read_curve, read_metrics,
                                trec_run_file)
 from lorank.lora.merge import merge_by_default, merged_lora
+from lorank.precision import weights_dtype
 from lorank.plotting import METRIC_LABELS, pyplot, save_figure
 from lorank.inference.engine import Scorer
 from lorank.inference.runs import interpolate_runs, rerank_to_run
@@ -102,7 +103,8 @@ class CheckpointEvaluator:
             row = {"step": step, "eval_set": name, "role": role,
                    **{k: round(float(v), 6) for k, v in res.aggregate.items()},
                    "pairs": n_pairs, "depth": self.spec.depth, "score_wall_s": round(wall, 2),
-                   "pairs_per_s": round(n_pairs / wall, 2), "precision": precision, "lora_merged": merged}
+                   "pairs_per_s": round(n_pairs / wall, 2), "precision": precision, "lora_merged": merged,
+                   "weights": weights_dtype(model)}
             if self.spec.write_runs:
                 write_run(trec_run_file(self.out_dir, TREC_CHECKPOINT, step, name), run, tag=f"lorank-{step}")
             append_metrics(self.out_dir, row)

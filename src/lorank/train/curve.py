@@ -22,6 +22,7 @@ from lorank.errors import ConfigError
 from lorank.evaluation import evaluate, write_run
 from lorank.layout.run import TREC_CURVE, append_curve, curve_file, read_curve, trec_run_file
 from lorank.train.checkpoint_eval import CheckpointEvaluator
+from lorank.precision import weights_dtype
 
 log = logging.getLogger("lorank.train")
 CURVE_FIELDS = ("step", "eval_set", "role", "depth", "ndcg_cut_10", "recip_rank_10", "pairs", "score_wall_s")
@@ -69,7 +70,8 @@ class CurveEvaluator(CheckpointEvaluator):
             row = {"step": step, "eval_set": name, "role": "dev", "depth": self.spec.depth,
                    **{k: round(float(v), 6) for k, v in res.aggregate.items()},
                    "pairs": sum(len(v) for v in scores.values()), "score_wall_s": round(wall, 2),
-                   "precision": precision, "lora_merged": merged}
+                   "precision": precision, "lora_merged": merged,
+                   "weights": weights_dtype(model)}
             append_curve(self.out_dir, row)  # after its run file: a row means both are there
             log.info("curve step %d %s (top-%d): nDCG@10 %.4f", step, name, self.spec.depth,
                      row.get("ndcg_cut_10", float("nan")))
