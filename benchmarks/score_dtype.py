@@ -12,6 +12,11 @@ set (``runs_trec/checkpoint-N.<set>.run``, scored during training with the run's
 absolute difference, the share of pairs with the very same score, and the queries ranked identically.
 
 Writes results/score_dtype.json. It decided lorank.precision.weights_dtype_name's CPU default (session 27).
+
+``--ablation SWEEP`` measures an ablation sweep instead (``lorank.ablate`` on the checkpoint, the first ``--queries``
+queries at ``--depth``, LoRA merged per configuration as on a CPU by default), once per dtype: configuration-pairs/s
+(every configuration's pairs over the sweep's wall time), the rate the cost model prices ablations at. Writes
+results/score_dtype_ablation.json.
 """
 from __future__ import annotations
 
@@ -60,8 +65,12 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=43)
     ap.add_argument("--depth", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--ablation", default=None, help="a sweep (components, ...): measure it instead of reranking")
     a = ap.parse_args()
+    if a.ablation:
+        return ablation(a)
+    a.out = a.out or OUT
 
     import torch
     from lorank.data import resolve_eval_set
@@ -118,6 +127,45 @@ def main() -> int:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=1))
+    return 0
+
+
+def ablation(a: argparse.Namespace) -> int:
+    import tempfile
+
+    import torch
+    import lorank
+    from lorank.precision import cpu_bf16_capability
+    from lorank.reranker import Reranker
+
+    if not cpu_bf16_capability():
+        raise SystemExit("this CPU has no AVX512-BF16/AMX: bf16 is not lorank's choice here, nothing to compare")
+    out = {"what": f"the {a.ablation} ablation sweep of one checkpoint with fp32 weights under bf16 autocast and with "
+                   "bf16 weights, one process, LoRA merged per configuration: configuration-pairs/s over the sweep",
+           "checkpoint": str(a.checkpoint), "eval_set": a.eval, "role": "dev", "depth": a.depth,
+           "machine": {"cores": os.cpu_count(), "threads": torch.get_num_threads(), "cpu_bf16": cpu_bf16_capability(),
+                       "processor": platform.processor() or platform.machine()},
+           "command": "python benchmarks/score_dtype.py " + " ".join(sys.argv[1:]), "dtypes": {}}
+    for dtype in ("fp32", "bf16"):
+        rr = Reranker.from_adapter(a.checkpoint, dtype=dtype)
+        subject = lorank.resolve_subject(a.checkpoint, a.eval, reranker=rr)
+        with tempfile.TemporaryDirectory() as tmp:
+            res = lorank.ablate(subject, sweeps=[a.ablation], depth=a.depth, max_queries=a.queries, out_dir=tmp,
+                                write_runs=False, resume=False)
+        sw = res["sweeps"][a.ablation]
+        configs = len(sw["rows"])
+        rate = configs * res["pairs"] / sw["wall_s"]
+        out["dtypes"][dtype] = {"configurations": configs, "pairs": res["pairs"], "queries": res["queries"],
+                                "wall_s": round(sw["wall_s"], 1), "merged": sw.get("merged"),
+                                "configuration_pairs_per_s": round(rate, 2)}
+        print(f"{dtype}: {configs} configurations x {res['pairs']} pairs in {sw['wall_s']:.1f} s = {rate:.2f}/s",
+              flush=True)
+        del rr, subject
+    out["speedup_bf16_weights"] = round(out["dtypes"]["bf16"]["configuration_pairs_per_s"]
+                                        / out["dtypes"]["fp32"]["configuration_pairs_per_s"], 3)
+    path = a.out or OUT.with_name("score_dtype_ablation.json")
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out["dtypes"], indent=1), out["speedup_bf16_weights"])
     return 0
 
 

@@ -31,16 +31,22 @@ CPU_REF_PARAMS = 106_168_320
 @dataclass(frozen=True)
 class CpuMeasured:
     train_tokens_s: float  # real training tokens/s of a `lorank train` run (packed forward)
-    score_pairs_s: float  # reranked pairs/s of a checkpoint's evaluation, load and metrics included
+    score_pairs_s: float  # scored pairs/s of an ablation sweep's configurations (and the analyses' passes)
     source: str
+    #: reranked pairs/s of a training run's own evaluations (checkpoints, curve, test sets: the run's model, LoRA
+    #: merged, load and metrics included); None: at ``score_pairs_s``
+    eval_pairs_s: float | None = None
 
 
 #: SmolLM2-135M, LoRA r=8 on all 7 projections, 2 queries x G=8, max length 196, 2-core CPUs
 CPU_MEASURED: dict[str, CpuMeasured] = {
-    "bf16": CpuMeasured(500.0, 13.5, "issue 23's MS MARCO runs on the 2-core AVX512-BF16 CPU (session 10, bf16, "
-                                     "packed forward): training 490-555 tokens/s (~830 tokens a query at G=8, counted "
-                                     "here as 8 x 100), checkpoint evaluation on DL19+DL20 top-50 = 4,850 pairs in "
-                                     "~6 min (13.5 pairs/s; the scorer alone 13-17)"),
+    "bf16": CpuMeasured(676.0, 23.0, "the seeded study's runs on the 2-core AMX Xeon (session 27, bf16, packed forward, 2 "
+                                     "threads, nothing beside them): r8-all-s42 trained at 676 tokens/s (r8-mha-s44 713), "
+                                     "its own evaluations (dev checkpoints, curve, DL22) ran at 30-35 pairs/s "
+                                     "(results/study_smollm2_cpu_seeds, train_summary.json); an ablation sweep scores "
+                                     "23.4 configuration-pairs/s with bf16 weights (results/score_dtype_ablation.json; "
+                                     "14.8 with the fp32 weights loaded before session 27). Before: 500 and 13.5 (issue "
+                                     "23's runs, session 10)", eval_pairs_s=32.0),
     "fp32": CpuMeasured(125.0, 2.7, "fp32 (AVX2-only CPUs), the slower of the two measured: the reference run resumed "
                                     "on a 2-core AVX2 AMD EPYC (session 13, 2026-12-02, packed forward, tcmalloc) "
                                     "trained at 125-129 tokens/s, and its checkpoint evaluation on DL19 + DL20 top-50 "
@@ -64,9 +70,14 @@ SMALL_MODEL = 1_000_000_000
 @dataclass(frozen=True)
 class Rates:
     train: float  # effective FLOP/s of training (4N FLOPs per token)
-    score: float  # effective FLOP/s of scoring (2N FLOPs per token)
+    score: float  # effective FLOP/s of scoring (2N FLOPs per token): ablations, analyses
     note: str | None = None  # the basis, when it is not the nominal rate
     cpu: bool = False  # measured on the CPU, with the packed training forward (what HF_FORWARD_SLOWDOWN is against)
+    evaluate: float | None = None  # effective FLOP/s of a training run's own evaluations; None: ``score``
+
+    @property
+    def eval_rate(self) -> float:
+        return self.evaluate or self.score
 
 
 #: how much slower a training step is on the CPU when it runs on PEFT's forward instead of the packed one, measured
@@ -87,10 +98,13 @@ def forward_slowdown(tc: dict[str, Any], rates: Rates) -> float:
     return HF_FORWARD_SLOWDOWN["hf"] if tc.get("forward") == "hf" else 1.0
 
 
-def cpu_flops(precision: str) -> tuple[float, float]:
-    """(training, scoring) effective FLOP/s of the CPU measured in `precision` (bf16 or fp32)."""
+def cpu_flops(precision: str) -> tuple[float, float, float]:
+    """(training, scoring, a run's own evaluations) effective FLOP/s of the CPU measured in `precision` (bf16 or
+    fp32)."""
     m = CPU_MEASURED["bf16" if precision == "bf16" else "fp32"]
-    return m.train_tokens_s * 4 * CPU_REF_PARAMS, m.score_pairs_s * AVG_TOKENS * 2 * CPU_REF_PARAMS
+    per_pair = AVG_TOKENS * 2 * CPU_REF_PARAMS
+    return (m.train_tokens_s * 4 * CPU_REF_PARAMS, m.score_pairs_s * per_pair,
+            (m.eval_pairs_s or m.score_pairs_s) * per_pair)
 
 
 def cpu_precision(dtype: str | None) -> tuple[str, str]:
@@ -112,10 +126,12 @@ def model_rates(device: str, model: str, n_params: int | None, nominal: tuple[fl
             n_params - CPU_REF_PARAMS) > 0.05 * CPU_REF_PARAMS else ""
         other = "LORANK_BF16=0 prices it for an AVX2-only CPU (fp32)" if prec == "bf16" else \
             "LORANK_BF16=1 prices it for an AVX512-BF16 CPU (bf16)"
-        return Rates(*cpu_flops(prec), note=(f"{model} on cpu in {prec}" + (f" ({why})" if why else "") + ": the "
-                                             f"measured {m.train_tokens_s:.0f} training tokens/s and "
-                                             f"{m.score_pairs_s:g} scored pairs/s of SmolLM2-135M{scale} ({m.source}); "
-                                             + other), cpu=True)
+        train, score, evaluate = cpu_flops(prec)
+        evals = f", {m.eval_pairs_s:g} pairs/s in a run's own evaluations" if m.eval_pairs_s else ""
+        return Rates(train, score, note=(f"{model} on cpu in {prec}" + (f" ({why})" if why else "") + ": the "
+                                         f"measured {m.train_tokens_s:.0f} training tokens/s, {m.score_pairs_s:g} "
+                                         f"scored pairs/s in ablations{evals} of SmolLM2-135M{scale} ({m.source}); "
+                                         + other), cpu=True, evaluate=evaluate)
     if device != "cuda" or not n_params or n_params >= SMALL_MODEL:
         return Rates(*nominal)
     low = model.lower()
@@ -131,9 +147,10 @@ def model_rates(device: str, model: str, n_params: int | None, nominal: tuple[fl
 
 
 # ----------------------------------------------------------------------------------------- seconds per step
-def score_s(pairs: float, n: int, rates: Rates) -> float:
-    """Seconds to score `pairs` (query, passage) pairs with a model of `n` body parameters."""
-    return pairs * AVG_TOKENS * 2 * n / rates.score
+def score_s(pairs: float, n: int, rates: Rates, in_training: bool = False) -> float:
+    """Seconds to score `pairs` (query, passage) pairs with a model of `n` body parameters: in an ablation or an
+    analysis, or (``in_training``) in a training run's own evaluations."""
+    return pairs * AVG_TOKENS * 2 * n / (rates.eval_rate if in_training else rates.score)
 
 
 def set_queries(name: str, max_queries: int | None) -> int:
@@ -164,7 +181,7 @@ def checkpoint_evals_s(tc: dict[str, Any], n: int, rates: Rates) -> float:
     ck = tc["checkpoints"]
     n_ckpt = len(ck.get("steps") or []) or max(1, n_steps // (ck.get("every") or n_steps))
     pairs = sum(set_queries(s, ev.get("max_queries")) for s in ev.get("sets", [])) * ev.get("depth", 100)
-    return n_ckpt * score_s(pairs, n, rates) + START_S
+    return n_ckpt * score_s(pairs, n, rates, in_training=True) + START_S
 
 
 def train_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
@@ -182,7 +199,7 @@ def test_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
     steps = ev.get("test_steps", "final")
     n_scored = 1 if steps == "final" else len(set(steps))
     pairs = sum(set_queries(s, ev.get("max_queries")) for s in ev["test_sets"]) * ev.get("depth", 100)
-    return n_scored * score_s(pairs, n, rates)
+    return n_scored * score_s(pairs, n, rates, in_training=True)
 
 
 def curve_points(n_steps: int, every: int) -> int:
@@ -199,7 +216,7 @@ def curve_estimate(tc: dict[str, Any], n: int, rates: Rates) -> float:
     n_steps = tc["max_steps"] if tc["max_steps"] > 0 else 200
     sets = curve.get("sets") if curve.get("sets") is not None else ev.get("sets", [])
     pairs = sum(set_queries(s, ev.get("max_queries")) for s in sets) * curve.get("depth", 20)
-    return curve_points(n_steps, curve.get("every", 100)) * score_s(pairs, n, rates)
+    return curve_points(n_steps, curve.get("every", 100)) * score_s(pairs, n, rates, in_training=True)
 
 
 def window_count(n_layers: int, window: int, target: Window = PAPER_WINDOW) -> int:

@@ -29,7 +29,7 @@ log = logging.getLogger("lorank.study")
 
 #: nominal effective FLOP/s of cost estimates: (training, scoring). On a CPU a plan uses the rates measured in the
 #: precision the run will use (lorank.study.cost.CPU_MEASURED: bf16 or fp32); the fp32 pair stands here.
-RATES = {"cpu": cpu_flops("fp32"), "cuda": (0.40 * 989e12, 0.30 * 989e12)}
+RATES = {"cpu": cpu_flops("fp32")[:2], "cuda": (0.40 * 989e12, 0.30 * 989e12)}
 
 
 @dataclass
