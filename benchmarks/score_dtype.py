@@ -32,18 +32,19 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "score_dtype.json"
 
 
-def _in_training_scores(ckpt: Path, label: str) -> dict[str, dict[str, float]]:
-    from lorank.layout.run import TREC_CHECKPOINT, trec_run_file
+def _in_training(ckpt: Path, label: str) -> tuple[dict[str, dict[str, float]], dict]:
+    """The run's own evaluation of ``label`` at the checkpoint's step: its scores and its metrics row."""
+    from lorank.data import load_run
+    from lorank.layout.checkpoints import step_of
+    from lorank.layout.run import TREC_CHECKPOINT, read_metrics, trec_run_file
 
-    step = int(ckpt.name.rsplit("-", 1)[1])
-    f = trec_run_file(ckpt.parent, TREC_CHECKPOINT, step, label)
-    if not f.is_file():
-        raise SystemExit(f"{f}: the run has no checkpoint evaluation of {label} at step {step}")
-    out: dict[str, dict[str, float]] = {}
-    for line in f.read_text().splitlines():
-        q, _, d, _, s, _ = line.split()
-        out.setdefault(q, {})[d] = float(s)
-    return out
+    step = step_of(ckpt)
+    f = trec_run_file(ckpt.parent, TREC_CHECKPOINT, step, label) if step is not None else None
+    if f is None or not f.is_file():
+        raise SystemExit(f"{ckpt}: not a checkpoint of a run with its own evaluation of {label}")
+    scores = {q: {e.docid: e.score for e in entries} for q, entries in load_run(f).items()}
+    row = next((r for r in read_metrics(ckpt.parent) if r["step"] == step and r["eval_set"] == label), {})
+    return scores, row
 
 
 def _compare(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> dict:
@@ -56,6 +57,18 @@ def _compare(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> 
     ranked = sum(sorted(a[q], key=lambda d: (-a[q][d], d)) == sorted(a[q], key=lambda d: (-b[q][d], d)) for q in a)
     return {"max_abs_diff": round(max(diffs), 6), "same_score_share": round(sum(x == 0 for x in diffs) / len(diffs), 4),
             "queries_ranked_identically": f"{ranked}/{len(a)}"}
+
+
+def _machine() -> dict:
+    """The CPU the measurement ran on; refuses a CPU where bf16 is not lorank's choice (nothing to compare)."""
+    import torch
+    from lorank.precision import cpu_bf16_capability
+
+    cap = cpu_bf16_capability()
+    if not cap:
+        raise SystemExit("this CPU has no AVX512-BF16/AMX: bf16 is not lorank's choice here, nothing to compare")
+    return {"cores": os.cpu_count(), "threads": torch.get_num_threads(), "cpu_bf16": cap,
+            "processor": platform.processor() or platform.machine()}
 
 
 def main() -> int:
@@ -72,22 +85,16 @@ def main() -> int:
         return ablation(a)
     a.out = a.out or OUT
 
-    import torch
     from lorank.data import resolve_eval_set
     from lorank.data.sources import eval_label
     from lorank.evaluation import evaluate
     from lorank.inference.runs import rerank_to_run
-    from lorank.precision import cpu_bf16_capability
     from lorank.reranker import Reranker
 
-    if not cpu_bf16_capability():
-        raise SystemExit("this CPU has no AVX512-BF16/AMX: bf16 is not lorank's choice here, nothing to compare")
+    machine = _machine()
     rs = resolve_eval_set(a.eval).subset(a.queries)
     label = eval_label(a.eval)
-    own = _in_training_scores(a.checkpoint, label)
-    from lorank.layout.run import read_metrics
-    step = int(a.checkpoint.name.rsplit("-", 1)[1])
-    own_row = next((r for r in read_metrics(a.checkpoint.parent) if r["step"] == step and r["eval_set"] == label), {})
+    own, own_row = _in_training(a.checkpoint, label)
     res: dict[str, dict] = {}
     t_all = time.perf_counter()
     for rep in range(a.repeats):
@@ -111,9 +118,7 @@ def main() -> int:
            "depth": a.depth, "repeats": a.repeats,
            "in_training_evaluation": {k: own_row.get(k) for k in ("ndcg_cut_10", "depth", "pairs", "pairs_per_s",
                                                                    "precision", "lora_merged")},
-           "machine": {"cores": os.cpu_count(), "threads": torch.get_num_threads(), "cpu_bf16": cpu_bf16_capability(),
-                       "processor": platform.processor() or platform.machine(),
-                       "load_after": round(os.getloadavg()[0], 2)},
+           "machine": {**machine, "load_after": round(os.getloadavg()[0], 2)},
            "command": "python benchmarks/score_dtype.py " + " ".join(sys.argv[1:]), "wall_s": 0.0, "dtypes": {}}
     for dtype, r in res.items():
         run = rerank_to_run(r["scores"], rs.run, a.depth)
@@ -133,18 +138,14 @@ def main() -> int:
 def ablation(a: argparse.Namespace) -> int:
     import tempfile
 
-    import torch
     import lorank
-    from lorank.precision import cpu_bf16_capability
     from lorank.reranker import Reranker
 
-    if not cpu_bf16_capability():
-        raise SystemExit("this CPU has no AVX512-BF16/AMX: bf16 is not lorank's choice here, nothing to compare")
+    machine = _machine()
     out = {"what": f"the {a.ablation} ablation sweep of one checkpoint with fp32 weights under bf16 autocast and with "
                    "bf16 weights, one process, LoRA merged per configuration: configuration-pairs/s over the sweep",
            "checkpoint": str(a.checkpoint), "eval_set": a.eval, "role": "dev", "depth": a.depth,
-           "machine": {"cores": os.cpu_count(), "threads": torch.get_num_threads(), "cpu_bf16": cpu_bf16_capability(),
-                       "processor": platform.processor() or platform.machine()},
+           "machine": machine,
            "command": "python benchmarks/score_dtype.py " + " ".join(sys.argv[1:]), "dtypes": {}}
     for dtype in ("fp32", "bf16"):
         rr = Reranker.from_adapter(a.checkpoint, dtype=dtype)

@@ -119,7 +119,8 @@ def resolve_dtype_name(name: str | None, device: Any = None) -> str:
     return name
 
 
-def weights_dtype_name(name: str | None, device: Any = None, cpu_bf16_weights: bool = True) -> str:
+def weights_dtype_name(name: str | None, device: Any = None, cpu_bf16_weights: bool = True,
+                       requested: bool | None = None) -> str:
     """The dtype to *load* weights in for inference when ``name`` is ``auto``/None: bf16 wherever the decision is bf16
     (the score head stays fp32: :func:`lorank.models.load_reranker`), else fp32.
 
@@ -130,11 +131,13 @@ def weights_dtype_name(name: str | None, device: Any = None, cpu_bf16_weights: b
     running: results/score_dtype.json (``benchmarks/score_dtype.py``). An earlier measurement, 48 pairs beside a
     training job on the same cores, had seen no difference and made fp32 weights the CPU default until session 27.
 
-    ``cpu_bf16_weights=False`` keeps fp32 weights (bf16 from autocast) on a CPU: ICR, whose scores are the attention
-    weights themselves, keeps the precision its committed results were computed in."""
+    ``requested``: the scorer's own ``bf16`` argument, so the weights follow the same decision as the compute (a
+    scorer asked for fp32 gets fp32 weights). ``cpu_bf16_weights=False`` keeps fp32 weights (bf16 from autocast) on a
+    CPU: ICR, whose scores are the attention weights themselves, keeps the precision its committed results were
+    computed in."""
     if name not in (None, "auto"):
         return name
-    d = decide(None, device)
+    d = decide(requested, device)
     if not d.bf16:
         return "fp32"
     return "bf16" if (cpu_bf16_weights or _device_type(device) == "cuda") else "fp32"

@@ -61,10 +61,7 @@ class Reranker:
         # the decision is bf16, as training's checkpoint evaluations score: lorank.precision.weights_dtype_name)
 
         dev = resolve_device(device)
-        # AdaLoRA's layers keep their factors in fp32 and matmul them with the layer's input: they need fp32 weights
-        # on a CPU (bf16 from the scorer's autocast)
-        adalora = peft_cfg["peft_type"] == "ADALORA"
-        lm = load_reranker(base, dtype=weights_dtype_name(dtype, dev, cpu_bf16_weights=not adalora),
+        lm = load_reranker(base, dtype=weights_dtype_name(dtype, dev, requested=kw.get("bf16")),
                            trust_remote_code=trust_remote_code)
         check_adapter_fits(ckpt, lm.model.config, lm.source.describe())  # not PEFT's 'size mismatch' traceback
         with warnings.catch_warnings():

@@ -160,6 +160,9 @@ def test_a_checkpoint_reranked_after_training_gets_its_in_training_scores(tiny, 
     scores = rr.scorer.rerank(rs.queries, rs.passages, rs.run, depth=12)
     assert sum(len(v) for v in scores.values()) == sum(min(12, len(v)) for v in rs.run.values()) > 0
     assert all(scores[q][d] == own[q][d] for q in scores for d in scores[q])
+    # a scorer asked for fp32 gets fp32 weights: the weights follow the scorer's own decision
+    asked = Reranker.from_adapter(out / "checkpoint-4", bf16=False)
+    assert {p.dtype for p in asked.model.parameters()} == {torch.float32} and asked.scorer.precision == "fp32"
     monkeypatch.setenv("LORANK_BF16", "0")
     rr32 = Reranker.from_adapter(out / "checkpoint-4")
     assert {p.dtype for p in rr32.model.parameters()} == {torch.float32}

@@ -101,7 +101,8 @@ class ICRReranker:
         dev = resolve_device(device)
         # fp32 weights on a CPU (bf16 from autocast): the attention is the score, kept in the precision ICR's
         # committed results were computed in
-        lm = load_reranker(model, dtype=weights_dtype_name(dtype, dev, cpu_bf16_weights=False),
+        lm = load_reranker(model, dtype=weights_dtype_name(dtype, dev, cpu_bf16_weights=False,
+                                                           requested=kw.get("bf16")),
                            trust_remote_code=trust_remote_code)
         return cls(lm.model.to(dev), lm.tokenizer, meta={"model": lm.source.describe()}, **kw)
 
