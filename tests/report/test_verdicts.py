@@ -241,3 +241,35 @@ def test_finding_1_on_the_test_set_rises_between_saved_checkpoints_with_the_tren
     assert f1["verdict"] == HOLDS and f1["role"] == "test", f1["reason"]
     assert "dev sets' dense curve (10 points)" in f1["reason"]
     assert f1["evidence"]["trend_points"] == 10 and f1["evidence"]["checkpoints"] == 2
+
+
+def test_the_curve_figure_names_the_depth_each_point_was_reranked_at(tmp_path, monkeypatch):
+    """The dense curve (top-20) and the checkpoints (top-50) are scored at different depths: the legend says which,
+    read from the reference run's eval config (defaults where silent); pooled sets keep a depth only if shared."""
+    import lorank.report.conditions as conditions
+    from lorank.report.findings_data import eval_depths
+    from lorank.report.findings_model import pooled
+
+    class Ref:
+        train_config = {"eval": {"sets": ["dl19"], "depth": 50, "curve": {"every": 125, "depth": 20}}}
+
+    assert eval_depths(Ref) == {"depth": 50, "curve_depth": 20}
+    Ref.train_config = {"eval": {"sets": ["dl19"], "curve": {"every": 125}}}
+    assert eval_depths(Ref) == {"depth": 100, "curve_depth": 20}  # EvalSpec's and CurveSpec's defaults
+    Ref.train_config = {}
+    assert eval_depths(Ref) == {"depth": 100, "curve_depth": None}
+
+    b = bm25(40)
+    runs = {REF: {"rank": 8, "components": "all", "seed": 42}}
+    dev = PerQuery("dl19", b, {REF: {250: noisy(b, 0.02, 0.03, 3), 1000: noisy(b, 0.1, 0.03, 4)}},
+                   curve={REF: {s: noisy(b, 0.01 * i, 0.03, 10 + i) for i, s in enumerate(range(125, 1001, 125))}},
+                   depth=50, curve_depth=20)
+    other = PerQuery("dl20", {f"x{q}": v for q, v in b.items()}, role="dev", depth=50, curve_depth=30)
+    both = pooled([dev, other])
+    assert (both.depth, both.curve_depth) == (50, None)
+    labels = []
+    monkeypatch.setattr(conditions, "save_figure",
+                        lambda fig, out: labels.extend(t.get_text() for t in fig.axes[0].get_legend().get_texts()))
+    conditions.curve_figure(runs, REF, [dev], tmp_path / "c.png")
+    assert any(t.startswith("dev curve (BM25 top-20, 1 seeds") for t in labels), labels
+    assert "dev checkpoint (dl19, BM25 top-50), 95% CI" in labels, labels

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lorank.study import build_plan, find_spec, load_spec
-from lorank.study.cost import CPU_MEASURED, CPU_REF_PARAMS, model_rates, train_estimate
+from lorank.study.cost import CPU_MEASURED, CPU_REF_PARAMS, model_rates
 from lorank.study.plan import RATES, count_params, model_config
 
 N = count_params(model_config("smollm2-135m"))

@@ -196,6 +196,14 @@ def recovered_figure(points: list[dict[str, Any]], line: float, out: Path) -> Pa
     return save_figure(fig, out)
 
 
+def _top(depth: int | None, sep: str, before: bool = False) -> str:
+    """"BM25 top-N" joined by `sep` (after it, or before it) for a legend: the depth a figure's points were
+    reranked at; "" when not known."""
+    if not depth:
+        return ""
+    return f"{sep}BM25 top-{depth}" if before else f"BM25 top-{depth}{sep}"
+
+
 def curve_figure(runs: dict[str, dict[str, Any]], ref: str, views: list[PerQuery], out: Path) -> Path | None:
     """Finding 1: the reference condition's dense dev curve per seed (thin) and its mean (thick), with every
     saved checkpoint's mean and 95% CI per view (dev: chosen on; test: scored once training had finished)."""
@@ -213,7 +221,7 @@ def curve_figure(runs: dict[str, dict[str, Any]], ref: str, views: list[PerQuery
         shared = sorted(set.intersection(*(set(p) for p in series.values() if p))) if any(series.values()) else []
         if shared:
             ax.plot(shared, [np.mean([np.mean(list(series[r][x].values())) for r in rids if series[r]]) for x in shared],
-                    color=ROLE_COLOURS["dev"], lw=2, label=f"dev curve (top-k, {len(rids)} seeds; thin: one seed)")
+                    color=ROLE_COLOURS["dev"], lw=2, label=f"dev curve ({_top(dev.curve_depth, ', ')}{len(rids)} seeds; thin: one seed)")
             drawn = True
     for k, pq in enumerate(views):
         steps = sorted(set.intersection(*(set(pq.checkpoints.get(r) or {}) for r in rids))) if rids else []
@@ -224,7 +232,8 @@ def curve_figure(runs: dict[str, dict[str, Any]], ref: str, views: list[PerQuery
                 continue
             ax.errorbar([st + (k - 0.5) * 12], [s.mean], yerr=[[s.mean - s.ci95[0]], [s.ci95[1] - s.mean]], fmt="s",
                         ms=6, capsize=4, color=ROLE_COLOURS.get(pq.role, "#555555"),
-                        label=f"{pq.role} checkpoint ({'+'.join(pq.labels)}), 95% CI" if j == 0 else None)
+                        label=f"{pq.role} checkpoint ({'+'.join(pq.labels)}{_top(pq.depth, ', ', before=True)}), "
+                        "95% CI" if j == 0 else None)
             drawn = True
         if pq.bm25:
             ax.axhline(float(np.mean(list(pq.bm25.values()))), color=ROLE_COLOURS.get(pq.role, "#555555"), ls="--",

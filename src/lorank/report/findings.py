@@ -99,9 +99,9 @@ def _view_findings(results: Any, pq: PerQuery, reference: str, ctx: Ctx) -> list
     ab_ok, ab_why, ab_gate = (ok, why, gate) if own or not pq.ablations else noise_gate(
         pq, pq.ablations.get("full"), pq.ablations_of, ctx=ctx)
     # the evidence whose gate passed: checkpoints when the reference passed, ablations when their adapter did
-    view = pq if (ok and ab_ok) or (not ok and not ab_ok) else PerQuery(
-        pq.eval_set, pq.bm25, pq.checkpoints if ok else {}, pq.ablations if ab_ok else {}, pq.ablations_of, pq.sets,
-        pq.curve if ok else {}, pq.role)
+    view = pq if (ok and ab_ok) or (not ok and not ab_ok) else dataclasses.replace(
+        pq, checkpoints=pq.checkpoints if ok else {}, ablations=pq.ablations if ab_ok else {},
+        curve=pq.curve if ok else {})
     failed = "; ".join(dict.fromkeys(w for passed, w in ((ok, why), (ab_ok, ab_why)) if not passed))
     out = []
     for fn in (finding_1, finding_2, finding_3, finding_4, finding_5):

@@ -38,6 +38,18 @@ def ablation_subject(plan: Any, reference: Any) -> str:
     return external[0] if len(external) == 1 else reference.run_id
 
 
+def eval_depths(reference: Any) -> dict[str, int | None]:
+    """The first-stage depths the reference run's checkpoints and dense curve were reranked at (its ``eval``
+    config, the defaults of :class:`lorank.train.config.EvalSpec` where it is silent), for the figures' labels."""
+    from lorank.train.config import CurveSpec, EvalSpec
+
+    ev = reference.train_config.get("eval") or {}
+    curve = ev.get("curve")
+    return {"depth": int(ev.get("depth", EvalSpec.model_fields["depth"].default)),
+            "curve_depth": (int(curve.get("depth", CurveSpec.model_fields["depth"].default))
+                            if isinstance(curve, dict) else None)}
+
+
 def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, subject: str | None = None,
                    role: str = "dev") -> PerQuery:
     """Per-query nDCG@10 of every checkpoint, of the ablations of `subject` (a run id or ``adapter:<name>``;
@@ -54,7 +66,7 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, su
     if not rs.qrels:  # nothing to test against: every finding is inconclusive ("no per-query data")
         log.warning("findings: %s has no qrels; no per-query metrics", set_name)
         return PerQuery(label, {}, ablations_of=subject, role=role)
-    pq = PerQuery(label, per_query(rs.qrels, rs.run), ablations_of=subject, role=role)
+    pq = PerQuery(label, per_query(rs.qrels, rs.run), ablations_of=subject, role=role, **eval_depths(reference))
     finished = finished_runs(plan, study_dir)
     training = [r.run_id for r in plan.runs if r.run_id not in finished and run_dir(study_dir, r.run_id).is_dir()]
     if training:  # its last checkpoint so far is not its final one: a condition's seeds would mix steps

@@ -71,6 +71,9 @@ class PerQuery:
     #: the role of the sets the dense curve was scored on, when it is not this view's own (a test view reads the dev
     #: sets' curve for finding 1's trend: the curve is scored during training, where a test set never is)
     curve_role: str = ""
+    #: the first-stage depth the checkpoints were reranked at, and the dense curve's (None: not known), for labels
+    depth: int | None = None
+    curve_depth: int | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -92,7 +95,8 @@ def pooled(parts: list[PerQuery]) -> PerQuery:
     labels = tuple(x for p in parts for x in p.labels)
     roles = {p.role for p in parts}
     out = PerQuery("+".join(labels), {}, ablations_of=parts[0].ablations_of, sets=labels,
-                   role=roles.pop() if len(roles) == 1 else "dev+test")
+                   role=roles.pop() if len(roles) == 1 else "dev+test", depth=_same(p.depth for p in parts),
+                   curve_depth=_same(p.curve_depth for p in parts))
     for p in parts:
         out.bm25.update(p.bm25)
         for attr in ("checkpoints", "curve"):
@@ -102,6 +106,12 @@ def pooled(parts: list[PerQuery]) -> PerQuery:
         for name, sc in p.ablations.items():
             out.ablations.setdefault(name, {}).update(sc)
     return out
+
+
+def _same(values: Any) -> Any:
+    """The one value all parts share, else None (a label then names no depth rather than a wrong one)."""
+    vals = set(values)
+    return vals.pop() if len(vals) == 1 else None
 
 
 @dataclass(frozen=True)
