@@ -273,3 +273,17 @@ def test_the_curve_figure_names_the_depth_each_point_was_reranked_at(tmp_path, m
     conditions.curve_figure(runs, REF, [dev], tmp_path / "c.png")
     assert any(t.startswith("dev curve (BM25 top-20, 1 seeds") for t in labels), labels
     assert "dev checkpoint (dl19, BM25 top-50), 95% CI" in labels, labels
+    # the conditions' panels too (finding 3 here: the components trained separately)
+    # and each panel's BM25 value on its own line (dev and test differ; the legend once held the last panel's only)
+    panels = {}
+    monkeypatch.setattr(conditions, "save_figure", lambda fig, out: panels.update(
+        {a.get_title(): [x.get_text() for x in a.texts] for a in fig.axes}))
+    runs_3 = {f"r8-{c}-s42": {"rank": 8, "components": c, "seed": 42} for c in ("all", "mha", "mlp")}
+    dev_3 = PerQuery("dl19", b, {rid: {1000: noisy(b, 0.05, 0.03, i)} for i, rid in enumerate(runs_3)}, depth=50)
+    b22 = {f"t{q}": v - 0.2 for q, v in b.items()}
+    test_3 = PerQuery("dl22", b22, {rid: {1000: noisy(b22, 0.05, 0.03, i)} for i, rid in enumerate(runs_3)},
+                      role="test", depth=50)
+    conditions.write_condition_figures(runs_3, "r8-all-s42", [dev_3, test_3], tmp_path)
+    assert {"dev: dl19, BM25 top-50", "test: dl22, BM25 top-50"} <= set(panels), panels
+    for title, pq in (("dev: dl19, BM25 top-50", dev_3), ("test: dl22, BM25 top-50", test_3)):
+        assert f"BM25 {np.mean(list(pq.bm25.values())):.3f}" in panels[title], panels[title]

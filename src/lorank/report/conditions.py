@@ -146,7 +146,10 @@ def _panel(ax: Any, stats: list[ConditionStat], bm25: ConditionStat | None, titl
         ax.annotate(f"{s.mean:.3f}\n({s.n_seeds} seed{'s' if s.n_seeds != 1 else ''})", (i, s.ci95[1]),
                     xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=7.5)
     if bm25 is not None:
-        ax.axhline(bm25.mean, color="#555555", ls="--", lw=1, label=f"BM25 {bm25.mean:.3f}")
+        # each panel's own first stage (dev and test differ): its value on the line, the legend names it once
+        ax.axhline(bm25.mean, color="#555555", ls="--", lw=1, label="BM25 (the panel's queries)")
+        ax.annotate(f"BM25 {bm25.mean:.3f}", (1.0, bm25.mean), xycoords=("axes fraction", "data"), xytext=(-3, 3),
+                    textcoords="offset points", ha="right", va="bottom", fontsize=7, color="#555555")
     ax.set_xticks(range(len(stats)), [s.label for s in stats])
     ax.set_xlim(-0.6, len(stats) - 0.4)
     ax.set_title(title, fontsize=9)
@@ -263,8 +266,8 @@ def write_condition_figures(runs: dict[str, dict[str, Any]], ref: str, views: li
                                }.items():
         if len(groups) < 2:
             continue
-        panels = [(group_stats(groups, pq, runs, f"f{n}"), bm25_stat(pq), f"{pq.role}: {'+'.join(pq.labels)}")
-                  for pq in views]
+        panels = [(group_stats(groups, pq, runs, f"f{n}"), bm25_stat(pq),
+                   f"{pq.role}: {'+'.join(pq.labels)}{_top(pq.depth, ', ', before=True)}") for pq in views]
         panels = [p for p in panels if p[0]]
         if panels:
             figures[str(n)] = str(conditions_figure(panels, f"{title} (final checkpoint)", out_dir /
