@@ -1,4 +1,4 @@
-"""lorank.allocator: which allocator the training verbs run on, and the re-execution that preloads it."""
+"""lorank.allocator: which allocator the training and scoring verbs run on, and the re-execution that preloads it."""
 import os
 import subprocess
 import sys
@@ -56,10 +56,11 @@ def _probe(tmp_path, verb, setting):
     return out.stdout.split(None, 2)
 
 
-def test_the_training_verbs_reexecute_once_with_tcmalloc_preloaded(tmp_path):
+def test_the_training_and_scoring_verbs_reexecute_once_with_tcmalloc_preloaded(tmp_path):
     if al.find_library("tcmalloc") is None:
         pytest.skip("libtcmalloc-minimal4 is not installed (scripts/setup.sh installs it where it runs as root)")
     name, done, args = _probe(tmp_path, "train", "auto")
     assert (name, done) == ("tcmalloc", "tcmalloc") and "'train', '--x'" in args  # the same arguments, once
-    assert _probe(tmp_path, "models", "auto")[:2] == ["glibc", "None"]  # a verb that does not train: untouched
+    assert _probe(tmp_path, "rerank", "auto")[:2] == ["tcmalloc", "tcmalloc"]  # a verb that scores: too
+    assert _probe(tmp_path, "models", "auto")[:2] == ["glibc", "None"]  # a verb that runs no model: untouched
     assert _probe(tmp_path, "train", "glibc")[:2] == ["glibc", "None"]

@@ -183,3 +183,23 @@ def test_the_benchmarks_readme_quotes_score_dtype_as_measured():
                    f"nDCG@10 {f['ndcg_cut_10']} against the run's {d['in_training_evaluation']['ndcg_cut_10']:.4f}"):
         assert quoted in text, quoted
     assert b["vs_in_training_evaluation"]["max_abs_diff"] == 0.0  # what made bf16 weights the default
+
+
+def test_docs_speed_quotes_score_allocator_as_measured():
+    """docs/speed.md's figures on the allocator for CPU scoring are results/score_allocator.json's (and
+    score_dtype.json's for the rate before), and the scoring verbs re-execute with the allocator it chose."""
+    from lorank.allocator import VERBS
+
+    d = json.loads((ROOT / "results" / "score_allocator.json").read_text())
+    before = json.loads((ROOT / "results" / "score_dtype.json").read_text())
+    text = " ".join((ROOT / "docs" / "speed.md").read_text().split())
+    m, s = d["mean_pairs_per_s_by_pass"], d["speedup_tcmalloc_by_pass"]
+    pairs = {w["pairs"] for rows in d["workers"].values() for w in rows}
+    assert len(pairs) == 1 and len(d["workers"]["glibc"]) == len(d["workers"]["tcmalloc"]) == d["repeats"]
+    for quoted in (" and ".join(map(str, before["dtypes"]["bf16"]["pairs_per_s"])) + " pairs/s with bf16 weights",
+                   f"had run at {before['in_training_evaluation']['pairs_per_s']}",
+                   f"{d['repeats']} workers each, {pairs.pop():,} DL19 pairs (dev) a pass",
+                   f"glibc {m['glibc'][0]} then {m['glibc'][1]} pairs/s",
+                   f"tcmalloc {m['tcmalloc'][0]} then {m['tcmalloc'][1]} ({s[0]}x, {s[1]}x)"):
+        assert quoted in text, quoted
+    assert min(s) > 1.0 and {"rerank", "ablate"} <= set(VERBS)  # what made the scoring verbs re-execute

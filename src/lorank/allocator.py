@@ -7,8 +7,12 @@ shows the main thread's share in ``_int_malloc`` growing (13.5% -> 17%): the hea
 forward's tensors, whose sizes change every step. The same run under tcmalloc trains at ~377 tokens/s with an
 RSS of ~4 GB.
 
+Scoring gains too: ``lorank rerank``'s path under tcmalloc against glibc, a fresh process per allocator
+(benchmarks/score_allocator.py, session 28): 1.34x in a process's first pass over 1,000 DL19 pairs, 1.12x in its
+second; the scoring verbs had run on glibc, 27-29 pairs/s where a training process's own evaluations ran at 30-35.
+
 An allocator can only be chosen before the process starts (``LD_PRELOAD``), so the ``lorank`` command re-executes
-itself once, with the library preloaded, for the verbs that train (:data:`VERBS`). ``$LORANK_ALLOCATOR``:
+itself once, with the library preloaded, for the verbs that train or score with a model (:data:`VERBS`). ``$LORANK_ALLOCATOR``:
 
 - ``auto`` (or unset): tcmalloc when its library is installed (Debian: ``libtcmalloc-minimal4``), else glibc;
 - ``tcmalloc`` / ``jemalloc``: that one, or an error naming the package to install;
@@ -31,8 +35,10 @@ log = logging.getLogger("lorank")
 ENV_VAR = "LORANK_ALLOCATOR"
 #: set in the re-executed process, so that it never re-executes again
 DONE_VAR = "LORANK_ALLOCATOR_PRELOADED"
-#: the verbs that train (a study or the demo trains too); the speed-up is measured on training only
-VERBS = ("train", "study", "demo")
+#: the verbs that train (a study or the demo trains too), and those that score with a model (the same forward,
+#: LoRA merged or not): scoring under tcmalloc ran 1.34x glibc's rate in a fresh process's first pass, 1.12x in its
+#: second (benchmarks/score_allocator.py, results/score_allocator.json, session 28)
+VERBS = ("train", "study", "demo", "rerank", "ablate", "analyze", "features")
 LIBRARIES = {
     "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"),
     "jemalloc": ("libjemalloc.so.2",),
@@ -83,8 +89,8 @@ def choose(setting: str | None, dirs: tuple[str, ...] | list[str] = SEARCH_DIRS)
 
 
 def reexec_with_allocator(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> None:
-    """Re-execute this ``lorank`` command with the chosen allocator preloaded, for the verbs that train.
-    Returns (doing nothing) when the verb does not train, when the allocator is already the one chosen, or in the
+    """Re-execute this ``lorank`` command with the chosen allocator preloaded, for the verbs that train or score.
+    Returns (doing nothing) when the verb is not one of them, when the allocator is already the one chosen, or in the
     re-executed process itself; never returns otherwise."""
     argv = list(sys.argv if argv is None else argv)
     env = os.environ if environ is None else environ
