@@ -9,10 +9,12 @@ RSS of ~4 GB.
 
 Scoring gains too: ``lorank rerank``'s path under tcmalloc against glibc, a fresh process per allocator
 (benchmarks/score_allocator.py, session 28): 1.34x in a process's first pass over 1,000 DL19 pairs, 1.12x in its
-second; the scoring verbs had run on glibc, 27-29 pairs/s where a training process's own evaluations ran at 30-35.
+second. The scoring verbs had run on glibc: 26.7-28.1 pairs/s for a checkpoint whose own evaluation inside its
+training process had run at 33.8 (results/score_dtype.json).
 
 An allocator can only be chosen before the process starts (``LD_PRELOAD``), so the ``lorank`` command re-executes
-itself once, with the library preloaded, for the verbs that train or score with a model (:data:`VERBS`). ``$LORANK_ALLOCATOR``:
+itself once, with the library preloaded, for the verbs that train or score with a model (:data:`VERBS`).
+``$LORANK_ALLOCATOR``:
 
 - ``auto`` (or unset): tcmalloc when its library is installed (Debian: ``libtcmalloc-minimal4``), else glibc;
 - ``tcmalloc`` / ``jemalloc``: that one, or an error naming the package to install;

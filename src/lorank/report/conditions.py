@@ -223,8 +223,9 @@ def curve_figure(runs: dict[str, dict[str, Any]], ref: str, views: list[PerQuery
                 ax.plot(xs, [np.mean(list(pts[x].values())) for x in xs], color="#9ecae1", lw=1)
         shared = sorted(set.intersection(*(set(p) for p in series.values() if p))) if any(series.values()) else []
         if shared:
+            label = f"dev curve ({_top(dev.curve_depth, ', ')}{len(rids)} seeds; thin: one seed)"
             ax.plot(shared, [np.mean([np.mean(list(series[r][x].values())) for r in rids if series[r]]) for x in shared],
-                    color=ROLE_COLOURS["dev"], lw=2, label=f"dev curve ({_top(dev.curve_depth, ', ')}{len(rids)} seeds; thin: one seed)")
+                    color=ROLE_COLOURS["dev"], lw=2, label=label)
             drawn = True
     for k, pq in enumerate(views):
         steps = sorted(set.intersection(*(set(pq.checkpoints.get(r) or {}) for r in rids))) if rids else []
