@@ -110,3 +110,38 @@ def test_the_report_draws_the_pooled_checkpoint_curve_and_names_what_it_leaves_o
     assert [s for s, _ in drawn["curves"]["r8-mha"]] == STEPS[1:]
     assert f"r8-mha step {STEPS[0]}" in ev.text
     assert f"({len(pq.bm25)} queries" in drawn["title"]
+
+
+def test_the_report_draws_the_dense_curve_pooled_beside_the_checkpoints_with_their_depths(tmp_path, monkeypatch):
+    """The runs' dense cheap curve (eval.curve: every N steps, shallower) is drawn pooled beside the saved
+    checkpoints, each titled with the depth it was reranked at; a run without a curve is simply not in it."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import lorank.report.trained_sections as sections
+    from lorank.report.page import Section
+    from lorank.report.trained_sections import _pooled_curve
+
+    _, pq = happy_study()
+    view = pooled([_split(pq, "dl19", lambda q: int(q[1:]) % 2 == 0), _split(pq, "dl20", lambda q: int(q[1:]) % 2 == 1)])
+    dense = {st // 2: {q: v + 0.01 for q, v in sc.items()} for st, sc in view.checkpoints["r8-all"].items()}
+    view = dataclasses.replace(view, curve={"r8-all": dense}, depth=50, curve_depth=20)
+    drawn = []
+
+    def fake(curves, base, title, out, measure="ndcg_cut_10"):
+        drawn.append((title, curves))
+        out.write_bytes(b"png")
+        return out
+
+    monkeypatch.setattr(sections, "pooled_curves", fake)
+    runs = [SimpleNamespace(run_id=r, label=r, model="m") for r in ("r8-all", "r8-mha")]
+    ctx = SimpleNamespace(plan=SimpleNamespace(runs=runs, spec=SimpleNamespace(models=["m"])), out=tmp_path)
+    ev = Section("Checkpoint evolution", "")
+    _pooled_curve(ctx, view, ev)
+    assert ev.images == [("dl19+dl20 pooled", tmp_path / "curves_dl19+dl20.png"),
+                         ("dl19+dl20 pooled, dense curve", tmp_path / "curves_dense_dl19+dl20.png")]
+    (t_ck, _), (t_dense, c_dense) = drawn
+    assert t_ck.endswith("BM25 top-50") and t_dense.endswith("BM25 top-20"), (t_ck, t_dense)
+    assert list(c_dense) == ["r8-all"] and [s for s, _ in c_dense["r8-all"]] == sorted(dense)
+    first = dense[min(dense)]
+    assert dict(c_dense["r8-all"])[min(dense)] == pytest.approx(sum(first[q] for q in view.bm25) / len(view.bm25))

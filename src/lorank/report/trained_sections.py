@@ -101,28 +101,34 @@ def checkpoint_section(ctx: ReportContext, view: Any = None, smoke: bool = False
 
 def _pooled_curve(ctx: ReportContext, view: Any, ev: Section) -> None:
     """nDCG@10 by checkpoint over the pooled queries (a step counts only where every pooled query has its value:
-    a checkpoint evaluated on some of the sets is left out and named)."""
+    a checkpoint evaluated on some of the sets is left out and named); then the same for the dense cheap curve
+    (``eval.curve``: every N steps at a shallower depth), where the runs have one."""
     label = "+".join(view.labels)
     everyone = set(view.bm25)
-    curves: dict[str, list[tuple[int, float]]] = {}
-    partial = []
-    for r in ctx.plan.runs:
-        pts = []
-        for step, scores in sorted(view.checkpoints.get(r.run_id, {}).items()):
-            if everyone and everyone <= set(scores):
-                pts.append((step, mean_of({q: scores[q] for q in everyone})))
-            else:
-                partial.append(f"{_short(r, ctx.plan)} step {step}")
-        if pts:
-            curves[_short(r, ctx.plan)] = pts
-    if not curves:
-        return
-    title = f"checkpoints on {label} pooled ({len(everyone)} queries; the findings' view)"
-    png = pooled_curves(curves, mean_of(view.bm25), title, ctx.out / f"curves_{label}.png")
-    ev.images.append((f"{label} pooled", png))
-    if partial:
-        ev.text += (f" Left out of the pooled curve, evaluated on only some of {label}: "
-                    + html.escape(", ".join(partial)) + ".")
+    for attr, title, stem in (
+            ("checkpoints", f"checkpoints on {label} pooled ({len(everyone)} queries; the findings' view)"
+                            + (f", BM25 top-{view.depth}" if view.depth else ""), f"curves_{label}"),
+            ("curve", f"dense curve on {label} pooled ({len(everyone)} queries)"
+                      + (f", BM25 top-{view.curve_depth}" if view.curve_depth else ""), f"curves_dense_{label}")):
+        curves: dict[str, list[tuple[int, float]]] = {}
+        partial = []
+        for r in ctx.plan.runs:
+            pts = []
+            for step, scores in sorted(getattr(view, attr).get(r.run_id, {}).items()):
+                if everyone and everyone <= set(scores):
+                    pts.append((step, mean_of({q: scores[q] for q in everyone})))
+                else:
+                    partial.append(f"{_short(r, ctx.plan)} step {step}")
+            if pts:
+                curves[_short(r, ctx.plan)] = pts
+        if not curves:
+            continue
+        png = pooled_curves(curves, mean_of(view.bm25), title, ctx.out / f"{stem}.png")
+        ev.images.append((f"{label} pooled" + (", dense curve" if attr == "curve" else ""), png))
+        if partial:
+            what = "pooled curve" if attr == "checkpoints" else "pooled dense curve"
+            ev.text += (f" Left out of the {what}, evaluated on only some of {label}: "
+                        + html.escape(", ".join(partial)) + ".")
 
 
 def final_comparisons(ctx: ReportContext) -> dict[str, dict[str, Any]]:
