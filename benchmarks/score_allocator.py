@@ -79,7 +79,10 @@ def main() -> int:
         order = ("glibc", "tcmalloc") if rep % 2 == 0 else ("tcmalloc", "glibc")
         for name in order:
             env = dict(base_env, **({"LD_PRELOAD": lib} if name == "tcmalloc" else {}))
-            out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+            proc = subprocess.run(args, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"the {name} worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            out = proc.stdout
             row = json.loads(out.strip().splitlines()[-1])
             if row["allocator"] != name:
                 raise SystemExit(f"a worker meant for {name} ran on {row['allocator']}")

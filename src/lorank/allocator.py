@@ -37,9 +37,10 @@ log = logging.getLogger("lorank")
 ENV_VAR = "LORANK_ALLOCATOR"
 #: set in the re-executed process, so that it never re-executes again
 DONE_VAR = "LORANK_ALLOCATOR_PRELOADED"
-#: the verbs that train (a study or the demo trains too), and those that score with a model (the same forward,
-#: LoRA merged or not): scoring under tcmalloc ran 1.34x glibc's rate in a fresh process's first pass, 1.12x in its
-#: second (benchmarks/score_allocator.py, results/score_allocator.json, session 28)
+#: the verbs that train (a study or the demo trains too), and those that score with a model: rerank's scoring under
+#: tcmalloc ran 1.34x glibc's rate in a fresh process's first pass, 1.12x in its second (benchmarks/score_allocator.py,
+#: results/score_allocator.json, session 28); ablate, features and analyze run the same forward (measured on rerank
+#: only; `analyze weights` runs none and only pays the one re-execution)
 VERBS = ("train", "study", "demo", "rerank", "ablate", "analyze", "features")
 LIBRARIES = {
     "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"),

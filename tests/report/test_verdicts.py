@@ -267,6 +267,8 @@ def test_the_curve_figure_names_the_depth_each_point_was_reranked_at(tmp_path, m
     other = PerQuery("dl20", {f"x{q}": v for q, v in b.items()}, role="dev", depth=50, curve_depth=30)
     both = pooled([dev, other])
     assert (both.depth, both.curve_depth) == (50, None)
+    unjudged = PerQuery("dl21", {}, role="dev")  # a set without qrels knows no depth: it does not erase the others'
+    assert (pooled([dev, unjudged]).depth, pooled([dev, unjudged]).curve_depth) == (50, 20)
     labels = []
     monkeypatch.setattr(conditions, "save_figure",
                         lambda fig, out: labels.extend(t.get_text() for t in fig.axes[0].get_legend().get_texts()))

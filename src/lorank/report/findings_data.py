@@ -65,7 +65,7 @@ def load_per_query(plan: Any, study_dir: Path, reference: Any, set_name: str, su
     rs = resolve_eval_set(set_name, plan.spec.data_root).subset(mq)
     if not rs.qrels:  # nothing to test against: every finding is inconclusive ("no per-query data")
         log.warning("findings: %s has no qrels; no per-query metrics", set_name)
-        return PerQuery(label, {}, ablations_of=subject, role=role)
+        return PerQuery(label, {}, ablations_of=subject, role=role, **eval_depths(reference))
     pq = PerQuery(label, per_query(rs.qrels, rs.run), ablations_of=subject, role=role, **eval_depths(reference))
     finished = finished_runs(plan, study_dir)
     training = [r.run_id for r in plan.runs if r.run_id not in finished and run_dir(study_dir, r.run_id).is_dir()]

@@ -109,8 +109,9 @@ def pooled(parts: list[PerQuery]) -> PerQuery:
 
 
 def _same(values: Any) -> Any:
-    """The one value all parts share, else None (a label then names no depth rather than a wrong one)."""
-    vals = set(values)
+    """The one value all parts that know it share, else None (a label then names no depth rather than a wrong
+    one); a part that does not know it (None: a set without qrels) does not count."""
+    vals = {v for v in values if v is not None}
     return vals.pop() if len(vals) == 1 else None
 
 

@@ -122,6 +122,8 @@ def _pooled_curve(ctx: ReportContext, view: Any, ev: Section) -> None:
             if pts:
                 curves[_short(r, ctx.plan)] = pts
         if not curves:
+            if partial and attr == "curve":  # the dense curve scored on only some of the pooled sets: say so once
+                ev.text += f" The dense curve covers only some of {label}: not drawn pooled."
             continue
         png = pooled_curves(curves, mean_of(view.bm25), title, ctx.out / f"{stem}.png")
         ev.images.append((f"{label} pooled" + (", dense curve" if attr == "curve" else ""), png))
