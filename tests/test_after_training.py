@@ -31,6 +31,21 @@ def test_training_calls_of_an_uninterrupted_run_sum_to_its_tokens(tmp_path):
     assert call == {"steps": "1-3", "s": 30.5, "tokens": 330, "tokens_per_s": 10.8}
 
 
+def test_training_calls_take_what_each_call_recorded_when_it_started(tmp_path):
+    # call 1 (bf16) trained 1-3 with a checkpoint at 2; call 2 (fp32) started at 3 and was stopped before its first
+    # log row was kept; call 3 (fp32, another CPU) started at 3 again and trained 3-4; the log knows calls 1 and 3
+    rows = [(1, 100, 10.0), (2, 200, 20.0), (3, 300, 30.0), (3, 310, 12.0), (4, 420, 25.0)]
+    (tmp_path / "train_log.jsonl").write_text("".join(
+        json.dumps({"step": s, "tokens": t, "elapsed_s": e}) + "\n" for s, t, e in rows))
+    recorded = [{"from_step": 1, "dtype": "bf16", "cpu": "Xeon"}, {"from_step": 3, "dtype": "fp32", "cpu": "EPYC A"},
+                {"from_step": 3, "dtype": "fp32", "cpu": "EPYC B"}]
+    (tmp_path / "train_calls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recorded))
+    calls = training_calls(tmp_path)
+    assert [(c["steps"], c["dtype"], c["cpu"]) for c in calls] == [("1-3", "bf16", "Xeon"), ("3-4", "fp32", "EPYC B")]
+    (tmp_path / "train_calls.jsonl").unlink()  # a run trained before lorank wrote the file: the log's facts only
+    assert all("dtype" not in c for c in training_calls(tmp_path))
+
+
 def test_mine_command_names_the_window_the_run_mined_with():
     assert mine_window([{"kind": "trec", "path": "dl20"}, {"kind": "msmarco", "mine": {"window": "1-30"}}]) == "1-30"
     assert mine_window([{"kind": "msmarco", "mine": {"window": "10-100"}}]) == "10-100"

@@ -44,6 +44,19 @@ def _cpu_flag(flag: str) -> bool:
         return False
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()`` or the machine type: what a run or a
+    measurement records beside its precision (the same config trains in bf16 on one CPU and fp32 on another)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+    except OSError:
+        name = None
+    return name or platform.processor() or platform.machine()
+
+
 def cpu_bf16_capability() -> str | None:
     """The CPU feature that makes bf16 pay (``AMX``, ``AVX512-BF16``), or None on CPUs without one."""
     import torch

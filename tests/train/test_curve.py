@@ -76,6 +76,28 @@ def test_a_resumed_run_does_not_score_a_curve_point_twice(curve_run, tmp_path):
     assert (run2 / "runs_trec" / f"curve-4.{data.name}.run").is_file()
 
 
+def test_each_train_call_records_its_precision_and_the_step_it_went_on_from(curve_run, tmp_path):
+    """train_calls.jsonl: a row per call, so a run resumed on another CPU says which steps trained in which
+    precision (training_calls pairs each call of the log with its row)."""
+    from lorank.layout.run import read_train_calls, training_calls
+    from lorank.precision import cpu_model
+    from lorank.train.run import train
+
+    root, data, model, cfg = curve_run
+    (first,) = read_train_calls(root / "run")
+    assert first["from_step"] == 1 and first["dtype"] == "fp32" and first["precision_reason"] == "set in the config"
+    assert first["device"] == "cpu" and first["cpu"] == cpu_model() and first["forward"] in ("packed", "hf")
+    run2 = tmp_path / "run"
+    shutil.copytree(root / "run", run2)
+    shutil.rmtree(run2 / "checkpoint-5")  # resumes from checkpoint-2
+    train(cfg.model_copy(update={"output_dir": str(run2)}), progress=False)
+    rows = read_train_calls(run2)
+    assert [r["from_step"] for r in rows] == [1, 3] and rows[0] == first
+    calls = training_calls(run2)
+    assert [c["steps"] for c in calls] == ["1-2", "3-5"]
+    assert all(c["dtype"] == "fp32" and c["cpu"] == cpu_model() for c in calls)
+
+
 def test_scoring_the_curve_leaves_the_training_as_it_was(curve_run, tmp_path):
     from safetensors.torch import load_file
 

@@ -8,6 +8,7 @@ it, and its rows of metrics.
     metrics.jsonl        a row per (checkpoint step, evaluation set)
     curve.jsonl          a row per (step, set) of the dense curve of the model in training (eval.curve)
     train_summary.json   the totals of the last call
+    train_calls.jsonl    a row per `lorank train` call: the step it went on from, its precision, CPU and forward
     checkpoints.png      the evaluations by step
     runs_trec/           the reranked TREC runs: checkpoint-N.<set>.run, curve-N.<set>.run
     checkpoint-N/        the checkpoints (lorank.layout.checkpoints)
@@ -28,16 +29,17 @@ TRAIN_LOG = "train_log.jsonl"
 METRICS = "metrics.jsonl"
 CURVE = "curve.jsonl"
 SUMMARY = "train_summary.json"
+TRAIN_CALLS = "train_calls.jsonl"
 PLOT = "checkpoints.png"
 TREC_DIR = "runs_trec"
 #: the kinds of reranked TREC runs in runs_trec/: a checkpoint's evaluation, a point of the dense curve
 TREC_CHECKPOINT, TREC_CURVE = "checkpoint", "curve"
 
 #: the run's own files a resume or a report reads (a snapshot copies each when present), and its folders
-RUN_FILES = (CONFIG, TRAIN_LOG, METRICS, SUMMARY, CURVE)
+RUN_FILES = (CONFIG, TRAIN_LOG, METRICS, SUMMARY, CURVE, TRAIN_CALLS)
 RUN_DIRS = (TREC_DIR,)
 #: what a fresh start (``--no-resume``) in a used folder sets aside with the old checkpoints
-PREVIOUS_OUTPUTS = (METRICS, TREC_DIR, TRAIN_LOG, SUMMARY, PLOT, CURVE)
+PREVIOUS_OUTPUTS = (METRICS, TREC_DIR, TRAIN_LOG, SUMMARY, PLOT, CURVE, TRAIN_CALLS)
 
 
 def config_file(run_dir: str | Path) -> Path:
@@ -58,6 +60,10 @@ def curve_file(run_dir: str | Path) -> Path:
 
 def summary_file(run_dir: str | Path) -> Path:
     return Path(run_dir) / SUMMARY
+
+
+def train_calls_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / TRAIN_CALLS
 
 
 def plot_file(run_dir: str | Path) -> Path:
@@ -124,9 +130,24 @@ def append_curve(run_dir: str | Path, row: dict[str, Any]) -> None:
     _write_row(curve_file(run_dir), read_curve(run_dir), row)
 
 
+def read_train_calls(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``train_calls.jsonl``, in the order the calls started (none for a run trained before lorank wrote
+    it)."""
+    return _read_rows(train_calls_file(run_dir))
+
+
+def append_train_call(run_dir: str | Path, row: dict[str, Any]) -> None:
+    """Add one ``lorank train`` call's row (``from_step``: the first step it trains; what it trained in and on):
+    written when the call starts, so a call stopped before its first checkpoint is recorded too."""
+    f = train_calls_file(run_dir)
+    rows = _read_rows(f)
+    atomic_write_text(f, "".join(json.dumps(r, sort_keys=False) + "\n" for r in [*rows, row]))
+
+
 def training_calls(run_dir: str | Path) -> list[dict[str, Any]]:
     """One entry per ``lorank train`` call that built this run (a resume starts a new call), from train_log.jsonl:
-    the steps it trained, its wall time and the tokens it trained. ``elapsed_s`` restarts at each call, and a
+    the steps it trained, its wall time and the tokens it trained, and what ``train_calls.jsonl`` recorded of it when
+    it started (precision, CPU, forward, allocator: runs trained before lorank wrote that file have none). ``elapsed_s`` restarts at each call, and a
     resumed call's cumulative token count starts from the checkpoint it resumed (the last logged step before its
     first), so steps trained twice (after an interruption past the last checkpoint) count in both calls.
 
@@ -158,6 +179,15 @@ def training_calls(run_dir: str | Path) -> list[dict[str, Any]]:
         prev = r
     if prev is not None:
         close()
+    # first step -> the latest call that started there (an earlier one that kept no row past its checkpoint is not
+    # in the log: the resume dropped its rows)
+    recorded: dict[int, dict[str, Any]] = {}
+    for row in read_train_calls(run_dir):
+        if isinstance(row.get("from_step"), int):
+            recorded[row["from_step"]] = row
     for c in calls:
         c["tokens_per_s"] = round(c["tokens"] / c["s"], 1) if c["s"] else None
+        row = recorded.get(int(c["steps"].split("-")[0]))
+        if row is not None:
+            c.update({k: v for k, v in row.items() if k != "from_step"})
     return calls

@@ -62,6 +62,9 @@ CPU_MODEL_TRAIN: dict[tuple[str, str], tuple[float, str]] = {
     ("bf16", "gemma3-270m"): (498.7, "Gemma 3 270M's reference run (configs/train_msmarco12k_cpu_gemma.yaml) on the "
                                      "2-core AMX Xeon in bf16, 2 threads, nothing beside it: steps 3101-4400 of its "
                                      "session-28 call (results/resume/msmarco12k-gemma/train_log.jsonl)"),
+    ("fp32", "gemma3-270m"): (237.2, "Gemma 3 270M's reference run on a 2-core AVX2 AMD EPYC (Zen 3) in fp32, 2 "
+                                     "threads, tcmalloc, nothing beside it: steps 5002-5200 of its session-29 call "
+                                     "(results/resume/msmarco12k-gemma/train_log.jsonl)"),
 }
 
 #: measured training throughput (real tokens/s) of a model on a GPU: (device, model-name hint) ->

@@ -26,13 +26,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import subprocess
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lorank.precision import cpu_model
 from lorank.atomic import atomic_write_json
 from lorank.errors import DataError
 from lorank.layout.run import summary_file, train_log_file, training_calls
@@ -66,16 +66,10 @@ def code_commit() -> str | None:
 
 @functools.cache
 def machine() -> dict[str, Any]:
-    """The CPU's model name (``/proc/cpuinfo``, else ``platform.processor()`` or the machine type), its CPU count
-    and the CPUs this process may run on."""
-    name = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
-    except OSError:
-        pass
+    """The CPU's model name (:func:`lorank.precision.cpu_model`), its CPU count and the CPUs this process may run
+    on."""
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {"cpu": name or platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "cpus_allowed": allowed}
 
 

@@ -80,31 +80,41 @@ class CheckpointEvaluator:
         run = rerank_to_run(scores, rs.run, self.spec.depth)
         return run, scores, scorer.precision, bool(n_merged), time.perf_counter() - t0
 
+    def check_depth(self, have: Any, step: int, name: str, where: Path) -> None:
+        """Refuse a (step, set) already scored at another depth in ``where``: its row and TREC run would be mixed up
+        with this depth's (a row without a depth predates the field and is taken as this one's)."""
+        if have is not None and have != self.spec.depth:
+            raise ConfigError(f"{where}: step {step} on {name} is already evaluated at depth {have}, not "
+                              f"{self.spec.depth}; its row and TREC run would be mixed up with this one's: score this "
+                              "depth into another folder")
+
+    def scored_row(self, model: Any, step: int, name: str, rs: Any, role: str
+                   ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """`rs` reranked and evaluated on ``model`` at ``step``: (the row every evaluation writes, the run, the
+        scores). The one home of a scored row's fields, for the checkpoints' metrics.jsonl and the curve's
+        curve.jsonl alike."""
+        run, scores, precision, merged, wall = self.rerank_set(model, rs)
+        res = evaluate(rs.qrels, run, rel_threshold=self.spec.rel_threshold)
+        n_pairs = sum(len(v) for v in scores.values())
+        row = {"step": step, "eval_set": name, "role": role, "depth": self.spec.depth,
+               **{k: round(float(v), 6) for k, v in res.aggregate.items()},
+               "pairs": n_pairs, "score_wall_s": round(wall, 2), "pairs_per_s": round(n_pairs / wall, 2),
+               "precision": precision, "lora_merged": merged, "weights": weights_dtype(model)}
+        return row, run, scores
+
     def _score(self, model: Any, step: int, sets: dict[str, Any], test: bool) -> list[dict[str, Any]]:
         rows = []
         depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_metrics(self.out_dir)}  # the done ones
         for name, rs in sets.items():
             role = TEST if test else self.role(name)
             if (step, name) in depths:
-                have = depths[(step, name)]
-                if have is not None and have != self.spec.depth:
-                    raise ConfigError(
-                        f"{metrics_file(self.out_dir)}: checkpoint-{step} on {name} is already evaluated at depth "
-                        f"{have}, not {self.spec.depth}; its metrics row and TREC run would be mixed up with this "
-                        "one's: evaluate this depth into another folder")
+                self.check_depth(depths[(step, name)], step, name, metrics_file(self.out_dir))
                 continue
-            run, scores, precision, merged, wall = self.rerank_set(model, rs)
+            row, run, scores = self.scored_row(model, step, name, rs, role)
             if test:
-                self.test_s += wall
+                self.test_s += row["score_wall_s"]
             else:
-                self.total_s += wall
-            res = evaluate(rs.qrels, run, rel_threshold=self.spec.rel_threshold)
-            n_pairs = sum(len(v) for v in scores.values())
-            row = {"step": step, "eval_set": name, "role": role,
-                   **{k: round(float(v), 6) for k, v in res.aggregate.items()},
-                   "pairs": n_pairs, "depth": self.spec.depth, "score_wall_s": round(wall, 2),
-                   "pairs_per_s": round(n_pairs / wall, 2), "precision": precision, "lora_merged": merged,
-                   "weights": weights_dtype(model)}
+                self.total_s += row["score_wall_s"]
             if self.spec.write_runs:
                 write_run(trec_run_file(self.out_dir, TREC_CHECKPOINT, step, name), run, tag=f"lorank-{step}")
             append_metrics(self.out_dir, row)

@@ -18,11 +18,9 @@ from typing import Any
 from transformers import TrainerCallback
 
 from lorank.train.config import EvalSpec
-from lorank.errors import ConfigError
-from lorank.evaluation import evaluate, write_run
+from lorank.evaluation import write_run
 from lorank.layout.run import TREC_CURVE, append_curve, curve_file, read_curve, trec_run_file
 from lorank.train.checkpoint_eval import CheckpointEvaluator
-from lorank.precision import weights_dtype
 
 log = logging.getLogger("lorank.train")
 CURVE_FIELDS = ("step", "eval_set", "role", "depth", "ndcg_cut_10", "recip_rank_10", "pairs", "score_wall_s")
@@ -58,20 +56,11 @@ class CurveEvaluator(CheckpointEvaluator):
         depths = {(r["step"], r["eval_set"]): r.get("depth") for r in read_curve(self.out_dir)}
         for name, rs in self.sets.items():
             if (step, name) in depths:  # written before a resume: the same weights, scored already
-                if depths[(step, name)] not in (None, self.spec.depth):
-                    raise ConfigError(f"{curve_file(self.out_dir)}: step {step} on {name} is already scored at depth "
-                                      f"{depths[(step, name)]}, not {self.spec.depth}: score this depth into another "
-                                      "folder")
+                self.check_depth(depths[(step, name)], step, name, curve_file(self.out_dir))
                 continue
-            run, scores, precision, merged, wall = self.rerank_set(model, rs)
-            res = evaluate(rs.qrels, run, rel_threshold=self.spec.rel_threshold)
+            row, run, _ = self.scored_row(model, step, name, rs, "dev")
             write_run(trec_run_file(self.out_dir, TREC_CURVE, step, name), run, tag=f"lorank-curve-{step}")
-            self.total_s += wall
-            row = {"step": step, "eval_set": name, "role": "dev", "depth": self.spec.depth,
-                   **{k: round(float(v), 6) for k, v in res.aggregate.items()},
-                   "pairs": sum(len(v) for v in scores.values()), "score_wall_s": round(wall, 2),
-                   "precision": precision, "lora_merged": merged,
-                   "weights": weights_dtype(model)}
+            self.total_s += row["score_wall_s"]
             append_curve(self.out_dir, row)  # after its run file: a row means both are there
             log.info("curve step %d %s (top-%d): nDCG@10 %.4f", step, name, self.spec.depth,
                      row.get("ndcg_cut_10", float("nan")))

@@ -15,6 +15,7 @@ import platform
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,14 @@ from lorank.allocator import active_allocator
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError, LorankError
 from lorank.layout.checkpoints import checkpoint_dirs, complete_checkpoints, is_checkpoint_name, read_marker, step_of
-from lorank.layout.run import PREVIOUS_OUTPUTS, config_file, read_metrics, summary_file, train_log_file
+from lorank.layout.run import (PREVIOUS_OUTPUTS, append_train_call, config_file, read_metrics, summary_file,
+                               train_log_file)
 from lorank.lora.spec import LoraSpec, apply_lora
 from lorank.models.attention import apply_attention_backend
 from lorank.models.inputs import InputFormat, PairEncoder
 from lorank.models.loading import load_reranker
 from lorank.models.packed import install_packed_forward, packed_support, window_limit
-from lorank.precision import decide
+from lorank.precision import cpu_bf16_capability, cpu_model, decide
 from lorank.lora.adalora import orth_penalty
 from lorank.lora.dylora import DyLoraTruncation
 from lorank.train.callbacks import (AdaLoraBudget, CheckpointMeta, CheckpointSchedule, DyLoraRanks, EvalOnSave,
@@ -177,6 +179,8 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     s = _session(cfg, m, out, dataset, encoder, _checkpoint_meta(cfg, m, identity), progress)
     resume_from = _resume_point(out, resume, s.trainer)
     call = _Call(resume_from, step_of(Path(resume_from)) if resume_from else 0, s.trainer.tokens_seen)
+    if s.trainer.is_world_process_zero():
+        append_train_call(out, _call_record(m, s, call))
     t0 = time.perf_counter()
     _fit(s, cfg, out, call)
     steps = max(s.trainer.state.global_step, call.done_step)
@@ -250,6 +254,16 @@ def _resolved_config(cfg: TrainConfig, m: _Model, stats: Any) -> dict[str, Any]:
             "execution": {"forward": m.forward, "forward_reason": m.forward_reason,
                           "gradient_checkpointing": m.checkpointing, "grad_cache": cfg.grad_cache,
                           "memory_gb": _memory_gb()}}
+
+
+def _call_record(m: _Model, s: _Session, call: _Call) -> dict[str, Any]:
+    """This call's row of train_calls.jsonl: what it trains in and on, from which step. A run resumed on another
+    machine can train its steps in two precisions (``dtype: auto``: bf16 on an AMX CPU, fp32 on an AVX2 one): the
+    rows say which steps trained in which."""
+    return {"from_step": call.done_step + 1, "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "dtype": m.dtype, "precision_reason": m.precision_reason, "device": "cuda" if m.use_cuda else "cpu",
+            "cpu": cpu_model(), "bf16_capability": None if m.use_cuda else cpu_bf16_capability(),
+            "torch_threads": torch.get_num_threads(), "forward": m.forward, "allocator": s.allocator}
 
 
 def _checkpoint_meta(cfg: TrainConfig, m: _Model, identity: dict[str, Any]) -> dict[str, Any]:
