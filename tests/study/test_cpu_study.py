@@ -18,12 +18,27 @@ SEEDED = Path(__file__).resolve().parents[2] / "results" / "study_smollm2_cpu_se
 
 def test_the_cpu_rates_are_the_measured_ones_for_each_precision():
     assert N == CPU_REF_PARAMS  # the rates are stated for SmolLM2-135M's body
-    for prec, train_tok_s, pairs_s, eval_s in (("bf16", 676, 23, 32), ("fp32", 125, 2.7, 2.7)):
+    for prec, train_tok_s, pairs_s, eval_s in (("bf16", 676, 23, 32), ("fp32", 236.2, 2.7, 2.7)):
         r = model_rates("cpu", "smollm2-135m", N, RATES["cpu"], prec)
         assert r.train / (4 * N) == pytest.approx(train_tok_s) and r.score / (2 * N * 100) == pytest.approx(pairs_s)
         assert r.eval_rate / (2 * N * 100) == pytest.approx(eval_s)
         assert f"in {prec}" in r.note and "measured" in r.note
     assert "AMX" in CPU_MEASURED["bf16"].source and "248" in CPU_MEASURED["fp32"].source
+    # the fp32 training rate is the committed measurement's, over the steps its source names
+    import json as _json
+
+    rows = {}
+    for line in (SEEDED.parent / "train_rate_smollm2_fp32" / "train_log.jsonl").read_text().splitlines():
+        r = _json.loads(line)
+        if "tokens_per_s" in r:
+            rows[r["step"]] = r
+    assert "steps 21-120" in CPU_MEASURED["fp32"].source
+    a, b = rows[20], rows[120]
+    assert CPU_MEASURED["fp32"].train_tokens_s == pytest.approx(
+        (b["tokens"] - a["tokens"]) / (b["elapsed_s"] - a["elapsed_s"]), abs=0.1)
+    calls = [_json.loads(x) for x in (SEEDED.parent / "train_rate_smollm2_fp32" / "train_calls.jsonl").read_text()
+             .splitlines()]
+    assert [(c["from_step"], c["dtype"], c["forward"]) for c in calls] == [(1, "fp32", "packed")]
     # the ablation rate is the committed measurement's, rounded down
     import json
 

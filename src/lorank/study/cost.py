@@ -47,12 +47,14 @@ CPU_MEASURED: dict[str, CpuMeasured] = {
                                      "23.4 configuration-pairs/s with bf16 weights (results/score_dtype_ablation.json; "
                                      "14.8 with the fp32 weights loaded before session 27). Before: 500 and 13.5 (issue "
                                      "23's runs, session 10)", eval_pairs_s=32.0),
-    "fp32": CpuMeasured(125.0, 2.7, "fp32 (AVX2-only CPUs), the slower of the two measured: the reference run resumed "
-                                    "on a 2-core AVX2 AMD EPYC (session 13, 2026-12-02, packed forward, tcmalloc) "
-                                    "trained at 125-129 tokens/s, and its checkpoint evaluation on DL19 + DL20 top-50 "
-                                    "scored 2.7 pairs/s (3.5 with LoRA merged, as benchmarks/train_msmarco12k.py "
-                                    "scores); on a faster AVX2 CPU benchmarks/train_speed.py gave 248 tokens/s "
-                                    "(docs/speed.md, 2026-12-01) and scoring 3.0-4.5 pairs/s"),
+    "fp32": CpuMeasured(236.2, 2.7, "fp32 (AVX2-only CPUs): training measured in session 29 on a 2-core AVX2 AMD EPYC "
+                                    "(Zen 3), packed forward, tcmalloc, 2 threads, nothing beside it: the reference "
+                                    "recipe (configs/train_msmarco12k_cpu_reference.yaml) at 236.2 tokens/s over "
+                                    "steps 21-120 (results/train_rate_smollm2_fp32); session 13's 125-129 on an EPYC "
+                                    "of the same name predates the later training speed-ups. Scoring: 2.7 pairs/s "
+                                    "(3.5 with LoRA merged), the reference run's checkpoint evaluation on DL19 + DL20 "
+                                    "top-50 in session 13, not measured since (benchmarks/train_speed.py gave 248 "
+                                    "tokens/s on a faster AVX2 CPU, docs/speed.md, 2026-12-01)"),
 }
 
 #: a model's own training rate on the CPU, where it is measured, in place of SmolLM2-135M's scaled by FLOPs (a model
