@@ -144,6 +144,18 @@ def append_train_call(run_dir: str | Path, row: dict[str, Any]) -> None:
     atomic_write_text(f, "".join(json.dumps(r, sort_keys=False) + "\n" for r in [*rows, row]))
 
 
+def trained_precisions(run_dir: str | Path) -> tuple[list[str], str]:
+    """The precisions a run's steps trained in (``bf16``, ``fp32``; two where it was resumed on another kind of CPU)
+    and where that is read: every call's row of ``train_calls.jsonl``, else ``config.json``'s ``precision`` (only
+    the last call's: a run trained before lorank wrote train_calls.jsonl), else nothing known ([], "")."""
+    rows = read_train_calls(run_dir)
+    if rows:
+        return sorted({str(r["dtype"]) for r in rows if r.get("dtype")}), TRAIN_CALLS
+    cfg = read_run_config(run_dir)
+    dtype = ((cfg or {}).get("precision") or {}).get("dtype") if isinstance(cfg, dict) else None
+    return ([str(dtype)], f"{CONFIG} (the last call)") if dtype else ([], "")
+
+
 def training_calls(run_dir: str | Path) -> list[dict[str, Any]]:
     """One entry per ``lorank train`` call that built this run (a resume starts a new call), from train_log.jsonl:
     the steps it trained, its wall time and the tokens it trained, and what ``train_calls.jsonl`` recorded of it when

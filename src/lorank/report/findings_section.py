@@ -10,7 +10,8 @@ from typing import Any
 
 from lorank.atomic import atomic_write_json, atomic_write_text
 from lorank.errors import ConfigError
-from lorank.layout.study import FINDINGS_FILE, SPEC, spec_file as study_spec_file
+from lorank.layout.run import trained_precisions
+from lorank.layout.study import FINDINGS_FILE, SPEC, run_dir, spec_file as study_spec_file
 from lorank.report.markdown_blocks import blocks, update_file
 from lorank.mine.protocol import protocol_violations
 from lorank.report.conditions import write_condition_figures
@@ -77,6 +78,38 @@ def protocol_notes(plan: Any) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
+def precision_record(plan: Any, study_dir: Path) -> dict[str, Any]:
+    """The precisions the study's runs trained in (``dtype: auto`` trains in bf16 on an AMX/AVX512-BF16 CPU and in
+    fp32 on an AVX2 one, so a study resumed across machines can mix them): ``by_run`` (run id -> its precisions),
+    ``precisions`` (all of them), ``mixed`` (more than one: the seed spread then holds the precision too), and
+    ``unknown`` (runs with no record: not trained yet, or trained before lorank recorded it)."""
+    by_run: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    for r in plan.runs:
+        dtypes, _ = trained_precisions(run_dir(study_dir, r.run_id))
+        if dtypes:
+            by_run[r.run_id] = dtypes
+        else:
+            unknown.append(r.run_id)
+    every = sorted({d for ds in by_run.values() for d in ds})
+    return {"by_run": by_run, "precisions": every, "mixed": len(every) > 1, "unknown": unknown}
+
+
+def precision_note(record: dict[str, Any]) -> str:
+    """One sentence on the runs' training precisions for the report ("" when no run has a record)."""
+    runs = record.get("by_run") or {}
+    if not runs:
+        return ""
+    if not record.get("mixed"):
+        return f"Every run trained in {record['precisions'][0]} ({len(runs)} runs with a record)."
+    groups = {}
+    for run_id, ds in runs.items():
+        groups.setdefault("+".join(ds), []).append(run_id)
+    return ("<b>Mixed training precision</b> (the runs were trained on different kinds of CPU; a difference between "
+            "conditions or seeds can hold the precision too): "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(groups.items())) + ".")
+
+
 _READ = object()  # a view argument not given: read it from the study folder
 
 
@@ -97,10 +130,12 @@ def study_findings(plan: Any, study_dir: Path, results: Any = None, view: PerQue
         test_view = findings_test_view(plan, study_dir)
     out = evaluate_findings(results, pq, reference_run(plan).run_id, test=test_view, rules=rules)
     notes = protocol_notes(plan)
+    precision = precision_record(plan, Path(study_dir))
     for f in out:
         f["verdict_rules"] = rules.to_dict()
         if notes:
             f["protocol_violations"] = notes
+        f["training_precision"] = precision
     return out
 
 
@@ -132,6 +167,9 @@ def findings_section(plan: Any, study_dir: Path, results: Any = None, view: PerQ
     if notes:
         sec.text += (" <b>Protocol violations</b> (the figures they touch are not clean evidence): "
                      + "; ".join(notes) + ".")
+    precision = precision_note(findings[0].get("training_precision") or {})
+    if precision:
+        sec.text += " " + precision
     sec.tables.append(("The five findings: the paper's claim, the verdict on the test sets, what the dev sets "
                        "alone give, the deciding figures and the confirmatory tests' study-wide adjusted p-values",
                        ["#", "the paper's claim", "verdict (test)", "on dev", "deciding figures",
