@@ -67,8 +67,9 @@ def _kinds(summary: dict) -> dict[str, float]:
 
 
 def demo_timing_block(source: Path) -> str:
-    """``lorank demo``'s measured wall times (benchmarks/demo_timing.py's JSON) by step kind, and its estimate for an
-    AVX2-only CPU in fp32: each measured bf16 step kind times the planner's fp32-on-AVX2 / bf16 ratio for that kind
+    """``lorank demo``'s measured wall times (benchmarks/demo_timing.py's JSON) by step kind: bf16, fp32 on the same
+    CPU, fp32 on an AVX2-only CPU where one was measured (``fp32_avx2``); and its estimate for an AVX2-only CPU in
+    fp32: each measured bf16 step kind times the planner's fp32-on-AVX2 / bf16 ratio for that kind
     (``plan_estimates_s``), the rest (process starts, BM25, figures, report) as measured."""
     if not source.is_file():
         raise ConfigError(f"{source} does not exist: run benchmarks/demo_timing.py first")
@@ -80,8 +81,9 @@ def demo_timing_block(source: Path) -> str:
     head = ("| precision | how | wall | training (smoke check) | ablation | weights | the rest |\n"
             "|---|---|---|---|---|---|---|\n")
     rows = []
-    for prec, how in (("bf16", "measured"), ("fp32", "measured, `LORANK_BF16=0`")):
-        e = data.get(prec)
+    for key, prec, how in (("bf16", "bf16", "measured"), ("fp32", "fp32", "measured, `LORANK_BF16=0`"),
+                           ("fp32_avx2", "fp32", "measured on an AVX2-only CPU")):
+        e = data.get(key)
         if not e or e.get("returncode") != 0:
             continue
         k = _kinds(e["summary"])
