@@ -18,7 +18,7 @@ SEEDED = Path(__file__).resolve().parents[2] / "results" / "study_smollm2_cpu_se
 
 def test_the_cpu_rates_are_the_measured_ones_for_each_precision():
     assert N == CPU_REF_PARAMS  # the rates are stated for SmolLM2-135M's body
-    for prec, train_tok_s, pairs_s, eval_s in (("bf16", 676, 23, 32), ("fp32", 236.2, 2.7, 2.7)):
+    for prec, train_tok_s, pairs_s, eval_s in (("bf16", 676, 23, 32), ("fp32", 236.2, 6.3, 2.7)):
         r = model_rates("cpu", "smollm2-135m", N, RATES["cpu"], prec)
         assert r.train / (4 * N) == pytest.approx(train_tok_s) and r.score / (2 * N * 100) == pytest.approx(pairs_s)
         assert r.eval_rate / (2 * N * 100) == pytest.approx(eval_s)
@@ -36,6 +36,18 @@ def test_the_cpu_rates_are_the_measured_ones_for_each_precision():
     a, b = rows[20], rows[120]
     assert CPU_MEASURED["fp32"].train_tokens_s == pytest.approx(
         (b["tokens"] - a["tokens"]) / (b["elapsed_s"] - a["elapsed_s"]), abs=0.1)
+    # the fp32 ablation rate is the demo's ablation step measured on an AVX2-only CPU, rounded down: its
+    # configuration-pairs from the demo spec (components 4 + 11-layer windows 7 configurations, a slice of queries x
+    # depth), over the step's wall time; the bf16 demo step on the AMX Xeon agrees with the bf16 basis
+    demo = build_plan(load_spec(find_spec("demo")), check_data=False, device="cpu")
+    (abl,) = [st for st in demo.steps if st.kind == "ablate"]
+    payload = abl.payload
+    config_pairs = 11 * payload["max_queries"] * payload["depth"]
+    timing = _json.loads((SEEDED.parent / "demo_timing.json").read_text())
+    t = timing["fp32_avx2"]["summary"]["steps_s"][abl.step_id]
+    assert "(AVX2)" in timing["fp32_avx2"]["cpu"] and config_pairs == 5940
+    assert CPU_MEASURED["fp32"].score_pairs_s == int(10 * config_pairs / t) / 10
+    assert abs(config_pairs / timing["bf16"]["summary"]["steps_s"][abl.step_id] - CPU_MEASURED["bf16"].score_pairs_s) < 1.5
     calls = [_json.loads(x) for x in (SEEDED.parent / "train_rate_smollm2_fp32" / "train_calls.jsonl").read_text()
              .splitlines()]
     assert [(c["from_step"], c["dtype"], c["forward"]) for c in calls] == [(1, "fp32", "packed")]

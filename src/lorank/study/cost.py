@@ -47,14 +47,17 @@ CPU_MEASURED: dict[str, CpuMeasured] = {
                                      "23.4 configuration-pairs/s with bf16 weights (results/score_dtype_ablation.json; "
                                      "14.8 with the fp32 weights loaded before session 27). Before: 500 and 13.5 (issue "
                                      "23's runs, session 10)", eval_pairs_s=32.0),
-    "fp32": CpuMeasured(236.2, 2.7, "fp32 (AVX2-only CPUs): training measured in session 29 on a 2-core AVX2 AMD EPYC "
-                                    "(Zen 3), packed forward, tcmalloc, 2 threads, nothing beside it: the reference "
-                                    "recipe (configs/train_msmarco12k_cpu_reference.yaml) at 236.2 tokens/s over "
-                                    "steps 21-120 (results/train_rate_smollm2_fp32); session 13's 125-129 on an EPYC "
-                                    "of the same name predates the later training speed-ups. Scoring: 2.7 pairs/s "
-                                    "(3.5 with LoRA merged), the reference run's checkpoint evaluation on DL19 + DL20 "
-                                    "top-50 in session 13, not measured since (benchmarks/train_speed.py gave 248 "
-                                    "tokens/s on a faster AVX2 CPU, docs/speed.md, 2026-12-01)"),
+    "fp32": CpuMeasured(236.2, 6.3, "fp32 (AVX2-only CPUs), measured in session 29 on a 2-core AVX2 AMD EPYC (Zen 3), "
+                                    "nothing beside it: training, the reference recipe "
+                                    "(configs/train_msmarco12k_cpu_reference.yaml) at 236.2 tokens/s over steps 21-120 "
+                                    "(packed forward, tcmalloc, 2 threads: results/train_rate_smollm2_fp32; session "
+                                    "13's 125-129 on an EPYC of the same name predates the later training speed-ups); "
+                                    "ablations, the demo's ablation step (components + 11-layer windows, 11 "
+                                    "configurations x 18 DL19 queries x top-30 = 5,940 configuration-pairs) in 933.7 s "
+                                    "(results/demo_timing.json, fp32_avx2; its bf16 step on the AMX Xeon gives 23.9, "
+                                    "the bf16 basis's method agrees); a run's own evaluations at session 13's 2.7 "
+                                    "pairs/s, not measured since (benchmarks/train_speed.py gave 248 tokens/s on a "
+                                    "faster AVX2 CPU, docs/speed.md, 2026-12-01)", eval_pairs_s=2.7),
 }
 
 #: a model's own training rate on the CPU, where it is measured, in place of SmolLM2-135M's scaled by FLOPs (a model
