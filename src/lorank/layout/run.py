@@ -159,9 +159,10 @@ def trained_precisions(run_dir: str | Path) -> tuple[list[str], str]:
 def training_calls(run_dir: str | Path) -> list[dict[str, Any]]:
     """One entry per ``lorank train`` call that built this run (a resume starts a new call), from train_log.jsonl:
     the steps it trained, its wall time and the tokens it trained, and what ``train_calls.jsonl`` recorded of it when
-    it started (precision, CPU, forward, allocator: runs trained before lorank wrote that file have none). ``elapsed_s`` restarts at each call, and a
-    resumed call's cumulative token count starts from the checkpoint it resumed (the last logged step before its
-    first), so steps trained twice (after an interruption past the last checkpoint) count in both calls.
+    it started (precision, CPU, forward, allocator: runs trained before lorank wrote that file have none).
+    ``elapsed_s`` restarts at each call, and a resumed call's cumulative token count starts from the checkpoint it
+    resumed (the last logged step before its first), so steps trained twice (after an interruption past the last
+    checkpoint) count in both calls.
 
     ``s`` is the last ``elapsed_s`` of the call: the training loop's wall time (pauses included; loading before it
     and the test sets scored after it are not in it), and of an interrupted call only up to its last row that the

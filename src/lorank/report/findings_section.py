@@ -102,7 +102,7 @@ def precision_note(record: dict[str, Any]) -> str:
         return ""
     if not record.get("mixed"):
         return f"Every run trained in {record['precisions'][0]} ({len(runs)} runs with a record)."
-    groups = {}
+    groups: dict[str, list[str]] = {}
     for run_id, ds in runs.items():
         groups.setdefault("+".join(ds), []).append(run_id)
     return ("<b>Mixed training precision</b> (the runs were trained on different kinds of CPU; a difference between "
