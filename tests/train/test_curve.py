@@ -98,6 +98,32 @@ def test_each_train_call_records_its_precision_and_the_step_it_went_on_from(curv
     assert all(c["dtype"] == "fp32" and c["cpu"] == cpu_model() for c in calls)
 
 
+def test_a_resume_in_another_precision_is_said(curve_run, tmp_path, caplog):
+    """A checkpoint trained in bf16 (its marker says so), resumed where the config resolves to fp32: a warning names
+    both; the same precision says nothing."""
+    import logging
+
+    from lorank.layout.checkpoints import COMPLETE_MARKER
+    from lorank.train.run import train
+
+    root, data, model, cfg = curve_run
+    run2 = tmp_path / "run"
+    shutil.copytree(root / "run", run2)
+    shutil.rmtree(run2 / "checkpoint-5")
+    marker = run2 / "checkpoint-2" / COMPLETE_MARKER
+    meta = json.loads(marker.read_text())
+    assert meta["dtype"] == "fp32"
+    with caplog.at_level(logging.WARNING, logger="lorank.train"):
+        train(cfg.model_copy(update={"output_dir": str(run2), "max_steps": 3}), progress=False)
+    assert "two precisions" not in caplog.text
+    shutil.rmtree(run2 / "checkpoint-3", ignore_errors=True)
+    marker.write_text(json.dumps({**meta, "dtype": "bf16"}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lorank.train"):
+        train(cfg.model_copy(update={"output_dir": str(run2)}), progress=False)
+    assert "was trained in bf16; this call trains in fp32" in caplog.text and "two precisions" in caplog.text
+
+
 def test_scoring_the_curve_leaves_the_training_as_it_was(curve_run, tmp_path):
     from safetensors.torch import load_file
 

@@ -181,6 +181,7 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     call = _Call(resume_from, step_of(Path(resume_from)) if resume_from else 0, s.trainer.tokens_seen)
     if s.trainer.is_world_process_zero():
         append_train_call(out, _call_record(m, s, call))
+    _warn_precision_change(call, m)
     t0 = time.perf_counter()
     _fit(s, cfg, out, call)
     steps = max(s.trainer.state.global_step, call.done_step)
@@ -264,6 +265,18 @@ def _call_record(m: _Model, s: _Session, call: _Call) -> dict[str, Any]:
             "dtype": m.dtype, "precision_reason": m.precision_reason, "device": "cuda" if m.use_cuda else "cpu",
             "cpu": cpu_model(), "bf16_capability": None if m.use_cuda else cpu_bf16_capability(),
             "torch_threads": torch.get_num_threads(), "forward": m.forward, "allocator": s.allocator}
+
+
+def _warn_precision_change(call: _Call, m: _Model) -> None:
+    """Say so when a resume trains in another precision than the checkpoint it goes on from (``dtype: auto`` on
+    another kind of CPU): the run's steps will be in two precisions, which train_calls.jsonl records."""
+    if not call.resume_from:
+        return
+    before = read_marker(Path(call.resume_from)).get("dtype")
+    if before and before != m.dtype:
+        log.warning("%s was trained in %s; this call trains in %s (%s): the run's steps will be in two precisions "
+                    "(recorded in train_calls.jsonl); set dtype in the config, or LORANK_BF16, to keep one",
+                    call.resume_from, before, m.dtype, m.precision_reason)
 
 
 def _checkpoint_meta(cfg: TrainConfig, m: _Model, identity: dict[str, Any]) -> dict[str, Any]:
