@@ -168,7 +168,7 @@ def test_choose_forward_auto_explicit_and_refused():
 
 def test_a_run_trained_with_one_forward_is_not_resumed_with_the_other(tmp_path):
     from lorank.layout.checkpoints import COMPLETE_MARKER
-    from lorank.train.run import check_resumable
+    from lorank.train.resume import check_resumable
 
     ckpt = tmp_path / "checkpoint-2"
     ckpt.mkdir()

@@ -7,7 +7,6 @@ trainer and its callbacks, train (or resume), evaluate what is still to evaluate
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import os
@@ -15,7 +14,6 @@ import platform
 import signal
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +28,14 @@ from lorank.adapters import load_adapter_weights
 from lorank.allocator import active_allocator
 from lorank.atomic import atomic_write_json
 from lorank.errors import ConfigError, LorankError
-from lorank.layout.checkpoints import checkpoint_dirs, complete_checkpoints, is_checkpoint_name, read_marker, step_of
-from lorank.layout.run import (PREVIOUS_OUTPUTS, append_train_call, config_file, read_metrics, summary_file,
-                               train_log_file)
+from lorank.layout.checkpoints import complete_checkpoints, read_marker, step_of
+from lorank.layout.run import append_train_call, config_file, read_metrics, summary_file, train_log_file
 from lorank.lora.spec import LoraSpec, apply_lora
 from lorank.models.attention import apply_attention_backend
 from lorank.models.inputs import InputFormat, PairEncoder
 from lorank.models.loading import load_reranker
 from lorank.models.packed import install_packed_forward, packed_support, window_limit
-from lorank.precision import cpu_bf16_capability, cpu_model, decide
+from lorank.precision import decide
 from lorank.lora.adalora import orth_penalty
 from lorank.lora.dylora import DyLoraTruncation
 from lorank.train.callbacks import (AdaLoraBudget, CheckpointMeta, CheckpointSchedule, DyLoraRanks, EvalOnSave,
@@ -52,6 +49,8 @@ from lorank.train.groups import GroupDataset
 from lorank.train.losses import get_loss
 from lorank.lora.dropout import use_fast_dropout
 from lorank.lora.sites import disable_input_cast, target_counts
+from lorank.train.resume import (call_record, check_last_checkpoint, prepare_output_dir, resume_identity,
+                                 resume_point, warn_precision_change)
 from lorank.train.trainer import RerankTrainer, enable_checkpointing
 
 log = logging.getLogger("lorank.train")
@@ -167,21 +166,22 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
                                test_sets=cfg.eval.test_sets)
     fmt = InputFormat(**cfg.input.model_dump())
     m = _model_to_train(cfg, dtype, precision_reason)
-    out = _prepare_output_dir(cfg, resume)  # after the data and the model load: a bad path leaves no empty folder
+    out = prepare_output_dir(cfg, resume)  # after the data and the model load: a bad path leaves no empty folder
     identity = {**resume_identity(cfg), "forward": m.forward}
     if resume:  # before anything is written into the run folder: its config.json must stay the old run's if refused
-        _check_last_checkpoint(out, identity)
+        check_last_checkpoint(out, identity)
     if m.forward == "packed":
         install_packed_forward(m.model)
     encoder = PairEncoder(m.loaded.tokenizer, fmt)
     dataset = GroupDataset(pools, cfg.group_size, cfg.seed, cfg.unit)
     atomic_write_json(config_file(out), _resolved_config(cfg, m, stats))
     s = _session(cfg, m, out, dataset, encoder, _checkpoint_meta(cfg, m, identity), progress)
-    resume_from = _resume_point(out, resume, s.trainer)
+    resume_from = resume_point(out, resume, s.trainer)
     call = _Call(resume_from, step_of(Path(resume_from)) if resume_from else 0, s.trainer.tokens_seen)
     if s.trainer.is_world_process_zero():
-        append_train_call(out, _call_record(m, s, call))
-    _warn_precision_change(call, m)
+        append_train_call(out, call_record(call.done_step, m.dtype, m.precision_reason, m.use_cuda, m.forward,
+                                           s.allocator))
+    warn_precision_change(call.resume_from, m.dtype, m.precision_reason)
     t0 = time.perf_counter()
     _fit(s, cfg, out, call)
     steps = max(s.trainer.state.global_step, call.done_step)
@@ -206,14 +206,6 @@ def _precision(cfg: TrainConfig) -> tuple[str, str]:
     return decision.name, decision.reason
 
 
-def _prepare_output_dir(cfg: TrainConfig, resume: bool) -> Path:
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        set_aside_previous(out)
-    return out
-
-
 def _model_to_train(cfg: TrainConfig, dtype: str, precision_reason: str) -> _Model:
     """The base model with its score head and LoRA, trainable parameters in fp32, and the execution choices made:
     fast dropout, the LoRA input cast, activation checkpointing, the training forward."""
@@ -234,13 +226,6 @@ def _model_to_train(cfg: TrainConfig, dtype: str, precision_reason: str) -> _Mod
     return _Model(loaded, spec, model, dtype, precision_reason, checkpointing, use_cuda, forward, forward_reason)
 
 
-def _check_last_checkpoint(out: Path, identity: dict[str, Any]) -> None:
-    """Refuse to resume the run's last complete checkpoint under a config that changes its trajectory."""
-    done = complete_checkpoints(out)
-    if done:
-        check_resumable(done[-1], identity)
-
-
 def _resolved_config(cfg: TrainConfig, m: _Model, stats: Any) -> dict[str, Any]:
     """What the run's config.json records: the config, the model as loaded, the pools, the versions, the LoRA scale,
     the precision and the execution choices."""
@@ -255,28 +240,6 @@ def _resolved_config(cfg: TrainConfig, m: _Model, stats: Any) -> dict[str, Any]:
             "execution": {"forward": m.forward, "forward_reason": m.forward_reason,
                           "gradient_checkpointing": m.checkpointing, "grad_cache": cfg.grad_cache,
                           "memory_gb": _memory_gb()}}
-
-
-def _call_record(m: _Model, s: _Session, call: _Call) -> dict[str, Any]:
-    """This call's row of train_calls.jsonl: what it trains in and on, from which step. A run resumed on another
-    machine can train its steps in two precisions (``dtype: auto``: bf16 on an AMX CPU, fp32 on an AVX2 one): the
-    rows say which steps trained in which."""
-    return {"from_step": call.done_step + 1, "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "dtype": m.dtype, "precision_reason": m.precision_reason, "device": "cuda" if m.use_cuda else "cpu",
-            "cpu": cpu_model(), "bf16_capability": None if m.use_cuda else cpu_bf16_capability(),
-            "torch_threads": torch.get_num_threads(), "forward": m.forward, "allocator": s.allocator}
-
-
-def _warn_precision_change(call: _Call, m: _Model) -> None:
-    """Say so when a resume trains in another precision than the checkpoint it goes on from (``dtype: auto`` on
-    another kind of CPU): the run's steps will be in two precisions, which train_calls.jsonl records."""
-    if not call.resume_from:
-        return
-    before = read_marker(Path(call.resume_from)).get("dtype")
-    if before and before != m.dtype:
-        log.warning("%s was trained in %s; this call trains in %s (%s): the run's steps will be in two precisions "
-                    "(recorded in train_calls.jsonl); set dtype in the config, or LORANK_BF16, to keep one",
-                    call.resume_from, before, m.dtype, m.precision_reason)
 
 
 def _checkpoint_meta(cfg: TrainConfig, m: _Model, identity: dict[str, Any]) -> dict[str, Any]:
@@ -386,19 +349,6 @@ def _allocator(use_cuda: bool) -> str:
     return allocator
 
 
-def _resume_point(out: Path, resume: bool, trainer: RerankTrainer) -> str | None:
-    """The last complete checkpoint to resume from (None: from scratch), with the trainer's counters put back."""
-    last = complete_checkpoints(out)
-    resume_from = str(last[-1]) if (resume and last) else None
-    if resume_from:
-        log.info("resuming from %s", resume_from)
-        counters = read_marker(Path(resume_from)).get("counters") or {}
-        trainer.tokens_seen = int(counters.get("tokens_seen", 0))
-        trainer.padded_tokens_seen = int(counters.get("padded_tokens_seen", 0))
-        trainer.skipped_batches = int(counters.get("skipped_batches", 0))
-    return resume_from
-
-
 def _fit(s: _Session, cfg: TrainConfig, out: Path, call: _Call) -> None:
     """Train up to the planned step, under the Ctrl-C / SIGTERM handlers; nothing when resumed from the last."""
     planned = _planned_steps(s.trainer, cfg)
@@ -483,36 +433,6 @@ def _raise_if_stopped(res: TrainResult, s: _Session, cfg: TrainConfig, out: Path
                                   f"{s.trainer.state.max_steps}: {saved}; run the same command to resume.", res)
 
 
-def set_aside_previous(out: Path) -> Path | None:
-    """A fresh start (``--no-resume``) in a folder that holds a run: move that run's checkpoints and results
-    into ``previous-<time>/`` rather than mixing them with (or overwriting them by) the new run's."""
-    old = checkpoint_dirs(out) + [out / n for n in PREVIOUS_OUTPUTS if (out / n).exists()]
-    if not old:
-        return None
-    dest = out / time.strftime("previous-%Y%m%d-%H%M%S")
-    n = 1
-    while dest.exists():
-        dest = out / f"{time.strftime('previous-%Y%m%d-%H%M%S')}-{n}"
-        n += 1
-    dest.mkdir()
-    for p in old:
-        os.replace(p, dest / p.name)
-    log.warning("starting afresh: the previous run's %d checkpoints and results were moved to %s",
-                sum(is_checkpoint_name(p) for p in old), dest)
-    return dest
-
-
-#: what fixes a run's trajectory: resuming a checkpoint under other values would splice two different runs
-#: (max_steps/epochs, checkpoints, eval and execution settings may change between calls)
-RESUME_KEYS = ("model", "dtype", "head_init", "input", "lora", "data", "group_size", "unit", "loss", "lr",
-               "head_lr", "warmup_ratio", "weight_decay", "batch_queries", "grad_accum", "seed", "temperature")
-
-
-def resume_identity(cfg: TrainConfig) -> dict[str, Any]:
-    ident = cfg.identity()
-    return {k: ident[k] for k in RESUME_KEYS if k in ident}
-
-
 def choose_forward(cfg: TrainConfig, model: Any, checkpointing: str, cuda: bool) -> tuple[str, str]:
     """The training forward (``packed`` or ``hf``, :mod:`lorank.models.packed`) and why."""
     if cfg.forward == "hf":
@@ -549,23 +469,6 @@ def _memory_gb() -> float | None:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
     except (ValueError, OSError, AttributeError):
         return None
-
-
-def check_resumable(ckpt: Path, current: dict[str, Any]) -> None:
-    """Refuse to resume ``ckpt`` under a config that changes the run's trajectory (checkpoints written before
-    lorank recorded it carry no identity and are resumed as before; one written before the packed forward
-    existed was trained with the HF forward)."""
-    saved = read_marker(ckpt).get("resume_identity")
-    if not saved:
-        return
-    saved = {"forward": "hf", **saved}
-    diffs = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
-             if json.dumps(saved.get(k), sort_keys=True, default=str) != json.dumps(current.get(k), sort_keys=True,
-                                                                                      default=str)]
-    if diffs:
-        raise ConfigError([f"{ckpt} was trained under another config; resuming it would splice two different runs:"]
-                          + diffs + ["train into another output_dir, or pass --no-resume to set the old run's "
-                                     "outputs aside (moved to previous-<time>/)"])
 
 
 def _planned_steps(trainer: Any, cfg: TrainConfig) -> int:
