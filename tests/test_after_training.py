@@ -46,6 +46,36 @@ def test_training_calls_take_what_each_call_recorded_when_it_started(tmp_path):
     assert all("dtype" not in c for c in training_calls(tmp_path))
 
 
+def test_training_calls_pair_rows_with_calls_that_log_every_n_steps(tmp_path):
+    # log_every 10 (the CUDA default): call 1 (from step 1) logs 10, 20; call 2 resumes checkpoint-20 (from 21) and
+    # logs 30, 40; call 3 (from 41) has no row (trained by older code): it must not take call 2's
+    rows = [(10, 100, 10.0), (20, 200, 20.0), (30, 300, 5.0), (40, 400, 10.0), (50, 500, 4.0)]
+    (tmp_path / "train_log.jsonl").write_text("".join(
+        json.dumps({"step": s, "tokens": t, "elapsed_s": e}) + "\n" for s, t, e in rows))
+    recorded = [{"from_step": 1, "dtype": "bf16"}, {"from_step": 21, "dtype": "fp32"}]
+    (tmp_path / "train_calls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recorded))
+    calls = training_calls(tmp_path)
+    assert [(c["steps"], c.get("dtype")) for c in calls] == [("10-20", "bf16"), ("30-40", "fp32"), ("50-50", None)]
+
+
+def test_a_call_whose_steps_were_trained_again_no_longer_counts(tmp_path):
+    from lorank.layout.run import trained_precisions
+
+    # an fp32 call from step 101 stopped before its first checkpoint; the run went on from step 101 again in bf16
+    recorded = [{"from_step": 1, "dtype": "bf16"}, {"from_step": 101, "dtype": "fp32"},
+                {"from_step": 101, "dtype": "bf16"}]
+    (tmp_path / "train_calls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recorded))
+    assert trained_precisions(tmp_path) == (["bf16"], "train_calls.jsonl")
+    # a resume from an older checkpoint (step 51) retrains the fp32 call's steps from there
+    recorded = [{"from_step": 1, "dtype": "bf16"}, {"from_step": 101, "dtype": "fp32"},
+                {"from_step": 51, "dtype": "bf16"}]
+    (tmp_path / "train_calls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recorded))
+    assert trained_precisions(tmp_path)[0] == ["bf16"]
+    recorded.append({"from_step": 201, "dtype": "fp32"})
+    (tmp_path / "train_calls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recorded))
+    assert trained_precisions(tmp_path)[0] == ["bf16", "fp32"]
+
+
 def test_mine_command_names_the_window_the_run_mined_with():
     assert mine_window([{"kind": "trec", "path": "dl20"}, {"kind": "msmarco", "mine": {"window": "1-30"}}]) == "1-30"
     assert mine_window([{"kind": "msmarco", "mine": {"window": "10-100"}}]) == "10-100"

@@ -149,7 +149,8 @@ def test_the_demo_timing_block_shows_the_measurements_and_scales_bf16_for_avx2(t
     assert "| 40 s | 16.7 min | 5 s | 25 s |" in avx2
     # measured on an AVX2-only CPU too: its own row, beside the estimate it checks
     slow = dict(run, cpu="AMD EPYC (AVX2)", wall_s=1200.0,
-                summary={"wall_s": 1180.0, "steps_s": {"train/r": 60.0, "ablate/a/0": 1080.0, "analyze/weights/a/0": 6.0}})
+                summary={"wall_s": 1180.0,
+                         "steps_s": {"train/r": 60.0, "ablate/a/0": 1080.0, "analyze/weights/a/0": 6.0}})
     f.write_text(json.dumps({"bf16": run, "fp32_avx2": slow, "plan_estimates_s": est}))
     bf16, measured, estimated = demo_timing_block(f).splitlines()[2:]
     assert "| fp32 | measured on an AVX2-only CPU: AMD EPYC (AVX2), 2 cores" in measured and "**20.0 min**" in measured

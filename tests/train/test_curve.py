@@ -93,6 +93,8 @@ def test_each_train_call_records_its_precision_and_the_step_it_went_on_from(curv
     train(cfg.model_copy(update={"output_dir": str(run2)}), progress=False)
     rows = read_train_calls(run2)
     assert [r["from_step"] for r in rows] == [1, 3] and rows[0] == first
+    train(cfg.model_copy(update={"output_dir": str(run2)}), progress=False)  # from the final checkpoint: no steps
+    assert read_train_calls(run2) == rows  # a call that trains nothing records nothing
     calls = training_calls(run2)
     assert [c["steps"] for c in calls] == ["1-2", "3-5"]
     assert all(c["dtype"] == "fp32" and c["cpu"] == cpu_model() for c in calls)

@@ -144,11 +144,24 @@ def append_train_call(run_dir: str | Path, row: dict[str, Any]) -> None:
     atomic_write_text(f, "".join(json.dumps(r, sort_keys=False) + "\n" for r in [*rows, row]))
 
 
+def _standing_calls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls whose steps stand: a call that went on from an earlier (or the same) step than an earlier call
+    retrained that call's steps from there (a resume from an older checkpoint, a crash before the first save), so
+    the earlier call's row no longer describes any kept step."""
+    kept: list[dict[str, Any]] = []
+    for row in rows:
+        start = row.get("from_step")
+        if isinstance(start, int):
+            kept = [r for r in kept if not (isinstance(r.get("from_step"), int) and r["from_step"] >= start)]
+        kept.append(row)
+    return kept
+
+
 def trained_precisions(run_dir: str | Path) -> tuple[list[str], str]:
     """The precisions a run's steps trained in (``bf16``, ``fp32``; two where it was resumed on another kind of CPU)
     and where that is read: every call's row of ``train_calls.jsonl``, else ``config.json``'s ``precision`` (only
     the last call's: a run trained before lorank wrote train_calls.jsonl), else nothing known ([], "")."""
-    rows = read_train_calls(run_dir)
+    rows = _standing_calls(read_train_calls(run_dir))
     if rows:
         return sorted({str(r["dtype"]) for r in rows if r.get("dtype")}), TRAIN_CALLS
     cfg = read_run_config(run_dir)
@@ -192,15 +205,20 @@ def training_calls(run_dir: str | Path) -> list[dict[str, Any]]:
         prev = r
     if prev is not None:
         close()
-    # first step -> the latest call that started there (an earlier one that kept no row past its checkpoint is not
-    # in the log: the resume dropped its rows)
+    # from_step -> the latest call that started there (an earlier one that kept no row past its checkpoint is not
+    # in the log: the resume dropped its rows); a call's first logged step is its from_step or, when it logs every
+    # N steps (log_every, 10 on CUDA), a later one: the call is the row with the largest from_step up to it, above
+    # the previous call's first logged step
     recorded: dict[int, dict[str, Any]] = {}
     for row in read_train_calls(run_dir):
         if isinstance(row.get("from_step"), int):
             recorded[row["from_step"]] = row
+    before = 0
     for c in calls:
         c["tokens_per_s"] = round(c["tokens"] / c["s"], 1) if c["s"] else None
-        row = recorded.get(int(c["steps"].split("-")[0]))
-        if row is not None:
-            c.update({k: v for k, v in row.items() if k != "from_step"})
+        first_step = int(c["steps"].split("-")[0])
+        start = max((k for k in recorded if before < k <= first_step), default=None)
+        if start is not None:
+            c.update({k: v for k, v in recorded[start].items() if k != "from_step"})
+        before = first_step
     return calls

@@ -136,6 +136,7 @@ class _Call:
     tokens0: int  # the tokens seen before this call: its rate counts its own
     wall: float = 0.0
     eval_s: float = 0.0  # dev and curve scoring, which is not training time
+    planned: int = 0  # the optimizer steps the run is to make (HF's count)
 
     @property
     def train_s(self) -> float:
@@ -178,10 +179,11 @@ def train(config: TrainConfig | str | Path, *, resume: bool = True, progress: bo
     s = _session(cfg, m, out, dataset, encoder, _checkpoint_meta(cfg, m, identity), progress)
     resume_from = resume_point(out, resume, s.trainer)
     call = _Call(resume_from, step_of(Path(resume_from)) if resume_from else 0, s.trainer.tokens_seen)
-    if s.trainer.is_world_process_zero():
+    call.planned = _planned_steps(s.trainer, cfg)
+    if s.trainer.is_world_process_zero() and call.done_step < call.planned:  # a call with steps to train
         append_train_call(out, call_record(call.done_step, m.dtype, m.precision_reason, m.use_cuda, m.forward,
                                            s.allocator))
-    warn_precision_change(call.resume_from, m.dtype, m.precision_reason)
+        warn_precision_change(call.resume_from, m.dtype, m.precision_reason)
     t0 = time.perf_counter()
     _fit(s, cfg, out, call)
     steps = max(s.trainer.state.global_step, call.done_step)
@@ -351,7 +353,7 @@ def _allocator(use_cuda: bool) -> str:
 
 def _fit(s: _Session, cfg: TrainConfig, out: Path, call: _Call) -> None:
     """Train up to the planned step, under the Ctrl-C / SIGTERM handlers; nothing when resumed from the last."""
-    planned = _planned_steps(s.trainer, cfg)
+    planned = call.planned or _planned_steps(s.trainer, cfg)
     if call.resume_from and call.done_step >= planned:
         # HF would run one step past the end when resumed from the final checkpoint: nothing left to train
         log.info("%s is the final checkpoint (%d of %d steps): nothing left to train", call.resume_from,
