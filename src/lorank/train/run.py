@@ -353,7 +353,7 @@ def _allocator(use_cuda: bool) -> str:
 
 def _fit(s: _Session, cfg: TrainConfig, out: Path, call: _Call) -> None:
     """Train up to the planned step, under the Ctrl-C / SIGTERM handlers; nothing when resumed from the last."""
-    planned = call.planned or _planned_steps(s.trainer, cfg)
+    planned = call.planned
     if call.resume_from and call.done_step >= planned:
         # HF would run one step past the end when resumed from the final checkpoint: nothing left to train
         log.info("%s is the final checkpoint (%d of %d steps): nothing left to train", call.resume_from,
