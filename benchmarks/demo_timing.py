@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,16 +32,10 @@ OUT = ROOT / "results" / "demo_timing.json"
 
 
 def cpu_model() -> str:
-    """The CPU's model name and its widest matrix instructions: AMX, AVX512-BF16, AVX-512 or AVX2."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "?"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    isa = next((label for flag, label in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"),
-                                          ("avx2", "AVX2")) if flag in flags), "no AVX2")
-    return f"{name} ({isa})"
+    """The CPU's model name and its widest matrix instructions (lorank.precision): e.g. ``AMD EPYC (AVX2)``."""
+    from lorank.precision import cpu_isa, cpu_model as name
+
+    return f"{name()} ({cpu_isa()})"
 
 
 PLAN_ESTIMATE = """

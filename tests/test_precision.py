@@ -49,3 +49,24 @@ def test_training_dtype_and_scorer_follow_the_same_decision(monkeypatch):
     monkeypatch.setenv("LORANK_BF16", "0")
     rr = Reranker(model.to(torch.bfloat16), tok)
     assert rr.scorer.bf16 is False and rr.scorer.precision == "bf16"  # bf16 weights compute in bf16: reported so
+
+
+@pytest.mark.parametrize("flags, want", [("fpu avx2 avx512f avx512_bf16 amx_bf16", "AMX"),
+                                         ("fpu avx2 avx512f avx512_bf16", "AVX512-BF16"),
+                                         ("fpu avx2 avx512f", "AVX-512"), ("fpu sse4_2 avx2", "AVX2"),
+                                         ("fpu sse4_2", "no AVX2")])
+def test_cpu_isa_names_the_widest_matrix_instructions(monkeypatch, flags, want):
+    import io
+
+    import lorank.precision as p
+
+    info = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n"
+    monkeypatch.setattr(p, "open", lambda *a, **k: io.StringIO(info), raising=False)
+    assert p.cpu_isa() == want and p.cpu_model() == "Some CPU"
+
+
+def test_cpu_isa_agrees_with_the_bf16_decision_on_this_cpu():
+    from lorank.precision import cpu_bf16_capability, cpu_isa
+
+    cap = cpu_bf16_capability()
+    assert cpu_isa() == cap if cap else cpu_isa() in ("AVX-512", "AVX2", "no AVX2", "?")

@@ -57,6 +57,18 @@ def cpu_model() -> str:
     return name or platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The CPU's widest matrix instructions: ``AMX``, ``AVX512-BF16``, ``AVX-512``, ``AVX2`` or ``no AVX2`` (from
+    ``/proc/cpuinfo``; ``?`` where it cannot be read): what a timing records beside the CPU's name."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = set(next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), []))
+    except OSError:
+        return "?"
+    return next((label for flag, label in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"),
+                                           ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "no AVX2")
+
+
 def cpu_bf16_capability() -> str | None:
     """The CPU feature that makes bf16 pay (``AMX``, ``AVX512-BF16``), or None on CPUs without one."""
     import torch
