@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lorank.study import build_plan, find_spec, load_spec
-from lorank.study.cost import CPU_MEASURED, CPU_REF_PARAMS, model_rates
+from lorank.study.cost import CPU_MEASURED, CPU_REF_PARAMS, model_rates, score_s
 from lorank.study.plan import RATES, count_params, model_config
 
 N = count_params(model_config("smollm2-135m"))
@@ -199,7 +199,7 @@ def test_gemma_is_priced_at_the_training_rate_its_own_run_measured():
     scoring (not measured) stays SmolLM2's, scaled."""
     import json
 
-    from lorank.study.cost import CPU_MODEL_TRAIN
+    from lorank.study.cost import CPU_MODEL_EVAL, CPU_MODEL_TRAIN
 
     n = count_params(model_config("gemma3-270m"))
     rows = {}
@@ -212,8 +212,27 @@ def test_gemma_is_priced_at_the_training_rate_its_own_run_measured():
         gemma = model_rates("cpu", "gemma3-270m", n, RATES["cpu"], prec)
         other = model_rates("cpu", "x-270m", n, RATES["cpu"], prec)
         assert gemma.train / (4 * n) == pytest.approx(tok_s) and "its own measured" in gemma.note
-        assert gemma.train != other.train and gemma.score == other.score and gemma.eval_rate == other.eval_rate
+        assert gemma.train != other.train and gemma.score == other.score
+        assert (gemma.eval_rate == other.eval_rate) == ((prec, "gemma3-270m") not in CPU_MODEL_EVAL)
         assert f"steps {window[0]}-{window[1]}" in src
         a, b = rows[window[0] - 1], rows[window[1]]
         assert b["elapsed_s"] > a["elapsed_s"]  # one call
         assert tok_s == pytest.approx((b["tokens"] - a["tokens"]) / (b["elapsed_s"] - a["elapsed_s"]), abs=0.5)
+
+
+def test_gemma_evaluations_are_priced_at_the_rate_its_dev_curve_measured():
+    """Gemma's own evaluations in fp32 are priced at the mean pairs/s of its reference run's committed dev curve rows
+    (all scored in fp32 on one AVX2 CPU), not at SmolLM2's stale fp32 evaluation basis, scaled."""
+    import json
+
+    from lorank.study.cost import AVG_TOKENS, CPU_MODEL_EVAL
+
+    curve = json.loads((SEEDED.parent / "train_msmarco12k_gemma.json").read_text())
+    rows = [ck[s] for ck in curve["checkpoints"] for s in ("dl19", "dl20") if s in ck]
+    assert len(rows) >= 10 and {r["precision"] for r in rows} == {"fp32"}
+    pairs_s, src = CPU_MODEL_EVAL[("fp32", "gemma3-270m")]
+    assert pairs_s == pytest.approx(sum(r["pairs_per_s"] for r in rows) / len(rows), abs=0.05)
+    n = count_params(model_config("gemma3-270m"))
+    gemma = model_rates("cpu", "gemma3-270m", n, RATES["cpu"], "fp32")
+    assert gemma.eval_rate == pytest.approx(pairs_s * AVG_TOKENS * 2 * n) and f"{pairs_s:g} pairs/s" in gemma.note
+    assert score_s(1000, n, gemma, in_training=True) == pytest.approx(1000 / pairs_s)

@@ -62,7 +62,8 @@ CPU_MEASURED: dict[str, CpuMeasured] = {
 
 #: a model's own training rate on the CPU, where it is measured, in place of SmolLM2-135M's scaled by FLOPs (a model
 #: of about the same body is not as fast per FLOP: Gemma 3's 256-wide heads, GELU-tanh and extra norms): (precision,
-#: model-name hint) -> (real training tokens/s, where it was measured). Its scoring stays SmolLM2's, scaled.
+#: model-name hint) -> (real training tokens/s, where it was measured). Its ablation scoring stays SmolLM2's, scaled
+#: (its run's own evaluations: CPU_MODEL_EVAL).
 CPU_MODEL_TRAIN: dict[tuple[str, str], tuple[float, str]] = {
     ("bf16", "gemma3-270m"): (498.7, "Gemma 3 270M's reference run (configs/train_msmarco12k_cpu_gemma.yaml) on the "
                                      "2-core AMX Xeon in bf16, 2 threads, nothing beside it: steps 3101-4400 of its "
@@ -70,6 +71,15 @@ CPU_MODEL_TRAIN: dict[tuple[str, str], tuple[float, str]] = {
     ("fp32", "gemma3-270m"): (237.2, "Gemma 3 270M's reference run on a 2-core AVX2 AMD EPYC (Zen 3) in fp32, 2 "
                                      "threads, tcmalloc, nothing beside it: steps 5002-5200 of its session-29 call "
                                      "(results/resume/msmarco12k-gemma/train_log.jsonl)"),
+}
+
+#: a model's own evaluation rate on the CPU, where it is measured, in place of SmolLM2-135M's scaled: (precision,
+#: model-name hint) -> (reranked pairs/s of its training run's own evaluations, LoRA merged, where it was measured)
+CPU_MODEL_EVAL: dict[tuple[str, str], tuple[float, str]] = {
+    ("fp32", "gemma3-270m"): (5.75, "Gemma 3 270M's reference run's dev curve on a 2-core AVX2 AMD EPYC (Zen 3) "
+                                    "in fp32, LoRA merged, 2 threads, tcmalloc, nothing beside it: the mean of its "
+                                    "curve rows' pairs/s (7 checkpoints x DL19 and DL20, BM25 top-20; scoring time, "
+                                    "model load apart: results/train_msmarco12k_gemma.json)"),
 }
 
 #: measured training throughput (real tokens/s) of a model on a GPU: (device, model-name hint) ->
@@ -149,10 +159,15 @@ def model_rates(device: str, model: str, n_params: int | None, nominal: tuple[fl
                     if p == prec and hint in model.lower()), None)
         basis = (f"the measured {m.train_tokens_s:.0f} training tokens/s, {m.score_pairs_s:g} scored pairs/s in "
                  f"ablations{evals} of SmolLM2-135M{scale} ({m.source})")
+        own_eval = next(((pairs_s, src) for (p, hint), (pairs_s, src) in CPU_MODEL_EVAL.items()
+                         if p == prec and hint in model.lower()), None)
         if own and n_params:
             train = own[0] * 4 * n_params
             basis = (f"training at its own measured {own[0]:.0f} tokens/s ({own[1]}); scoring at {m.score_pairs_s:g} "
                      f"pairs/s in ablations{evals} of SmolLM2-135M{scale} ({m.source})")
+        if own_eval and n_params:
+            evaluate = own_eval[0] * AVG_TOKENS * 2 * n_params
+            basis += f"; its own evaluations at its measured {own_eval[0]:g} pairs/s ({own_eval[1]})"
         return Rates(train, score, note=(f"{model} on cpu in {prec}" + (f" ({why})" if why else "") + ": "
                                          + basis + "; " + other), cpu=True, evaluate=evaluate)
     if device != "cuda" or not n_params or n_params >= SMALL_MODEL:
