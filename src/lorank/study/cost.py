@@ -142,6 +142,11 @@ def cpu_precision(dtype: str | None) -> tuple[str, str]:
     return ("bf16" if dtype == "bf16" else "fp32"), f"dtype: {dtype}"
 
 
+def _model_measured(table: dict[tuple[str, str], tuple[float, str]], prec: str, model: str) -> tuple[float, str] | None:
+    """A model's own measured CPU rate in `prec` from `table` (CPU_MODEL_TRAIN, CPU_MODEL_EVAL), or None."""
+    return next((v for (p, hint), v in table.items() if p == prec and hint in model.lower()), None)
+
+
 def model_rates(device: str, model: str, n_params: int | None, nominal: tuple[float, float],
                 precision: str | None = None, why: str = "") -> Rates:
     """The rates a plan uses for `model` (`n_params` body parameters) on `device`; on a CPU, those measured in
@@ -155,12 +160,9 @@ def model_rates(device: str, model: str, n_params: int | None, nominal: tuple[fl
             "LORANK_BF16=1 prices it for an AVX512-BF16 CPU (bf16)"
         train, score, evaluate = cpu_flops(prec)
         evals = f", {m.eval_pairs_s:g} pairs/s in a run's own evaluations" if m.eval_pairs_s else ""
-        own = next(((tok_s, src) for (p, hint), (tok_s, src) in CPU_MODEL_TRAIN.items()
-                    if p == prec and hint in model.lower()), None)
+        own, own_eval = _model_measured(CPU_MODEL_TRAIN, prec, model), _model_measured(CPU_MODEL_EVAL, prec, model)
         basis = (f"the measured {m.train_tokens_s:.0f} training tokens/s, {m.score_pairs_s:g} scored pairs/s in "
                  f"ablations{evals} of SmolLM2-135M{scale} ({m.source})")
-        own_eval = next(((pairs_s, src) for (p, hint), (pairs_s, src) in CPU_MODEL_EVAL.items()
-                         if p == prec and hint in model.lower()), None)
         if own and n_params:
             train = own[0] * 4 * n_params
             basis = (f"training at its own measured {own[0]:.0f} tokens/s ({own[1]}); scoring at {m.score_pairs_s:g} "
