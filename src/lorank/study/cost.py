@@ -142,7 +142,8 @@ def cpu_precision(dtype: str | None) -> tuple[str, str]:
     return ("bf16" if dtype == "bf16" else "fp32"), f"dtype: {dtype}"
 
 
-def _model_measured(table: dict[tuple[str, str], tuple[float, str]], prec: str, model: str) -> tuple[float, str] | None:
+def _model_measured(table: dict[tuple[str, str], tuple[float, str]], prec: str,
+                    model: str) -> tuple[float, str] | None:
     """A model's own measured CPU rate in `prec` from `table` (CPU_MODEL_TRAIN, CPU_MODEL_EVAL), or None."""
     return next((v for (p, hint), v in table.items() if p == prec and hint in model.lower()), None)
 
